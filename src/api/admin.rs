@@ -1,0 +1,85 @@
+//! Admin reads: the agent list and the audit log. Admin token required; no WebAuthn for reads.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::extract::Query;
+use serde::Serialize;
+use serde_json::json;
+
+use super::{ApiError, Caller};
+use crate::audit::{Action, Outcome};
+use crate::auth::Role;
+
+const MAX_AUDIT_PAGE: u32 = 1000;
+
+#[derive(Serialize)]
+struct AgentView {
+    id: i64,
+    name: String,
+    scope: String,
+    scopes: Vec<String>,
+    all_access: bool,
+    admin: bool,
+    role: Role,
+    created_at: i64,
+}
+
+async fn admin_only(caller: &Caller, action: Action) -> Result<(), ApiError> {
+    if let Err(e) = caller.require_admin() {
+        caller.principal.vault.audit(&caller.event(action, Outcome::Denied)).await?;
+        return Err(e);
+    }
+    Ok(())
+}
+
+pub async fn agents(caller: Caller) -> Result<Json<serde_json::Value>, ApiError> {
+    admin_only(&caller, Action::AgentList).await?;
+    let vault = &caller.principal.vault;
+    let agents: Vec<AgentView> = vault
+        .agents()
+        .iter()
+        .map(|a| AgentView {
+            id: a.id.0,
+            name: a.name.clone(),
+            scope: a.id.own_scope().as_str().to_owned(),
+            scopes: a.scopes.to_vec(),
+            all_access: a.all_access,
+            admin: a.admin,
+            role: a.role(),
+            created_at: a.created_at,
+        })
+        .collect();
+    vault.audit(&caller.event(Action::AgentList, Outcome::Ok)).await?;
+    Ok(Json(json!({ "agents": agents })))
+}
+
+/// `GET /api/audit?before=ID&limit=N`: newest first; `next_before` continues the walk.
+pub async fn audit(
+    caller: Caller,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    admin_only(&caller, Action::AuditRead).await?;
+    let before = match params.get("before") {
+        None => None,
+        Some(b) => Some(
+            b.parse::<i64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| ApiError::BadRequest("before must be a positive integer".into()))?,
+        ),
+    };
+    let limit = match params.get("limit") {
+        None => 100,
+        Some(l) => l
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=MAX_AUDIT_PAGE).contains(n))
+            .ok_or_else(|| ApiError::BadRequest(format!("limit must be 1 to {MAX_AUDIT_PAGE}")))?,
+    };
+    let vault = &caller.principal.vault;
+    vault.audit(&caller.event(Action::AuditRead, Outcome::Ok)).await?;
+    let rows = vault.audit_page(before, limit)?;
+    let next_before = if rows.len() as u32 == limit { rows.last().map(|r| r.id) } else { None };
+    Ok(Json(json!({ "rows": rows, "next_before": next_before })))
+}

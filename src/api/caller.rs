@@ -1,0 +1,69 @@
+//! The `Caller` extractor: turns `Authorization: Bearer cvt_…` into a [`Principal`].
+//!
+//! Every failure looks the same to the client (401, same body) and is audited at node level
+//! with a reason code that never contains token material.
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
+
+use super::{ApiError, AppState};
+use crate::audit::{Action, Actor, AuditEvent, Outcome};
+use crate::auth::TokenHash;
+use crate::vault::Principal;
+
+pub struct Caller {
+    pub principal: Principal,
+    /// The peer's IP address, for audit rows.
+    pub client: String,
+}
+
+impl Caller {
+    pub fn actor(&self) -> Actor {
+        Actor::Agent(self.principal.agent.id)
+    }
+
+    pub fn event(&self, action: Action, outcome: Outcome) -> AuditEvent {
+        AuditEvent::new(self.actor(), action, outcome).client(self.client.clone())
+    }
+
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        if self.principal.agent.admin { Ok(()) } else { Err(ApiError::Forbidden("this needs an admin agent".into())) }
+    }
+}
+
+pub(crate) fn client_of(parts: &Parts) -> String {
+    parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string()).unwrap_or_default()
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let client = client_of(parts);
+        let presented = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .map(|v| v.to_str().ok().and_then(|s| s.strip_prefix("Bearer ")).map(str::trim));
+        let reason = match presented {
+            None => "missing",
+            Some(None) => "malformed",
+            Some(Some(token)) => match TokenHash::of_presented(token) {
+                Err(_) => "malformed",
+                Ok(hash) => match state.node.authenticate(&hash) {
+                    Some(principal) => return Ok(Caller { principal, client }),
+                    None => "unknown",
+                },
+            },
+        };
+        let event = AuditEvent::new(Actor::Anonymous, Action::Authenticate, Outcome::Unauthorized)
+            .client(client)
+            .detail(reason);
+        // The 401 goes out whether or not the audit row made it; a failure here is the log's problem.
+        if let Err(e) = state.node.audit(&event).await {
+            tracing::error!(error = %e, "cannot audit a failed authentication");
+        }
+        Err(ApiError::Unauthorized)
+    }
+}

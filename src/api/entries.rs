@@ -1,0 +1,154 @@
+//! The agent read API: list, fetch, search, TOTP. Every handler is scope-filtered and audited.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::extract::{Path, Query};
+use axum::http::{HeaderName, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use super::{ApiError, Caller};
+use crate::audit::{Action, Outcome};
+use crate::vault::entry::{FieldKind, FieldView, Tier};
+use crate::vault::live::Lookup;
+use crate::vault::{CachedEntry, totp};
+
+/// The audit row that records this response, so a client can cite it.
+pub const AUDIT_ID_HEADER: &str = "x-clavitor-audit-id";
+
+const MAX_QUERY: usize = 256;
+const DEFAULT_LIMIT: usize = 50;
+const MAX_LIMIT: usize = 500;
+
+#[derive(Serialize)]
+pub struct EntrySummary {
+    id: i64,
+    uuid: String,
+    title: String,
+    #[serde(rename = "type")]
+    entry_type: String,
+    url: String,
+    scopes: Vec<String>,
+    created_at: i64,
+    updated_at: i64,
+    version: i64,
+}
+
+impl EntrySummary {
+    fn of(e: &CachedEntry) -> Self {
+        Self {
+            id: e.id,
+            uuid: e.uuid.clone(),
+            title: e.title.clone(),
+            entry_type: e.entry_type.clone(),
+            url: e.url.clone(),
+            scopes: e.scopes.to_vec(),
+            created_at: e.created_at,
+            updated_at: e.updated_at,
+            version: e.version,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct EntryView {
+    #[serde(flatten)]
+    summary: EntrySummary,
+    fields: Vec<FieldView>,
+}
+
+fn with_audit_id(body: impl IntoResponse, audit_id: i64) -> Response {
+    let mut resp = body.into_response();
+    if let Ok(v) = HeaderValue::from_str(&audit_id.to_string()) {
+        resp.headers_mut().insert(HeaderName::from_static(AUDIT_ID_HEADER), v);
+    }
+    resp
+}
+
+/// Ids are positive 63-bit integers; anything else is a 400 that reveals nothing.
+fn parse_id(raw: &str) -> Result<i64, ApiError> {
+    raw.parse::<i64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| ApiError::BadRequest("entry id must be a positive integer".into()))
+}
+
+/// Looks an entry up for the caller; hidden and missing are audited apart but answered alike.
+async fn visible(caller: &Caller, id: i64, action: Action) -> Result<std::sync::Arc<CachedEntry>, ApiError> {
+    let vault = &caller.principal.vault;
+    let outcome = match vault.lookup(&caller.principal.agent, id) {
+        Lookup::Visible(e) => return Ok(e),
+        Lookup::Hidden => Outcome::Denied,
+        Lookup::Missing => Outcome::NotFound,
+    };
+    vault.audit(&caller.event(action, outcome).entry(id)).await?;
+    Err(ApiError::NotFound)
+}
+
+pub async fn list(caller: Caller) -> Result<Response, ApiError> {
+    let vault = &caller.principal.vault;
+    let entries = vault.visible_entries(&caller.principal.agent);
+    let body: Vec<EntrySummary> = entries.iter().map(|e| EntrySummary::of(e)).collect();
+    let audit_id =
+        vault.audit(&caller.event(Action::EntryList, Outcome::Ok).detail(format!("count={}", body.len()))).await?;
+    Ok(with_audit_id(Json(body), audit_id))
+}
+
+pub async fn get_one(caller: Caller, Path(raw): Path<String>) -> Result<Response, ApiError> {
+    let id = parse_id(&raw)?;
+    let entry = visible(&caller, id, Action::EntryRead).await?;
+    let vault = &caller.principal.vault;
+    let data = vault.decrypt(&entry)?;
+    let view = EntryView { summary: EntrySummary::of(&entry), fields: data.fields.iter().map(FieldView::of).collect() };
+    // Committed before the secret leaves: a crash after this line still leaves the evidence.
+    let audit_id = vault.audit(&caller.event(Action::EntryRead, Outcome::Ok).entry(id)).await?;
+    Ok(with_audit_id(Json(view), audit_id))
+}
+
+pub async fn search(caller: Caller, Query(params): Query<HashMap<String, String>>) -> Result<Response, ApiError> {
+    let q = params.get("q").map(|s| s.trim()).unwrap_or_default();
+    if q.is_empty() || q.chars().count() > MAX_QUERY {
+        return Err(ApiError::BadRequest(format!("q must be 1 to {MAX_QUERY} characters")));
+    }
+    let limit = match params.get("limit") {
+        None => DEFAULT_LIMIT,
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_LIMIT).contains(n))
+            .ok_or_else(|| ApiError::BadRequest(format!("limit must be 1 to {MAX_LIMIT}")))?,
+    };
+    let vault = &caller.principal.vault;
+    let hits = vault.search(&caller.principal.agent, q, limit);
+    let body: Vec<EntrySummary> = hits.iter().map(|e| EntrySummary::of(e)).collect();
+    // The search text itself is not recorded: it may be sensitive, and the count says enough.
+    let audit_id =
+        vault.audit(&caller.event(Action::EntrySearch, Outcome::Ok).detail(format!("count={}", body.len()))).await?;
+    Ok(with_audit_id(Json(body), audit_id))
+}
+
+pub async fn totp(caller: Caller, Path(raw): Path<String>) -> Result<Response, ApiError> {
+    let id = parse_id(&raw)?;
+    let entry = visible(&caller, id, Action::TotpRead).await?;
+    let vault = &caller.principal.vault;
+    let data = vault.decrypt(&entry)?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let code = match data.fields.iter().find(|f| f.kind == FieldKind::Totp) {
+        None => Err("this entry has no TOTP field".to_owned()),
+        Some(f) if f.tier == Tier::L2 => Err(
+            "this entry's TOTP secret is L2 (encrypted in the owner's browser): the server cannot compute its codes"
+                .to_owned(),
+        ),
+        Some(f) => totp::code_at(&f.value, now).map_err(|e| e.to_string()),
+    };
+    let code = match code {
+        Ok(code) => code,
+        Err(msg) => {
+            vault.audit(&caller.event(Action::TotpRead, Outcome::Failed).entry(id)).await?;
+            return Err(ApiError::Unprocessable(msg));
+        }
+    };
+    let audit_id = vault.audit(&caller.event(Action::TotpRead, Outcome::Ok).entry(id)).await?;
+    Ok(with_audit_id(Json(code), audit_id))
+}

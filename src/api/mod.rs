@@ -1,0 +1,113 @@
+//! HTTP: the axum router, its handlers, and the one error mapping. The only module with HTTP types.
+//!
+//! Invariants: every response that is an error carries a JSON body (a last middleware rewrites
+//! any bare error some layer produced); every response says `Cache-Control: no-store`; an entry
+//! the caller may not see answers exactly like a missing one; a secret leaves only after its
+//! audit row is committed. Handlers never touch SQL: they call `vault`.
+
+mod admin;
+mod caller;
+mod entries;
+mod error;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+
+pub use caller::Caller;
+pub use error::ApiError;
+
+use crate::vault::Node;
+
+/// Largest request body accepted anywhere. Admin writes (entries of up to 64 fields) fit easily.
+pub const MAX_BODY: usize = 256 * 1024;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub node: Arc<Node>,
+    pub started: Instant,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(health))
+        .route("/api/entries", get(entries::list))
+        .route("/api/entries/{id}", get(entries::get_one))
+        .route("/api/search", get(entries::search))
+        .route("/api/ext/totp/{id}", get(entries::totp))
+        .route("/api/agents", get(admin::agents))
+        .route("/api/audit", get(admin::audit))
+        .fallback(not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY))
+        .layer(middleware::from_fn(finish_response))
+        .with_state(state)
+}
+
+async fn health(State(state): State<AppState>) -> impl IntoResponse {
+    axum::Json(json!({
+        "status": "ok",
+        "edition": crate::edition::current().name(),
+        "version": env!("CARGO_PKG_VERSION"),
+        "vaults": state.node.vaults().len(),
+        "uptime_s": state.started.elapsed().as_secs(),
+    }))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound
+}
+
+/// Security headers on everything, and a JSON body on every error that lacks one (axum's own
+/// 405, a body-limit 413, an extractor's rejection).
+async fn finish_response(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let started = Instant::now();
+    let mut resp = next.run(req).await;
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if (status.is_client_error() || status.is_server_error()) && !is_json {
+        let message = status.canonical_reason().unwrap_or("error");
+        let body = json!({"error": error::code_for(status), "message": message}).to_string();
+        let headers = std::mem::take(resp.headers_mut());
+        resp = Response::new(Body::from(body));
+        *resp.status_mut() = status;
+        for name in [header::ALLOW, header::WWW_AUTHENTICATE] {
+            if let Some(v) = headers.get(&name) {
+                resp.headers_mut().insert(name, v.clone());
+            }
+        }
+        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    }
+    let h = resp.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    // Paths carry only route names and ids; query strings (search text) are never logged.
+    if status == StatusCode::INTERNAL_SERVER_ERROR {
+        tracing::warn!(%method, path = %truncate(&path, 200), status = status.as_u16(), "request failed");
+    } else {
+        tracing::debug!(%method, path = %truncate(&path, 200), status = status.as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request");
+    }
+    resp
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}

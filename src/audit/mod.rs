@@ -1,0 +1,137 @@
+//! The audit trail: what happened, who did it, from where, and how it ended.
+//!
+//! Owns the vocabulary of audit rows ([`Action`], [`Outcome`], [`Actor`]) and the group-commit
+//! writer. A request that hands out a secret waits for its row to be committed first, so a crash
+//! (even `kill -9`) can never leave a secret read without its evidence. Concurrent requests share
+//! one transaction per batch, so waiting costs one commit per batch rather than one per request.
+//! Audit rows never contain token material, secret values, or search text.
+
+mod writer;
+
+pub use writer::{AuditError, AuditWriter};
+
+use crate::auth::AgentId;
+use crate::store::AuditRecord;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Actor {
+    Agent(AgentId),
+    /// Someone running `clavitor` subcommands on the node with its master key.
+    LocalOperator,
+    /// A request that did not authenticate.
+    Anonymous,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Authenticate,
+    EntryRead,
+    EntryList,
+    EntrySearch,
+    TotpRead,
+    AgentList,
+    AuditRead,
+    EntryCreate,
+    EntryUpdate,
+    EntryDelete,
+    AgentCreate,
+    AgentUpdate,
+    AgentRevoke,
+    VaultInit,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Authenticate => "auth",
+            Action::EntryRead => "entry.read",
+            Action::EntryList => "entry.list",
+            Action::EntrySearch => "entry.search",
+            Action::TotpRead => "totp.read",
+            Action::AgentList => "agent.list",
+            Action::AuditRead => "audit.read",
+            Action::EntryCreate => "entry.create",
+            Action::EntryUpdate => "entry.update",
+            Action::EntryDelete => "entry.delete",
+            Action::AgentCreate => "agent.create",
+            Action::AgentUpdate => "agent.update",
+            Action::AgentRevoke => "agent.revoke",
+            Action::VaultInit => "vault.init",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    /// Authenticated, but the scopes do not allow it (answered as 404 to the caller).
+    Denied,
+    NotFound,
+    /// Missing, malformed, unknown or revoked token.
+    Unauthorized,
+    /// The request was refused as invalid (4xx) or failed (5xx).
+    Failed,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Denied => "denied",
+            Outcome::NotFound => "not_found",
+            Outcome::Unauthorized => "unauthorized",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
+/// One event to record.
+#[derive(Debug, Clone)]
+pub struct AuditEvent {
+    pub actor: Actor,
+    pub action: Action,
+    pub entry: Option<i64>,
+    pub client: String,
+    pub outcome: Outcome,
+    /// A short code or count; never user-supplied text.
+    pub detail: String,
+}
+
+impl AuditEvent {
+    pub fn new(actor: Actor, action: Action, outcome: Outcome) -> Self {
+        Self { actor, action, entry: None, client: String::new(), outcome, detail: String::new() }
+    }
+
+    pub fn entry(mut self, id: i64) -> Self {
+        self.entry = Some(id);
+        self
+    }
+
+    pub fn client(mut self, client: impl Into<String>) -> Self {
+        self.client = client.into();
+        self
+    }
+
+    pub fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = detail.into();
+        self
+    }
+
+    pub fn record(&self) -> AuditRecord {
+        let (actor, agent_id) = match self.actor {
+            Actor::Agent(id) => ("agent", Some(id.0)),
+            Actor::LocalOperator => ("local-operator", None),
+            Actor::Anonymous => ("anonymous", None),
+        };
+        AuditRecord {
+            ts: crate::store::now_ms(),
+            actor: actor.to_owned(),
+            agent_id,
+            action: self.action.as_str().to_owned(),
+            entry_id: self.entry,
+            client: self.client.clone(),
+            outcome: self.outcome.as_str().to_owned(),
+            detail: self.detail.clone(),
+        }
+    }
+}

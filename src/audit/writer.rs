@@ -1,0 +1,83 @@
+//! Group commit: one thread owns the audit connection and commits whatever has queued up.
+
+use std::path::Path;
+use std::thread::JoinHandle;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::AuditEvent;
+use crate::store::{AuditRecord, AuditStore, StoreError};
+
+/// How many waiting rows one transaction takes at most; bounds the latency of a batch.
+const MAX_BATCH: usize = 1024;
+/// How many rows may wait for the writer before callers are made to wait for room.
+const QUEUE: usize = 8192;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("audit log unavailable: {0}")]
+    Store(#[from] StoreError),
+    #[error("audit writer has stopped")]
+    Stopped,
+}
+
+struct Job {
+    record: AuditRecord,
+    done: oneshot::Sender<Result<i64, String>>,
+}
+
+/// Handle to a file's audit writer thread. Dropping every handle lets the thread drain and stop.
+#[derive(Clone)]
+pub struct AuditWriter {
+    queue: mpsc::Sender<Job>,
+}
+
+impl AuditWriter {
+    /// Starts the writer for an already-migrated node.db or vault file.
+    pub fn start(path: &Path) -> Result<(Self, JoinHandle<()>), StoreError> {
+        let mut store = AuditStore::open(path)?;
+        let (queue, mut rx) = mpsc::channel::<Job>(QUEUE);
+        let name = format!("audit-{}", path.file_stem().and_then(|s| s.to_str()).unwrap_or("db"));
+        let handle = std::thread::Builder::new()
+            .name(name)
+            .spawn(move || {
+                let mut jobs = Vec::with_capacity(MAX_BATCH);
+                while let Some(first) = rx.blocking_recv() {
+                    jobs.push(first);
+                    while jobs.len() < MAX_BATCH {
+                        match rx.try_recv() {
+                            Ok(job) => jobs.push(job),
+                            Err(_) => break,
+                        }
+                    }
+                    let records: Vec<AuditRecord> = jobs.iter().map(|j| j.record.clone()).collect();
+                    match store.append_batch(&records) {
+                        Ok(ids) => {
+                            for (job, id) in jobs.drain(..).zip(ids) {
+                                let _ = job.done.send(Ok(id));
+                            }
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, rows = jobs.len(), "audit batch failed to commit");
+                            for job in jobs.drain(..) {
+                                let _ = job.done.send(Err(e.to_string()));
+                            }
+                        }
+                    }
+                }
+            })
+            .map_err(|e| StoreError::Conflict(format!("cannot start audit writer: {e}")))?;
+        Ok((Self { queue }, handle))
+    }
+
+    /// Queues the event and waits until it is committed; returns the row id.
+    pub async fn commit(&self, event: &AuditEvent) -> Result<i64, AuditError> {
+        let (done, wait) = oneshot::channel();
+        self.queue.send(Job { record: event.record(), done }).await.map_err(|_| AuditError::Stopped)?;
+        match wait.await {
+            Ok(Ok(id)) => Ok(id),
+            Ok(Err(msg)) => Err(AuditError::Store(StoreError::Conflict(msg))),
+            Err(_) => Err(AuditError::Stopped),
+        }
+    }
+}

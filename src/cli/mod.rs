@@ -1,0 +1,197 @@
+//! Command-line parsing (clap) and the subcommands. Every flag is also a `CLAVITOR_*` variable.
+//!
+//! The operator subcommands (`agent`, `entry`, `audit`) work on the data dir directly: the
+//! break-glass path for whoever holds the node's master key. They are audited as the local
+//! operator, and a running server picks their changes up within a fraction of a second.
+
+mod operator;
+mod serve;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+pub use operator::run_operator;
+pub use serve::serve;
+
+#[derive(Debug, Parser)]
+#[command(name = "clavitor", version, about = "A credential vault for AI agents", propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Directory holding node.db, vaults/ and (by default) master.key.
+    #[arg(long, env = "CLAVITOR_DATA_DIR", default_value = "./clavitor-data", global = true)]
+    pub data_dir: PathBuf,
+    /// The 32-byte master key file (mode 0600). Default: <data-dir>/master.key.
+    #[arg(long, env = "CLAVITOR_MASTER_KEY_FILE", global = true)]
+    pub master_key_file: Option<PathBuf>,
+    /// Log output format (logs go to stderr and never contain tokens or secret values).
+    #[arg(long, env = "CLAVITOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the vault server (initialises an empty data dir first).
+    Serve(ServeArgs),
+    /// Create the master key, the vault and the owner agent where missing.
+    Init,
+    /// Print the version and the edition.
+    Version,
+    /// Manage agents locally (break-glass; needs the data dir).
+    #[command(subcommand)]
+    Agent(AgentCommand),
+    /// Manage entries locally (break-glass; needs the data dir and the master key).
+    #[command(subcommand)]
+    Entry(EntryCommand),
+    /// Read the audit log locally.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Run SQLite's integrity check on node.db and every vault file.
+    Check,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address and port to listen on (plain HTTP).
+    #[arg(long, env = "CLAVITOR_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Allow plain HTTP on a non-loopback address (only behind a TLS terminator you trust).
+    #[arg(long, env = "CLAVITOR_ALLOW_PLAIN_HTTP")]
+    pub allow_plain_http: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VaultArg {
+    /// Which vault (needed only when the data dir holds several).
+    #[arg(long, env = "CLAVITOR_VAULT")]
+    pub vault: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct JsonArg {
+    /// Print JSON instead of text.
+    #[arg(long, env = "CLAVITOR_JSON")]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// Create an agent and print its token (shown once).
+    Add {
+        /// A name for people to recognise the agent by.
+        #[arg(long, env = "CLAVITOR_AGENT_NAME")]
+        name: String,
+        /// Extra scopes, comma-separated 4-hex ids (the agent's own scope is always included).
+        #[arg(long, env = "CLAVITOR_AGENT_SCOPES", default_value = "")]
+        scopes: String,
+        /// Read every entry regardless of scopes.
+        #[arg(long, env = "CLAVITOR_AGENT_ALL_ACCESS")]
+        all_access: bool,
+        /// May perform admin operations (with a WebAuthn assertion over the API).
+        #[arg(long, env = "CLAVITOR_AGENT_ADMIN")]
+        admin: bool,
+        #[command(flatten)]
+        vault: VaultArg,
+        #[command(flatten)]
+        out: JsonArg,
+    },
+    /// List agents (never their tokens).
+    List {
+        #[command(flatten)]
+        vault: VaultArg,
+        #[command(flatten)]
+        out: JsonArg,
+    },
+    /// Revoke an agent: its token stops working at once (refused for the last admin).
+    Revoke {
+        /// The agent's id.
+        id: i64,
+        #[command(flatten)]
+        vault: VaultArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EntryCommand {
+    /// Add an entry from JSON (stdin with `--json-file -`) or from flags.
+    ///
+    /// Field values given with --field are visible in the process list; prefer JSON on stdin
+    /// for secrets.
+    Add {
+        /// Read the entry as JSON from this file, or `-` for stdin.
+        #[arg(long, env = "CLAVITOR_ENTRY_JSON_FILE", conflicts_with_all = ["title", "field"])]
+        json_file: Option<PathBuf>,
+        #[arg(long, env = "CLAVITOR_ENTRY_TITLE")]
+        title: Option<String>,
+        /// Entry type, e.g. login, api_key, note.
+        #[arg(long = "type", env = "CLAVITOR_ENTRY_TYPE", default_value = "login")]
+        entry_type: String,
+        #[arg(long, env = "CLAVITOR_ENTRY_URL", default_value = "")]
+        url: String,
+        /// Comma-separated scopes; empty means owner-only.
+        #[arg(long, env = "CLAVITOR_ENTRY_SCOPES", default_value = "")]
+        scopes: String,
+        /// NAME:KIND[:l2]=VALUE, KIND one of text, secret, url, totp, note. Repeatable.
+        #[arg(long, env = "CLAVITOR_ENTRY_FIELD", value_delimiter = '\n')]
+        field: Vec<String>,
+        #[command(flatten)]
+        vault: VaultArg,
+        #[command(flatten)]
+        out: JsonArg,
+    },
+    /// Add many entries in one transaction, from a file of JSON objects (one per line).
+    Import {
+        /// The file, or `-` for stdin.
+        #[arg(long, env = "CLAVITOR_ENTRY_IMPORT_FILE")]
+        file: PathBuf,
+        #[command(flatten)]
+        vault: VaultArg,
+    },
+    /// List entries (metadata only, never values).
+    List {
+        #[command(flatten)]
+        vault: VaultArg,
+        #[command(flatten)]
+        out: JsonArg,
+    },
+    /// Delete an entry (it becomes a tombstone).
+    Rm {
+        /// The entry's id.
+        id: i64,
+        #[command(flatten)]
+        vault: VaultArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Print audit rows, newest first.
+    List {
+        /// Read node-level rows (failed authentication) instead of the vault's.
+        #[arg(long, env = "CLAVITOR_AUDIT_NODE")]
+        node: bool,
+        #[arg(long, env = "CLAVITOR_AUDIT_LIMIT", default_value_t = 100)]
+        limit: u32,
+        /// Only rows with an id below this one.
+        #[arg(long, env = "CLAVITOR_AUDIT_BEFORE")]
+        before: Option<i64>,
+        #[command(flatten)]
+        vault: VaultArg,
+        #[command(flatten)]
+        out: JsonArg,
+    },
+}

@@ -1,0 +1,243 @@
+//! The local operator commands: `agent`, `entry`, `audit`, `check`.
+
+use std::io::{BufRead, Read};
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use serde_json::json;
+
+use super::{AgentCommand, AuditCommand, Command, EntryCommand, GlobalArgs};
+use crate::audit::{Action, Actor, AuditEvent, Outcome};
+use crate::auth::AgentId;
+use crate::store::node_db::NodeDb;
+use crate::store::{AuditRow, integrity_check};
+use crate::vault::data_dir::{DataDir, OpenVault};
+use crate::vault::entry::{EntryInput, Field, FieldKind, Tier};
+use crate::vault::ops;
+
+fn data_dir(global: &GlobalArgs) -> DataDir {
+    DataDir::new(global.data_dir.clone(), global.master_key_file.clone())
+}
+
+fn open(dir: &DataDir, vault: Option<&str>) -> anyhow::Result<OpenVault> {
+    let master = dir.load_master_key()?;
+    let id = dir.pick_vault(vault)?;
+    Ok(dir.open_vault(&master, &id)?)
+}
+
+fn event(action: Action) -> AuditEvent {
+    AuditEvent::new(Actor::LocalOperator, action, Outcome::Ok).client("local")
+}
+
+fn print_json(v: &serde_json::Value) {
+    println!("{v}");
+}
+
+pub fn run_operator(global: &GlobalArgs, command: &Command) -> anyhow::Result<()> {
+    let dir = data_dir(global);
+    match command {
+        Command::Init => {
+            let report = dir.init()?;
+            super::serve::report_init(&dir, &report);
+        }
+        Command::Agent(cmd) => agent(&dir, cmd)?,
+        Command::Entry(cmd) => entry(&dir, cmd)?,
+        Command::Audit(cmd) => audit(&dir, cmd)?,
+        Command::Check => check(&dir)?,
+        Command::Serve(_) | Command::Version => bail!("not an operator command"),
+    }
+    Ok(())
+}
+
+fn agent(dir: &DataDir, cmd: &AgentCommand) -> anyhow::Result<()> {
+    match cmd {
+        AgentCommand::Add { name, scopes, all_access, admin, vault, out } => {
+            let mut v = open(dir, vault.vault.as_deref())?;
+            let extra: Vec<String> =
+                scopes.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
+            let (agent, token) =
+                ops::add_agent(&mut v.db, name, &extra, *all_access, *admin, &event(Action::AgentCreate))?;
+            if out.json {
+                print_json(&json!({
+                    "id": agent.id.0, "name": agent.name, "scopes": agent.scopes.to_vec(),
+                    "all_access": agent.all_access, "admin": agent.admin, "token": token.reveal(),
+                }));
+            } else {
+                println!(
+                    "created agent {} {:?} (scopes {}, role {:?})",
+                    agent.id,
+                    agent.name,
+                    agent.scopes.to_db(),
+                    agent.role()
+                );
+                println!("token (shown once, store it now): {}", token.reveal());
+            }
+        }
+        AgentCommand::List { vault, out } => {
+            let v = open(dir, vault.vault.as_deref())?;
+            let agents = v.db.agents()?.iter().map(ops::agent_from_row).collect::<Result<Vec<_>, _>>()?;
+            if out.json {
+                let list: Vec<_> = agents
+                    .iter()
+                    .map(|a| json!({"id": a.id.0, "name": a.name, "scopes": a.scopes.to_vec(), "all_access": a.all_access, "admin": a.admin, "created_at": a.created_at}))
+                    .collect();
+                print_json(&json!(list));
+            } else {
+                for a in agents {
+                    println!("{:>5}  {:<24}  {:<12?}  {}", a.id, a.name, a.role(), a.scopes.to_db());
+                }
+            }
+        }
+        AgentCommand::Revoke { id, vault } => {
+            let mut v = open(dir, vault.vault.as_deref())?;
+            ops::revoke_agent(&mut v.db, AgentId(*id), &event(Action::AgentRevoke)).map_err(|e| match e {
+                crate::vault::VaultError::NotFound => anyhow::anyhow!("no agent {id}"),
+                other => other.into(),
+            })?;
+            println!("revoked agent {id}");
+        }
+    }
+    Ok(())
+}
+
+/// Parses `NAME:KIND[:l2]=VALUE`.
+fn parse_field(spec: &str) -> anyhow::Result<Field> {
+    let (head, value) = spec.split_once('=').context("a field is NAME:KIND[:l2]=VALUE")?;
+    let mut parts = head.split(':');
+    let name = parts.next().unwrap_or_default().to_owned();
+    let kind: FieldKind = serde_json::from_value(json!(parts.next().unwrap_or_default()))
+        .context("field kind must be one of text, secret, url, totp, note")?;
+    let tier = match parts.next() {
+        None | Some("l1") => Tier::L1,
+        Some("l2") => Tier::L2,
+        Some(other) => bail!("unknown tier {other:?}: use l1 or l2"),
+    };
+    if parts.next().is_some() {
+        bail!("a field is NAME:KIND[:l2]=VALUE");
+    }
+    Ok(Field { name, kind, tier, value: value.to_owned() })
+}
+
+fn read_source(path: &Path) -> anyhow::Result<String> {
+    let mut s = String::new();
+    if path == Path::new("-") {
+        std::io::stdin().read_to_string(&mut s).context("cannot read stdin")?;
+    } else {
+        s = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    }
+    Ok(s)
+}
+
+fn entry(dir: &DataDir, cmd: &EntryCommand) -> anyhow::Result<()> {
+    match cmd {
+        EntryCommand::Add { json_file, title, entry_type, url, scopes, field, vault, out } => {
+            let input: EntryInput = match (json_file, title) {
+                (Some(path), _) => serde_json::from_str(&read_source(path)?).context("the entry JSON is invalid")?,
+                (None, Some(title)) => EntryInput {
+                    title: title.clone(),
+                    entry_type: entry_type.clone(),
+                    url: url.clone(),
+                    scopes: scopes.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect(),
+                    fields: field.iter().map(|f| parse_field(f)).collect::<anyhow::Result<_>>()?,
+                },
+                (None, None) => bail!("give --title (and --field ...) or --json-file"),
+            };
+            let mut v = open(dir, vault.vault.as_deref())?;
+            let id = ops::add_entry(&mut v.db, &v.id, &v.key, input, &event(Action::EntryCreate))?;
+            if out.json {
+                print_json(&json!({"id": id}));
+            } else {
+                println!("added entry {id}");
+            }
+        }
+        EntryCommand::Import { file, vault } => {
+            let text = read_source(file)?;
+            let mut inputs = Vec::new();
+            for (n, line) in text.as_bytes().lines().enumerate() {
+                let line = line.context("cannot read the import file")?;
+                if line.trim().is_empty() {
+                    continue;
+                }
+                inputs.push(
+                    serde_json::from_str::<EntryInput>(&line)
+                        .with_context(|| format!("line {}: invalid entry JSON", n + 1))?,
+                );
+            }
+            let mut v = open(dir, vault.vault.as_deref())?;
+            let ids = ops::import_entries(&mut v.db, &v.id, &v.key, inputs, &event(Action::EntryCreate))?;
+            println!("imported {} entries", ids.len());
+        }
+        EntryCommand::List { vault, out } => {
+            let v = open(dir, vault.vault.as_deref())?;
+            let entries = ops::list_entries(&v.db, &v.id, &v.key)?;
+            if out.json {
+                let list: Vec<_> = entries
+                    .iter()
+                    .map(|(r, d)| json!({"id": r.id, "uuid": r.uuid, "title": d.title, "type": d.entry_type, "url": d.url, "scopes": r.scopes, "version": r.version, "updated_at": r.updated_at}))
+                    .collect();
+                print_json(&json!(list));
+            } else {
+                for (r, d) in entries {
+                    println!("{:>6}  {:<32}  {:<10}  {}", r.id, d.title, d.entry_type, r.scopes);
+                }
+            }
+        }
+        EntryCommand::Rm { id, vault } => {
+            let mut v = open(dir, vault.vault.as_deref())?;
+            ops::delete_entry(&mut v.db, *id, &event(Action::EntryDelete)).map_err(|e| match e {
+                crate::vault::VaultError::NotFound => anyhow::anyhow!("no entry {id}"),
+                other => other.into(),
+            })?;
+            println!("deleted entry {id}");
+        }
+    }
+    Ok(())
+}
+
+fn audit(dir: &DataDir, cmd: &AuditCommand) -> anyhow::Result<()> {
+    let AuditCommand::List { node, limit, before, vault, out } = cmd;
+    let rows: Vec<AuditRow> = if *node {
+        NodeDb::open(&dir.node_db_path())?.audit(*before, *limit)?
+    } else {
+        // Reading the audit log needs no master key: it holds no secrets.
+        let id = dir.pick_vault(vault.vault.as_deref())?;
+        crate::store::vault_db::VaultDb::open(&dir.vault_path(&id))?.audit(*before, *limit)?
+    };
+    if out.json {
+        print_json(&json!(rows));
+    } else {
+        for r in rows {
+            let a = &r.record;
+            println!(
+                "{:>8}  {}  {:<15} {:<6} {:<14} {:<6} {:<13} {:<15} {}",
+                r.id,
+                a.ts,
+                a.actor,
+                a.agent_id.map(|i| i.to_string()).unwrap_or_default(),
+                a.action,
+                a.entry_id.map(|i| i.to_string()).unwrap_or_default(),
+                a.outcome,
+                a.client,
+                a.detail
+            );
+        }
+    }
+    Ok(())
+}
+
+fn check(dir: &DataDir) -> anyhow::Result<()> {
+    let mut bad = 0;
+    let mut files = vec![dir.node_db_path()];
+    files.extend(dir.vault_ids()?.iter().map(|id| dir.vault_path(id)));
+    for path in files {
+        let result = integrity_check(&path)?;
+        println!("{}: {result}", path.display());
+        if result != "ok" {
+            bad += 1;
+        }
+    }
+    if bad > 0 {
+        bail!("{bad} file(s) failed the integrity check");
+    }
+    Ok(())
+}

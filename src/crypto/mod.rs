@@ -1,0 +1,221 @@
+//! Keys and sealing: the node master key, per-vault data keys, and the AEAD of entries.
+//!
+//! Owns every use of key material. It never touches SQLite or HTTP and never logs a key or a
+//! plaintext; callers get opaque sealed bytes and put them wherever they like.
+//!
+//! Layout of a sealed value: a 24-byte random XChaCha20 nonce followed by the ciphertext and its
+//! 16-byte Poly1305 tag. The associated data binds a ciphertext to where it belongs (the vault and
+//! the entry), so a row copied into another vault or onto another entry fails to open.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use rand::RngCore;
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+const KEY_LEN: usize = 32;
+const NONCE_LEN: usize = 24;
+const TAG_LEN: usize = 16;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CryptoError {
+    #[error("master key file {path} not found; run `clavitor init` to create one")]
+    MasterKeyMissing { path: PathBuf },
+    #[error("master key file {path} is readable by group or others (mode {mode:o}); chmod 600 it")]
+    MasterKeyPermissions { path: PathBuf, mode: u32 },
+    #[error("master key file {path} must hold exactly 32 bytes, it holds {len}")]
+    MasterKeyLength { path: PathBuf, len: usize },
+    #[error("master key file {path} already exists; refusing to overwrite it")]
+    MasterKeyExists { path: PathBuf },
+    #[error("cannot access master key file {path}: {source}")]
+    MasterKeyIo { path: PathBuf, source: std::io::Error },
+    /// Wrong key, wrong associated data, or tampered bytes: deliberately indistinguishable.
+    #[error("sealed data failed authentication (wrong key or tampered data)")]
+    Open,
+    #[error("sealing failed")]
+    Seal,
+}
+
+/// The node's key-encryption key. Only ever wraps data keys; never seals entries directly.
+#[derive(Zeroize, ZeroizeOnDrop)]
+pub struct MasterKey([u8; KEY_LEN]);
+
+impl MasterKey {
+    /// Reads the key file, refusing one that group or others could read.
+    pub fn load(path: &Path) -> Result<Self, CryptoError> {
+        let io = |source| CryptoError::MasterKeyIo { path: path.to_owned(), source };
+        let meta = match fs::metadata(path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(CryptoError::MasterKeyMissing { path: path.to_owned() });
+            }
+            Err(e) => return Err(io(e)),
+        };
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(CryptoError::MasterKeyPermissions { path: path.to_owned(), mode });
+        }
+        let mut bytes = fs::read(path).map_err(io)?;
+        if bytes.len() != KEY_LEN {
+            let len = bytes.len();
+            bytes.zeroize();
+            return Err(CryptoError::MasterKeyLength { path: path.to_owned(), len });
+        }
+        let mut key = [0u8; KEY_LEN];
+        key.copy_from_slice(&bytes);
+        bytes.zeroize();
+        Ok(Self(key))
+    }
+
+    /// Creates a new random key file with mode 0600; never overwrites an existing file.
+    pub fn create(path: &Path) -> Result<Self, CryptoError> {
+        let mut key = [0u8; KEY_LEN];
+        rand::rngs::OsRng.fill_bytes(&mut key);
+        let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::AlreadyExists {
+                CryptoError::MasterKeyExists { path: path.to_owned() }
+            } else {
+                CryptoError::MasterKeyIo { path: path.to_owned(), source }
+            }
+        })?;
+        let io = |source| CryptoError::MasterKeyIo { path: path.to_owned(), source };
+        file.write_all(&key).map_err(io)?;
+        file.sync_all().map_err(io)?;
+        Ok(Self(key))
+    }
+
+    /// Wraps a vault's data key; `context` (the vault id) is bound as associated data.
+    pub fn wrap(&self, data_key: &DataKey, context: &str) -> Result<Vec<u8>, CryptoError> {
+        seal_raw(&self.0, &data_key.0, &wrap_aad(context))
+    }
+
+    pub fn unwrap_key(&self, wrapped: &[u8], context: &str) -> Result<DataKey, CryptoError> {
+        let mut plain = open_raw(&self.0, wrapped, &wrap_aad(context))?;
+        if plain.len() != KEY_LEN {
+            plain.zeroize();
+            return Err(CryptoError::Open);
+        }
+        let mut key = [0u8; KEY_LEN];
+        key.copy_from_slice(&plain);
+        plain.zeroize();
+        Ok(DataKey(key))
+    }
+}
+
+fn wrap_aad(context: &str) -> Vec<u8> {
+    [b"clavitor/vault-key/v1\0".as_slice(), context.as_bytes()].concat()
+}
+
+/// A vault's data key: seals that vault's entries and nothing else.
+#[derive(Zeroize, ZeroizeOnDrop)]
+pub struct DataKey([u8; KEY_LEN]);
+
+impl DataKey {
+    pub fn generate() -> Self {
+        let mut key = [0u8; KEY_LEN];
+        rand::rngs::OsRng.fill_bytes(&mut key);
+        Self(key)
+    }
+
+    /// Seals an entry's JSON, bound to its vault and entry uuid.
+    pub fn seal_entry(&self, vault_id: &str, entry_uuid: &str, plain: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        seal_raw(&self.0, plain, &entry_aad(vault_id, entry_uuid))
+    }
+
+    pub fn open_entry(&self, vault_id: &str, entry_uuid: &str, sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        open_raw(&self.0, sealed, &entry_aad(vault_id, entry_uuid))
+    }
+}
+
+impl std::fmt::Debug for DataKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DataKey(..)")
+    }
+}
+
+fn entry_aad(vault_id: &str, entry_uuid: &str) -> Vec<u8> {
+    // The NUL separators keep ("ab","c") and ("a","bc") from producing the same bytes.
+    [b"clavitor/entry/v1\0".as_slice(), vault_id.as_bytes(), b"\0", entry_uuid.as_bytes()].concat()
+}
+
+fn seal_raw(key: &[u8; KEY_LEN], plain: &[u8], aad: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    let cipher = XChaCha20Poly1305::new(key.into());
+    let mut nonce = [0u8; NONCE_LEN];
+    rand::rngs::OsRng.fill_bytes(&mut nonce);
+    let body =
+        cipher.encrypt(XNonce::from_slice(&nonce), Payload { msg: plain, aad }).map_err(|_| CryptoError::Seal)?;
+    let mut out = Vec::with_capacity(NONCE_LEN + body.len());
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+fn open_raw(key: &[u8; KEY_LEN], sealed: &[u8], aad: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    if sealed.len() < NONCE_LEN + TAG_LEN {
+        return Err(CryptoError::Open);
+    }
+    let (nonce, body) = sealed.split_at(NONCE_LEN);
+    XChaCha20Poly1305::new(key.into())
+        .decrypt(XNonce::from_slice(nonce), Payload { msg: body, aad })
+        .map_err(|_| CryptoError::Open)
+}
+
+/// SHA-256 as lowercase hex: how bearer tokens are stored and looked up.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// Random bytes from the OS generator.
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut out = [0u8; N];
+    rand::rngs::OsRng.fill_bytes(&mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_seal_is_bound_to_vault_and_entry() {
+        let key = DataKey::generate();
+        let sealed = key.seal_entry("v1", "e1", b"secret").unwrap();
+        assert_eq!(key.open_entry("v1", "e1", &sealed).unwrap(), b"secret");
+        assert!(key.open_entry("v2", "e1", &sealed).is_err());
+        assert!(key.open_entry("v1", "e2", &sealed).is_err());
+        assert!(DataKey::generate().open_entry("v1", "e1", &sealed).is_err());
+        let mut tampered = sealed.clone();
+        *tampered.last_mut().unwrap() ^= 1;
+        assert!(key.open_entry("v1", "e1", &tampered).is_err());
+        assert!(key.open_entry("v1", "e1", &sealed[..10]).is_err());
+    }
+
+    #[test]
+    fn master_key_file_rules() {
+        let dir = std::env::temp_dir().join(format!("clavitor-mk-{}", hex::encode(random_bytes::<8>())));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("master.key");
+        assert!(matches!(MasterKey::load(&path), Err(CryptoError::MasterKeyMissing { .. })));
+        let mk = MasterKey::create(&path).unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert!(matches!(MasterKey::create(&path), Err(CryptoError::MasterKeyExists { .. })));
+        let dk = DataKey::generate();
+        let wrapped = mk.wrap(&dk, "vault-a").unwrap();
+        let loaded = MasterKey::load(&path).unwrap();
+        let back = loaded.unwrap_key(&wrapped, "vault-a").unwrap();
+        let sealed = dk.seal_entry("a", "b", b"x").unwrap();
+        assert_eq!(back.open_entry("a", "b", &sealed).unwrap(), b"x");
+        assert!(loaded.unwrap_key(&wrapped, "vault-b").is_err());
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
+        assert!(matches!(MasterKey::load(&path), Err(CryptoError::MasterKeyPermissions { .. })));
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        fs::write(&path, b"short").unwrap();
+        assert!(matches!(MasterKey::load(&path), Err(CryptoError::MasterKeyLength { .. })));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

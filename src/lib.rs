@@ -1,0 +1,14 @@
+//! Clavitor: a credential vault for AI agents.
+//!
+//! Agents read with scoped `cvt_` bearer tokens; only a human with a hardware key changes
+//! anything. See ARCHITECTURE.md for the map of the modules below.
+
+pub mod api;
+pub mod audit;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod crypto;
+pub mod edition;
+pub mod store;
+pub mod vault;

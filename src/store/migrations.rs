@@ -1,0 +1,160 @@
+//! Numbered schema migrations, applied at open inside one transaction each.
+//!
+//! A file's `PRAGMA user_version` says how many migrations it has had. A file from a newer
+//! build (higher version than we know) is refused rather than guessed at. A migration is never
+//! edited once released: add a new one.
+
+use std::path::Path;
+
+use rusqlite::Connection;
+
+use super::{Ctx, StoreError};
+
+/// Which kind of database a file is; recorded in `meta` so a node.db is never opened as a vault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Schema {
+    Node,
+    Vault,
+}
+
+impl Schema {
+    fn name(self) -> &'static str {
+        match self {
+            Schema::Node => "node",
+            Schema::Vault => "vault",
+        }
+    }
+
+    fn steps(self) -> &'static [&'static str] {
+        match self {
+            Schema::Node => NODE,
+            Schema::Vault => VAULT,
+        }
+    }
+}
+
+const NODE: &[&str] = &[
+    // 1: vault registry, node settings, node-level audit (failed authentication belongs to no vault).
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+     CREATE TABLE vaults (
+         vault_id   TEXT PRIMARY KEY,
+         file_name  TEXT NOT NULL UNIQUE,
+         created_at INTEGER NOT NULL
+     );
+     CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+     CREATE TABLE audit (
+         id        INTEGER PRIMARY KEY AUTOINCREMENT,
+         ts        INTEGER NOT NULL,
+         actor     TEXT NOT NULL,
+         agent_id  INTEGER,
+         action    TEXT NOT NULL,
+         entry_id  INTEGER,
+         client    TEXT NOT NULL DEFAULT '',
+         outcome   TEXT NOT NULL,
+         detail    TEXT NOT NULL DEFAULT ''
+     );",
+];
+
+const VAULT: &[&str] = &[
+    // 1: spec-dual-build.md's tables, with entries sealed and replication markers in place.
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+     CREATE TABLE entries (
+         id            INTEGER PRIMARY KEY AUTOINCREMENT,
+         uuid          TEXT NOT NULL UNIQUE,
+         scopes        TEXT NOT NULL DEFAULT '',
+         created_at    INTEGER NOT NULL,
+         updated_at    INTEGER NOT NULL,
+         version       INTEGER NOT NULL DEFAULT 1,
+         deleted       INTEGER NOT NULL DEFAULT 0,
+         change_seq    INTEGER NOT NULL DEFAULT 0,
+         dirty         INTEGER NOT NULL DEFAULT 1,
+         replicated_at INTEGER,
+         data          BLOB NOT NULL
+     );
+     CREATE INDEX entries_change_seq ON entries(change_seq);
+     CREATE INDEX entries_dirty ON entries(dirty) WHERE dirty = 1;
+     CREATE TABLE agents (
+         id          INTEGER PRIMARY KEY AUTOINCREMENT,
+         token_hash  TEXT UNIQUE NOT NULL,
+         name        TEXT NOT NULL,
+         scopes      TEXT NOT NULL DEFAULT '',
+         all_access  INTEGER NOT NULL DEFAULT 0,
+         admin       INTEGER NOT NULL DEFAULT 0,
+         created_at  INTEGER NOT NULL
+     );
+     CREATE TABLE webauthn_credentials (
+         id          TEXT PRIMARY KEY,
+         public_key  BLOB NOT NULL,
+         sign_count  INTEGER NOT NULL DEFAULT 0,
+         created_at  INTEGER NOT NULL
+     );
+     CREATE TABLE webauthn_challenges (
+         challenge_id TEXT PRIMARY KEY,
+         challenge    TEXT NOT NULL,
+         created_at   INTEGER NOT NULL,
+         expires_at   INTEGER NOT NULL
+     );
+     CREATE TABLE audit (
+         id        INTEGER PRIMARY KEY AUTOINCREMENT,
+         ts        INTEGER NOT NULL,
+         actor     TEXT NOT NULL,
+         agent_id  INTEGER,
+         action    TEXT NOT NULL,
+         entry_id  INTEGER,
+         client    TEXT NOT NULL DEFAULT '',
+         outcome   TEXT NOT NULL,
+         detail    TEXT NOT NULL DEFAULT ''
+     );
+     INSERT INTO meta (key, value) VALUES ('change_seq', '0');",
+];
+
+/// Brings the file up to this build's schema, or refuses a file from a newer build.
+pub(crate) fn migrate(conn: &mut Connection, path: &Path, schema: Schema) -> Result<(), StoreError> {
+    let steps = schema.steps();
+    let known = steps.len() as i64;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).ctx(path)?;
+    let current: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0)).ctx(path)?;
+    if current > known {
+        return Err(StoreError::TooNew { path: path.to_owned(), found: current, known });
+    }
+    if current > 0 {
+        let kind: Option<String> = tx
+            .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| r.get(0))
+            .map(Some)
+            .or_else(|e| if e == rusqlite::Error::QueryReturnedNoRows { Ok(None) } else { Err(e) })
+            .ctx(path)?;
+        let kind = kind.unwrap_or_default();
+        if kind != schema.name() {
+            return Err(StoreError::WrongKind { path: path.to_owned(), expected: schema.name(), found: kind });
+        }
+    }
+    for (index, sql) in steps.iter().enumerate().skip(current as usize) {
+        tx.execute_batch(sql).ctx(path)?;
+        if index == 0 {
+            tx.execute("INSERT INTO meta (key, value) VALUES ('schema', ?1)", [schema.name()]).ctx(path)?;
+        }
+        tx.pragma_update(None, "user_version", index as i64 + 1).ctx(path)?;
+    }
+    tx.commit().ctx(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn newer_file_is_refused_and_kinds_do_not_mix() {
+        let dir =
+            std::env::temp_dir().join(format!("clavitor-mig-{}", hex::encode(crate::crypto::random_bytes::<8>())));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("v.db");
+        let mut conn = crate::store::open_connection(&path).unwrap();
+        migrate(&mut conn, &path, Schema::Vault).unwrap();
+        migrate(&mut conn, &path, Schema::Vault).unwrap(); // idempotent
+        assert!(matches!(migrate(&mut conn, &path, Schema::Node), Err(StoreError::WrongKind { .. })));
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        let err = migrate(&mut conn, &path, Schema::Vault).unwrap_err();
+        assert!(err.to_string().contains("newer Clavitor"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,73 @@
+//! SQLite storage: `node.db` and one file per vault. The only module that contains SQL.
+//!
+//! Owns connections (pragmas, busy timeout), numbered migrations (`PRAGMA user_version`) and
+//! every query. It never decrypts anything and never sees a plaintext secret: entry payloads
+//! arrive and leave as sealed bytes. Callers get plain Rust rows back.
+
+pub mod audit_sql;
+mod migrations;
+pub mod node_db;
+pub mod vault_db;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+pub use audit_sql::{AuditRecord, AuditRow, AuditStore};
+pub use migrations::Schema;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: database error: {source}")]
+    Sqlite { path: PathBuf, source: rusqlite::Error },
+    #[error(
+        "{path} was written by a newer Clavitor (schema {found}, this build knows up to {known}); upgrade the binary"
+    )]
+    TooNew { path: PathBuf, found: i64, known: i64 },
+    #[error("{path} is not a {expected} file (it holds a {found})")]
+    WrongKind { path: PathBuf, expected: &'static str, found: String },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("not found")]
+    NotFound,
+}
+
+/// Attaches the file path to a SQLite error, so a message always says which file failed.
+pub(crate) trait Ctx<T> {
+    fn ctx(self, path: &Path) -> Result<T, StoreError>;
+}
+
+impl<T> Ctx<T> for Result<T, rusqlite::Error> {
+    fn ctx(self, path: &Path) -> Result<T, StoreError> {
+        self.map_err(|source| StoreError::Sqlite { path: path.to_owned(), source })
+    }
+}
+
+/// Opens a connection with the settings every connection must share: WAL, foreign keys,
+/// a busy timeout (other processes, e.g. the local operator CLI, write too) and FULL sync so an
+/// acknowledged commit survives power loss, not only a crash.
+pub(crate) fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path).ctx(path)?;
+    conn.busy_timeout(Duration::from_secs(10)).ctx(path)?;
+    conn.pragma_update(None, "journal_mode", "WAL").ctx(path)?;
+    conn.pragma_update(None, "synchronous", "FULL").ctx(path)?;
+    conn.pragma_update(None, "foreign_keys", "ON").ctx(path)?;
+    Ok(conn)
+}
+
+/// `PRAGMA data_version`: changes whenever another connection commits to the file.
+pub fn data_version(conn: &Connection, path: &Path) -> Result<i64, StoreError> {
+    conn.query_row("PRAGMA data_version", [], |r| r.get(0)).ctx(path)
+}
+
+/// `PRAGMA integrity_check`: "ok" or the first problem found.
+pub fn integrity_check(path: &Path) -> Result<String, StoreError> {
+    let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).ctx(path)?;
+    conn.busy_timeout(Duration::from_secs(10)).ctx(path)?;
+    conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).ctx(path)
+}
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}

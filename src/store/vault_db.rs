@@ -1,0 +1,359 @@
+//! A vault file: entries (sealed), agents, WebAuthn tables, audit, meta.
+//!
+//! Invariants kept here, inside the transaction that changes the data, so no caller can skip
+//! them: every change to `entries` or `agents` advances `meta.change_seq` (readers use it to
+//! refresh their caches); an entry change stamps the row with that sequence, marks it dirty for
+//! replication and bumps its version; deletes are tombstones; the last admin agent can be
+//! neither deleted nor demoted; every change writes its audit row in the same transaction.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+
+use super::audit_sql::{self, AuditRecord, AuditRow};
+use super::migrations::{Schema, migrate};
+use super::{Ctx, StoreError};
+
+pub struct VaultDb {
+    conn: Connection,
+    path: PathBuf,
+}
+
+/// An entry row exactly as stored: metadata in the clear, the payload sealed.
+#[derive(Debug, Clone)]
+pub struct EntryRow {
+    pub id: i64,
+    pub uuid: String,
+    pub scopes: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub version: i64,
+    pub deleted: bool,
+    pub change_seq: i64,
+    pub data: Vec<u8>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AgentRow {
+    pub id: i64,
+    pub token_hash: String,
+    pub name: String,
+    pub scopes: String,
+    pub all_access: bool,
+    pub admin: bool,
+    pub created_at: i64,
+}
+
+/// A new agent row, before its id (and so its own scope) exists.
+#[derive(Debug, Clone, Copy)]
+pub struct NewAgent<'a> {
+    pub name: &'a str,
+    pub token_hash: &'a str,
+    pub all_access: bool,
+    pub admin: bool,
+    pub created_at: i64,
+}
+
+/// What an agent update changes; `None` leaves a column as it is.
+#[derive(Debug, Default, Clone)]
+pub struct AgentChange {
+    pub name: Option<String>,
+    pub scopes: Option<String>,
+    pub all_access: Option<bool>,
+    pub admin: Option<bool>,
+    pub token_hash: Option<String>,
+}
+
+const ENTRY_COLS: &str = "id, uuid, scopes, created_at, updated_at, version, deleted, change_seq, data";
+const AGENT_COLS: &str = "id, token_hash, name, scopes, all_access, admin, created_at";
+
+fn entry_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EntryRow> {
+    Ok(EntryRow {
+        id: r.get(0)?,
+        uuid: r.get(1)?,
+        scopes: r.get(2)?,
+        created_at: r.get(3)?,
+        updated_at: r.get(4)?,
+        version: r.get(5)?,
+        deleted: r.get(6)?,
+        change_seq: r.get(7)?,
+        data: r.get(8)?,
+    })
+}
+
+fn agent_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AgentRow> {
+    Ok(AgentRow {
+        id: r.get(0)?,
+        token_hash: r.get(1)?,
+        name: r.get(2)?,
+        scopes: r.get(3)?,
+        all_access: r.get(4)?,
+        admin: r.get(5)?,
+        created_at: r.get(6)?,
+    })
+}
+
+impl VaultDb {
+    /// Opens (creating if needed) and migrates a vault file.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let mut conn = super::open_connection(path)?;
+        migrate(&mut conn, path, Schema::Vault)?;
+        Ok(Self { conn, path: path.to_owned() })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn data_version(&self) -> Result<i64, StoreError> {
+        super::data_version(&self.conn, &self.path)
+    }
+
+    fn write_tx(&mut self) -> Result<Transaction<'_>, StoreError> {
+        self.conn.transaction_with_behavior(TransactionBehavior::Immediate).ctx(&self.path)
+    }
+
+    pub fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional().ctx(&self.path)
+    }
+
+    /// Records the vault's identity and wrapped data key once; refuses to replace them.
+    pub fn set_identity(&mut self, vault_id: &str, wrapped_key_hex: &str) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let tx = self.write_tx()?;
+        let existing: Option<String> =
+            tx.query_row("SELECT value FROM meta WHERE key = 'vault_id'", [], |r| r.get(0)).optional().ctx(&path)?;
+        if existing.is_some() {
+            return Err(StoreError::Conflict("vault file already has an identity".into()));
+        }
+        tx.execute("INSERT INTO meta (key, value) VALUES ('vault_id', ?1)", [vault_id]).ctx(&path)?;
+        tx.execute("INSERT INTO meta (key, value) VALUES ('wrapped_key', ?1)", [wrapped_key_hex]).ctx(&path)?;
+        tx.commit().ctx(&path)
+    }
+
+    pub fn change_seq(&self) -> Result<i64, StoreError> {
+        let v: String =
+            self.conn.query_row("SELECT value FROM meta WHERE key = 'change_seq'", [], |r| r.get(0)).ctx(&self.path)?;
+        Ok(v.parse().unwrap_or(0))
+    }
+
+    pub fn entry(&self, id: i64) -> Result<Option<EntryRow>, StoreError> {
+        self.conn
+            .prepare_cached(&format!("SELECT {ENTRY_COLS} FROM entries WHERE id = ?1"))
+            .and_then(|mut st| st.query_row([id], entry_row).optional())
+            .ctx(&self.path)
+    }
+
+    /// Every row (tombstones included) changed after `seq`, in change order.
+    pub fn entries_since(&self, seq: i64) -> Result<Vec<EntryRow>, StoreError> {
+        let mut st = self
+            .conn
+            .prepare(&format!("SELECT {ENTRY_COLS} FROM entries WHERE change_seq > ?1 ORDER BY change_seq"))
+            .ctx(&self.path)?;
+        let rows = st.query_map([seq], entry_row).ctx(&self.path)?;
+        rows.collect::<Result<_, _>>().ctx(&self.path)
+    }
+
+    /// Inserts an entry the caller sealed against the uuid it chose. Returns the new id.
+    pub fn insert_entry(
+        &mut self,
+        uuid: &str,
+        scopes: &str,
+        sealed: &[u8],
+        now: i64,
+        audit: &AuditRecord,
+    ) -> Result<i64, StoreError> {
+        let ids = self.insert_entries(&[(uuid.to_owned(), scopes.to_owned(), sealed.to_vec())], now, audit)?;
+        ids.first().copied().ok_or(StoreError::NotFound)
+    }
+
+    /// Inserts many sealed entries (uuid, scopes, sealed) in one transaction, one audit row each.
+    pub fn insert_entries(
+        &mut self,
+        rows: &[(String, String, Vec<u8>)],
+        now: i64,
+        audit: &AuditRecord,
+    ) -> Result<Vec<i64>, StoreError> {
+        let path = self.path.clone();
+        let tx = self.write_tx()?;
+        let mut ids = Vec::with_capacity(rows.len());
+        for (uuid, scopes, sealed) in rows {
+            let seq = bump_seq(&tx, &path)?;
+            tx.execute(
+                "INSERT INTO entries (uuid, scopes, created_at, updated_at, version, change_seq, dirty, data)
+                 VALUES (?1, ?2, ?3, ?3, 1, ?4, 1, ?5)",
+                params![uuid, scopes, now, seq, sealed],
+            )
+            .ctx(&path)?;
+            let id = tx.last_insert_rowid();
+            audit_sql::insert(&tx, &path, &AuditRecord { entry_id: Some(id), ..audit.clone() })?;
+            ids.push(id);
+        }
+        tx.commit().ctx(&path)?;
+        Ok(ids)
+    }
+
+    /// Replaces an entry's payload and scopes. `expected_version`, when given, makes the write
+    /// fail with a conflict if someone else changed the entry first.
+    pub fn update_entry(
+        &mut self,
+        id: i64,
+        scopes: &str,
+        sealed: &[u8],
+        expected_version: Option<i64>,
+        now: i64,
+        audit: &AuditRecord,
+    ) -> Result<i64, StoreError> {
+        let path = self.path.clone();
+        let tx = self.write_tx()?;
+        let current: Option<(i64, bool)> = tx
+            .query_row("SELECT version, deleted FROM entries WHERE id = ?1", [id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()
+            .ctx(&path)?;
+        let version = match current {
+            Some((_, true)) | None => return Err(StoreError::NotFound),
+            Some((v, false)) => v,
+        };
+        if expected_version.is_some_and(|e| e != version) {
+            return Err(StoreError::Conflict(format!("entry changed since version {}", expected_version.unwrap_or(0))));
+        }
+        let seq = bump_seq(&tx, &path)?;
+        tx.execute(
+            "UPDATE entries SET scopes = ?2, data = ?3, updated_at = max(updated_at, ?4), version = version + 1,
+             change_seq = ?5, dirty = 1 WHERE id = ?1",
+            params![id, scopes, sealed, now, seq],
+        )
+        .ctx(&path)?;
+        audit_sql::insert(&tx, &path, &AuditRecord { entry_id: Some(id), ..audit.clone() })?;
+        tx.commit().ctx(&path)?;
+        Ok(version + 1)
+    }
+
+    /// Turns an entry into a tombstone: payload gone, row kept so replication can carry the delete.
+    pub fn delete_entry(&mut self, id: i64, now: i64, audit: &AuditRecord) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let tx = self.write_tx()?;
+        let seq = bump_seq(&tx, &path)?;
+        let n = tx
+            .execute(
+                "UPDATE entries SET deleted = 1, data = x'', scopes = '', updated_at = max(updated_at, ?2),
+                 version = version + 1, change_seq = ?3, dirty = 1 WHERE id = ?1 AND deleted = 0",
+                params![id, now, seq],
+            )
+            .ctx(&path)?;
+        if n == 0 {
+            return Err(StoreError::NotFound);
+        }
+        audit_sql::insert(&tx, &path, &AuditRecord { entry_id: Some(id), ..audit.clone() })?;
+        tx.commit().ctx(&path)
+    }
+
+    pub fn agents(&self) -> Result<Vec<AgentRow>, StoreError> {
+        let mut st = self.conn.prepare(&format!("SELECT {AGENT_COLS} FROM agents ORDER BY id")).ctx(&self.path)?;
+        let rows = st.query_map([], agent_row).ctx(&self.path)?;
+        rows.collect::<Result<_, _>>().ctx(&self.path)
+    }
+
+    pub fn agent(&self, id: i64) -> Result<Option<AgentRow>, StoreError> {
+        self.conn
+            .query_row(&format!("SELECT {AGENT_COLS} FROM agents WHERE id = ?1"), [id], agent_row)
+            .optional()
+            .ctx(&self.path)
+    }
+
+    /// Inserts an agent. `scopes_for` receives the new id, so the agent's own scope (derived
+    /// from the id) can be part of its scopes in the same transaction.
+    pub fn insert_agent(
+        &mut self,
+        new: &NewAgent<'_>,
+        scopes_for: impl FnOnce(i64) -> String,
+        audit: &AuditRecord,
+    ) -> Result<AgentRow, StoreError> {
+        let path = self.path.clone();
+        let tx = self.write_tx()?;
+        bump_seq(&tx, &path)?;
+        tx.execute(
+            "INSERT INTO agents (token_hash, name, scopes, all_access, admin, created_at) VALUES (?1, ?2, '', ?3, ?4, ?5)",
+            params![new.token_hash, new.name, new.all_access, new.admin, new.created_at],
+        )
+        .ctx(&path)?;
+        let id = tx.last_insert_rowid();
+        let scopes = scopes_for(id);
+        tx.execute("UPDATE agents SET scopes = ?2 WHERE id = ?1", params![id, scopes]).ctx(&path)?;
+        audit_sql::insert(&tx, &path, &AuditRecord { detail: format!("agent {id}"), ..audit.clone() })?;
+        let row =
+            tx.query_row(&format!("SELECT {AGENT_COLS} FROM agents WHERE id = ?1"), [id], agent_row).ctx(&path)?;
+        tx.commit().ctx(&path)?;
+        Ok(row)
+    }
+
+    /// Changes an agent; refuses to leave the vault without an admin.
+    pub fn update_agent(&mut self, id: i64, change: &AgentChange, audit: &AuditRecord) -> Result<AgentRow, StoreError> {
+        let path = self.path.clone();
+        let tx = self.write_tx()?;
+        let current = tx
+            .query_row(&format!("SELECT {AGENT_COLS} FROM agents WHERE id = ?1"), [id], agent_row)
+            .optional()
+            .ctx(&path)?
+            .ok_or(StoreError::NotFound)?;
+        if current.admin && change.admin == Some(false) && other_admins(&tx, &path, id)? == 0 {
+            return Err(StoreError::Conflict("cannot remove admin from the last admin agent".into()));
+        }
+        bump_seq(&tx, &path)?;
+        tx.execute(
+            "UPDATE agents SET name = coalesce(?2, name), scopes = coalesce(?3, scopes),
+             all_access = coalesce(?4, all_access), admin = coalesce(?5, admin),
+             token_hash = coalesce(?6, token_hash) WHERE id = ?1",
+            params![id, change.name, change.scopes, change.all_access, change.admin, change.token_hash],
+        )
+        .ctx(&path)?;
+        audit_sql::insert(&tx, &path, &AuditRecord { detail: format!("agent {id}"), ..audit.clone() })?;
+        let row =
+            tx.query_row(&format!("SELECT {AGENT_COLS} FROM agents WHERE id = ?1"), [id], agent_row).ctx(&path)?;
+        tx.commit().ctx(&path)?;
+        Ok(row)
+    }
+
+    /// Revokes (deletes) an agent; refuses to delete the last admin. Ids are AUTOINCREMENT, so a
+    /// revoked agent's id, and with it its scope, is never handed to anyone else.
+    pub fn delete_agent(&mut self, id: i64, audit: &AuditRecord) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let tx = self.write_tx()?;
+        let admin: Option<bool> =
+            tx.query_row("SELECT admin FROM agents WHERE id = ?1", [id], |r| r.get(0)).optional().ctx(&path)?;
+        match admin {
+            None => return Err(StoreError::NotFound),
+            Some(true) if other_admins(&tx, &path, id)? == 0 => {
+                return Err(StoreError::Conflict("cannot revoke the last admin agent".into()));
+            }
+            Some(_) => {}
+        }
+        bump_seq(&tx, &path)?;
+        tx.execute("DELETE FROM agents WHERE id = ?1", [id]).ctx(&path)?;
+        audit_sql::insert(&tx, &path, &AuditRecord { detail: format!("agent {id}"), ..audit.clone() })?;
+        tx.commit().ctx(&path)
+    }
+
+    pub fn append_audit(&self, record: &AuditRecord) -> Result<i64, StoreError> {
+        audit_sql::insert(&self.conn, &self.path, record)
+    }
+
+    pub fn audit(&self, before: Option<i64>, limit: u32) -> Result<Vec<AuditRow>, StoreError> {
+        audit_sql::list(&self.conn, &self.path, before, limit)
+    }
+}
+
+fn other_admins(tx: &Transaction<'_>, path: &Path, id: i64) -> Result<i64, StoreError> {
+    tx.query_row("SELECT count(*) FROM agents WHERE admin = 1 AND id != ?1", [id], |r| r.get(0)).ctx(path)
+}
+
+fn bump_seq(tx: &Transaction<'_>, path: &Path) -> Result<i64, StoreError> {
+    let v: String = tx
+        .query_row(
+            "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'change_seq' RETURNING value",
+            [],
+            |r| r.get(0),
+        )
+        .ctx(path)?;
+    Ok(v.parse().unwrap_or(0))
+}

@@ -1,0 +1,173 @@
+//! The data directory: `node.db`, `vaults/<vault_id>.db`, and (by default) `master.key`.
+//!
+//! Owns first-run initialisation and opening a vault file with the master key. It refuses to
+//! guess: a vault whose key does not unwrap, or more vaults than the edition serves, is an error.
+
+use std::fs;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use super::{VaultError, VaultId, ops};
+use crate::audit::{Action, Actor, AuditEvent, Outcome};
+use crate::auth::NewToken;
+use crate::crypto::{DataKey, MasterKey};
+use crate::store::node_db::{NodeDb, VaultRegistration};
+use crate::store::vault_db::VaultDb;
+
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    pub root: PathBuf,
+    pub master_key_file: PathBuf,
+}
+
+/// What `init` did, for the caller to report once.
+pub struct InitReport {
+    pub created_master_key: bool,
+    pub vault_id: VaultId,
+    pub created_vault: bool,
+    /// The owner's token, present only when the owner agent was created just now.
+    pub owner_token: Option<NewToken>,
+}
+
+/// A vault file opened with its data key.
+pub struct OpenVault {
+    pub id: VaultId,
+    pub key: DataKey,
+    pub db: VaultDb,
+}
+
+impl DataDir {
+    pub fn new(root: PathBuf, master_key_file: Option<PathBuf>) -> Self {
+        let master_key_file = master_key_file.unwrap_or_else(|| root.join("master.key"));
+        Self { root, master_key_file }
+    }
+
+    pub fn node_db_path(&self) -> PathBuf {
+        self.root.join("node.db")
+    }
+
+    pub fn vault_path(&self, id: &VaultId) -> PathBuf {
+        self.root.join("vaults").join(format!("{id}.db"))
+    }
+
+    /// True when nothing has been initialised here yet.
+    pub fn is_uninitialised(&self) -> bool {
+        !self.node_db_path().exists()
+    }
+
+    fn ensure_dirs(&self) -> Result<(), VaultError> {
+        for dir in [self.root.clone(), self.root.join("vaults")] {
+            if !dir.exists() {
+                fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(&dir)
+                    .map_err(|e| VaultError::Setup(format!("cannot create {}: {e}", dir.display())))?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn load_master_key(&self) -> Result<MasterKey, VaultError> {
+        Ok(MasterKey::load(&self.master_key_file)?)
+    }
+
+    /// Creates whatever is missing: directories, master key, node.db, the vault, the owner.
+    pub fn init(&self) -> Result<InitReport, VaultError> {
+        self.ensure_dirs()?;
+        let (master, created_master_key) = if self.master_key_file.exists() {
+            (self.load_master_key()?, false)
+        } else {
+            if !self.is_uninitialised() {
+                return Err(VaultError::Setup(format!(
+                    "{} exists but the master key {} does not: refusing to create a new key for existing vaults",
+                    self.node_db_path().display(),
+                    self.master_key_file.display()
+                )));
+            }
+            (MasterKey::create(&self.master_key_file)?, true)
+        };
+        let node = NodeDb::open(&self.node_db_path())?;
+        let mut regs = node.vaults()?;
+        let (vault_id, created_vault) = match regs.pop() {
+            Some(reg) => (VaultId::parse(&reg.vault_id)?, false),
+            None => {
+                let id = VaultId::generate();
+                let key = DataKey::generate();
+                let wrapped = master.wrap(&key, id.as_str())?;
+                let mut db = VaultDb::open(&self.vault_path(&id))?;
+                db.set_identity(id.as_str(), &hex::encode(wrapped)).map_err(VaultError::from_store)?;
+                node.register_vault(&VaultRegistration {
+                    vault_id: id.to_string(),
+                    file_name: format!("{id}.db"),
+                    created_at: crate::store::now_ms(),
+                })?;
+                (id, true)
+            }
+        };
+        let mut open = self.open_vault(&master, &vault_id)?;
+        let owner_token = if open.db.agents()?.is_empty() {
+            let event = AuditEvent::new(Actor::LocalOperator, Action::VaultInit, Outcome::Ok).client("local");
+            let (_, token) = ops::add_agent(&mut open.db, "Owner", &[], true, true, &event)?;
+            Some(token)
+        } else {
+            None
+        };
+        Ok(InitReport { created_master_key, vault_id, created_vault, owner_token })
+    }
+
+    /// Registered vault ids, in creation order.
+    pub fn vault_ids(&self) -> Result<Vec<VaultId>, VaultError> {
+        if self.is_uninitialised() {
+            return Err(VaultError::Setup(format!(
+                "{} is not initialised; run `clavitor init` (or `clavitor serve`, which initialises an empty data dir)",
+                self.root.display()
+            )));
+        }
+        let node = NodeDb::open(&self.node_db_path())?;
+        node.vaults()?.iter().map(|r| VaultId::parse(&r.vault_id)).collect()
+    }
+
+    /// The one vault a single-vault command works on: the only one, or the one named.
+    pub fn pick_vault(&self, wanted: Option<&str>) -> Result<VaultId, VaultError> {
+        let ids = self.vault_ids()?;
+        match wanted {
+            Some(w) => ids
+                .into_iter()
+                .find(|id| id.as_str() == w)
+                .ok_or_else(|| VaultError::Setup(format!("no vault {w:?} in {}", self.root.display()))),
+            None => match ids.as_slice() {
+                [one] => Ok(one.clone()),
+                [] => Err(VaultError::Setup("the data dir holds no vault; run `clavitor init`".into())),
+                _ => Err(VaultError::Setup("the data dir holds several vaults; name one with --vault".into())),
+            },
+        }
+    }
+
+    pub fn open_vault(&self, master: &MasterKey, id: &VaultId) -> Result<OpenVault, VaultError> {
+        let path = self.vault_path(id);
+        if !path.exists() {
+            return Err(VaultError::Setup(format!("vault file {} is missing", path.display())));
+        }
+        let db = VaultDb::open(&path)?;
+        let stored_id = db.meta("vault_id")?.ok_or_else(|| VaultError::Corrupt("vault file has no id".into()))?;
+        if stored_id != id.as_str() {
+            return Err(VaultError::Corrupt(format!("{} holds vault {stored_id}, not {id}", path.display())));
+        }
+        let wrapped_hex =
+            db.meta("wrapped_key")?.ok_or_else(|| VaultError::Corrupt("vault file has no data key".into()))?;
+        let wrapped = hex::decode(wrapped_hex).map_err(|_| VaultError::Corrupt("data key is not hex".into()))?;
+        let key = master.unwrap_key(&wrapped, id.as_str()).map_err(|_| {
+            VaultError::Setup(format!(
+                "the master key {} does not open vault {id}: wrong key file?",
+                self.master_key_file.display()
+            ))
+        })?;
+        Ok(OpenVault { id: id.clone(), key, db })
+    }
+}
+
+/// True if `path` is readable by group or others (used to warn about a lax data dir).
+pub fn is_group_or_world_accessible(path: &Path) -> bool {
+    fs::metadata(path).map(|m| m.permissions().mode() & 0o077 != 0).unwrap_or(false)
+}

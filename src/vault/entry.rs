@@ -1,0 +1,216 @@
+//! What an entry is: a title, a type, a URL and typed fields, each field L1 or L2.
+//!
+//! L1 values are sealed at rest and decrypted for agents whose scopes match. L2 values arrive
+//! already encrypted by the owner's browser; the server stores and returns them as opaque text
+//! and never has their key. This module validates input and shapes output; it does no I/O.
+
+use serde::{Deserialize, Serialize};
+
+use super::totp;
+use crate::auth::ScopeSet;
+
+pub const MAX_TITLE: usize = 256;
+pub const MAX_URL: usize = 2048;
+pub const MAX_FIELDS: usize = 64;
+pub const MAX_FIELD_NAME: usize = 64;
+pub const MAX_VALUE: usize = 16 * 1024;
+/// L2 ciphertext is base64 text of an AES-GCM output, a little larger than its plaintext.
+pub const MAX_L2_VALUE: usize = 24 * 1024;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EntryError {
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn invalid(msg: impl Into<String>) -> EntryError {
+    EntryError::Invalid(msg.into())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FieldKind {
+    Text,
+    Secret,
+    Url,
+    Totp,
+    Note,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    #[default]
+    L1,
+    L2,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Field {
+    pub name: String,
+    pub kind: FieldKind,
+    #[serde(default)]
+    pub tier: Tier,
+    pub value: String,
+}
+
+/// The sealed part of an entry: everything but ids, scopes and timestamps.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntryData {
+    pub title: String,
+    #[serde(rename = "type", default = "default_type")]
+    pub entry_type: String,
+    #[serde(default)]
+    pub url: String,
+    #[serde(default)]
+    pub fields: Vec<Field>,
+}
+
+fn default_type() -> String {
+    "login".to_owned()
+}
+
+/// An entry as submitted by an operator or (later) the owner's pages: data plus scopes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntryInput {
+    pub title: String,
+    #[serde(rename = "type", default = "default_type")]
+    pub entry_type: String,
+    #[serde(default)]
+    pub url: String,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub fields: Vec<Field>,
+}
+
+impl EntryInput {
+    /// Validates everything and splits into the sealed part and the scopes.
+    pub fn into_parts(self) -> Result<(EntryData, ScopeSet), EntryError> {
+        let scopes = ScopeSet::from_strs(self.scopes.iter().map(String::as_str)).map_err(|e| invalid(e.to_string()))?;
+        let data = EntryData { title: self.title, entry_type: self.entry_type, url: self.url, fields: self.fields };
+        data.validate()?;
+        Ok((data, scopes))
+    }
+}
+
+impl EntryData {
+    pub fn validate(&self) -> Result<(), EntryError> {
+        let title = self.title.trim();
+        if title.is_empty() || self.title.chars().count() > MAX_TITLE {
+            return Err(invalid(format!("title must be 1 to {MAX_TITLE} characters")));
+        }
+        if self.title.chars().any(char::is_control) {
+            return Err(invalid("title must not contain control characters"));
+        }
+        let ty = &self.entry_type;
+        if ty.is_empty()
+            || ty.len() > 32
+            || !ty.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        {
+            return Err(invalid("type must be 1 to 32 characters of a-z, 0-9, '_' or '-'"));
+        }
+        if self.url.len() > MAX_URL || self.url.chars().any(char::is_control) {
+            return Err(invalid(format!("url must be at most {MAX_URL} bytes without control characters")));
+        }
+        if self.fields.len() > MAX_FIELDS {
+            return Err(invalid(format!("at most {MAX_FIELDS} fields are allowed")));
+        }
+        for (i, f) in self.fields.iter().enumerate() {
+            f.validate().map_err(|EntryError::Invalid(m)| invalid(format!("field {i}: {m}")))?;
+        }
+        Ok(())
+    }
+}
+
+impl Field {
+    fn validate(&self) -> Result<(), EntryError> {
+        if self.name.trim().is_empty()
+            || self.name.chars().count() > MAX_FIELD_NAME
+            || self.name.chars().any(char::is_control)
+        {
+            return Err(invalid(format!("name must be 1 to {MAX_FIELD_NAME} characters without control characters")));
+        }
+        match self.tier {
+            Tier::L1 => {
+                if self.value.len() > MAX_VALUE {
+                    return Err(invalid(format!("value must be at most {MAX_VALUE} bytes")));
+                }
+                if self.kind == FieldKind::Totp {
+                    totp::parse(&self.value).map_err(|e| invalid(e.to_string()))?;
+                }
+            }
+            Tier::L2 => {
+                let ok = !self.value.is_empty()
+                    && self.value.len() <= MAX_L2_VALUE
+                    && self.value.bytes().all(|b| b.is_ascii_alphanumeric() || b"+/=-_.:".contains(&b));
+                if !ok {
+                    return Err(invalid(format!(
+                        "an L2 value is client-side ciphertext: 1 to {MAX_L2_VALUE} characters of base64/base64url text"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A field as an agent receives it: L1 value in the clear, L2 as ciphertext. TOTP seeds are
+/// never handed out; the agent asks `/api/ext/totp/{id}` for the current code instead.
+#[derive(Debug, Clone, Serialize)]
+pub struct FieldView {
+    pub name: String,
+    pub kind: FieldKind,
+    pub tier: Tier,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ciphertext: Option<String>,
+}
+
+impl FieldView {
+    pub fn of(field: &Field) -> Self {
+        let (value, ciphertext) = match (field.tier, field.kind) {
+            (Tier::L2, _) => (None, Some(field.value.clone())),
+            (Tier::L1, FieldKind::Totp) => (None, None),
+            (Tier::L1, _) => (Some(field.value.clone()), None),
+        };
+        FieldView { name: field.name.clone(), kind: field.kind, tier: field.tier, value, ciphertext }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(json: &str) -> Result<(EntryData, ScopeSet), EntryError> {
+        serde_json::from_str::<EntryInput>(json).map_err(|e| invalid(e.to_string()))?.into_parts()
+    }
+
+    #[test]
+    fn validation() {
+        assert!(input(r#"{"title":"GitHub","url":"https://github.com","scopes":["0002"],"fields":[{"name":"password","kind":"secret","value":"x"}]}"#).is_ok());
+        assert!(input(r#"{"title":""}"#).is_err());
+        assert!(input(r#"{"title":"a","type":"Bad Type"}"#).is_err());
+        assert!(input(r#"{"title":"a","scopes":["xyz"]}"#).is_err());
+        assert!(input(r#"{"title":"a","fields":[{"name":"otp","kind":"totp","value":"not base32!"}]}"#).is_err());
+        assert!(input(r#"{"title":"a","fields":[{"name":"otp","kind":"totp","value":"JBSWY3DPEHPK3PXP"}]}"#).is_ok());
+        assert!(
+            input(r#"{"title":"a","fields":[{"name":"n","kind":"note","tier":"l2","value":"has spaces"}]}"#).is_err()
+        );
+        assert!(input(r#"{"title":"a","unknown":1}"#).is_err());
+    }
+
+    #[test]
+    fn views_hide_totp_seeds_and_pass_l2_ciphertext() {
+        let seed =
+            Field { name: "otp".into(), kind: FieldKind::Totp, tier: Tier::L1, value: "JBSWY3DPEHPK3PXP".into() };
+        let v = FieldView::of(&seed);
+        assert!(v.value.is_none() && v.ciphertext.is_none());
+        let l2 = Field { name: "n".into(), kind: FieldKind::Note, tier: Tier::L2, value: "AAAA".into() };
+        assert_eq!(FieldView::of(&l2).ciphertext.as_deref(), Some("AAAA"));
+    }
+}

@@ -1,0 +1,316 @@
+//! What a running server keeps in memory: each vault's entry metadata and agents, and the
+//! node-wide token index.
+//!
+//! Authenticating a request costs one SHA-256 and one map lookup. Listing and search never touch
+//! SQLite or decrypt anything: titles, URLs and types are decrypted once when a change is seen.
+//! Changes made by other processes (the operator CLI) are picked up by a watcher thread that
+//! polls each vault's change sequence every [`WATCH_INTERVAL`]; an agent revoked on the command
+//! line stops authenticating within that interval.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use super::data_dir::DataDir;
+use super::entry::EntryData;
+use super::{VaultError, VaultId, ops};
+use crate::audit::{AuditError, AuditEvent, AuditWriter};
+use crate::auth::{Agent, ScopeSet, TokenHash};
+use crate::crypto::DataKey;
+use crate::store::AuditRow;
+use crate::store::vault_db::VaultDb;
+
+pub const WATCH_INTERVAL: Duration = Duration::from_millis(200);
+
+/// An entry's metadata, decrypted once, plus its still-sealed payload.
+#[derive(Debug)]
+pub struct CachedEntry {
+    pub id: i64,
+    pub uuid: String,
+    pub scopes: ScopeSet,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub version: i64,
+    pub title: String,
+    pub entry_type: String,
+    pub url: String,
+    /// Lowercased title, URL and type, for case-insensitive search without per-query work.
+    haystack: String,
+    sealed: Vec<u8>,
+}
+
+#[derive(Default)]
+struct Snapshot {
+    seq: i64,
+    entries: BTreeMap<i64, Arc<CachedEntry>>,
+    agents: Vec<(TokenHash, Arc<Agent>)>,
+}
+
+/// The outcome of looking an entry up on behalf of an agent.
+pub enum Lookup {
+    Visible(Arc<CachedEntry>),
+    /// Exists, but the agent's scopes do not reach it. Answered exactly like `Missing`.
+    Hidden,
+    Missing,
+}
+
+pub struct LiveVault {
+    id: VaultId,
+    key: DataKey,
+    db: Mutex<VaultDb>,
+    audit: AuditWriter,
+    snapshot: RwLock<Snapshot>,
+}
+
+impl LiveVault {
+    fn open(dir: &DataDir, master: &crate::crypto::MasterKey, id: &VaultId) -> Result<Self, VaultError> {
+        let open = dir.open_vault(master, id)?;
+        let (audit, _thread) = AuditWriter::start(open.db.path())?;
+        let vault = Self {
+            id: open.id,
+            key: open.key,
+            db: Mutex::new(open.db),
+            audit,
+            snapshot: RwLock::new(Snapshot { seq: -1, ..Snapshot::default() }),
+        };
+        vault.refresh()?;
+        Ok(vault)
+    }
+
+    pub fn id(&self) -> &VaultId {
+        &self.id
+    }
+
+    fn db(&self) -> std::sync::MutexGuard<'_, VaultDb> {
+        // A panic while holding the lock cannot leave the connection half-written (SQLite rolls
+        // back an open transaction on drop), so a poisoned lock is safe to keep using.
+        self.db.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Snapshot> {
+        self.snapshot.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Brings the in-memory view up to date with the file. Returns true if agents changed.
+    pub fn refresh(&self) -> Result<bool, VaultError> {
+        let db = self.db();
+        let seq = db.change_seq()?;
+        let last = self.read().seq;
+        if seq == last {
+            return Ok(false);
+        }
+        let rows = db.entries_since(last.max(0))?;
+        let mut decoded = Vec::with_capacity(rows.len());
+        for row in rows {
+            if row.deleted {
+                decoded.push((row.id, None));
+                continue;
+            }
+            let data = ops::open_entry(&self.id, &self.key, &row)?;
+            let scopes = ScopeSet::parse(&row.scopes)
+                .map_err(|_| VaultError::Corrupt(format!("entry {} has malformed scopes", row.id)))?;
+            let haystack = format!("{}\n{}\n{}", data.title, data.url, data.entry_type).to_lowercase();
+            decoded.push((
+                row.id,
+                Some(Arc::new(CachedEntry {
+                    id: row.id,
+                    uuid: row.uuid,
+                    scopes,
+                    created_at: row.created_at,
+                    updated_at: row.updated_at,
+                    version: row.version,
+                    title: data.title,
+                    entry_type: data.entry_type,
+                    url: data.url,
+                    haystack,
+                    sealed: row.data,
+                })),
+            ));
+        }
+        let agents = db
+            .agents()?
+            .iter()
+            .map(|row| Ok((TokenHash::from_stored(row.token_hash.clone()), Arc::new(ops::agent_from_row(row)?))))
+            .collect::<Result<Vec<_>, VaultError>>()?;
+        drop(db);
+        let mut snap = self.snapshot.write().unwrap_or_else(|p| p.into_inner());
+        for (id, entry) in decoded {
+            match entry {
+                Some(e) => snap.entries.insert(id, e),
+                None => snap.entries.remove(&id),
+            };
+        }
+        let agents_changed = snap.agents != agents;
+        snap.agents = agents;
+        snap.seq = seq;
+        Ok(agents_changed)
+    }
+
+    /// Entries the agent may see, in id order.
+    pub fn visible_entries(&self, agent: &Agent) -> Vec<Arc<CachedEntry>> {
+        self.read().entries.values().filter(|e| agent.can_read(&e.scopes)).cloned().collect()
+    }
+
+    /// Case-insensitive substring search over title, URL and type; at most `limit` results.
+    pub fn search(&self, agent: &Agent, query: &str, limit: usize) -> Vec<Arc<CachedEntry>> {
+        let needle = query.to_lowercase();
+        self.read()
+            .entries
+            .values()
+            .filter(|e| agent.can_read(&e.scopes) && e.haystack.contains(&needle))
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+
+    pub fn lookup(&self, agent: &Agent, id: i64) -> Lookup {
+        match self.read().entries.get(&id) {
+            Some(e) if agent.can_read(&e.scopes) => Lookup::Visible(e.clone()),
+            Some(_) => Lookup::Hidden,
+            None => Lookup::Missing,
+        }
+    }
+
+    /// Decrypts a cached entry's payload (the caller has already checked visibility).
+    pub fn decrypt(&self, entry: &CachedEntry) -> Result<EntryData, VaultError> {
+        let plain = zeroize::Zeroizing::new(
+            self.key
+                .open_entry(self.id.as_str(), &entry.uuid, &entry.sealed)
+                .map_err(|_| VaultError::Corrupt(format!("entry {} does not decrypt", entry.id)))?,
+        );
+        serde_json::from_slice(&plain)
+            .map_err(|_| VaultError::Corrupt(format!("entry {} holds invalid JSON", entry.id)))
+    }
+
+    pub fn agents(&self) -> Vec<Arc<Agent>> {
+        self.read().agents.iter().map(|(_, a)| a.clone()).collect()
+    }
+
+    /// Records an event and waits for it to be committed; returns the audit row id.
+    pub async fn audit(&self, event: &AuditEvent) -> Result<i64, AuditError> {
+        self.audit.commit(event).await
+    }
+
+    pub fn audit_page(&self, before: Option<i64>, limit: u32) -> Result<Vec<AuditRow>, VaultError> {
+        Ok(self.db().audit(before, limit)?)
+    }
+
+    /// Runs a change against the vault file, then refreshes the in-memory view before returning,
+    /// so the caller's next request already sees it.
+    pub fn change<T>(
+        &self,
+        f: impl FnOnce(&mut VaultDb, &VaultId, &DataKey) -> Result<T, VaultError>,
+    ) -> Result<T, VaultError> {
+        let out = {
+            let mut db = self.db();
+            f(&mut db, &self.id, &self.key)?
+        };
+        self.refresh()?;
+        Ok(out)
+    }
+}
+
+/// Who a request is: the vault it belongs to and the agent within it.
+#[derive(Clone)]
+pub struct Principal {
+    pub vault: Arc<LiveVault>,
+    pub agent: Arc<Agent>,
+}
+
+/// Every vault this node serves, the token index over all of them, and the node-level audit.
+pub struct Node {
+    vaults: Vec<Arc<LiveVault>>,
+    tokens: RwLock<HashMap<TokenHash, Principal>>,
+    node_audit: AuditWriter,
+    stop: Arc<AtomicBool>,
+}
+
+impl Node {
+    /// Opens every registered vault. `max_vaults` is the edition's limit (community: one).
+    pub fn start(dir: &DataDir, max_vaults: usize) -> Result<Arc<Self>, VaultError> {
+        let master = dir.load_master_key()?;
+        let ids = dir.vault_ids()?;
+        if ids.is_empty() {
+            return Err(VaultError::Setup("the data dir holds no vault; run `clavitor init`".into()));
+        }
+        if ids.len() > max_vaults {
+            return Err(VaultError::Setup(format!(
+                "the data dir holds {} vaults but this edition serves {max_vaults}",
+                ids.len()
+            )));
+        }
+        let vaults =
+            ids.iter().map(|id| LiveVault::open(dir, &master, id).map(Arc::new)).collect::<Result<Vec<_>, _>>()?;
+        let (node_audit, _thread) = AuditWriter::start(&dir.node_db_path())?;
+        let node = Arc::new(Self {
+            vaults,
+            tokens: RwLock::new(HashMap::new()),
+            node_audit,
+            stop: Arc::new(AtomicBool::new(false)),
+        });
+        node.rebuild_index();
+        Ok(node)
+    }
+
+    pub fn vaults(&self) -> &[Arc<LiveVault>] {
+        &self.vaults
+    }
+
+    fn rebuild_index(&self) {
+        let mut index = HashMap::new();
+        for vault in &self.vaults {
+            for (hash, agent) in vault.read().agents.iter() {
+                index.insert(hash.clone(), Principal { vault: vault.clone(), agent: agent.clone() });
+            }
+        }
+        *self.tokens.write().unwrap_or_else(|p| p.into_inner()) = index;
+    }
+
+    pub fn authenticate(&self, hash: &TokenHash) -> Option<Principal> {
+        self.tokens.read().unwrap_or_else(|p| p.into_inner()).get(hash).cloned()
+    }
+
+    /// Refreshes every vault; rebuilds the token index if any agent changed.
+    pub fn refresh(&self) -> Result<(), VaultError> {
+        let mut changed = false;
+        for vault in &self.vaults {
+            changed |= vault.refresh()?;
+        }
+        if changed {
+            self.rebuild_index();
+        }
+        Ok(())
+    }
+
+    /// Records a node-level event (e.g. a failed authentication) and waits for the commit.
+    pub async fn audit(&self, event: &AuditEvent) -> Result<i64, AuditError> {
+        self.node_audit.commit(event).await
+    }
+
+    /// Starts the thread that picks up changes other processes make; stops with [`Node::stop`].
+    pub fn spawn_watcher(self: &Arc<Self>) -> std::io::Result<JoinHandle<()>> {
+        let node = Arc::clone(self);
+        std::thread::Builder::new().name("vault-watch".into()).spawn(move || {
+            let mut failing = false;
+            while !node.stop.load(Ordering::Relaxed) {
+                std::thread::sleep(WATCH_INTERVAL);
+                match node.refresh() {
+                    Ok(()) => failing = false,
+                    Err(e) => {
+                        // Log once per failure streak, not every 200 ms.
+                        if !failing {
+                            tracing::error!(error = %e, "cannot refresh the vault view; serving the last good one");
+                        }
+                        failing = true;
+                    }
+                }
+            }
+        })
+    }
+
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,187 @@
+//! Vault changes: the one write path, shared by the local operator CLI and the admin API.
+//!
+//! Each function validates, seals, and commits the change together with its audit row. Callers
+//! decide who is allowed to call them (the CLI: whoever holds the master key; the API: an admin
+//! token plus a WebAuthn assertion) and pass the matching [`AuditEvent`].
+
+use crate::audit::AuditEvent;
+use crate::auth::{Agent, AgentId, NewToken, ScopeSet};
+use crate::crypto::DataKey;
+use crate::store::vault_db::{AgentChange, AgentRow, EntryRow, NewAgent, VaultDb};
+
+use super::entry::{EntryData, EntryInput};
+use super::{VaultError, VaultId};
+
+pub const MAX_AGENT_NAME: usize = 128;
+
+fn now() -> i64 {
+    crate::store::now_ms()
+}
+
+fn seal(vault: &VaultId, key: &DataKey, uuid: &str, data: &EntryData) -> Result<Vec<u8>, VaultError> {
+    let json = zeroize::Zeroizing::new(serde_json::to_vec(data).map_err(|e| VaultError::Invalid(e.to_string()))?);
+    Ok(key.seal_entry(vault.as_str(), uuid, &json)?)
+}
+
+/// Decrypts a row's payload. A row that fails to open is reported as damage, never skipped.
+pub fn open_entry(vault: &VaultId, key: &DataKey, row: &EntryRow) -> Result<EntryData, VaultError> {
+    let plain = zeroize::Zeroizing::new(
+        key.open_entry(vault.as_str(), &row.uuid, &row.data)
+            .map_err(|_| VaultError::Corrupt(format!("entry {} does not decrypt", row.id)))?,
+    );
+    serde_json::from_slice(&plain).map_err(|_| VaultError::Corrupt(format!("entry {} holds invalid JSON", row.id)))
+}
+
+pub fn add_entry(
+    db: &mut VaultDb,
+    vault: &VaultId,
+    key: &DataKey,
+    input: EntryInput,
+    event: &AuditEvent,
+) -> Result<i64, VaultError> {
+    let (data, scopes) = input.into_parts()?;
+    let uuid = uuid::Uuid::new_v4().to_string();
+    let sealed = seal(vault, key, &uuid, &data)?;
+    db.insert_entry(&uuid, &scopes.to_db(), &sealed, now(), &event.record()).map_err(VaultError::from_store)
+}
+
+/// Adds many entries in one transaction: all of them or none.
+pub fn import_entries(
+    db: &mut VaultDb,
+    vault: &VaultId,
+    key: &DataKey,
+    inputs: Vec<EntryInput>,
+    event: &AuditEvent,
+) -> Result<Vec<i64>, VaultError> {
+    let mut rows = Vec::with_capacity(inputs.len());
+    for (n, input) in inputs.into_iter().enumerate() {
+        let (data, scopes) = input.into_parts().map_err(|e| VaultError::Invalid(format!("entry {}: {e}", n + 1)))?;
+        let uuid = uuid::Uuid::new_v4().to_string();
+        let sealed = seal(vault, key, &uuid, &data)?;
+        rows.push((uuid, scopes.to_db(), sealed));
+    }
+    db.insert_entries(&rows, now(), &event.record()).map_err(VaultError::from_store)
+}
+
+/// Replaces an entry; `expected_version` guards against overwriting a concurrent change.
+pub fn update_entry(
+    db: &mut VaultDb,
+    vault: &VaultId,
+    key: &DataKey,
+    id: i64,
+    input: EntryInput,
+    expected_version: Option<i64>,
+    event: &AuditEvent,
+) -> Result<i64, VaultError> {
+    let (data, scopes) = input.into_parts()?;
+    let row = db.entry(id)?.filter(|r| !r.deleted).ok_or(VaultError::NotFound)?;
+    let sealed = seal(vault, key, &row.uuid, &data)?;
+    db.update_entry(id, &scopes.to_db(), &sealed, expected_version, now(), &event.record())
+        .map_err(VaultError::from_store)
+}
+
+pub fn delete_entry(db: &mut VaultDb, id: i64, event: &AuditEvent) -> Result<(), VaultError> {
+    db.delete_entry(id, now(), &event.record()).map_err(VaultError::from_store)
+}
+
+/// Live (non-deleted) entries with their decrypted data, in id order.
+pub fn list_entries(db: &VaultDb, vault: &VaultId, key: &DataKey) -> Result<Vec<(EntryRow, EntryData)>, VaultError> {
+    db.entries_since(0)?
+        .into_iter()
+        .filter(|r| !r.deleted)
+        .map(|r| open_entry(vault, key, &r).map(|d| (r, d)))
+        .collect::<Result<Vec<_>, _>>()
+        .map(|mut v| {
+            v.sort_by_key(|(r, _)| r.id);
+            v
+        })
+}
+
+fn check_name(name: &str) -> Result<(), VaultError> {
+    if name.trim().is_empty() || name.chars().count() > MAX_AGENT_NAME || name.chars().any(char::is_control) {
+        return Err(VaultError::Invalid(format!("agent name must be 1 to {MAX_AGENT_NAME} characters")));
+    }
+    Ok(())
+}
+
+/// Creates an agent and its token. The agent always holds its own scope besides `extra_scopes`.
+pub fn add_agent(
+    db: &mut VaultDb,
+    name: &str,
+    extra_scopes: &[String],
+    all_access: bool,
+    admin: bool,
+    event: &AuditEvent,
+) -> Result<(Agent, NewToken), VaultError> {
+    check_name(name)?;
+    let extra = ScopeSet::from_strs(extra_scopes.iter().map(String::as_str))?;
+    let token = NewToken::generate();
+    let row = db
+        .insert_agent(
+            &NewAgent { name, token_hash: token.hash().as_str(), all_access, admin, created_at: now() },
+            |id| {
+                let mut scopes = extra.clone();
+                scopes.insert(AgentId(id).own_scope());
+                scopes.to_db()
+            },
+            &event.record(),
+        )
+        .map_err(VaultError::from_store)?;
+    Ok((agent_from_row(&row)?, token))
+}
+
+/// What may change about an agent. Scopes given here replace the extra scopes; the agent's own
+/// scope is kept regardless.
+#[derive(Debug, Default, Clone)]
+pub struct AgentUpdate {
+    pub name: Option<String>,
+    pub scopes: Option<Vec<String>>,
+    pub all_access: Option<bool>,
+    pub admin: Option<bool>,
+    pub rotate_token: bool,
+}
+
+pub fn update_agent(
+    db: &mut VaultDb,
+    id: AgentId,
+    update: &AgentUpdate,
+    event: &AuditEvent,
+) -> Result<(Agent, Option<NewToken>), VaultError> {
+    if let Some(name) = &update.name {
+        check_name(name)?;
+    }
+    let scopes = match &update.scopes {
+        Some(list) => {
+            let mut set = ScopeSet::from_strs(list.iter().map(String::as_str))?;
+            set.insert(id.own_scope());
+            Some(set.to_db())
+        }
+        None => None,
+    };
+    let token = update.rotate_token.then(NewToken::generate);
+    let change = AgentChange {
+        name: update.name.clone(),
+        scopes,
+        all_access: update.all_access,
+        admin: update.admin,
+        token_hash: token.as_ref().map(|t| t.hash().as_str().to_owned()),
+    };
+    let row = db.update_agent(id.0, &change, &event.record()).map_err(VaultError::from_store)?;
+    Ok((agent_from_row(&row)?, token))
+}
+
+pub fn revoke_agent(db: &mut VaultDb, id: AgentId, event: &AuditEvent) -> Result<(), VaultError> {
+    db.delete_agent(id.0, &event.record()).map_err(VaultError::from_store)
+}
+
+pub fn agent_from_row(row: &AgentRow) -> Result<Agent, VaultError> {
+    Ok(Agent {
+        id: AgentId(row.id),
+        name: row.name.clone(),
+        scopes: ScopeSet::parse(&row.scopes)
+            .map_err(|_| VaultError::Corrupt(format!("agent {} has malformed scopes", row.id)))?,
+        all_access: row.all_access,
+        admin: row.admin,
+        created_at: row.created_at,
+    })
+}

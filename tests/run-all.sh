@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs every test: installs what the tests need, then lint, both editions' tests, and the nix checks.
+# This is the README's test command and exactly what .ci/run calls.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "installing test dependencies (Debian packages)"
+bash scripts/install-test-deps.sh
+
+step "cargo fmt --check"
+cargo fmt --check
+
+step "clippy (community and commercial)"
+cargo clippy --all-targets -- -D warnings
+cargo clippy --all-targets --features commercial -- -D warnings
+
+step "tests: community edition"
+cargo test
+
+step "tests: commercial edition"
+cargo test --features commercial
+
+if [[ -x tests/nix/run.sh || -f tests/nix/run.sh ]]; then
+  step "nix: parse, evaluate, secrets, deploy orchestration"
+  cargo build --quiet
+  CLAVITOR_BIN="$PWD/target/debug/clavitor" bash tests/nix/run.sh
+fi
+
+step "all tests passed"
