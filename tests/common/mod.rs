@@ -1,0 +1,264 @@
+//! Shared test harness: a data dir in a temp folder, the real `clavitor` binary as CLI and as a
+//! server on an ephemeral loopback port, and a small HTTP client.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_clavitor");
+
+/// A data dir initialised with `clavitor init`; `owner` is the owner's token.
+pub struct Vault {
+    pub tmp: tempfile::TempDir,
+    pub owner: String,
+}
+
+impl Vault {
+    pub fn new() -> Self {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut v = Vault { tmp, owner: String::new() };
+        let out = v.cli(&["init"]);
+        assert!(out.status.success(), "init failed: {}", String::from_utf8_lossy(&out.stderr));
+        v.owner = token_in(&String::from_utf8_lossy(&out.stdout)).expect("init prints the owner token");
+        v
+    }
+
+    pub fn dir(&self) -> PathBuf {
+        self.tmp.path().join("data")
+    }
+
+    pub fn vault_file(&self) -> PathBuf {
+        let dir = self.dir().join("vaults");
+        std::fs::read_dir(&dir)
+            .expect("vaults dir")
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|x| x == "db"))
+            .expect("one vault file")
+    }
+
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.cli_stdin(args, None)
+    }
+
+    pub fn cli_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--data-dir").arg(self.dir()).args(args).env_remove("CLAVITOR_LOG");
+        cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn clavitor");
+        if let Some(input) = stdin {
+            child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
+        }
+        child.wait_with_output().expect("wait clavitor")
+    }
+
+    /// Runs a CLI command that must succeed and prints JSON; returns the JSON.
+    pub fn cli_json(&self, args: &[&str], stdin: Option<&str>) -> Value {
+        let out = self.cli_stdin(args, stdin);
+        assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{args:?} printed no JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+    }
+
+    /// Adds an entry from JSON; returns its id.
+    pub fn add_entry(&self, json: &Value) -> i64 {
+        let v = self.cli_json(&["entry", "add", "--json-file", "-", "--json"], Some(&json.to_string()));
+        v["id"].as_i64().expect("entry id")
+    }
+
+    /// Adds an agent; returns (id, token).
+    pub fn add_agent(&self, name: &str, extra: &[&str]) -> (i64, String) {
+        let mut args = vec!["agent", "add", "--name", name, "--json"];
+        args.extend_from_slice(extra);
+        let v = self.cli_json(&args, None);
+        (v["id"].as_i64().expect("agent id"), v["token"].as_str().expect("token").to_owned())
+    }
+
+    pub fn audit_rows(&self, node: bool) -> Vec<Value> {
+        let mut args = vec!["audit", "list", "--json", "--limit", "100000"];
+        if node {
+            args.push("--node");
+        }
+        self.cli_json(&args, None).as_array().expect("rows").clone()
+    }
+
+    pub fn serve(&self) -> Server {
+        Server::start(&self.dir(), &[])
+    }
+}
+
+pub fn token_in(text: &str) -> Option<String> {
+    let start = text.find("cvt_")?;
+    Some(text[start..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect())
+}
+
+/// The real binary serving on 127.0.0.1 with an ephemeral port. Killed on drop.
+pub struct Server {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub stdout: Vec<String>,
+    stderr_file: PathBuf,
+}
+
+impl Server {
+    pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
+        let stderr_file = data_dir.with_extension(format!("stderr-{}.log", std::process::id() ^ rand_u32()));
+        if let Some(parent) = stderr_file.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
+        let err = std::fs::File::create(&stderr_file).expect("stderr file");
+        let mut child = Command::new(BIN)
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .env("CLAVITOR_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(err)
+            .spawn()
+            .expect("spawn server");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut lines = Vec::new();
+        let addr = loop {
+            match rx.recv_timeout(Duration::from_secs(60)) {
+                Ok(line) => {
+                    if let Some(rest) = line.split("listening on http://").nth(1) {
+                        break rest.trim().parse().expect("address");
+                    }
+                    lines.push(line);
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("server did not start: {}", std::fs::read_to_string(&stderr_file).unwrap_or_default());
+                }
+            }
+        };
+        Server { child, addr, stdout: lines, stderr_file }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn get(&self, path: &str, token: Option<&str>) -> Resp {
+        request(&self.url(path), "GET", token, None)
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_file).unwrap_or_default()
+    }
+
+    /// Sends raw bytes and returns the raw response (for requests no client library would make).
+    pub fn raw(&self, bytes: &[u8]) -> (u16, String) {
+        let mut s = TcpStream::connect(self.addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+        let _ = s.write_all(bytes);
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf);
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        (status, text)
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait (bounded) for a clean exit.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        for _ in 0..100 {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.stderr_file);
+    }
+}
+
+fn rand_u32() -> u32 {
+    let mut b = [0u8; 4];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = f.read_exact(&mut b);
+    }
+    u32::from_le_bytes(b)
+}
+
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Resp {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+pub fn client() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into()
+}
+
+pub fn request(url: &str, method: &str, token: Option<&str>, body: Option<&[u8]>) -> Resp {
+    let agent = client();
+    let mut builder = ureq::http::Request::builder().method(method).uri(url);
+    if let Some(t) = token {
+        builder = builder.header("Authorization", format!("Bearer {t}"));
+    }
+    let req = builder.body(body.map(<[u8]>::to_vec).unwrap_or_default()).expect("request");
+    let mut resp = agent.run(req).expect("HTTP request");
+    let status = resp.status().as_u16();
+    let headers = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or_default().to_owned()))
+        .collect();
+    let body = resp.body_mut().read_to_string().unwrap_or_default();
+    Resp { status, headers, body }
+}
+
+/// Waits (bounded) until `f` holds; the server picks up CLI changes within a fraction of a second.
+pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..100 {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out waiting for: {what}");
+}
