@@ -1,0 +1,41 @@
+# Offline checks of modules/lib/clavitor-args.nix against the real binary's `clavitor serve --help`.
+# helpJson: JSON list of the flags (e.g. "--listen") found in that help text (tests/nix/run.sh).
+{ helpJson }:
+let
+  helpFlags = builtins.fromJSON helpJson;
+  a = import ../../modules/lib/clavitor-args.nix;
+  check = name: ok: msg: { inherit name ok msg; };
+  flagOf = arg: builtins.head (builtins.match "(--[a-z0-9-]+).*" arg);
+
+  # Every option the mapping knows, set (the module's full option set).
+  full = builtins.mapAttrs (n: _: {
+    listen = "0.0.0.0:443";
+    dataDir = "/var/lib/clavitor";
+    masterKeyFile = "%d/master-key";
+    logFormat = "json";
+  }.${n} or "x") a.flags;
+  args = a.toArgs full;
+  emitted = map flagOf args;
+  missing = builtins.filter (f: !(builtins.elem f helpFlags)) emitted;
+in
+[
+  (check "args: the help text lists flags" (builtins.length helpFlags > 0) "no --flags in serve --help")
+  (check "args: the full option set emits one flag per mapped option"
+    (builtins.length args == builtins.length (builtins.attrNames a.flags)) (builtins.toJSON args))
+  (check "args: every emitted flag exists in `clavitor serve --help`" (missing == [ ])
+    "not in --help: ${builtins.concatStringsSep " " missing}")
+  (check "args: exact rendering of the full set"
+    (args == [ "--data-dir=/var/lib/clavitor" "--listen=0.0.0.0:443" "--log-format=json" "--master-key-file=%d/master-key" ])
+    (builtins.toJSON args))
+  (check "args: null options emit nothing, extraArgs go last"
+    (a.toArgs { listen = "127.0.0.1:8080"; masterKeyFile = null; extraArgs = [ "--x" ]; } == [ "--listen=127.0.0.1:8080" "--x" ]) "")
+  (check "args: bools render as a bare flag (or nothing), lists repeat the flag, ints as text"
+    (a.render "--f" true == [ "--f" ] && a.render "--f" false == [ ]
+      && a.toArgs { listen = [ "a" "b" ]; } == [ "--listen=a" "--listen=b" ]
+      && a.render "--n" 5 == [ "--n=5" ]) "")
+  (check "args: an option without a flag mapping is refused"
+    (!(builtins.tryEval (builtins.deepSeq (a.toArgs { acmeDomain = "x"; }) null)).success) "")
+  (check "args: systemd escaping keeps %d/ and escapes % and $"
+    (a.toExecStart "/bin/clavitor" [ "--master-key-file=%d/master-key" "50%" "$HOME" ]
+      == "\"/bin/clavitor\" \"--master-key-file=%d/master-key\" \"50%%\" \"$$HOME\"") "")
+]
