@@ -61,10 +61,10 @@ fn kill_9_under_load_loses_nothing_acknowledged() {
                 if resp.status() == 200 {
                     let audit: i64 = resp.headers()["x-clavitor-audit-id"].to_str().unwrap().parse().unwrap();
                     // Only count the read once the secret has actually arrived.
-                    if let Ok(body) = resp.body_mut().read_to_string() {
-                        if body.contains(&format!("seed-secret-{}", id - 1)) {
-                            served.lock().unwrap().push((audit, id));
-                        }
+                    if let Ok(body) = resp.body_mut().read_to_string()
+                        && body.contains(&format!("seed-secret-{}", id - 1))
+                    {
+                        served.lock().unwrap().push((audit, id));
                     }
                 }
             }
