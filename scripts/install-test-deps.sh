@@ -10,6 +10,7 @@ packages=(
   shellcheck       # the deploy app and the scripts
   jq               # shell tests read JSON
   wrk              # bench/read.sh load generator
+  curl             # bench/read.sh probes
 )
 
 missing=()
