@@ -62,7 +62,11 @@ impl FromRequestParts<AppState> for Caller {
             .detail(reason);
         // The 401 goes out whether or not the audit row made it; a failure here is the log's problem.
         if let Err(e) = state.node.audit(&event).await {
-            tracing::error!(error = %e, "cannot audit a failed authentication");
+            crate::edition::alert(
+                "auth_system_error",
+                "cannot audit a failed authentication",
+                &[("error", e.to_string())],
+            );
         }
         Err(ApiError::Unauthorized)
     }

@@ -37,15 +37,17 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let shared = Router::new()
         .route("/healthz", get(health))
         .route("/api/entries", get(entries::list))
         .route("/api/entries/{id}", get(entries::get_one))
         .route("/api/search", get(entries::search))
         .route("/api/ext/totp/{id}", get(entries::totp))
         .route("/api/agents", get(admin::agents))
-        .route("/api/audit", get(admin::audit))
-        .fallback(not_found)
+        .route("/api/audit", get(admin::audit));
+    // The edition adds its own routes and its handler for everything unmatched.
+    crate::edition::current()
+        .install_routes(shared)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY))
         .layer(middleware::from_fn(finish_response))
@@ -62,7 +64,8 @@ async fn health(State(state): State<AppState>) -> impl IntoResponse {
     }))
 }
 
-async fn not_found() -> ApiError {
+/// The plain answer for an unknown route.
+pub async fn not_found() -> ApiError {
     ApiError::NotFound
 }
 

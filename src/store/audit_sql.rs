@@ -71,6 +71,17 @@ pub(crate) fn list(
     rows.collect::<Result<_, _>>().ctx(path)
 }
 
+/// How hard an audit commit waits for the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AuditSync {
+    /// WAL with `synchronous=NORMAL`: a committed row survives the process dying (even by
+    /// SIGKILL); a power cut may lose the last moments of rows. No fsync per batch.
+    #[default]
+    Normal,
+    /// `synchronous=FULL`: a committed row also survives a power cut; one fsync per batch.
+    Full,
+}
+
 /// A connection used only for appending audit rows in batches (the group-commit writer's).
 pub struct AuditStore {
     conn: Connection,
@@ -79,12 +90,19 @@ pub struct AuditStore {
 
 impl AuditStore {
     /// Opens an already-migrated node.db or vault file for audit appends.
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
-        Ok(Self { conn: super::open_connection(path)?, path: path.to_owned() })
+    pub fn open(path: &Path, sync: AuditSync) -> Result<Self, StoreError> {
+        let conn = super::open_connection(path)?;
+        if sync == AuditSync::Normal {
+            conn.pragma_update(None, "synchronous", "NORMAL").ctx(path)?;
+        }
+        Ok(Self { conn, path: path.to_owned() })
     }
 
     /// Appends every record in one transaction; returns their ids in order.
-    pub fn append_batch(&mut self, records: &[AuditRecord]) -> Result<Vec<i64>, StoreError> {
+    pub fn append_batch<'a>(
+        &mut self,
+        records: impl ExactSizeIterator<Item = &'a AuditRecord>,
+    ) -> Result<Vec<i64>, StoreError> {
         let tx = self.conn.transaction().ctx(&self.path)?;
         let mut ids = Vec::with_capacity(records.len());
         for r in records {

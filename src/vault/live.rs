@@ -19,8 +19,8 @@ use super::{VaultError, VaultId, ops};
 use crate::audit::{AuditError, AuditEvent, AuditWriter};
 use crate::auth::{Agent, ScopeSet, TokenHash};
 use crate::crypto::DataKey;
-use crate::store::AuditRow;
 use crate::store::vault_db::VaultDb;
+use crate::store::{AuditRow, AuditSync};
 
 pub const WATCH_INTERVAL: Duration = Duration::from_millis(200);
 
@@ -65,9 +65,14 @@ pub struct LiveVault {
 }
 
 impl LiveVault {
-    fn open(dir: &DataDir, master: &crate::crypto::MasterKey, id: &VaultId) -> Result<Self, VaultError> {
+    fn open(
+        dir: &DataDir,
+        master: &crate::crypto::MasterKey,
+        id: &VaultId,
+        sync: AuditSync,
+    ) -> Result<Self, VaultError> {
         let open = dir.open_vault(master, id)?;
-        let (audit, _thread) = AuditWriter::start(open.db.path())?;
+        let (audit, _thread) = AuditWriter::start(open.db.path(), sync)?;
         let vault = Self {
             id: open.id,
             key: open.key,
@@ -229,7 +234,7 @@ pub struct Node {
 
 impl Node {
     /// Opens every registered vault. `max_vaults` is the edition's limit (community: one).
-    pub fn start(dir: &DataDir, max_vaults: usize) -> Result<Arc<Self>, VaultError> {
+    pub fn start(dir: &DataDir, max_vaults: usize, sync: AuditSync) -> Result<Arc<Self>, VaultError> {
         let master = dir.load_master_key()?;
         let ids = dir.vault_ids()?;
         if ids.is_empty() {
@@ -241,9 +246,11 @@ impl Node {
                 ids.len()
             )));
         }
-        let vaults =
-            ids.iter().map(|id| LiveVault::open(dir, &master, id).map(Arc::new)).collect::<Result<Vec<_>, _>>()?;
-        let (node_audit, _thread) = AuditWriter::start(&dir.node_db_path())?;
+        let vaults = ids
+            .iter()
+            .map(|id| LiveVault::open(dir, &master, id, sync).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (node_audit, _thread) = AuditWriter::start(&dir.node_db_path(), sync)?;
         let node = Arc::new(Self {
             vaults,
             tokens: RwLock::new(HashMap::new()),
@@ -301,7 +308,11 @@ impl Node {
                     Err(e) => {
                         // Log once per failure streak, not every 200 ms.
                         if !failing {
-                            tracing::error!(error = %e, "cannot refresh the vault view; serving the last good one");
+                            crate::edition::alert(
+                                "vault_refresh_failed",
+                                "cannot refresh the vault view from disk; serving the last good one",
+                                &[("error", e.to_string())],
+                            );
                         }
                         failing = true;
                     }
