@@ -73,7 +73,7 @@ pub async fn not_found() -> ApiError {
 /// 405, a body-limit 413, an extractor's rejection).
 async fn finish_response(req: Request, next: Next) -> Response {
     let method = req.method().clone();
-    let path = req.uri().path().to_owned();
+    let uri = req.uri().clone();
     let started = Instant::now();
     let mut resp = next.run(req).await;
     let status = resp.status();
@@ -101,9 +101,9 @@ async fn finish_response(req: Request, next: Next) -> Response {
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     // Paths carry only route names and ids; query strings (search text) are never logged.
     if status == StatusCode::INTERNAL_SERVER_ERROR {
-        tracing::warn!(%method, path = %truncate(&path, 200), status = status.as_u16(), "request failed");
+        tracing::warn!(%method, path = %truncate(uri.path(), 200), status = status.as_u16(), "request failed");
     } else {
-        tracing::debug!(%method, path = %truncate(&path, 200), status = status.as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request");
+        tracing::debug!(%method, path = %truncate(uri.path(), 200), status = status.as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request");
     }
     resp
 }

@@ -74,9 +74,9 @@ impl AuditWriter {
     }
 
     /// Queues the event and waits until it is committed; returns the row id.
-    pub async fn commit(&self, event: &AuditEvent) -> Result<i64, AuditError> {
+    pub async fn commit(&self, event: AuditEvent) -> Result<i64, AuditError> {
         let (done, wait) = oneshot::channel();
-        self.queue.send(Job { record: event.record(), done }).await.map_err(|_| AuditError::Stopped)?;
+        self.queue.send(Job { record: event.into_record(), done }).await.map_err(|_| AuditError::Stopped)?;
         match wait.await {
             Ok(Ok(id)) => Ok(id),
             Ok(Err(msg)) => Err(AuditError::Store(StoreError::Conflict(msg))),

@@ -1,5 +1,6 @@
 //! The `audit` table, which node.db and every vault file share in shape.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -7,15 +8,16 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::{Ctx, StoreError};
 
 /// One audit row as stored. Text columns hold short codes, never secrets or token material.
+/// The codes are static when written (no allocation per request) and owned when read back.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct AuditRecord {
     pub ts: i64,
-    pub actor: String,
+    pub actor: Cow<'static, str>,
     pub agent_id: Option<i64>,
-    pub action: String,
+    pub action: Cow<'static, str>,
     pub entry_id: Option<i64>,
     pub client: String,
-    pub outcome: String,
+    pub outcome: Cow<'static, str>,
     pub detail: String,
 }
 
@@ -57,12 +59,12 @@ pub(crate) fn list(
                 id: r.get(0)?,
                 record: AuditRecord {
                     ts: r.get(1)?,
-                    actor: r.get(2)?,
+                    actor: Cow::Owned(r.get(2)?),
                     agent_id: r.get(3)?,
-                    action: r.get(4)?,
+                    action: Cow::Owned(r.get(4)?),
                     entry_id: r.get(5)?,
                     client: r.get(6)?,
-                    outcome: r.get(7)?,
+                    outcome: Cow::Owned(r.get(7)?),
                     detail: r.get(8)?,
                 },
             })

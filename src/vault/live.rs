@@ -194,7 +194,7 @@ impl LiveVault {
     }
 
     /// Records an event and waits for it to be committed; returns the audit row id.
-    pub async fn audit(&self, event: &AuditEvent) -> Result<i64, AuditError> {
+    pub async fn audit(&self, event: AuditEvent) -> Result<i64, AuditError> {
         self.audit.commit(event).await
     }
 
@@ -292,7 +292,7 @@ impl Node {
     }
 
     /// Records a node-level event (e.g. a failed authentication) and waits for the commit.
-    pub async fn audit(&self, event: &AuditEvent) -> Result<i64, AuditError> {
+    pub async fn audit(&self, event: AuditEvent) -> Result<i64, AuditError> {
         self.node_audit.commit(event).await
     }
 
