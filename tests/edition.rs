@@ -36,11 +36,17 @@ fn start_with_env(v: &Vault, env: &[(&str, &str)]) -> Server {
 #[test]
 fn operator_alerts_go_to_the_local_log() {
     let v = vault_with_entry();
+    let (agent, token) = v.add_agent("bystander", &[]);
     let s = start_with_env(&v, &[]);
     corrupt_entry_one(&v);
-    common::eventually("alert line", || s.stderr().contains("OPERATOR ALERT [vault_refresh_failed]"));
-    // The server keeps serving the last good view.
+    common::eventually("alert line", || s.stderr().contains("OPERATOR ALERT [vault_rows_damaged]"));
+    // The damaged entry is withheld, not served half-read.
+    common::eventually("entry withheld", || s.get("/api/entries/1", Some(&v.owner)).status == 404);
+    // The server keeps serving, and a revocation still takes effect despite the damaged row.
     assert_eq!(s.get("/healthz", None).status, 200);
+    assert_eq!(s.get("/api/entries", Some(&token)).status, 200);
+    assert!(v.cli(&["agent", "revoke", &agent.to_string()]).status.success());
+    common::eventually("revocation applied", || s.get("/api/entries", Some(&token)).status == 401);
 }
 
 #[cfg(not(feature = "commercial"))]
@@ -183,8 +189,8 @@ mod commercial {
         assert_eq!(header("content-type"), Some("application/json"));
         let p: Value = serde_json::from_str(&body).unwrap();
         assert_eq!(p["edition"], "commercial");
-        assert_eq!(p["type"], "vault_refresh_failed");
-        assert!(p["message"].as_str().unwrap().contains("refresh"));
+        assert_eq!(p["type"], "vault_rows_damaged");
+        assert!(p["message"].as_str().unwrap().contains("withheld"));
         assert!(p["details"]["error"].as_str().unwrap().contains("decrypt"));
         assert!(p["hostname"].is_string());
         assert_eq!(p["pop_region"], "test-region-1");
@@ -192,7 +198,7 @@ mod commercial {
         assert!(ts.len() == 20 && ts.ends_with('Z') && &ts[10..11] == "T", "{ts}");
         let keys: Vec<&String> = p.as_object().unwrap().keys().collect();
         assert_eq!(keys.len(), 7, "{keys:?}");
-        assert!(s.stderr().contains("OPERATOR ALERT [vault_refresh_failed]"));
+        assert!(s.stderr().contains("OPERATOR ALERT [vault_rows_damaged]"));
         assert!(!s.stderr().contains("hq-secret-token"), "token in the logs");
     }
 

@@ -99,6 +99,10 @@ impl LiveVault {
     }
 
     /// Brings the in-memory view up to date with the file. Returns true if agents changed.
+    ///
+    /// A damaged row (an entry that does not decrypt, an agent with malformed scopes) is
+    /// withheld and reported to the operator, never allowed to stall the refresh: a revocation
+    /// must reach the token index even while some other row is broken.
     pub fn refresh(&self) -> Result<bool, VaultError> {
         let db = self.db();
         let seq = db.change_seq()?;
@@ -108,14 +112,25 @@ impl LiveVault {
         }
         let rows = db.entries_since(last.max(0))?;
         let mut decoded = Vec::with_capacity(rows.len());
+        let mut damaged = Vec::new();
         for row in rows {
             if row.deleted {
                 decoded.push((row.id, None));
                 continue;
             }
-            let data = ops::open_entry(&self.id, &self.key, &row)?;
-            let scopes = ScopeSet::parse(&row.scopes)
-                .map_err(|_| VaultError::Corrupt(format!("entry {} has malformed scopes", row.id)))?;
+            let opened = ops::open_entry(&self.id, &self.key, &row).and_then(|data| {
+                ScopeSet::parse(&row.scopes)
+                    .map(|scopes| (data, scopes))
+                    .map_err(|_| VaultError::Corrupt(format!("entry {} has malformed scopes", row.id)))
+            });
+            let (data, scopes) = match opened {
+                Ok(ok) => ok,
+                Err(e) => {
+                    damaged.push(e.to_string());
+                    decoded.push((row.id, None));
+                    continue;
+                }
+            };
             let haystack = format!("{}\n{}\n{}", data.title, data.url, data.entry_type).to_lowercase();
             decoded.push((
                 row.id,
@@ -134,12 +149,21 @@ impl LiveVault {
                 })),
             ));
         }
-        let agents = db
-            .agents()?
-            .iter()
-            .map(|row| Ok((TokenHash::from_stored(row.token_hash.clone()), Arc::new(ops::agent_from_row(row)?))))
-            .collect::<Result<Vec<_>, VaultError>>()?;
+        let mut agents = Vec::new();
+        for row in db.agents()? {
+            match ops::agent_from_row(&row) {
+                Ok(agent) => agents.push((TokenHash::from_stored(row.token_hash), Arc::new(agent))),
+                Err(e) => damaged.push(e.to_string()),
+            }
+        }
         drop(db);
+        if !damaged.is_empty() {
+            crate::edition::alert(
+                "vault_rows_damaged",
+                "vault rows failed to decrypt or parse and are withheld",
+                &[("vault", self.id.to_string()), ("count", damaged.len().to_string()), ("error", damaged.join("; "))],
+            );
+        }
         let mut snap = self.snapshot.write().unwrap_or_else(|p| p.into_inner());
         for (id, entry) in decoded {
             match entry {
@@ -282,13 +306,19 @@ impl Node {
     /// Refreshes every vault; rebuilds the token index if any agent changed.
     pub fn refresh(&self) -> Result<(), VaultError> {
         let mut changed = false;
+        let mut first_error = None;
         for vault in &self.vaults {
-            changed |= vault.refresh()?;
+            match vault.refresh() {
+                Ok(c) => changed |= c,
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
         }
         if changed {
             self.rebuild_index();
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 
     /// Records a node-level event (e.g. a failed authentication) and waits for the commit.
