@@ -12,8 +12,9 @@ secs=${1:-5}
 
 bash scripts/install-test-deps.sh >/dev/null
 cargo build --release --quiet --bin clavitor --example bare_axum
-bin=target/release/clavitor
-bare=target/release/examples/bare_axum
+target=${CARGO_TARGET_DIR:-target}
+bin=$target/release/clavitor
+bare=$target/release/examples/bare_axum
 
 work=$(mktemp -d)
 pids=()

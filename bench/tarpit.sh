@@ -4,8 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet --features commercial --bin clavitor --example hold_connections
-bin=target/release/clavitor
-hold=target/release/examples/hold_connections
+target=${CARGO_TARGET_DIR:-target}
+bin=$target/release/clavitor
+hold=$target/release/examples/hold_connections
 work=$(mktemp -d)
 pid=""
 cleanup() { [[ -n $pid ]] && kill "$pid" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$work"; }
