@@ -25,7 +25,7 @@ cargo test --features commercial
 if [[ -x tests/nix/run.sh || -f tests/nix/run.sh ]]; then
   step "nix: parse, evaluate, secrets, deploy orchestration"
   cargo build --quiet
-  CLAVITOR_BIN="$PWD/target/debug/clavitor" bash tests/nix/run.sh
+  CLAVITOR_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/clavitor" bash tests/nix/run.sh
 fi
 
 step "all tests passed"
