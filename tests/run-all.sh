@@ -22,10 +22,8 @@ cargo test
 step "tests: commercial edition"
 cargo test --features commercial
 
-if [[ -x tests/nix/run.sh || -f tests/nix/run.sh ]]; then
-  step "nix: parse, evaluate, secrets, deploy orchestration"
-  cargo build --quiet
-  CLAVITOR_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/clavitor" bash tests/nix/run.sh
-fi
+step "nix: parse, evaluate, secrets, deploy orchestration"
+cargo build --quiet
+CLAVITOR_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/clavitor" bash tests/nix/run.sh
 
 step "all tests passed"
