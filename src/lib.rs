@@ -10,5 +10,6 @@ pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod edition;
+pub mod node;
 pub mod store;
 pub mod vault;

@@ -41,6 +41,7 @@ pub fn report_init(dir: &DataDir, report: &InitReport) {
 pub async fn serve(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<()> {
     let config =
         Config::new(global.data_dir.clone(), global.master_key_file.clone(), args.listen, args.allow_plain_http)?;
+    let node_settings = args.node.settings()?;
     let dir = &config.data_dir;
     if dir.is_uninitialised() {
         let report = dir.init().context("first-run initialisation failed")?;
@@ -69,10 +70,20 @@ pub async fn serve(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<()> 
     }
     tracing::info!(%local, edition = edition.name(), "serving");
     let app = router(AppState { node: node.clone(), started: Instant::now() });
+    // The node room: TLS listeners beside the plain one, integrity checks, Kuma and HQ reports.
+    let tls = crate::node::tls::start(&node_settings.tls, dir, app.clone()).context("cannot start TLS")?;
+    for (kind, addr) in &tls.bound {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "clavitor {kind} listening on {addr}");
+        let _ = out.flush();
+        tracing::info!(%addr, kind, "serving");
+    }
+    crate::node::start_reporting(node_settings, dir).context("cannot start node reporting")?;
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("server failed")?;
+    tls.wait().await;
     node.stop();
     let _ = watcher.join();
     tracing::info!("stopped");

@@ -68,6 +68,21 @@ pub fn integrity_check(path: &Path) -> Result<String, StoreError> {
     conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).ctx(path)
 }
 
+/// `PRAGMA quick_check`: the cheaper check (no index cross-checks), "ok" or the first problem.
+pub fn quick_check(path: &Path) -> Result<String, StoreError> {
+    let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).ctx(path)?;
+    conn.busy_timeout(Duration::from_secs(10)).ctx(path)?;
+    conn.query_row("PRAGMA quick_check", [], |r| r.get(0)).ctx(path)
+}
+
+/// A cheap read of the schema: the node's self-check that a file answers at all.
+pub fn ping(path: &Path) -> Result<(), StoreError> {
+    let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).ctx(path)?;
+    conn.busy_timeout(Duration::from_secs(2)).ctx(path)?;
+    conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0)).ctx(path)?;
+    Ok(())
+}
+
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
