@@ -10,7 +10,13 @@ packages=(
   shellcheck       # the deploy app and the scripts
   jq               # shell tests read JSON
   wrk              # bench/read.sh load generator
-  curl             # bench/read.sh probes
+  curl             # bench/read.sh probes; tests/node.rs fetches over HTTPS
+  pebble           # tests/node.rs: ACME test CA (pebble + pebble-challtestsrv)
+  openssl          # tests/node.rs: test certificates, the served certificate's expiry
+  wireguard-go     # tests/node.rs: userspace WireGuard in network namespaces
+  wireguard-tools  # tests/node.rs: `wg set` configures the tunnels from clavitor's keys
+  iproute2         # tests/node.rs: network namespaces and the veth pair
+  iputils-ping     # tests/node.rs: ping across the tunnel
 )
 
 missing=()
