@@ -259,12 +259,50 @@ fn kuma_push_goes_down_when_the_certificate_is_near_expiry_and_logs_failures_onc
     assert!(log.contains("HTTP status 404"), "{log}");
     assert!(log.contains("node status: down"), "{log}");
     assert!(!log.contains("other-secret"), "the push URL's token is in the logs");
+    let mut s = s;
+    let status = s.terminate().expect("SIGTERM stops a TLS server within 10 s");
+    assert!(status.success(), "{status:?}: {}", s.stderr());
 
     // `telemetry show` reads the same certificate.
     let out = v.cli(&["telemetry", "show", "--tls-cert", cert.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let p: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(p["cert_days_remaining"], 4, "a few seconds after it was made, 5 days are 4 whole days");
+}
+
+#[test]
+fn kuma_push_goes_down_when_a_database_fails_its_integrity_check() {
+    let (url, rx) = receiver(200, r#"{"ok":true}"#);
+    let v = Vault::new();
+    // Damage a page the server does not read at start: the root page of an empty table.
+    let file = v.vault_file();
+    let root = must(
+        Command::new("sqlite3").arg(&file).arg("select rootpage from sqlite_master where name = 'webauthn_challenges'"),
+    );
+    let page: u64 = root.trim().parse().unwrap_or_else(|_| panic!("root page: {root:?}"));
+    {
+        use std::io::{Seek, SeekFrom};
+        let mut f = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
+        f.seek(SeekFrom::Start((page - 1) * 4096)).unwrap();
+        f.write_all(&[0xff; 64]).unwrap();
+    }
+    let push = format!("{url}/api/push/integrity-test");
+    let s = Server::start(&v.dir(), &["--kuma-push-url", &push, "--kuma-interval-secs", "1"]);
+    let down = std::iter::from_fn(|| rx.recv_timeout(Duration::from_secs(30)).ok())
+        .take(10)
+        .find(|p| p.query["status"] == "down")
+        .expect("a down push");
+    let msg = &down.query["msg"];
+    assert!(msg.starts_with("DOWN: db integrity check failed | db=failed "), "{msg}");
+    // More pushes, still one alert: alerts fire on the change to failing, not per check.
+    for _ in 0..2 {
+        assert_eq!(next(&rx, "Kuma push").query["status"], "down");
+    }
+    let log = s.stderr();
+    assert_eq!(log.matches("OPERATOR ALERT [db_integrity]").count(), 1, "{log}");
+    let out = v.cli(&["telemetry", "show"]);
+    let p: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(p["db_integrity"], "failed");
 }
 
 #[test]
@@ -539,6 +577,34 @@ fn acme_certificate_from_pebble_serves_https_and_redirects_http() {
     ]);
     assert!(ok, "{out}");
     assert_eq!(out, format!("308 https://{domain}:{}/api/entries?x=1", pebble.tls_port));
+
+    // A restart reuses the cached account and certificate instead of ordering a new one.
+    let mut s = s;
+    assert!(s.terminate().is_some_and(|st| st.success()), "{}", s.stderr());
+    drop(s);
+    let s = Server::start(
+        &v.dir(),
+        &[
+            "--acme-domain",
+            domain,
+            "--acme-directory",
+            &pebble.directory,
+            "--acme-ca-file",
+            pebble.ca.to_str().unwrap(),
+            "--tls-listen",
+            &tls_listen,
+            "--http-redirect-listen",
+            "off",
+        ],
+    );
+    let started = Instant::now();
+    while !s.stderr().contains("DeployedCachedCert") {
+        assert!(started.elapsed() < Duration::from_secs(30), "cache not used: {}", s.stderr());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!s.stderr().contains("DeployedNewCert"), "{}", s.stderr());
+    let (ok, body) = curl(&["--cacert", root.to_str().unwrap(), "--resolve", &resolve, &url]);
+    assert!(ok, "HTTPS after a restart: {body}");
 }
 
 // ---------------------------------------------------------------------------------------------
