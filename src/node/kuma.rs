@@ -18,6 +18,8 @@ use super::payload::{Payload, PayloadSource};
 pub const DEFAULT_INTERVAL_SECS: u64 = 30;
 pub const CERT_MIN_DAYS: i64 = 14;
 pub const DISK_MAX_PCT: f64 = 90.0;
+/// How long after start a TLS node may run without a certificate before it reports down.
+pub const CERT_GRACE_SECS: u64 = 300;
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Validated push settings.
@@ -84,8 +86,10 @@ pub struct Verdict {
 }
 
 /// Decides the status from one payload and the self-check, and writes the compact message:
-/// the reasons first when down, then the figures that matter.
-pub fn evaluate(p: &Payload, self_check: &Result<(), String>) -> Verdict {
+/// the reasons first when down, then the figures that matter. `tls_on`: the node serves TLS,
+/// so having no certificate at all (ACME has not delivered one within
+/// [`CERT_GRACE_SECS`] of the start) is a reason too.
+pub fn evaluate(p: &Payload, self_check: &Result<(), String>, tls_on: bool) -> Verdict {
     let mut reasons = Vec::new();
     if p.db_integrity == DbIntegrity::Failed {
         reasons.push("db integrity check failed".to_owned());
@@ -93,6 +97,7 @@ pub fn evaluate(p: &Payload, self_check: &Result<(), String>) -> Verdict {
     match p.cert_days_remaining {
         Some(d) if d < 0 => reasons.push("certificate expired".to_owned()),
         Some(d) if d < CERT_MIN_DAYS => reasons.push(format!("certificate expires in {d}d")),
+        None if tls_on && p.uptime_s >= CERT_GRACE_SECS => reasons.push("no TLS certificate".to_owned()),
         _ => {}
     }
     if p.disk_pct > DISK_MAX_PCT {
@@ -182,10 +187,11 @@ pub fn spawn(settings: KumaSettings, mut source: PayloadSource) -> std::io::Resu
             ureq::Agent::config_builder().timeout_global(Some(TIMEOUT)).http_status_as_error(false).build().into();
         let mut log = Transitions::default();
         let mut next = Instant::now();
+        let tls_on = !matches!(source.cert, super::tls::CertSource::None);
         loop {
             let payload = source.collect();
             let (ms, check) = self_check(&integrity::db_files(&source.dir));
-            let verdict = evaluate(&payload, &check);
+            let verdict = evaluate(&payload, &check, tls_on);
             log.status(&verdict);
             let status = if verdict.up { "up" } else { "down" };
             let sent = agent
@@ -240,31 +246,36 @@ mod tests {
 
     #[test]
     fn up_and_down_logic() {
-        let v = evaluate(&healthy(), &Ok(()));
+        let v = evaluate(&healthy(), &Ok(()), false);
         assert!(v.up);
         assert_eq!(v.msg, "OK db=ok cert=62d disk=31% ram=28% cpu=2% req1h=847 err1h=2 sess=3 wg=17s");
 
         let mut p = healthy();
         p.cert_days_remaining = Some(13);
-        let v = evaluate(&p, &Ok(()));
+        let v = evaluate(&p, &Ok(()), false);
         assert!(!v.up);
         assert!(v.msg.starts_with("DOWN: certificate expires in 13d | db=ok cert=13d"), "{}", v.msg);
 
         p.cert_days_remaining = Some(14);
-        assert!(evaluate(&p, &Ok(())).up, "14 days left is still up");
+        assert!(evaluate(&p, &Ok(()), false).up, "14 days left is still up");
         p.cert_days_remaining = None;
-        assert!(evaluate(&p, &Ok(())).up, "no TLS: no certificate reason");
+        assert!(evaluate(&p, &Ok(()), false).up, "no TLS: no certificate reason");
+        p.uptime_s = CERT_GRACE_SECS - 1;
+        assert!(evaluate(&p, &Ok(()), true).up, "ACME gets a few minutes for the first certificate");
+        p.uptime_s = CERT_GRACE_SECS;
+        let v = evaluate(&p, &Ok(()), true);
+        assert!(!v.up && v.msg.starts_with("DOWN: no TLS certificate | "), "{}", v.msg);
 
         p.disk_pct = 90.5;
         p.db_integrity = DbIntegrity::Failed;
-        let v = evaluate(&p, &Err("node.db: locked".into()));
+        let v = evaluate(&p, &Err("node.db: locked".into()), false);
         assert!(!v.up);
         assert_eq!(v.reasons.len(), 3, "{v:?}");
         assert!(v.msg.contains("db integrity check failed; disk 90% full; self-check failed: node.db: locked"));
         p.disk_pct = 90.0;
         p.db_integrity = DbIntegrity::Unchecked;
-        assert!(evaluate(&p, &Ok(())).up, "90 % exactly and not yet checked are up");
-        assert!(evaluate(&p, &Ok(())).msg.len() < 200);
+        assert!(evaluate(&p, &Ok(()), false).up, "90 % exactly and not yet checked are up");
+        assert!(evaluate(&p, &Ok(()), false).msg.len() < 200);
     }
 
     #[test]

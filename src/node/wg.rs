@@ -76,7 +76,15 @@ impl WgTarget {
     pub fn status(&self) -> Result<InterfaceStatus, NodeError> {
         let err = |reason: String| NodeError::WgInterface { name: self.interface.clone(), reason };
         let name: InterfaceName = self.interface.parse().map_err(|e| err(format!("{e}")))?;
-        let device = Device::get(&name, self.backend()).map_err(|e| err(e.to_string()))?;
+        let device = Device::get(&name, self.backend()).map_err(|e| {
+            let hint = match (e.kind(), self.userspace) {
+                (std::io::ErrorKind::NotFound, false) => " (no such kernel interface; --userspace for wireguard-go)",
+                (std::io::ErrorKind::NotFound, true) => " (no wireguard-go socket in /run/wireguard)",
+                (std::io::ErrorKind::PermissionDenied, _) => " (reading WireGuard needs CAP_NET_ADMIN or root)",
+                _ => "",
+            };
+            err(format!("{e}{hint}"))
+        })?;
         let now = SystemTime::now();
         let peers = device
             .peers
