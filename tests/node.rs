@@ -522,6 +522,18 @@ fn acme_certificate_from_pebble_serves_https_and_redirects_http() {
         std::thread::sleep(Duration::from_millis(200));
     }
 
+    // A connection that never starts its TLS handshake is dropped after the handshake timeout
+    // (10 s), not held forever (measured in the background while the rest runs).
+    let tls_port = pebble.tls_port;
+    let silent = std::thread::spawn(move || {
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", tls_port)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let started = Instant::now();
+        let mut buf = [0u8; 16];
+        let closed = matches!(c.read(&mut buf), Ok(0)) || started.elapsed() < Duration::from_secs(29);
+        (closed, started.elapsed())
+    });
+
     // HTTPS, verifying the chain against Pebble's issuing root (from its management port).
     let root = work.join("pebble-root.pem");
     let (ok, text) = curl(&[
@@ -577,6 +589,9 @@ fn acme_certificate_from_pebble_serves_https_and_redirects_http() {
     ]);
     assert!(ok, "{out}");
     assert_eq!(out, format!("308 https://{domain}:{}/api/entries?x=1", pebble.tls_port));
+
+    let (closed, after) = silent.join().unwrap();
+    assert!(closed && after >= Duration::from_secs(8) && after <= Duration::from_secs(15), "{closed} {after:?}");
 
     // A restart reuses the cached account and certificate instead of ordering a new one.
     let mut s = s;

@@ -27,6 +27,9 @@ pub const DEFAULT_TLS_LISTEN: &str = "0.0.0.0:443";
 pub const DEFAULT_REDIRECT_LISTEN: &str = "0.0.0.0:80";
 /// How long in-flight TLS requests get to finish at shutdown.
 const GRACE: Duration = Duration::from_secs(10);
+/// A TLS handshake (or an ACME validation connection) that takes longer is dropped, so idle
+/// sockets cannot pile up before a request is ever read.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Raw TLS flags, before validation.
 #[derive(Debug, Default, Clone)]
@@ -344,7 +347,8 @@ pub fn start(plan: &TlsPlan, dir: &DataDir, app: Router) -> Result<TlsServers, N
         TlsMode::Plain => return Ok(servers),
         TlsMode::Static { cert, key } => {
             let config = axum_server::tls_rustls::RustlsConfig::from_config(static_server_config(cert, key)?);
-            let server = server.acceptor(axum_server::tls_rustls::RustlsAcceptor::new(config)).handle(handle.clone());
+            let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(config).handshake_timeout(HANDSHAKE_TIMEOUT);
+            let server = server.acceptor(acceptor).handle(handle.clone());
             tokio::spawn(async move {
                 if let Err(e) = server.serve(make).await {
                     tracing::error!(error = %e, "the TLS listener failed");
@@ -386,6 +390,7 @@ pub fn start(plan: &TlsPlan, dir: &DataDir, app: Router) -> Result<TlsServers, N
                     }
                 }
             });
+            let acceptor = HandshakeTimeout { inner: acceptor, timeout: HANDSHAKE_TIMEOUT };
             let server = server.acceptor(acceptor).handle(handle.clone());
             tokio::spawn(async move {
                 if let Err(e) = server.serve(make).await {
@@ -419,6 +424,33 @@ pub fn start(plan: &TlsPlan, dir: &DataDir, app: Router) -> Result<TlsServers, N
         servers.bound.push(("http-redirect", local));
     }
     Ok(servers)
+}
+
+/// Bounds the time an acceptor (rustls-acme's has no limit of its own) may take.
+#[derive(Clone)]
+struct HandshakeTimeout<A> {
+    inner: A,
+    timeout: Duration,
+}
+
+impl<I, S, A> axum_server::accept::Accept<I, S> for HandshakeTimeout<A>
+where
+    A: axum_server::accept::Accept<I, S>,
+    A::Future: Send + 'static,
+{
+    type Stream = A::Stream;
+    type Service = A::Service;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<(A::Stream, A::Service)>> + Send>>;
+
+    fn accept(&self, stream: I, service: S) -> Self::Future {
+        let accepting = self.inner.accept(stream, service);
+        let timeout = self.timeout;
+        Box::pin(async move {
+            tokio::time::timeout(timeout, accepting)
+                .await
+                .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out"))?
+        })
+    }
 }
 
 fn create_private_dir(path: &Path) -> Result<(), NodeError> {
