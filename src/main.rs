@@ -3,7 +3,6 @@
 use clap::Parser;
 use clavitor::cli::{Cli, Command, LogFormat};
 
-
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging(cli.global.log_format);

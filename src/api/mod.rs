@@ -9,6 +9,7 @@ mod admin;
 mod caller;
 mod entries;
 mod error;
+mod throttle;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -24,6 +25,7 @@ use serde_json::json;
 
 pub use caller::Caller;
 pub use error::ApiError;
+pub use throttle::AuthThrottle;
 
 use crate::vault::Node;
 
@@ -34,6 +36,13 @@ pub const MAX_BODY: usize = 256 * 1024;
 pub struct AppState {
     pub node: Arc<Node>,
     pub started: Instant,
+    pub auth_throttle: Arc<AuthThrottle>,
+}
+
+impl AppState {
+    pub fn new(node: Arc<Node>) -> Self {
+        Self { node, started: Instant::now(), auth_throttle: Arc::new(AuthThrottle::default()) }
+    }
 }
 
 pub fn router(state: AppState) -> Router {

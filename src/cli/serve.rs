@@ -2,7 +2,6 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::time::Instant;
 
 use anyhow::Context;
 
@@ -68,7 +67,7 @@ pub async fn serve(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<()> 
         let _ = out.flush();
     }
     tracing::info!(%local, edition = edition.name(), "serving");
-    let app = router(AppState { node: node.clone(), started: Instant::now() });
+    let app = router(AppState::new(node.clone()));
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown_signal())
         .await
