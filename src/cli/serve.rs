@@ -56,6 +56,7 @@ pub async fn serve(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<()> 
     }
     let node = Node::start(dir, edition.max_vaults(), args.audit_sync.into()).context("cannot open the vault")?;
     let watcher = node.spawn_watcher().context("cannot start the change watcher")?;
+    let checkpointer = node.spawn_checkpointer().context("cannot start WAL checkpoints")?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -74,6 +75,7 @@ pub async fn serve(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<()> 
         .context("server failed")?;
     node.stop();
     let _ = watcher.join();
+    let _ = checkpointer.join();
     tracing::info!("stopped");
     Ok(())
 }

@@ -71,6 +71,26 @@ pub fn integrity_check(path: &Path) -> Result<String, StoreError> {
     conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).ctx(path)
 }
 
+/// Runs passive WAL checkpoints off the request path, for files whose audit connection leaves
+/// them to it. Passive checkpoints never block readers or writers.
+pub struct Checkpointer {
+    files: Vec<(PathBuf, Connection)>,
+}
+
+impl Checkpointer {
+    pub fn open(paths: &[PathBuf]) -> Result<Self, StoreError> {
+        let files = paths.iter().map(|p| Ok((p.clone(), open_connection(p)?))).collect::<Result<_, StoreError>>()?;
+        Ok(Self { files })
+    }
+
+    pub fn run(&self) -> Result<(), StoreError> {
+        for (path, conn) in &self.files {
+            conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())).ctx(path)?;
+        }
+        Ok(())
+    }
+}
+
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

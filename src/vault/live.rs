@@ -23,6 +23,8 @@ use crate::store::vault_db::VaultDb;
 use crate::store::{AuditRow, AuditSync};
 
 pub const WATCH_INTERVAL: Duration = Duration::from_millis(200);
+/// How often the WAL of each file is checkpointed (audit connections do not do it themselves).
+pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// An entry's metadata, decrypted once, plus its still-sealed payload.
 #[derive(Debug)]
@@ -253,6 +255,7 @@ pub struct Principal {
 /// Every vault this node serves, the token index over all of them, and the node-level audit.
 pub struct Node {
     vaults: Vec<Arc<LiveVault>>,
+    files: Vec<std::path::PathBuf>,
     tokens: RwLock<HashMap<TokenHash, Principal>>,
     node_audit: AuditWriter,
     stop: Arc<AtomicBool>,
@@ -277,8 +280,11 @@ impl Node {
             .map(|id| LiveVault::open(dir, &master, id, sync).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
         let (node_audit, _thread) = AuditWriter::start(&dir.node_db_path(), sync)?;
+        let mut files: Vec<std::path::PathBuf> = ids.iter().map(|id| dir.vault_path(id)).collect();
+        files.push(dir.node_db_path());
         let node = Arc::new(Self {
             vaults,
+            files,
             tokens: RwLock::new(HashMap::new()),
             node_audit,
             stop: Arc::new(AtomicBool::new(false)),
@@ -351,6 +357,34 @@ impl Node {
                 }
             }
         })
+    }
+
+    /// Starts the thread that checkpoints every file's WAL; stops with [`Node::stop`].
+    pub fn spawn_checkpointer(self: &Arc<Self>) -> Result<JoinHandle<()>, VaultError> {
+        let node = Arc::clone(self);
+        let checkpointer = crate::store::Checkpointer::open(&self.files)?;
+        std::thread::Builder::new()
+            .name("wal-checkpoint".into())
+            .spawn(move || {
+                let mut failing = false;
+                while !node.stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(CHECKPOINT_INTERVAL);
+                    match checkpointer.run() {
+                        Ok(()) => failing = false,
+                        Err(e) => {
+                            if !failing {
+                                crate::edition::alert(
+                                    "wal_checkpoint_failed",
+                                    "cannot checkpoint a database WAL",
+                                    &[("error", e.to_string())],
+                                );
+                            }
+                            failing = true;
+                        }
+                    }
+                }
+            })
+            .map_err(|e| VaultError::Setup(format!("cannot start the checkpoint thread: {e}")))
     }
 
     pub fn stop(&self) {
