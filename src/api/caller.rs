@@ -15,6 +15,8 @@ use crate::vault::Principal;
 
 pub struct Caller {
     pub principal: Principal,
+    /// The hash of the token presented, so a gated write can re-check it inside its transaction.
+    pub token: TokenHash,
     /// The peer's IP address, for audit rows.
     pub client: String,
 }
@@ -52,7 +54,7 @@ impl FromRequestParts<AppState> for Caller {
             Some(Some(token)) => match TokenHash::of_presented(token) {
                 Err(_) => "malformed",
                 Ok(hash) => match state.node.authenticate(&hash) {
-                    Some(principal) => return Ok(Caller { principal, client }),
+                    Some(principal) => return Ok(Caller { principal, token: hash, client }),
                     None => "unknown",
                 },
             },
@@ -65,5 +67,16 @@ impl FromRequestParts<AppState> for Caller {
             tracing::error!(error = %e, "cannot audit a failed authentication");
         }
         Err(ApiError::Unauthorized)
+    }
+}
+
+/// The peer's IP address for requests that carry no token (setup); never fails.
+pub struct ClientIp(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientIp(client_of(parts)))
     }
 }

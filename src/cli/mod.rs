@@ -47,8 +47,8 @@ pub enum LogFormat {
 pub enum Command {
     /// Run the vault server (initialises an empty data dir first).
     Serve(ServeArgs),
-    /// Create the master key, the vault and the owner agent where missing.
-    Init,
+    /// Create the master key and the vault where missing; print a one-time owner setup link.
+    Init(InitArgs),
     /// Print the version and the edition.
     Version,
     /// Manage agents locally (break-glass; needs the data dir).
@@ -72,6 +72,27 @@ pub struct ServeArgs {
     /// Allow plain HTTP on a non-loopback address (only behind a TLS terminator you trust).
     #[arg(long, env = "CLAVITOR_ALLOW_PLAIN_HTTP")]
     pub allow_plain_http: bool,
+    /// WebAuthn relying party id: the origin's host or a parent domain of it.
+    #[arg(long, env = "CLAVITOR_RP_ID", default_value = "localhost")]
+    pub rp_id: String,
+    #[command(flatten)]
+    pub origin: OriginArg,
+    /// How long an operation-bound WebAuthn challenge stays valid, in seconds (1 to 300).
+    #[arg(long, env = "CLAVITOR_CHALLENGE_TTL_SECS", default_value_t = 60)]
+    pub challenge_ttl_secs: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct OriginArg {
+    /// The origin the owner's pages are opened at (WebAuthn checks it), e.g. https://vault.example.com.
+    #[arg(long, env = "CLAVITOR_ORIGIN", default_value = "http://localhost:8080")]
+    pub origin: String,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    #[command(flatten)]
+    pub origin: OriginArg,
 }
 
 #[derive(Debug, Args)]
