@@ -24,6 +24,7 @@ const ROUTES: &[&str] = &[
     "/api/keyring",
     "/api/setup/start",
     "/api/setup/finish",
+    "/api/webauthn/info",
 ];
 
 fn assert_4xx_json(what: &str, status: u16, body: &str) {

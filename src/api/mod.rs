@@ -62,6 +62,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/keyring", get(write::keyring).put(write::set_keyring))
         .route("/api/setup/start", post(setup::start))
         .route("/api/setup/finish", post(setup::finish))
+        .route("/api/webauthn/info", get(setup::info))
+        .merge(crate::web::routes())
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY))

@@ -86,3 +86,9 @@ pub async fn finish(
         }
     }
 }
+
+/// `GET /api/webauthn/info`: the relying party id and origin (public; the pages need the rp id
+/// to evaluate the PRF extension outside a server ceremony).
+pub async fn info(State(state): State<AppState>) -> Json<Value> {
+    Json(json!({"rp_id": state.rp.rp_id(), "origin": state.rp.origin()}))
+}
