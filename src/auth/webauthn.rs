@@ -170,6 +170,11 @@ fn parse_json<T: serde::de::DeserializeOwned>(raw: &str, what: &str) -> Result<T
     serde_json::from_str(raw).map_err(|_| WebauthnError::Malformed(format!("{what} is not valid WebAuthn JSON")))
 }
 
+/// A ceremony's challenge bytes as base64url text (what the `challenge` column records).
+pub fn challenge_text(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
 /// A credential id as base64url without padding: how it is stored and named in URLs.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CredentialId(String);

@@ -57,6 +57,12 @@ pub async fn serve(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<()> 
     }
     let edition = crate::edition::current();
     let node = Node::start(dir, edition.max_vaults()).context("cannot open the vault")?;
+    if node.vaults().iter().any(|v| v.awaiting_setup()) {
+        let _ = writeln!(
+            std::io::stdout().lock(),
+            "a vault has no owner yet: open the setup link `clavitor init` printed (run it again for a fresh one)"
+        );
+    }
     let watcher = node.spawn_watcher().context("cannot start the change watcher")?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

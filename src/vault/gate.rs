@@ -15,7 +15,7 @@ use webauthn_rs::prelude::{CreationChallengeResponse, RequestChallengeResponse, 
 use super::live::LiveVault;
 use super::{VaultError, VaultId, ops};
 use crate::audit::{Action, Actor, AuditEvent, Outcome};
-use crate::auth::webauthn::{ChallengeId, CredentialId, Operation, RelyingParty};
+use crate::auth::webauthn::{ChallengeId, CredentialId, Operation, RelyingParty, challenge_text};
 use crate::auth::{Agent, AgentId, NewToken, TokenHash};
 use crate::crypto::DataKey;
 use crate::store::vault_db::VaultDb;
@@ -189,7 +189,7 @@ impl LiveVault {
                 method: operation.method().to_owned(),
                 path: operation.path().to_owned(),
                 body_sha256: operation.body_sha256().to_owned(),
-                challenge: serde_json::to_string(&rcr.public_key.challenge).unwrap_or_default(),
+                challenge: challenge_text(&rcr.public_key.challenge),
                 state,
                 created_at: t,
                 expires_at,
@@ -253,7 +253,7 @@ impl LiveVault {
                 method: String::new(),
                 path: String::new(),
                 body_sha256: String::new(),
-                challenge: serde_json::to_string(&ccr.public_key.challenge).unwrap_or_default(),
+                challenge: challenge_text(&ccr.public_key.challenge),
                 state,
                 created_at: t,
                 expires_at: t + ms(REGISTRATION_TTL),
@@ -297,7 +297,7 @@ impl LiveVault {
                 method: String::new(),
                 path: String::new(),
                 body_sha256: hash,
-                challenge: serde_json::to_string(&ccr.public_key.challenge).unwrap_or_default(),
+                challenge: challenge_text(&ccr.public_key.challenge),
                 state,
                 created_at: t,
                 expires_at: t + ms(REGISTRATION_TTL),
