@@ -415,7 +415,54 @@ fn refused_writes_are_403_audited_and_change_nothing() {
         n,
     );
 
+    // Every gated route refuses a challenge bound to another body, and one that is missing.
+    let (victim_id, _) = o.v.add_agent("victim", &[]);
+    common::eventually("victim known", || o.s.get("/api/agents", Some(&o.token)).body.contains("\"victim\""));
+    let passkey = o.s.get("/api/passkeys", Some(&o.token)).json()["passkeys"][0]["id"].as_str().unwrap().to_owned();
+    let routes: Vec<(&str, String, Value)> = vec![
+        ("POST", "/api/agents".into(), json!({"name": "x"})),
+        ("PUT", format!("/api/agents/{victim_id}"), json!({"admin": true})),
+        ("DELETE", format!("/api/agents/{victim_id}"), Value::Null),
+        ("POST", "/api/entries".into(), json!({"title": "x"})),
+        ("PUT", "/api/entries/1".into(), json!({"title": "changed"})),
+        ("PUT", "/api/entries/1/scopes".into(), json!({"scopes": ["0004"]})),
+        ("DELETE", "/api/entries/1".into(), Value::Null),
+        ("POST", "/api/passkeys".into(), json!({"registration_id": "0".repeat(32), "credential": {}})),
+        ("DELETE", format!("/api/passkeys/{passkey}"), Value::Null),
+        ("PUT", "/api/keyring".into(), json!({"version": 1})),
+    ];
+    let before = o.snapshot();
+    for (m, p, b) in &routes {
+        let sent = if b.is_null() { Vec::new() } else { b.to_string().into_bytes() };
+        let other = json!({"something": "else"}).to_string().into_bytes();
+        let (id, rcr) = challenge(&o.s, &o.token, m, p, &other);
+        let a = sign(&mut o.key, rcr);
+        let n = o.v.audit_rows(false).len();
+        check(&o, &format!("{m} {p} other body"), send(&o.s, &o.token, m, p, &sent, Some(&id), Some(&a)), &before, n);
+        let n = o.v.audit_rows(false).len();
+        check(&o, &format!("{m} {p} no challenge"), send(&o.s, &o.token, m, p, &sent, None, None), &before, n);
+        let n = o.v.audit_rows(false).len();
+        check(&o, &format!("{m} {p} non-admin"), send(&o.s, &reader, m, p, &sent, Some(&id), Some(&a)), &before, n);
+    }
+    // A non-admin cannot start a passkey registration either.
+    assert_eq!(post_json(&o.s, "/api/passkeys/options", Some(&reader), &json!({})).status, 403);
+    assert_eq!(o.s.get("/api/keyring", Some(&reader)).status, 403);
+
     assert!(!o.s.stderr().contains("panicked"));
+}
+
+#[test]
+fn serve_on_an_empty_dir_prints_the_setup_link() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let s = Server::start(&dir, &["--origin", "http://localhost:9999"]);
+    let printed = s.stdout.join("\n");
+    let code = common::setup_code_in(&printed).unwrap_or_else(|| panic!("no setup link in {printed}"));
+    assert!(printed.contains("http://localhost:9999/setup#code="), "{printed}");
+    assert!(common::token_in(&printed).is_none(), "no token before the passkey: {printed}");
+    assert!(!s.stderr().contains(&code), "the code never reaches the logs");
+    let r = post_json(&s, "/api/setup/start", None, &json!({"code": code}));
+    assert_eq!(r.status, 200, "{}", r.body);
 }
 
 #[test]

@@ -280,3 +280,61 @@ impl VaultDb {
         tx.commit().ctx(&path)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db() -> (std::path::PathBuf, VaultDb) {
+        let dir = std::env::temp_dir().join(format!("clavitor-wa-{}", hex::encode(crate::crypto::random_bytes::<8>())));
+        std::fs::create_dir_all(&dir).unwrap();
+        let db = VaultDb::open(&dir.join("v.db")).unwrap();
+        (dir, db)
+    }
+
+    fn challenge(id: &str, expires_at: i64) -> ChallengeRow {
+        ChallengeRow {
+            id: id.into(),
+            purpose: "operation".into(),
+            agent_id: Some(1),
+            method: "POST".into(),
+            path: "/api/agents".into(),
+            body_sha256: "0".repeat(64),
+            challenge: "c".into(),
+            state: "{}".into(),
+            created_at: 0,
+            expires_at,
+        }
+    }
+
+    #[test]
+    fn challenges_are_single_use_swept_and_atomic_with_their_refusal() {
+        let (dir, mut db) = db();
+        db.insert_challenge(&challenge("a", 10), 0).unwrap();
+        db.insert_challenge(&challenge("b", 1000), 0).unwrap();
+        assert_eq!(db.take_challenge("a").unwrap().map(|c| c.expires_at), Some(10));
+        assert_eq!(db.take_challenge("a").unwrap(), None, "single use");
+        db.insert_challenge(&challenge("c", 2000), 500).unwrap();
+        assert_eq!(db.sweep_challenges(1500).unwrap(), 1, "b expired");
+        assert_eq!(db.open_challenges().unwrap(), 1);
+
+        // Ok commits every step; Err rolls every step back.
+        let r: Result<(), StoreError> = db.atomically(|db| {
+            db.take_challenge("c")?;
+            Err(StoreError::NotFound)
+        });
+        assert!(r.is_err());
+        assert_eq!(db.open_challenges().unwrap(), 1, "rolled back");
+        let r: Result<Option<ChallengeRow>, StoreError> = db.atomically(|db| {
+            let taken = db.take_challenge("c")?;
+            // A write that fails inside keeps the earlier steps (its own savepoint rolls back).
+            assert!(db.update_credential("missing", "{}", 1).is_err());
+            Ok(taken)
+        });
+        assert!(r.unwrap().is_some());
+        assert_eq!(db.open_challenges().unwrap(), 0, "committed");
+        let nested: Result<(), StoreError> = db.atomically(|db| db.atomically(|_| Ok(())));
+        assert!(nested.is_err(), "nesting is refused");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
