@@ -452,6 +452,39 @@ fn refused_writes_are_403_audited_and_change_nothing() {
 }
 
 #[test]
+fn a_break_glass_owner_enrolls_its_first_passkey_with_a_fresh_link() {
+    // The owner made on the command line (or by a build before passkeys) has no passkey, so
+    // it can change nothing over the API until `init` prints a link that enrolls one.
+    let v = Vault::new();
+    let out = v.cli(&["init"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("already initialised and has an owner"), "{stdout}");
+    let code = common::setup_code_in(&stdout).expect("a passkey enrollment link");
+    let s = v.serve();
+    let r = post_json(
+        &s,
+        "/api/webauthn/challenge",
+        Some(&v.owner),
+        &json!({"method": "POST", "path": "/api/agents", "body_sha256": sha256_hex(b"")}),
+    );
+    assert_eq!(r.status, 409, "no passkey yet: {}", r.body);
+    let mut key = SoftPasskey::new(true);
+    let r = setup_with(&s, &code, &mut key);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["token"], Value::Null, "no new owner, no token");
+    assert_eq!(v.cli_json(&["agent", "list", "--json"], None).as_array().unwrap().len(), 1);
+    let mut o = Owned { v, s, token: String::new(), key };
+    o.token = o.v.owner.clone();
+    let r = o.write("POST", "/api/agents", &json!({"name": "after"}));
+    assert_eq!(r.status, 201, "the existing owner token plus the new passkey: {}", r.body);
+    // The link is used up, and init has nothing more to print.
+    let r = post_json(&o.s, "/api/setup/start", None, &json!({"code": code}));
+    assert_eq!(r.status, 403);
+    let out = o.v.cli(&["init"]);
+    assert!(common::setup_code_in(&String::from_utf8_lossy(&out.stdout)).is_none());
+}
+
+#[test]
 fn serve_on_an_empty_dir_prints_the_setup_link() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");

@@ -80,10 +80,12 @@ pub async fn finish(
     let credential = req.credential.to_string();
     match vault.setup_finish(&state.rp, &req.code, &req.registration_id, &credential, &client)? {
         Err(r) => Err(refused(&r)),
-        Ok((agent, token)) => {
+        Ok(Some((agent, token))) => {
             state.node.rebuild_index();
             Ok(Json(json!({"agent": agent_view(&agent), "token": token.reveal()})).into_response())
         }
+        // The vault already had an owner (break-glass CLI): only its first passkey was enrolled.
+        Ok(None) => Ok(Json(json!({"agent": null, "token": null})).into_response()),
     }
 }
 

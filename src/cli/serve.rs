@@ -27,18 +27,20 @@ pub fn report_init(dir: &DataDir, report: &InitReport, origin: &str) {
     if report.created_vault {
         let _ = writeln!(out, "created vault {} in {}", report.vault_id, dir.root.display());
     }
-    match &report.setup_code {
-        Some(code) => {
-            let minutes = crate::vault::gate::SETUP_CODE_TTL.as_secs() / 60;
+    let minutes = crate::vault::gate::SETUP_CODE_TTL.as_secs() / 60;
+    if let Some(code) = &report.setup_code {
+        if report.owner_exists {
+            let _ = writeln!(out, "{} is already initialised and has an owner", dir.root.display());
+            let _ = writeln!(out, "the vault has no passkey yet: open this link within {minutes} minutes (once) to");
+            let _ = writeln!(out, "enroll one, then sign in to the pages with your existing admin token:");
+        } else {
             let _ =
                 writeln!(out, "the vault has no owner yet: open this link within {minutes} minutes (once) to enroll");
             let _ = writeln!(out, "your passkey and receive the owner token:");
-            let _ = writeln!(out, "setup link: {}/setup#code={}", origin.trim_end_matches('/'), code.reveal());
         }
-        None if !report.created_vault => {
-            let _ = writeln!(out, "{} is already initialised; nothing to do", dir.root.display());
-        }
-        None => {}
+        let _ = writeln!(out, "setup link: {}/setup#code={}", origin.trim_end_matches('/'), code.reveal());
+    } else if !report.created_vault {
+        let _ = writeln!(out, "{} is already initialised; nothing to do", dir.root.display());
     }
     let _ = out.flush();
 }

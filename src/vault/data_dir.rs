@@ -25,8 +25,10 @@ pub struct InitReport {
     pub created_master_key: bool,
     pub vault_id: VaultId,
     pub created_vault: bool,
-    /// A fresh one-time setup code, present while the vault has no agent yet (the owner's
-    /// passkey enrollment creates the owner; see `vault::gate`).
+    /// True if the vault already has agents (e.g. an owner made with `agent add --admin`).
+    pub owner_exists: bool,
+    /// A fresh one-time setup code, present while the vault has no passkey: its link enrolls
+    /// the first passkey and, if the vault has no agent yet, creates the owner (`vault::gate`).
     pub setup_code: Option<SetupCode>,
 }
 
@@ -74,7 +76,7 @@ impl DataDir {
     }
 
     /// Creates whatever is missing: directories, master key, node.db, the vault; and, while the
-    /// vault has no agent, a new one-time setup code for the owner (replacing an unused one).
+    /// vault has no passkey, a new one-time setup code (replacing an unused one).
     pub fn init(&self) -> Result<InitReport, VaultError> {
         self.ensure_dirs()?;
         let (master, created_master_key) = if self.master_key_file.exists() {
@@ -112,8 +114,10 @@ impl DataDir {
             let event = AuditEvent::new(Actor::LocalOperator, Action::VaultInit, Outcome::Ok).client("local");
             open.db.append_audit(&event.record())?;
         }
-        let setup_code = if open.db.agents()?.is_empty() { Some(gate::issue_setup_code(&mut open.db)?) } else { None };
-        Ok(InitReport { created_master_key, vault_id, created_vault, setup_code })
+        let owner_exists = !open.db.agents()?.is_empty();
+        let setup_code =
+            if open.db.credentials()?.is_empty() { Some(gate::issue_setup_code(&mut open.db)?) } else { None };
+        Ok(InitReport { created_master_key, vault_id, created_vault, owner_exists, setup_code })
     }
 
     /// Registered vault ids, in creation order.

@@ -151,7 +151,10 @@ fn check_code(db: &VaultDb, hash: &str, t: i64) -> Result<Result<(), SetupRefusa
         None => Err(SetupRefusal::UnknownCode),
         Some(c) if c.used_at.is_some() => Err(SetupRefusal::UsedCode),
         Some(c) if c.expires_at <= t => Err(SetupRefusal::ExpiredCode),
-        Some(_) if !db.agents()?.is_empty() || !db.credentials()?.is_empty() => Err(SetupRefusal::AlreadySetUp),
+        // Set up means a passkey exists. A vault whose owner was made with the break-glass
+        // `agent add --admin` (or by an older build) has agents but no passkey: its link
+        // enrolls a passkey only.
+        Some(_) if !db.credentials()?.is_empty() => Err(SetupRefusal::AlreadySetUp),
         Some(_) => Ok(()),
     })
 }
@@ -309,8 +312,10 @@ impl LiveVault {
     }
 
     /// Step 2 of the owner's setup, in one transaction: the code is still good and unused, the
-    /// vault has no agent and no passkey, the registration verifies; then the passkey is stored,
-    /// the code marked used, and agent "Owner" (all access, admin) created. Returns its token.
+    /// vault has no passkey, the registration verifies; then the passkey is stored, the code
+    /// marked used, and, if the vault has no agent yet, agent "Owner" (all access, admin)
+    /// created and returned with its token. A vault that already has agents (an owner made
+    /// with the break-glass CLI) only gets its first passkey: `Ok(None)`.
     pub fn setup_finish(
         &self,
         rp: &RelyingParty,
@@ -318,12 +323,12 @@ impl LiveVault {
         registration: &str,
         credential: &str,
         client: &str,
-    ) -> Result<Result<(Agent, NewToken), SetupRefusal>, VaultError> {
+    ) -> Result<Result<Option<(Agent, NewToken)>, SetupRefusal>, VaultError> {
         let out = {
             let mut db = self.db();
             db.atomically(|db| {
                 let t = now();
-                let verdict = (|| -> Result<Result<(Agent, NewToken), SetupRefusal>, VaultError> {
+                let verdict = (|| -> Result<Result<Option<(Agent, NewToken)>, SetupRefusal>, VaultError> {
                     let hash = match SetupCode::hash_of(code) {
                         Ok(h) => h,
                         Err(r) => return Ok(Err(r)),
@@ -346,10 +351,13 @@ impl LiveVault {
                         Err(_) => return Ok(Err(SetupRefusal::BadCredential)),
                     };
                     let ok = AuditEvent::new(Actor::Anonymous, Action::Setup, Outcome::Ok).client(client);
+                    let owner_exists = !db.agents()?.is_empty();
                     ops::add_passkey(db, &passkey, "owner", &ok.clone().detail("passkey_enrolled"))?;
                     db.use_setup_code(&hash, t).map_err(VaultError::from_store)?;
-                    let created = ops::add_agent(db, "Owner", &[], true, true, &ok.detail("owner_created"))?;
-                    Ok(Ok(created))
+                    if owner_exists {
+                        return Ok(Ok(None));
+                    }
+                    Ok(Ok(Some(ops::add_agent(db, "Owner", &[], true, true, &ok)?)))
                 })()?;
                 if let Err(r) = &verdict {
                     let ev = AuditEvent::new(Actor::Anonymous, Action::Setup, Outcome::Denied)

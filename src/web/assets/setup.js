@@ -21,8 +21,16 @@
       const credential = await Clavitor.register(start.options);
       const done = await Clavitor.call('POST', '/api/setup/finish',
         JSON.stringify({ code, registration_id: start.registration_id, credential }));
-      Clavitor.setToken(done.token);
-      document.getElementById('owner-token').textContent = done.token;
+      if (done.token) {
+        Clavitor.setToken(done.token);
+        document.getElementById('owner-token').textContent = done.token;
+      } else {
+        // The vault already had an owner (made on the command line): only the passkey was new.
+        document.getElementById('done-heading').textContent = 'Passkey enrolled';
+        document.getElementById('done-text').textContent =
+          'Your passkey now approves changes. Sign in to the vault with your existing admin token.';
+        document.getElementById('owner-token').classList.add('hidden');
+      }
       document.getElementById('enroll').classList.add('hidden');
       document.getElementById('done').classList.remove('hidden');
     } catch (e) {
