@@ -4,7 +4,7 @@
 // -> neither plaintext is in the raw SQLite files or the server's logs. Screenshots go to
 // OUT_DIR. Everything runs on loopback; every wait is bounded.
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync, writeFileSync, existsSync, createWriteStream } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, writeFileSync, existsSync, createWriteStream, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -59,6 +59,11 @@ const server = spawn(BIN, ['--data-dir', dataDir, 'serve', '--listen', `127.0.0.
   env: { ...process.env, CLAVITOR_LOG: 'debug' },
   stdio: ['ignore', 'pipe', 'pipe'],
 });
+// run.sh kills the server by this pid if this script dies or times out before stopping it.
+writeFileSync(join(OUT, 'server.pid'), String(server.pid));
+const stopServer = () => { if (server.exitCode === null) server.kill('SIGKILL'); };
+process.on('SIGTERM', () => { stopServer(); process.exit(1); });
+process.on('SIGINT', () => { stopServer(); process.exit(1); });
 server.stdout.pipe(log, { end: false });
 server.stderr.pipe(log, { end: false });
 let up = false;
@@ -72,7 +77,9 @@ try {
   context = await chromium.launchPersistentContext(join(tmp, 'profile'), {
     executablePath: CHROMIUM,
     headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    // Loopback only: no background, update, sync, safe-browsing or ping traffic.
+    args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update',
+      '--disable-sync', '--no-pings', '--disable-domain-reliability', '--disable-client-side-phishing-detection', '--no-default-browser-check'],
     viewport: { width: 1200, height: 900 },
   });
   const page = context.pages()[0] || (await context.newPage());
@@ -185,6 +192,9 @@ try {
   server.kill('SIGTERM');
   for (let i = 0; i < 100 && server.exitCode === null; i++) await sleep(100);
   if (server.exitCode === null) server.kill('SIGKILL');
+  for (let i = 0; i < 50 && server.exitCode === null && server.signalCode === null; i++) await sleep(100);
+  // Stopped: run.sh must not kill whatever process may get this pid next.
+  rmSync(join(OUT, 'server.pid'), { force: true });
   log.end();
 }
 
@@ -198,5 +208,5 @@ for (const [name, bytes] of haystacks) {
   check(!bytes.includes(Buffer.from(L2_NOTE)), `no L2 plaintext in ${name.replace(tmp, '<tmp>')}`);
 }
 check(haystacks.length >= 3, 'the vault file and the log were inspected');
-spawnSync('rm', ['-rf', tmp]);
+rmSync(tmp, { recursive: true, force: true });
 console.log(`${passed} passed, 0 failed`);

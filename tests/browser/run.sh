@@ -15,4 +15,11 @@ npm ci --no-audit --no-fund --silent
 out="$root/tests/output/browser"
 rm -rf "$out"
 mkdir -p "$out"
-CLAVITOR_BIN="$CLAVITOR_BIN" OUT_DIR="$out" timeout 300 node owner-flow.mjs
+# If the test dies or times out before stopping its server, stop that one process here.
+cleanup() {
+  if [[ -f $out/server.pid ]]; then
+    kill -KILL "$(cat "$out/server.pid")" 2>/dev/null || true
+  fi
+}
+trap cleanup EXIT
+CLAVITOR_BIN="$CLAVITOR_BIN" OUT_DIR="$out" timeout --kill-after=10 300 node owner-flow.mjs
