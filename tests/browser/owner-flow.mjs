@@ -167,6 +167,16 @@ try {
   check(nt.ciphertext.startsWith('v1.') && !nt.ciphertext.includes(L2_NOTE), 'the ciphertext is not the plaintext');
   check((await api('/api/agents', agentToken)).status === 403, 'the scoped agent is not an admin');
 
+  // The agents page rotates and revokes (each with a passkey assertion).
+  await page.locator('tr[data-agent="2"] button', { hasText: 'Rotate token' }).click();
+  await page.waitForFunction((old) => document.getElementById('agent-token').textContent.trim() !== old, agentToken);
+  const rotated = (await page.textContent('#agent-token')).trim();
+  check((await api('/api/entries', agentToken)).status === 401, 'the rotated-away token stops working');
+  check((await api('/api/entries', rotated)).status === 200, 'the rotated token works');
+  await page.locator('tr[data-agent="2"] button', { hasText: 'Revoke' }).click();
+  await page.waitForSelector('tr[data-agent="2"]', { state: 'detached' });
+  check((await api('/api/entries', rotated)).status === 401, 'a revoked agent is refused');
+
   // 7. The owner's page decrypts the L2 note again.
   await page.goto(origin + '/#entries');
   await page.waitForSelector('#entry-list tr');
