@@ -27,10 +27,8 @@ step "browser: setup link, passkey, L1/L2 entry, scoped agent (headless Chromium
 bash tests/browser/run.sh
 # --- end webauthn branch ---
 
-if [[ -x tests/nix/run.sh || -f tests/nix/run.sh ]]; then
-  step "nix: parse, evaluate, secrets, deploy orchestration"
-  cargo build --quiet
-  CLAVITOR_BIN="$PWD/target/debug/clavitor" bash tests/nix/run.sh
-fi
+step "nix: parse, evaluate, secrets, deploy orchestration"
+cargo build --quiet
+CLAVITOR_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/clavitor" bash tests/nix/run.sh
 
 step "all tests passed"

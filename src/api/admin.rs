@@ -40,7 +40,7 @@ pub(super) fn agent_view(a: &Agent) -> AgentView {
 
 pub(super) async fn admin_only(caller: &Caller, action: Action) -> Result<(), ApiError> {
     if let Err(e) = caller.require_admin() {
-        caller.principal.vault.audit(&caller.event(action, Outcome::Denied)).await?;
+        caller.principal.vault.audit(caller.event(action, Outcome::Denied)).await?;
         return Err(e);
     }
     Ok(())
@@ -50,7 +50,7 @@ pub async fn agents(caller: Caller) -> Result<Json<serde_json::Value>, ApiError>
     admin_only(&caller, Action::AgentList).await?;
     let vault = &caller.principal.vault;
     let agents: Vec<AgentView> = vault.agents().iter().map(|a| agent_view(a)).collect();
-    vault.audit(&caller.event(Action::AgentList, Outcome::Ok)).await?;
+    vault.audit(caller.event(Action::AgentList, Outcome::Ok)).await?;
     Ok(Json(json!({ "agents": agents })))
 }
 
@@ -78,7 +78,7 @@ pub async fn audit(
             .ok_or_else(|| ApiError::BadRequest(format!("limit must be 1 to {MAX_AUDIT_PAGE}")))?,
     };
     let vault = &caller.principal.vault;
-    vault.audit(&caller.event(Action::AuditRead, Outcome::Ok)).await?;
+    vault.audit(caller.event(Action::AuditRead, Outcome::Ok)).await?;
     let rows = vault.audit_page(before, limit)?;
     let next_before = if rows.len() as u32 == limit { rows.last().map(|r| r.id) } else { None };
     Ok(Json(json!({ "rows": rows, "next_before": next_before })))

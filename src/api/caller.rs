@@ -63,8 +63,12 @@ impl FromRequestParts<AppState> for Caller {
             .client(client)
             .detail(reason);
         // The 401 goes out whether or not the audit row made it; a failure here is the log's problem.
-        if let Err(e) = state.node.audit(&event).await {
-            tracing::error!(error = %e, "cannot audit a failed authentication");
+        if let Err(e) = state.node.audit(event).await {
+            crate::edition::alert(
+                "auth_system_error",
+                "cannot audit a failed authentication",
+                &[("error", e.to_string())],
+            );
         }
         Err(ApiError::Unauthorized)
     }

@@ -22,28 +22,28 @@ const DEFAULT_LIMIT: usize = 50;
 const MAX_LIMIT: usize = 500;
 
 #[derive(Serialize)]
-pub struct EntrySummary {
+pub struct EntrySummary<'a> {
     id: i64,
-    uuid: String,
-    title: String,
+    uuid: &'a str,
+    title: &'a str,
     #[serde(rename = "type")]
-    entry_type: String,
-    url: String,
-    scopes: Vec<String>,
+    entry_type: &'a str,
+    url: &'a str,
+    scopes: Vec<&'a str>,
     created_at: i64,
     updated_at: i64,
     version: i64,
 }
 
-impl EntrySummary {
-    fn of(e: &CachedEntry) -> Self {
+impl<'a> EntrySummary<'a> {
+    fn of(e: &'a CachedEntry) -> Self {
         Self {
             id: e.id,
-            uuid: e.uuid.clone(),
-            title: e.title.clone(),
-            entry_type: e.entry_type.clone(),
-            url: e.url.clone(),
-            scopes: e.scopes.to_vec(),
+            uuid: &e.uuid,
+            title: &e.title,
+            entry_type: &e.entry_type,
+            url: &e.url,
+            scopes: e.scopes.iter().collect(),
             created_at: e.created_at,
             updated_at: e.updated_at,
             version: e.version,
@@ -52,10 +52,10 @@ impl EntrySummary {
 }
 
 #[derive(Serialize)]
-struct EntryView {
+struct EntryView<'a> {
     #[serde(flatten)]
-    summary: EntrySummary,
-    fields: Vec<FieldView>,
+    summary: EntrySummary<'a>,
+    fields: Vec<FieldView<'a>>,
 }
 
 fn with_audit_id(body: impl IntoResponse, audit_id: i64) -> Response {
@@ -82,7 +82,7 @@ async fn visible(caller: &Caller, id: i64, action: Action) -> Result<std::sync::
         Lookup::Hidden => Outcome::Denied,
         Lookup::Missing => Outcome::NotFound,
     };
-    vault.audit(&caller.event(action, outcome).entry(id)).await?;
+    vault.audit(caller.event(action, outcome).entry(id)).await?;
     Err(ApiError::NotFound)
 }
 
@@ -91,7 +91,7 @@ pub async fn list(caller: Caller) -> Result<Response, ApiError> {
     let entries = vault.visible_entries(&caller.principal.agent);
     let body: Vec<EntrySummary> = entries.iter().map(|e| EntrySummary::of(e)).collect();
     let audit_id =
-        vault.audit(&caller.event(Action::EntryList, Outcome::Ok).detail(format!("count={}", body.len()))).await?;
+        vault.audit(caller.event(Action::EntryList, Outcome::Ok).detail(format!("count={}", body.len()))).await?;
     Ok(with_audit_id(Json(body), audit_id))
 }
 
@@ -102,7 +102,7 @@ pub async fn get_one(caller: Caller, Path(raw): Path<String>) -> Result<Response
     let data = vault.decrypt(&entry)?;
     let view = EntryView { summary: EntrySummary::of(&entry), fields: data.fields.iter().map(FieldView::of).collect() };
     // Committed before the secret leaves: a crash after this line still leaves the evidence.
-    let audit_id = vault.audit(&caller.event(Action::EntryRead, Outcome::Ok).entry(id)).await?;
+    let audit_id = vault.audit(caller.event(Action::EntryRead, Outcome::Ok).entry(id)).await?;
     Ok(with_audit_id(Json(view), audit_id))
 }
 
@@ -124,7 +124,7 @@ pub async fn search(caller: Caller, Query(params): Query<HashMap<String, String>
     let body: Vec<EntrySummary> = hits.iter().map(|e| EntrySummary::of(e)).collect();
     // The search text itself is not recorded: it may be sensitive, and the count says enough.
     let audit_id =
-        vault.audit(&caller.event(Action::EntrySearch, Outcome::Ok).detail(format!("count={}", body.len()))).await?;
+        vault.audit(caller.event(Action::EntrySearch, Outcome::Ok).detail(format!("count={}", body.len()))).await?;
     Ok(with_audit_id(Json(body), audit_id))
 }
 
@@ -145,10 +145,10 @@ pub async fn totp(caller: Caller, Path(raw): Path<String>) -> Result<Response, A
     let code = match code {
         Ok(code) => code,
         Err(msg) => {
-            vault.audit(&caller.event(Action::TotpRead, Outcome::Failed).entry(id)).await?;
+            vault.audit(caller.event(Action::TotpRead, Outcome::Failed).entry(id)).await?;
             return Err(ApiError::Unprocessable(msg));
         }
     };
-    let audit_id = vault.audit(&caller.event(Action::TotpRead, Outcome::Ok).entry(id)).await?;
+    let audit_id = vault.audit(caller.event(Action::TotpRead, Outcome::Ok).entry(id)).await?;
     Ok(with_audit_id(Json(code), audit_id))
 }

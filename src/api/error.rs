@@ -66,6 +66,10 @@ impl From<VaultError> for ApiError {
             VaultError::Entry(e) => ApiError::Unprocessable(e.to_string()),
             VaultError::Scope(e) => ApiError::Unprocessable(e.to_string()),
             VaultError::Invalid(m) => ApiError::Unprocessable(m),
+            VaultError::Corrupt(m) => {
+                crate::edition::alert("vault_corrupt", "vault data failed to decrypt or parse", &[("error", m)]);
+                ApiError::Internal
+            }
             other => {
                 tracing::error!(error = %other, "vault error");
                 ApiError::Internal
@@ -76,7 +80,11 @@ impl From<VaultError> for ApiError {
 
 impl From<AuditError> for ApiError {
     fn from(e: AuditError) -> Self {
-        tracing::error!(error = %e, "audit commit failed");
+        crate::edition::alert(
+            "audit_unavailable",
+            "an audit row could not be committed; the request was refused",
+            &[("error", e.to_string())],
+        );
         ApiError::AuditUnavailable
     }
 }

@@ -45,7 +45,7 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let shared = Router::new()
         .route("/healthz", get(health))
         .route("/api/entries", get(entries::list).post(write::create_entry))
         .route("/api/entries/{id}", get(entries::get_one).put(write::update_entry).delete(write::delete_entry))
@@ -63,8 +63,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/setup/start", post(setup::start))
         .route("/api/setup/finish", post(setup::finish))
         .route("/api/webauthn/info", get(setup::info))
-        .merge(crate::web::routes())
-        .fallback(not_found)
+        .merge(crate::web::routes());
+    // The edition adds its own routes and its handler for everything unmatched.
+    crate::edition::current()
+        .install_routes(shared)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY))
         .layer(middleware::from_fn(finish_response))
@@ -81,7 +83,8 @@ async fn health(State(state): State<AppState>) -> impl IntoResponse {
     }))
 }
 
-async fn not_found() -> ApiError {
+/// The plain answer for an unknown route.
+pub async fn not_found() -> ApiError {
     ApiError::NotFound
 }
 
@@ -89,7 +92,7 @@ async fn not_found() -> ApiError {
 /// 405, a body-limit 413, an extractor's rejection).
 async fn finish_response(req: Request, next: Next) -> Response {
     let method = req.method().clone();
-    let path = req.uri().path().to_owned();
+    let uri = req.uri().clone();
     let started = Instant::now();
     let mut resp = next.run(req).await;
     let status = resp.status();
@@ -117,9 +120,9 @@ async fn finish_response(req: Request, next: Next) -> Response {
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     // Paths carry only route names and ids; query strings (search text) are never logged.
     if status == StatusCode::INTERNAL_SERVER_ERROR {
-        tracing::warn!(%method, path = %truncate(&path, 200), status = status.as_u16(), "request failed");
+        tracing::warn!(%method, path = %truncate(uri.path(), 200), status = status.as_u16(), "request failed");
     } else {
-        tracing::debug!(%method, path = %truncate(&path, 200), status = status.as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request");
+        tracing::debug!(%method, path = %truncate(uri.path(), 200), status = status.as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request");
     }
     resp
 }

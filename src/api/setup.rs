@@ -53,7 +53,7 @@ async fn vault_for(
     let ev = AuditEvent::new(Actor::Anonymous, Action::Setup, Outcome::Denied)
         .client(client.to_owned())
         .detail(SetupRefusal::UnknownCode.code());
-    state.node.audit(&ev).await?;
+    state.node.audit(ev).await?;
     Err(refused(&SetupRefusal::UnknownCode))
 }
 

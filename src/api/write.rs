@@ -79,7 +79,7 @@ async fn gated<T>(
                 VaultError::Conflict(_) => "conflict",
                 _ => "invalid",
             };
-            vault.audit(&AuditEvent { outcome: Outcome::Failed, ..event }.detail(code)).await?;
+            vault.audit(AuditEvent { outcome: Outcome::Failed, ..event }.detail(code)).await?;
             Err(e.into())
         }
         Ok(Ok(v)) => {
@@ -110,7 +110,7 @@ pub async fn challenge(State(state): State<AppState>, caller: Caller, body: Byte
     let vault = &caller.principal.vault;
     let (id, options, expires_at) =
         vault.issue_challenge(&state.rp, &caller.principal.agent, &op, state.challenge_ttl)?;
-    vault.audit(&caller.event(Action::ChallengeIssue, Outcome::Ok).detail(op.method().to_owned())).await?;
+    vault.audit(caller.event(Action::ChallengeIssue, Outcome::Ok).detail(op.method().to_owned())).await?;
     Ok(Json(json!({"challenge_id": id.as_str(), "expires_at": expires_at, "options": options})).into_response())
 }
 
@@ -294,7 +294,7 @@ pub async fn passkeys(caller: Caller) -> Result<Response, ApiError> {
         .into_iter()
         .map(|r| json!({"id": r.id, "name": r.name, "sign_count": r.sign_count, "created_at": r.created_at}))
         .collect();
-    vault.audit(&caller.event(Action::PasskeyList, Outcome::Ok)).await?;
+    vault.audit(caller.event(Action::PasskeyList, Outcome::Ok)).await?;
     Ok(Json(json!({"passkeys": list})).into_response())
 }
 
@@ -303,7 +303,7 @@ pub async fn passkey_options(State(state): State<AppState>, caller: Caller) -> R
     admin_only(&caller, Action::PasskeyRegisterStart).await?;
     let vault = &caller.principal.vault;
     let (id, options) = vault.start_passkey_registration(&state.rp, &caller.principal.agent)?;
-    vault.audit(&caller.event(Action::PasskeyRegisterStart, Outcome::Ok)).await?;
+    vault.audit(caller.event(Action::PasskeyRegisterStart, Outcome::Ok)).await?;
     Ok(Json(json!({"registration_id": id.as_str(), "options": options})).into_response())
 }
 
@@ -362,7 +362,7 @@ pub async fn keyring(caller: Caller) -> Result<Response, ApiError> {
     admin_only(&caller, Action::KeyringRead).await?;
     let vault = &caller.principal.vault;
     let keyring = vault.keyring()?;
-    vault.audit(&caller.event(Action::KeyringRead, Outcome::Ok)).await?;
+    vault.audit(caller.event(Action::KeyringRead, Outcome::Ok)).await?;
     Ok(Json(json!({"keyring": keyring})).into_response())
 }
 

@@ -136,6 +136,25 @@ impl AuditEvent {
         self
     }
 
+    /// The row to store, without copying the event's strings.
+    pub fn into_record(self) -> AuditRecord {
+        let (actor, agent_id) = match self.actor {
+            Actor::Agent(id) => ("agent", Some(id.0)),
+            Actor::LocalOperator => ("local-operator", None),
+            Actor::Anonymous => ("anonymous", None),
+        };
+        AuditRecord {
+            ts: crate::store::now_ms(),
+            actor: actor.into(),
+            agent_id,
+            action: self.action.as_str().into(),
+            entry_id: self.entry,
+            client: self.client,
+            outcome: self.outcome.as_str().into(),
+            detail: self.detail,
+        }
+    }
+
     pub fn record(&self) -> AuditRecord {
         let (actor, agent_id) = match self.actor {
             Actor::Agent(id) => ("agent", Some(id.0)),
@@ -144,12 +163,12 @@ impl AuditEvent {
         };
         AuditRecord {
             ts: crate::store::now_ms(),
-            actor: actor.to_owned(),
+            actor: actor.into(),
             agent_id,
-            action: self.action.as_str().to_owned(),
+            action: self.action.as_str().into(),
             entry_id: self.entry,
             client: self.client.clone(),
-            outcome: self.outcome.as_str().to_owned(),
+            outcome: self.outcome.as_str().into(),
             detail: self.detail.clone(),
         }
     }

@@ -6,7 +6,7 @@ use std::thread::JoinHandle;
 use tokio::sync::{mpsc, oneshot};
 
 use super::AuditEvent;
-use crate::store::{AuditRecord, AuditStore, StoreError};
+use crate::store::{AuditRecord, AuditStore, AuditSync, StoreError};
 
 /// How many waiting rows one transaction takes at most; bounds the latency of a batch.
 const MAX_BATCH: usize = 1024;
@@ -34,8 +34,8 @@ pub struct AuditWriter {
 
 impl AuditWriter {
     /// Starts the writer for an already-migrated node.db or vault file.
-    pub fn start(path: &Path) -> Result<(Self, JoinHandle<()>), StoreError> {
-        let mut store = AuditStore::open(path)?;
+    pub fn start(path: &Path, sync: AuditSync) -> Result<(Self, JoinHandle<()>), StoreError> {
+        let mut store = AuditStore::open(path, sync)?;
         let (queue, mut rx) = mpsc::channel::<Job>(QUEUE);
         let name = format!("audit-{}", path.file_stem().and_then(|s| s.to_str()).unwrap_or("db"));
         let handle = std::thread::Builder::new()
@@ -44,21 +44,31 @@ impl AuditWriter {
                 let mut jobs = Vec::with_capacity(MAX_BATCH);
                 while let Some(first) = rx.blocking_recv() {
                     jobs.push(first);
+                    // Gather what is queued; one yield lets requests that are about to queue make
+                    // it into this commit, so a busy server commits in larger, fewer batches.
+                    let mut yielded = false;
                     while jobs.len() < MAX_BATCH {
                         match rx.try_recv() {
                             Ok(job) => jobs.push(job),
+                            Err(_) if !yielded => {
+                                yielded = true;
+                                std::thread::yield_now();
+                            }
                             Err(_) => break,
                         }
                     }
-                    let records: Vec<AuditRecord> = jobs.iter().map(|j| j.record.clone()).collect();
-                    match store.append_batch(&records) {
+                    match store.append_batch(jobs.iter().map(|j| &j.record)) {
                         Ok(ids) => {
                             for (job, id) in jobs.drain(..).zip(ids) {
                                 let _ = job.done.send(Ok(id));
                             }
                         }
                         Err(e) => {
-                            tracing::error!(error = %e, rows = jobs.len(), "audit batch failed to commit");
+                            crate::edition::alert(
+                                "audit_write_failed",
+                                "an audit batch failed to commit",
+                                &[("error", e.to_string()), ("rows", jobs.len().to_string())],
+                            );
                             for job in jobs.drain(..) {
                                 let _ = job.done.send(Err(e.to_string()));
                             }
@@ -71,9 +81,9 @@ impl AuditWriter {
     }
 
     /// Queues the event and waits until it is committed; returns the row id.
-    pub async fn commit(&self, event: &AuditEvent) -> Result<i64, AuditError> {
+    pub async fn commit(&self, event: AuditEvent) -> Result<i64, AuditError> {
         let (done, wait) = oneshot::channel();
-        self.queue.send(Job { record: event.record(), done }).await.map_err(|_| AuditError::Stopped)?;
+        self.queue.send(Job { record: event.into_record(), done }).await.map_err(|_| AuditError::Stopped)?;
         match wait.await {
             Ok(Ok(id)) => Ok(id),
             Ok(Err(msg)) => Err(AuditError::Store(StoreError::Conflict(msg))),

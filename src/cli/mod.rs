@@ -12,6 +12,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::store::AuditSync;
+
 pub use operator::run_operator;
 pub use serve::serve;
 
@@ -80,6 +82,49 @@ pub struct ServeArgs {
     /// How long an operation-bound WebAuthn challenge stays valid, in seconds (1 to 300).
     #[arg(long, env = "CLAVITOR_CHALLENGE_TTL_SECS", default_value_t = 60)]
     pub challenge_ttl_secs: u64,
+    /// Audit durability: `normal` survives the process dying (even SIGKILL) without an fsync per
+    /// batch; `full` also survives a power cut, at the cost of an fsync per batch.
+    #[arg(long, env = "CLAVITOR_AUDIT_SYNC", value_enum, default_value_t = AuditSyncArg::Normal)]
+    pub audit_sync: AuditSyncArg,
+    /// Send node telemetry to this HQ base URL (https://; opt-in in the community edition).
+    #[arg(long, env = "CLAVITOR_TELEMETRY_HOST")]
+    pub telemetry_host: Option<String>,
+    /// File holding the HQ bearer token.
+    #[arg(long, env = "CLAVITOR_TELEMETRY_TOKEN_FILE")]
+    pub telemetry_token_file: Option<PathBuf>,
+    /// Seconds between telemetry reports (10 to 86400, default 300).
+    #[arg(long, env = "CLAVITOR_TELEMETRY_FREQ")]
+    pub telemetry_freq: Option<String>,
+    /// This node's POP region, for HQ dashboards (a-z, 0-9, '-').
+    #[arg(long, env = "CLAVITOR_POP_REGION")]
+    pub pop_region: Option<String>,
+}
+
+impl ServeArgs {
+    pub fn telemetry_inputs(&self) -> crate::edition::TelemetryInputs {
+        crate::edition::TelemetryInputs {
+            host: self.telemetry_host.clone(),
+            token: None,
+            token_file: self.telemetry_token_file.clone(),
+            freq: self.telemetry_freq.clone(),
+            pop_region: self.pop_region.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum AuditSyncArg {
+    Normal,
+    Full,
+}
+
+impl From<AuditSyncArg> for AuditSync {
+    fn from(a: AuditSyncArg) -> Self {
+        match a {
+            AuditSyncArg::Normal => AuditSync::Normal,
+            AuditSyncArg::Full => AuditSync::Full,
+        }
+    }
 }
 
 #[derive(Debug, Args)]

@@ -58,7 +58,12 @@ pub async fn serve(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<()> 
         tracing::warn!(path = %dir.root.display(), "data dir is accessible to group or others; chmod 700 it");
     }
     let edition = crate::edition::current();
-    let node = Node::start(dir, edition.max_vaults()).context("cannot open the vault")?;
+    edition.configure(args.telemetry_inputs()).context("invalid telemetry settings")?;
+    // Many held or slow connections need file descriptors; take what the hard limit allows.
+    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+        tracing::warn!(error = %e, "cannot raise the open-file limit");
+    }
+    let node = Node::start(dir, edition.max_vaults(), args.audit_sync.into()).context("cannot open the vault")?;
     if node.vaults().iter().any(|v| v.awaiting_setup()) {
         let _ = writeln!(
             std::io::stdout().lock(),
@@ -118,4 +123,5 @@ async fn shutdown_signal() {
         () = term => {},
     }
     tracing::info!("shutting down");
+    crate::edition::current().begin_shutdown();
 }

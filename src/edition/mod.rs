@@ -1,19 +1,57 @@
-//! Which edition this binary is, behind one trait.
+//! Which edition this binary is, behind one trait: name, vault limit, telemetry, operator
+//! alerts, the edition's own routes and fallback, and shutdown.
 //!
-//! Community is the default build; the commercial edition exists only when compiled with the
-//! cargo feature `commercial`, gated once at its `mod` line below. Application code asks
-//! [`current()`] and never tests the feature itself, so a community binary holds no commercial
-//! code to switch on.
+//! Community is the default build. The commercial edition exists only when compiled with the
+//! cargo feature `commercial`, gated once at its `mod` line below; its routes register
+//! themselves through [`Edition::install_routes`], so the shared router names none of them.
+//! Application code asks [`current()`] and never tests the feature itself: a community binary
+//! holds no commercial code to switch on. Because commercial HTTP handlers must not exist in a
+//! community build, they live in `commercial/` rather than in `api/` (the one exception to
+//! "HTTP types only in api/").
 
 #[cfg(feature = "commercial")]
 mod commercial;
 mod community;
+pub mod telemetry;
+
+use std::sync::OnceLock;
+
+use axum::Router;
+use tokio::sync::watch;
+
+use crate::api::AppState;
+pub use telemetry::{TelemetryError, TelemetryInputs, TelemetrySettings};
+
+/// A setting the edition was given at start is invalid.
+#[derive(Debug, thiserror::Error)]
+pub enum EditionError {
+    #[error(transparent)]
+    Telemetry(#[from] TelemetryError),
+    #[error("{0}")]
+    Setting(String),
+}
 
 pub trait Edition: Send + Sync {
     /// "community" or "commercial".
     fn name(&self) -> &'static str;
     /// How many vaults one node serves.
     fn max_vaults(&self) -> usize;
+    /// Validates and applies the edition's settings once, at start. `flags` are the operator's
+    /// explicit telemetry flags; an edition may also read its own environment variables.
+    fn configure(&self, flags: TelemetryInputs) -> Result<(), EditionError>;
+    /// Whether node telemetry goes to HQ (commercial: when configured; community: only when the
+    /// operator opted in with flags).
+    fn telemetry_enabled(&self) -> bool {
+        telemetry_settings().is_some()
+    }
+    /// Reports an event the operator must see (auth system errors, DB damage, …). Never blocks.
+    fn alert_operator(&self, kind: &str, message: &str, details: &[(&str, String)]);
+    /// Adds the edition's own routes and its handler for unmatched routes and wrong methods.
+    fn install_routes(&self, router: Router<AppState>) -> Router<AppState>;
+    /// Starts shutdown: whatever the edition holds open is released within a second.
+    fn begin_shutdown(&self) {
+        shutdown_sender().send_replace(true);
+    }
 }
 
 /// The edition compiled into this binary.
@@ -26,4 +64,41 @@ pub fn current() -> &'static dyn Edition {
     {
         &community::Community
     }
+}
+
+/// Shorthand for `current().alert_operator(...)`.
+pub fn alert(kind: &str, message: &str, details: &[(&str, String)]) {
+    current().alert_operator(kind, message, details);
+}
+
+static TELEMETRY: OnceLock<TelemetrySettings> = OnceLock::new();
+
+/// HQ telemetry settings, if this node sends telemetry at all.
+pub fn telemetry_settings() -> Option<&'static TelemetrySettings> {
+    TELEMETRY.get()
+}
+
+pub(crate) fn set_telemetry(settings: TelemetrySettings) {
+    // Set once at start; a second configure keeps the first (tests configure per process).
+    let _ = TELEMETRY.set(settings);
+}
+
+fn shutdown_sender() -> &'static watch::Sender<bool> {
+    static SHUTDOWN: OnceLock<watch::Sender<bool>> = OnceLock::new();
+    SHUTDOWN.get_or_init(|| watch::channel(false).0)
+}
+
+/// Resolves once shutdown has begun.
+pub async fn shutdown_started() {
+    let mut rx = shutdown_sender().subscribe();
+    // Err only if the sender is gone, which it never is (it is static).
+    let _ = rx.wait_for(|started| *started).await;
+}
+
+/// The local half of every operator alert: one structured line on stderr.
+pub(crate) fn log_alert(edition: &str, kind: &str, message: &str, details: &[(&str, String)]) {
+    let details: serde_json::Map<String, serde_json::Value> =
+        details.iter().map(|(k, v)| ((*k).to_owned(), serde_json::Value::String(v.clone()))).collect();
+    let details = serde_json::Value::Object(details);
+    tracing::error!(target: "operator_alert", edition, kind, %details, "OPERATOR ALERT [{kind}]: {message}");
 }

@@ -1,5 +1,6 @@
 //! The `audit` table, which node.db and every vault file share in shape.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -7,15 +8,16 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::{Ctx, StoreError};
 
 /// One audit row as stored. Text columns hold short codes, never secrets or token material.
+/// The codes are static when written (no allocation per request) and owned when read back.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct AuditRecord {
     pub ts: i64,
-    pub actor: String,
+    pub actor: Cow<'static, str>,
     pub agent_id: Option<i64>,
-    pub action: String,
+    pub action: Cow<'static, str>,
     pub entry_id: Option<i64>,
     pub client: String,
-    pub outcome: String,
+    pub outcome: Cow<'static, str>,
     pub detail: String,
 }
 
@@ -57,18 +59,29 @@ pub(crate) fn list(
                 id: r.get(0)?,
                 record: AuditRecord {
                     ts: r.get(1)?,
-                    actor: r.get(2)?,
+                    actor: Cow::Owned(r.get(2)?),
                     agent_id: r.get(3)?,
-                    action: r.get(4)?,
+                    action: Cow::Owned(r.get(4)?),
                     entry_id: r.get(5)?,
                     client: r.get(6)?,
-                    outcome: r.get(7)?,
+                    outcome: Cow::Owned(r.get(7)?),
                     detail: r.get(8)?,
                 },
             })
         })
         .ctx(path)?;
     rows.collect::<Result<_, _>>().ctx(path)
+}
+
+/// How hard an audit commit waits for the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AuditSync {
+    /// WAL with `synchronous=NORMAL`: a committed row survives the process dying (even by
+    /// SIGKILL); a power cut may lose the last moments of rows. No fsync per batch.
+    #[default]
+    Normal,
+    /// `synchronous=FULL`: a committed row also survives a power cut; one fsync per batch.
+    Full,
 }
 
 /// A connection used only for appending audit rows in batches (the group-commit writer's).
@@ -79,12 +92,19 @@ pub struct AuditStore {
 
 impl AuditStore {
     /// Opens an already-migrated node.db or vault file for audit appends.
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
-        Ok(Self { conn: super::open_connection(path)?, path: path.to_owned() })
+    pub fn open(path: &Path, sync: AuditSync) -> Result<Self, StoreError> {
+        let conn = super::open_connection(path)?;
+        if sync == AuditSync::Normal {
+            conn.pragma_update(None, "synchronous", "NORMAL").ctx(path)?;
+        }
+        Ok(Self { conn, path: path.to_owned() })
     }
 
     /// Appends every record in one transaction; returns their ids in order.
-    pub fn append_batch(&mut self, records: &[AuditRecord]) -> Result<Vec<i64>, StoreError> {
+    pub fn append_batch<'a>(
+        &mut self,
+        records: impl ExactSizeIterator<Item = &'a AuditRecord>,
+    ) -> Result<Vec<i64>, StoreError> {
         let tx = self.conn.transaction().ctx(&self.path)?;
         let mut ids = Vec::with_capacity(records.len());
         for r in records {

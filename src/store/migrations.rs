@@ -33,6 +33,8 @@ impl Schema {
     }
 }
 
+// Audit ids are plain rowids (no AUTOINCREMENT): rows are only ever appended, and retention
+// deletes the oldest, so an id is never reused, and each batch commit writes one page fewer.
 const NODE: &[&str] = &[
     // 1: vault registry, node settings, node-level audit (failed authentication belongs to no vault).
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -43,7 +45,7 @@ const NODE: &[&str] = &[
      );
      CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
      CREATE TABLE audit (
-         id        INTEGER PRIMARY KEY AUTOINCREMENT,
+         id        INTEGER PRIMARY KEY,
          ts        INTEGER NOT NULL,
          actor     TEXT NOT NULL,
          agent_id  INTEGER,
@@ -95,7 +97,7 @@ const VAULT: &[&str] = &[
          expires_at   INTEGER NOT NULL
      );
      CREATE TABLE audit (
-         id        INTEGER PRIMARY KEY AUTOINCREMENT,
+         id        INTEGER PRIMARY KEY,
          ts        INTEGER NOT NULL,
          actor     TEXT NOT NULL,
          agent_id  INTEGER,

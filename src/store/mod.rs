@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
-pub use audit_sql::{AuditRecord, AuditRow, AuditStore};
+pub use audit_sql::{AuditRecord, AuditRow, AuditStore, AuditSync};
 pub use migrations::Schema;
 
 #[derive(Debug, thiserror::Error)]

@@ -161,24 +161,24 @@ impl Field {
 /// A field as an agent receives it: L1 value in the clear, L2 as ciphertext. TOTP seeds are
 /// never handed out; the agent asks `/api/ext/totp/{id}` for the current code instead.
 #[derive(Debug, Clone, Serialize)]
-pub struct FieldView {
-    pub name: String,
+pub struct FieldView<'a> {
+    pub name: &'a str,
     pub kind: FieldKind,
     pub tier: Tier,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub value: Option<String>,
+    pub value: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub ciphertext: Option<String>,
+    pub ciphertext: Option<&'a str>,
 }
 
-impl FieldView {
-    pub fn of(field: &Field) -> Self {
+impl<'a> FieldView<'a> {
+    pub fn of(field: &'a Field) -> Self {
         let (value, ciphertext) = match (field.tier, field.kind) {
-            (Tier::L2, _) => (None, Some(field.value.clone())),
+            (Tier::L2, _) => (None, Some(field.value.as_str())),
             (Tier::L1, FieldKind::Totp) => (None, None),
-            (Tier::L1, _) => (Some(field.value.clone()), None),
+            (Tier::L1, _) => (Some(field.value.as_str()), None),
         };
-        FieldView { name: field.name.clone(), kind: field.kind, tier: field.tier, value, ciphertext }
+        FieldView { name: &field.name, kind: field.kind, tier: field.tier, value, ciphertext }
     }
 }
 
@@ -211,6 +211,6 @@ mod tests {
         let v = FieldView::of(&seed);
         assert!(v.value.is_none() && v.ciphertext.is_none());
         let l2 = Field { name: "n".into(), kind: FieldKind::Note, tier: Tier::L2, value: "AAAA".into() };
-        assert_eq!(FieldView::of(&l2).ciphertext.as_deref(), Some("AAAA"));
+        assert_eq!(FieldView::of(&l2).ciphertext, Some("AAAA"));
     }
 }

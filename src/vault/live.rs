@@ -19,8 +19,8 @@ use super::{VaultError, VaultId, ops};
 use crate::audit::{AuditError, AuditEvent, AuditWriter};
 use crate::auth::{Agent, ScopeSet, TokenHash};
 use crate::crypto::DataKey;
-use crate::store::AuditRow;
 use crate::store::vault_db::VaultDb;
+use crate::store::{AuditRow, AuditSync};
 
 pub const WATCH_INTERVAL: Duration = Duration::from_millis(200);
 /// Expired WebAuthn challenges are swept every this many watcher ticks (10 s).
@@ -67,9 +67,14 @@ pub struct LiveVault {
 }
 
 impl LiveVault {
-    fn open(dir: &DataDir, master: &crate::crypto::MasterKey, id: &VaultId) -> Result<Self, VaultError> {
+    fn open(
+        dir: &DataDir,
+        master: &crate::crypto::MasterKey,
+        id: &VaultId,
+        sync: AuditSync,
+    ) -> Result<Self, VaultError> {
         let open = dir.open_vault(master, id)?;
-        let (audit, _thread) = AuditWriter::start(open.db.path())?;
+        let (audit, _thread) = AuditWriter::start(open.db.path(), sync)?;
         let vault = Self {
             id: open.id,
             key: open.key,
@@ -100,6 +105,10 @@ impl LiveVault {
     }
 
     /// Brings the in-memory view up to date with the file. Returns true if agents changed.
+    ///
+    /// A damaged row (an entry that does not decrypt, an agent with malformed scopes) is
+    /// withheld and reported to the operator, never allowed to stall the refresh: a revocation
+    /// must reach the token index even while some other row is broken.
     pub fn refresh(&self) -> Result<bool, VaultError> {
         let db = self.db();
         let seq = db.change_seq()?;
@@ -109,14 +118,25 @@ impl LiveVault {
         }
         let rows = db.entries_since(last.max(0))?;
         let mut decoded = Vec::with_capacity(rows.len());
+        let mut damaged = Vec::new();
         for row in rows {
             if row.deleted {
                 decoded.push((row.id, None));
                 continue;
             }
-            let data = ops::open_entry(&self.id, &self.key, &row)?;
-            let scopes = ScopeSet::parse(&row.scopes)
-                .map_err(|_| VaultError::Corrupt(format!("entry {} has malformed scopes", row.id)))?;
+            let opened = ops::open_entry(&self.id, &self.key, &row).and_then(|data| {
+                ScopeSet::parse(&row.scopes)
+                    .map(|scopes| (data, scopes))
+                    .map_err(|_| VaultError::Corrupt(format!("entry {} has malformed scopes", row.id)))
+            });
+            let (data, scopes) = match opened {
+                Ok(ok) => ok,
+                Err(e) => {
+                    damaged.push(e.to_string());
+                    decoded.push((row.id, None));
+                    continue;
+                }
+            };
             let haystack = format!("{}\n{}\n{}", data.title, data.url, data.entry_type).to_lowercase();
             decoded.push((
                 row.id,
@@ -135,12 +155,21 @@ impl LiveVault {
                 })),
             ));
         }
-        let agents = db
-            .agents()?
-            .iter()
-            .map(|row| Ok((TokenHash::from_stored(row.token_hash.clone()), Arc::new(ops::agent_from_row(row)?))))
-            .collect::<Result<Vec<_>, VaultError>>()?;
+        let mut agents = Vec::new();
+        for row in db.agents()? {
+            match ops::agent_from_row(&row) {
+                Ok(agent) => agents.push((TokenHash::from_stored(row.token_hash), Arc::new(agent))),
+                Err(e) => damaged.push(e.to_string()),
+            }
+        }
         drop(db);
+        if !damaged.is_empty() {
+            crate::edition::alert(
+                "vault_rows_damaged",
+                "vault rows failed to decrypt or parse and are withheld",
+                &[("vault", self.id.to_string()), ("count", damaged.len().to_string()), ("error", damaged.join("; "))],
+            );
+        }
         let mut snap = self.snapshot.write().unwrap_or_else(|p| p.into_inner());
         for (id, entry) in decoded {
             match entry {
@@ -195,7 +224,7 @@ impl LiveVault {
     }
 
     /// Records an event and waits for it to be committed; returns the audit row id.
-    pub async fn audit(&self, event: &AuditEvent) -> Result<i64, AuditError> {
+    pub async fn audit(&self, event: AuditEvent) -> Result<i64, AuditError> {
         self.audit.commit(event).await
     }
 
@@ -260,7 +289,7 @@ pub struct Node {
 
 impl Node {
     /// Opens every registered vault. `max_vaults` is the edition's limit (community: one).
-    pub fn start(dir: &DataDir, max_vaults: usize) -> Result<Arc<Self>, VaultError> {
+    pub fn start(dir: &DataDir, max_vaults: usize, sync: AuditSync) -> Result<Arc<Self>, VaultError> {
         let master = dir.load_master_key()?;
         let ids = dir.vault_ids()?;
         if ids.is_empty() {
@@ -272,9 +301,11 @@ impl Node {
                 ids.len()
             )));
         }
-        let vaults =
-            ids.iter().map(|id| LiveVault::open(dir, &master, id).map(Arc::new)).collect::<Result<Vec<_>, _>>()?;
-        let (node_audit, _thread) = AuditWriter::start(&dir.node_db_path())?;
+        let vaults = ids
+            .iter()
+            .map(|id| LiveVault::open(dir, &master, id, sync).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (node_audit, _thread) = AuditWriter::start(&dir.node_db_path(), sync)?;
         let node = Arc::new(Self {
             vaults,
             tokens: RwLock::new(HashMap::new()),
@@ -307,17 +338,23 @@ impl Node {
     /// Refreshes every vault; rebuilds the token index if any agent changed.
     pub fn refresh(&self) -> Result<(), VaultError> {
         let mut changed = false;
+        let mut first_error = None;
         for vault in &self.vaults {
-            changed |= vault.refresh()?;
+            match vault.refresh() {
+                Ok(c) => changed |= c,
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
         }
         if changed {
             self.rebuild_index();
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 
     /// Records a node-level event (e.g. a failed authentication) and waits for the commit.
-    pub async fn audit(&self, event: &AuditEvent) -> Result<i64, AuditError> {
+    pub async fn audit(&self, event: AuditEvent) -> Result<i64, AuditError> {
         self.node_audit.commit(event).await
     }
 
@@ -342,7 +379,11 @@ impl Node {
                     Err(e) => {
                         // Log once per failure streak, not every 200 ms.
                         if !failing {
-                            tracing::error!(error = %e, "cannot refresh the vault view; serving the last good one");
+                            crate::edition::alert(
+                                "vault_refresh_failed",
+                                "cannot refresh the vault view from disk; serving the last good one",
+                                &[("error", e.to_string())],
+                            );
                         }
                         failing = true;
                     }

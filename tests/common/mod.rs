@@ -129,6 +129,10 @@ pub struct Server {
 
 impl Server {
     pub fn start(data_dir: &Path, extra: &[&str]) -> Server {
+        Self::start_env(data_dir, extra, &[])
+    }
+
+    pub fn start_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let stderr_file = data_dir.with_extension(format!("stderr-{}.log", std::process::id() ^ rand_u32()));
         if let Some(parent) = stderr_file.parent() {
             std::fs::create_dir_all(parent).expect("mkdir");
@@ -140,6 +144,7 @@ impl Server {
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(extra)
             .env("CLAVITOR_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(err)

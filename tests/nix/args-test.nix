@@ -10,6 +10,7 @@ let
   # Every option the mapping knows, set (the module's full option set).
   full = builtins.mapAttrs (n: _: {
     listen = "0.0.0.0:443";
+    allowPlainHttp = true;
     dataDir = "/var/lib/clavitor";
     masterKeyFile = "%d/master-key";
     logFormat = "json";
@@ -25,7 +26,7 @@ in
   (check "args: every emitted flag exists in `clavitor serve --help`" (missing == [ ])
     "not in --help: ${builtins.concatStringsSep " " missing}")
   (check "args: exact rendering of the full set"
-    (args == [ "--data-dir=/var/lib/clavitor" "--listen=0.0.0.0:443" "--log-format=json" "--master-key-file=%d/master-key" ])
+    (args == [ "--allow-plain-http" "--data-dir=/var/lib/clavitor" "--listen=0.0.0.0:443" "--log-format=json" "--master-key-file=%d/master-key" ])
     (builtins.toJSON args))
   (check "args: null options emit nothing, extraArgs go last"
     (a.toArgs { listen = "127.0.0.1:8080"; masterKeyFile = null; extraArgs = [ "--x" ]; } == [ "--listen=127.0.0.1:8080" "--x" ]) "")

@@ -1,0 +1,243 @@
+# services.clavitor: the Clavitor credential vault as a hardened systemd service.
+# Style follows nixpkgs' vaultwarden and uptime-kuma modules.
+#
+# Only options backed by flags the binary has today are exposed; the option -> flag mapping is the
+# pure function in ./lib/clavitor-args.nix (checked offline against `clavitor serve --help`).
+# docs/operations.md lists which options arrive with which feature (ACME, WebAuthn, Kuma push,
+# telemetry, WireGuard status); until then `extraArgs` + `credentials` reach any new flag.
+{
+  config,
+  lib,
+  pkgs,
+  ...
+}:
+let
+  inherit (lib)
+    mkEnableOption
+    mkOption
+    mkIf
+    types
+    literalExpression
+    ;
+  cfg = config.services.clavitor;
+  clavitorArgs = import ./lib/clavitor-args.nix;
+
+  # Files handed to the service with LoadCredential= (readable by root only on the host; the
+  # dynamic user reads its private copy under %d = $CREDENTIALS_DIRECTORY).
+  credentials =
+    cfg.credentials // lib.optionalAttrs (cfg.masterKeyFile != null) { master-key = cfg.masterKeyFile; };
+
+  args = clavitorArgs.toArgs {
+    inherit (cfg)
+      listen
+      allowPlainHttp
+      dataDir
+      logFormat
+      ;
+    masterKeyFile = if cfg.masterKeyFile != null then "%d/master-key" else null;
+    extraArgs = cfg.extraArgs;
+  };
+
+  healthCheck = pkgs.writeShellScriptBin "clavitor-health" ''
+    # Exit 0 when this node's Clavitor answers GET /healthz with 2xx (bounded retries, ~30 s).
+    exec ${pkgs.curl}/bin/curl --fail --silent --show-error --max-time 5 \
+      --retry 5 --retry-delay 3 --retry-all-errors \
+      ${lib.escapeShellArg cfg.healthCheckUrl}
+  '';
+
+  # "127.0.0.1:8080" -> "http://127.0.0.1:8080/healthz"; a wildcard listen is probed on loopback.
+  listenHost = lib.head (lib.splitString ":" cfg.listen);
+  listenPort = lib.last (lib.splitString ":" cfg.listen);
+  probeHost =
+    if lib.hasPrefix "[" cfg.listen then
+      "[::1]"
+    else if listenHost == "0.0.0.0" || listenHost == "" then
+      "127.0.0.1"
+    else
+      listenHost;
+in
+{
+  options.services.clavitor = {
+    enable = mkEnableOption "Clavitor, the credential vault for AI agents";
+
+    edition = mkOption {
+      type = types.enum [
+        "community"
+        "commercial"
+      ];
+      default = "community";
+      description = "Which build of Clavitor to run; selects the default of `package`.";
+    };
+
+    editionPackages = mkOption {
+      type = types.attrsOf types.package;
+      default = { };
+      internal = true;
+      description = "Packages per edition; the flake's nixosModules.clavitor fills this in.";
+    };
+
+    package = mkOption {
+      type = types.package;
+      default =
+        cfg.editionPackages.${cfg.edition}
+          or (throw "services.clavitor.package: no package for edition ${cfg.edition}; set it or use the flake's nixosModules.clavitor");
+      defaultText = literalExpression "clavitor-flake.packages.\${system}.\${config.services.clavitor.edition}";
+      description = "The Clavitor package (its `clavitor` binary is run).";
+    };
+
+    listen = mkOption {
+      type = types.str;
+      default = "127.0.0.1:8080";
+      example = "0.0.0.0:443";
+      description = "Address and port to listen on (`--listen`).";
+    };
+
+    allowPlainHttp = mkOption {
+      type = types.bool;
+      default = false;
+      description = ''
+        Serve plain HTTP on a non-loopback `listen` address (`--allow-plain-http`); only behind a
+        TLS terminator you trust. The binary refuses a non-loopback plain listener otherwise.
+      '';
+    };
+
+    dataDir = mkOption {
+      type = types.str;
+      default = "/var/lib/clavitor";
+      readOnly = true;
+      description = ''
+        Data directory (`--data-dir`): node.db and one SQLite file per vault. Managed by systemd's
+        StateDirectory= for the dynamic service user, hence fixed.
+      '';
+    };
+
+    masterKeyFile = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = literalExpression "config.age.secrets.clavitor-master-key.path";
+      description = ''
+        File holding the node master key (32 bytes), typically an agenix secret. It is handed to
+        the service with LoadCredential= and passed as `--master-key-file=%d/master-key`, so it
+        stays root-only on disk and never enters the Nix store. null: the binary's default,
+        `<dataDir>/master.key`.
+      '';
+    };
+
+    logFormat = mkOption {
+      type = types.enum [
+        "text"
+        "json"
+      ];
+      default = "text";
+      description = "Log format on stderr/journald (`--log-format`).";
+    };
+
+    credentials = mkOption {
+      type = types.attrsOf types.str;
+      default = { };
+      example = {
+        kuma-push-url = "/run/agenix/clavitor-kuma-push-url";
+      };
+      description = ''
+        Extra files loaded with LoadCredential= (name -> path on the host). Refer to one in
+        `extraArgs` as `%d/<name>`.
+      '';
+    };
+
+    extraArgs = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+      example = [ "--kuma-push-url-file=%d/kuma-push-url" ];
+      description = "Extra arguments appended to `clavitor serve`.";
+    };
+
+    healthCheckUrl = mkOption {
+      type = types.str;
+      default = "http://${probeHost}:${listenPort}/healthz";
+      defaultText = literalExpression ''"http://<listen address, wildcard -> loopback>/healthz"'';
+      description = "URL that the `clavitor-health` command (used by the deploy app) probes.";
+    };
+  };
+
+  config = mkIf cfg.enable {
+    assertions = [
+      {
+        assertion = cfg.masterKeyFile == null || !(lib.hasPrefix builtins.storeDir cfg.masterKeyFile);
+        message = "services.clavitor.masterKeyFile must not be in the Nix store (world-readable); use an agenix secret.";
+      }
+      {
+        assertion = builtins.all (p: !(lib.hasPrefix builtins.storeDir p)) (lib.attrValues cfg.credentials);
+        message = "services.clavitor.credentials must not point into the Nix store.";
+      }
+    ];
+
+    environment.systemPackages = [
+      cfg.package
+      healthCheck
+    ];
+
+    systemd.services.clavitor = {
+      description = "Clavitor credential vault";
+      wantedBy = [ "multi-user.target" ];
+      wants = [ "network-online.target" ];
+      after = [ "network-online.target" ];
+
+      serviceConfig = {
+        Type = "simple";
+        ExecStart = clavitorArgs.toExecStart (lib.getExe' cfg.package "clavitor") ([ "serve" ] ++ args);
+        Restart = "always";
+        RestartSec = 5;
+
+        # Identity and state
+        DynamicUser = true;
+        User = "clavitor";
+        Group = "clavitor";
+        StateDirectory = "clavitor";
+        StateDirectoryMode = "0700";
+        WorkingDirectory = cfg.dataDir;
+        UMask = "0077";
+        LoadCredential = lib.mapAttrsToList (name: path: "${name}:${path}") credentials;
+
+        # Binding :80/:443 (ACME) is the only privilege it keeps.
+        CapabilityBoundingSet = [ "CAP_NET_BIND_SERVICE" ];
+        AmbientCapabilities = [ "CAP_NET_BIND_SERVICE" ];
+        NoNewPrivileges = true;
+
+        # Sandboxing
+        ProtectSystem = "strict";
+        ProtectHome = true;
+        PrivateTmp = true;
+        PrivateDevices = true;
+        PrivateMounts = true;
+        # PrivateUsers would void CAP_NET_BIND_SERVICE in the host network namespace: not set.
+        ProtectHostname = true;
+        ProtectClock = true;
+        ProtectKernelTunables = true;
+        ProtectKernelModules = true;
+        ProtectKernelLogs = true;
+        ProtectControlGroups = true;
+        ProtectProc = "invisible";
+        # ProcSubset=pid is not set: the node telemetry reads /proc/meminfo, /proc/stat, /proc/loadavg.
+        RestrictAddressFamilies = [
+          "AF_INET"
+          "AF_INET6"
+          "AF_UNIX"
+          "AF_NETLINK" # WireGuard status (wireguard-control) talks netlink
+        ];
+        RestrictNamespaces = true;
+        RestrictRealtime = true;
+        RestrictSUIDSGID = true;
+        LockPersonality = true;
+        MemoryDenyWriteExecute = true;
+        RemoveIPC = true;
+        SystemCallArchitectures = "native";
+        SystemCallFilter = [
+          "@system-service"
+          "~@privileged"
+        ];
+        SystemCallErrorNumber = "EPERM";
+        DevicePolicy = "closed";
+      };
+    };
+  };
+}

@@ -1,0 +1,337 @@
+//! Editions: what a community binary lacks, operator alerts (local line; commercial POST to HQ),
+//! commercial settings validation, and the commercial tarpit.
+
+mod common;
+
+use std::time::Duration;
+#[cfg(not(feature = "commercial"))]
+use std::time::Instant;
+
+use common::{Server, Vault};
+use serde_json::json;
+
+/// Makes entry 1 undecryptable and tells the server it changed, so its watcher raises an alert.
+fn corrupt_entry_one(v: &Vault) {
+    let conn = rusqlite::Connection::open(v.vault_file()).unwrap();
+    conn.busy_timeout(Duration::from_secs(10)).unwrap();
+    conn.execute_batch(
+        "BEGIN IMMEDIATE;
+         UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'change_seq';
+         UPDATE entries SET data = zeroblob(64), change_seq = (SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'change_seq') WHERE id = 1;
+         COMMIT;",
+    )
+    .unwrap();
+}
+
+fn vault_with_entry() -> Vault {
+    let v = Vault::new();
+    v.add_entry(&json!({"title": "victim", "fields": [{"name": "pw", "kind": "secret", "value": "x"}]}));
+    v
+}
+
+fn start_with_env(v: &Vault, env: &[(&str, &str)]) -> Server {
+    Server::start_env(&v.dir(), &[], env)
+}
+
+#[test]
+fn operator_alerts_go_to_the_local_log() {
+    let v = vault_with_entry();
+    let (agent, token) = v.add_agent("bystander", &[]);
+    let s = start_with_env(&v, &[]);
+    corrupt_entry_one(&v);
+    common::eventually("alert line", || s.stderr().contains("OPERATOR ALERT [vault_rows_damaged]"));
+    // The damaged entry is withheld, not served half-read.
+    common::eventually("entry withheld", || s.get("/api/entries/1", Some(&v.owner)).status == 404);
+    // The server keeps serving, and a revocation still takes effect despite the damaged row.
+    assert_eq!(s.get("/healthz", None).status, 200);
+    assert_eq!(s.get("/api/entries", Some(&token)).status, 200);
+    assert!(v.cli(&["agent", "revoke", &agent.to_string()]).status.success());
+    common::eventually("revocation applied", || s.get("/api/entries", Some(&token)).status == 401);
+}
+
+#[cfg(not(feature = "commercial"))]
+mod community {
+    use super::*;
+
+    const COMMERCIAL_STRINGS: &[&str] = &[
+        "/v1/alerts",
+        "tarpit",
+        "TARPIT",
+        "/api/replication",
+        "/api/scim",
+        "/api/mgmt",
+        "/api/autoscope",
+        "/v1/telemetry/commercial",
+    ];
+
+    #[test]
+    fn the_community_binary_contains_no_commercial_code() {
+        let bytes = std::fs::read(common::BIN).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        for needle in COMMERCIAL_STRINGS {
+            assert!(!text.contains(needle), "{needle:?} is in the community binary");
+        }
+        // The commercial edition's name appears only as data, never as the running edition.
+        let out = std::process::Command::new(common::BIN).arg("version").output().unwrap();
+        assert!(String::from_utf8_lossy(&out.stdout).contains("(community)"));
+    }
+
+    #[test]
+    fn commercial_routes_get_an_immediate_plain_404() {
+        let v = Vault::new();
+        let s = v.serve();
+        for (method, path) in [
+            ("POST", "/api/mgmt/agents/bulk"),
+            ("DELETE", "/api/mgmt/agents/bulk"),
+            ("GET", "/api/mgmt/audit"),
+            ("POST", "/api/scim/v2/Users"),
+            ("DELETE", "/api/scim/v2/Users/7"),
+            ("POST", "/api/autoscope"),
+            ("POST", "/api/replication/apply"),
+            ("POST", "/v1/alerts"),
+            ("GET", "/wp-login.php"),
+        ] {
+            let started = Instant::now();
+            let r = common::request(&s.url(path), method, Some(&v.owner), Some(b"{}"));
+            assert_eq!(r.status, 404, "{method} {path}");
+            assert_eq!(r.json()["error"], "not_found");
+            assert!(started.elapsed() < Duration::from_secs(5), "{method} {path} was held");
+        }
+        let r = common::request(&s.url("/api/entries"), "DELETE", Some(&v.owner), None);
+        assert_eq!(r.status, 405);
+        assert_eq!(r.json()["error"], "method_not_allowed");
+    }
+
+    #[test]
+    fn commercial_environment_is_ignored_with_one_warning() {
+        let v = Vault::new();
+        let s = start_with_env(
+            &v,
+            &[("TELEMETRY_HOST", "http://127.0.0.1:9"), ("TELEMETRY_TOKEN", "t"), ("POP_REGION", "x")],
+        );
+        assert_eq!(s.get("/healthz", None).status, 200);
+        common::eventually("warning", || s.stderr().contains("configure the commercial edition and are ignored"));
+        assert_eq!(s.stderr().matches("are ignored").count(), 1);
+        assert!(!s.stderr().contains("OPERATOR ALERT"));
+    }
+}
+
+#[cfg(feature = "commercial")]
+mod commercial {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::mpsc;
+    use std::time::Instant;
+
+    use serde_json::Value;
+
+    use super::*;
+
+    /// What the receiver saw: request line, headers (lowercased names), body.
+    type Received = (String, Vec<(String, String)>, String);
+
+    /// A one-connection-at-a-time HTTP receiver on loopback that hands each request to the test.
+    fn receiver(hang: bool) -> (String, mpsc::Receiver<Received>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().take(50) {
+                let Ok(mut stream) = stream else { continue };
+                if hang {
+                    // Hold the connection without answering: the sender must time out on its own.
+                    std::thread::spawn(move || {
+                        std::thread::sleep(Duration::from_secs(30));
+                        drop(stream);
+                    });
+                    continue;
+                }
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut request_line = String::new();
+                reader.read_line(&mut request_line).unwrap();
+                let mut headers = Vec::new();
+                loop {
+                    let mut line = String::new();
+                    reader.read_line(&mut line).unwrap();
+                    let line = line.trim_end();
+                    if line.is_empty() {
+                        break;
+                    }
+                    let (k, v) = line.split_once(':').unwrap();
+                    headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
+                }
+                let len: usize =
+                    headers.iter().find(|(k, _)| k == "content-length").map(|(_, v)| v.parse().unwrap()).unwrap_or(0);
+                let mut body = vec![0; len];
+                reader.read_exact(&mut body).unwrap();
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}");
+                if tx.send((request_line.trim().to_owned(), headers, String::from_utf8(body).unwrap())).is_err() {
+                    break;
+                }
+            }
+        });
+        (url, rx)
+    }
+
+    #[test]
+    fn alerts_are_posted_to_hq_with_the_reference_payload() {
+        let (url, rx) = receiver(false);
+        let v = vault_with_entry();
+        let s = start_with_env(
+            &v,
+            &[("TELEMETRY_HOST", &url), ("TELEMETRY_TOKEN", "hq-secret-token"), ("POP_REGION", "test-region-1")],
+        );
+        corrupt_entry_one(&v);
+        let (line, headers, body) = rx.recv_timeout(Duration::from_secs(30)).expect("alert POST");
+        assert_eq!(line, "POST /v1/alerts HTTP/1.1");
+        let header = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        assert_eq!(header("authorization"), Some("Bearer hq-secret-token"));
+        assert_eq!(header("content-type"), Some("application/json"));
+        let p: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(p["edition"], "commercial");
+        assert_eq!(p["type"], "vault_rows_damaged");
+        assert!(p["message"].as_str().unwrap().contains("withheld"));
+        assert!(p["details"]["error"].as_str().unwrap().contains("decrypt"));
+        assert!(p["hostname"].is_string());
+        assert_eq!(p["pop_region"], "test-region-1");
+        let ts = p["timestamp"].as_str().unwrap();
+        assert!(ts.len() == 20 && ts.ends_with('Z') && &ts[10..11] == "T", "{ts}");
+        let keys: Vec<&String> = p.as_object().unwrap().keys().collect();
+        assert_eq!(keys.len(), 7, "{keys:?}");
+        assert!(s.stderr().contains("OPERATOR ALERT [vault_rows_damaged]"));
+        assert!(!s.stderr().contains("hq-secret-token"), "token in the logs");
+    }
+
+    #[test]
+    fn a_dead_or_hanging_hq_does_not_slow_requests() {
+        let (url, _rx) = receiver(true);
+        let v = vault_with_entry();
+        let s = start_with_env(&v, &[("TELEMETRY_HOST", &url), ("TELEMETRY_TOKEN", "t")]);
+        corrupt_entry_one(&v);
+        common::eventually("alert raised", || s.stderr().contains("OPERATOR ALERT"));
+        // The sender is now stuck on a connection that never answers (and then on retries).
+        let started = Instant::now();
+        for _ in 0..200 {
+            assert_eq!(s.get("/healthz", None).status, 200);
+            assert_eq!(s.get("/api/entries", Some(&v.owner)).status, 200);
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "requests were slowed: {:?}", started.elapsed());
+    }
+
+    #[test]
+    fn invalid_commercial_settings_stop_the_start_with_a_clear_error() {
+        for (env, expect) in [
+            (vec![("TELEMETRY_HOST", "http://hq.example.com")], "https://"),
+            (vec![("TELEMETRY_HOST", "https://hq.example.com")], "no token"),
+            (
+                vec![("TELEMETRY_HOST", "https://hq.example.com"), ("TELEMETRY_TOKEN", "t"), ("TELEMETRY_FREQ", "5")],
+                "10 to 86400",
+            ),
+            (
+                vec![("TELEMETRY_HOST", "https://hq.example.com"), ("TELEMETRY_TOKEN_FILE", "/nonexistent/token")],
+                "cannot read",
+            ),
+            (vec![("CLAVITOR_TARPIT_MAX", "0")], "CLAVITOR_TARPIT_MAX"),
+        ] {
+            let v = Vault::new();
+            let out = std::process::Command::new(common::BIN)
+                .arg("--data-dir")
+                .arg(v.dir())
+                .args(["serve", "--listen", "127.0.0.1:0"])
+                .envs(env.iter().copied())
+                .output()
+                .unwrap();
+            assert!(!out.status.success(), "{env:?} was accepted");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains(expect), "{env:?}: {err}");
+        }
+    }
+
+    fn send_unknown(addr: std::net::SocketAddr) -> TcpStream {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(b"GET /wp-admin/setup.php HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        s
+    }
+
+    /// Reads until the end of the response head.
+    fn read_head(s: &mut TcpStream) -> String {
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            assert_eq!(s.read(&mut byte).unwrap(), 1, "connection closed in the head");
+            head.push(byte[0]);
+        }
+        String::from_utf8(head).unwrap()
+    }
+
+    #[test]
+    fn tarpit_drips_one_byte_a_second_then_answers() {
+        let v = Vault::new();
+        let s = start_with_env(&v, &[("CLAVITOR_TARPIT_HOLD_SECS", "3")]);
+        let started = Instant::now();
+        let mut conn = send_unknown(s.addr);
+        let head = read_head(&mut conn);
+        assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+        let mut arrivals = Vec::new();
+        let mut body = Vec::new();
+        let mut buf = [0u8; 256];
+        loop {
+            let n = conn.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            arrivals.push(started.elapsed());
+            body.extend_from_slice(&buf[..n]);
+        }
+        let elapsed = started.elapsed();
+        let text = String::from_utf8_lossy(&body);
+        assert!(text.contains(r#"{"error":"not_found""#), "{text}");
+        // Chunked framing: each dripped space is its own one-byte chunk.
+        assert!(text.matches("1\r\n \r\n").count() >= 2, "the dripped spaces: {text:?}");
+        assert!(elapsed >= Duration::from_millis(2500), "released early: {elapsed:?}");
+        assert!(elapsed < Duration::from_secs(15), "held too long: {elapsed:?}");
+        // Several separate arrivals spread over the hold, not one burst at the end.
+        assert!(arrivals.len() >= 3, "{arrivals:?}");
+        assert!(arrivals[arrivals.len() - 1] - arrivals[0] >= Duration::from_millis(1500), "{arrivals:?}");
+    }
+
+    #[test]
+    fn tarpit_caps_at_1000_and_releases_everyone_on_shutdown() {
+        let _ = rlimit::increase_nofile_limit(u64::MAX);
+        let v = Vault::new();
+        let mut s = start_with_env(&v, &[]);
+        let mut held: Vec<TcpStream> = (0..1000).map(|_| send_unknown(s.addr)).collect();
+        for conn in held.iter_mut() {
+            assert!(read_head(conn).starts_with("HTTP/1.1 404"));
+        }
+        // The 1001st: a plain 404 at once, whole.
+        let started = Instant::now();
+        let mut extra = send_unknown(s.addr);
+        extra.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut whole = String::new();
+        extra.read_to_string(&mut whole).unwrap();
+        assert!(
+            whole.starts_with("HTTP/1.1 404") && whole.ends_with(r#"{"error":"not_found","message":"not found"}"#),
+            "{whole}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(10), "1001st was held: {:?}", started.elapsed());
+        // Real routes still work while 1000 are held.
+        assert_eq!(s.get("/healthz", None).status, 200);
+
+        // Shutdown releases every held connection promptly, and the process exits.
+        let started = Instant::now();
+        let _ = std::process::Command::new("kill").arg("-TERM").arg(s.child.id().to_string()).status();
+        for conn in held.iter_mut() {
+            let mut rest = Vec::new();
+            conn.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            conn.read_to_end(&mut rest).unwrap();
+            assert!(String::from_utf8_lossy(&rest).contains("not_found"));
+        }
+        let released = started.elapsed();
+        let status = s.terminate().expect("server exits");
+        assert!(status.success());
+        assert!(released < Duration::from_secs(5), "held connections released after {released:?}");
+        eprintln!("tarpit: 1000 held connections released {released:?} after SIGTERM");
+    }
+}
