@@ -378,7 +378,21 @@ fn refused_writes_are_403_audited_and_change_nothing() {
     let n = o.v.audit_rows(false).len();
     check(&o, "unregistered key", send(&o.s, &o.token, "POST", path, &body, Some(&id), Some(&a)), &before, n);
 
-    // A signature counter that does not advance (a cloned authenticator).
+    // Out of order: two assertions signed in turn, the later one used first; the earlier one's
+    // counter then no longer advances past the stored one (how a cloned authenticator shows).
+    let early_body = json!({"name": "early"}).to_string().into_bytes();
+    let late_body = json!({"name": "late"}).to_string().into_bytes();
+    let (early_id, rcr) = challenge(&o.s, &o.token, "POST", path, &early_body);
+    let early = sign(&mut o.key, rcr);
+    let (late_id, rcr) = challenge(&o.s, &o.token, "POST", path, &late_body);
+    let late = sign(&mut o.key, rcr);
+    assert_eq!(send(&o.s, &o.token, "POST", path, &late_body, Some(&late_id), Some(&late)).status, 201);
+    let before = o.snapshot();
+    let n = o.v.audit_rows(false).len();
+    let r = send(&o.s, &o.token, "POST", path, &early_body, Some(&early_id), Some(&early));
+    check(&o, "counter not advancing", r, &before, n);
+
+    // A stored counter far ahead of the authenticator's (a cloned authenticator).
     let conn = rusqlite::Connection::open(o.v.vault_file()).unwrap();
     conn.execute("UPDATE webauthn_credentials SET sign_count = 1000000", []).unwrap();
     drop(conn);
