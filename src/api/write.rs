@@ -8,8 +8,8 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::extract::{FromRequest, Path, Request, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -51,24 +51,41 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).map(|v| v.to_str().unwrap_or(""))
 }
 
+/// A write as the gate sees it: the exact method, path and body bytes, and the headers that
+/// carry the challenge id and the assertion.
+pub struct Signed {
+    method: String,
+    path: String,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl<S: Send + Sync> FromRequest<S> for Signed {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let method = req.method().as_str().to_owned();
+        let path = req.uri().path().to_owned();
+        let headers = req.headers().clone();
+        let body = Bytes::from_request(req, state).await.map_err(IntoResponse::into_response)?;
+        Ok(Self { method, path, headers, body })
+    }
+}
+
 /// Runs `change` behind the gate. `event` says what is attempted (its outcome is set here).
-#[allow(clippy::too_many_arguments)]
 async fn gated<T>(
     state: &AppState,
     caller: &Caller,
     event: AuditEvent,
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-    body: &[u8],
+    req: &Signed,
     change: impl FnOnce(&mut VaultDb, &VaultId, &DataKey) -> Result<T, VaultError>,
 ) -> Result<T, ApiError> {
     let presented = Presented {
         agent: &caller.principal.agent,
         token: &caller.token,
-        challenge: header(headers, CHALLENGE_HEADER),
-        assertion: header(headers, ASSERTION_HEADER),
-        operation: Operation::of_request(method.as_str(), uri.path(), body),
+        challenge: header(&req.headers, CHALLENGE_HEADER),
+        assertion: header(&req.headers, ASSERTION_HEADER),
+        operation: Operation::of_request(&req.method, &req.path, &req.body),
     };
     let vault = &caller.principal.vault;
     match vault.authorized(&state.rp, &presented, &event, change)? {
@@ -114,21 +131,11 @@ pub async fn challenge(State(state): State<AppState>, caller: Caller, body: Byte
     Ok(Json(json!({"challenge_id": id.as_str(), "expires_at": expires_at, "options": options})).into_response())
 }
 
-pub async fn create_entry(
-    State(state): State<AppState>,
-    caller: Caller,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let input: EntryInput = parse_body(&body)?;
+pub async fn create_entry(State(state): State<AppState>, caller: Caller, signed: Signed) -> Result<Response, ApiError> {
+    let input: EntryInput = parse_body(&signed.body)?;
     let event = caller.event(Action::EntryCreate, Outcome::Ok);
     let ev = event.clone();
-    let id = gated(&state, &caller, event, &method, &uri, &headers, &body, move |db, v, k| {
-        ops::add_entry(db, v, k, input, &ev)
-    })
-    .await?;
+    let id = gated(&state, &caller, event, &signed, move |db, v, k| ops::add_entry(db, v, k, input, &ev)).await?;
     Ok((StatusCode::CREATED, Json(json!({"id": id}))).into_response())
 }
 
@@ -136,19 +143,15 @@ pub async fn update_entry(
     State(state): State<AppState>,
     caller: Caller,
     Path(raw): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    signed: Signed,
 ) -> Result<Response, ApiError> {
     let id = parse_positive(&raw, "entry id")?;
-    let input: EntryInput = parse_body(&body)?;
+    let input: EntryInput = parse_body(&signed.body)?;
     let event = caller.event(Action::EntryUpdate, Outcome::Ok).entry(id);
     let ev = event.clone();
-    let version = gated(&state, &caller, event, &method, &uri, &headers, &body, move |db, v, k| {
-        ops::update_entry(db, v, k, id, input, None, &ev)
-    })
-    .await?;
+    let version =
+        gated(&state, &caller, event, &signed, move |db, v, k| ops::update_entry(db, v, k, id, input, None, &ev))
+            .await?;
     Ok(Json(json!({"id": id, "version": version})).into_response())
 }
 
@@ -162,19 +165,15 @@ pub async fn set_entry_scopes(
     State(state): State<AppState>,
     caller: Caller,
     Path(raw): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    signed: Signed,
 ) -> Result<Response, ApiError> {
     let id = parse_positive(&raw, "entry id")?;
-    let req: ScopesRequest = parse_body(&body)?;
+    let req: ScopesRequest = parse_body(&signed.body)?;
     let event = caller.event(Action::EntryUpdate, Outcome::Ok).entry(id).detail("scopes");
     let ev = event.clone();
-    let version = gated(&state, &caller, event, &method, &uri, &headers, &body, move |db, v, k| {
-        ops::set_entry_scopes(db, v, k, id, &req.scopes, &ev)
-    })
-    .await?;
+    let version =
+        gated(&state, &caller, event, &signed, move |db, v, k| ops::set_entry_scopes(db, v, k, id, &req.scopes, &ev))
+            .await?;
     Ok(Json(json!({"id": id, "version": version})).into_response())
 }
 
@@ -182,16 +181,12 @@ pub async fn delete_entry(
     State(state): State<AppState>,
     caller: Caller,
     Path(raw): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    signed: Signed,
 ) -> Result<Response, ApiError> {
     let id = parse_positive(&raw, "entry id")?;
     let event = caller.event(Action::EntryDelete, Outcome::Ok).entry(id);
     let ev = event.clone();
-    gated(&state, &caller, event, &method, &uri, &headers, &body, move |db, _, _| ops::delete_entry(db, id, &ev))
-        .await?;
+    gated(&state, &caller, event, &signed, move |db, _, _| ops::delete_entry(db, id, &ev)).await?;
     Ok(Json(json!({"deleted": id})).into_response())
 }
 
@@ -207,18 +202,11 @@ pub struct NewAgentRequest {
     admin: bool,
 }
 
-pub async fn create_agent(
-    State(state): State<AppState>,
-    caller: Caller,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let req: NewAgentRequest = parse_body(&body)?;
+pub async fn create_agent(State(state): State<AppState>, caller: Caller, signed: Signed) -> Result<Response, ApiError> {
+    let req: NewAgentRequest = parse_body(&signed.body)?;
     let event = caller.event(Action::AgentCreate, Outcome::Ok);
     let ev = event.clone();
-    let (agent, token) = gated(&state, &caller, event, &method, &uri, &headers, &body, move |db, _, _| {
+    let (agent, token) = gated(&state, &caller, event, &signed, move |db, _, _| {
         ops::add_agent(db, &req.name, &req.scopes, req.all_access, req.admin, &ev)
     })
     .await?;
@@ -241,13 +229,10 @@ pub async fn update_agent(
     State(state): State<AppState>,
     caller: Caller,
     Path(raw): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    signed: Signed,
 ) -> Result<Response, ApiError> {
     let id = AgentId(parse_positive(&raw, "agent id")?);
-    let req: UpdateAgentRequest = parse_body(&body)?;
+    let req: UpdateAgentRequest = parse_body(&signed.body)?;
     let update = ops::AgentUpdate {
         name: req.name,
         scopes: req.scopes,
@@ -257,10 +242,8 @@ pub async fn update_agent(
     };
     let event = caller.event(Action::AgentUpdate, Outcome::Ok).detail(format!("agent {id}"));
     let ev = event.clone();
-    let (agent, token) = gated(&state, &caller, event, &method, &uri, &headers, &body, move |db, _, _| {
-        ops::update_agent(db, id, &update, &ev)
-    })
-    .await?;
+    let (agent, token) =
+        gated(&state, &caller, event, &signed, move |db, _, _| ops::update_agent(db, id, &update, &ev)).await?;
     let mut out = json!({"agent": agent_view(&agent)});
     if let Some(t) = token {
         out["token"] = json!(t.reveal());
@@ -272,16 +255,12 @@ pub async fn delete_agent(
     State(state): State<AppState>,
     caller: Caller,
     Path(raw): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    signed: Signed,
 ) -> Result<Response, ApiError> {
     let id = AgentId(parse_positive(&raw, "agent id")?);
     let event = caller.event(Action::AgentRevoke, Outcome::Ok).detail(format!("agent {id}"));
     let ev = event.clone();
-    gated(&state, &caller, event, &method, &uri, &headers, &body, move |db, _, _| ops::revoke_agent(db, id, &ev))
-        .await?;
+    gated(&state, &caller, event, &signed, move |db, _, _| ops::revoke_agent(db, id, &ev)).await?;
     Ok(Json(json!({"revoked": id.0})).into_response())
 }
 
@@ -317,20 +296,13 @@ pub struct AddPasskeyRequest {
 }
 
 /// `POST /api/passkeys`: enrolls a further passkey; gated, so an existing key must approve it.
-pub async fn add_passkey(
-    State(state): State<AppState>,
-    caller: Caller,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let req: AddPasskeyRequest = parse_body(&body)?;
+pub async fn add_passkey(State(state): State<AppState>, caller: Caller, signed: Signed) -> Result<Response, ApiError> {
+    let req: AddPasskeyRequest = parse_body(&signed.body)?;
     let event = caller.event(Action::PasskeyAdd, Outcome::Ok);
     let ev = event.clone();
     let rp = state.rp.clone();
     let agent = caller.principal.agent.id;
-    let id = gated(&state, &caller, event, &method, &uri, &headers, &body, move |db, _, _| {
+    let id = gated(&state, &caller, event, &signed, move |db, _, _| {
         gate::register_passkey(db, &rp, agent, &req.registration_id, &req.credential.to_string(), &req.name, &ev)
     })
     .await?;
@@ -342,17 +314,13 @@ pub async fn remove_passkey(
     State(state): State<AppState>,
     caller: Caller,
     Path(raw): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    signed: Signed,
 ) -> Result<Response, ApiError> {
     let id = CredentialId::parse(&raw).map_err(|_| ApiError::BadRequest("passkey id must be base64url".into()))?;
     let event = caller.event(Action::PasskeyRemove, Outcome::Ok);
     let ev = event.clone();
     let cred = id.clone();
-    gated(&state, &caller, event, &method, &uri, &headers, &body, move |db, _, _| ops::remove_passkey(db, &cred, &ev))
-        .await?;
+    gated(&state, &caller, event, &signed, move |db, _, _| ops::remove_passkey(db, &cred, &ev)).await?;
     Ok(Json(json!({"removed": id.as_str()})).into_response())
 }
 
@@ -367,18 +335,10 @@ pub async fn keyring(caller: Caller) -> Result<Response, ApiError> {
 }
 
 /// `PUT /api/keyring`: replaces the wrapped L2 keyring; gated.
-pub async fn set_keyring(
-    State(state): State<AppState>,
-    caller: Caller,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let keyring: Value = parse_body(&body)?;
+pub async fn set_keyring(State(state): State<AppState>, caller: Caller, signed: Signed) -> Result<Response, ApiError> {
+    let keyring: Value = parse_body(&signed.body)?;
     let event = caller.event(Action::KeyringUpdate, Outcome::Ok);
     let ev = event.clone();
-    gated(&state, &caller, event, &method, &uri, &headers, &body, move |db, _, _| ops::set_keyring(db, &keyring, &ev))
-        .await?;
+    gated(&state, &caller, event, &signed, move |db, _, _| ops::set_keyring(db, &keyring, &ev)).await?;
     Ok(Json(json!({"ok": true})).into_response())
 }
