@@ -35,15 +35,16 @@ impl Caller {
     }
 }
 
-pub(crate) fn client_of(parts: &Parts) -> String {
-    parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string()).unwrap_or_default()
+fn peer_of(parts: &Parts) -> Option<std::net::IpAddr> {
+    parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())
 }
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let client = client_of(parts);
+        let peer = peer_of(parts);
+        let client = peer.map(|ip| ip.to_string()).unwrap_or_default();
         let presented = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
@@ -59,6 +60,9 @@ impl FromRequestParts<AppState> for Caller {
                 },
             },
         };
+        if !state.auth_throttle.allow_failure(peer) {
+            return Err(ApiError::TooManyRequests);
+        }
         let event = AuditEvent::new(Actor::Anonymous, Action::Authenticate, Outcome::Unauthorized)
             .client(client)
             .detail(reason);
@@ -75,12 +79,19 @@ impl FromRequestParts<AppState> for Caller {
 }
 
 /// The peer's IP address for requests that carry no token (setup); never fails.
-pub struct ClientIp(pub String);
+pub struct ClientIp(pub Option<std::net::IpAddr>);
+
+impl ClientIp {
+    /// The address as audit rows record it.
+    pub fn text(&self) -> String {
+        self.0.map(|ip| ip.to_string()).unwrap_or_default()
+    }
+}
 
 impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Ok(ClientIp(client_of(parts)))
+        Ok(ClientIp(peer_of(parts)))
     }
 }

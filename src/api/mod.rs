@@ -10,6 +10,7 @@ mod caller;
 mod entries;
 mod error;
 mod setup;
+mod throttle;
 mod write;
 
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use serde_json::json;
 
 pub use caller::Caller;
 pub use error::ApiError;
+pub use throttle::AuthThrottle;
 pub use write::{ASSERTION_HEADER, CHALLENGE_HEADER};
 
 use crate::auth::webauthn::RelyingParty;
@@ -42,6 +44,19 @@ pub struct AppState {
     pub rp: Arc<RelyingParty>,
     /// How long an operation-bound challenge stays valid (`--challenge-ttl-secs`).
     pub challenge_ttl: Duration,
+    pub auth_throttle: Arc<AuthThrottle>,
+}
+
+impl AppState {
+    pub fn new(node: Arc<Node>, webauthn: crate::config::WebauthnConfig) -> Self {
+        Self {
+            node,
+            started: Instant::now(),
+            rp: Arc::new(webauthn.rp),
+            challenge_ttl: webauthn.challenge_ttl,
+            auth_throttle: Arc::new(AuthThrottle::default()),
+        }
+    }
 }
 
 pub fn router(state: AppState) -> Router {

@@ -57,11 +57,17 @@ async fn vault_for(
     Err(refused(&SetupRefusal::UnknownCode))
 }
 
-pub async fn start(
-    State(state): State<AppState>,
-    ClientIp(client): ClientIp,
-    body: Bytes,
-) -> Result<Response, ApiError> {
+/// Setup calls carry no token: each counts against the client's failed-authentication quota,
+/// so a flood of guessed codes is refused (429) before it costs work or audit rows.
+fn throttle(state: &AppState, ip: &ClientIp) -> Result<String, ApiError> {
+    if !state.auth_throttle.allow_failure(ip.0) {
+        return Err(ApiError::TooManyRequests);
+    }
+    Ok(ip.text())
+}
+
+pub async fn start(State(state): State<AppState>, ip: ClientIp, body: Bytes) -> Result<Response, ApiError> {
+    let client = throttle(&state, &ip)?;
     let req: StartRequest = parse(&body)?;
     let vault = vault_for(&state, &req.code, &client).await?;
     match vault.setup_start(&state.rp, &req.code, &client)? {
@@ -70,11 +76,8 @@ pub async fn start(
     }
 }
 
-pub async fn finish(
-    State(state): State<AppState>,
-    ClientIp(client): ClientIp,
-    body: Bytes,
-) -> Result<Response, ApiError> {
+pub async fn finish(State(state): State<AppState>, ip: ClientIp, body: Bytes) -> Result<Response, ApiError> {
+    let client = throttle(&state, &ip)?;
     let req: FinishRequest = parse(&body)?;
     let vault = vault_for(&state, &req.code, &client).await?;
     let credential = req.credential.to_string();

@@ -2,8 +2,6 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Instant;
 
 use anyhow::Context;
 
@@ -83,12 +81,7 @@ pub async fn serve(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<()> 
     }
     tracing::info!(%local, edition = edition.name(), "serving");
     tracing::info!(rp_id = webauthn.rp.rp_id(), origin = %webauthn.rp.origin(), "WebAuthn relying party");
-    let app = router(AppState {
-        node: node.clone(),
-        started: Instant::now(),
-        rp: Arc::new(webauthn.rp),
-        challenge_ttl: webauthn.challenge_ttl,
-    });
+    let app = router(AppState::new(node.clone(), webauthn));
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown_signal())
         .await

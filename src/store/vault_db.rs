@@ -135,6 +135,11 @@ impl VaultDb {
         &self.path
     }
 
+    /// Returns page cache memory to the allocator (after a bulk read such as the first load).
+    pub fn shrink_memory(&self) -> Result<(), StoreError> {
+        self.conn.execute_batch("PRAGMA shrink_memory").ctx(&self.path)
+    }
+
     pub fn data_version(&self) -> Result<i64, StoreError> {
         super::data_version(&self.conn, &self.path)
     }

@@ -83,6 +83,8 @@ impl LiveVault {
             snapshot: RwLock::new(Snapshot { seq: -1, ..Snapshot::default() }),
         };
         vault.refresh()?;
+        // The first load read every row; the server answers from memory from now on.
+        vault.db().shrink_memory()?;
         Ok(vault)
     }
 
