@@ -625,3 +625,18 @@ fn hostile_input_to_gated_routes_is_4xx_and_changes_nothing() {
     assert!(!o.s.stderr().contains("panicked"), "{}", o.s.stderr());
     assert_eq!(o.s.get("/healthz", None).status, 200);
 }
+
+#[test]
+fn guessing_setup_codes_is_throttled() {
+    let v = Vault::uninitialised_owner();
+    let s = v.serve();
+    let mut statuses = Vec::new();
+    for i in 0..80 {
+        let r = post_json(&s, "/api/setup/start", None, &json!({"code": format!("{i:032x}")}));
+        statuses.push(r.status);
+    }
+    assert!(statuses.iter().all(|s| *s == 403 || *s == 429), "{statuses:?}");
+    assert!(statuses.contains(&429), "a burst of guesses is cut off: {statuses:?}");
+    let denied = v.audit_rows(true).iter().filter(|r| r["action"] == "setup").count();
+    assert!(denied < 80, "throttled guesses add no audit rows ({denied})");
+}
