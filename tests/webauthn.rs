@@ -640,3 +640,18 @@ fn guessing_setup_codes_is_throttled() {
     let denied = v.audit_rows(true).iter().filter(|r| r["action"] == "setup").count();
     assert!(denied < 80, "throttled guesses add no audit rows ({denied})");
 }
+
+#[test]
+fn user_verification_is_preferred_not_required() {
+    // A security key without a PIN (no user verification, user presence only) enrolls and
+    // approves writes; presence is still checked by the verifier on every assertion.
+    let v = Vault::uninitialised_owner();
+    let s = v.serve();
+    let mut key = SoftPasskey::new(false);
+    let r = setup_with(&s, &v.setup_code, &mut key);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let token = r.json()["token"].as_str().unwrap().to_owned();
+    let mut o = Owned { v, s, token, key };
+    let r = o.write("POST", "/api/agents", &json!({"name": "no-pin"}));
+    assert_eq!(r.status, 201, "{}", r.body);
+}

@@ -13,8 +13,9 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use webauthn_rs::prelude::{
-    AuthenticationResult, CreationChallengeResponse, Passkey, PasskeyAuthentication, PasskeyRegistration,
-    PublicKeyCredential, RegisterPublicKeyCredential, RequestChallengeResponse, Url, Uuid, Webauthn, WebauthnBuilder,
+    AuthenticationResult, CreationChallengeResponse, PublicKeyCredential, RegisterPublicKeyCredential,
+    RequestChallengeResponse, SecurityKey, SecurityKeyAuthentication, SecurityKeyRegistration, Url, Uuid, Webauthn,
+    WebauthnBuilder,
 };
 
 /// Longest assertion or registration JSON accepted (a real one is well under 4 KiB).
@@ -83,8 +84,10 @@ impl RelyingParty {
         self.origin.as_str().trim_end_matches('/').to_owned()
     }
 
-    /// Starts registering a passkey for the vault's owner. `exclude` keeps an already
-    /// registered authenticator from enrolling twice.
+    /// Starts registering a passkey or security key for the vault's owner. User verification is
+    /// *preferred*: a security key without a PIN can enroll; one that verified its user at
+    /// enrollment must do so on every later assertion (webauthn-rs enforces that). `exclude`
+    /// keeps an already registered authenticator from enrolling twice.
     pub fn start_registration(
         &self,
         user: Uuid,
@@ -93,7 +96,14 @@ impl RelyingParty {
         let exclude = exclude.iter().map(|p| p.passkey.cred_id().clone()).collect::<Vec<_>>();
         let (ccr, state) = self
             .webauthn
-            .start_passkey_registration(user, "owner", "Vault owner", (!exclude.is_empty()).then_some(exclude))
+            .start_securitykey_registration(
+                user,
+                "owner",
+                "Vault owner",
+                (!exclude.is_empty()).then_some(exclude),
+                None,
+                None,
+            )
             .map_err(|e| WebauthnError::Ceremony(e.to_string()))?;
         let state = serde_json::to_string(&state).map_err(|e| WebauthnError::Ceremony(e.to_string()))?;
         Ok((ccr, state))
@@ -101,12 +111,12 @@ impl RelyingParty {
 
     /// Verifies a registration response against its stored state; returns the new passkey.
     pub fn finish_registration(&self, state: &str, response: &str) -> Result<StoredPasskey, WebauthnError> {
-        let state: PasskeyRegistration =
+        let state: SecurityKeyRegistration =
             serde_json::from_str(state).map_err(|_| WebauthnError::Malformed("stored registration state".into()))?;
         let response: RegisterPublicKeyCredential = parse_json(response, "registration response")?;
         let passkey = self
             .webauthn
-            .finish_passkey_registration(&response, &state)
+            .finish_securitykey_registration(&response, &state)
             .map_err(|e| WebauthnError::Rejected(e.to_string()))?;
         Ok(StoredPasskey { passkey, sign_count: 0 })
     }
@@ -119,27 +129,28 @@ impl RelyingParty {
         let passkeys = creds.iter().map(|p| p.passkey.clone()).collect::<Vec<_>>();
         let (rcr, state) = self
             .webauthn
-            .start_passkey_authentication(&passkeys)
+            .start_securitykey_authentication(&passkeys)
             .map_err(|e| WebauthnError::Ceremony(e.to_string()))?;
         let state = serde_json::to_string(&state).map_err(|e| WebauthnError::Ceremony(e.to_string()))?;
         Ok((rcr, state))
     }
 
     /// Verifies an assertion against a stored authentication state and the passkeys registered
-    /// *now*. The signature counter must advance past the stored one (a clone or a replayed
-    /// authenticator shows up as a counter that does not); user verification is required.
+    /// *now*: signature, origin, rp id, user presence, user verification where the key
+    /// established it, and a signature counter that advances past the stored one (a clone or a
+    /// replayed authenticator shows up as a counter that does not).
     pub fn verify_assertion(
         &self,
         state: &str,
         assertion: &str,
         registered: &[StoredPasskey],
     ) -> Result<VerifiedAssertion, WebauthnError> {
-        let state: PasskeyAuthentication =
+        let state: SecurityKeyAuthentication =
             serde_json::from_str(state).map_err(|_| WebauthnError::Malformed("stored authentication state".into()))?;
         let assertion: PublicKeyCredential = parse_json(assertion, "assertion")?;
         let result: AuthenticationResult = self
             .webauthn
-            .finish_passkey_authentication(&assertion, &state)
+            .finish_securitykey_authentication(&assertion, &state)
             .map_err(|e| WebauthnError::Rejected(e.to_string()))?;
         let cred_id = CredentialId::of(result.cred_id());
         let stored = registered
@@ -152,9 +163,6 @@ impl RelyingParty {
                 "signature counter did not advance ({counter} after {}): possibly a cloned authenticator",
                 stored.sign_count
             )));
-        }
-        if !result.user_verified() {
-            return Err(WebauthnError::Rejected("user verification is required".into()));
         }
         let mut updated = stored.clone();
         updated.passkey.update_credential(&result);
@@ -199,10 +207,10 @@ impl CredentialId {
     }
 }
 
-/// A registered passkey with the last signature counter we accepted for it.
+/// A registered passkey or security key with the last signature counter we accepted for it.
 #[derive(Debug, Clone)]
 pub struct StoredPasskey {
-    passkey: Passkey,
+    passkey: SecurityKey,
     pub sign_count: i64,
 }
 

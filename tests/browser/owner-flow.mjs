@@ -115,7 +115,9 @@ try {
   const csp = resp.headers()['content-security-policy'] || '';
   check(csp.includes("script-src 'self'") && !csp.includes('unsafe-inline'), 'setup page has a strict CSP');
   await page.click('#enroll-button');
-  await page.waitForSelector('#owner-token', { state: 'visible' });
+  await page.waitForSelector('#owner-token', { state: 'visible' }).catch(async (e) => {
+    throw new Error('setup did not finish: ' + (await page.textContent('#setup-status')) + ' (' + e.message + ')');
+  });
   const ownerToken = (await page.textContent('#owner-token')).trim();
   check(/^cvt_[0-9A-Za-z]{43}$/.test(ownerToken), 'the owner token is shown after enrolling the passkey');
   await page.screenshot({ path: join(OUT, '01-setup-owner-token.png'), fullPage: true });

@@ -85,9 +85,16 @@ const Clavitor = (() => {
     });
   }
 
-  // Registration; asks for the PRF extension so the key can later wrap the L2 key.
+  // Registration; asks for the PRF extension so the key can later wrap the L2 key. The server
+  // prefers (does not require) user verification, so a security key without a PIN can enroll;
+  // the credProtect "user verification required" request contradicts that, and browsers refuse
+  // the pair: it is left out (the server does not depend on it).
   async function register(options) {
-    const publicKey = PublicKeyCredential.parseCreationOptionsFromJSON(options.publicKey);
+    const json = Object.assign({}, options.publicKey);
+    json.extensions = Object.assign({}, json.extensions || {});
+    delete json.extensions.credentialProtectionPolicy;
+    delete json.extensions.enforceCredentialProtectionPolicy;
+    const publicKey = PublicKeyCredential.parseCreationOptionsFromJSON(json);
     publicKey.extensions = Object.assign({}, publicKey.extensions || {}, { prf: {} });
     const cred = await navigator.credentials.create({ publicKey });
     return forServer(cred);
