@@ -6,9 +6,8 @@
 //! replication and bumps its version; deletes are tombstones; the last admin agent can be
 //! neither deleted nor demoted; every change writes its audit row in the same transaction.
 
-use std::path::{Path, PathBuf};
-
 use std::ops::Deref;
+use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OptionalExtension, Savepoint, Transaction, TransactionBehavior, params};
 
@@ -161,7 +160,16 @@ impl VaultDb {
         }
         self.conn.execute_batch("BEGIN IMMEDIATE").ctx(&self.path)?;
         self.outer = true;
-        let out = f(self);
+        // A panic inside must not leave the transaction open (every later write would nest in
+        // it and never commit): roll back, then let the panic go on.
+        let out = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(self))) {
+            Ok(out) => out,
+            Err(panic) => {
+                self.outer = false;
+                let _ = self.conn.execute_batch("ROLLBACK");
+                std::panic::resume_unwind(panic);
+            }
+        };
         self.outer = false;
         match out {
             Ok(v) => match self.conn.execute_batch("COMMIT").ctx(&self.path) {

@@ -335,6 +335,19 @@ mod tests {
         assert_eq!(db.open_challenges().unwrap(), 0, "committed");
         let nested: Result<(), StoreError> = db.atomically(|db| db.atomically(|_| Ok(())));
         assert!(nested.is_err(), "nesting is refused");
+
+        // A panic inside rolls back and leaves the connection usable.
+        db.insert_challenge(&challenge("d", 5000), 0).unwrap();
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _: Result<(), StoreError> = db.atomically(|db| {
+                db.take_challenge("d")?;
+                panic!("boom");
+            });
+        }));
+        assert!(caught.is_err());
+        assert_eq!(db.open_challenges().unwrap(), 1, "rolled back by the panic");
+        assert!(db.take_challenge("d").unwrap().is_some(), "and later writes commit on their own");
+        assert_eq!(db.open_challenges().unwrap(), 0);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
