@@ -11,7 +11,12 @@ packages=(
   jq               # shell tests read JSON
   wrk              # bench/read.sh load generator
   curl             # bench/read.sh probes
+  chromium         # tests/browser: the owner's pages in a real browser
+  nodejs           # tests/browser: playwright-core drives chromium
 )
+# tests/browser installs playwright-core with npm. Debian ships it as its own package, which
+# conflicts with a nodejs build that bundles npm (e.g. NodeSource's): add it only when missing.
+command -v npm >/dev/null || packages+=(npm)
 
 missing=()
 for p in "${packages[@]}"; do

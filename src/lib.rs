@@ -12,3 +12,4 @@ pub mod crypto;
 pub mod edition;
 pub mod store;
 pub mod vault;
+pub mod web;

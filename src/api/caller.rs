@@ -15,6 +15,8 @@ use crate::vault::Principal;
 
 pub struct Caller {
     pub principal: Principal,
+    /// The hash of the token presented, so a gated write can re-check it inside its transaction.
+    pub token: TokenHash,
     /// The peer's IP address, for audit rows.
     pub client: String,
 }
@@ -53,7 +55,7 @@ impl FromRequestParts<AppState> for Caller {
             Some(Some(token)) => match TokenHash::of_presented(token) {
                 Err(_) => "malformed",
                 Ok(hash) => match state.node.authenticate(&hash) {
-                    Some(principal) => return Ok(Caller { principal, client }),
+                    Some(principal) => return Ok(Caller { principal, token: hash, client }),
                     None => "unknown",
                 },
             },
@@ -73,5 +75,23 @@ impl FromRequestParts<AppState> for Caller {
             );
         }
         Err(ApiError::Unauthorized)
+    }
+}
+
+/// The peer's IP address for requests that carry no token (setup); never fails.
+pub struct ClientIp(pub Option<std::net::IpAddr>);
+
+impl ClientIp {
+    /// The address as audit rows record it.
+    pub fn text(&self) -> String {
+        self.0.map(|ip| ip.to_string()).unwrap_or_default()
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientIp(peer_of(parts)))
     }
 }

@@ -8,6 +8,7 @@ pub mod audit_sql;
 mod migrations;
 pub mod node_db;
 pub mod vault_db;
+pub mod webauthn_db;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
