@@ -18,6 +18,9 @@ pub enum ApiError {
     /// Also the answer for entries that exist but are outside the caller's scopes.
     #[error("not found")]
     NotFound,
+    /// No route matches the path (distinct from a missing entry, which says nothing more).
+    #[error("no such route")]
+    NoRoute,
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
@@ -38,7 +41,7 @@ impl ApiError {
         match self {
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
-            ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::NotFound | ApiError::NoRoute => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),

@@ -9,6 +9,7 @@ mod admin;
 mod caller;
 mod entries;
 mod error;
+pub mod openapi;
 mod setup;
 mod throttle;
 mod write;
@@ -62,6 +63,7 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     let shared = Router::new()
         .route("/healthz", get(health))
+        .route("/api/openapi.json", get(openapi::serve))
         .route("/api/entries", get(entries::list).post(write::create_entry))
         .route("/api/entries/{id}", get(entries::get_one).put(write::update_entry).delete(write::delete_entry))
         .route("/api/entries/{id}/scopes", put(write::set_entry_scopes))
@@ -100,7 +102,7 @@ async fn health(State(state): State<AppState>) -> impl IntoResponse {
 
 /// The plain answer for an unknown route.
 pub async fn not_found() -> ApiError {
-    ApiError::NotFound
+    ApiError::NoRoute
 }
 
 /// Security headers on everything, and a JSON body on every error that lacks one (axum's own

@@ -16,17 +16,18 @@ use super::{ApiError, AppState};
 use crate::audit::{Action, Actor, AuditEvent, Outcome};
 use crate::vault::gate::SetupRefusal;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StartRequest {
     code: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FinishRequest {
     code: String,
     registration_id: String,
+    #[schema(value_type = Object)]
     credential: Value,
 }
 

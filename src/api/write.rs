@@ -110,7 +110,7 @@ fn denied(d: &Denial) -> ApiError {
     ApiError::Forbidden(format!("this change needs a valid WebAuthn assertion for exactly this request ({})", d.code()))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChallengeRequest {
     method: String,
@@ -155,7 +155,7 @@ pub async fn update_entry(
     Ok(Json(json!({"id": id, "version": version})).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScopesRequest {
     scopes: Vec<String>,
@@ -190,7 +190,7 @@ pub async fn delete_entry(
     Ok(Json(json!({"deleted": id})).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewAgentRequest {
     name: String,
@@ -214,7 +214,7 @@ pub async fn create_agent(State(state): State<AppState>, caller: Caller, signed:
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateAgentRequest {
     name: Option<String>,
@@ -286,12 +286,14 @@ pub async fn passkey_options(State(state): State<AppState>, caller: Caller) -> R
     Ok(Json(json!({"registration_id": id.as_str(), "options": options})).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddPasskeyRequest {
     registration_id: String,
     #[serde(default)]
     name: String,
+    /// The browser's `PublicKeyCredential.toJSON()` from the registration ceremony.
+    #[schema(value_type = Object)]
     credential: Value,
 }
 
