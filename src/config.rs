@@ -2,8 +2,11 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
+use crate::auth::webauthn::{RelyingParty, WebauthnError};
 use crate::vault::DataDir;
+use crate::vault::gate::{MAX_CHALLENGE_TTL, MIN_CHALLENGE_TTL};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -12,6 +15,27 @@ pub enum ConfigError {
          in the clear. Listen on 127.0.0.1, or pass --allow-plain-http if a TLS terminator you trust sits in front"
     )]
     PlainHttpOnPublic(SocketAddr),
+    #[error("{0}")]
+    RelyingParty(#[from] WebauthnError),
+    #[error("--challenge-ttl-secs must be {MIN_CHALLENGE_TTL} to {MAX_CHALLENGE_TTL}, not {0}")]
+    ChallengeTtl(u64),
+}
+
+/// The WebAuthn side of the configuration: who we are to authenticators, and for how long a
+/// challenge holds.
+#[derive(Debug, Clone)]
+pub struct WebauthnConfig {
+    pub rp: RelyingParty,
+    pub challenge_ttl: Duration,
+}
+
+impl WebauthnConfig {
+    pub fn new(rp_id: &str, origin: &str, challenge_ttl_secs: u64) -> Result<Self, ConfigError> {
+        if !(MIN_CHALLENGE_TTL..=MAX_CHALLENGE_TTL).contains(&challenge_ttl_secs) {
+            return Err(ConfigError::ChallengeTtl(challenge_ttl_secs));
+        }
+        Ok(Self { rp: RelyingParty::new(rp_id, origin)?, challenge_ttl: Duration::from_secs(challenge_ttl_secs) })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -45,5 +69,13 @@ mod tests {
         assert!(Config::new("d".into(), None, public, true).is_ok());
         assert!(Config::new("d".into(), None, "127.0.0.1:0".parse().unwrap(), false).is_ok());
         assert!(Config::new("d".into(), None, "[::1]:80".parse().unwrap(), false).is_ok());
+    }
+
+    #[test]
+    fn webauthn_settings_are_checked() {
+        assert!(WebauthnConfig::new("localhost", "http://localhost:8080", 60).is_ok());
+        assert!(WebauthnConfig::new("example.com", "http://localhost:8080", 60).is_err());
+        assert!(WebauthnConfig::new("localhost", "http://localhost:8080", 0).is_err());
+        assert!(WebauthnConfig::new("localhost", "http://localhost:8080", 301).is_err());
     }
 }

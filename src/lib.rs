@@ -13,3 +13,4 @@ pub mod edition;
 pub mod node;
 pub mod store;
 pub mod vault;
+pub mod web;

@@ -3,11 +3,6 @@
 use clap::Parser;
 use clavitor::cli::{Cli, Command, LogFormat};
 
-// glibc malloc showed up as ~12 % of a loaded server's profile (many small, short-lived
-// allocations across threads); mimalloc handles that pattern with far less contention.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging(cli.global.log_format);

@@ -278,3 +278,26 @@ fn health_reports_edition_and_shutdown_is_graceful() {
     let version = std::process::Command::new(common::BIN).arg("version").output().unwrap();
     assert!(String::from_utf8_lossy(&version.stdout).contains(expected));
 }
+
+#[test]
+fn a_flood_of_bad_tokens_is_throttled_but_valid_tokens_are_not() {
+    let v = Vault::new();
+    let s = v.serve();
+    let bad = format!("cvt_{}", "B".repeat(43));
+    let mut statuses = Vec::new();
+    for _ in 0..200 {
+        statuses.push(s.get("/api/entries", Some(&bad)).status);
+    }
+    assert!(statuses.iter().all(|s| *s == 401 || *s == 429), "{statuses:?}");
+    let throttled = statuses.iter().filter(|s| **s == 429).count();
+    assert!(throttled > 0, "no throttling after 200 failures");
+    let r = s.get("/api/entries", Some(&bad));
+    if r.status == 429 {
+        assert_eq!(r.json()["error"], "too_many_requests");
+    }
+    // The owner, from the same address, is not affected.
+    assert_eq!(s.get("/api/entries", Some(&v.owner)).status, 200);
+    // Throttled failures are not each written to the audit log.
+    let rows = v.audit_rows(true).iter().filter(|r| r["outcome"] == "unauthorized").count();
+    assert!(rows < 200, "{rows} audit rows for 200 failures");
+}

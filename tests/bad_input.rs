@@ -7,8 +7,25 @@ mod common;
 use common::{Vault, request};
 use serde_json::{Value, json};
 
-const ROUTES: &[&str] =
-    &["/healthz", "/api/entries", "/api/entries/1", "/api/search?q=a", "/api/ext/totp/1", "/api/agents", "/api/audit"];
+const ROUTES: &[&str] = &[
+    "/healthz",
+    "/api/entries",
+    "/api/entries/1",
+    "/api/search?q=a",
+    "/api/ext/totp/1",
+    "/api/agents",
+    "/api/audit",
+    // The WebAuthn-gated admin routes and their helpers (tests/webauthn.rs goes deeper).
+    "/api/entries/1/scopes",
+    "/api/agents/2",
+    "/api/webauthn/challenge",
+    "/api/passkeys",
+    "/api/passkeys/AAAA",
+    "/api/keyring",
+    "/api/setup/start",
+    "/api/setup/finish",
+    "/api/webauthn/info",
+];
 
 fn assert_4xx_json(what: &str, status: u16, body: &str) {
     assert!((400..500).contains(&status), "{what}: status {status}, body {body:?}");

@@ -22,6 +22,11 @@ cargo test
 step "tests: commercial edition"
 cargo test --features commercial
 
+# --- webauthn branch: the owner's pages in headless Chromium (tests/browser/run.sh) ---
+step "browser: setup link, passkey, L1/L2 entry, scoped agent (headless Chromium)"
+bash tests/browser/run.sh
+# --- end webauthn branch ---
+
 step "nix: parse, evaluate, secrets, deploy orchestration"
 cargo build --quiet
 CLAVITOR_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/clavitor" bash tests/nix/run.sh

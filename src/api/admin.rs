@@ -9,12 +9,12 @@ use serde_json::json;
 
 use super::{ApiError, Caller};
 use crate::audit::{Action, Outcome};
-use crate::auth::Role;
+use crate::auth::{Agent, Role};
 
 const MAX_AUDIT_PAGE: u32 = 1000;
 
 #[derive(Serialize)]
-struct AgentView {
+pub(super) struct AgentView {
     id: i64,
     name: String,
     scope: String,
@@ -25,7 +25,20 @@ struct AgentView {
     created_at: i64,
 }
 
-async fn admin_only(caller: &Caller, action: Action) -> Result<(), ApiError> {
+pub(super) fn agent_view(a: &Agent) -> AgentView {
+    AgentView {
+        id: a.id.0,
+        name: a.name.clone(),
+        scope: a.id.own_scope().as_str().to_owned(),
+        scopes: a.scopes.to_vec(),
+        all_access: a.all_access,
+        admin: a.admin,
+        role: a.role(),
+        created_at: a.created_at,
+    }
+}
+
+pub(super) async fn admin_only(caller: &Caller, action: Action) -> Result<(), ApiError> {
     if let Err(e) = caller.require_admin() {
         caller.principal.vault.audit(caller.event(action, Outcome::Denied)).await?;
         return Err(e);
@@ -36,20 +49,7 @@ async fn admin_only(caller: &Caller, action: Action) -> Result<(), ApiError> {
 pub async fn agents(caller: Caller) -> Result<Json<serde_json::Value>, ApiError> {
     admin_only(&caller, Action::AgentList).await?;
     let vault = &caller.principal.vault;
-    let agents: Vec<AgentView> = vault
-        .agents()
-        .iter()
-        .map(|a| AgentView {
-            id: a.id.0,
-            name: a.name.clone(),
-            scope: a.id.own_scope().as_str().to_owned(),
-            scopes: a.scopes.to_vec(),
-            all_access: a.all_access,
-            admin: a.admin,
-            role: a.role(),
-            created_at: a.created_at,
-        })
-        .collect();
+    let agents: Vec<AgentView> = vault.agents().iter().map(|a| agent_view(a)).collect();
     vault.audit(caller.event(Action::AgentList, Outcome::Ok)).await?;
     Ok(Json(json!({ "agents": agents })))
 }

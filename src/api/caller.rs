@@ -15,6 +15,8 @@ use crate::vault::Principal;
 
 pub struct Caller {
     pub principal: Principal,
+    /// The hash of the token presented, so a gated write can re-check it inside its transaction.
+    pub token: TokenHash,
     /// The peer's IP address, for audit rows.
     pub client: String,
 }
@@ -33,15 +35,16 @@ impl Caller {
     }
 }
 
-pub(crate) fn client_of(parts: &Parts) -> String {
-    parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string()).unwrap_or_default()
+fn peer_of(parts: &Parts) -> Option<std::net::IpAddr> {
+    parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())
 }
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let client = client_of(parts);
+        let peer = peer_of(parts);
+        let client = peer.map(|ip| ip.to_string()).unwrap_or_default();
         let presented = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
@@ -55,12 +58,15 @@ impl FromRequestParts<AppState> for Caller {
                     Some(principal) => {
                         // Node telemetry: this agent counts as an active session for 5 minutes.
                         crate::node::metrics().record_agent(principal.vault.id().as_str(), principal.agent.id.0);
-                        return Ok(Caller { principal, client });
+                        return Ok(Caller { principal, token: hash, client });
                     }
                     None => "unknown",
                 },
             },
         };
+        if !state.auth_throttle.allow_failure(peer) {
+            return Err(ApiError::TooManyRequests);
+        }
         let event = AuditEvent::new(Actor::Anonymous, Action::Authenticate, Outcome::Unauthorized)
             .client(client)
             .detail(reason);
@@ -73,5 +79,23 @@ impl FromRequestParts<AppState> for Caller {
             );
         }
         Err(ApiError::Unauthorized)
+    }
+}
+
+/// The peer's IP address for requests that carry no token (setup); never fails.
+pub struct ClientIp(pub Option<std::net::IpAddr>);
+
+impl ClientIp {
+    /// The address as audit rows record it.
+    pub fn text(&self) -> String {
+        self.0.map(|ip| ip.to_string()).unwrap_or_default()
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientIp(peer_of(parts)))
     }
 }

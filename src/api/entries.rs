@@ -21,7 +21,7 @@ const MAX_QUERY: usize = 256;
 const DEFAULT_LIMIT: usize = 50;
 const MAX_LIMIT: usize = 500;
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct EntrySummary<'a> {
     id: i64,
     uuid: &'a str,
@@ -51,8 +51,8 @@ impl<'a> EntrySummary<'a> {
     }
 }
 
-#[derive(Serialize)]
-struct EntryView<'a> {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct EntryView<'a> {
     #[serde(flatten)]
     summary: EntrySummary<'a>,
     fields: Vec<FieldView<'a>>,

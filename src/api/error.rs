@@ -18,12 +18,17 @@ pub enum ApiError {
     /// Also the answer for entries that exist but are outside the caller's scopes.
     #[error("not found")]
     NotFound,
+    /// No route matches the path (distinct from a missing entry, which says nothing more).
+    #[error("no such route")]
+    NoRoute,
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
     Unprocessable(String),
     #[error("{0}")]
     Conflict(String),
+    #[error("too many failed authentications from this address; slow down")]
+    TooManyRequests,
     /// The audit row could not be committed, so nothing was released.
     #[error("the audit log is unavailable; nothing was released")]
     AuditUnavailable,
@@ -36,10 +41,11 @@ impl ApiError {
         match self {
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
-            ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::NotFound | ApiError::NoRoute => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::TooManyRequests => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
             ApiError::AuditUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable"),
             ApiError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }

@@ -9,9 +9,13 @@ mod admin;
 mod caller;
 mod entries;
 mod error;
+pub mod openapi;
+mod setup;
+mod throttle;
+mod write;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
@@ -19,12 +23,15 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post, put};
 use serde_json::json;
 
 pub use caller::Caller;
 pub use error::ApiError;
+pub use throttle::AuthThrottle;
+pub use write::{ASSERTION_HEADER, CHALLENGE_HEADER};
 
+use crate::auth::webauthn::RelyingParty;
 use crate::vault::Node;
 
 /// Largest request body accepted anywhere. Admin writes (entries of up to 64 fields) fit easily.
@@ -34,17 +41,46 @@ pub const MAX_BODY: usize = 256 * 1024;
 pub struct AppState {
     pub node: Arc<Node>,
     pub started: Instant,
+    /// The WebAuthn relying party (`--rp-id`, `--origin`).
+    pub rp: Arc<RelyingParty>,
+    /// How long an operation-bound challenge stays valid (`--challenge-ttl-secs`).
+    pub challenge_ttl: Duration,
+    pub auth_throttle: Arc<AuthThrottle>,
+}
+
+impl AppState {
+    pub fn new(node: Arc<Node>, webauthn: crate::config::WebauthnConfig) -> Self {
+        Self {
+            node,
+            started: Instant::now(),
+            rp: Arc::new(webauthn.rp),
+            challenge_ttl: webauthn.challenge_ttl,
+            auth_throttle: Arc::new(AuthThrottle::default()),
+        }
+    }
 }
 
 pub fn router(state: AppState) -> Router {
     let shared = Router::new()
         .route("/healthz", get(health))
-        .route("/api/entries", get(entries::list))
-        .route("/api/entries/{id}", get(entries::get_one))
+        .route("/api/openapi.json", get(openapi::serve))
+        .route("/api/entries", get(entries::list).post(write::create_entry))
+        .route("/api/entries/{id}", get(entries::get_one).put(write::update_entry).delete(write::delete_entry))
+        .route("/api/entries/{id}/scopes", put(write::set_entry_scopes))
         .route("/api/search", get(entries::search))
         .route("/api/ext/totp/{id}", get(entries::totp))
-        .route("/api/agents", get(admin::agents))
-        .route("/api/audit", get(admin::audit));
+        .route("/api/agents", get(admin::agents).post(write::create_agent))
+        .route("/api/agents/{id}", put(write::update_agent).delete(write::delete_agent))
+        .route("/api/audit", get(admin::audit))
+        .route("/api/webauthn/challenge", post(write::challenge))
+        .route("/api/passkeys", get(write::passkeys).post(write::add_passkey))
+        .route("/api/passkeys/options", post(write::passkey_options))
+        .route("/api/passkeys/{id}", axum::routing::delete(write::remove_passkey))
+        .route("/api/keyring", get(write::keyring).put(write::set_keyring))
+        .route("/api/setup/start", post(setup::start))
+        .route("/api/setup/finish", post(setup::finish))
+        .route("/api/webauthn/info", get(setup::info))
+        .merge(crate::web::routes());
     // The edition adds its own routes and its handler for everything unmatched.
     crate::edition::current()
         .install_routes(shared)
@@ -66,7 +102,7 @@ async fn health(State(state): State<AppState>) -> impl IntoResponse {
 
 /// The plain answer for an unknown route.
 pub async fn not_found() -> ApiError {
-    ApiError::NotFound
+    ApiError::NoRoute
 }
 
 /// Security headers on everything, and a JSON body on every error that lacks one (axum's own

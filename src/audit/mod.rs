@@ -38,6 +38,17 @@ pub enum Action {
     AgentUpdate,
     AgentRevoke,
     VaultInit,
+    /// An operation-bound WebAuthn challenge was issued.
+    ChallengeIssue,
+    PasskeyList,
+    /// A registration ceremony for a further passkey was started.
+    PasskeyRegisterStart,
+    PasskeyAdd,
+    PasskeyRemove,
+    KeyringRead,
+    KeyringUpdate,
+    /// The one-time owner setup (code issued, passkey enrolled, owner created, or refused).
+    Setup,
 }
 
 impl Action {
@@ -57,6 +68,14 @@ impl Action {
             Action::AgentUpdate => "agent.update",
             Action::AgentRevoke => "agent.revoke",
             Action::VaultInit => "vault.init",
+            Action::ChallengeIssue => "webauthn.challenge",
+            Action::PasskeyList => "passkey.list",
+            Action::PasskeyRegisterStart => "passkey.register_start",
+            Action::PasskeyAdd => "passkey.add",
+            Action::PasskeyRemove => "passkey.remove",
+            Action::KeyringRead => "keyring.read",
+            Action::KeyringUpdate => "keyring.update",
+            Action::Setup => "setup",
         }
     }
 }

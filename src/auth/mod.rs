@@ -7,6 +7,7 @@
 
 mod scope;
 mod token;
+pub mod webauthn;
 
 pub use scope::{Scope, ScopeError, ScopeSet};
 pub use token::{NewToken, TokenError, TokenHash};

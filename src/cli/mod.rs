@@ -51,8 +51,8 @@ pub enum LogFormat {
 pub enum Command {
     /// Run the vault server (initialises an empty data dir first).
     Serve(ServeArgs),
-    /// Create the master key, the vault and the owner agent where missing.
-    Init,
+    /// Create the master key and the vault where missing; print a one-time owner setup link.
+    Init(InitArgs),
     /// Print the version and the edition.
     Version,
     /// Manage agents locally (break-glass; needs the data dir).
@@ -82,6 +82,14 @@ pub struct ServeArgs {
     /// Allow plain HTTP on a non-loopback address (only behind a TLS terminator you trust).
     #[arg(long, env = "CLAVITOR_ALLOW_PLAIN_HTTP")]
     pub allow_plain_http: bool,
+    /// WebAuthn relying party id: the origin's host or a parent domain of it.
+    #[arg(long, env = "CLAVITOR_RP_ID", default_value = "localhost")]
+    pub rp_id: String,
+    #[command(flatten)]
+    pub origin: OriginArg,
+    /// How long an operation-bound WebAuthn challenge stays valid, in seconds (1 to 300).
+    #[arg(long, env = "CLAVITOR_CHALLENGE_TTL_SECS", default_value_t = 60)]
+    pub challenge_ttl_secs: u64,
     /// Audit durability: `normal` survives the process dying (even SIGKILL) without an fsync per
     /// batch; `full` also survives a power cut, at the cost of an fsync per batch.
     #[arg(long, env = "CLAVITOR_AUDIT_SYNC", value_enum, default_value_t = AuditSyncArg::Normal)]
@@ -128,6 +136,19 @@ impl From<AuditSyncArg> for AuditSync {
             AuditSyncArg::Full => AuditSync::Full,
         }
     }
+}
+
+#[derive(Debug, Args)]
+pub struct OriginArg {
+    /// The origin the owner's pages are opened at (WebAuthn checks it), e.g. https://vault.example.com.
+    #[arg(long, env = "CLAVITOR_ORIGIN", default_value = "http://localhost:8080")]
+    pub origin: String,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    #[command(flatten)]
+    pub origin: OriginArg,
 }
 
 #[derive(Debug, Args)]

@@ -36,9 +36,14 @@ fn print_json(v: &serde_json::Value) {
 pub fn run_operator(global: &GlobalArgs, command: &Command) -> anyhow::Result<()> {
     let dir = data_dir(global);
     match command {
-        Command::Init => {
+        Command::Init(args) => {
+            // Checked like `serve` would, so the printed link is one the server will accept.
+            crate::auth::webauthn::RelyingParty::new(
+                url_host(&args.origin.origin).unwrap_or_default().as_str(),
+                &args.origin.origin,
+            )?;
             let report = dir.init()?;
-            super::serve::report_init(&dir, &report);
+            super::serve::report_init(&dir, &report, &args.origin.origin);
         }
         Command::Agent(cmd) => agent(&dir, cmd)?,
         Command::Entry(cmd) => entry(&dir, cmd)?,
@@ -49,6 +54,13 @@ pub fn run_operator(global: &GlobalArgs, command: &Command) -> anyhow::Result<()
         Command::Serve(_) | Command::Version => bail!("not an operator command"),
     }
     Ok(())
+}
+
+/// The host of an origin, e.g. `localhost` for `http://localhost:8080`.
+fn url_host(origin: &str) -> Option<String> {
+    let rest = origin.split_once("://")?.1;
+    let host = rest.split(['/', ':']).next()?;
+    (!host.is_empty()).then(|| host.to_owned())
 }
 
 fn agent(dir: &DataDir, cmd: &AgentCommand) -> anyhow::Result<()> {

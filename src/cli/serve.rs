@@ -2,18 +2,18 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::time::Instant;
 
 use anyhow::Context;
 
 use super::{GlobalArgs, ServeArgs};
 use crate::api::{AppState, router};
-use crate::config::Config;
+use crate::config::{Config, WebauthnConfig};
 use crate::vault::data_dir::{DataDir, InitReport};
 use crate::vault::{Node, data_dir};
 
-/// Prints what `init` did. The owner token goes to stdout exactly once, never to the logs.
-pub fn report_init(dir: &DataDir, report: &InitReport) {
+/// Prints what `init` did. The setup link goes to stdout only, never to the logs; its code is
+/// in the URL fragment, which browsers do not send to the server.
+pub fn report_init(dir: &DataDir, report: &InitReport, origin: &str) {
     let mut out = std::io::stdout().lock();
     if report.created_master_key {
         let _ = writeln!(
@@ -25,15 +25,20 @@ pub fn report_init(dir: &DataDir, report: &InitReport) {
     if report.created_vault {
         let _ = writeln!(out, "created vault {} in {}", report.vault_id, dir.root.display());
     }
-    match &report.owner_token {
-        Some(token) => {
-            let _ = writeln!(out, "created agent 1 \"Owner\" (all access, admin)");
-            let _ = writeln!(out, "owner token (shown once, store it now): {}", token.reveal());
+    let minutes = crate::vault::gate::SETUP_CODE_TTL.as_secs() / 60;
+    if let Some(code) = &report.setup_code {
+        if report.owner_exists {
+            let _ = writeln!(out, "{} is already initialised and has an owner", dir.root.display());
+            let _ = writeln!(out, "the vault has no passkey yet: open this link within {minutes} minutes (once) to");
+            let _ = writeln!(out, "enroll one, then sign in to the pages with your existing admin token:");
+        } else {
+            let _ =
+                writeln!(out, "the vault has no owner yet: open this link within {minutes} minutes (once) to enroll");
+            let _ = writeln!(out, "your passkey and receive the owner token:");
         }
-        None if !report.created_vault => {
-            let _ = writeln!(out, "{} is already initialised; nothing to do", dir.root.display());
-        }
-        None => {}
+        let _ = writeln!(out, "setup link: {}/setup#code={}", origin.trim_end_matches('/'), code.reveal());
+    } else if !report.created_vault {
+        let _ = writeln!(out, "{} is already initialised; nothing to do", dir.root.display());
     }
     let _ = out.flush();
 }
@@ -41,11 +46,12 @@ pub fn report_init(dir: &DataDir, report: &InitReport) {
 pub async fn serve(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<()> {
     let config =
         Config::new(global.data_dir.clone(), global.master_key_file.clone(), args.listen, args.allow_plain_http)?;
+    let webauthn = WebauthnConfig::new(&args.rp_id, &args.origin.origin, args.challenge_ttl_secs)?;
     let node_settings = args.node.settings()?;
     let dir = &config.data_dir;
     if dir.is_uninitialised() {
         let report = dir.init().context("first-run initialisation failed")?;
-        report_init(dir, &report);
+        report_init(dir, &report, &webauthn.rp.origin());
     }
     if data_dir::is_group_or_world_accessible(&dir.root) {
         tracing::warn!(path = %dir.root.display(), "data dir is accessible to group or others; chmod 700 it");
@@ -57,7 +63,14 @@ pub async fn serve(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<()> 
         tracing::warn!(error = %e, "cannot raise the open-file limit");
     }
     let node = Node::start(dir, edition.max_vaults(), args.audit_sync.into()).context("cannot open the vault")?;
+    if node.vaults().iter().any(|v| v.awaiting_setup()) {
+        let _ = writeln!(
+            std::io::stdout().lock(),
+            "a vault has no owner yet: open the setup link `clavitor init` printed (run it again for a fresh one)"
+        );
+    }
     let watcher = node.spawn_watcher().context("cannot start the change watcher")?;
+    let checkpointer = node.spawn_checkpointer().context("cannot start WAL checkpoints")?;
     // Take over SIGINT/SIGTERM before anyone can see the address: axum polls the shutdown future
     // in a task of its own, so registering there left a moment in which SIGTERM still killed the
     // process outright instead of shutting it down gracefully.
@@ -73,7 +86,8 @@ pub async fn serve(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<()> 
         let _ = out.flush();
     }
     tracing::info!(%local, edition = edition.name(), "serving");
-    let app = router(AppState { node: node.clone(), started: Instant::now() });
+    tracing::info!(rp_id = webauthn.rp.rp_id(), origin = %webauthn.rp.origin(), "WebAuthn relying party");
+    let app = router(AppState::new(node.clone(), webauthn));
     // The node room: TLS listeners beside the plain one, integrity checks, Kuma and HQ reports.
     let tls = crate::node::tls::start(&node_settings.tls, dir, app.clone()).context("cannot start TLS")?;
     for (kind, addr) in &tls.bound {
@@ -90,6 +104,7 @@ pub async fn serve(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<()> 
     tls.wait().await;
     node.stop();
     let _ = watcher.join();
+    let _ = checkpointer.join();
     tracing::info!("stopped");
     Ok(())
 }

@@ -97,6 +97,9 @@ impl AuditStore {
         if sync == AuditSync::Normal {
             conn.pragma_update(None, "synchronous", "NORMAL").ctx(path)?;
         }
+        // Checkpoints would otherwise run inside whichever audit commit crosses the threshold,
+        // stalling every request waiting on that batch; a [`Checkpointer`] runs them instead.
+        conn.pragma_update(None, "wal_autocheckpoint", 0).ctx(path)?;
         Ok(Self { conn, path: path.to_owned() })
     }
 

@@ -108,6 +108,22 @@ const VAULT: &[&str] = &[
          detail    TEXT NOT NULL DEFAULT ''
      );
      INSERT INTO meta (key, value) VALUES ('change_seq', '0');",
+    // 2: operation-bound WebAuthn challenges (what they authorise, for whom, the ceremony
+    // state), passkey names, one-time owner setup codes.
+    "ALTER TABLE webauthn_credentials ADD COLUMN name TEXT NOT NULL DEFAULT '';
+     ALTER TABLE webauthn_challenges ADD COLUMN purpose TEXT NOT NULL DEFAULT 'operation';
+     ALTER TABLE webauthn_challenges ADD COLUMN agent_id INTEGER;
+     ALTER TABLE webauthn_challenges ADD COLUMN method TEXT NOT NULL DEFAULT '';
+     ALTER TABLE webauthn_challenges ADD COLUMN path TEXT NOT NULL DEFAULT '';
+     ALTER TABLE webauthn_challenges ADD COLUMN body_sha256 TEXT NOT NULL DEFAULT '';
+     ALTER TABLE webauthn_challenges ADD COLUMN state TEXT NOT NULL DEFAULT '';
+     CREATE INDEX webauthn_challenges_expiry ON webauthn_challenges(expires_at);
+     CREATE TABLE setup_codes (
+         code_hash  TEXT PRIMARY KEY,
+         created_at INTEGER NOT NULL,
+         expires_at INTEGER NOT NULL,
+         used_at    INTEGER
+     );",
 ];
 
 /// Brings the file up to this build's schema, or refuses a file from a newer build.
@@ -116,9 +132,6 @@ pub(crate) fn migrate(conn: &mut Connection, path: &Path, schema: Schema) -> Res
     let known = steps.len() as i64;
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).ctx(path)?;
     let current: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0)).ctx(path)?;
-    if current > known {
-        return Err(StoreError::TooNew { path: path.to_owned(), found: current, known });
-    }
     if current > 0 {
         let kind: Option<String> = tx
             .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| r.get(0))
@@ -129,6 +142,10 @@ pub(crate) fn migrate(conn: &mut Connection, path: &Path, schema: Schema) -> Res
         if kind != schema.name() {
             return Err(StoreError::WrongKind { path: path.to_owned(), expected: schema.name(), found: kind });
         }
+    }
+    // Checked after the kind: the two kinds have different numbers of migrations.
+    if current > known {
+        return Err(StoreError::TooNew { path: path.to_owned(), found: current, known });
     }
     for (index, sql) in steps.iter().enumerate().skip(current as usize) {
         tx.execute_batch(sql).ctx(path)?;

@@ -6,17 +6,46 @@
 //! replication and bumps its version; deletes are tombstones; the last admin agent can be
 //! neither deleted nor demoted; every change writes its audit row in the same transaction.
 
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
 
-use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, Savepoint, Transaction, TransactionBehavior, params};
 
 use super::audit_sql::{self, AuditRecord, AuditRow};
 use super::migrations::{Schema, migrate};
 use super::{Ctx, StoreError};
 
 pub struct VaultDb {
-    conn: Connection,
-    path: PathBuf,
+    pub(super) conn: Connection,
+    pub(super) path: PathBuf,
+    /// True while [`VaultDb::atomically`] holds an open transaction: writes then nest as savepoints.
+    outer: bool,
+}
+
+/// A write in progress: its own IMMEDIATE transaction, or a savepoint inside
+/// [`VaultDb::atomically`]. Either way it rolls back on drop unless committed.
+pub(super) enum WriteTx<'a> {
+    Tx(Transaction<'a>),
+    Sp(Savepoint<'a>),
+}
+
+impl WriteTx<'_> {
+    pub(super) fn commit(self) -> rusqlite::Result<()> {
+        match self {
+            WriteTx::Tx(t) => t.commit(),
+            WriteTx::Sp(s) => s.commit(),
+        }
+    }
+}
+
+impl Deref for WriteTx<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        match self {
+            WriteTx::Tx(t) => t,
+            WriteTx::Sp(s) => s,
+        }
+    }
 }
 
 /// An entry row exactly as stored: metadata in the clear, the payload sealed.
@@ -98,19 +127,63 @@ impl VaultDb {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let mut conn = super::open_connection(path)?;
         migrate(&mut conn, path, Schema::Vault)?;
-        Ok(Self { conn, path: path.to_owned() })
+        Ok(Self { conn, path: path.to_owned(), outer: false })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    /// Returns page cache memory to the allocator (after a bulk read such as the first load).
+    pub fn shrink_memory(&self) -> Result<(), StoreError> {
+        self.conn.execute_batch("PRAGMA shrink_memory").ctx(&self.path)
+    }
+
     pub fn data_version(&self) -> Result<i64, StoreError> {
         super::data_version(&self.conn, &self.path)
     }
 
-    fn write_tx(&mut self) -> Result<Transaction<'_>, StoreError> {
-        self.conn.transaction_with_behavior(TransactionBehavior::Immediate).ctx(&self.path)
+    pub(super) fn write_tx(&mut self) -> Result<WriteTx<'_>, StoreError> {
+        if self.outer {
+            return self.conn.savepoint().map(WriteTx::Sp).ctx(&self.path);
+        }
+        self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map(WriteTx::Tx).ctx(&self.path)
+    }
+
+    /// Runs `f` in one IMMEDIATE transaction: every write it makes through this `VaultDb`
+    /// becomes a savepoint inside it. Commits when `f` returns `Ok` (callers that must persist
+    /// part of a refused request, such as a consumed challenge and its audit row, return `Ok`
+    /// carrying the refusal), rolls everything back on `Err`. Must not be nested.
+    pub fn atomically<T, E: From<StoreError>>(&mut self, f: impl FnOnce(&mut Self) -> Result<T, E>) -> Result<T, E> {
+        if self.outer {
+            return Err(StoreError::Conflict("nested vault transaction".into()).into());
+        }
+        self.conn.execute_batch("BEGIN IMMEDIATE").ctx(&self.path)?;
+        self.outer = true;
+        // A panic inside must not leave the transaction open (every later write would nest in
+        // it and never commit): roll back, then let the panic go on.
+        let out = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(self))) {
+            Ok(out) => out,
+            Err(panic) => {
+                self.outer = false;
+                let _ = self.conn.execute_batch("ROLLBACK");
+                std::panic::resume_unwind(panic);
+            }
+        };
+        self.outer = false;
+        match out {
+            Ok(v) => match self.conn.execute_batch("COMMIT").ctx(&self.path) {
+                Ok(()) => Ok(v),
+                Err(e) => {
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                    Err(e.into())
+                }
+            },
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                Err(e)
+            }
+        }
     }
 
     pub fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
@@ -343,11 +416,11 @@ impl VaultDb {
     }
 }
 
-fn other_admins(tx: &Transaction<'_>, path: &Path, id: i64) -> Result<i64, StoreError> {
+fn other_admins(tx: &Connection, path: &Path, id: i64) -> Result<i64, StoreError> {
     tx.query_row("SELECT count(*) FROM agents WHERE admin = 1 AND id != ?1", [id], |r| r.get(0)).ctx(path)
 }
 
-fn bump_seq(tx: &Transaction<'_>, path: &Path) -> Result<i64, StoreError> {
+fn bump_seq(tx: &Connection, path: &Path) -> Result<i64, StoreError> {
     let v: String = tx
         .query_row(
             "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'change_seq' RETURNING value",

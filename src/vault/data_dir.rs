@@ -7,9 +7,9 @@ use std::fs;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use super::{VaultError, VaultId, ops};
+use super::gate::{self, SetupCode};
+use super::{VaultError, VaultId};
 use crate::audit::{Action, Actor, AuditEvent, Outcome};
-use crate::auth::NewToken;
 use crate::crypto::{DataKey, MasterKey};
 use crate::store::node_db::{NodeDb, VaultRegistration};
 use crate::store::vault_db::VaultDb;
@@ -25,8 +25,11 @@ pub struct InitReport {
     pub created_master_key: bool,
     pub vault_id: VaultId,
     pub created_vault: bool,
-    /// The owner's token, present only when the owner agent was created just now.
-    pub owner_token: Option<NewToken>,
+    /// True if the vault already has agents (e.g. an owner made with `agent add --admin`).
+    pub owner_exists: bool,
+    /// A fresh one-time setup code, present while the vault has no passkey: its link enrolls
+    /// the first passkey and, if the vault has no agent yet, creates the owner (`vault::gate`).
+    pub setup_code: Option<SetupCode>,
 }
 
 /// A vault file opened with its data key.
@@ -72,7 +75,8 @@ impl DataDir {
         Ok(MasterKey::load(&self.master_key_file)?)
     }
 
-    /// Creates whatever is missing: directories, master key, node.db, the vault, the owner.
+    /// Creates whatever is missing: directories, master key, node.db, the vault; and, while the
+    /// vault has no passkey, a new one-time setup code (replacing an unused one).
     pub fn init(&self) -> Result<InitReport, VaultError> {
         self.ensure_dirs()?;
         let (master, created_master_key) = if self.master_key_file.exists() {
@@ -106,14 +110,14 @@ impl DataDir {
             }
         };
         let mut open = self.open_vault(&master, &vault_id)?;
-        let owner_token = if open.db.agents()?.is_empty() {
+        if created_vault {
             let event = AuditEvent::new(Actor::LocalOperator, Action::VaultInit, Outcome::Ok).client("local");
-            let (_, token) = ops::add_agent(&mut open.db, "Owner", &[], true, true, &event)?;
-            Some(token)
-        } else {
-            None
-        };
-        Ok(InitReport { created_master_key, vault_id, created_vault, owner_token })
+            open.db.append_audit(&event.record())?;
+        }
+        let owner_exists = !open.db.agents()?.is_empty();
+        let setup_code =
+            if open.db.credentials()?.is_empty() { Some(gate::issue_setup_code(&mut open.db)?) } else { None };
+        Ok(InitReport { created_master_key, vault_id, created_vault, owner_exists, setup_code })
     }
 
     /// Registered vault ids, in creation order.

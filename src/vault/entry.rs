@@ -27,7 +27,7 @@ fn invalid(msg: impl Into<String>) -> EntryError {
     EntryError::Invalid(msg.into())
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum FieldKind {
     Text,
@@ -37,7 +37,7 @@ pub enum FieldKind {
     Note,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Tier {
     #[default]
@@ -45,7 +45,7 @@ pub enum Tier {
     L2,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Field {
     pub name: String,
@@ -72,8 +72,8 @@ fn default_type() -> String {
     "login".to_owned()
 }
 
-/// An entry as submitted by an operator or (later) the owner's pages: data plus scopes.
-#[derive(Debug, Clone, Deserialize)]
+/// An entry as submitted by the operator CLI or the admin API: data plus scopes.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EntryInput {
     pub title: String,
@@ -160,7 +160,7 @@ impl Field {
 
 /// A field as an agent receives it: L1 value in the clear, L2 as ciphertext. TOTP seeds are
 /// never handed out; the agent asks `/api/ext/totp/{id}` for the current code instead.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct FieldView<'a> {
     pub name: &'a str,
     pub kind: FieldKind,

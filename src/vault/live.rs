@@ -23,6 +23,10 @@ use crate::store::vault_db::VaultDb;
 use crate::store::{AuditRow, AuditSync};
 
 pub const WATCH_INTERVAL: Duration = Duration::from_millis(200);
+/// How often the WAL of each file is checkpointed (audit connections do not do it themselves).
+pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+/// Expired WebAuthn challenges are swept every this many watcher ticks (10 s).
+const SWEEP_EVERY: u64 = 50;
 
 /// An entry's metadata, decrypted once, plus its still-sealed payload.
 #[derive(Debug)]
@@ -81,6 +85,8 @@ impl LiveVault {
             snapshot: RwLock::new(Snapshot { seq: -1, ..Snapshot::default() }),
         };
         vault.refresh()?;
+        // The first load read every row; the server answers from memory from now on.
+        vault.db().shrink_memory()?;
         Ok(vault)
     }
 
@@ -88,7 +94,11 @@ impl LiveVault {
         &self.id
     }
 
-    fn db(&self) -> std::sync::MutexGuard<'_, VaultDb> {
+    pub(super) fn key(&self) -> &DataKey {
+        &self.key
+    }
+
+    pub(super) fn db(&self) -> std::sync::MutexGuard<'_, VaultDb> {
         // A panic while holding the lock cannot leave the connection half-written (SQLite rolls
         // back an open transaction on drop), so a poisoned lock is safe to keep using.
         self.db.lock().unwrap_or_else(|p| p.into_inner())
@@ -222,6 +232,31 @@ impl LiveVault {
         self.audit.commit(event).await
     }
 
+    /// The registered passkeys (rows as stored: id, name, counter, the public passkey JSON).
+    pub fn passkeys(&self) -> Result<Vec<crate::store::webauthn_db::CredentialRow>, VaultError> {
+        Ok(self.db().credentials()?)
+    }
+
+    /// The owner's wrapped L2 keyring, if one was stored.
+    pub fn keyring(&self) -> Result<Option<serde_json::Value>, VaultError> {
+        match self.db().meta("l2_keyring")? {
+            None => Ok(None),
+            Some(text) => serde_json::from_str(&text)
+                .map(Some)
+                .map_err(|_| VaultError::Corrupt("the stored L2 keyring is not JSON".into())),
+        }
+    }
+
+    /// Deletes expired WebAuthn challenges (also done whenever a new one is stored).
+    pub fn sweep_challenges(&self) -> Result<usize, VaultError> {
+        Ok(self.db().sweep_challenges(crate::store::now_ms())?)
+    }
+
+    /// True while the vault has no agent: the owner's setup has not happened yet.
+    pub fn awaiting_setup(&self) -> bool {
+        self.read().agents.is_empty()
+    }
+
     pub fn audit_page(&self, before: Option<i64>, limit: u32) -> Result<Vec<AuditRow>, VaultError> {
         Ok(self.db().audit(before, limit)?)
     }
@@ -251,6 +286,7 @@ pub struct Principal {
 /// Every vault this node serves, the token index over all of them, and the node-level audit.
 pub struct Node {
     vaults: Vec<Arc<LiveVault>>,
+    files: Vec<std::path::PathBuf>,
     tokens: RwLock<HashMap<TokenHash, Principal>>,
     node_audit: AuditWriter,
     stop: Arc<AtomicBool>,
@@ -275,8 +311,11 @@ impl Node {
             .map(|id| LiveVault::open(dir, &master, id, sync).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
         let (node_audit, _thread) = AuditWriter::start(&dir.node_db_path(), sync)?;
+        let mut files: Vec<std::path::PathBuf> = ids.iter().map(|id| dir.vault_path(id)).collect();
+        files.push(dir.node_db_path());
         let node = Arc::new(Self {
             vaults,
+            files,
             tokens: RwLock::new(HashMap::new()),
             node_audit,
             stop: Arc::new(AtomicBool::new(false)),
@@ -289,7 +328,8 @@ impl Node {
         &self.vaults
     }
 
-    fn rebuild_index(&self) {
+    /// Rebuilds the token index from the vaults' current agents (after an API change to agents).
+    pub fn rebuild_index(&self) {
         let mut index = HashMap::new();
         for vault in &self.vaults {
             for (hash, agent) in vault.read().agents.iter() {
@@ -331,8 +371,17 @@ impl Node {
         let node = Arc::clone(self);
         std::thread::Builder::new().name("vault-watch".into()).spawn(move || {
             let mut failing = false;
+            let mut ticks: u64 = 0;
             while !node.stop.load(Ordering::Relaxed) {
                 std::thread::sleep(WATCH_INTERVAL);
+                ticks = ticks.wrapping_add(1);
+                if ticks.is_multiple_of(SWEEP_EVERY) {
+                    for vault in &node.vaults {
+                        if let Err(e) = vault.sweep_challenges() {
+                            tracing::warn!(error = %e, "cannot sweep expired WebAuthn challenges");
+                        }
+                    }
+                }
                 match node.refresh() {
                     Ok(()) => failing = false,
                     Err(e) => {
@@ -349,6 +398,34 @@ impl Node {
                 }
             }
         })
+    }
+
+    /// Starts the thread that checkpoints every file's WAL; stops with [`Node::stop`].
+    pub fn spawn_checkpointer(self: &Arc<Self>) -> Result<JoinHandle<()>, VaultError> {
+        let node = Arc::clone(self);
+        let checkpointer = crate::store::Checkpointer::open(&self.files)?;
+        std::thread::Builder::new()
+            .name("wal-checkpoint".into())
+            .spawn(move || {
+                let mut failing = false;
+                while !node.stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(CHECKPOINT_INTERVAL);
+                    match checkpointer.run() {
+                        Ok(()) => failing = false,
+                        Err(e) => {
+                            if !failing {
+                                crate::edition::alert(
+                                    "wal_checkpoint_failed",
+                                    "cannot checkpoint a database WAL",
+                                    &[("error", e.to_string())],
+                                );
+                            }
+                            failing = true;
+                        }
+                    }
+                }
+            })
+            .map_err(|e| VaultError::Setup(format!("cannot start the checkpoint thread: {e}")))
     }
 
     pub fn stop(&self) {

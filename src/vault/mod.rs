@@ -8,6 +8,7 @@
 
 pub mod data_dir;
 pub mod entry;
+pub mod gate;
 pub mod live;
 pub mod ops;
 pub mod totp;

@@ -5,9 +5,11 @@
 //! token plus a WebAuthn assertion) and pass the matching [`AuditEvent`].
 
 use crate::audit::AuditEvent;
+use crate::auth::webauthn::{CredentialId, StoredPasskey};
 use crate::auth::{Agent, AgentId, NewToken, ScopeSet};
 use crate::crypto::DataKey;
 use crate::store::vault_db::{AgentChange, AgentRow, EntryRow, NewAgent, VaultDb};
+use crate::store::webauthn_db::CredentialRow;
 
 use super::entry::{EntryData, EntryInput};
 use super::{VaultError, VaultId};
@@ -184,4 +186,71 @@ pub fn agent_from_row(row: &AgentRow) -> Result<Agent, VaultError> {
         admin: row.admin,
         created_at: row.created_at,
     })
+}
+
+/// Replaces only an entry's scopes (the sealed content is re-sealed unchanged).
+pub fn set_entry_scopes(
+    db: &mut VaultDb,
+    vault: &VaultId,
+    key: &DataKey,
+    id: i64,
+    scopes: &[String],
+    event: &AuditEvent,
+) -> Result<i64, VaultError> {
+    let scopes = ScopeSet::from_strs(scopes.iter().map(String::as_str))?;
+    let row = db.entry(id)?.filter(|r| !r.deleted).ok_or(VaultError::NotFound)?;
+    let data = open_entry(vault, key, &row)?;
+    let sealed = seal(vault, key, &row.uuid, &data)?;
+    db.update_entry(id, &scopes.to_db(), &sealed, None, now(), &event.record()).map_err(VaultError::from_store)
+}
+
+pub const MAX_PASSKEY_NAME: usize = 64;
+
+/// The registered passkeys, parsed.
+pub fn passkeys(db: &VaultDb) -> Result<Vec<(CredentialRow, StoredPasskey)>, VaultError> {
+    db.credentials()?
+        .into_iter()
+        .map(|row| {
+            let pk = StoredPasskey::from_stored(&row.passkey, row.sign_count)
+                .map_err(|_| VaultError::Corrupt(format!("passkey {} is unreadable", row.id)))?;
+            Ok((row, pk))
+        })
+        .collect()
+}
+
+/// Stores a newly verified passkey.
+pub fn add_passkey(
+    db: &mut VaultDb,
+    passkey: &StoredPasskey,
+    name: &str,
+    event: &AuditEvent,
+) -> Result<CredentialId, VaultError> {
+    if name.chars().count() > MAX_PASSKEY_NAME || name.chars().any(char::is_control) {
+        return Err(VaultError::Invalid(format!("passkey name must be at most {MAX_PASSKEY_NAME} characters")));
+    }
+    let id = passkey.id();
+    let row = CredentialRow {
+        id: id.as_str().to_owned(),
+        passkey: passkey.to_stored().map_err(|e| VaultError::Invalid(e.to_string()))?,
+        sign_count: passkey.sign_count,
+        name: name.to_owned(),
+        created_at: now(),
+    };
+    db.insert_credential(&row, &event.record()).map_err(VaultError::from_store)?;
+    Ok(id)
+}
+
+/// Removes a passkey (never the last one).
+pub fn remove_passkey(db: &mut VaultDb, id: &CredentialId, event: &AuditEvent) -> Result<(), VaultError> {
+    db.delete_credential(id.as_str(), &event.record()).map_err(VaultError::from_store)
+}
+
+/// Stores the owner's wrapped L2 keyring: JSON the browser made, opaque to the server (it holds
+/// only wrapped keys and the public parameters to unwrap them).
+pub fn set_keyring(db: &mut VaultDb, keyring: &serde_json::Value, event: &AuditEvent) -> Result<(), VaultError> {
+    let text = keyring.to_string();
+    if !keyring.is_object() || text.len() > crate::store::webauthn_db::MAX_KEYRING {
+        return Err(VaultError::Invalid("the keyring must be a JSON object of at most 16 KiB".into()));
+    }
+    db.set_keyring(&text, &event.record()).map_err(VaultError::from_store)
 }

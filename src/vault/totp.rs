@@ -11,7 +11,7 @@ pub enum TotpError {
 }
 
 /// A code and how long it stays valid.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct TotpCode {
     pub code: String,
     pub period: u64,

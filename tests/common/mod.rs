@@ -17,15 +17,29 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_clavitor");
 pub struct Vault {
     pub tmp: tempfile::TempDir,
     pub owner: String,
+    /// The one-time setup code `init` printed (used up once the owner exists).
+    pub setup_code: String,
 }
 
 impl Vault {
+    /// `init`, then the owner (agent 1, all access, admin) through the documented break-glass
+    /// path `clavitor agent add --name Owner --all-access --admin` (no passkey enrolled).
     pub fn new() -> Self {
+        let v = Self::uninitialised_owner();
+        let (id, owner) = v.add_agent("Owner", &["--all-access", "--admin"]);
+        assert_eq!(id, 1, "the owner is agent 1");
+        Vault { owner, ..v }
+    }
+
+    /// `init` only: the vault waits for its owner's setup (the link's code is `setup_code`).
+    pub fn uninitialised_owner() -> Self {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let mut v = Vault { tmp, owner: String::new() };
+        let mut v = Vault { tmp, owner: String::new(), setup_code: String::new() };
         let out = v.cli(&["init"]);
         assert!(out.status.success(), "init failed: {}", String::from_utf8_lossy(&out.stderr));
-        v.owner = token_in(&String::from_utf8_lossy(&out.stdout)).expect("init prints the owner token");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(token_in(&stdout).is_none(), "init prints no token: {stdout}");
+        v.setup_code = setup_code_in(&stdout).expect("init prints a setup link");
         v
     }
 
@@ -92,6 +106,12 @@ impl Vault {
     pub fn serve(&self) -> Server {
         Server::start(&self.dir(), &[])
     }
+}
+
+/// The code of a `…/setup#code=…` link.
+pub fn setup_code_in(text: &str) -> Option<String> {
+    let start = text.find("/setup#code=")? + "/setup#code=".len();
+    Some(text[start..].chars().take_while(|c| c.is_ascii_hexdigit()).collect())
 }
 
 pub fn token_in(text: &str) -> Option<String> {
@@ -240,13 +260,38 @@ pub fn client() -> ureq::Agent {
 }
 
 pub fn request(url: &str, method: &str, token: Option<&str>, body: Option<&[u8]>) -> Resp {
+    request_with(url, method, token, &[], body)
+}
+
+pub fn request_with(
+    url: &str,
+    method: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Resp {
+    try_request(url, method, token, headers, body).expect("HTTP request")
+}
+
+/// Like [`request_with`], but a connection the server closed early (e.g. a 405 sent before a
+/// large body was read) is `None` rather than a panic.
+pub fn try_request(
+    url: &str,
+    method: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Option<Resp> {
     let agent = client();
     let mut builder = ureq::http::Request::builder().method(method).uri(url);
     if let Some(t) = token {
         builder = builder.header("Authorization", format!("Bearer {t}"));
     }
+    for (k, v) in headers {
+        builder = builder.header(*k, *v);
+    }
     let req = builder.body(body.map(<[u8]>::to_vec).unwrap_or_default()).expect("request");
-    let mut resp = agent.run(req).expect("HTTP request");
+    let mut resp = agent.run(req).ok()?;
     let status = resp.status().as_u16();
     let headers = resp
         .headers()
@@ -254,7 +299,7 @@ pub fn request(url: &str, method: &str, token: Option<&str>, body: Option<&[u8]>
         .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or_default().to_owned()))
         .collect();
     let body = resp.body_mut().read_to_string().unwrap_or_default();
-    Resp { status, headers, body }
+    Some(Resp { status, headers, body })
 }
 
 /// Waits (bounded) until `f` holds; the server picks up CLI changes within a fraction of a second.

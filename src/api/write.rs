@@ -1,0 +1,346 @@
+//! Admin writes, each behind the WebAuthn gate: entries, agents, passkeys, the L2 keyring; and
+//! the two ungated admin calls that prepare them (a challenge, a passkey registration).
+//!
+//! A write's body is parsed first (bad input is a 400/422 that consumes nothing), then
+//! `vault::gate` checks the bearer, the challenge named by `X-WebAuthn-Challenge` and the
+//! assertion in `X-WebAuthn-Assertion` against this exact method, path and body, and runs the
+//! change in the same transaction. Every refusal is a 403 with an audit row. Handlers hold no SQL.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Path, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use super::admin::{admin_only, agent_view};
+use super::{ApiError, AppState, Caller};
+use crate::audit::{Action, AuditEvent, Outcome};
+use crate::auth::AgentId;
+use crate::auth::webauthn::{CredentialId, Operation};
+use crate::crypto::DataKey;
+use crate::store::vault_db::VaultDb;
+use crate::vault::entry::EntryInput;
+use crate::vault::gate::{Denial, Presented};
+use crate::vault::{VaultError, VaultId, gate, ops};
+
+pub const CHALLENGE_HEADER: &str = "x-webauthn-challenge";
+pub const ASSERTION_HEADER: &str = "x-webauthn-assertion";
+
+fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        let msg = match e.classify() {
+            serde_json::error::Category::Data => "the JSON does not have the expected shape",
+            _ => "the body is not valid JSON",
+        };
+        ApiError::BadRequest(msg.into())
+    })
+}
+
+fn parse_positive(raw: &str, what: &str) -> Result<i64, ApiError> {
+    raw.parse::<i64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| ApiError::BadRequest(format!("{what} must be a positive integer")))
+}
+
+/// A header's text; a header that is not visible ASCII counts as present but unusable.
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).map(|v| v.to_str().unwrap_or(""))
+}
+
+/// A write as the gate sees it: the exact method, path and body bytes, and the headers that
+/// carry the challenge id and the assertion.
+pub struct Signed {
+    method: String,
+    path: String,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl<S: Send + Sync> FromRequest<S> for Signed {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let method = req.method().as_str().to_owned();
+        let path = req.uri().path().to_owned();
+        let headers = req.headers().clone();
+        let body = Bytes::from_request(req, state).await.map_err(IntoResponse::into_response)?;
+        Ok(Self { method, path, headers, body })
+    }
+}
+
+/// Runs `change` behind the gate. `event` says what is attempted (its outcome is set here).
+async fn gated<T>(
+    state: &AppState,
+    caller: &Caller,
+    event: AuditEvent,
+    req: &Signed,
+    change: impl FnOnce(&mut VaultDb, &VaultId, &DataKey) -> Result<T, VaultError>,
+) -> Result<T, ApiError> {
+    let presented = Presented {
+        agent: &caller.principal.agent,
+        token: &caller.token,
+        challenge: header(&req.headers, CHALLENGE_HEADER),
+        assertion: header(&req.headers, ASSERTION_HEADER),
+        operation: Operation::of_request(&req.method, &req.path, &req.body),
+    };
+    let vault = &caller.principal.vault;
+    match vault.authorized(&state.rp, &presented, &event, change)? {
+        Err(denial) => Err(denied(&denial)),
+        Ok(Err(e)) => {
+            let code = match &e {
+                VaultError::NotFound => "not_found",
+                VaultError::Conflict(_) => "conflict",
+                _ => "invalid",
+            };
+            vault.audit(AuditEvent { outcome: Outcome::Failed, ..event }.detail(code)).await?;
+            Err(e.into())
+        }
+        Ok(Ok(v)) => {
+            state.node.rebuild_index();
+            Ok(v)
+        }
+    }
+}
+
+fn denied(d: &Denial) -> ApiError {
+    ApiError::Forbidden(format!("this change needs a valid WebAuthn assertion for exactly this request ({})", d.code()))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChallengeRequest {
+    method: String,
+    path: String,
+    body_sha256: String,
+}
+
+/// `POST /api/webauthn/challenge`: an admin asks for a challenge bound to one operation.
+pub async fn challenge(State(state): State<AppState>, caller: Caller, body: Bytes) -> Result<Response, ApiError> {
+    admin_only(&caller, Action::ChallengeIssue).await?;
+    let req: ChallengeRequest = parse_body(&body)?;
+    let op =
+        Operation::new(&req.method, &req.path, &req.body_sha256).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let vault = &caller.principal.vault;
+    let (id, options, expires_at) =
+        vault.issue_challenge(&state.rp, &caller.principal.agent, &op, state.challenge_ttl)?;
+    vault.audit(caller.event(Action::ChallengeIssue, Outcome::Ok).detail(op.method().to_owned())).await?;
+    Ok(Json(json!({"challenge_id": id.as_str(), "expires_at": expires_at, "options": options})).into_response())
+}
+
+pub async fn create_entry(State(state): State<AppState>, caller: Caller, signed: Signed) -> Result<Response, ApiError> {
+    let input: EntryInput = parse_body(&signed.body)?;
+    let event = caller.event(Action::EntryCreate, Outcome::Ok);
+    let ev = event.clone();
+    let id = gated(&state, &caller, event, &signed, move |db, v, k| ops::add_entry(db, v, k, input, &ev)).await?;
+    Ok((StatusCode::CREATED, Json(json!({"id": id}))).into_response())
+}
+
+pub async fn update_entry(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(raw): Path<String>,
+    signed: Signed,
+) -> Result<Response, ApiError> {
+    let id = parse_positive(&raw, "entry id")?;
+    let input: EntryInput = parse_body(&signed.body)?;
+    let event = caller.event(Action::EntryUpdate, Outcome::Ok).entry(id);
+    let ev = event.clone();
+    let version =
+        gated(&state, &caller, event, &signed, move |db, v, k| ops::update_entry(db, v, k, id, input, None, &ev))
+            .await?;
+    Ok(Json(json!({"id": id, "version": version})).into_response())
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScopesRequest {
+    scopes: Vec<String>,
+}
+
+pub async fn set_entry_scopes(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(raw): Path<String>,
+    signed: Signed,
+) -> Result<Response, ApiError> {
+    let id = parse_positive(&raw, "entry id")?;
+    let req: ScopesRequest = parse_body(&signed.body)?;
+    let event = caller.event(Action::EntryUpdate, Outcome::Ok).entry(id).detail("scopes");
+    let ev = event.clone();
+    let version =
+        gated(&state, &caller, event, &signed, move |db, v, k| ops::set_entry_scopes(db, v, k, id, &req.scopes, &ev))
+            .await?;
+    Ok(Json(json!({"id": id, "version": version})).into_response())
+}
+
+pub async fn delete_entry(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(raw): Path<String>,
+    signed: Signed,
+) -> Result<Response, ApiError> {
+    let id = parse_positive(&raw, "entry id")?;
+    let event = caller.event(Action::EntryDelete, Outcome::Ok).entry(id);
+    let ev = event.clone();
+    gated(&state, &caller, event, &signed, move |db, _, _| ops::delete_entry(db, id, &ev)).await?;
+    Ok(Json(json!({"deleted": id})).into_response())
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewAgentRequest {
+    name: String,
+    #[serde(default)]
+    scopes: Vec<String>,
+    #[serde(default)]
+    all_access: bool,
+    #[serde(default)]
+    admin: bool,
+}
+
+pub async fn create_agent(State(state): State<AppState>, caller: Caller, signed: Signed) -> Result<Response, ApiError> {
+    let req: NewAgentRequest = parse_body(&signed.body)?;
+    let event = caller.event(Action::AgentCreate, Outcome::Ok);
+    let ev = event.clone();
+    let (agent, token) = gated(&state, &caller, event, &signed, move |db, _, _| {
+        ops::add_agent(db, &req.name, &req.scopes, req.all_access, req.admin, &ev)
+    })
+    .await?;
+    let body = json!({"agent": agent_view(&agent), "token": token.reveal()});
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateAgentRequest {
+    name: Option<String>,
+    scopes: Option<Vec<String>>,
+    all_access: Option<bool>,
+    admin: Option<bool>,
+    #[serde(default)]
+    rotate_token: bool,
+}
+
+pub async fn update_agent(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(raw): Path<String>,
+    signed: Signed,
+) -> Result<Response, ApiError> {
+    let id = AgentId(parse_positive(&raw, "agent id")?);
+    let req: UpdateAgentRequest = parse_body(&signed.body)?;
+    let update = ops::AgentUpdate {
+        name: req.name,
+        scopes: req.scopes,
+        all_access: req.all_access,
+        admin: req.admin,
+        rotate_token: req.rotate_token,
+    };
+    let event = caller.event(Action::AgentUpdate, Outcome::Ok).detail(format!("agent {id}"));
+    let ev = event.clone();
+    let (agent, token) =
+        gated(&state, &caller, event, &signed, move |db, _, _| ops::update_agent(db, id, &update, &ev)).await?;
+    let mut out = json!({"agent": agent_view(&agent)});
+    if let Some(t) = token {
+        out["token"] = json!(t.reveal());
+    }
+    Ok(Json(out).into_response())
+}
+
+pub async fn delete_agent(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(raw): Path<String>,
+    signed: Signed,
+) -> Result<Response, ApiError> {
+    let id = AgentId(parse_positive(&raw, "agent id")?);
+    let event = caller.event(Action::AgentRevoke, Outcome::Ok).detail(format!("agent {id}"));
+    let ev = event.clone();
+    gated(&state, &caller, event, &signed, move |db, _, _| ops::revoke_agent(db, id, &ev)).await?;
+    Ok(Json(json!({"revoked": id.0})).into_response())
+}
+
+/// `GET /api/passkeys`: the registered passkeys (ids, names, counters; never key material).
+pub async fn passkeys(caller: Caller) -> Result<Response, ApiError> {
+    admin_only(&caller, Action::PasskeyList).await?;
+    let vault = &caller.principal.vault;
+    let list: Vec<Value> = vault
+        .passkeys()?
+        .into_iter()
+        .map(|r| json!({"id": r.id, "name": r.name, "sign_count": r.sign_count, "created_at": r.created_at}))
+        .collect();
+    vault.audit(caller.event(Action::PasskeyList, Outcome::Ok)).await?;
+    Ok(Json(json!({"passkeys": list})).into_response())
+}
+
+/// `POST /api/passkeys/options`: starts registering a further passkey (no change yet).
+pub async fn passkey_options(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+    admin_only(&caller, Action::PasskeyRegisterStart).await?;
+    let vault = &caller.principal.vault;
+    let (id, options) = vault.start_passkey_registration(&state.rp, &caller.principal.agent)?;
+    vault.audit(caller.event(Action::PasskeyRegisterStart, Outcome::Ok)).await?;
+    Ok(Json(json!({"registration_id": id.as_str(), "options": options})).into_response())
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddPasskeyRequest {
+    registration_id: String,
+    #[serde(default)]
+    name: String,
+    /// The browser's `PublicKeyCredential.toJSON()` from the registration ceremony.
+    #[schema(value_type = Object)]
+    credential: Value,
+}
+
+/// `POST /api/passkeys`: enrolls a further passkey; gated, so an existing key must approve it.
+pub async fn add_passkey(State(state): State<AppState>, caller: Caller, signed: Signed) -> Result<Response, ApiError> {
+    let req: AddPasskeyRequest = parse_body(&signed.body)?;
+    let event = caller.event(Action::PasskeyAdd, Outcome::Ok);
+    let ev = event.clone();
+    let rp = state.rp.clone();
+    let agent = caller.principal.agent.id;
+    let id = gated(&state, &caller, event, &signed, move |db, _, _| {
+        gate::register_passkey(db, &rp, agent, &req.registration_id, &req.credential.to_string(), &req.name, &ev)
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(json!({"id": id.as_str()}))).into_response())
+}
+
+/// `DELETE /api/passkeys/{id}`: removes a passkey (never the last).
+pub async fn remove_passkey(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(raw): Path<String>,
+    signed: Signed,
+) -> Result<Response, ApiError> {
+    let id = CredentialId::parse(&raw).map_err(|_| ApiError::BadRequest("passkey id must be base64url".into()))?;
+    let event = caller.event(Action::PasskeyRemove, Outcome::Ok);
+    let ev = event.clone();
+    let cred = id.clone();
+    gated(&state, &caller, event, &signed, move |db, _, _| ops::remove_passkey(db, &cred, &ev)).await?;
+    Ok(Json(json!({"removed": id.as_str()})).into_response())
+}
+
+/// `GET /api/keyring`: the owner's wrapped L2 keyring (useless without the owner's passkey PRF
+/// output or passphrase), or null.
+pub async fn keyring(caller: Caller) -> Result<Response, ApiError> {
+    admin_only(&caller, Action::KeyringRead).await?;
+    let vault = &caller.principal.vault;
+    let keyring = vault.keyring()?;
+    vault.audit(caller.event(Action::KeyringRead, Outcome::Ok)).await?;
+    Ok(Json(json!({"keyring": keyring})).into_response())
+}
+
+/// `PUT /api/keyring`: replaces the wrapped L2 keyring; gated.
+pub async fn set_keyring(State(state): State<AppState>, caller: Caller, signed: Signed) -> Result<Response, ApiError> {
+    let keyring: Value = parse_body(&signed.body)?;
+    let event = caller.event(Action::KeyringUpdate, Outcome::Ok);
+    let ev = event.clone();
+    gated(&state, &caller, event, &signed, move |db, _, _| ops::set_keyring(db, &keyring, &ev)).await?;
+    Ok(Json(json!({"ok": true})).into_response())
+}

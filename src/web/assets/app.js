@@ -1,0 +1,259 @@
+// The owner's vault pages: entries, agents, passkeys, audit. One page, views switched by the
+// URL fragment. Every write goes through Clavitor.write (challenge -> passkey assertion).
+// Data is put into the page with textContent only, never as HTML.
+'use strict';
+(() => {
+  const C = Clavitor;
+  const $ = (id) => document.getElementById(id);
+  const el = C.el;
+  const status = $('status');
+  const VIEWS = ['login', 'entries', 'entry', 'agents', 'passkeys', 'audit'];
+  const KINDS = ['text', 'secret', 'url', 'totp', 'note'];
+  let editing = null; // the entry being edited (null: a new one)
+  let auditBefore = null;
+
+  const say = (t, kind) => C.setStatus(status, t, kind);
+  const fail = (e) => say(e instanceof C.ApiError && e.status === 401 ? 'Your token was not accepted.' : 'Failed: ' + e.message, 'error');
+  const scopesOf = (text) => text.split(',').map((s) => s.trim()).filter(Boolean);
+  const refreshL2 = () => { $('l2-state').textContent = C.l2Unlocked() ? 'L2 unlocked' : 'L2 locked'; };
+
+  function show(view) {
+    for (const v of VIEWS) $('view-' + v).classList.toggle('hidden', v !== view);
+    for (const a of document.querySelectorAll('#nav a')) a.classList.toggle('active', a.dataset.view === view);
+  }
+
+  async function route() {
+    if (!C.token()) { show('login'); return; }
+    const view = location.hash.replace(/^#/, '') || 'entries';
+    try {
+      if (view === 'agents') { show('agents'); await loadAgents(); }
+      else if (view === 'passkeys') { show('passkeys'); await loadPasskeys(); }
+      else if (view === 'audit') { show('audit'); auditBefore = null; $('audit-list').replaceChildren(); await loadAudit(); }
+      else { show('entries'); await loadEntries(); }
+    } catch (e) {
+      if (e instanceof C.ApiError && e.status === 401) { C.clearToken(); show('login'); }
+      fail(e);
+    }
+  }
+
+  // ---- entries ----
+  async function loadEntries() {
+    const q = $('entry-search').value.trim();
+    const list = q ? await C.get('/api/search?q=' + encodeURIComponent(q) + '&limit=500') : await C.get('/api/entries');
+    const rows = list.map((e) => el('tr', {},
+      el('td', { text: e.title }), el('td', { text: e.type }), el('td', { text: e.url }),
+      el('td', { text: e.scopes.join(', ') || '(owner only)' }),
+      el('td', {}, el('button', { class: 'secondary', text: 'Open', onclick: () => openEntry(e.id) }))));
+    $('entry-list').replaceChildren(...rows);
+  }
+
+  function fieldRow(f) {
+    const kind = el('select', { class: 'f-kind' }, ...KINDS.map((k) => el('option', { value: k, text: k, selected: k === f.kind })));
+    const tier = el('select', { class: 'f-tier' }, el('option', { value: 'l1', text: 'L1', selected: f.tier !== 'l2' }),
+      el('option', { value: 'l2', text: 'L2 (browser-encrypted)', selected: f.tier === 'l2' }));
+    const value = el('input', { type: f.kind === 'secret' ? 'password' : 'text', class: 'f-value', value: f.value || '' });
+    const row = el('tr', {},
+      el('td', {}, el('input', { type: 'text', class: 'f-name', value: f.name || '' })),
+      el('td', {}, kind), el('td', {}, tier), el('td', {}, value),
+      el('td', {}, el('button', { class: 'danger', text: 'Remove', onclick: () => row.remove() })));
+    return row;
+  }
+
+  function newEntry() {
+    editing = null;
+    $('entry-heading').textContent = 'New entry';
+    for (const id of ['entry-title', 'entry-url', 'entry-scopes']) $(id).value = '';
+    $('entry-type').value = 'login';
+    $('entry-fields').replaceChildren(fieldRow({ name: 'username', kind: 'text' }), fieldRow({ name: 'password', kind: 'secret' }));
+    $('entry-delete').classList.add('hidden');
+    $('entry-save-scopes').classList.add('hidden');
+    show('entry');
+  }
+
+  async function openEntry(id) {
+    try {
+      const e = await C.get('/api/entries/' + id);
+      const fields = [];
+      if (e.fields.some((f) => f.tier === 'l2')) {
+        await C.ensureL2((t) => say(t));
+        refreshL2();
+      }
+      for (const f of e.fields) {
+        let value = f.value || '';
+        if (f.tier === 'l2') value = await C.decryptL2(f.ciphertext);
+        fields.push({ name: f.name, kind: f.kind, tier: f.tier, value });
+      }
+      editing = e;
+      $('entry-heading').textContent = 'Edit entry';
+      $('entry-title').value = e.title;
+      $('entry-type').value = e.type;
+      $('entry-url').value = e.url;
+      $('entry-scopes').value = e.scopes.join(',');
+      $('entry-fields').replaceChildren(...fields.map(fieldRow));
+      $('entry-delete').classList.remove('hidden');
+      $('entry-save-scopes').classList.remove('hidden');
+      say(e.fields.some((f) => f.kind === 'totp' && f.tier === 'l1')
+        ? 'TOTP seeds are never sent back: re-enter a TOTP field before saving, or use "Save scopes only".' : '');
+      show('entry');
+    } catch (err) { fail(err); }
+  }
+
+  async function entryBody() {
+    const fields = [];
+    const rows = Array.from($('entry-fields').children);
+    if (rows.some((r) => r.querySelector('.f-tier').value === 'l2')) {
+      await C.ensureL2((t) => say(t));
+      refreshL2();
+    }
+    for (const r of rows) {
+      const tier = r.querySelector('.f-tier').value;
+      const plain = r.querySelector('.f-value').value;
+      fields.push({
+        name: r.querySelector('.f-name').value,
+        kind: r.querySelector('.f-kind').value,
+        tier,
+        value: tier === 'l2' ? await C.encryptL2(plain) : plain,
+      });
+    }
+    return { title: $('entry-title').value, type: $('entry-type').value || 'login', url: $('entry-url').value, scopes: scopesOf($('entry-scopes').value), fields };
+  }
+
+  async function saveEntry() {
+    try {
+      const body = await entryBody();
+      say('Approve the change with your passkey…');
+      if (editing) await C.write('PUT', '/api/entries/' + editing.id, body);
+      else await C.write('POST', '/api/entries', body);
+      say('Saved.', 'ok');
+      location.hash = '#entries';
+      await route();
+    } catch (e) { fail(e); }
+  }
+
+  async function saveScopes() {
+    try {
+      say('Approve the change with your passkey…');
+      await C.write('PUT', '/api/entries/' + editing.id + '/scopes', { scopes: scopesOf($('entry-scopes').value) });
+      say('Scopes saved.', 'ok');
+    } catch (e) { fail(e); }
+  }
+
+  async function deleteEntry() {
+    try {
+      say('Approve the deletion with your passkey…');
+      await C.write('DELETE', '/api/entries/' + editing.id);
+      say('Deleted.', 'ok');
+      location.hash = '#entries';
+      await route();
+    } catch (e) { fail(e); }
+  }
+
+  // ---- agents ----
+  function showToken(t) {
+    $('agent-token').textContent = t;
+    $('agent-token-box').classList.remove('hidden');
+  }
+
+  async function loadAgents() {
+    const { agents } = await C.get('/api/agents');
+    const rows = agents.map((a) => {
+      const scopes = el('input', { type: 'text', value: a.scopes.join(',') });
+      const all = el('input', { type: 'checkbox', checked: a.all_access });
+      const admin = el('input', { type: 'checkbox', checked: a.admin });
+      const act = (label, cls, fn) => el('button', { class: cls, text: label, onclick: fn });
+      return el('tr', { 'data-agent': String(a.id) },
+        el('td', { text: String(a.id) }), el('td', { text: a.name }), el('td', {}, scopes),
+        el('td', {}, el('label', {}, all, ' all'), el('label', {}, admin, ' admin')),
+        el('td', {},
+          act('Save', 'secondary', () => agentWrite('PUT', a.id, { scopes: scopesOf(scopes.value), all_access: all.checked, admin: admin.checked })),
+          act('Rotate token', 'secondary', () => agentWrite('PUT', a.id, { rotate_token: true })),
+          act('Revoke', 'danger', () => agentWrite('DELETE', a.id))));
+    });
+    $('agent-list').replaceChildren(...rows);
+  }
+
+  async function agentWrite(method, id, body) {
+    try {
+      say('Approve the change with your passkey…');
+      const r = await C.write(method, '/api/agents/' + id, body);
+      if (r && r.token) showToken(r.token);
+      say('Done.', 'ok');
+      await loadAgents();
+    } catch (e) { fail(e); }
+  }
+
+  async function createAgent() {
+    try {
+      const body = { name: $('agent-name').value, scopes: scopesOf($('agent-scopes').value), all_access: $('agent-all-access').checked, admin: $('agent-admin').checked };
+      say('Approve the new agent with your passkey…');
+      const r = await C.write('POST', '/api/agents', body);
+      showToken(r.token);
+      say('Created agent ' + r.agent.id + ' (scope ' + r.agent.scope + ').', 'ok');
+      $('agent-name').value = '';
+      await loadAgents();
+    } catch (e) { fail(e); }
+  }
+
+  // ---- passkeys ----
+  async function loadPasskeys() {
+    const { passkeys } = await C.get('/api/passkeys');
+    $('passkey-list').replaceChildren(...passkeys.map((p) => el('tr', {},
+      el('td', { text: p.name || '(unnamed)' }), el('td', {}, el('code', { text: p.id.slice(0, 16) + '…' })),
+      el('td', { text: String(p.sign_count) }),
+      el('td', {}, el('button', { class: 'danger', text: 'Remove', onclick: () => removePasskey(p.id) })))));
+  }
+
+  async function addPasskey() {
+    try {
+      const start = await C.call('POST', '/api/passkeys/options', '{}');
+      say('Touch the NEW passkey…');
+      const credential = await C.register(start.options);
+      say('Now approve with an EXISTING passkey…');
+      await C.write('POST', '/api/passkeys', { registration_id: start.registration_id, name: $('passkey-name').value, credential });
+      say('Passkey added.', 'ok');
+      await loadPasskeys();
+    } catch (e) { fail(e); }
+  }
+
+  async function removePasskey(id) {
+    try {
+      say('Approve the removal with your passkey…');
+      await C.write('DELETE', '/api/passkeys/' + id);
+      say('Passkey removed.', 'ok');
+      await loadPasskeys();
+    } catch (e) { fail(e); }
+  }
+
+  // ---- audit ----
+  async function loadAudit() {
+    const q = '/api/audit?limit=100' + (auditBefore ? '&before=' + auditBefore : '');
+    const { rows, next_before } = await C.get(q);
+    auditBefore = next_before;
+    $('audit-more').classList.toggle('hidden', !next_before);
+    $('audit-list').append(...rows.map((r) => el('tr', {},
+      el('td', { text: String(r.id) }), el('td', { text: new Date(r.ts).toISOString() }),
+      el('td', { text: r.actor + (r.agent_id ? ' ' + r.agent_id : '') }), el('td', { text: r.action }),
+      el('td', { text: r.entry_id ? String(r.entry_id) : '' }), el('td', { text: r.outcome }),
+      el('td', { text: r.detail }), el('td', { text: r.client }))));
+  }
+
+  // ---- wiring ----
+  $('login-button').addEventListener('click', () => {
+    C.setToken($('login-token').value.trim());
+    $('login-token').value = '';
+    route();
+  });
+  $('sign-out').addEventListener('click', () => { C.clearToken(); location.reload(); });
+  $('entry-search').addEventListener('input', () => loadEntries().catch(fail));
+  $('entry-new').addEventListener('click', newEntry);
+  $('field-add').addEventListener('click', () => $('entry-fields').append(fieldRow({ kind: 'text' })));
+  $('entry-save').addEventListener('click', saveEntry);
+  $('entry-save-scopes').addEventListener('click', saveScopes);
+  $('entry-delete').addEventListener('click', deleteEntry);
+  $('entry-cancel').addEventListener('click', () => { location.hash = '#entries'; route(); });
+  $('agent-create').addEventListener('click', createAgent);
+  $('passkey-add').addEventListener('click', addPasskey);
+  $('audit-more').addEventListener('click', () => loadAudit().catch(fail));
+  window.addEventListener('hashchange', route);
+  route();
+})();

@@ -1,0 +1,232 @@
+// The owner's first run in a real browser: setup link -> enroll passkey (WebAuthn virtual
+// authenticator over CDP) -> owner token shown -> an entry with an L1 password and an L2 note
+// -> a scoped agent -> that agent reads the L1 value and only the L2 ciphertext over the API
+// -> neither plaintext is in the raw SQLite files or the server's logs. Screenshots go to
+// OUT_DIR. Everything runs on loopback; every wait is bounded.
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, readdirSync, writeFileSync, existsSync, createWriteStream, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { chromium } from 'playwright-core';
+
+const BIN = process.env.CLAVITOR_BIN;
+const OUT = process.env.OUT_DIR;
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+if (!BIN || !OUT) throw new Error('CLAVITOR_BIN and OUT_DIR must be set');
+
+let passed = 0;
+function check(cond, what) {
+  if (!cond) throw new Error('check failed: ' + what);
+  passed += 1;
+  console.log('ok - ' + what);
+}
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+function scanForPlaintext(when) {
+  const vaults = join(dataDir, 'vaults');
+  const files = readdirSync(dataDir).filter((f) => f.startsWith('node.db')).map((f) => join(dataDir, f))
+    .concat(readdirSync(vaults).map((f) => join(vaults, f)));
+  check(files.some((f) => f.endsWith('.db') && f.includes('vaults')), `the vault file exists (${when})`);
+  for (const f of files.concat([logPath])) {
+    const bytes = readFileSync(f);
+    const name = f.replace(tmp, '<tmp>');
+    check(!bytes.includes(Buffer.from(L1_PASSWORD)), `no L1 plaintext in ${name} (${when})`);
+    check(!bytes.includes(Buffer.from(L2_NOTE)), `no L2 plaintext in ${name} (${when})`);
+  }
+}
+
+const L1_PASSWORD = 'L1pw-' + randomBytes(12).toString('hex');
+const L2_NOTE = 'L2note-' + randomBytes(12).toString('hex');
+
+const tmp = mkdtempSync(join(tmpdir(), 'clavitor-browser-'));
+const dataDir = join(tmp, 'data');
+const port = await freePort();
+const origin = `http://localhost:${port}`;
+
+// 1. init prints the setup link (and no token).
+const init = spawnSync(BIN, ['--data-dir', dataDir, 'init', '--origin', origin], { encoding: 'utf8' });
+check(init.status === 0, 'clavitor init succeeds');
+const link = (init.stdout.match(/setup link: (\S+)/) || [])[1];
+check(!!link && link.startsWith(origin + '/setup#code='), 'init prints a setup link for the origin');
+check(!/cvt_/.test(init.stdout), 'init prints no token');
+writeFileSync(join(OUT, 'init.log'), init.stdout + init.stderr);
+
+// 2. The server, logging at debug level to a file we inspect at the end.
+const logPath = join(OUT, 'server.log');
+const log = createWriteStream(logPath);
+const server = spawn(BIN, ['--data-dir', dataDir, 'serve', '--listen', `127.0.0.1:${port}`, '--origin', origin], {
+  env: { ...process.env, CLAVITOR_LOG: 'debug' },
+  stdio: ['ignore', 'pipe', 'pipe'],
+});
+// run.sh kills the server by this pid if this script dies or times out before stopping it.
+writeFileSync(join(OUT, 'server.pid'), String(server.pid));
+const stopServer = () => { if (server.exitCode === null) server.kill('SIGKILL'); };
+process.on('SIGTERM', () => { stopServer(); process.exit(1); });
+process.on('SIGINT', () => { stopServer(); process.exit(1); });
+server.stdout.pipe(log, { end: false });
+server.stderr.pipe(log, { end: false });
+let up = false;
+for (let i = 0; i < 100 && !up; i++) {
+  try { up = (await fetch(`http://127.0.0.1:${port}/healthz`)).ok; } catch (_) { await sleep(100); }
+}
+check(up, 'server answers /healthz');
+
+let context;
+try {
+  context = await chromium.launchPersistentContext(join(tmp, 'profile'), {
+    executablePath: CHROMIUM,
+    headless: true,
+    // Loopback only: no background, update, sync, safe-browsing or ping traffic.
+    args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update',
+      '--disable-sync', '--no-pings', '--disable-domain-reliability', '--disable-client-side-phishing-detection', '--no-default-browser-check'],
+    viewport: { width: 1200, height: 900 },
+  });
+  const page = context.pages()[0] || (await context.newPage());
+  page.setDefaultTimeout(20000);
+  const problems = [];
+  page.on('pageerror', (e) => problems.push('page error: ' + e.message));
+  page.on('console', (m) => { if (m.type() === 'error') problems.push('console: ' + m.text()); });
+
+  const cdp = await context.newCDPSession(page);
+  await cdp.send('WebAuthn.enable');
+  await cdp.send('WebAuthn.addVirtualAuthenticator', {
+    options: {
+      protocol: 'ctap2', ctap2Version: 'ctap2_1', transport: 'internal', hasResidentKey: true,
+      hasUserVerification: true, isUserVerified: true, automaticPresenceSimulation: true, hasPrf: true,
+    },
+  });
+
+  // 3. Setup link -> enroll -> owner token shown once.
+  const resp = await page.goto(link);
+  const csp = resp.headers()['content-security-policy'] || '';
+  check(csp.includes("script-src 'self'") && !csp.includes('unsafe-inline'), 'setup page has a strict CSP');
+  await page.click('#enroll-button');
+  await page.waitForSelector('#owner-token', { state: 'visible' }).catch(async (e) => {
+    throw new Error('setup did not finish: ' + (await page.textContent('#setup-status')) + ' (' + e.message + ')');
+  });
+  const ownerToken = (await page.textContent('#owner-token')).trim();
+  check(/^cvt_[0-9A-Za-z]{43}$/.test(ownerToken), 'the owner token is shown after enrolling the passkey');
+  await page.screenshot({ path: join(OUT, '01-setup-owner-token.png'), fullPage: true });
+
+  // 4. An entry with an L1 password and an L2 note, for agent 2's scope.
+  await page.click('#continue');
+  await page.waitForSelector('#view-entries:not(.hidden)');
+  await page.click('#entry-new');
+  await page.fill('#entry-title', 'Mail server');
+  await page.fill('#entry-url', 'https://mail.example.com');
+  await page.fill('#entry-scopes', '0002');
+  const rows = page.locator('#entry-fields tr');
+  await rows.nth(0).locator('.f-value').fill('ops');
+  await rows.nth(1).locator('.f-value').fill(L1_PASSWORD);
+  await page.click('#field-add');
+  const note = rows.nth(2);
+  await note.locator('.f-name').fill('recovery note');
+  await note.locator('.f-kind').selectOption('note');
+  await note.locator('.f-tier').selectOption('l2');
+  await note.locator('.f-value').fill(L2_NOTE);
+  await page.screenshot({ path: join(OUT, '02-entry-form.png'), fullPage: true });
+  await page.click('#entry-save');
+  // The first L2 use creates the L2 key: a passphrase dialog appears (optional with PRF,
+  // required without). Answer it if it shows.
+  let usedPassphrase = false;
+  for (let i = 0; i < 100; i++) {
+    if (await page.isVisible('#passphrase-modal')) {
+      const prompt = await page.textContent('#passphrase-modal p');
+      usedPassphrase = !prompt.includes('Optional');
+      await page.fill('#passphrase-input', usedPassphrase ? 'correct horse battery staple' : '');
+      await page.click('#passphrase-ok');
+    }
+    const s = (await page.textContent('#status')) || '';
+    if (s.startsWith('Saved') || s.startsWith('Failed')) break;
+    await sleep(100);
+  }
+  const saved = (await page.textContent('#status')) || '';
+  check(saved.startsWith('Saved'), 'the entry is saved with a passkey assertion (' + saved + ')');
+  console.log(usedPassphrase ? '# L2 key wrapped under a passphrase (no PRF)' : '# L2 key wrapped under the passkey PRF output');
+  await page.waitForSelector('#entry-list tr');
+  await page.screenshot({ path: join(OUT, '03-entries.png'), fullPage: true });
+
+  // 5. A scoped agent; its token is shown once.
+  await page.goto(origin + '/#agents');
+  await page.waitForSelector('#view-agents:not(.hidden)');
+  await page.fill('#agent-name', 'deploy-bot');
+  await page.click('#agent-create');
+  await page.waitForSelector('#agent-token-box:not(.hidden)');
+  const agentToken = (await page.textContent('#agent-token')).trim();
+  check(/^cvt_/.test(agentToken) && agentToken !== ownerToken, 'a new agent token is shown once');
+  await page.screenshot({ path: join(OUT, '04-agent-created.png'), fullPage: true });
+
+  // 6. The agent reads the L1 value and only the L2 ciphertext.
+  const api = async (path, token) => (await fetch(`http://127.0.0.1:${port}${path}`, { headers: { Authorization: 'Bearer ' + token } }));
+  const list = await (await api('/api/entries', agentToken)).json();
+  check(list.length === 1 && list[0].title === 'Mail server' && list[0].scopes.includes('0002'), 'the scoped agent sees the entry');
+  const entry = await (await api('/api/entries/' + list[0].id, agentToken)).json();
+  const pw = entry.fields.find((f) => f.name === 'password');
+  const nt = entry.fields.find((f) => f.name === 'recovery note');
+  check(pw && pw.tier === 'l1' && pw.value === L1_PASSWORD, 'the agent reads the L1 password');
+  check(nt && nt.tier === 'l2' && nt.value === undefined && typeof nt.ciphertext === 'string', 'the agent gets the L2 note as ciphertext only');
+  check(nt.ciphertext.startsWith('v1.') && !nt.ciphertext.includes(L2_NOTE), 'the ciphertext is not the plaintext');
+  check((await api('/api/agents', agentToken)).status === 403, 'the scoped agent is not an admin');
+
+  // The agents page rotates and revokes (each with a passkey assertion).
+  await page.locator('tr[data-agent="2"] button', { hasText: 'Rotate token' }).click();
+  await page.waitForFunction((old) => document.getElementById('agent-token').textContent.trim() !== old, agentToken);
+  const rotated = (await page.textContent('#agent-token')).trim();
+  check((await api('/api/entries', agentToken)).status === 401, 'the rotated-away token stops working');
+  check((await api('/api/entries', rotated)).status === 200, 'the rotated token works');
+  await page.locator('tr[data-agent="2"] button', { hasText: 'Revoke' }).click();
+  await page.waitForSelector('tr[data-agent="2"]', { state: 'detached' });
+  check((await api('/api/entries', rotated)).status === 401, 'a revoked agent is refused');
+
+  // 7. The owner's page decrypts the L2 note again.
+  await page.goto(origin + '/#entries');
+  await page.waitForSelector('#entry-list tr');
+  await page.click('#entry-list tr button');
+  await page.waitForSelector('#view-entry:not(.hidden)');
+  for (let i = 0; i < 50 && await page.isVisible('#passphrase-modal'); i++) {
+    await page.fill('#passphrase-input', 'correct horse battery staple');
+    await page.click('#passphrase-ok');
+    await sleep(200);
+  }
+  const values = await page.locator('#entry-fields .f-value').evaluateAll((els) => els.map((e) => e.value));
+  check(values.includes(L2_NOTE), 'the owner page decrypts the L2 note');
+  await page.screenshot({ path: join(OUT, '05-entry-decrypted.png'), fullPage: true });
+  await page.goto(origin + '/#passkeys');
+  await page.waitForSelector('#passkey-list tr');
+  await page.screenshot({ path: join(OUT, '06-passkeys.png'), fullPage: true });
+  await page.goto(origin + '/#audit');
+  await page.waitForSelector('#audit-list tr');
+  await page.screenshot({ path: join(OUT, '07-audit.png'), fullPage: true });
+  check(problems.length === 0, 'no page errors or CSP violations: ' + problems.join('; '));
+  // While the server runs, the WAL files hold the recent pages: inspect them too.
+  scanForPlaintext('while serving');
+} finally {
+  if (context) await context.close();
+  server.kill('SIGTERM');
+  for (let i = 0; i < 100 && server.exitCode === null; i++) await sleep(100);
+  if (server.exitCode === null) server.kill('SIGKILL');
+  for (let i = 0; i < 50 && server.exitCode === null && server.signalCode === null; i++) await sleep(100);
+  // Stopped: run.sh must not kill whatever process may get this pid next.
+  rmSync(join(OUT, 'server.pid'), { force: true });
+  log.end();
+}
+
+// 8. Neither plaintext is in the raw files (database, WAL, shared memory) or the logs.
+await sleep(200);
+scanForPlaintext('after shutdown');
+rmSync(tmp, { recursive: true, force: true });
+console.log(`${passed} passed, 0 failed`);

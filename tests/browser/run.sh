@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Browser test of the owner's pages: Debian's headless Chromium, driven by playwright-core with
+# a WebAuthn virtual authenticator. Installs its npm dependency from package-lock.json, builds
+# the binary unless CLAVITOR_BIN names one, and saves screenshots and the server log under
+# tests/output/browser/.
+set -euo pipefail
+cd "$(dirname "$0")"
+root=$(cd ../.. && pwd)
+if [[ -z ${CLAVITOR_BIN:-} ]]; then
+  (cd "$root" && cargo build --quiet)
+  CLAVITOR_BIN="${CARGO_TARGET_DIR:-$root/target}/debug/clavitor"
+fi
+command -v chromium >/dev/null || { echo "chromium is not installed (scripts/install-test-deps.sh)" >&2; exit 1; }
+npm ci --no-audit --no-fund --silent
+out="$root/tests/output/browser"
+rm -rf "$out"
+mkdir -p "$out"
+# If the test dies or times out before stopping its server, stop that one process here.
+cleanup() {
+  if [[ -f $out/server.pid ]]; then
+    kill -KILL "$(cat "$out/server.pid")" 2>/dev/null || true
+  fi
+}
+trap cleanup EXIT
+CLAVITOR_BIN="$CLAVITOR_BIN" OUT_DIR="$out" timeout --kill-after=10 300 node owner-flow.mjs
