@@ -216,10 +216,10 @@
         }
       );
 
-      # Written, not yet in `checks`: the push needs the binary's Kuma push flag
-      # (--kuma-push-url-file), which lands with the Kuma push feature. Run it with
+      # Written, not yet in `checks`: the binary's Kuma push flag (--kuma-push-url-file) exists,
+      # but this VM test has not been run on a machine with KVM yet. Run it with
       #   nix build .#pendingChecks.x86_64-linux.vm-kuma-push
-      # and move it into `checks` when that flag exists.
+      # and move it into `checks` once it passes.
       pendingChecks = forAllSystems (
         system: pkgs: {
           vm-kuma-push = import ./nix/tests/kuma-push.nix { inherit self pkgs; };

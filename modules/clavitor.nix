@@ -3,8 +3,8 @@
 #
 # Only options backed by flags the binary has today are exposed; the option -> flag mapping is the
 # pure function in ./lib/clavitor-args.nix (checked offline against `clavitor serve --help`).
-# docs/operations.md lists which options arrive with which feature (ACME, WebAuthn, Kuma push,
-# telemetry, WireGuard status); until then `extraArgs` + `credentials` reach any new flag.
+# docs/operations.md lists which options arrive with which feature (WebAuthn, ...); until then
+# `extraArgs` + `credentials` reach any new flag.
 {
   config,
   lib,
@@ -25,7 +25,10 @@ let
   # Files handed to the service with LoadCredential= (readable by root only on the host; the
   # dynamic user reads its private copy under %d = $CREDENTIALS_DIRECTORY).
   credentials =
-    cfg.credentials // lib.optionalAttrs (cfg.masterKeyFile != null) { master-key = cfg.masterKeyFile; };
+    cfg.credentials
+    // lib.optionalAttrs (cfg.masterKeyFile != null) { master-key = cfg.masterKeyFile; }
+    // lib.optionalAttrs (cfg.kumaPushUrlFile != null) { kuma-push-url = cfg.kumaPushUrlFile; }
+    // lib.optionalAttrs (cfg.telemetry.tokenFile != null) { telemetry-token = cfg.telemetry.tokenFile; };
 
   args = clavitorArgs.toArgs {
     inherit (cfg)
@@ -33,10 +36,26 @@ let
       allowPlainHttp
       dataDir
       logFormat
+      kumaIntervalSecs
+      wireguardInterface
       ;
     masterKeyFile = if cfg.masterKeyFile != null then "%d/master-key" else null;
+    acmeDomains = cfg.acme.domains;
+    acmeContact = cfg.acme.contact;
+    acmeDirectory = cfg.acme.directory;
+    tlsListen = cfg.acme.tlsListen;
+    httpRedirectListen = cfg.acme.httpRedirectListen;
+    kumaPushUrlFile = if cfg.kumaPushUrlFile != null then "%d/kuma-push-url" else null;
+    telemetryHost = cfg.telemetry.host;
+    telemetryTokenFile = if cfg.telemetry.tokenFile != null then "%d/telemetry-token" else null;
+    telemetryFreq = cfg.telemetry.freq;
+    popRegion = cfg.telemetry.popRegion;
     extraArgs = cfg.extraArgs;
   };
+
+  # Reading a kernel WireGuard interface (netlink) needs CAP_NET_ADMIN; granted only when the
+  # telemetry reports a handshake age.
+  capabilities = [ "CAP_NET_BIND_SERVICE" ] ++ lib.optional (cfg.wireguardInterface != null) "CAP_NET_ADMIN";
 
   healthCheck = pkgs.writeShellScriptBin "clavitor-health" ''
     # Exit 0 when this node's Clavitor answers GET /healthz with 2xx (bounded retries, ~30 s).
@@ -132,11 +151,111 @@ in
       description = "Log format on stderr/journald (`--log-format`).";
     };
 
+    acme = {
+      domains = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+        example = [ "tokyo.clavitor.com" ];
+        description = ''
+          Domains to obtain a certificate for with ACME (`--acme-domain`, TLS-ALPN-01, renewed
+          in-process, cached in `dataDir`/acme). Non-empty turns TLS on: HTTPS on `tlsListen`
+          (default 0.0.0.0:443) and a redirect to https on `httpRedirectListen` (default
+          0.0.0.0:80). `listen` stays a plain loopback listener for local health checks.
+        '';
+      };
+      contact = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+        example = [ "soc@clavitor.com" ];
+        description = "Contact e-mail addresses of the ACME account (`--acme-contact`).";
+      };
+      directory = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "staging";
+        description = ''
+          ACME directory (`--acme-directory`): `production` (Let's Encrypt, the binary's default
+          when null), `staging`, or an https:// URL.
+        '';
+      };
+      tlsListen = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "0.0.0.0:443";
+        description = "Where HTTPS is served (`--tls-listen`); null: the binary's 0.0.0.0:443.";
+      };
+      httpRedirectListen = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "off";
+        description = ''
+          Plain HTTP listener that redirects to https (`--http-redirect-listen`); null: the
+          binary's 0.0.0.0:80; "off" disables it.
+        '';
+      };
+    };
+
+    kumaPushUrlFile = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = literalExpression "config.age.secrets.clavitor-kuma-push-url.path";
+      description = ''
+        File holding the node's Uptime Kuma push URL (`http://10.84.0.1:3001/api/push/<token>`,
+        a secret). Loaded with LoadCredential= as `kuma-push-url` and passed as
+        `--kuma-push-url-file=%d/kuma-push-url`; the node then pushes its status every
+        `kumaIntervalSecs` seconds.
+      '';
+    };
+
+    kumaIntervalSecs = mkOption {
+      type = types.nullOr (types.ints.between 1 3600);
+      default = null;
+      description = "Seconds between Kuma pushes (`--kuma-interval-secs`); null: the binary's 30.";
+    };
+
+    telemetry = {
+      host = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "https://hq.clavitor.com";
+        description = "HQ base URL for node telemetry (`--telemetry-host`, POST /v1/telemetry).";
+      };
+      tokenFile = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        description = ''
+          File holding the HQ bearer token, loaded with LoadCredential= as `telemetry-token` and
+          passed as `--telemetry-token-file=%d/telemetry-token`.
+        '';
+      };
+      freq = mkOption {
+        type = types.nullOr (types.ints.between 10 86400);
+        default = null;
+        description = "Seconds between HQ reports (`--telemetry-freq`); null: the binary's 300.";
+      };
+      popRegion = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        description = "This node's POP region for HQ dashboards (`--pop-region`).";
+      };
+    };
+
+    wireguardInterface = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "wg0";
+      description = ''
+        WireGuard interface whose latest handshake age the telemetry reports
+        (`--wg-interface`, kernel backend). Grants the service CAP_NET_ADMIN, which reading a
+        kernel WireGuard interface over netlink requires.
+      '';
+    };
+
     credentials = mkOption {
       type = types.attrsOf types.str;
       default = { };
       example = {
-        kuma-push-url = "/run/agenix/clavitor-kuma-push-url";
+        extra-root = "/run/agenix/some-file";
       };
       description = ''
         Extra files loaded with LoadCredential= (name -> path on the host). Refer to one in
@@ -147,7 +266,7 @@ in
     extraArgs = mkOption {
       type = types.listOf types.str;
       default = [ ];
-      example = [ "--kuma-push-url-file=%d/kuma-push-url" ];
+      example = [ "--http-redirect-listen=off" ];
       description = "Extra arguments appended to `clavitor serve`.";
     };
 
@@ -166,8 +285,12 @@ in
         message = "services.clavitor.masterKeyFile must not be in the Nix store (world-readable); use an agenix secret.";
       }
       {
-        assertion = builtins.all (p: !(lib.hasPrefix builtins.storeDir p)) (lib.attrValues cfg.credentials);
-        message = "services.clavitor.credentials must not point into the Nix store.";
+        assertion = builtins.all (p: !(lib.hasPrefix builtins.storeDir p)) (lib.attrValues credentials);
+        message = "services.clavitor.credentials, kumaPushUrlFile and telemetry.tokenFile must not point into the Nix store.";
+      }
+      {
+        assertion = (cfg.telemetry.host == null) == (cfg.telemetry.tokenFile == null);
+        message = "services.clavitor.telemetry.host and telemetry.tokenFile go together.";
       }
     ];
 
@@ -198,9 +321,10 @@ in
         UMask = "0077";
         LoadCredential = lib.mapAttrsToList (name: path: "${name}:${path}") credentials;
 
-        # Binding :80/:443 (ACME) is the only privilege it keeps.
-        CapabilityBoundingSet = [ "CAP_NET_BIND_SERVICE" ];
-        AmbientCapabilities = [ "CAP_NET_BIND_SERVICE" ];
+        # Binding :80/:443 (ACME) is the only privilege it keeps (plus CAP_NET_ADMIN when it
+        # reads a WireGuard interface, see wireguardInterface).
+        CapabilityBoundingSet = capabilities;
+        AmbientCapabilities = capabilities;
         NoNewPrivileges = true;
 
         # Sandboxing

@@ -151,6 +151,11 @@ in
       services.clavitor = {
         enable = mkDefault true;
         edition = mkDefault (host.edition or "community");
+        # TLS in-process (infrastructure.md "No Caddy"): a Let's Encrypt certificate for the
+        # node's name, HTTPS on :443, :80 redirects; the loopback listener stays for health checks.
+        acme.domains = mkDefault (lib.optional (host ? fqdn) host.fqdn);
+        # The telemetry reports the age of the latest handshake with the hub.
+        wireguardInterface = mkDefault wgIf;
       };
 
       clavitor.wireguardMesh.enable = mkDefault true;
@@ -171,10 +176,9 @@ in
         (mkIf (hasSecret "master-key") {
           masterKeyFile = mkDefault config.age.secrets.clavitor-master-key.path;
         })
-        # The push URL is loaded now; the flag that reads it (--kuma-push-url-file) arrives with
-        # the Kuma push feature, then add: kumaPushUrlFile option / extraArgs "--kuma-push-url-file=%d/kuma-push-url".
+        # The node pushes its status to Kuma on the hub every 30 s (docs/operations.md).
         (mkIf (hasSecret "kuma-push") {
-          credentials.kuma-push-url = config.age.secrets.clavitor-kuma-push-url.path;
+          kumaPushUrlFile = mkDefault config.age.secrets.clavitor-kuma-push-url.path;
         })
       ];
     })

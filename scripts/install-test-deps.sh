@@ -10,9 +10,15 @@ packages=(
   shellcheck       # the deploy app and the scripts
   jq               # shell tests read JSON
   wrk              # bench/read.sh load generator
-  curl             # bench/read.sh probes
+  curl             # bench/read.sh probes; tests/node.rs fetches over HTTPS
   chromium         # tests/browser: the owner's pages in a real browser
   nodejs           # tests/browser: playwright-core drives chromium
+  pebble           # tests/node.rs: ACME test CA (pebble + pebble-challtestsrv)
+  openssl          # tests/node.rs: test certificates, the served certificate's expiry
+  wireguard-go     # tests/node.rs: userspace WireGuard in network namespaces
+  wireguard-tools  # tests/node.rs: `wg set` configures the tunnels from clavitor's keys
+  iproute2         # tests/node.rs: network namespaces and the veth pair
+  iputils-ping     # tests/node.rs: ping across the tunnel
 )
 # tests/browser installs playwright-core with npm. Debian ships it as its own package, which
 # conflicts with a nodejs build that bundles npm (e.g. NodeSource's): add it only when missing.

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod edition;
+pub mod node;
 pub mod store;
 pub mod vault;
 pub mod web;

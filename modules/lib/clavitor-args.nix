@@ -13,10 +13,21 @@ let
     dataDir = "--data-dir"; # CLAVITOR_DATA_DIR (global flag)
     masterKeyFile = "--master-key-file"; # CLAVITOR_MASTER_KEY_FILE (global flag)
     logFormat = "--log-format"; # CLAVITOR_LOG_FORMAT
+    # The node (issue 6): TLS, Kuma push, HQ telemetry, WireGuard.
+    acmeDomains = "--acme-domain"; # CLAVITOR_ACME_DOMAIN (list: the flag once per domain)
+    acmeContact = "--acme-contact"; # CLAVITOR_ACME_CONTACT (list)
+    acmeDirectory = "--acme-directory"; # CLAVITOR_ACME_DIRECTORY
+    tlsListen = "--tls-listen"; # CLAVITOR_TLS_LISTEN
+    httpRedirectListen = "--http-redirect-listen"; # CLAVITOR_HTTP_REDIRECT_LISTEN
+    kumaPushUrlFile = "--kuma-push-url-file"; # CLAVITOR_KUMA_PUSH_URL_FILE
+    kumaIntervalSecs = "--kuma-interval-secs"; # CLAVITOR_KUMA_INTERVAL_SECS
+    telemetryHost = "--telemetry-host"; # CLAVITOR_TELEMETRY_HOST
+    telemetryTokenFile = "--telemetry-token-file"; # CLAVITOR_TELEMETRY_TOKEN_FILE
+    telemetryFreq = "--telemetry-freq"; # CLAVITOR_TELEMETRY_FREQ
+    popRegion = "--pop-region"; # CLAVITOR_POP_REGION
+    wireguardInterface = "--wg-interface"; # CLAVITOR_WG_INTERFACE
     # Arrive with later features (see docs/operations.md, "Module options and binary flags"):
-    #   acmeDomains = "--acme-domain"; acmeContact = "--acme-contact";
-    #   acmeDirectory = "--acme-directory"; rpId = "--rp-id"; origin = "--origin";
-    #   kumaPushUrlFile = "--kuma-push-url-file"; ...
+    #   rpId = "--rp-id"; origin = "--origin"; ...
   };
 
   render =

@@ -1,9 +1,9 @@
 # NixOS VM test: a spoke's Clavitor pushes its status to Uptime Kuma on the hub over WireGuard.
 #   nix build .#pendingChecks.x86_64-linux.vm-kuma-push   (needs KVM and the binary cache)
 #
-# PENDING: the push is made by the binary's Kuma push feature, whose flag (--kuma-push-url-file)
-# does not exist yet. This test is therefore exposed as `pendingChecks`, not `checks`; when the flag
-# lands, replace the extraArgs line below with the typed option and move the test into `checks`.
+# PENDING: the binary's Kuma push (--kuma-push-url-file, the typed option kumaPushUrlFile) exists
+# now and is tested against a loopback receiver in tests/node.rs; this VM test has not yet been run
+# on a machine with KVM. Move it into `checks` once it has passed there.
 #
 # The push monitor is created directly in Kuma's SQLite database (the push route looks the token
 # up there), standing in for the SOC's manual step of docs/operations.md.
@@ -31,8 +31,10 @@ pkgs.testers.runNixOSTest {
           enable = lib.mkForce true;
           edition = "community";
           masterKeyFile = "/run/clavitor-test/master.key";
-          credentials.kuma-push-url = "/run/clavitor-test/kuma-push-url";
-          extraArgs = [ "--kuma-push-url-file=%d/kuma-push-url" ];
+          kumaPushUrlFile = "/run/clavitor-test/kuma-push-url";
+          kumaIntervalSecs = 5;
+          # No Let's Encrypt from the VM (and test host names have no dot): plain loopback only.
+          acme.domains = lib.mkForce [ ];
         };
         systemd.services.clavitor-test-secrets = {
           wantedBy = [ "multi-user.target" ];

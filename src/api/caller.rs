@@ -55,7 +55,11 @@ impl FromRequestParts<AppState> for Caller {
             Some(Some(token)) => match TokenHash::of_presented(token) {
                 Err(_) => "malformed",
                 Ok(hash) => match state.node.authenticate(&hash) {
-                    Some(principal) => return Ok(Caller { principal, token: hash, client }),
+                    Some(principal) => {
+                        // Node telemetry: this agent counts as an active session for 5 minutes.
+                        crate::node::metrics().record_agent(principal.vault.id().as_str(), principal.agent.id.0);
+                        return Ok(Caller { principal, token: hash, client });
+                    }
                     None => "unknown",
                 },
             },

@@ -113,6 +113,8 @@ async fn finish_response(req: Request, next: Next) -> Response {
     let started = Instant::now();
     let mut resp = next.run(req).await;
     let status = resp.status();
+    // Node telemetry: req_1h / err_1h (every 4xx and 5xx is an error).
+    crate::node::metrics().record_response(status.as_u16());
     let is_json = resp
         .headers()
         .get(header::CONTENT_TYPE)

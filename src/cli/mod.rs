@@ -4,6 +4,7 @@
 //! break-glass path for whoever holds the node's master key. They are audited as the local
 //! operator, and a running server picks their changes up within a fraction of a second.
 
+mod node;
 mod operator;
 mod serve;
 
@@ -14,6 +15,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::store::AuditSync;
 
+pub use node::{NodeArgs, TelemetryCommand, WgCommand};
 pub use operator::run_operator;
 pub use serve::serve;
 
@@ -64,6 +66,12 @@ pub enum Command {
     Audit(AuditCommand),
     /// Run SQLite's integrity check on node.db and every vault file.
     Check,
+    /// Node telemetry (the payload sent to Kuma and HQ).
+    #[command(subcommand)]
+    Telemetry(TelemetryCommand),
+    /// WireGuard keys and interface status.
+    #[command(subcommand)]
+    Wg(WgCommand),
 }
 
 #[derive(Debug, Args)]
@@ -98,6 +106,9 @@ pub struct ServeArgs {
     /// This node's POP region, for HQ dashboards (a-z, 0-9, '-').
     #[arg(long, env = "CLAVITOR_POP_REGION")]
     pub pop_region: Option<String>,
+    /// The node: TLS, Kuma push, WireGuard (see src/cli/node.rs).
+    #[command(flatten)]
+    pub node: Box<NodeArgs>,
 }
 
 impl ServeArgs {

@@ -49,6 +49,8 @@ pub fn run_operator(global: &GlobalArgs, command: &Command) -> anyhow::Result<()
         Command::Entry(cmd) => entry(&dir, cmd)?,
         Command::Audit(cmd) => audit(&dir, cmd)?,
         Command::Check => check(&dir)?,
+        Command::Telemetry(cmd) => super::node::telemetry(&dir, cmd)?,
+        Command::Wg(cmd) => super::node::wg(cmd)?,
         Command::Serve(_) | Command::Version => bail!("not an operator command"),
     }
     Ok(())

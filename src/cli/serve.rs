@@ -47,6 +47,7 @@ pub async fn serve(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<()> 
     let config =
         Config::new(global.data_dir.clone(), global.master_key_file.clone(), args.listen, args.allow_plain_http)?;
     let webauthn = WebauthnConfig::new(&args.rp_id, &args.origin.origin, args.challenge_ttl_secs)?;
+    let node_settings = args.node.settings()?;
     let dir = &config.data_dir;
     if dir.is_uninitialised() {
         let report = dir.init().context("first-run initialisation failed")?;
@@ -70,6 +71,10 @@ pub async fn serve(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<()> 
     }
     let watcher = node.spawn_watcher().context("cannot start the change watcher")?;
     let checkpointer = node.spawn_checkpointer().context("cannot start WAL checkpoints")?;
+    // Take over SIGINT/SIGTERM before anyone can see the address: axum polls the shutdown future
+    // in a task of its own, so registering there left a moment in which SIGTERM still killed the
+    // process outright instead of shutting it down gracefully.
+    let signals = Signals::register().context("cannot listen for SIGINT/SIGTERM")?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -83,10 +88,20 @@ pub async fn serve(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<()> 
     tracing::info!(%local, edition = edition.name(), "serving");
     tracing::info!(rp_id = webauthn.rp.rp_id(), origin = %webauthn.rp.origin(), "WebAuthn relying party");
     let app = router(AppState::new(node.clone(), webauthn));
+    // The node room: TLS listeners beside the plain one, integrity checks, Kuma and HQ reports.
+    let tls = crate::node::tls::start(&node_settings.tls, dir, app.clone()).context("cannot start TLS")?;
+    for (kind, addr) in &tls.bound {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "clavitor {kind} listening on {addr}");
+        let _ = out.flush();
+        tracing::info!(%addr, kind, "serving");
+    }
+    crate::node::start_reporting(node_settings, dir).context("cannot start node reporting")?;
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(shutdown_signal(signals))
         .await
         .context("server failed")?;
+    tls.wait().await;
     node.stop();
     let _ = watcher.join();
     let _ = checkpointer.join();
@@ -94,28 +109,25 @@ pub async fn serve(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// SIGINT and SIGTERM, registered with tokio (their default action, ending the process, is off
+/// from then on).
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn register() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self { interrupt: signal(SignalKind::interrupt())?, terminate: signal(SignalKind::terminate())? })
+    }
+}
+
 /// Resolves on SIGINT or SIGTERM; in-flight requests (and their audit commits) then finish.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for SIGINT");
-            std::future::pending::<()>().await;
-        }
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
+async fn shutdown_signal(mut signals: Signals) {
     tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
+        _ = signals.interrupt.recv() => {},
+        _ = signals.terminate.recv() => {},
     }
     tracing::info!("shutting down");
     crate::edition::current().begin_shutdown();

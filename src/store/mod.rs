@@ -67,9 +67,29 @@ pub fn data_version(conn: &Connection, path: &Path) -> Result<i64, StoreError> {
 
 /// `PRAGMA integrity_check`: "ok" or the first problem found.
 pub fn integrity_check(path: &Path) -> Result<String, StoreError> {
+    check_connection(path)?.query_row("PRAGMA integrity_check", [], |r| r.get(0)).ctx(path)
+}
+
+/// `PRAGMA quick_check`: the cheaper check (no index cross-checks), "ok" or the first problem.
+pub fn quick_check(path: &Path) -> Result<String, StoreError> {
+    check_connection(path)?.query_row("PRAGMA quick_check", [], |r| r.get(0)).ctx(path)
+}
+
+/// A read-only connection for a whole-file check. A small page cache: the check reads every
+/// page once, and a serving node's scheduled checks should not grow its memory.
+fn check_connection(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).ctx(path)?;
     conn.busy_timeout(Duration::from_secs(10)).ctx(path)?;
-    conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).ctx(path)
+    conn.pragma_update(None, "cache_size", -256).ctx(path)?;
+    Ok(conn)
+}
+
+/// A cheap read of the schema: the node's self-check that a file answers at all.
+pub fn ping(path: &Path) -> Result<(), StoreError> {
+    let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).ctx(path)?;
+    conn.busy_timeout(Duration::from_secs(2)).ctx(path)?;
+    conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0)).ctx(path)?;
+    Ok(())
 }
 
 /// Runs passive WAL checkpoints off the request path, for files whose audit connection leaves

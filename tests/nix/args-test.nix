@@ -9,11 +9,23 @@ let
 
   # Every option the mapping knows, set (the module's full option set).
   full = builtins.mapAttrs (n: _: {
-    listen = "0.0.0.0:443";
+    listen = "127.0.0.1:8080";
     allowPlainHttp = true;
     dataDir = "/var/lib/clavitor";
     masterKeyFile = "%d/master-key";
     logFormat = "json";
+    acmeDomains = [ "tokyo.clavitor.com" ];
+    acmeContact = [ "soc@clavitor.com" ];
+    acmeDirectory = "production";
+    tlsListen = "0.0.0.0:443";
+    httpRedirectListen = "0.0.0.0:80";
+    kumaPushUrlFile = "%d/kuma-push-url";
+    kumaIntervalSecs = 30;
+    telemetryHost = "https://hq.clavitor.com";
+    telemetryTokenFile = "%d/telemetry-token";
+    telemetryFreq = 300;
+    popRegion = "ap-northeast";
+    wireguardInterface = "wg0";
   }.${n} or "x") a.flags;
   args = a.toArgs full;
   emitted = map flagOf args;
@@ -26,7 +38,14 @@ in
   (check "args: every emitted flag exists in `clavitor serve --help`" (missing == [ ])
     "not in --help: ${builtins.concatStringsSep " " missing}")
   (check "args: exact rendering of the full set"
-    (args == [ "--allow-plain-http" "--data-dir=/var/lib/clavitor" "--listen=0.0.0.0:443" "--log-format=json" "--master-key-file=%d/master-key" ])
+    (args == [
+      "--acme-contact=soc@clavitor.com" "--acme-directory=production" "--acme-domain=tokyo.clavitor.com"
+      "--allow-plain-http" "--data-dir=/var/lib/clavitor" "--http-redirect-listen=0.0.0.0:80"
+      "--kuma-interval-secs=30" "--kuma-push-url-file=%d/kuma-push-url" "--listen=127.0.0.1:8080"
+      "--log-format=json" "--master-key-file=%d/master-key" "--pop-region=ap-northeast"
+      "--telemetry-freq=300" "--telemetry-host=https://hq.clavitor.com" "--telemetry-token-file=%d/telemetry-token"
+      "--tls-listen=0.0.0.0:443" "--wg-interface=wg0"
+    ])
     (builtins.toJSON args))
   (check "args: null options emit nothing, extraArgs go last"
     (a.toArgs { listen = "127.0.0.1:8080"; masterKeyFile = null; extraArgs = [ "--x" ]; } == [ "--listen=127.0.0.1:8080" "--x" ]) "")
