@@ -50,6 +50,8 @@ let
     telemetryTokenFile = if cfg.telemetry.tokenFile != null then "%d/telemetry-token" else null;
     telemetryFreq = cfg.telemetry.freq;
     popRegion = cfg.telemetry.popRegion;
+    rpId = cfg.webauthn.rpId;
+    origin = cfg.webauthn.origin;
     extraArgs = cfg.extraArgs;
   };
 
@@ -237,6 +239,27 @@ in
         type = types.nullOr types.str;
         default = null;
         description = "This node's POP region for HQ dashboards (`--pop-region`).";
+      };
+    };
+
+    webauthn = {
+      rpId = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "tokyo.clavitor.com";
+        description = ''
+          WebAuthn relying party id (`--rp-id`): the domain the owner's passkeys are bound to.
+          null: the binary's default, `localhost`. Changing it later orphans enrolled passkeys.
+        '';
+      };
+      origin = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "https://tokyo.clavitor.com";
+        description = ''
+          The exact origin of the owner's pages (`--origin`), consistent with `rpId`.
+          null: the binary's default, `http://localhost:8080`.
+        '';
       };
     };
 

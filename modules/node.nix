@@ -154,6 +154,9 @@ in
         # TLS in-process (infrastructure.md "No Caddy"): a Let's Encrypt certificate for the
         # node's name, HTTPS on :443, :80 redirects; the loopback listener stays for health checks.
         acme.domains = mkDefault (lib.optional (host ? fqdn) host.fqdn);
+        # The owner's passkeys are bound to the node's public name, served over HTTPS.
+        webauthn.rpId = mkDefault (host.fqdn or null);
+        webauthn.origin = mkDefault (if host ? fqdn then "https://${host.fqdn}" else null);
         # The telemetry reports the age of the latest handshake with the hub.
         wireguardInterface = mkDefault wgIf;
       };

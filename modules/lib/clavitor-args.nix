@@ -26,8 +26,9 @@ let
     telemetryFreq = "--telemetry-freq"; # CLAVITOR_TELEMETRY_FREQ
     popRegion = "--pop-region"; # CLAVITOR_POP_REGION
     wireguardInterface = "--wg-interface"; # CLAVITOR_WG_INTERFACE
-    # Arrive with later features (see docs/operations.md, "Module options and binary flags"):
-    #   rpId = "--rp-id"; origin = "--origin"; ...
+    # WebAuthn (issue 4): the relying party the owner's passkeys are bound to.
+    rpId = "--rp-id"; # CLAVITOR_RP_ID
+    origin = "--origin"; # CLAVITOR_ORIGIN
   };
 
   render =

@@ -26,6 +26,8 @@ let
     telemetryFreq = 300;
     popRegion = "ap-northeast";
     wireguardInterface = "wg0";
+    rpId = "tokyo.clavitor.com";
+    origin = "https://tokyo.clavitor.com";
   }.${n} or "x") a.flags;
   args = a.toArgs full;
   emitted = map flagOf args;
@@ -42,7 +44,8 @@ in
       "--acme-contact=soc@clavitor.com" "--acme-directory=production" "--acme-domain=tokyo.clavitor.com"
       "--allow-plain-http" "--data-dir=/var/lib/clavitor" "--http-redirect-listen=0.0.0.0:80"
       "--kuma-interval-secs=30" "--kuma-push-url-file=%d/kuma-push-url" "--listen=127.0.0.1:8080"
-      "--log-format=json" "--master-key-file=%d/master-key" "--pop-region=ap-northeast"
+      "--log-format=json" "--master-key-file=%d/master-key" "--origin=https://tokyo.clavitor.com"
+      "--pop-region=ap-northeast" "--rp-id=tokyo.clavitor.com"
       "--telemetry-freq=300" "--telemetry-host=https://hq.clavitor.com" "--telemetry-token-file=%d/telemetry-token"
       "--tls-listen=0.0.0.0:443" "--wg-interface=wg0"
     ])
