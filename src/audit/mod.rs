@@ -156,20 +156,6 @@ impl AuditEvent {
     }
 
     pub fn record(&self) -> AuditRecord {
-        let (actor, agent_id) = match self.actor {
-            Actor::Agent(id) => ("agent", Some(id.0)),
-            Actor::LocalOperator => ("local-operator", None),
-            Actor::Anonymous => ("anonymous", None),
-        };
-        AuditRecord {
-            ts: crate::store::now_ms(),
-            actor: actor.into(),
-            agent_id,
-            action: self.action.as_str().into(),
-            entry_id: self.entry,
-            client: self.client.clone(),
-            outcome: self.outcome.as_str().into(),
-            detail: self.detail.clone(),
-        }
+        self.clone().into_record()
     }
 }

@@ -63,6 +63,7 @@ pub async fn serve(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<()> 
         tracing::warn!(error = %e, "cannot raise the open-file limit");
     }
     let node = Node::start(dir, edition.max_vaults(), args.audit_sync.into()).context("cannot open the vault")?;
+    release_startup_scratch();
     if node.vaults().iter().any(|v| v.awaiting_setup()) {
         let _ = writeln!(
             std::io::stdout().lock(),
@@ -131,4 +132,14 @@ async fn shutdown_signal(mut signals: Signals) {
     }
     tracing::info!("shutting down");
     crate::edition::current().begin_shutdown();
+}
+
+/// The first load decrypts every entry once; glibc keeps the freed scratch memory in its heaps
+/// unless asked to give it back. On a 512 MB node that is worth a few megabytes.
+fn release_startup_scratch() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim has no preconditions; it only returns free heap pages to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }

@@ -382,20 +382,12 @@ impl Node {
                         }
                     }
                 }
-                match node.refresh() {
-                    Ok(()) => failing = false,
-                    Err(e) => {
-                        // Log once per failure streak, not every 200 ms.
-                        if !failing {
-                            crate::edition::alert(
-                                "vault_refresh_failed",
-                                "cannot refresh the vault view from disk; serving the last good one",
-                                &[("error", e.to_string())],
-                            );
-                        }
-                        failing = true;
-                    }
-                }
+                alert_on_new_failure(
+                    &mut failing,
+                    node.refresh(),
+                    "vault_refresh_failed",
+                    "cannot refresh the vault view from disk; serving the last good one",
+                );
             }
         })
     }
@@ -410,19 +402,12 @@ impl Node {
                 let mut failing = false;
                 while !node.stop.load(Ordering::Relaxed) {
                     std::thread::sleep(CHECKPOINT_INTERVAL);
-                    match checkpointer.run() {
-                        Ok(()) => failing = false,
-                        Err(e) => {
-                            if !failing {
-                                crate::edition::alert(
-                                    "wal_checkpoint_failed",
-                                    "cannot checkpoint a database WAL",
-                                    &[("error", e.to_string())],
-                                );
-                            }
-                            failing = true;
-                        }
-                    }
+                    alert_on_new_failure(
+                        &mut failing,
+                        checkpointer.run(),
+                        "wal_checkpoint_failed",
+                        "cannot checkpoint a database WAL",
+                    );
                 }
             })
             .map_err(|e| VaultError::Setup(format!("cannot start the checkpoint thread: {e}")))
@@ -430,5 +415,19 @@ impl Node {
 
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Alerts on the first failure of a streak only: a periodic task failing every tick must not
+/// flood the operator.
+fn alert_on_new_failure<E: std::fmt::Display>(failing: &mut bool, result: Result<(), E>, kind: &str, message: &str) {
+    match result {
+        Ok(()) => *failing = false,
+        Err(e) => {
+            if !*failing {
+                crate::edition::alert(kind, message, &[("error", e.to_string())]);
+            }
+            *failing = true;
+        }
     }
 }
