@@ -171,7 +171,10 @@ fn kuma_push_reports_up_with_the_figures_at_the_interval() {
     let (url, rx) = receiver(200, r#"{"ok":true}"#);
     let v = Vault::new();
     let push = format!("{url}/api/push/s3cret-kuma-token?status=up&msg=OK&ping=");
-    let s = Server::start(&v.dir(), &["--kuma-push-url", &push, "--kuma-interval-secs", "1"]);
+    let s = Server::start(
+        &v.dir(),
+        &["--kuma-push-url", &push, "--kuma-interval-secs", "1", "--kuma-disk-down-pct", "100"],
+    );
     // Traffic for the counters: two good reads by the owner, one bad token.
     assert_eq!(s.get("/api/entries", Some(&v.owner)).status, 200);
     assert_eq!(s.get("/api/entries", Some(&v.owner)).status, 200);
@@ -238,6 +241,8 @@ fn kuma_push_goes_down_when_the_certificate_is_near_expiry_and_logs_failures_onc
             &push,
             "--kuma-interval-secs",
             "1",
+            "--kuma-disk-down-pct",
+            "100",
         ],
     );
     for _ in 0..3 {
@@ -287,7 +292,10 @@ fn kuma_push_goes_down_when_a_database_fails_its_integrity_check() {
         f.write_all(&[0xff; 64]).unwrap();
     }
     let push = format!("{url}/api/push/integrity-test");
-    let s = Server::start(&v.dir(), &["--kuma-push-url", &push, "--kuma-interval-secs", "1"]);
+    let s = Server::start(
+        &v.dir(),
+        &["--kuma-push-url", &push, "--kuma-interval-secs", "1", "--kuma-disk-down-pct", "100"],
+    );
     let down = std::iter::from_fn(|| rx.recv_timeout(Duration::from_secs(30)).ok())
         .take(10)
         .find(|p| p.query["status"] == "down")
@@ -514,6 +522,8 @@ fn acme_certificate_from_pebble_serves_https_and_redirects_http() {
             &push,
             "--kuma-interval-secs",
             "1",
+            "--kuma-disk-down-pct",
+            "100",
         ],
     );
     let started = Instant::now();

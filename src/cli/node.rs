@@ -50,6 +50,9 @@ pub struct NodeArgs {
     /// Seconds between Kuma pushes (1 to 3600).
     #[arg(long, env = "CLAVITOR_KUMA_INTERVAL_SECS", default_value_t = kuma::DEFAULT_INTERVAL_SECS)]
     pub kuma_interval_secs: u64,
+    /// Disk usage (percent, 50 to 100) above which the Kuma push reports down.
+    #[arg(long, env = "CLAVITOR_KUMA_DISK_DOWN_PCT", default_value_t = kuma::DISK_MAX_PCT)]
+    pub kuma_disk_down_pct: u8,
     #[command(flatten)]
     pub wg: WgArgs,
 }
@@ -90,6 +93,7 @@ impl NodeArgs {
             self.kuma_push_url.clone(),
             self.kuma_push_url_file.clone(),
             self.kuma_interval_secs,
+            self.kuma_disk_down_pct,
         )
         .context("invalid Kuma push settings")?;
         if self.wg.wg_userspace && self.wg.wg_interface.is_none() {

@@ -17,7 +17,7 @@ use super::payload::{Payload, PayloadSource};
 
 pub const DEFAULT_INTERVAL_SECS: u64 = 30;
 pub const CERT_MIN_DAYS: i64 = 14;
-pub const DISK_MAX_PCT: f64 = 90.0;
+pub const DISK_MAX_PCT: u8 = 90;
 /// How long after start a TLS node may run without a certificate before it reports down.
 pub const CERT_GRACE_SECS: u64 = 300;
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -27,6 +27,8 @@ pub struct KumaSettings {
     /// The push URL without a query string. Secret.
     url: Zeroizing<String>,
     pub interval: Duration,
+    /// Disk usage (percent) above which the node reports down.
+    pub disk_max_pct: f64,
 }
 
 impl std::fmt::Debug for KumaSettings {
@@ -41,6 +43,7 @@ impl KumaSettings {
         url: Option<String>,
         url_file: Option<PathBuf>,
         interval_secs: u64,
+        disk_max_pct: u8,
     ) -> Result<Option<Self>, NodeError> {
         let url = Zeroizing::new(match (url, url_file) {
             (None, None) => return Ok(None),
@@ -54,7 +57,14 @@ impl KumaSettings {
         if !(1..=3600).contains(&interval_secs) {
             return Err(NodeError::Config("--kuma-interval-secs must be from 1 to 3600".into()));
         }
-        Ok(Some(Self { url: Zeroizing::new(validate_url(url.trim())?), interval: Duration::from_secs(interval_secs) }))
+        if !(50..=100).contains(&disk_max_pct) {
+            return Err(NodeError::Config("--kuma-disk-down-pct must be from 50 to 100".into()));
+        }
+        Ok(Some(Self {
+            url: Zeroizing::new(validate_url(url.trim())?),
+            interval: Duration::from_secs(interval_secs),
+            disk_max_pct: f64::from(disk_max_pct),
+        }))
     }
 }
 
@@ -89,7 +99,7 @@ pub struct Verdict {
 /// the reasons first when down, then the figures that matter. `tls_on`: the node serves TLS,
 /// so having no certificate at all (ACME has not delivered one within
 /// [`CERT_GRACE_SECS`] of the start) is a reason too.
-pub fn evaluate(p: &Payload, self_check: &Result<(), String>, tls_on: bool) -> Verdict {
+pub fn evaluate(p: &Payload, self_check: &Result<(), String>, tls_on: bool, disk_max_pct: f64) -> Verdict {
     let mut reasons = Vec::new();
     if p.db_integrity == DbIntegrity::Failed {
         reasons.push("db integrity check failed".to_owned());
@@ -100,7 +110,7 @@ pub fn evaluate(p: &Payload, self_check: &Result<(), String>, tls_on: bool) -> V
         None if tls_on && p.uptime_s >= CERT_GRACE_SECS => reasons.push("no TLS certificate".to_owned()),
         _ => {}
     }
-    if p.disk_pct > DISK_MAX_PCT {
+    if p.disk_pct > disk_max_pct {
         reasons.push(format!("disk {:.0}% full", p.disk_pct));
     }
     if let Err(e) = self_check {
@@ -191,7 +201,7 @@ pub fn spawn(settings: KumaSettings, mut source: PayloadSource) -> std::io::Resu
         loop {
             let payload = source.collect();
             let (ms, check) = self_check(&integrity::db_files(&source.dir));
-            let verdict = evaluate(&payload, &check, tls_on);
+            let verdict = evaluate(&payload, &check, tls_on, settings.disk_max_pct);
             log.status(&verdict);
             let status = if verdict.up { "up" } else { "down" };
             let sent = agent
@@ -246,61 +256,67 @@ mod tests {
 
     #[test]
     fn up_and_down_logic() {
-        let v = evaluate(&healthy(), &Ok(()), false);
+        let v = evaluate(&healthy(), &Ok(()), false, f64::from(DISK_MAX_PCT));
         assert!(v.up);
         assert_eq!(v.msg, "OK db=ok cert=62d disk=31% ram=28% cpu=2% req1h=847 err1h=2 sess=3 wg=17s");
 
         let mut p = healthy();
         p.cert_days_remaining = Some(13);
-        let v = evaluate(&p, &Ok(()), false);
+        let v = evaluate(&p, &Ok(()), false, f64::from(DISK_MAX_PCT));
         assert!(!v.up);
         assert!(v.msg.starts_with("DOWN: certificate expires in 13d | db=ok cert=13d"), "{}", v.msg);
 
         p.cert_days_remaining = Some(14);
-        assert!(evaluate(&p, &Ok(()), false).up, "14 days left is still up");
+        assert!(evaluate(&p, &Ok(()), false, f64::from(DISK_MAX_PCT)).up, "14 days left is still up");
         p.cert_days_remaining = None;
-        assert!(evaluate(&p, &Ok(()), false).up, "no TLS: no certificate reason");
+        assert!(evaluate(&p, &Ok(()), false, f64::from(DISK_MAX_PCT)).up, "no TLS: no certificate reason");
         p.uptime_s = CERT_GRACE_SECS - 1;
-        assert!(evaluate(&p, &Ok(()), true).up, "ACME gets a few minutes for the first certificate");
+        assert!(
+            evaluate(&p, &Ok(()), true, f64::from(DISK_MAX_PCT)).up,
+            "ACME gets a few minutes for the first certificate"
+        );
         p.uptime_s = CERT_GRACE_SECS;
-        let v = evaluate(&p, &Ok(()), true);
+        let v = evaluate(&p, &Ok(()), true, f64::from(DISK_MAX_PCT));
         assert!(!v.up && v.msg.starts_with("DOWN: no TLS certificate | "), "{}", v.msg);
 
         p.disk_pct = 90.5;
         p.db_integrity = DbIntegrity::Failed;
-        let v = evaluate(&p, &Err("node.db: locked".into()), false);
+        let v = evaluate(&p, &Err("node.db: locked".into()), false, f64::from(DISK_MAX_PCT));
         assert!(!v.up);
         assert_eq!(v.reasons.len(), 3, "{v:?}");
         assert!(v.msg.contains("db integrity check failed; disk 90% full; self-check failed: node.db: locked"));
         p.disk_pct = 90.0;
         p.db_integrity = DbIntegrity::Unchecked;
-        assert!(evaluate(&p, &Ok(()), false).up, "90 % exactly and not yet checked are up");
-        assert!(evaluate(&p, &Ok(()), false).msg.len() < 200);
+        assert!(evaluate(&p, &Ok(()), false, f64::from(DISK_MAX_PCT)).up, "90 % exactly and not yet checked are up");
+        assert!(evaluate(&p, &Ok(()), false, f64::from(DISK_MAX_PCT)).msg.len() < 200);
     }
 
     #[test]
     fn settings() {
-        assert!(KumaSettings::resolve(None, None, 30).unwrap().is_none());
+        assert!(KumaSettings::resolve(None, None, 30, 90).unwrap().is_none());
         let s = KumaSettings::resolve(
             Some("http://10.84.0.1:3001/api/push/s3cr3t?status=up&msg=OK&ping=".into()),
             None,
             30,
+            90,
         )
         .unwrap()
         .unwrap();
         assert_eq!(s.url.as_str(), "http://10.84.0.1:3001/api/push/s3cr3t");
         assert!(!format!("{s:?}").contains("s3cr3t"), "Debug must not show the token");
         for bad in ["ftp://x/api/push/t", "not a url", "http://u:p@x/api/push/t", "/api/push/t"] {
-            let e = KumaSettings::resolve(Some(bad.into()), None, 30).unwrap_err().to_string();
+            let e = KumaSettings::resolve(Some(bad.into()), None, 30, 90).unwrap_err().to_string();
             assert!(!e.contains("/api/push/t"), "errors never repeat the URL: {e}");
         }
-        assert!(KumaSettings::resolve(Some("http://x/p".into()), Some("f".into()), 30).is_err());
-        assert!(KumaSettings::resolve(Some("http://x/p".into()), None, 0).is_err());
+        assert!(KumaSettings::resolve(Some("http://x/p".into()), Some("f".into()), 30, 90).is_err());
+        assert!(KumaSettings::resolve(Some("http://x/p".into()), None, 0, 90).is_err());
+        assert!(KumaSettings::resolve(Some("http://x/p".into()), None, 30, 49).is_err());
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("url");
         std::fs::write(&f, "https://kuma.example/api/push/abc\n").unwrap();
-        let s = KumaSettings::resolve(None, Some(f), 5).unwrap().unwrap();
+        let s = KumaSettings::resolve(None, Some(f), 5, 95).unwrap().unwrap();
         assert_eq!(s.url.as_str(), "https://kuma.example/api/push/abc");
         assert_eq!(s.interval, Duration::from_secs(5));
+        assert_eq!(s.disk_max_pct, 95.0);
     }
 }
