@@ -234,24 +234,7 @@ mod tests {
     use super::*;
 
     fn healthy() -> Payload {
-        Payload {
-            node: "tokyo".into(),
-            ts: 1,
-            ram_mb: 142,
-            ram_pct: 27.7,
-            disk_mb: 3200,
-            disk_pct: 31.2,
-            cpu_pct: 2.1,
-            db_size_mb: 12,
-            db_integrity: DbIntegrity::Ok,
-            active_sessions: 3,
-            req_1h: 847,
-            err_1h: 2,
-            cert_days_remaining: Some(62),
-            nix_gen: Some(2),
-            uptime_s: 9,
-            wg_handshake_age_s: Some(17),
-        }
+        crate::node::payload::tests::sample()
     }
 
     #[test]

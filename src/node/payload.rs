@@ -173,11 +173,12 @@ pub fn nix_generation(profile: &Path) -> Option<u64> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use serde_json::Value;
 
-    fn sample() -> Payload {
+    /// The reference's example figures, shared with the Kuma tests.
+    pub(crate) fn sample() -> Payload {
         Payload {
             node: "tokyo".into(),
             ts: 1_709_312_400,
