@@ -279,6 +279,60 @@ fn health_reports_edition_and_shutdown_is_graceful() {
     assert!(String::from_utf8_lossy(&version.stdout).contains(expected));
 }
 
+/// Reads one HTTP/1.1 response with a Content-Length body from `s`.
+fn read_response(s: &mut std::net::TcpStream) -> String {
+    use std::io::Read;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut byte).unwrap(), 1, "closed in the head: {:?}", String::from_utf8_lossy(&buf));
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&buf).to_lowercase();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map(|v| v.trim().parse().unwrap())
+        .expect("content-length");
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).unwrap();
+    buf.extend_from_slice(&body);
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+#[test]
+fn shutdown_finishes_in_flight_requests_and_does_not_wait_for_idle_connections() {
+    use std::io::Write;
+    let v = Vault::new();
+    let mut s = v.serve();
+    // An idle keep-alive connection, after one request.
+    let mut idle = std::net::TcpStream::connect(s.addr).unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    assert!(read_response(&mut idle).starts_with("HTTP/1.1 200"));
+    // A request whose body is still arriving when SIGTERM comes.
+    let mut slow = std::net::TcpStream::connect(s.addr).unwrap();
+    let body = br#"{"name":"late","scopes":[]}"#;
+    let head = format!(
+        "POST /api/agents HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        v.owner,
+        body.len()
+    );
+    slow.write_all(head.as_bytes()).unwrap();
+    slow.write_all(&body[..5]).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let _ = std::process::Command::new("kill").arg("-TERM").arg(s.child.id().to_string()).status();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    slow.write_all(&body[5..]).unwrap();
+    let answer = read_response(&mut slow);
+    // No passkey assertion came with it: the WebAuthn gate refuses, but it does answer.
+    assert!(answer.starts_with("HTTP/1.1 4"), "{answer}");
+    assert!(answer.contains(r#""error""#), "{answer}");
+    let status = s.terminate().expect("server exits though a keep-alive connection is open");
+    assert!(status.success(), "{status:?}");
+    drop(idle);
+}
+
 #[test]
 fn a_flood_of_bad_tokens_is_throttled_but_valid_tokens_are_not() {
     let v = Vault::new();

@@ -300,6 +300,48 @@ mod commercial {
         assert!(arrivals[arrivals.len() - 1] - arrivals[0] >= Duration::from_millis(1500), "{arrivals:?}");
     }
 
+    /// The plain listener hands a tarpitted socket over from hyper; that must work on a
+    /// kept-alive connection too, after real requests were answered on it.
+    #[test]
+    fn tarpit_takes_over_a_kept_alive_connection_and_head_is_answered_at_once() {
+        let v = Vault::new();
+        let s = start_with_env(&v, &[("CLAVITOR_TARPIT_HOLD_SECS", "2")]);
+        let mut conn = TcpStream::connect(s.addr).unwrap();
+        for _ in 0..2 {
+            conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            let head = read_head(&mut conn);
+            assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+            let len: usize = head
+                .to_lowercase()
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+                .unwrap();
+            let mut body = vec![0u8; len];
+            conn.read_exact(&mut body).unwrap();
+        }
+        let started = Instant::now();
+        conn.write_all(b"GET /.env HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let head = read_head(&mut conn);
+        assert!(head.starts_with("HTTP/1.1 404") && head.contains("chunked"), "{head}");
+        let mut rest = Vec::new();
+        conn.read_to_end(&mut rest).unwrap();
+        let rest = String::from_utf8_lossy(&rest);
+        assert!(rest.matches("1\r\n \r\n").count() >= 1, "{rest:?}");
+        assert!(rest.ends_with("\r\n0\r\n\r\n") && rest.contains(r#"{"error":"not_found""#), "{rest:?}");
+        assert!(started.elapsed() >= Duration::from_millis(1500), "not held: {:?}", started.elapsed());
+
+        // HEAD has no body to drip: a bodiless 404 at once, even with the full 30 s hold.
+        let s = start_with_env(&v, &[]);
+        let started = Instant::now();
+        let mut head_req = TcpStream::connect(s.addr).unwrap();
+        head_req.write_all(b"HEAD /wp-login.php HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        head_req.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut whole = String::new();
+        head_req.read_to_string(&mut whole).unwrap();
+        assert!(whole.starts_with("HTTP/1.1 404") && whole.ends_with("\r\n\r\n"), "{whole:?}");
+        assert!(started.elapsed() < Duration::from_secs(10), "HEAD was held: {:?}", started.elapsed());
+    }
+
     #[test]
     fn tarpit_caps_at_1000_and_releases_everyone_on_shutdown() {
         let _ = rlimit::increase_nofile_limit(u64::MAX);

@@ -10,6 +10,7 @@ mod caller;
 mod entries;
 mod error;
 pub mod openapi;
+pub mod serve;
 mod setup;
 mod throttle;
 mod write;

@@ -1,7 +1,6 @@
 //! `clavitor serve` and first-run initialisation.
 
 use std::io::Write;
-use std::net::SocketAddr;
 
 use anyhow::Context;
 
@@ -98,10 +97,7 @@ pub async fn serve(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<()> 
         tracing::info!(%addr, kind, "serving");
     }
     crate::node::start_reporting(node_settings, dir).context("cannot start node reporting")?;
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown_signal(signals))
-        .await
-        .context("server failed")?;
+    crate::api::serve::serve(listener, app, shutdown_signal(signals)).await;
     tls.wait().await;
     node.stop();
     let _ = watcher.join();
