@@ -3,16 +3,16 @@
 use std::collections::HashMap;
 
 use axum::Json;
+use axum::body::Body;
 use axum::extract::{Path, Query};
-use axum::http::{HeaderName, HeaderValue};
+use axum::http::{HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 
 use super::{ApiError, Caller};
 use crate::audit::{Action, Outcome};
-use crate::vault::entry::{FieldKind, FieldView, Tier};
 use crate::vault::live::Lookup;
-use crate::vault::{CachedEntry, totp};
+use crate::vault::view::EntrySummary;
+use crate::vault::{CachedEntry, TotpSecret, totp};
 
 /// The audit row that records this response, so a client can cite it.
 pub const AUDIT_ID_HEADER: &str = "x-clavitor-audit-id";
@@ -21,48 +21,9 @@ const MAX_QUERY: usize = 256;
 const DEFAULT_LIMIT: usize = 50;
 const MAX_LIMIT: usize = 500;
 
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct EntrySummary<'a> {
-    id: i64,
-    uuid: &'a str,
-    title: &'a str,
-    #[serde(rename = "type")]
-    entry_type: &'a str,
-    url: &'a str,
-    scopes: Vec<&'a str>,
-    created_at: i64,
-    updated_at: i64,
-    version: i64,
-}
-
-impl<'a> EntrySummary<'a> {
-    fn of(e: &'a CachedEntry) -> Self {
-        Self {
-            id: e.id,
-            uuid: &e.uuid,
-            title: &e.title,
-            entry_type: &e.entry_type,
-            url: &e.url,
-            scopes: e.scopes.iter().collect(),
-            created_at: e.created_at,
-            updated_at: e.updated_at,
-            version: e.version,
-        }
-    }
-}
-
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct EntryView<'a> {
-    #[serde(flatten)]
-    summary: EntrySummary<'a>,
-    fields: Vec<FieldView<'a>>,
-}
-
 fn with_audit_id(body: impl IntoResponse, audit_id: i64) -> Response {
     let mut resp = body.into_response();
-    if let Ok(v) = HeaderValue::from_str(&audit_id.to_string()) {
-        resp.headers_mut().insert(HeaderName::from_static(AUDIT_ID_HEADER), v);
-    }
+    resp.headers_mut().insert(HeaderName::from_static(AUDIT_ID_HEADER), HeaderValue::from(audit_id));
     resp
 }
 
@@ -99,11 +60,12 @@ pub async fn get_one(caller: Caller, Path(raw): Path<String>) -> Result<Response
     let id = parse_id(&raw)?;
     let entry = visible(&caller, id, Action::EntryRead).await?;
     let vault = &caller.principal.vault;
-    let data = vault.decrypt(&entry)?;
-    let view = EntryView { summary: EntrySummary::of(&entry), fields: data.fields.iter().map(FieldView::of).collect() };
+    // Rendered when the entry was cached (`vault::view::EntryView`); only unsealed here.
+    let view = vault.agent_view(&entry)?;
     // Committed before the secret leaves: a crash after this line still leaves the evidence.
     let audit_id = vault.audit(caller.event(Action::EntryRead, Outcome::Ok).entry(id)).await?;
-    Ok(with_audit_id(Json(view), audit_id))
+    let json = [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))];
+    Ok(with_audit_id((json, Body::from(view)), audit_id))
 }
 
 pub async fn search(caller: Caller, Query(params): Query<HashMap<String, String>>) -> Result<Response, ApiError> {
@@ -132,15 +94,14 @@ pub async fn totp(caller: Caller, Path(raw): Path<String>) -> Result<Response, A
     let id = parse_id(&raw)?;
     let entry = visible(&caller, id, Action::TotpRead).await?;
     let vault = &caller.principal.vault;
-    let data = vault.decrypt(&entry)?;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let code = match data.fields.iter().find(|f| f.kind == FieldKind::Totp) {
-        None => Err("this entry has no TOTP field".to_owned()),
-        Some(f) if f.tier == Tier::L2 => Err(
+    let code = match vault.totp_secret(&entry)? {
+        TotpSecret::Absent => Err("this entry has no TOTP field".to_owned()),
+        TotpSecret::L2 => Err(
             "this entry's TOTP secret is L2 (encrypted in the owner's browser): the server cannot compute its codes"
                 .to_owned(),
         ),
-        Some(f) => totp::code_at(&f.value, now).map_err(|e| e.to_string()),
+        TotpSecret::L1(secret) => totp::code_at(&secret, now).map_err(|e| e.to_string()),
     };
     let code = match code {
         Ok(code) => code,

@@ -6,6 +6,12 @@
 //! Layout of a sealed value: a 24-byte random XChaCha20 nonce followed by the ciphertext and its
 //! 16-byte Poly1305 tag. The associated data binds a ciphertext to where it belongs (the vault and
 //! the entry), so a row copied into another vault or onto another entry fails to open.
+//!
+//! [`MemoryKey`] is separate: a random key that lives only in the server's memory and seals
+//! what the server keeps there between requests (an entry's rendered agent view), so that a
+//! heap dump or a stray read of the cache shows no plaintext. It uses ring's ChaCha20-Poly1305
+//! with a counter nonce, which is several times cheaper than XChaCha20 for a read-path-sized
+//! value; nothing sealed with it is ever written anywhere.
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -164,6 +170,65 @@ fn open_raw(key: &[u8; KEY_LEN], sealed: &[u8], aad: &[u8]) -> Result<Vec<u8>, C
         .map_err(|_| CryptoError::Open)
 }
 
+/// A per-process key for values the server caches in memory (see the module docs).
+pub struct MemoryKey {
+    key: ring::aead::LessSafeKey,
+    /// Nonces are a counter under a key no other process has: unique without randomness.
+    next_nonce: std::sync::atomic::AtomicU64,
+}
+
+const MEMORY_NONCE_LEN: usize = ring::aead::NONCE_LEN;
+
+impl MemoryKey {
+    pub fn generate() -> Result<Self, CryptoError> {
+        let mut raw = zeroize::Zeroizing::new([0u8; KEY_LEN]);
+        rand::rngs::OsRng.fill_bytes(raw.as_mut());
+        let unbound =
+            ring::aead::UnboundKey::new(&ring::aead::CHACHA20_POLY1305, raw.as_ref()).map_err(|_| CryptoError::Seal)?;
+        Ok(Self { key: ring::aead::LessSafeKey::new(unbound), next_nonce: std::sync::atomic::AtomicU64::new(1) })
+    }
+
+    /// Returns nonce ‖ ciphertext ‖ tag.
+    pub fn seal(&self, plain: &[u8]) -> Result<Box<[u8]>, CryptoError> {
+        let counter = self.next_nonce.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut nonce = [0u8; MEMORY_NONCE_LEN];
+        nonce[4..].copy_from_slice(&counter.to_le_bytes());
+        let mut out = Vec::with_capacity(MEMORY_NONCE_LEN + plain.len() + TAG_LEN);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(plain);
+        let tag = self
+            .key
+            .seal_in_place_separate_tag(
+                ring::aead::Nonce::assume_unique_for_key(nonce),
+                ring::aead::Aad::empty(),
+                &mut out[MEMORY_NONCE_LEN..],
+            )
+            .map_err(|_| CryptoError::Seal)?;
+        out.extend_from_slice(tag.as_ref());
+        Ok(out.into_boxed_slice())
+    }
+
+    /// The plaintext of something [`MemoryKey::seal`] returned, in a buffer of its own.
+    pub fn open(&self, sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        if sealed.len() < MEMORY_NONCE_LEN + TAG_LEN {
+            return Err(CryptoError::Open);
+        }
+        let (nonce, body) = sealed.split_at(MEMORY_NONCE_LEN);
+        let nonce = ring::aead::Nonce::try_assume_unique_for_key(nonce).map_err(|_| CryptoError::Open)?;
+        let mut buf = body.to_vec();
+        let plain_len =
+            self.key.open_in_place(nonce, ring::aead::Aad::empty(), &mut buf).map_err(|_| CryptoError::Open)?.len();
+        buf.truncate(plain_len);
+        Ok(buf)
+    }
+}
+
+impl std::fmt::Debug for MemoryKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MemoryKey(..)")
+    }
+}
+
 /// SHA-256 as lowercase hex: how bearer tokens are stored and looked up.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
@@ -193,6 +258,22 @@ mod tests {
         *tampered.last_mut().unwrap() ^= 1;
         assert!(key.open_entry("v1", "e1", &tampered).is_err());
         assert!(key.open_entry("v1", "e1", &sealed[..10]).is_err());
+    }
+
+    #[test]
+    fn memory_seal_round_trips_and_detects_tampering() {
+        let key = MemoryKey::generate().unwrap();
+        let a = key.seal(b"the view").unwrap();
+        let b = key.seal(b"the view").unwrap();
+        assert_ne!(a, b, "every seal takes a fresh nonce");
+        assert!(!a.windows(8).any(|w| w == b"the view"), "sealed bytes hold no plaintext");
+        assert_eq!(key.open(&a).unwrap(), b"the view");
+        assert_eq!(key.open(&key.seal(b"").unwrap()).unwrap(), b"");
+        let mut tampered = a.to_vec();
+        tampered[14] ^= 1;
+        assert!(key.open(&tampered).is_err());
+        assert!(key.open(&a[..20]).is_err());
+        assert!(MemoryKey::generate().unwrap().open(&a).is_err(), "another process's key does not open it");
     }
 
     #[test]

@@ -14,11 +14,11 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::data_dir::DataDir;
-use super::entry::EntryData;
+use super::entry::{EntryData, FieldKind, Tier};
 use super::{VaultError, VaultId, ops};
 use crate::audit::{AuditError, AuditEvent, AuditWriter};
 use crate::auth::{Agent, ScopeSet, TokenHash};
-use crate::crypto::DataKey;
+use crate::crypto::{DataKey, MemoryKey};
 use crate::store::vault_db::VaultDb;
 use crate::store::{AuditRow, AuditSync};
 
@@ -28,21 +28,69 @@ pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 /// Expired WebAuthn challenges are swept every this many watcher ticks (10 s).
 const SWEEP_EVERY: u64 = 50;
 
-/// An entry's metadata, decrypted once, plus its still-sealed payload.
+/// An entry's metadata, decrypted once, and what agents are shown of it, sealed.
+///
+/// Laid out for a small heap: a node may cache tens of thousands of these. The texts share one
+/// allocation and scopes are inline; the secrets exist here only as the sealed agent view and,
+/// for an entry with an L1 TOTP field, its sealed secret.
 #[derive(Debug)]
 pub struct CachedEntry {
     pub id: i64,
-    pub uuid: String,
     pub scopes: ScopeSet,
     pub created_at: i64,
     pub updated_at: i64,
     pub version: i64,
-    pub title: String,
-    pub entry_type: String,
-    pub url: String,
-    /// Lowercased title, URL and type, for case-insensitive search without per-query work.
-    haystack: String,
-    sealed: Vec<u8>,
+    /// uuid, title, type and URL, then the lowercased search text (title, URL, type).
+    text: Box<str>,
+    /// Where uuid, title, type and URL end in `text`.
+    ends: [u32; 4],
+    /// `view::render`'s JSON, sealed under the vault's memory key.
+    view: Box<[u8]>,
+    totp: CachedTotp,
+}
+
+/// The entry's first TOTP field, as the TOTP route needs it.
+#[derive(Debug)]
+enum CachedTotp {
+    Absent,
+    /// Encrypted in the owner's browser: the server cannot compute codes.
+    L2,
+    /// The secret (URI or base32), sealed under the memory key.
+    L1(Box<[u8]>),
+}
+
+/// What [`LiveVault::totp_secret`] finds.
+pub enum TotpSecret {
+    Absent,
+    L2,
+    L1(zeroize::Zeroizing<String>),
+}
+
+impl CachedEntry {
+    fn part(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        self.text.get(start..self.ends[i] as usize).unwrap_or_default()
+    }
+
+    pub fn uuid(&self) -> &str {
+        self.part(0)
+    }
+
+    pub fn title(&self) -> &str {
+        self.part(1)
+    }
+
+    pub fn entry_type(&self) -> &str {
+        self.part(2)
+    }
+
+    pub fn url(&self) -> &str {
+        self.part(3)
+    }
+
+    fn haystack(&self) -> &str {
+        self.text.get(self.ends[3] as usize..).unwrap_or_default()
+    }
 }
 
 #[derive(Default)]
@@ -63,6 +111,8 @@ pub enum Lookup {
 pub struct LiveVault {
     id: VaultId,
     key: DataKey,
+    /// Seals what this vault's cache holds of entries (see [`CachedEntry`]).
+    memory: MemoryKey,
     db: Mutex<VaultDb>,
     audit: AuditWriter,
     snapshot: RwLock<Snapshot>,
@@ -80,6 +130,7 @@ impl LiveVault {
         let vault = Self {
             id: open.id,
             key: open.key,
+            memory: MemoryKey::generate()?,
             db: Mutex::new(open.db),
             audit,
             snapshot: RwLock::new(Snapshot { seq: -1, ..Snapshot::default() }),
@@ -141,23 +192,13 @@ impl LiveVault {
                     continue;
                 }
             };
-            let haystack = format!("{}\n{}\n{}", data.title, data.url, data.entry_type).to_lowercase();
-            decoded.push((
-                row.id,
-                Some(Arc::new(CachedEntry {
-                    id: row.id,
-                    uuid: row.uuid,
-                    scopes,
-                    created_at: row.created_at,
-                    updated_at: row.updated_at,
-                    version: row.version,
-                    title: data.title,
-                    entry_type: data.entry_type,
-                    url: data.url,
-                    haystack,
-                    sealed: row.data,
-                })),
-            ));
+            match self.cache_entry(row.id, row.uuid, scopes, (row.created_at, row.updated_at, row.version), &data) {
+                Ok(entry) => decoded.push((row.id, Some(Arc::new(entry)))),
+                Err(e) => {
+                    damaged.push(e.to_string());
+                    decoded.push((row.id, None));
+                }
+            }
         }
         let mut agents = Vec::new();
         for row in db.agents()? {
@@ -198,7 +239,7 @@ impl LiveVault {
         self.read()
             .entries
             .values()
-            .filter(|e| agent.can_read(&e.scopes) && e.haystack.contains(&needle))
+            .filter(|e| agent.can_read(&e.scopes) && e.haystack().contains(&needle))
             .take(limit)
             .cloned()
             .collect()
@@ -212,15 +253,71 @@ impl LiveVault {
         }
     }
 
-    /// Decrypts a cached entry's payload (the caller has already checked visibility).
-    pub fn decrypt(&self, entry: &CachedEntry) -> Result<EntryData, VaultError> {
-        let plain = zeroize::Zeroizing::new(
-            self.key
-                .open_entry(self.id.as_str(), &entry.uuid, &entry.sealed)
-                .map_err(|_| VaultError::Corrupt(format!("entry {} does not decrypt", entry.id)))?,
+    /// Builds the cache form of a decrypted entry: texts in one allocation, the agent view
+    /// rendered once and sealed.
+    fn cache_entry(
+        &self,
+        id: i64,
+        uuid: String,
+        scopes: ScopeSet,
+        (created_at, updated_at, version): (i64, i64, i64),
+        data: &EntryData,
+    ) -> Result<CachedEntry, VaultError> {
+        let corrupt = |what: &str| VaultError::Corrupt(format!("entry {id}: {what}"));
+        let haystack = format!("{}\n{}\n{}", data.title, data.url, data.entry_type).to_lowercase();
+        let mut text = String::with_capacity(
+            uuid.len() + data.title.len() + data.entry_type.len() + data.url.len() + haystack.len(),
         );
-        serde_json::from_slice(&plain)
-            .map_err(|_| VaultError::Corrupt(format!("entry {} holds invalid JSON", entry.id)))
+        let mut ends = [0u32; 4];
+        for (end, part) in ends.iter_mut().zip([uuid.as_str(), &data.title, &data.entry_type, &data.url]) {
+            text.push_str(part);
+            *end = u32::try_from(text.len()).map_err(|_| corrupt("texts too long"))?;
+        }
+        text.push_str(&haystack);
+        let totp = match data.fields.iter().find(|f| f.kind == FieldKind::Totp) {
+            None => CachedTotp::Absent,
+            Some(f) if f.tier == Tier::L2 => CachedTotp::L2,
+            Some(f) => CachedTotp::L1(self.memory.seal(f.value.as_bytes()).map_err(|_| corrupt("cannot seal"))?),
+        };
+        let mut entry = CachedEntry {
+            id,
+            scopes,
+            created_at,
+            updated_at,
+            version,
+            text: text.into_boxed_str(),
+            ends,
+            view: Box::default(),
+            totp,
+        };
+        let json = super::view::render(&entry, data).map_err(|_| corrupt("cannot render"))?;
+        entry.view = self.memory.seal(&json).map_err(|_| corrupt("cannot seal"))?;
+        Ok(entry)
+    }
+
+    /// The entry's agent view as JSON bytes (the caller has already checked visibility).
+    pub fn agent_view(&self, entry: &CachedEntry) -> Result<Vec<u8>, VaultError> {
+        self.memory
+            .open(&entry.view)
+            .map_err(|_| VaultError::Corrupt(format!("entry {} cache does not open", entry.id)))
+    }
+
+    /// The entry's first TOTP field (the caller has already checked visibility).
+    pub fn totp_secret(&self, entry: &CachedEntry) -> Result<TotpSecret, VaultError> {
+        Ok(match &entry.totp {
+            CachedTotp::Absent => TotpSecret::Absent,
+            CachedTotp::L2 => TotpSecret::L2,
+            CachedTotp::L1(sealed) => {
+                let plain = zeroize::Zeroizing::new(
+                    self.memory
+                        .open(sealed)
+                        .map_err(|_| VaultError::Corrupt(format!("entry {} cache does not open", entry.id)))?,
+                );
+                let text = std::str::from_utf8(&plain)
+                    .map_err(|_| VaultError::Corrupt(format!("entry {} TOTP secret is not text", entry.id)))?;
+                TotpSecret::L1(zeroize::Zeroizing::new(text.to_owned()))
+            }
+        })
     }
 
     pub fn agents(&self) -> Vec<Arc<Agent>> {

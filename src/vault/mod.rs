@@ -12,12 +12,13 @@ pub mod gate;
 pub mod live;
 pub mod ops;
 pub mod totp;
+pub mod view;
 
 use crate::crypto::CryptoError;
 use crate::store::StoreError;
 
 pub use data_dir::DataDir;
-pub use live::{CachedEntry, LiveVault, Node, Principal};
+pub use live::{CachedEntry, LiveVault, Node, Principal, TotpSecret};
 
 /// A vault's id: 32 lowercase hex characters, also the stem of its file name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -1,0 +1,55 @@
+//! What an agent is shown of an entry: the summary (list, search) and the full view (fetch),
+//! with L1 values in the clear, L2 values as the owner's ciphertext, and L1 TOTP secrets never
+//! (agents get codes from the TOTP route instead).
+//!
+//! The full view is serialized once per entry version when the cache is refreshed and kept
+//! sealed under the process's memory key, so a read only unseals bytes. These structs are the
+//! one definition of that JSON: the API returns them and the OpenAPI document names them.
+
+use serde::Serialize;
+
+use super::CachedEntry;
+use super::entry::{EntryData, FieldView};
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct EntrySummary<'a> {
+    id: i64,
+    uuid: &'a str,
+    title: &'a str,
+    #[serde(rename = "type")]
+    entry_type: &'a str,
+    url: &'a str,
+    scopes: Vec<&'a str>,
+    created_at: i64,
+    updated_at: i64,
+    version: i64,
+}
+
+impl<'a> EntrySummary<'a> {
+    pub fn of(e: &'a CachedEntry) -> Self {
+        Self {
+            id: e.id,
+            uuid: e.uuid(),
+            title: e.title(),
+            entry_type: e.entry_type(),
+            url: e.url(),
+            scopes: e.scopes.iter().collect(),
+            created_at: e.created_at,
+            updated_at: e.updated_at,
+            version: e.version,
+        }
+    }
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct EntryView<'a> {
+    #[serde(flatten)]
+    summary: EntrySummary<'a>,
+    fields: Vec<FieldView<'a>>,
+}
+
+/// The full view's JSON. The caller seals it and wipes this buffer.
+pub(super) fn render(entry: &CachedEntry, data: &EntryData) -> Result<zeroize::Zeroizing<Vec<u8>>, serde_json::Error> {
+    let view = EntryView { summary: EntrySummary::of(entry), fields: data.fields.iter().map(FieldView::of).collect() };
+    serde_json::to_vec(&view).map(zeroize::Zeroizing::new)
+}
