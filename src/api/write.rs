@@ -78,7 +78,7 @@ async fn gated<T>(
     caller: &Caller,
     event: AuditEvent,
     req: &Signed,
-    change: impl FnOnce(&mut VaultDb, &VaultId, &DataKey) -> Result<T, VaultError>,
+    change: impl FnOnce(&mut VaultDb, &VaultId, &DataKey, &AuditEvent) -> Result<T, VaultError>,
 ) -> Result<T, ApiError> {
     let presented = Presented {
         agent: &caller.principal.agent,
@@ -134,8 +134,7 @@ pub async fn challenge(State(state): State<AppState>, caller: Caller, body: Byte
 pub async fn create_entry(State(state): State<AppState>, caller: Caller, signed: Signed) -> Result<Response, ApiError> {
     let input: EntryInput = parse_body(&signed.body)?;
     let event = caller.event(Action::EntryCreate, Outcome::Ok);
-    let ev = event.clone();
-    let id = gated(&state, &caller, event, &signed, move |db, v, k| ops::add_entry(db, v, k, input, &ev)).await?;
+    let id = gated(&state, &caller, event, &signed, move |db, v, k, ev| ops::add_entry(db, v, k, input, ev)).await?;
     Ok((StatusCode::CREATED, Json(json!({"id": id}))).into_response())
 }
 
@@ -148,9 +147,8 @@ pub async fn update_entry(
     let id = parse_positive(&raw, "entry id")?;
     let input: EntryInput = parse_body(&signed.body)?;
     let event = caller.event(Action::EntryUpdate, Outcome::Ok).entry(id);
-    let ev = event.clone();
     let version =
-        gated(&state, &caller, event, &signed, move |db, v, k| ops::update_entry(db, v, k, id, input, None, &ev))
+        gated(&state, &caller, event, &signed, move |db, v, k, ev| ops::update_entry(db, v, k, id, input, None, ev))
             .await?;
     Ok(Json(json!({"id": id, "version": version})).into_response())
 }
@@ -170,10 +168,10 @@ pub async fn set_entry_scopes(
     let id = parse_positive(&raw, "entry id")?;
     let req: ScopesRequest = parse_body(&signed.body)?;
     let event = caller.event(Action::EntryUpdate, Outcome::Ok).entry(id).detail("scopes");
-    let ev = event.clone();
-    let version =
-        gated(&state, &caller, event, &signed, move |db, v, k| ops::set_entry_scopes(db, v, k, id, &req.scopes, &ev))
-            .await?;
+    let version = gated(&state, &caller, event, &signed, move |db, v, k, ev| {
+        ops::set_entry_scopes(db, v, k, id, &req.scopes, ev)
+    })
+    .await?;
     Ok(Json(json!({"id": id, "version": version})).into_response())
 }
 
@@ -185,8 +183,7 @@ pub async fn delete_entry(
 ) -> Result<Response, ApiError> {
     let id = parse_positive(&raw, "entry id")?;
     let event = caller.event(Action::EntryDelete, Outcome::Ok).entry(id);
-    let ev = event.clone();
-    gated(&state, &caller, event, &signed, move |db, _, _| ops::delete_entry(db, id, &ev)).await?;
+    gated(&state, &caller, event, &signed, move |db, _, _, ev| ops::delete_entry(db, id, ev)).await?;
     Ok(Json(json!({"deleted": id})).into_response())
 }
 
@@ -205,9 +202,8 @@ pub struct NewAgentRequest {
 pub async fn create_agent(State(state): State<AppState>, caller: Caller, signed: Signed) -> Result<Response, ApiError> {
     let req: NewAgentRequest = parse_body(&signed.body)?;
     let event = caller.event(Action::AgentCreate, Outcome::Ok);
-    let ev = event.clone();
-    let (agent, token) = gated(&state, &caller, event, &signed, move |db, _, _| {
-        ops::add_agent(db, &req.name, &req.scopes, req.all_access, req.admin, &ev)
+    let (agent, token) = gated(&state, &caller, event, &signed, move |db, _, _, ev| {
+        ops::add_agent(db, &req.name, &req.scopes, req.all_access, req.admin, ev)
     })
     .await?;
     let body = json!({"agent": agent_view(&agent), "token": token.reveal()});
@@ -241,9 +237,8 @@ pub async fn update_agent(
         rotate_token: req.rotate_token,
     };
     let event = caller.event(Action::AgentUpdate, Outcome::Ok).detail(format!("agent {id}"));
-    let ev = event.clone();
     let (agent, token) =
-        gated(&state, &caller, event, &signed, move |db, _, _| ops::update_agent(db, id, &update, &ev)).await?;
+        gated(&state, &caller, event, &signed, move |db, _, _, ev| ops::update_agent(db, id, &update, ev)).await?;
     let mut out = json!({"agent": agent_view(&agent)});
     if let Some(t) = token {
         out["token"] = json!(t.reveal());
@@ -259,8 +254,7 @@ pub async fn delete_agent(
 ) -> Result<Response, ApiError> {
     let id = AgentId(parse_positive(&raw, "agent id")?);
     let event = caller.event(Action::AgentRevoke, Outcome::Ok).detail(format!("agent {id}"));
-    let ev = event.clone();
-    gated(&state, &caller, event, &signed, move |db, _, _| ops::revoke_agent(db, id, &ev)).await?;
+    gated(&state, &caller, event, &signed, move |db, _, _, ev| ops::revoke_agent(db, id, ev)).await?;
     Ok(Json(json!({"revoked": id.0})).into_response())
 }
 
@@ -301,11 +295,10 @@ pub struct AddPasskeyRequest {
 pub async fn add_passkey(State(state): State<AppState>, caller: Caller, signed: Signed) -> Result<Response, ApiError> {
     let req: AddPasskeyRequest = parse_body(&signed.body)?;
     let event = caller.event(Action::PasskeyAdd, Outcome::Ok);
-    let ev = event.clone();
     let rp = state.rp.clone();
     let agent = caller.principal.agent.id;
-    let id = gated(&state, &caller, event, &signed, move |db, _, _| {
-        gate::register_passkey(db, &rp, agent, &req.registration_id, &req.credential.to_string(), &req.name, &ev)
+    let id = gated(&state, &caller, event, &signed, move |db, _, _, ev| {
+        gate::register_passkey(db, &rp, agent, &req.registration_id, &req.credential.to_string(), &req.name, ev)
     })
     .await?;
     Ok((StatusCode::CREATED, Json(json!({"id": id.as_str()}))).into_response())
@@ -320,9 +313,8 @@ pub async fn remove_passkey(
 ) -> Result<Response, ApiError> {
     let id = CredentialId::parse(&raw).map_err(|_| ApiError::BadRequest("passkey id must be base64url".into()))?;
     let event = caller.event(Action::PasskeyRemove, Outcome::Ok);
-    let ev = event.clone();
     let cred = id.clone();
-    gated(&state, &caller, event, &signed, move |db, _, _| ops::remove_passkey(db, &cred, &ev)).await?;
+    gated(&state, &caller, event, &signed, move |db, _, _, ev| ops::remove_passkey(db, &cred, ev)).await?;
     Ok(Json(json!({"removed": id.as_str()})).into_response())
 }
 
@@ -340,7 +332,6 @@ pub async fn keyring(caller: Caller) -> Result<Response, ApiError> {
 pub async fn set_keyring(State(state): State<AppState>, caller: Caller, signed: Signed) -> Result<Response, ApiError> {
     let keyring: Value = parse_body(&signed.body)?;
     let event = caller.event(Action::KeyringUpdate, Outcome::Ok);
-    let ev = event.clone();
-    gated(&state, &caller, event, &signed, move |db, _, _| ops::set_keyring(db, &keyring, &ev)).await?;
+    gated(&state, &caller, event, &signed, move |db, _, _, ev| ops::set_keyring(db, &keyring, ev)).await?;
     Ok(Json(json!({"ok": true})).into_response())
 }

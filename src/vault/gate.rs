@@ -212,7 +212,7 @@ impl LiveVault {
         rp: &RelyingParty,
         presented: &Presented<'_>,
         event: &AuditEvent,
-        change: impl FnOnce(&mut VaultDb, &VaultId, &DataKey) -> Result<T, VaultError>,
+        change: impl FnOnce(&mut VaultDb, &VaultId, &DataKey, &AuditEvent) -> Result<T, VaultError>,
     ) -> Result<Result<Result<T, VaultError>, Denial>, VaultError> {
         let out = {
             let mut db = self.db();
@@ -227,7 +227,7 @@ impl LiveVault {
                         db.append_audit(&row)?;
                         Ok::<_, VaultError>(Err(denial))
                     }
-                    Ok(()) => Ok(Ok(change(db, id, key))),
+                    Ok(()) => Ok(Ok(change(db, id, key, event))),
                 }
             })?
         };
