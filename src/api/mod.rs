@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -110,7 +110,10 @@ pub async fn not_found() -> ApiError {
 /// 405, a body-limit 413, an extractor's rejection).
 async fn finish_response(req: Request, next: Next) -> Response {
     let method = req.method().clone();
-    let uri = req.uri().clone();
+    // The route pattern, not the request's URI: it names the route without ids, and holding a
+    // clone of the URI across the handler would pin hyper's read buffer (the URI shares its
+    // bytes), making hyper allocate a fresh 8 KB one for every request.
+    let route = req.extensions().get::<MatchedPath>().cloned();
     let started = Instant::now();
     let mut resp = next.run(req).await;
     let status = resp.status();
@@ -138,18 +141,12 @@ async fn finish_response(req: Request, next: Next) -> Response {
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    // Paths carry only route names and ids; query strings (search text) are never logged.
+    // Route patterns only: no ids, and never a query string (search text).
+    let route = route.as_ref().map_or("(no route)", MatchedPath::as_str);
     if status == StatusCode::INTERNAL_SERVER_ERROR {
-        tracing::warn!(%method, path = %truncate(uri.path(), 200), status = status.as_u16(), "request failed");
+        tracing::warn!(%method, route, status = status.as_u16(), "request failed");
     } else {
-        tracing::debug!(%method, path = %truncate(uri.path(), 200), status = status.as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request");
+        tracing::debug!(%method, route, status = status.as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request");
     }
     resp
-}
-
-fn truncate(s: &str, max: usize) -> &str {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => &s[..i],
-        None => s,
-    }
 }

@@ -103,8 +103,13 @@ async fn connection(
         app.clone().oneshot(req.map(Body::new))
     });
     // The timer gives hyper its default 30 s limit for reading a request head (slow-loris).
+    // Half-close: hyper otherwise reads the socket again while a request is in flight, to
+    // notice a client that went away; that read needs a fresh 8 KB buffer every time (the
+    // request still shares the old one) plus a syscall, and would cancel a handler between
+    // its audit commit and its answer. A vanished client is noticed when the answer is written.
     let mut conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
+        .half_close(true)
         .serve_connection(TokioIo::new(stream), service);
     let (mut stopping, mut handed_off) = (false, false);
     loop {
