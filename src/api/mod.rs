@@ -9,6 +9,7 @@ mod admin;
 mod caller;
 mod entries;
 mod error;
+mod finish;
 pub mod openapi;
 pub mod serve;
 mod setup;
@@ -19,11 +20,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::Body;
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::extract::State;
+use axum::response::IntoResponse;
 use axum::routing::{get, post, put};
 use serde_json::json;
 
@@ -87,7 +85,7 @@ pub fn router(state: AppState) -> Router {
         .install_routes(shared)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY))
-        .layer(middleware::from_fn(finish_response))
+        .layer(finish::FinishLayer)
         .with_state(state)
 }
 
@@ -104,49 +102,4 @@ async fn health(State(state): State<AppState>) -> impl IntoResponse {
 /// The plain answer for an unknown route.
 pub async fn not_found() -> ApiError {
     ApiError::NoRoute
-}
-
-/// Security headers on everything, and a JSON body on every error that lacks one (axum's own
-/// 405, a body-limit 413, an extractor's rejection).
-async fn finish_response(req: Request, next: Next) -> Response {
-    let method = req.method().clone();
-    // The route pattern, not the request's URI: it names the route without ids, and holding a
-    // clone of the URI across the handler would pin hyper's read buffer (the URI shares its
-    // bytes), making hyper allocate a fresh 8 KB one for every request.
-    let route = req.extensions().get::<MatchedPath>().cloned();
-    let started = Instant::now();
-    let mut resp = next.run(req).await;
-    let status = resp.status();
-    // Node telemetry: req_1h / err_1h (every 4xx and 5xx is an error).
-    crate::node::metrics().record_response(status.as_u16());
-    let is_json = resp
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if (status.is_client_error() || status.is_server_error()) && !is_json {
-        let message = status.canonical_reason().unwrap_or("error");
-        let body = json!({"error": error::code_for(status), "message": message}).to_string();
-        let headers = std::mem::take(resp.headers_mut());
-        resp = Response::new(Body::from(body));
-        *resp.status_mut() = status;
-        for name in [header::ALLOW, header::WWW_AUTHENTICATE] {
-            if let Some(v) = headers.get(&name) {
-                resp.headers_mut().insert(name, v.clone());
-            }
-        }
-        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    }
-    let h = resp.headers_mut();
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    // Route patterns only: no ids, and never a query string (search text).
-    let route = route.as_ref().map_or("(no route)", MatchedPath::as_str);
-    if status == StatusCode::INTERNAL_SERVER_ERROR {
-        tracing::warn!(%method, route, status = status.as_u16(), "request failed");
-    } else {
-        tracing::debug!(%method, route, status = status.as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request");
-    }
-    resp
 }
