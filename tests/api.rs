@@ -333,6 +333,30 @@ fn shutdown_finishes_in_flight_requests_and_does_not_wait_for_idle_connections()
     drop(idle);
 }
 
+/// Slow-loris: a connection that never finishes its request head is closed after hyper's 30 s
+/// limit instead of being held forever (this test takes that long).
+#[test]
+fn a_request_head_that_never_finishes_is_cut_off() {
+    use std::io::{Read, Write};
+    let v = Vault::new();
+    let s = v.serve();
+    let started = std::time::Instant::now();
+    let mut slow = std::net::TcpStream::connect(s.addr).unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ").unwrap();
+    slow.set_read_timeout(Some(std::time::Duration::from_secs(90))).unwrap();
+    let mut got = Vec::new();
+    // Ends with EOF (or a reset) once the server gives up; a read timeout means it never did.
+    match slow.read_to_end(&mut got) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("the connection was still open after {:?}: {e}", started.elapsed()),
+    }
+    assert!(!String::from_utf8_lossy(&got).contains("200 OK"), "{got:?}");
+    assert!(started.elapsed() >= std::time::Duration::from_secs(20), "cut off early: {:?}", started.elapsed());
+    // The server is fine and still answers others.
+    assert_eq!(s.get("/healthz", None).status, 200);
+}
+
 #[test]
 fn a_flood_of_bad_tokens_is_throttled_but_valid_tokens_are_not() {
     let v = Vault::new();
