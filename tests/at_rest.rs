@@ -48,6 +48,59 @@ fn raw_sqlite_files_hold_no_plaintext() {
     assert_eq!(scopes, "0001");
 }
 
+/// The server's own memory: after it has loaded an entry and answered reads of it (whole entry
+/// and TOTP code), no readable, writable mapping of the process holds the secret values. The
+/// cache keeps them sealed under the memory key, and the buffers they passed through (the
+/// decrypted entry, the rendered view, the answers) were wiped when freed.
+#[test]
+fn a_serving_process_keeps_no_plaintext_secret_in_its_memory() {
+    let v = Vault::new();
+    let password = "in-memory-canary-Zq81Lw3Rk92-and-then-some-more-bytes-7731";
+    let seed = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXQJBSWY3DPEHPK3PXR";
+    v.add_entry(&json!({"title": "canary", "scopes": ["0001"], "fields": [
+        {"name": "password", "kind": "secret", "value": password},
+        {"name": "otp", "kind": "totp", "value": seed},
+    ]}));
+    let s = v.serve();
+    // A second entry arrives while the server runs, so the watcher's refresh path (not only the
+    // first load, whose scratch memory is handed back to the OS) has decrypted and cached it.
+    let late = "late-arriving-canary-Hh27Vx0Mq55-with-enough-length-to-scan";
+    v.add_entry(&json!({"title": "late", "scopes": ["0001"], "fields": [
+        {"name": "password", "kind": "secret", "value": late},
+    ]}));
+    common::eventually("the late entry is served", || s.get("/api/entries/2", Some(&v.owner)).status == 200);
+    for _ in 0..3 {
+        assert_eq!(s.get("/api/entries/1", Some(&v.owner)).json()["fields"][0]["value"], password);
+        assert_eq!(s.get("/api/entries/2", Some(&v.owner)).json()["fields"][0]["value"], late);
+        assert_eq!(s.get("/api/ext/totp/1", Some(&v.owner)).status, 200);
+    }
+    let pid = s.child.id();
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let mut mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
+    let mut scanned = 0usize;
+    for line in maps.lines() {
+        let mut parts = line.split_whitespace();
+        let (Some(range), Some(perms)) = (parts.next(), parts.next()) else { continue };
+        if !perms.starts_with("rw") {
+            continue;
+        }
+        let (start, end) = range.split_once('-').unwrap();
+        let (start, end) = (u64::from_str_radix(start, 16).unwrap(), u64::from_str_radix(end, 16).unwrap());
+        let mut bytes = vec![0u8; (end - start) as usize];
+        use std::io::{Read, Seek, SeekFrom};
+        if mem.seek(SeekFrom::Start(start)).is_err() || mem.read_exact(&mut bytes).is_err() {
+            continue; // guard pages and the like
+        }
+        // The tails: freeing a small buffer overwrites its first 16 bytes with allocator
+        // bookkeeping, so a whole-string search would miss an unwiped one.
+        for secret in [&password[16..], &seed[16..], &late[16..]] {
+            assert!(!contains(&bytes, secret), "{secret:?} is in the server's memory at {line}");
+        }
+        scanned += bytes.len();
+    }
+    assert!(scanned > 1 << 20, "only {scanned} bytes of the process could be read");
+}
+
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).unwrap().flatten() {

@@ -65,7 +65,9 @@ pub async fn get_one(caller: Caller, Path(raw): Path<String>) -> Result<Response
     // Committed before the secret leaves: a crash after this line still leaves the evidence.
     let audit_id = vault.audit(caller.event(Action::EntryRead, Outcome::Ok).entry(id)).await?;
     let json = [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))];
-    Ok(with_audit_id((json, Body::from(view)), audit_id))
+    // Wiped once hyper has written it and lets go.
+    let body = Body::from(axum::body::Bytes::from_owner(zeroize::Zeroizing::new(view)));
+    Ok(with_audit_id((json, body), audit_id))
 }
 
 pub async fn search(caller: Caller, Query(params): Query<HashMap<String, String>>) -> Result<Response, ApiError> {

@@ -55,6 +55,14 @@ pub struct Field {
     pub value: String,
 }
 
+/// A value is wiped when its field goes away: decrypted entries pass through the server's heap
+/// (cache refreshes, writes) and should not linger in freed memory.
+impl Drop for Field {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.value);
+    }
+}
+
 /// The sealed part of an entry: everything but ids, scopes and timestamps.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -24,8 +24,13 @@ pub fn parse(value: &str) -> Result<TOTP, TotpError> {
     let totp = if value.starts_with("otpauth://") {
         TOTP::from_url_unchecked(value).map_err(|_| TotpError::Unparseable)?
     } else {
-        let cleaned: String =
-            value.chars().filter(|c| !c.is_whitespace() && *c != '-').collect::<String>().to_uppercase();
+        // Built in place at its final size, so no outgrown copy of the secret is freed unwiped;
+        // the TOTP wipes its bytes on drop too.
+        let mut cleaned = String::with_capacity(value.len());
+        for c in value.chars().filter(|c| !c.is_whitespace() && *c != '-') {
+            cleaned.push(c.to_ascii_uppercase());
+        }
+        // `Secret` wipes its text on drop (totp-rs "zeroize").
         let bytes = Secret::Encoded(cleaned).to_bytes().map_err(|_| TotpError::Unparseable)?;
         TOTP::new_unchecked(Algorithm::SHA1, 6, 1, 30, bytes, None, String::new())
     };

@@ -51,5 +51,14 @@ pub struct EntryView<'a> {
 /// The full view's JSON. The caller seals it and wipes this buffer.
 pub(super) fn render(entry: &CachedEntry, data: &EntryData) -> Result<zeroize::Zeroizing<Vec<u8>>, serde_json::Error> {
     let view = EntryView { summary: EntrySummary::of(entry), fields: data.fields.iter().map(FieldView::of).collect() };
-    serde_json::to_vec(&view).map(zeroize::Zeroizing::new)
+    // Sized for the worst case (every character escaped as \u00XX) so the buffer never grows:
+    // growing would free copies of the secrets that nothing wipes.
+    let texts: usize = [entry.uuid(), entry.title(), entry.entry_type(), entry.url()]
+        .iter()
+        .map(|t| t.len())
+        .chain(data.fields.iter().map(|f| f.name.len() + f.value.len()))
+        .sum();
+    let mut out = zeroize::Zeroizing::new(Vec::with_capacity(512 + 64 * data.fields.len() + 6 * texts));
+    serde_json::to_writer(&mut *out, &view)?;
+    Ok(out)
 }
