@@ -162,6 +162,51 @@ fn self_signed(dir: &Path, days: u32) -> (PathBuf, PathBuf) {
     (cert, key)
 }
 
+/// Slow-loris on the public TLS port: a request head that never finishes is cut off after
+/// hyper's 30 s limit, as on the plain listener (this test takes that long).
+#[test]
+fn a_tls_request_head_that_never_finishes_is_cut_off() {
+    let v = Vault::new();
+    let (cert, key) = self_signed(v.tmp.path(), 30);
+    let tls_listen = format!("127.0.0.1:{}", free_port());
+    let s = Server::start(
+        &v.dir(),
+        &["--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap(), "--tls-listen", &tls_listen],
+    );
+    // The TLS listener comes up just after the plain one the harness waited for.
+    common::eventually("the TLS listener accepts", || std::net::TcpStream::connect(&tls_listen).is_ok());
+    // openssl s_client: the TLS client that keeps its connection open while stdin does.
+    let mut client = Proc(
+        Command::new("openssl")
+            .args(["s_client", "-quiet", "-servername", "localhost", "-connect", &tls_listen])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let started = Instant::now();
+    let mut stdin = client.0.stdin.take().unwrap();
+    stdin.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Slow: ").unwrap();
+    stdin.flush().unwrap();
+    // s_client exits when the server closes the connection; bounded at 90 s.
+    let mut exited = false;
+    for _ in 0..900 {
+        if client.0.try_wait().unwrap().is_some() {
+            exited = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(exited, "the TLS connection was still open after {:?}", started.elapsed());
+    let mut got = String::new();
+    client.0.stdout.take().unwrap().read_to_string(&mut got).unwrap();
+    assert!(!got.contains("200 OK"), "{got:?}");
+    assert!(started.elapsed() >= Duration::from_secs(20), "cut off early: {:?}", started.elapsed());
+    drop(stdin);
+    assert_eq!(s.get("/healthz", None).status, 200);
+}
+
 fn curl(args: &[&str]) -> (bool, String) {
     run(Command::new("curl").args(["--silent", "--show-error", "--max-time", "10"]).args(args))
 }

@@ -348,7 +348,8 @@ pub fn start(plan: &TlsPlan, dir: &DataDir, app: Router) -> Result<TlsServers, N
         TlsMode::Static { cert, key } => {
             let config = axum_server::tls_rustls::RustlsConfig::from_config(static_server_config(cert, key)?);
             let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(config).handshake_timeout(HANDSHAKE_TIMEOUT);
-            let server = server.acceptor(acceptor).handle(handle.clone());
+            let mut server = server.acceptor(acceptor).handle(handle.clone());
+            http1_like_the_plain_listener(server.http_builder());
             tokio::spawn(async move {
                 if let Err(e) = server.serve(make).await {
                     tracing::error!(error = %e, "the TLS listener failed");
@@ -391,7 +392,8 @@ pub fn start(plan: &TlsPlan, dir: &DataDir, app: Router) -> Result<TlsServers, N
                 }
             });
             let acceptor = HandshakeTimeout { inner: acceptor, timeout: HANDSHAKE_TIMEOUT };
-            let server = server.acceptor(acceptor).handle(handle.clone());
+            let mut server = server.acceptor(acceptor).handle(handle.clone());
+            http1_like_the_plain_listener(server.http_builder());
             tokio::spawn(async move {
                 if let Err(e) = server.serve(make).await {
                     tracing::error!(error = %e, "the TLS listener failed");
@@ -424,6 +426,13 @@ pub fn start(plan: &TlsPlan, dir: &DataDir, app: Router) -> Result<TlsServers, N
         servers.bound.push(("http-redirect", local));
     }
     Ok(servers)
+}
+
+/// The HTTP/1 settings `api::serve` gives the plain listener: hyper's 30 s limit for reading a
+/// request head (it needs a timer), and half-close (no re-read while a request is in flight).
+/// The public TLS port is where slow-header clients come from.
+fn http1_like_the_plain_listener(builder: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>) {
+    builder.http1().timer(hyper_util::rt::TokioTimer::new()).half_close(true);
 }
 
 /// Bounds the time an acceptor (rustls-acme's has no limit of its own) may take.
