@@ -417,12 +417,8 @@ pub fn start(plan: &TlsPlan, dir: &DataDir, app: Router) -> Result<TlsServers, N
             .map_err(|e| cfg(format!("cannot listen on {addr} (HTTP redirect): {e}")))?;
         let target = Arc::new(RedirectTarget { domains, https_port: tls_addr.port() });
         let app = Router::new().fallback(redirect).with_state(target);
-        servers.tasks.push(tokio::spawn(async move {
-            let shutdown = crate::edition::shutdown_started();
-            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
-                tracing::error!(error = %e, "the HTTP redirect listener failed");
-            }
-        }));
+        // The same loop as the plain listener: port 80 is public too, and gets its head limit.
+        servers.tasks.push(tokio::spawn(crate::api::serve::serve(listener, app, crate::edition::shutdown_started())));
         servers.bound.push(("http-redirect", local));
     }
     Ok(servers)
