@@ -333,6 +333,43 @@ fn shutdown_finishes_in_flight_requests_and_does_not_wait_for_idle_connections()
     drop(idle);
 }
 
+/// A request whose body never finishes cannot hold up a stop: after the grace period (10 s) the
+/// server drops it and exits.
+#[test]
+fn a_request_that_never_finishes_does_not_hold_up_shutdown() {
+    use std::io::{Read, Write};
+    let v = Vault::new();
+    let mut s = v.serve();
+    let mut stuck = std::net::TcpStream::connect(s.addr).unwrap();
+    let head = format!(
+        "POST /api/agents HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{",
+        v.owner
+    );
+    stuck.write_all(head.as_bytes()).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    let _ = std::process::Command::new("kill").arg("-TERM").arg(s.child.id().to_string()).status();
+    let mut status = None;
+    for _ in 0..300 {
+        if let Ok(Some(st)) = s.child.try_wait() {
+            status = Some(st);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let status = status.unwrap_or_else(|| panic!("still running {:?} after SIGTERM", started.elapsed()));
+    assert!(status.success(), "{status:?}");
+    // The stuck client sees its connection end rather than hang.
+    stuck.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    let mut rest = Vec::new();
+    let ended = match stuck.read_to_end(&mut rest) {
+        Ok(_) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+    };
+    assert!(ended, "the stuck connection was left open");
+    eprintln!("exited {:?} after SIGTERM with a request stuck mid-body", started.elapsed());
+}
+
 /// Slow-loris: a connection that never finishes its request head is closed after hyper's 30 s
 /// limit instead of being held forever (this test takes that long).
 #[test]

@@ -50,8 +50,12 @@ impl Handoff {
     }
 }
 
+/// How long in-flight requests get to finish once shutdown has begun; connections still busy
+/// after that (a client sending a body at a trickle) are dropped, so a stop never hangs.
+pub const GRACE: Duration = Duration::from_secs(10);
+
 /// Serves `app` on `listener` until `shutdown` resolves, then lets in-flight requests finish and
-/// waits for every connection, handed-off ones included, to close.
+/// waits for every connection, handed-off ones included, to close: at most [`GRACE`].
 pub async fn serve(listener: TcpListener, app: Router, shutdown: impl Future<Output = ()>) {
     // Connections watch `stop` to begin their graceful shutdown, and each holds a clone of
     // `open` until it closes, so `closed()` on its sender tells when all are gone.
@@ -81,7 +85,10 @@ pub async fn serve(listener: TcpListener, app: Router, shutdown: impl Future<Out
     drop(listener);
     stop_tx.send_replace(true);
     drop(open_rx);
-    open_tx.closed().await;
+    if tokio::time::timeout(GRACE, open_tx.closed()).await.is_err() {
+        tracing::warn!(open = open_tx.receiver_count(), "dropping connections still busy after the grace period");
+    }
+    // Returning drops `stop_tx`, which ends every connection task still running.
 }
 
 fn is_connection_error(e: &std::io::Error) -> bool {
@@ -111,7 +118,7 @@ async fn connection(
         .timer(TokioTimer::new())
         .half_close(true)
         .serve_connection(TokioIo::new(stream), service);
-    let (mut stopping, mut handed_off) = (false, false);
+    let mut handed_off = false;
     loop {
         tokio::select! {
             result = &mut conn => {
@@ -133,11 +140,12 @@ async fn connection(
                 });
                 return;
             }
-            changed = stop.changed(), if !stopping => {
-                stopping = true;
-                if changed.is_ok() {
-                    Pin::new(&mut conn).graceful_shutdown();
+            changed = stop.changed() => {
+                if changed.is_err() {
+                    // `serve` has returned: the grace period is over.
+                    return;
                 }
+                Pin::new(&mut conn).graceful_shutdown();
             }
         }
     }

@@ -25,8 +25,8 @@ pub const LETS_ENCRYPT_PRODUCTION: &str = "https://acme-v02.api.letsencrypt.org/
 pub const LETS_ENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
 pub const DEFAULT_TLS_LISTEN: &str = "0.0.0.0:443";
 pub const DEFAULT_REDIRECT_LISTEN: &str = "0.0.0.0:80";
-/// How long in-flight TLS requests get to finish at shutdown.
-const GRACE: Duration = Duration::from_secs(10);
+/// How long in-flight TLS requests get to finish at shutdown: as long as on the plain listener.
+const GRACE: Duration = crate::api::serve::GRACE;
 /// A TLS handshake (or an ACME validation connection) that takes longer is dropped, so idle
 /// sockets cannot pile up before a request is ever read.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
