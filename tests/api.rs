@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Vault, eventually, request};
+use common::{Vault, eventually, read_response, request};
 use serde_json::{Value, json};
 
 fn login(title: &str, scopes: &[&str], password: &str) -> Value {
@@ -279,28 +279,6 @@ fn health_reports_edition_and_shutdown_is_graceful() {
     assert!(String::from_utf8_lossy(&version.stdout).contains(expected));
 }
 
-/// Reads one HTTP/1.1 response with a Content-Length body from `s`.
-fn read_response(s: &mut std::net::TcpStream) -> String {
-    use std::io::Read;
-    s.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
-    let mut buf = Vec::new();
-    let mut byte = [0u8; 1];
-    while !buf.ends_with(b"\r\n\r\n") {
-        assert_eq!(s.read(&mut byte).unwrap(), 1, "closed in the head: {:?}", String::from_utf8_lossy(&buf));
-        buf.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&buf).to_lowercase();
-    let len: usize = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length:"))
-        .map(|v| v.trim().parse().unwrap())
-        .expect("content-length");
-    let mut body = vec![0u8; len];
-    s.read_exact(&mut body).unwrap();
-    buf.extend_from_slice(&body);
-    String::from_utf8_lossy(&buf).into_owned()
-}
-
 #[test]
 fn shutdown_finishes_in_flight_requests_and_does_not_wait_for_idle_connections() {
     use std::io::Write;
@@ -321,7 +299,7 @@ fn shutdown_finishes_in_flight_requests_and_does_not_wait_for_idle_connections()
     slow.write_all(head.as_bytes()).unwrap();
     slow.write_all(&body[..5]).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(300));
-    let _ = std::process::Command::new("kill").arg("-TERM").arg(s.child.id().to_string()).status();
+    s.sigterm();
     std::thread::sleep(std::time::Duration::from_millis(300));
     slow.write_all(&body[5..]).unwrap();
     let answer = read_response(&mut slow);
@@ -348,16 +326,10 @@ fn a_request_that_never_finishes_does_not_hold_up_shutdown() {
     stuck.write_all(head.as_bytes()).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(300));
     let started = std::time::Instant::now();
-    let _ = std::process::Command::new("kill").arg("-TERM").arg(s.child.id().to_string()).status();
-    let mut status = None;
-    for _ in 0..300 {
-        if let Ok(Some(st)) = s.child.try_wait() {
-            status = Some(st);
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    let status = status.unwrap_or_else(|| panic!("still running {:?} after SIGTERM", started.elapsed()));
+    s.sigterm();
+    let status = s
+        .exit_within(std::time::Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("still running {:?} after SIGTERM", started.elapsed()));
     assert!(status.success(), "{status:?}");
     // The stuck client sees its connection end rather than hang.
     stuck.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();

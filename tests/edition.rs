@@ -126,6 +126,7 @@ mod commercial {
     use serde_json::Value;
 
     use super::*;
+    use common::{read_head, read_response};
 
     /// What the receiver saw: request line, headers (lowercased names), body.
     type Received = (String, Vec<(String, String)>, String);
@@ -257,18 +258,6 @@ mod commercial {
         s
     }
 
-    /// Reads until the end of the response head.
-    fn read_head(s: &mut TcpStream) -> String {
-        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            assert_eq!(s.read(&mut byte).unwrap(), 1, "connection closed in the head");
-            head.push(byte[0]);
-        }
-        String::from_utf8(head).unwrap()
-    }
-
     #[test]
     fn tarpit_drips_one_byte_a_second_then_answers() {
         let v = Vault::new();
@@ -309,15 +298,8 @@ mod commercial {
         let mut conn = TcpStream::connect(s.addr).unwrap();
         for _ in 0..2 {
             conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-            let head = read_head(&mut conn);
-            assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-            let len: usize = head
-                .to_lowercase()
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
-                .unwrap();
-            let mut body = vec![0u8; len];
-            conn.read_exact(&mut body).unwrap();
+            let answer = read_response(&mut conn);
+            assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
         }
         let started = Instant::now();
         conn.write_all(b"GET /.env HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
@@ -367,7 +349,7 @@ mod commercial {
 
         // Shutdown releases every held connection promptly, and the process exits.
         let started = Instant::now();
-        let _ = std::process::Command::new("kill").arg("-TERM").arg(s.child.id().to_string()).status();
+        s.sigterm();
         for conn in held.iter_mut() {
             let mut rest = Vec::new();
             conn.set_read_timeout(Some(Duration::from_secs(20))).unwrap();

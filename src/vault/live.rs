@@ -297,9 +297,12 @@ impl LiveVault {
 
     /// The entry's agent view as JSON bytes (the caller has already checked visibility).
     pub fn agent_view(&self, entry: &CachedEntry) -> Result<Vec<u8>, VaultError> {
-        self.memory
-            .open(&entry.view)
-            .map_err(|_| VaultError::Corrupt(format!("entry {} cache does not open", entry.id)))
+        self.unseal(entry, &entry.view)
+    }
+
+    /// Opens something `cache_entry` sealed for `entry`.
+    fn unseal(&self, entry: &CachedEntry, sealed: &[u8]) -> Result<Vec<u8>, VaultError> {
+        self.memory.open(sealed).map_err(|_| VaultError::Corrupt(format!("entry {} cache does not open", entry.id)))
     }
 
     /// The entry's first TOTP field (the caller has already checked visibility).
@@ -308,11 +311,7 @@ impl LiveVault {
             CachedTotp::Absent => TotpSecret::Absent,
             CachedTotp::L2 => TotpSecret::L2,
             CachedTotp::L1(sealed) => {
-                let plain = zeroize::Zeroizing::new(
-                    self.memory
-                        .open(sealed)
-                        .map_err(|_| VaultError::Corrupt(format!("entry {} cache does not open", entry.id)))?,
-                );
+                let plain = zeroize::Zeroizing::new(self.unseal(entry, sealed)?);
                 let text = std::str::from_utf8(&plain)
                     .map_err(|_| VaultError::Corrupt(format!("entry {} TOTP secret is not text", entry.id)))?;
                 TotpSecret::L1(zeroize::Zeroizing::new(text.to_owned()))

@@ -208,8 +208,17 @@ impl Server {
 
     /// SIGTERM, then wait (bounded) for a clean exit.
     pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        self.sigterm();
+        self.exit_within(Duration::from_secs(10))
+    }
+
+    pub fn sigterm(&self) {
         let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
-        for _ in 0..100 {
+    }
+
+    /// The exit status, if the process ends within `limit` (polled every 100 ms).
+    pub fn exit_within(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        for _ in 0..limit.as_millis().div_ceil(100) {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Some(status);
             }
@@ -311,4 +320,30 @@ pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(50));
     }
     panic!("timed out waiting for: {what}");
+}
+
+/// Reads from a raw connection until the end of an HTTP response head (20 s at most).
+pub fn read_head(s: &mut TcpStream) -> String {
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut byte).unwrap(), 1, "closed in the head: {:?}", String::from_utf8_lossy(&head));
+        head.push(byte[0]);
+    }
+    String::from_utf8(head).unwrap()
+}
+
+/// Reads one whole HTTP/1.1 response with a Content-Length body from a raw connection.
+pub fn read_response(s: &mut TcpStream) -> String {
+    let mut whole = read_head(s);
+    let len: usize = whole
+        .to_lowercase()
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+        .expect("content-length");
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).unwrap();
+    whole.push_str(&String::from_utf8_lossy(&body));
+    whole
 }

@@ -18,6 +18,7 @@ use axum::Extension;
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
@@ -97,45 +98,45 @@ pub async fn hold(method: Method, handoff: Option<Extension<Handoff>>) -> Respon
         // Refused (the connection is going away): the takeover and its `Held` are dropped.
         return json_404(Body::from(FINAL));
     }
-    let stream = futures_util::stream::unfold((0u64, Some(held)), move |(sent, held)| async move {
-        let held = held?;
-        if sent >= cfg.hold_secs {
-            drop(held);
-            return Some((Ok::<_, std::convert::Infallible>(Bytes::from_static(FINAL.as_bytes())), (sent, None)));
-        }
-        tokio::select! {
-            () = tokio::time::sleep(Duration::from_secs(1)) => Some((Ok(Bytes::from_static(b" ")), (sent + 1, Some(held)))),
-            () = crate::edition::shutdown_started() => {
-                drop(held);
-                Some((Ok(Bytes::from_static(FINAL.as_bytes())), (cfg.hold_secs, None)))
-            }
-        }
-    });
-    json_404(Body::from_stream(stream))
+    json_404(Body::from_stream(drips(held, cfg.hold_secs).map(Ok::<_, std::convert::Infallible>)))
 }
 
-/// The raw form of the streamed response: the same head and chunked body hyper would write.
+/// The body, chunk by chunk: a space a second for `hold_secs`, then the JSON answer; the answer
+/// comes at once when shutdown begins. `held` is released with the answer.
+fn drips(held: Held, hold_secs: u64) -> impl futures_util::Stream<Item = Bytes> + Send {
+    futures_util::stream::unfold((0u64, Some(held)), move |(sent, held)| async move {
+        let held = held?;
+        if sent >= hold_secs {
+            drop(held);
+            return Some((Bytes::from_static(FINAL.as_bytes()), (sent, None)));
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(1)) => Some((Bytes::from_static(b" "), (sent + 1, Some(held)))),
+            () = crate::edition::shutdown_started() => {
+                drop(held);
+                Some((Bytes::from_static(FINAL.as_bytes()), (hold_secs, None)))
+            }
+        }
+    })
+}
+
+/// The head hyper would write for the streamed response.
 const RAW_HEAD: &[u8] = b"HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncache-control: no-store\r\n\
 transfer-encoding: chunked\r\nconnection: close\r\n\r\n";
-const RAW_DRIP: &[u8] = b"1\r\n \r\n";
 
-/// Drips on a socket taken out of hyper. Ends early when the client goes away or shutdown begins.
+/// The same response on a socket taken out of hyper, with hyper's chunked framing. Ends early
+/// when the client goes away.
 async fn drip(mut stream: TcpStream, held: Held, hold_secs: u64) {
     if stream.write_all(RAW_HEAD).await.is_err() {
         return;
     }
-    for _ in 0..hold_secs {
-        tokio::select! {
-            () = tokio::time::sleep(Duration::from_secs(1)) => {
-                if stream.write_all(RAW_DRIP).await.is_err() {
-                    return;
-                }
-            }
-            () = crate::edition::shutdown_started() => break,
+    let mut chunks = std::pin::pin!(drips(held, hold_secs));
+    while let Some(chunk) = chunks.next().await {
+        let framed = [format!("{:x}\r\n", chunk.len()).as_bytes(), &chunk, b"\r\n"].concat();
+        if stream.write_all(&framed).await.is_err() {
+            return;
         }
     }
-    let last = format!("{:x}\r\n{FINAL}\r\n0\r\n\r\n", FINAL.len());
-    let _ = stream.write_all(last.as_bytes()).await;
+    let _ = stream.write_all(b"0\r\n\r\n").await;
     let _ = stream.shutdown().await;
-    drop(held);
 }
