@@ -85,7 +85,6 @@ pub async fn finish(State(state): State<AppState>, ip: ClientIp, body: Bytes) ->
     match vault.setup_finish(&state.rp, &req.code, &req.registration_id, &credential, &client)? {
         Err(r) => Err(refused(&r)),
         Ok(Some((agent, token))) => {
-            state.node.rebuild_index();
             Ok(Json(json!({"agent": agent_view(&agent), "token": token.reveal()})).into_response())
         }
         // The vault already had an owner (break-glass CLI): only its first passkey was enrolled.

@@ -99,10 +99,7 @@ async fn gated<T>(
             vault.audit(AuditEvent { outcome: Outcome::Failed, ..event }.detail(code)).await?;
             Err(e.into())
         }
-        Ok(Ok(v)) => {
-            state.node.rebuild_index();
-            Ok(v)
-        }
+        Ok(Ok(v)) => Ok(v),
     }
 }
 

@@ -110,6 +110,10 @@ pub enum Lookup {
 
 pub struct LiveVault {
     id: VaultId,
+    /// This vault's position in [`Node::vaults`], which is how the token index names it.
+    slot: usize,
+    /// The node's token index; [`LiveVault::refresh`] replaces this vault's part of it.
+    index: Arc<TokenIndex>,
     key: DataKey,
     /// Seals what this vault's cache holds of entries (see [`CachedEntry`]).
     memory: MemoryKey,
@@ -124,11 +128,14 @@ impl LiveVault {
         master: &crate::crypto::MasterKey,
         id: &VaultId,
         sync: AuditSync,
+        (slot, index): (usize, Arc<TokenIndex>),
     ) -> Result<Self, VaultError> {
         let open = dir.open_vault(master, id)?;
         let (audit, _thread) = AuditWriter::start(open.db.path(), sync)?;
         let vault = Self {
             id: open.id,
+            slot,
+            index,
             key: open.key,
             memory: MemoryKey::generate()?,
             db: Mutex::new(open.db),
@@ -159,7 +166,12 @@ impl LiveVault {
         self.snapshot.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Brings the in-memory view up to date with the file. Returns true if agents changed.
+    /// Brings the in-memory view and this vault's part of the token index up to date with the
+    /// file. Returns true if agents changed.
+    ///
+    /// The file's lock is held until both are installed, so two refreshes of one vault (the
+    /// watcher's and an API write's) apply in change order: an older view can never overwrite a
+    /// newer one, and whoever installs a change of agents also updates the index.
     ///
     /// A damaged row (an entry that does not decrypt, an agent with malformed scopes) is
     /// withheld and reported to the operator, never allowed to stall the refresh: a revocation
@@ -207,7 +219,6 @@ impl LiveVault {
                 Err(e) => damaged.push(e.to_string()),
             }
         }
-        drop(db);
         if !damaged.is_empty() {
             crate::edition::alert(
                 "vault_rows_damaged",
@@ -223,8 +234,13 @@ impl LiveVault {
             };
         }
         let agents_changed = snap.agents != agents;
+        if agents_changed {
+            self.index.replace(self.slot, &agents);
+        }
         snap.agents = agents;
         snap.seq = seq;
+        drop(snap);
+        drop(db);
         Ok(agents_changed)
     }
 
@@ -379,11 +395,35 @@ pub struct Principal {
     pub agent: Arc<Agent>,
 }
 
+/// The node-wide token index: token hash → (vault slot, agent).
+///
+/// Each vault replaces only its own part, from [`LiveVault::refresh`] while it holds its file's
+/// lock, so the updates of one vault arrive in change order and the last change wins. There is
+/// no "rebuild everything" that could run on a stale view and overwrite a newer one.
+#[derive(Default)]
+struct TokenIndex {
+    map: RwLock<HashMap<TokenHash, (usize, Arc<Agent>)>>,
+}
+
+impl TokenIndex {
+    fn replace(&self, slot: usize, agents: &[(TokenHash, Arc<Agent>)]) {
+        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+        map.retain(|_, (s, _)| *s != slot);
+        for (hash, agent) in agents {
+            map.insert(hash.clone(), (slot, agent.clone()));
+        }
+    }
+
+    fn get(&self, hash: &TokenHash) -> Option<(usize, Arc<Agent>)> {
+        self.map.read().unwrap_or_else(|p| p.into_inner()).get(hash).cloned()
+    }
+}
+
 /// Every vault this node serves, the token index over all of them, and the node-level audit.
 pub struct Node {
     vaults: Vec<Arc<LiveVault>>,
     files: Vec<std::path::PathBuf>,
-    tokens: RwLock<HashMap<TokenHash, Principal>>,
+    tokens: Arc<TokenIndex>,
     node_audit: AuditWriter,
     stop: Arc<AtomicBool>,
 }
@@ -402,57 +442,34 @@ impl Node {
                 ids.len()
             )));
         }
+        let tokens = Arc::new(TokenIndex::default());
         let vaults = ids
             .iter()
-            .map(|id| LiveVault::open(dir, &master, id, sync).map(Arc::new))
+            .enumerate()
+            .map(|(slot, id)| LiveVault::open(dir, &master, id, sync, (slot, tokens.clone())).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
         let (node_audit, _thread) = AuditWriter::start(&dir.node_db_path(), sync)?;
         let mut files: Vec<std::path::PathBuf> = ids.iter().map(|id| dir.vault_path(id)).collect();
         files.push(dir.node_db_path());
-        let node = Arc::new(Self {
-            vaults,
-            files,
-            tokens: RwLock::new(HashMap::new()),
-            node_audit,
-            stop: Arc::new(AtomicBool::new(false)),
-        });
-        node.rebuild_index();
-        Ok(node)
+        Ok(Arc::new(Self { vaults, files, tokens, node_audit, stop: Arc::new(AtomicBool::new(false)) }))
     }
 
     pub fn vaults(&self) -> &[Arc<LiveVault>] {
         &self.vaults
     }
 
-    /// Rebuilds the token index from the vaults' current agents (after an API change to agents).
-    pub fn rebuild_index(&self) {
-        let mut index = HashMap::new();
-        for vault in &self.vaults {
-            for (hash, agent) in vault.read().agents.iter() {
-                index.insert(hash.clone(), Principal { vault: vault.clone(), agent: agent.clone() });
-            }
-        }
-        *self.tokens.write().unwrap_or_else(|p| p.into_inner()) = index;
-    }
-
     pub fn authenticate(&self, hash: &TokenHash) -> Option<Principal> {
-        self.tokens.read().unwrap_or_else(|p| p.into_inner()).get(hash).cloned()
+        let (slot, agent) = self.tokens.get(hash)?;
+        Some(Principal { vault: self.vaults.get(slot)?.clone(), agent })
     }
 
-    /// Refreshes every vault; rebuilds the token index if any agent changed.
+    /// Refreshes every vault (each updates its own part of the token index).
     pub fn refresh(&self) -> Result<(), VaultError> {
-        let mut changed = false;
         let mut first_error = None;
         for vault in &self.vaults {
-            match vault.refresh() {
-                Ok(c) => changed |= c,
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
+            if let Err(e) = vault.refresh() {
+                first_error.get_or_insert(e);
             }
-        }
-        if changed {
-            self.rebuild_index();
         }
         first_error.map_or(Ok(()), Err)
     }
