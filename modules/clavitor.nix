@@ -37,6 +37,7 @@ let
       dataDir
       logFormat
       kumaIntervalSecs
+      kumaAllowPlainHttp
       wireguardInterface
       ;
     masterKeyFile = if cfg.masterKeyFile != null then "%d/master-key" else null;
@@ -206,6 +207,16 @@ in
         a secret). Loaded with LoadCredential= as `kuma-push-url` and passed as
         `--kuma-push-url-file=%d/kuma-push-url`; the node then pushes its status every
         `kumaIntervalSecs` seconds.
+      '';
+    };
+
+    kumaAllowPlainHttp = mkOption {
+      type = types.bool;
+      default = false;
+      description = ''
+        Allow a plain `http://` push URL to a non-loopback address (`--kuma-allow-plain-http`).
+        Only for a path that is encrypted already, such as the WireGuard mesh to the Kuma hub;
+        otherwise the binary accepts only `https://` (or http to a loopback IP).
       '';
     };
 

@@ -182,6 +182,8 @@ in
         # The node pushes its status to Kuma on the hub every 30 s (docs/operations.md).
         (mkIf (hasSecret "kuma-push") {
           kumaPushUrlFile = mkDefault config.age.secrets.clavitor-kuma-push-url.path;
+          # The push goes to the hub's WireGuard address: the tunnel is the encryption.
+          kumaAllowPlainHttp = mkDefault true;
         })
       ];
     })

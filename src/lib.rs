@@ -11,6 +11,7 @@ pub mod config;
 pub mod crypto;
 pub mod edition;
 pub mod node;
+pub mod outbound;
 pub mod store;
 pub mod vault;
 pub mod web;

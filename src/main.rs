@@ -4,6 +4,12 @@ use clap::Parser;
 use clavitor::cli::{Cli, Command, LogFormat};
 
 fn main() -> std::process::ExitCode {
+    // Everything this process creates (master key, databases and their WAL files, the ACME cache,
+    // the setup-link file) is for the owner alone, whatever umask it was started with.
+    // SAFETY: umask only sets the process's file-creation mask; no threads exist yet.
+    unsafe {
+        libc::umask(0o077);
+    }
     let cli = Cli::parse();
     init_logging(cli.global.log_format);
     let result = match &cli.command {

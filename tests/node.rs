@@ -414,7 +414,8 @@ fn inconsistent_node_flags_are_refused_with_clear_errors() {
         (&["--tls-listen", "127.0.0.1:8443"], "need TLS"),
         (&["--acme-domain", "a.example", "--acme-directory", "http://x/dir"], "https:// URL"),
         (&["--kuma-push-url", "http://x/api/push/t", "--kuma-push-url-file", "f"], "not both"),
-        (&["--kuma-push-url", "ftp://x/api/push/zzsecret"], "http:// or https://"),
+        (&["--kuma-push-url", "ftp://x/api/push/zzsecret"], "http(s) URL"),
+        (&["--kuma-push-url", "http://127.0.0.1.example.com/api/push/zzsecret"], "loopback IP"),
         (&["--wg-userspace"], "--wg-interface"),
     ];
     for (args, words) in cases {

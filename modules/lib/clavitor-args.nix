@@ -21,6 +21,7 @@ let
     httpRedirectListen = "--http-redirect-listen"; # CLAVITOR_HTTP_REDIRECT_LISTEN
     kumaPushUrlFile = "--kuma-push-url-file"; # CLAVITOR_KUMA_PUSH_URL_FILE
     kumaIntervalSecs = "--kuma-interval-secs"; # CLAVITOR_KUMA_INTERVAL_SECS
+    kumaAllowPlainHttp = "--kuma-allow-plain-http"; # CLAVITOR_KUMA_ALLOW_PLAIN_HTTP (bool)
     telemetryHost = "--telemetry-host"; # CLAVITOR_TELEMETRY_HOST
     telemetryTokenFile = "--telemetry-token-file"; # CLAVITOR_TELEMETRY_TOKEN_FILE
     telemetryFreq = "--telemetry-freq"; # CLAVITOR_TELEMETRY_FREQ

@@ -55,6 +55,9 @@ pub enum Command {
     Init(InitArgs),
     /// Print the version and the edition.
     Version,
+    /// Print the pending owner setup link saved by `init` or a first `serve` (for root: the file
+    /// is mode 0600 in the data dir), or say why there is none.
+    SetupLink,
     /// Manage agents locally (break-glass; needs the data dir).
     #[command(subcommand)]
     Agent(AgentCommand),
@@ -173,13 +176,15 @@ pub enum AgentCommand {
         #[arg(long, env = "CLAVITOR_AGENT_NAME")]
         name: String,
         /// Extra scopes, comma-separated 4-hex ids (the agent's own scope is always included).
-        #[arg(long, env = "CLAVITOR_AGENT_SCOPES", default_value = "")]
+        /// Grants access, so it has no environment variable: only the command line sets it.
+        #[arg(long, default_value = "")]
         scopes: String,
-        /// Read every entry regardless of scopes.
-        #[arg(long, env = "CLAVITOR_AGENT_ALL_ACCESS")]
+        /// Read every entry regardless of scopes. No environment variable (grants access).
+        #[arg(long)]
         all_access: bool,
-        /// May perform admin operations (with a WebAuthn assertion over the API).
-        #[arg(long, env = "CLAVITOR_AGENT_ADMIN")]
+        /// May perform admin operations (with a WebAuthn assertion over the API). No environment
+        /// variable (grants privilege).
+        #[arg(long)]
         admin: bool,
         #[command(flatten)]
         vault: VaultArg,
@@ -219,8 +224,9 @@ pub enum EntryCommand {
         entry_type: String,
         #[arg(long, env = "CLAVITOR_ENTRY_URL", default_value = "")]
         url: String,
-        /// Comma-separated scopes; empty means owner-only.
-        #[arg(long, env = "CLAVITOR_ENTRY_SCOPES", default_value = "")]
+        /// Comma-separated scopes; empty means owner-only. No environment variable: who may read
+        /// an entry is set on the command line only.
+        #[arg(long, default_value = "")]
         scopes: String,
         /// NAME:KIND[:l2]=VALUE, KIND one of text, secret, url, totp, note. Repeatable.
         #[arg(long, env = "CLAVITOR_ENTRY_FIELD", value_delimiter = '\n')]

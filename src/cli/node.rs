@@ -50,6 +50,10 @@ pub struct NodeArgs {
     /// Seconds between Kuma pushes (1 to 3600).
     #[arg(long, env = "CLAVITOR_KUMA_INTERVAL_SECS", default_value_t = kuma::DEFAULT_INTERVAL_SECS)]
     pub kuma_interval_secs: u64,
+    /// Allow a plain http:// Kuma push URL to a non-loopback address. Only for a path that is
+    /// encrypted already, such as the WireGuard mesh to the Kuma hub; otherwise use https://.
+    #[arg(long, env = "CLAVITOR_KUMA_ALLOW_PLAIN_HTTP")]
+    pub kuma_allow_plain_http: bool,
     /// Disk usage (percent, 50 to 100) above which the Kuma push reports down.
     #[arg(long, env = "CLAVITOR_KUMA_DISK_DOWN_PCT", default_value_t = kuma::DISK_MAX_PCT)]
     pub kuma_disk_down_pct: u8,
@@ -94,6 +98,11 @@ impl NodeArgs {
             self.kuma_push_url_file.clone(),
             self.kuma_interval_secs,
             self.kuma_disk_down_pct,
+            if self.kuma_allow_plain_http {
+                crate::outbound::PlainHttp::Allowed
+            } else {
+                crate::outbound::PlainHttp::LoopbackOnly
+            },
         )
         .context("invalid Kuma push settings")?;
         if self.wg.wg_userspace && self.wg.wg_interface.is_none() {

@@ -49,11 +49,41 @@ pub fn run_operator(global: &GlobalArgs, command: &Command) -> anyhow::Result<()
         Command::Entry(cmd) => entry(&dir, cmd)?,
         Command::Audit(cmd) => audit(&dir, cmd)?,
         Command::Check => check(&dir)?,
+        Command::SetupLink => setup_link(&dir)?,
         Command::Telemetry(cmd) => super::node::telemetry(&dir, cmd)?,
         Command::Wg(cmd) => super::node::wg(cmd)?,
         Command::Serve(_) | Command::Version => bail!("not an operator command"),
     }
     Ok(())
+}
+
+/// `clavitor setup-link`: the saved link, if its code is still good.
+fn setup_link(dir: &DataDir) -> anyhow::Result<()> {
+    let path = super::serve::setup_link_path(dir);
+    let link = match std::fs::read_to_string(&path) {
+        Ok(text) => text.trim().to_owned(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("no setup link is saved in {}; run `clavitor init` for one", dir.root.display())
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let code = link.rsplit_once("#code=").map(|(_, c)| c).unwrap_or_default();
+    let hash = crate::crypto::sha256_hex(code.as_bytes());
+    let master = dir.load_master_key()?;
+    let now = crate::store::now_ms();
+    for id in dir.vault_ids()? {
+        let v = dir.open_vault(&master, &id)?;
+        let Some(row) = v.db.setup_code(&hash)? else { continue };
+        if row.used_at.is_some() {
+            bail!("the saved setup link was used already; run `clavitor init` if the vault still needs a passkey");
+        }
+        if row.expires_at <= now {
+            bail!("the saved setup link has expired; run `clavitor init` for a fresh one");
+        }
+        println!("setup link: {link}");
+        return Ok(());
+    }
+    bail!("the saved setup link belongs to no vault here; run `clavitor init` for a fresh one")
 }
 
 /// The host of an origin, e.g. `localhost` for `http://localhost:8080`.

@@ -10,8 +10,36 @@ use crate::config::{Config, WebauthnConfig};
 use crate::vault::data_dir::{DataDir, InitReport};
 use crate::vault::{Node, data_dir};
 
-/// Prints what `init` did. The setup link goes to stdout only, never to the logs; its code is
-/// in the URL fragment, which browsers do not send to the server.
+/// Where the pending setup link is saved (mode 0600), for `clavitor setup-link`.
+pub fn setup_link_path(dir: &DataDir) -> std::path::PathBuf {
+    dir.root.join("setup-link")
+}
+
+/// Whether stdout may carry the setup link: a terminal, or anything that is not systemd's
+/// journal. Under systemd (`INVOCATION_ID`/`JOURNAL_STREAM` set) stdout ends up in journald,
+/// which more people can read than the vault's owner.
+fn stdout_is_private() -> bool {
+    std::io::IsTerminal::is_terminal(&std::io::stdout())
+        || (std::env::var_os("INVOCATION_ID").is_none() && std::env::var_os("JOURNAL_STREAM").is_none())
+}
+
+/// Saves the link for `clavitor setup-link`: 0600 whatever the umask, replaced atomically.
+fn save_setup_link(dir: &DataDir, link: &str) -> std::io::Result<std::path::PathBuf> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = setup_link_path(dir);
+    let tmp = dir.root.join(".setup-link.tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+    f.write_all(link.as_bytes())?;
+    f.write_all(b"\n")?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(path)
+}
+
+/// Prints what `init` did. The setup link never goes to the logs; it is saved to a 0600 file in
+/// the data dir and shown on stdout unless stdout is systemd's journal (see
+/// [`stdout_is_private`]). Its code is in the URL fragment, which browsers do not send.
 pub fn report_init(dir: &DataDir, report: &InitReport, origin: &str) {
     let mut out = std::io::stdout().lock();
     if report.created_master_key {
@@ -35,7 +63,28 @@ pub fn report_init(dir: &DataDir, report: &InitReport, origin: &str) {
                 writeln!(out, "the vault has no owner yet: open this link within {minutes} minutes (once) to enroll");
             let _ = writeln!(out, "your passkey and receive the owner token:");
         }
-        let _ = writeln!(out, "setup link: {}/setup#code={}", origin.trim_end_matches('/'), code.reveal());
+        let link = zeroize::Zeroizing::new(format!("{}/setup#code={}", origin.trim_end_matches('/'), code.reveal()));
+        let saved = save_setup_link(dir, &link);
+        if stdout_is_private() {
+            let _ = writeln!(out, "setup link: {}", link.as_str());
+        } else {
+            match &saved {
+                Ok(path) => {
+                    let _ = writeln!(
+                        out,
+                        "the setup link is saved in {} (mode 0600); print it as root with `clavitor setup-link --data-dir {}`",
+                        path.display(),
+                        dir.root.display()
+                    );
+                }
+                Err(_) => {
+                    let _ = writeln!(out, "the setup link could not be saved; run `clavitor init` from a terminal");
+                }
+            }
+        }
+        if let Err(e) = &saved {
+            tracing::warn!(error = %e, "cannot save the setup link for `clavitor setup-link`");
+        }
     } else if !report.created_vault {
         let _ = writeln!(out, "{} is already initialised; nothing to do", dir.root.display());
     }

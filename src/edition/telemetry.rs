@@ -20,7 +20,7 @@ const MAX_TOKEN: usize = 4096;
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TelemetryError {
     #[error(
-        "telemetry host {0:?} must be an https:// URL (http:// is accepted only for loopback), without path, query or credentials"
+        "telemetry host {0:?} must be an https:// URL (http:// only for a loopback IP such as 127.0.0.1), without path, query or credentials"
     )]
     Host(String),
     #[error(
@@ -130,16 +130,9 @@ impl TelemetryInputs {
 fn validate_host(raw: &str) -> Result<String, TelemetryError> {
     let bad = || TelemetryError::Host(raw.chars().take(200).collect());
     let trimmed = raw.trim().trim_end_matches('/');
-    let uri: axum::http::Uri = trimmed.parse().map_err(|_| bad())?;
-    let authority = uri.authority().ok_or_else(bad)?;
-    if authority.as_str().contains('@') || uri.query().is_some() || !matches!(uri.path(), "" | "/") {
+    let uri = crate::outbound::check_url(trimmed, crate::outbound::PlainHttp::LoopbackOnly).map_err(|_| bad())?;
+    if uri.query().is_some() || !matches!(uri.path(), "" | "/") {
         return Err(bad());
-    }
-    let loopback = matches!(authority.host(), "localhost" | "[::1]" | "::1") || authority.host().starts_with("127.");
-    match uri.scheme_str() {
-        Some("https") => {}
-        Some("http") if loopback => {}
-        _ => return Err(bad()),
     }
     Ok(trimmed.to_owned())
 }

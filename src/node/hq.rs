@@ -16,8 +16,7 @@ pub fn spawn(settings: &TelemetrySettings, mut source: PayloadSource) -> std::io
     let auth = zeroize::Zeroizing::new(format!("Bearer {}", settings.token.as_str()));
     let freq = settings.freq;
     std::thread::Builder::new().name("hq-telemetry".into()).spawn(move || {
-        let agent: ureq::Agent =
-            ureq::Agent::config_builder().timeout_global(Some(TIMEOUT)).http_status_as_error(false).build().into();
+        let agent: ureq::Agent = crate::outbound::client(TIMEOUT);
         let mut last: Option<Result<(), String>> = None;
         let mut next = Instant::now();
         loop {

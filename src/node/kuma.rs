@@ -14,6 +14,7 @@ use zeroize::Zeroizing;
 use super::NodeError;
 use super::integrity::{self, DbIntegrity};
 use super::payload::{Payload, PayloadSource};
+use crate::outbound::PlainHttp;
 
 pub const DEFAULT_INTERVAL_SECS: u64 = 30;
 pub const CERT_MIN_DAYS: i64 = 14;
@@ -39,11 +40,13 @@ impl std::fmt::Debug for KumaSettings {
 
 impl KumaSettings {
     /// From `--kuma-push-url` or `--kuma-push-url-file` (not both); None when neither is set.
+    /// `plain`: whether `--kuma-allow-plain-http` said the path to Kuma is encrypted already.
     pub fn resolve(
         url: Option<String>,
         url_file: Option<PathBuf>,
         interval_secs: u64,
         disk_max_pct: u8,
+        plain: PlainHttp,
     ) -> Result<Option<Self>, NodeError> {
         let url = Zeroizing::new(match (url, url_file) {
             (None, None) => return Ok(None),
@@ -61,7 +64,7 @@ impl KumaSettings {
             return Err(NodeError::Config("--kuma-disk-down-pct must be from 50 to 100".into()));
         }
         Ok(Some(Self {
-            url: Zeroizing::new(validate_url(url.trim())?),
+            url: Zeroizing::new(validate_url(url.trim(), plain)?),
             interval: Duration::from_secs(interval_secs),
             disk_max_pct: f64::from(disk_max_pct),
         }))
@@ -70,20 +73,17 @@ impl KumaSettings {
 
 /// Keeps scheme, host and path; drops a query string copied from Kuma's UI
 /// (`?status=up&msg=OK&ping=`). The error never repeats the URL.
-fn validate_url(raw: &str) -> Result<String, NodeError> {
-    let bad = || {
-        NodeError::Config(
-            "the Kuma push URL must be http:// or https://, with a host and no credentials, \
-             e.g. http://10.84.0.1:3001/api/push/<token>"
-                .into(),
-        )
-    };
+fn validate_url(raw: &str, plain: PlainHttp) -> Result<String, NodeError> {
     let base = raw.split(['?', '#']).next().unwrap_or("");
-    let uri: axum::http::Uri = base.parse().map_err(|_| bad())?;
-    let authority = uri.authority().ok_or_else(bad)?;
-    if !matches!(uri.scheme_str(), Some("http" | "https")) || authority.as_str().contains('@') {
-        return Err(bad());
-    }
+    crate::outbound::check_url(base, plain).map_err(|e| {
+        let hint = match e {
+            crate::outbound::OutboundError::PlainHttp => {
+                " (over the WireGuard mesh, add --kuma-allow-plain-http: the tunnel encrypts it)"
+            }
+            _ => "",
+        };
+        NodeError::Config(format!("the Kuma push URL is refused: {e}{hint}"))
+    })?;
     Ok(base.to_owned())
 }
 
@@ -193,8 +193,7 @@ impl Transitions {
 /// Starts the push thread.
 pub fn spawn(settings: KumaSettings, mut source: PayloadSource) -> std::io::Result<()> {
     std::thread::Builder::new().name("kuma-push".into()).spawn(move || {
-        let agent: ureq::Agent =
-            ureq::Agent::config_builder().timeout_global(Some(TIMEOUT)).http_status_as_error(false).build().into();
+        let agent: ureq::Agent = crate::outbound::client(TIMEOUT);
         let mut log = Transitions::default();
         let mut next = Instant::now();
         let tls_on = !matches!(source.cert, super::tls::CertSource::None);
@@ -276,28 +275,34 @@ mod tests {
 
     #[test]
     fn settings() {
-        assert!(KumaSettings::resolve(None, None, 30, 90).unwrap().is_none());
+        assert!(KumaSettings::resolve(None, None, 30, 90, PlainHttp::Allowed).unwrap().is_none());
         let s = KumaSettings::resolve(
             Some("http://10.84.0.1:3001/api/push/s3cr3t?status=up&msg=OK&ping=".into()),
             None,
             30,
             90,
+            PlainHttp::Allowed,
         )
         .unwrap()
         .unwrap();
         assert_eq!(s.url.as_str(), "http://10.84.0.1:3001/api/push/s3cr3t");
+        let refused =
+            KumaSettings::resolve(Some("http://10.84.0.1:3001/p".into()), None, 30, 90, PlainHttp::LoopbackOnly);
+        assert!(refused.unwrap_err().to_string().contains("--kuma-allow-plain-http"));
         assert!(!format!("{s:?}").contains("s3cr3t"), "Debug must not show the token");
         for bad in ["ftp://x/api/push/t", "not a url", "http://u:p@x/api/push/t", "/api/push/t"] {
-            let e = KumaSettings::resolve(Some(bad.into()), None, 30, 90).unwrap_err().to_string();
+            let e = KumaSettings::resolve(Some(bad.into()), None, 30, 90, PlainHttp::Allowed).unwrap_err().to_string();
             assert!(!e.contains("/api/push/t"), "errors never repeat the URL: {e}");
         }
-        assert!(KumaSettings::resolve(Some("http://x/p".into()), Some("f".into()), 30, 90).is_err());
-        assert!(KumaSettings::resolve(Some("http://x/p".into()), None, 0, 90).is_err());
-        assert!(KumaSettings::resolve(Some("http://x/p".into()), None, 30, 49).is_err());
+        assert!(
+            KumaSettings::resolve(Some("http://x/p".into()), Some("f".into()), 30, 90, PlainHttp::Allowed).is_err()
+        );
+        assert!(KumaSettings::resolve(Some("http://x/p".into()), None, 0, 90, PlainHttp::Allowed).is_err());
+        assert!(KumaSettings::resolve(Some("http://x/p".into()), None, 30, 49, PlainHttp::Allowed).is_err());
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("url");
         std::fs::write(&f, "https://kuma.example/api/push/abc\n").unwrap();
-        let s = KumaSettings::resolve(None, Some(f), 5, 95).unwrap().unwrap();
+        let s = KumaSettings::resolve(None, Some(f), 5, 95, PlainHttp::Allowed).unwrap().unwrap();
         assert_eq!(s.url.as_str(), "https://kuma.example/api/push/abc");
         assert_eq!(s.interval, Duration::from_secs(5));
         assert_eq!(s.disk_max_pct, 95.0);

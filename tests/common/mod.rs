@@ -61,6 +61,14 @@ impl Vault {
         self.cli_stdin(args, None)
     }
 
+    /// Runs the CLI with extra environment variables.
+    pub fn cli_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--data-dir").arg(self.dir()).args(args).env_remove("CLAVITOR_LOG");
+        cmd.envs(env.iter().copied()).stdin(Stdio::null());
+        cmd.output().expect("run clavitor")
+    }
+
     pub fn cli_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
         let mut cmd = Command::new(BIN);
         cmd.arg("--data-dir").arg(self.dir()).args(args).env_remove("CLAVITOR_LOG");

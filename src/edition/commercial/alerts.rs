@@ -74,8 +74,7 @@ pub fn enqueue(kind: &str, message: &str, details: &[(&str, String)]) {
 }
 
 fn sender(queue: &Queue, url: &str, auth: &str) {
-    let agent: ureq::Agent =
-        ureq::Agent::config_builder().timeout_global(Some(TIMEOUT)).http_status_as_error(false).build().into();
+    let agent: ureq::Agent = crate::outbound::client(TIMEOUT);
     let mut failing = false;
     loop {
         let payload = {
