@@ -137,18 +137,27 @@ pub fn node_name() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// Used MiB and used % of the file system holding `path`.
+/// Used MiB and used % of the file system holding `path`, as `df` counts them: used = size −
+/// free, and the percentage is used / (used + available to unprivileged users), so the blocks
+/// reserved for root are left out. `statvfs` on the path itself answers for whatever holds it
+/// (tmpfs, a bind mount), with no guessing from the mount table.
 pub fn disk_usage(path: &Path) -> Result<(u64, f64), NodeError> {
-    let path = path.canonicalize().map_err(|e| NodeError::Read { path: path.into(), reason: e.to_string() })?;
-    let disks = sysinfo::Disks::new_with_refreshed_list().map_err(|e| NodeError::System(e.to_string()))?;
-    let disk = disks
-        .iter()
-        .filter(|d| path.starts_with(d.mount_point()))
-        .max_by_key(|d| d.mount_point().as_os_str().len())
-        .ok_or_else(|| NodeError::System(format!("no mounted file system holds {}", path.display())))?;
-    let total = disk.total_space();
-    let used = total.saturating_sub(disk.available_space());
-    Ok((used / MIB, pct(used, total)))
+    let read_err = |reason: String| NodeError::Read { path: path.into(), reason };
+    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| read_err("the path holds a NUL byte".into()))?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c_path` is a valid NUL-terminated string and `st` is writable memory of the right
+    // type; statvfs fills it completely when it returns 0.
+    let rc = unsafe { libc::statvfs(c_path.as_ptr(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(read_err(std::io::Error::last_os_error().to_string()));
+    }
+    // SAFETY: statvfs returned 0, so it initialised `st`.
+    let st = unsafe { st.assume_init() };
+    let frsize = st.f_frsize as u64;
+    let used = (st.f_blocks as u64).saturating_sub(st.f_bfree as u64).saturating_mul(frsize);
+    let avail = (st.f_bavail as u64).saturating_mul(frsize);
+    Ok((used / MIB, pct(used, used.saturating_add(avail))))
 }
 
 /// Bytes of every database file with its write-ahead log.
@@ -264,6 +273,30 @@ pub(crate) mod tests {
         let odd = dir.path().join("odd");
         std::os::unix::fs::symlink("/nix/store/abc-nixos-system", &odd).unwrap();
         assert_eq!(nix_generation(&odd), None);
+    }
+
+    #[test]
+    fn disk_usage_is_what_df_says() {
+        // df's Use% is used / (used + available), rounded up; ours has one decimal.
+        let shm = std::path::PathBuf::from("/dev/shm");
+        let tmp = tempfile::tempdir().unwrap();
+        for path in [tmp.path(), std::path::Path::new("/"), shm.as_path()] {
+            if !path.exists() {
+                continue;
+            }
+            let out = std::process::Command::new("df").args(["-P", "-B1"]).arg(path).output().unwrap();
+            assert!(out.status.success(), "df {}", path.display());
+            let text = String::from_utf8(out.stdout).unwrap();
+            let cols: Vec<&str> = text.lines().nth(1).unwrap().split_whitespace().collect();
+            let (used, avail): (u64, u64) = (cols[2].parse().unwrap(), cols[3].parse().unwrap());
+            let df_pct: f64 = cols[4].trim_end_matches('%').parse().unwrap();
+            let (mb, p) = disk_usage(path).unwrap();
+            // The file system may change a little between the two readings.
+            assert!((mb as i64 - (used / MIB) as i64).abs() <= 64, "{}: {mb} MiB vs df {used}", path.display());
+            assert!(p <= df_pct + 0.5 && p >= df_pct - 1.5, "{}: {p} % vs df {df_pct} %", path.display());
+            let exact = pct(used, used + avail);
+            assert!((p - exact).abs() <= 1.0, "{}: {p} vs {exact}", path.display());
+        }
     }
 
     #[test]
