@@ -154,9 +154,9 @@ pub fn disk_usage(path: &Path) -> Result<(u64, f64), NodeError> {
     }
     // SAFETY: statvfs returned 0, so it initialised `st`.
     let st = unsafe { st.assume_init() };
-    let frsize = st.f_frsize as u64;
-    let used = (st.f_blocks as u64).saturating_sub(st.f_bfree as u64).saturating_mul(frsize);
-    let avail = (st.f_bavail as u64).saturating_mul(frsize);
+    let frsize = st.f_frsize;
+    let used = st.f_blocks.saturating_sub(st.f_bfree).saturating_mul(frsize);
+    let avail = st.f_bavail.saturating_mul(frsize);
     Ok((used / MIB, pct(used, used.saturating_add(avail))))
 }
 
