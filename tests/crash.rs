@@ -1,8 +1,11 @@
-//! Crash safety: concurrent CLI writes and API reads, the server killed with SIGKILL mid-load.
-//! Afterwards every acknowledged write is present, every secret that was returned has its audit
-//! row, and SQLite's integrity check says ok.
+//! Crash safety: concurrent CLI writes, WebAuthn-approved API writes and API reads, the server
+//! killed with SIGKILL mid-load. Afterwards every acknowledged write is present with what it
+//! wrote and its audit row, every secret that was returned has its audit row, and SQLite's
+//! integrity check says ok.
 
 mod common;
+#[path = "common/passkey.rs"]
+mod passkey;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,14 +17,17 @@ use serde_json::json;
 
 #[test]
 fn kill_9_under_load_loses_nothing_acknowledged() {
-    let v = Arc::new(Vault::new());
+    let v = Arc::new(Vault::uninitialised_owner());
     for i in 0..20 {
         v.add_entry(&json!({"title": format!("seed {i}"), "fields": [{"name": "pw", "kind": "secret", "value": format!("seed-secret-{i}")}]}));
     }
     let mut server = Server::start(&v.dir(), &[]);
     let url = server.url("");
+    let owner = passkey::Admin::owner(&server, &v.setup_code);
+    let token = owner.token.clone();
     let stop = Arc::new(AtomicBool::new(false));
-    let acked_writes = Arc::new(Mutex::new(Vec::<i64>::new()));
+    // (entry id, title) of every write the CLI or the API acknowledged.
+    let acked_writes = Arc::new(Mutex::new(Vec::<(i64, String)>::new()));
     let served_reads = Arc::new(Mutex::new(Vec::<(i64, i64)>::new())); // (audit id, entry id)
     let deadline = Instant::now() + Duration::from_secs(60);
 
@@ -33,17 +39,37 @@ fn kill_9_under_load_loses_nothing_acknowledged() {
                 if stop.load(Ordering::Relaxed) || Instant::now() > deadline {
                     break;
                 }
-                let entry = json!({"title": format!("w{w}-{n}"), "fields": [{"name": "pw", "kind": "secret", "value": format!("s{w}-{n}")}]});
+                let title = format!("w{w}-{n}");
+                let entry =
+                    json!({"title": title, "fields": [{"name": "pw", "kind": "secret", "value": format!("s{w}-{n}")}]});
                 let out = v.cli_stdin(&["entry", "add", "--json-file", "-", "--json"], Some(&entry.to_string()));
                 if out.status.success() {
                     let id = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["id"].as_i64().unwrap();
-                    acked.lock().unwrap().push(id);
+                    acked.lock().unwrap().push((id, title));
+                }
+            }
+        }));
+    }
+    {
+        // Writes over the API, each approved by the owner's passkey: acknowledged by a 201.
+        let (stop, acked, url, mut owner) = (stop.clone(), acked_writes.clone(), url.clone(), owner);
+        threads.push(std::thread::spawn(move || {
+            for n in 0..100_000 {
+                if stop.load(Ordering::Relaxed) || Instant::now() > deadline {
+                    break;
+                }
+                let title = format!("api-{n}");
+                let entry =
+                    json!({"title": title, "fields": [{"name": "pw", "kind": "secret", "value": format!("a-{n}")}]});
+                let Some(r) = owner.try_write(&url, "POST", "/api/entries", &entry) else { break };
+                if r.status == 201 {
+                    acked.lock().unwrap().push((r.json()["id"].as_i64().unwrap(), title));
                 }
             }
         }));
     }
     for r in 0..4 {
-        let (stop, served, url, token) = (stop.clone(), served_reads.clone(), url.clone(), v.owner.clone());
+        let (stop, served, url, token) = (stop.clone(), served_reads.clone(), url.clone(), token.clone());
         threads.push(std::thread::spawn(move || {
             let agent = common::client();
             for n in 0..100_000i64 {
@@ -73,7 +99,8 @@ fn kill_9_under_load_loses_nothing_acknowledged() {
 
     // Let the load build up, then pull the plug on the server mid-load.
     common::eventually("load under way", || {
-        served_reads.lock().unwrap().len() > 200 && acked_writes.lock().unwrap().len() > 5
+        let acked = acked_writes.lock().unwrap();
+        served_reads.lock().unwrap().len() > 200 && acked.len() > 5 && acked.iter().any(|(_, t)| t.starts_with("api-"))
     });
     server.kill9();
     std::thread::sleep(Duration::from_millis(300));
@@ -88,15 +115,15 @@ fn kill_9_under_load_loses_nothing_acknowledged() {
     // Reopen: integrity, every acknowledged write, every returned secret's audit row.
     let check = v.cli(&["check"]);
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stdout));
-    let present: HashSet<i64> = v
+    let present: std::collections::HashMap<i64, String> = v
         .cli_json(&["entry", "list", "--json"], None)
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| e["id"].as_i64().unwrap())
+        .map(|e| (e["id"].as_i64().unwrap(), e["title"].as_str().unwrap().to_owned()))
         .collect();
-    for id in &acked {
-        assert!(present.contains(id), "acknowledged entry {id} lost");
+    for (id, title) in &acked {
+        assert_eq!(present.get(id), Some(title), "acknowledged entry {id} ({title}) lost or changed");
     }
     let rows = v.audit_rows(false);
     let audited: HashSet<(i64, i64)> = rows
@@ -109,14 +136,19 @@ fn kill_9_under_load_loses_nothing_acknowledged() {
     }
     let created: HashSet<i64> =
         rows.iter().filter(|r| r["action"] == "entry.create").filter_map(|r| r["entry_id"].as_i64()).collect();
-    for id in &acked {
+    for (id, _) in &acked {
         assert!(created.contains(id), "write {id} has no audit row");
     }
 
     // And the vault serves again.
     let s = Server::start(&v.dir(), &[]);
-    let r = request(&s.url("/api/entries"), "GET", Some(&v.owner), None);
+    let r = request(&s.url("/api/entries"), "GET", Some(&token), None);
     assert_eq!(r.status, 200);
     assert_eq!(r.json().as_array().unwrap().len(), present.len());
-    eprintln!("crash test: {} acknowledged writes, {} audited reads before SIGKILL", acked.len(), served.len());
+    let api = acked.iter().filter(|(_, t)| t.starts_with("api-")).count();
+    eprintln!(
+        "crash test: {} acknowledged writes ({api} over the API), {} audited reads before SIGKILL",
+        acked.len(),
+        served.len()
+    );
 }

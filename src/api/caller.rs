@@ -11,7 +11,7 @@ use axum::http::request::Parts;
 use super::{ApiError, AppState};
 use crate::audit::{Action, Actor, AuditEvent, Outcome};
 use crate::auth::TokenHash;
-use crate::vault::Principal;
+use crate::vault::{AuthFailure, Principal};
 
 pub struct Caller {
     pub principal: Principal,
@@ -55,12 +55,13 @@ impl FromRequestParts<AppState> for Caller {
             Some(Some(token)) => match TokenHash::of_presented(token) {
                 Err(_) => "malformed",
                 Ok(hash) => match state.node.authenticate(&hash) {
-                    Some(principal) => {
+                    Ok(principal) => {
                         // Node telemetry: this agent counts as an active session for 5 minutes.
                         crate::node::metrics().record_agent(principal.vault.id().as_str(), principal.agent.id.0);
                         return Ok(Caller { principal, token: hash, client });
                     }
-                    None => "unknown",
+                    Err(AuthFailure::Unavailable(vault)) => return Err(ApiError::VaultUnavailable(vault.to_string())),
+                    Err(AuthFailure::Unknown) => "unknown",
                 },
             },
         };

@@ -29,6 +29,9 @@ pub enum ApiError {
     Conflict(String),
     #[error("too many failed authentications from this address; slow down")]
     TooManyRequests,
+    /// The caller's vault could not be opened at start (see `Node::unavailable`).
+    #[error("this vault is unavailable on this node ({0}); the operator has been alerted")]
+    VaultUnavailable(String),
     /// The audit row could not be committed, so nothing was released.
     #[error("the audit log is unavailable; nothing was released")]
     AuditUnavailable,
@@ -47,6 +50,7 @@ impl ApiError {
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::TooManyRequests => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
             ApiError::AuditUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable"),
+            ApiError::VaultUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "vault_unavailable"),
             ApiError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }

@@ -89,14 +89,21 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Liveness: 200 when every registered vault is served, 503 `degraded` when one could not be
+/// opened (so a deploy's health check stops and rolls back).
 async fn health(State(state): State<AppState>) -> impl IntoResponse {
-    axum::Json(json!({
-        "status": "ok",
+    let unavailable = state.node.unavailable().len();
+    let status =
+        if unavailable == 0 { axum::http::StatusCode::OK } else { axum::http::StatusCode::SERVICE_UNAVAILABLE };
+    let body = axum::Json(json!({
+        "status": if unavailable == 0 { "ok" } else { "degraded" },
         "edition": crate::edition::current().name(),
         "version": env!("CARGO_PKG_VERSION"),
         "vaults": state.node.vaults().len(),
+        "vaults_unavailable": unavailable,
         "uptime_s": state.started.elapsed().as_secs(),
-    }))
+    }));
+    (status, body)
 }
 
 /// The plain answer for an unknown route.

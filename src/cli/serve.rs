@@ -111,6 +111,19 @@ pub async fn serve(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<()> 
         tracing::warn!(error = %e, "cannot raise the open-file limit");
     }
     let node = Node::start(dir, edition.max_vaults(), args.audit_sync.into()).context("cannot open the vault")?;
+    // Kuma's message is short: the reason without the file's path (the id names it).
+    crate::node::set_unavailable_vaults(
+        node.unavailable()
+            .iter()
+            .map(|u| {
+                let reason = u.reason.replace(&dir.vault_path(&u.id).display().to_string(), "file");
+                format!("vault {} unavailable: {reason}", u.id.as_str().get(..8).unwrap_or(u.id.as_str()))
+            })
+            .collect(),
+    );
+    for u in node.unavailable() {
+        tracing::error!(vault = %u.id, reason = %u.reason, "vault unavailable: its requests get 503");
+    }
     release_startup_scratch();
     if node.vaults().iter().any(|v| v.awaiting_setup()) {
         let _ = writeln!(

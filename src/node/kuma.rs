@@ -116,6 +116,9 @@ pub fn evaluate(p: &Payload, self_check: &Result<(), String>, tls_on: bool, disk
     if let Err(e) = self_check {
         reasons.push(format!("self-check failed: {}", e.chars().take(80).collect::<String>()));
     }
+    for vault in super::unavailable_vaults() {
+        reasons.push(vault.chars().take(120).collect());
+    }
     let mut figures = format!("db={}", p.db_integrity.as_str());
     if let Some(d) = p.cert_days_remaining {
         figures.push_str(&format!(" cert={d}d"));

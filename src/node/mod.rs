@@ -45,6 +45,19 @@ pub enum NodeError {
     System(String),
 }
 
+static UNAVAILABLE_VAULTS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+
+/// Records, once at start, the vaults `serve` could not open ("vault ID unavailable: why"):
+/// while any is listed the Kuma push reports the node down with that reason.
+pub fn set_unavailable_vaults(reasons: Vec<String>) {
+    let _ = UNAVAILABLE_VAULTS.set(reasons);
+}
+
+/// What [`set_unavailable_vaults`] recorded (nothing before it is called).
+pub fn unavailable_vaults() -> &'static [String] {
+    UNAVAILABLE_VAULTS.get().map_or(&[], Vec::as_slice)
+}
+
 /// The node's validated settings for `clavitor serve`.
 #[derive(Debug)]
 pub struct NodeSettings {

@@ -70,6 +70,19 @@ pub fn integrity_check(path: &Path) -> Result<String, StoreError> {
     check_connection(path)?.query_row("PRAGMA integrity_check", [], |r| r.get(0)).ctx(path)
 }
 
+/// The token hashes of a vault file that could not be opened for serving, read without
+/// migrating or writing anything: the server answers those tokens 503 rather than 401.
+pub fn salvage_token_hashes(path: &Path) -> Result<Vec<String>, StoreError> {
+    let conn = rusqlite::Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .ctx(path)?;
+    let mut st = conn.prepare("SELECT token_hash FROM agents").ctx(path)?;
+    let rows = st.query_map([], |r| r.get::<_, String>(0)).ctx(path)?;
+    rows.collect::<Result<Vec<_>, _>>().ctx(path)
+}
+
 /// `PRAGMA quick_check`: the cheaper check (no index cross-checks), "ok" or the first problem.
 pub fn quick_check(path: &Path) -> Result<String, StoreError> {
     check_connection(path)?.query_row("PRAGMA quick_check", [], |r| r.get(0)).ctx(path)

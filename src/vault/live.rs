@@ -7,7 +7,7 @@
 //! polls each vault's change sequence every [`WATCH_INTERVAL`]; an agent revoked on the command
 //! line stops authenticating within that interval.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
@@ -419,9 +419,29 @@ impl TokenIndex {
     }
 }
 
+/// A registered vault this node could not open at start (the file does not open, fails its
+/// integrity check, or is from a newer build). The node serves the others; this one's requests
+/// are answered 503 until the operator repairs it and restarts.
+pub struct UnavailableVault {
+    pub id: VaultId,
+    pub reason: String,
+    /// Its agents' token hashes, read from the file without opening it for serving; `None` when
+    /// even that failed (then any unknown token may be this vault's).
+    tokens: Option<HashSet<TokenHash>>,
+}
+
+/// Why a token did not authenticate.
+pub enum AuthFailure {
+    /// No vault here knows it.
+    Unknown,
+    /// It belongs (or may belong) to a vault this node cannot serve.
+    Unavailable(VaultId),
+}
+
 /// Every vault this node serves, the token index over all of them, and the node-level audit.
 pub struct Node {
     vaults: Vec<Arc<LiveVault>>,
+    unavailable: Vec<UnavailableVault>,
     files: Vec<std::path::PathBuf>,
     tokens: Arc<TokenIndex>,
     node_audit: AuditWriter,
@@ -443,24 +463,45 @@ impl Node {
             )));
         }
         let tokens = Arc::new(TokenIndex::default());
-        let vaults = ids
-            .iter()
-            .enumerate()
-            .map(|(slot, id)| LiveVault::open(dir, &master, id, sync, (slot, tokens.clone())).map(Arc::new))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut vaults = Vec::with_capacity(ids.len());
+        let mut unavailable = Vec::new();
+        let mut files = Vec::with_capacity(ids.len() + 1);
+        for id in &ids {
+            let path = dir.vault_path(id);
+            let opened = check_at_start(&path)
+                .and_then(|()| LiveVault::open(dir, &master, id, sync, (vaults.len(), tokens.clone())));
+            match opened {
+                Ok(vault) => {
+                    vaults.push(Arc::new(vault));
+                    files.push(path);
+                }
+                Err(e) => unavailable.push(UnavailableVault::salvage(id.clone(), &path, &e)),
+            }
+        }
         let (node_audit, _thread) = AuditWriter::start(&dir.node_db_path(), sync)?;
-        let mut files: Vec<std::path::PathBuf> = ids.iter().map(|id| dir.vault_path(id)).collect();
         files.push(dir.node_db_path());
-        Ok(Arc::new(Self { vaults, files, tokens, node_audit, stop: Arc::new(AtomicBool::new(false)) }))
+        Ok(Arc::new(Self { vaults, unavailable, files, tokens, node_audit, stop: Arc::new(AtomicBool::new(false)) }))
+    }
+
+    /// The vaults that could not be opened at start, with the reason.
+    pub fn unavailable(&self) -> &[UnavailableVault] {
+        &self.unavailable
     }
 
     pub fn vaults(&self) -> &[Arc<LiveVault>] {
         &self.vaults
     }
 
-    pub fn authenticate(&self, hash: &TokenHash) -> Option<Principal> {
-        let (slot, agent) = self.tokens.get(hash)?;
-        Some(Principal { vault: self.vaults.get(slot)?.clone(), agent })
+    pub fn authenticate(&self, hash: &TokenHash) -> Result<Principal, AuthFailure> {
+        if let Some((slot, agent)) = self.tokens.get(hash)
+            && let Some(vault) = self.vaults.get(slot)
+        {
+            return Ok(Principal { vault: vault.clone(), agent });
+        }
+        match self.unavailable.iter().find(|u| u.tokens.as_ref().is_none_or(|t| t.contains(hash))) {
+            Some(u) => Err(AuthFailure::Unavailable(u.id.clone())),
+            None => Err(AuthFailure::Unknown),
+        }
     }
 
     /// Refreshes every vault (each updates its own part of the token index).
@@ -528,6 +569,35 @@ impl Node {
 
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The check a vault file must pass before it is served: SQLite's `quick_check`.
+fn check_at_start(path: &std::path::Path) -> Result<(), VaultError> {
+    let verdict = crate::store::quick_check(path)?;
+    if verdict == "ok" {
+        Ok(())
+    } else {
+        // The verdict starts with "*** in database main ***"; the first real finding says more.
+        let finding = verdict.lines().find(|l| !l.starts_with("***")).unwrap_or("no details");
+        Err(VaultError::Corrupt(format!("integrity check failed: {finding}")))
+    }
+}
+
+impl UnavailableVault {
+    /// Records why `id` cannot be served, tells the operator, and reads what it can of the
+    /// file's token hashes.
+    fn salvage(id: VaultId, path: &std::path::Path, error: &VaultError) -> Self {
+        let reason = error.to_string();
+        crate::edition::alert(
+            "vault_unavailable",
+            "a vault cannot be opened; its requests are answered 503 until it is repaired and the node restarted",
+            &[("vault", id.to_string()), ("error", reason.clone())],
+        );
+        let tokens = crate::store::salvage_token_hashes(path)
+            .ok()
+            .map(|hashes| hashes.into_iter().map(TokenHash::from_stored).collect());
+        Self { id, reason, tokens }
     }
 }
 

@@ -18,7 +18,7 @@ use crate::crypto::CryptoError;
 use crate::store::StoreError;
 
 pub use data_dir::DataDir;
-pub use live::{CachedEntry, LiveVault, Node, Principal, TotpSecret};
+pub use live::{AuthFailure, CachedEntry, LiveVault, Node, Principal, TotpSecret, UnavailableVault};
 
 /// A vault's id: 32 lowercase hex characters, also the stem of its file name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

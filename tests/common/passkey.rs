@@ -8,7 +8,7 @@ use webauthn_authenticator_rs::WebauthnAuthenticator;
 use webauthn_authenticator_rs::softpasskey::SoftPasskey;
 use webauthn_rs::prelude::{CreationChallengeResponse, RequestChallengeResponse, Url};
 
-use crate::common::{Resp, Server, request, request_with};
+use crate::common::{Resp, Server, request, try_request};
 
 /// The origin the test servers are started with (`--origin` default).
 pub const ORIGIN: &str = "http://localhost:8080";
@@ -55,13 +55,20 @@ impl Admin {
 
     /// A complete gated write: challenge bound to (method, path, body), assertion, request.
     pub fn write(&mut self, s: &Server, method: &str, path: &str, body: &Value) -> Resp {
+        self.try_write(&s.url(""), method, path, body).expect("HTTP request")
+    }
+
+    /// Like [`Admin::write`] against a base URL; `None` once the server is unreachable.
+    pub fn try_write(&mut self, base: &str, method: &str, path: &str, body: &Value) -> Option<Resp> {
         let body = if body.is_null() { Vec::new() } else { body.to_string().into_bytes() };
-        let r = post_json(
-            s,
-            "/api/webauthn/challenge",
+        let ask = json!({"method": method, "path": path, "body_sha256": clavitor::crypto::sha256_hex(&body)});
+        let r = try_request(
+            &format!("{base}/api/webauthn/challenge"),
+            "POST",
             Some(&self.token),
-            &json!({"method": method, "path": path, "body_sha256": clavitor::crypto::sha256_hex(&body)}),
-        );
+            &[],
+            Some(ask.to_string().as_bytes()),
+        )?;
         assert_eq!(r.status, 200, "challenge: {}", r.body);
         let v = r.json();
         let rcr: RequestChallengeResponse = serde_json::from_value(v["options"].clone()).expect("options");
@@ -73,6 +80,6 @@ impl Admin {
             ("X-WebAuthn-Challenge", id),
             ("X-WebAuthn-Assertion", assertion.as_str()),
         ];
-        request_with(&s.url(path), method, Some(&self.token), &headers, Some(&body))
+        try_request(&format!("{base}{path}"), method, Some(&self.token), &headers, Some(&body))
     }
 }
