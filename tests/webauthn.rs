@@ -125,15 +125,24 @@ impl Owned {
     }
 }
 
-fn assert_refused(o: &Owned, what: &str, r: &common::Resp, before: &(Value, Value, Vec<(String, i64)>), audits: usize) {
+/// A refused gated write: 403 naming `reason`, an audit row with the same reason, nothing changed.
+fn assert_refused(
+    o: &Owned,
+    what: &str,
+    r: &common::Resp,
+    before: &(Value, Value, Vec<(String, i64)>),
+    audits: usize,
+    reason: &str,
+) {
     assert_eq!(r.status, 403, "{what}: {}", r.body);
     let v = r.json();
     assert_eq!(v["error"], "forbidden", "{what}");
+    assert_eq!(v["reason"], reason, "{what}: {}", r.body);
     let rows = o.v.audit_rows(false);
     assert!(rows.len() > audits, "{what}: no audit row");
     let last = &rows[0];
     assert_eq!(last["outcome"], "denied", "{what}: {last}");
-    assert!(last["detail"].as_str().unwrap().starts_with("webauthn:"), "{what}: {last}");
+    assert_eq!(last["detail"], format!("webauthn:{reason}"), "{what}: {last}");
     let after = o.snapshot();
     assert_eq!(&after.0, &before.0, "{what}: entries changed");
     assert_eq!(&after.1, &before.1, "{what}: agents changed");
@@ -316,18 +325,33 @@ fn refused_writes_are_403_audited_and_change_nothing() {
     assert_eq!(r.status, 201);
     let body = json!({"name": "intruder", "admin": true}).to_string().into_bytes();
     let path = "/api/agents";
-    let check = |o: &Owned, what: &str, r: common::Resp, before: &(Value, Value, Vec<(String, i64)>), n: usize| {
-        assert_refused(o, what, &r, before, n)
-    };
+    let check =
+        |o: &Owned, what: &str, r: common::Resp, before: &(Value, Value, Vec<(String, i64)>), n: usize, why: &str| {
+            assert_refused(o, what, &r, before, n, why)
+        };
 
     // Missing challenge; missing assertion; malformed and unknown challenge ids.
     let before = o.snapshot();
     let n = o.v.audit_rows(false).len();
     let (id, rcr) = challenge(&o.s, &o.token, "POST", path, &body);
     let a = sign(&mut o.key, rcr);
-    check(&o, "missing challenge", send(&o.s, &o.token, "POST", path, &body, None, Some(&a)), &before, n);
+    check(
+        &o,
+        "missing challenge",
+        send(&o.s, &o.token, "POST", path, &body, None, Some(&a)),
+        &before,
+        n,
+        "missing_challenge",
+    );
     let n = o.v.audit_rows(false).len();
-    check(&o, "malformed challenge", send(&o.s, &o.token, "POST", path, &body, Some("zz"), Some(&a)), &before, n);
+    check(
+        &o,
+        "malformed challenge",
+        send(&o.s, &o.token, "POST", path, &body, Some("zz"), Some(&a)),
+        &before,
+        n,
+        "malformed_challenge",
+    );
     let n = o.v.audit_rows(false).len();
     check(
         &o,
@@ -335,12 +359,27 @@ fn refused_writes_are_403_audited_and_change_nothing() {
         send(&o.s, &o.token, "POST", path, &body, Some(&"0".repeat(32)), Some(&a)),
         &before,
         n,
+        "unknown_or_used_challenge",
     );
     let n = o.v.audit_rows(false).len();
-    check(&o, "missing assertion", send(&o.s, &o.token, "POST", path, &body, Some(&id), None), &before, n);
+    check(
+        &o,
+        "missing assertion",
+        send(&o.s, &o.token, "POST", path, &body, Some(&id), None),
+        &before,
+        n,
+        "missing_assertion",
+    );
     // That challenge was consumed by the failed attempt: the right assertion cannot use it now.
     let n = o.v.audit_rows(false).len();
-    check(&o, "consumed on failure", send(&o.s, &o.token, "POST", path, &body, Some(&id), Some(&a)), &before, n);
+    check(
+        &o,
+        "consumed on failure",
+        send(&o.s, &o.token, "POST", path, &body, Some(&id), Some(&a)),
+        &before,
+        n,
+        "unknown_or_used_challenge",
+    );
 
     // Reused: a successful write's exact request, replayed.
     let ok_body = json!({"name": "once"}).to_string().into_bytes();
@@ -349,7 +388,14 @@ fn refused_writes_are_403_audited_and_change_nothing() {
     assert_eq!(send(&o.s, &o.token, "POST", path, &ok_body, Some(&id), Some(&a)).status, 201);
     let before = o.snapshot();
     let n = o.v.audit_rows(false).len();
-    check(&o, "replayed", send(&o.s, &o.token, "POST", path, &ok_body, Some(&id), Some(&a)), &before, n);
+    check(
+        &o,
+        "replayed",
+        send(&o.s, &o.token, "POST", path, &ok_body, Some(&id), Some(&a)),
+        &before,
+        n,
+        "unknown_or_used_challenge",
+    );
 
     // Bound to another path, method or body.
     for (what, m, p, b, sent_m, sent_p, sent_b) in [
@@ -360,7 +406,14 @@ fn refused_writes_are_403_audited_and_change_nothing() {
         let (id, rcr) = challenge(&o.s, &o.token, m, p, &b);
         let a = sign(&mut o.key, rcr);
         let n = o.v.audit_rows(false).len();
-        check(&o, what, send(&o.s, &o.token, sent_m, sent_p, &sent_b, Some(&id), Some(&a)), &before, n);
+        check(
+            &o,
+            what,
+            send(&o.s, &o.token, sent_m, sent_p, &sent_b, Some(&id), Some(&a)),
+            &before,
+            n,
+            "challenge_for_another_operation",
+        );
         assert!(o.last_audit()["detail"].as_str().unwrap().contains("another_operation"), "{what}");
     }
 
@@ -377,7 +430,14 @@ fn refused_writes_are_403_audited_and_change_nothing() {
     rcr = serde_json::from_value(opts).unwrap();
     let a = sign(&mut stranger, rcr);
     let n = o.v.audit_rows(false).len();
-    check(&o, "unregistered key", send(&o.s, &o.token, "POST", path, &body, Some(&id), Some(&a)), &before, n);
+    check(
+        &o,
+        "unregistered key",
+        send(&o.s, &o.token, "POST", path, &body, Some(&id), Some(&a)),
+        &before,
+        n,
+        "assertion_rejected",
+    );
 
     // Out of order: two assertions signed in turn, the later one used first; the earlier one's
     // counter then no longer advances past the stored one (how a cloned authenticator shows).
@@ -391,7 +451,7 @@ fn refused_writes_are_403_audited_and_change_nothing() {
     let before = o.snapshot();
     let n = o.v.audit_rows(false).len();
     let r = send(&o.s, &o.token, "POST", path, &early_body, Some(&early_id), Some(&early));
-    check(&o, "counter not advancing", r, &before, n);
+    check(&o, "counter not advancing", r, &before, n, "assertion_rejected");
 
     // A stored counter far ahead of the authenticator's (a cloned authenticator).
     let conn = rusqlite::Connection::open(o.v.vault_file()).unwrap();
@@ -401,7 +461,14 @@ fn refused_writes_are_403_audited_and_change_nothing() {
     let (id, rcr) = challenge(&o.s, &o.token, "POST", path, &body);
     let a = sign(&mut o.key, rcr);
     let n = o.v.audit_rows(false).len();
-    check(&o, "counter regression", send(&o.s, &o.token, "POST", path, &body, Some(&id), Some(&a)), &before_cnt, n);
+    check(
+        &o,
+        "counter regression",
+        send(&o.s, &o.token, "POST", path, &body, Some(&id), Some(&a)),
+        &before_cnt,
+        n,
+        "assertion_rejected",
+    );
     let conn = rusqlite::Connection::open(o.v.vault_file()).unwrap();
     conn.execute("UPDATE webauthn_credentials SET sign_count = 0", []).unwrap();
     drop(conn);
@@ -416,11 +483,12 @@ fn refused_writes_are_403_audited_and_change_nothing() {
         &json!({"method": "POST", "path": path, "body_sha256": sha256_hex(&body)}),
     );
     assert_eq!(r.status, 403);
+    assert_eq!(r.json()["reason"], "not_admin");
     let before = o.snapshot();
     let (id, rcr) = challenge(&o.s, &o.token, "POST", path, &body);
     let a = sign(&mut o.key, rcr);
     let n = o.v.audit_rows(false).len();
-    check(&o, "non-admin", send(&o.s, &reader, "POST", path, &body, Some(&id), Some(&a)), &before, n);
+    check(&o, "non-admin", send(&o.s, &reader, "POST", path, &body, Some(&id), Some(&a)), &before, n, "not_admin");
     let n = o.v.audit_rows(false).len();
     check(
         &o,
@@ -428,6 +496,7 @@ fn refused_writes_are_403_audited_and_change_nothing() {
         send(&o.s, &o.token, "POST", path, &body, Some(&id), Some(&a)),
         &before,
         n,
+        "unknown_or_used_challenge",
     );
 
     // Every gated route refuses a challenge bound to another body, and one that is missing.
@@ -453,15 +522,44 @@ fn refused_writes_are_403_audited_and_change_nothing() {
         let (id, rcr) = challenge(&o.s, &o.token, m, p, &other);
         let a = sign(&mut o.key, rcr);
         let n = o.v.audit_rows(false).len();
-        check(&o, &format!("{m} {p} other body"), send(&o.s, &o.token, m, p, &sent, Some(&id), Some(&a)), &before, n);
+        check(
+            &o,
+            &format!("{m} {p} other body"),
+            send(&o.s, &o.token, m, p, &sent, Some(&id), Some(&a)),
+            &before,
+            n,
+            "challenge_for_another_operation",
+        );
         let n = o.v.audit_rows(false).len();
-        check(&o, &format!("{m} {p} no challenge"), send(&o.s, &o.token, m, p, &sent, None, None), &before, n);
+        check(
+            &o,
+            &format!("{m} {p} no challenge"),
+            send(&o.s, &o.token, m, p, &sent, None, None),
+            &before,
+            n,
+            "missing_challenge",
+        );
+        // A fresh challenge for exactly this request: the one above is used up, and reusing it
+        // would be refused as unknown before the token is even looked at.
+        let (id, rcr) = challenge(&o.s, &o.token, m, p, &sent);
+        let a = sign(&mut o.key, rcr);
         let n = o.v.audit_rows(false).len();
-        check(&o, &format!("{m} {p} non-admin"), send(&o.s, &reader, m, p, &sent, Some(&id), Some(&a)), &before, n);
+        check(
+            &o,
+            &format!("{m} {p} non-admin"),
+            send(&o.s, &reader, m, p, &sent, Some(&id), Some(&a)),
+            &before,
+            n,
+            "not_admin",
+        );
     }
     // A non-admin cannot start a passkey registration either.
-    assert_eq!(post_json(&o.s, "/api/passkeys/options", Some(&reader), &json!({})).status, 403);
-    assert_eq!(o.s.get("/api/keyring", Some(&reader)).status, 403);
+    for r in
+        [post_json(&o.s, "/api/passkeys/options", Some(&reader), &json!({})), o.s.get("/api/keyring", Some(&reader))]
+    {
+        assert_eq!(r.status, 403);
+        assert_eq!(r.json()["reason"], "not_admin", "{}", r.body);
+    }
 
     assert!(!o.s.stderr().contains("panicked"));
 }
@@ -523,7 +621,7 @@ fn expired_challenges_are_refused_and_swept() {
     std::thread::sleep(std::time::Duration::from_millis(1300));
     let n = o.v.audit_rows(false).len();
     let r = send(&o.s, &o.token, "POST", "/api/agents", &body, Some(&id), Some(&a));
-    assert_refused(&o, "expired", &r, &before, n);
+    assert_refused(&o, "expired", &r, &before, n, "expired_challenge");
     assert!(o.last_audit()["detail"].as_str().unwrap().contains("expired"));
     // Unused expired challenges are swept (when a new one is stored, and by the server's timer).
     for _ in 0..3 {
