@@ -511,6 +511,18 @@ fn a_scoped_admin_never_grants_more_than_it_holds() {
     let r = w.owner_write("PUT", &format!("{}/scopes", e(outside)), &json!({"scopes": []}));
     assert_eq!(r.status, 200, "{}", r.body);
 
+    // The owner enrolls passkeys only for admin agents that exist.
+    let mut stray = SoftPasskey::new(true);
+    for (agent, status) in [(member_id, 422), (9999, 404)] {
+        let r = post_json(&w.s, "/api/passkeys/options", Some(&w.owner.token.clone()), &json!({}));
+        let start = r.json();
+        let ccr: CreationChallengeResponse = serde_json::from_value(start["options"].clone()).unwrap();
+        let cred = stray.do_registration(origin(), ccr).unwrap();
+        let body = json!({"registration_id": start["registration_id"], "credential": cred, "agent_id": agent});
+        let r = w.owner_write("POST", "/api/passkeys", &body);
+        assert_eq!(r.status, status, "passkey for agent {agent}: {}", r.body);
+    }
+
     // Its only passkey cannot be removed (revoke or demote instead), not even by itself.
     let r = lead.write(&w.s, "DELETE", &format!("/api/passkeys/{lead_key_id}"), &Value::Null);
     assert_eq!(r.status, 409, "{}", r.body);

@@ -162,9 +162,11 @@ fn setup_link_enrolls_the_owner_once() {
     // No agent yet: nothing authenticates.
     assert_eq!(s.get("/api/entries", None).status, 401);
     // Garbage and unknown codes are refused and audited.
-    for code in ["nothex", "0123456789abcdef0123456789abcdef"] {
+    // No vault issued either code, so neither reaches a vault's checks: both are unknown.
+    for (code, reason) in [("nothex", "unknown_code"), ("0123456789abcdef0123456789abcdef", "unknown_code")] {
         let r = post_json(&s, "/api/setup/start", None, &json!({"code": code}));
         assert_eq!(r.status, 403, "{}", r.body);
+        assert_eq!(r.json()["reason"], reason, "{}", r.body);
     }
     assert!(v.audit_rows(true).iter().any(|r| r["action"] == "setup" && r["outcome"] == "denied"));
 
@@ -181,7 +183,7 @@ fn setup_link_enrolls_the_owner_once() {
     // The code is single use: a second setup is refused, audited, and changes nothing.
     let r = post_json(&s, "/api/setup/start", None, &json!({"code": v.setup_code}));
     assert_eq!(r.status, 403);
-    assert!(r.body.contains("code_already_used"), "{}", r.body);
+    assert_eq!(r.json()["reason"], "code_already_used", "{}", r.body);
     let mut other = SoftPasskey::new(true);
     let rows = v.audit_rows(false);
     assert!(rows.iter().any(|r| r["action"] == "setup" && r["detail"] == "code_already_used"));
@@ -202,16 +204,27 @@ fn setup_link_enrolls_the_owner_once() {
     let s2 = v2.serve();
     let r = post_json(&s2, "/api/setup/start", None, &json!({"code": v2.setup_code}));
     assert_eq!(r.status, 403);
-    assert!(r.body.contains("code_expired"), "{}", r.body);
+    assert_eq!(r.json()["reason"], "code_expired", "{}", r.body);
     assert!(v2.audit_rows(false).iter().any(|r| r["action"] == "setup" && r["detail"] == "code_expired"));
-    // A code finished with a bogus credential is refused and the vault stays ownerless.
-    let r = post_json(
-        &s2,
-        "/api/setup/finish",
-        None,
-        &json!({"code": v2.setup_code, "registration_id": "00", "credential": {}}),
-    );
-    assert_eq!(r.status, 403);
+    // A code finished with a bogus credential or registration id is refused and the vault stays
+    // ownerless. (The code is made valid again first: refused as expired, this said nothing
+    // about the credential.)
+    let conn = rusqlite::Connection::open(v2.vault_file()).unwrap();
+    conn.execute("UPDATE setup_codes SET expires_at = 9000000000000", []).unwrap();
+    drop(conn);
+    let r = post_json(&s2, "/api/setup/start", None, &json!({"code": v2.setup_code}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let registration = r.json()["registration_id"].clone();
+    for (reg, reason) in [(json!("00"), "unknown_or_expired_registration"), (registration, "credential_rejected")] {
+        let r = post_json(
+            &s2,
+            "/api/setup/finish",
+            None,
+            &json!({"code": v2.setup_code, "registration_id": reg, "credential": {}}),
+        );
+        assert_eq!(r.status, 403);
+        assert_eq!(r.json()["reason"], reason, "{}", r.body);
+    }
     assert_eq!(v2.cli_json(&["agent", "list", "--json"], None).as_array().unwrap().len(), 0);
     let _ = &mut other;
 }
@@ -593,6 +606,7 @@ fn a_break_glass_owner_enrolls_its_first_passkey_with_a_fresh_link() {
     // The link is used up, and init has nothing more to print.
     let r = post_json(&o.s, "/api/setup/start", None, &json!({"code": code}));
     assert_eq!(r.status, 403);
+    assert_eq!(r.json()["reason"], "code_already_used", "{}", r.body);
     let out = o.v.cli(&["init"]);
     assert!(common::setup_code_in(&String::from_utf8_lossy(&out.stdout)).is_none());
 }
@@ -677,6 +691,9 @@ fn hostile_input_to_gated_routes_is_4xx_and_changes_nothing() {
             let r = send(&o.s, &o.token, m, p, &body, Some(&id2), Some(bad));
             assert!((400..500).contains(&r.status), "{m} {p} bad assertion {bad:.20}: {} {}", r.status, r.body);
             assert!(r.json()["error"].is_string());
+            if r.status == 403 {
+                assert_eq!(r.json()["reason"], "assertion_rejected", "{m} {p} bad assertion {bad:.20}: {}", r.body);
+            }
         }
         let _ = (id, a);
         // A huge assertion header: refused by the HTTP layer or as 4xx.
