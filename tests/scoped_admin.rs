@@ -451,6 +451,20 @@ fn a_scoped_admin_never_grants_more_than_it_holds() {
     assert_eq!(r.status, 200, "{}", r.body);
     let r = lead.write(&w.s, "PUT", &format!("{}/scopes", e(inside)), &json!({"scopes": ["00aa", "00ab"]}));
     assert_eq!(r.status, 200, "{}", r.body);
+    // An entry shared with another team: it keeps the foreign scope when editing, adds none.
+    let shared = w.entry("shared", &["00aa", "00bb"]);
+    let r = lead.write(&w.s, "PUT", &e(shared), &entry_body(&["00aa", "00bb"]));
+    assert_eq!(r.status, 200, "keeping a scope grants nothing: {}", r.body);
+    let r = lead.write(&w.s, "PUT", &format!("{}/scopes", e(shared)), &json!({"scopes": ["00aa", "00bb", "00cc"]}));
+    assert_refused(
+        &w,
+        "adding a foreign scope to a shared entry",
+        &r,
+        "authority",
+        "scoped_admin_cannot_grant_scope_it_lacks",
+    );
+    let r = lead.write(&w.s, "PUT", &format!("{}/scopes", e(shared)), &json!({"scopes": ["00bb"]}));
+    assert_eq!(r.status, 200, "narrowing to a kept scope: {}", r.body);
     // The preassigned entries blocked the next id; the owner removes the second one first.
     let r = w.owner_write("DELETE", &e(preassigned_2), &Value::Null);
     assert_eq!(r.status, 200, "{}", r.body);

@@ -19,7 +19,8 @@
 //!   its own admin flag (the last-admin rule of the store still applies).
 //! - **Entries.** It edits, re-scopes or deletes only entries it can read (a missing entry is
 //!   refused the same way, so ids say nothing), and the scopes it sets are non-empty (empty is
-//!   owner-only) and all its own.
+//!   owner-only) and each either its own or already on the entry (keeping a scope another team
+//!   shares grants nothing; adding one would).
 //! - **Owner business.** The L2 keyring and other agents' passkeys.
 //!
 //! Everything is evaluated by `vault::gate` inside the write's transaction, against rows read
@@ -148,22 +149,26 @@ fn may_manage(db: &VaultDb, admin: &Agent, target: &Agent) -> Result<Result<(), 
     Ok(Ok(()))
 }
 
-fn entry_scopes_ok(admin: &Agent, scopes: &[String]) -> Result<(), Rule> {
+/// The scopes an admin sets on an entry: not empty, and each one it holds or one the entry
+/// already has (keeping a scope grants nothing new; adding one does).
+fn entry_scopes_ok(admin: &Agent, scopes: &[String], current: &ScopeSet) -> Result<(), Rule> {
     let Some(set) = parse(scopes) else { return Ok(()) };
     if set.is_empty() {
         return Err(Rule::EntryOwnerOnly);
     }
-    if !holds_all(admin, &set, None) {
+    let held = |s: &str| admin.scopes.iter().any(|h| h == s) || current.iter().any(|c| c == s);
+    if !set.iter().all(held) {
         return Err(Rule::ScopeNotHeld);
     }
     Ok(())
 }
 
-fn readable_entry(db: &VaultDb, admin: &Agent, id: i64) -> Result<Result<(), Rule>, VaultError> {
+/// The entry's current scopes if `admin` can read it; a missing entry is refused alike.
+fn readable_entry(db: &VaultDb, admin: &Agent, id: i64) -> Result<Result<ScopeSet, Rule>, VaultError> {
     let Some(row) = db.entry(id)?.filter(|r| !r.deleted) else { return Ok(Err(Rule::EntryOutsideScopes)) };
     let scopes =
         ScopeSet::parse(&row.scopes).map_err(|_| VaultError::Corrupt(format!("entry {id} has malformed scopes")))?;
-    Ok(if admin.can_read(&scopes) { Ok(()) } else { Err(Rule::EntryOutsideScopes) })
+    Ok(if admin.can_read(&scopes) { Ok(scopes) } else { Err(Rule::EntryOutsideScopes) })
 }
 
 /// Checks `intent` for `caller` (its agent row as read inside the gate's transaction). The outer
@@ -185,11 +190,11 @@ pub fn check(db: &VaultDb, caller: &Agent, intent: &Intent) -> Result<Result<(),
             Some(row) if row.agent_id == Some(caller.id.0) => Ok(()),
             _ => Err(Rule::PasskeyOfAnotherAgent),
         },
-        Intent::CreateEntry { scopes } => entry_scopes_ok(caller, scopes),
+        Intent::CreateEntry { scopes } => entry_scopes_ok(caller, scopes, &ScopeSet::default()),
         Intent::UpdateEntry { id, scopes } => {
-            readable_entry(db, caller, *id)?.and_then(|()| entry_scopes_ok(caller, scopes))
+            readable_entry(db, caller, *id)?.and_then(|current| entry_scopes_ok(caller, scopes, &current))
         }
-        Intent::DeleteEntry { id } => readable_entry(db, caller, *id)?,
+        Intent::DeleteEntry { id } => readable_entry(db, caller, *id)?.map(drop),
         Intent::CreateAgent { scopes, all_access, admin } => {
             if *all_access {
                 Err(Rule::GrantAllAccess)
@@ -206,11 +211,12 @@ pub fn check(db: &VaultDb, caller: &Agent, intent: &Intent) -> Result<Result<(),
                 Ok(())
             }
         }
-        Intent::UpdateAgent { id, scopes, all_access, admin } if *id == caller.id => {
+        // Dropping its own admin flag is allowed (the store keeps the last admin); `Some(true)`
+        // is no change for an admin.
+        Intent::UpdateAgent { id, scopes, all_access, admin: _ } if *id == caller.id => {
             if *all_access == Some(true) {
                 Err(Rule::GrantAllAccess)
             } else {
-                let _ = admin; // dropping admin is allowed; `Some(true)` is no change for an admin
                 match scopes.as_deref().and_then(parse) {
                     Some(set) if !holds_all(caller, &set, Some(caller.id)) => Err(Rule::SelfOnlyNarrower),
                     _ => Ok(()),
