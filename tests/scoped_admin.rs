@@ -181,6 +181,7 @@ fn a_scoped_admin_never_grants_more_than_it_holds() {
     let (reader_id, _) = w.agent(json!({"name": "reader", "all_access": true}));
     let (foreign_id, _) = w.agent(json!({"name": "foreign", "scopes": ["00bb"]}));
     let (member_id, _) = w.agent(json!({"name": "member", "scopes": ["00aa"]}));
+    let (peer_id, _) = w.agent(json!({"name": "peer admin", "scopes": ["00aa"], "admin": true}));
 
     // A new admin has no passkey: no challenge for it until the owner enrolls one.
     let r = post_json(
@@ -304,6 +305,14 @@ fn a_scoped_admin_never_grants_more_than_it_holds() {
             json!({"name": "x"}),
             "scoped_admin_cannot_change_agent_outside_its_scopes",
         ),
+        (
+            "rotate another scoped admin",
+            "PUT",
+            a(peer_id),
+            json!({"rotate_token": true}),
+            "scoped_admin_cannot_change_another_admin",
+        ),
+        ("revoke another scoped admin", "DELETE", a(peer_id), Value::Null, "scoped_admin_cannot_change_another_admin"),
         ("make a member admin", "PUT", a(member_id), json!({"admin": true}), "scoped_admin_cannot_grant_admin"),
         (
             "make a member all-access",
@@ -494,7 +503,7 @@ fn a_scoped_admin_never_grants_more_than_it_holds() {
         .iter()
         .map(|a| a["id"].as_i64().unwrap())
         .collect();
-    assert_eq!(listed, vec![lead_id, member_id, watched_id], "neither owner, reader nor foreign agents");
+    assert_eq!(listed, vec![lead_id, member_id, peer_id, watched_id], "neither owner, reader nor foreign agents");
     let rows = w.s.get("/api/audit?limit=1000", Some(&lead.token)).json()["rows"].as_array().unwrap().clone();
     assert!(rows.iter().any(|r| r["detail"] == "authority:scoped_admin_cannot_grant_all_access"), "its refusals");
     assert!(rows.iter().any(|r| r["action"] == "entry.create" && r["agent_id"] == lead_id));
