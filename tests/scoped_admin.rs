@@ -202,6 +202,12 @@ fn a_scoped_admin_never_grants_more_than_it_holds() {
     assert_eq!(mine[0].1, lead_id);
     let owner_key_id = all[0].0.clone();
     let lead_key_id = mine[0].0.clone();
+    // Registering a further key, it is shown only its own credential ids.
+    let r = post_json(&w.s, "/api/passkeys/options", Some(&lead.token), &json!({}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let excluded = r.json()["options"]["publicKey"]["excludeCredentials"].clone();
+    assert_eq!(excluded.as_array().map(Vec::len), Some(1), "{excluded}");
+    assert_eq!(excluded[0]["id"], lead_key_id.as_str());
 
     // Another agent's passkey never approves this token's write, in either direction.
     let before = w.snapshot();

@@ -275,7 +275,9 @@ impl LiveVault {
     ) -> Result<(ChallengeId, CreationChallengeResponse), VaultError> {
         let mut db = self.db();
         let user = webauthn_user(&mut db)?;
-        let existing: Vec<_> = ops::passkeys(&db)?.into_iter().map(|(_, p)| p).collect();
+        // Only its own keys are excluded: another agent's credential ids are not this agent's to
+        // see (a key registered twice is still refused when it is stored).
+        let existing = passkeys_of(&db, agent.id)?;
         let (ccr, state) = rp.start_registration(user, &existing).map_err(|e| VaultError::Invalid(e.to_string()))?;
         let id = ChallengeId::generate();
         let t = now();
