@@ -113,8 +113,13 @@ fn scope_matrix_for_all_four_roles() {
         assert_eq!(listed.contains(empty), *all, "{role}: list/empty");
         assert!(listed.contains(matching), "{role}: list/matching");
         assert_eq!(listed.contains(nonmatching), *all, "{role}: list/non-matching");
-        assert_eq!(s.get("/api/agents", Some(token)).status, if *admin { 200 } else { 403 }, "{role}: agent list");
-        assert_eq!(s.get("/api/audit", Some(token)).status, if *admin { 200 } else { 403 }, "{role}: audit");
+        for path in ["/api/agents", "/api/audit"] {
+            let r = s.get(path, Some(token));
+            assert_eq!(r.status, if *admin { 200 } else { 403 }, "{role}: {path}");
+            if !*admin {
+                assert_eq!(r.json()["reason"], "not_admin", "{role}: {path}: {}", r.body);
+            }
+        }
     }
 
     // Audit rows for the reads and the denials above.
@@ -133,7 +138,7 @@ fn scope_matrix_for_all_four_roles() {
     assert!(has("entry.read", "denied", scoped.3), "denied row for an owner-only entry");
     assert!(has("entry.read", "denied", scoped.5), "denied row for a foreign-scope entry");
     assert!(rows.iter().any(|r| r["action"] == "entry.read" && r["outcome"] == "not_found" && r["entry_id"] == 999999));
-    assert!(rows.iter().any(|r| r["action"] == "audit.read" && r["outcome"] == "denied"));
+    assert!(rows.iter().any(|r| r["action"] == "audit.read" && r["outcome"] == "denied" && r["detail"] == "not_admin"));
     assert!(rows.iter().all(|r| r["client"] == "127.0.0.1" || r["client"] == "local"));
 }
 

@@ -125,15 +125,24 @@ impl Owned {
     }
 }
 
-fn assert_refused(o: &Owned, what: &str, r: &common::Resp, before: &(Value, Value, Vec<(String, i64)>), audits: usize) {
+/// A refused gated write: 403 naming `reason`, an audit row with the same reason, nothing changed.
+fn assert_refused(
+    o: &Owned,
+    what: &str,
+    r: &common::Resp,
+    before: &(Value, Value, Vec<(String, i64)>),
+    audits: usize,
+    reason: &str,
+) {
     assert_eq!(r.status, 403, "{what}: {}", r.body);
     let v = r.json();
     assert_eq!(v["error"], "forbidden", "{what}");
+    assert_eq!(v["reason"], reason, "{what}: {}", r.body);
     let rows = o.v.audit_rows(false);
     assert!(rows.len() > audits, "{what}: no audit row");
     let last = &rows[0];
     assert_eq!(last["outcome"], "denied", "{what}: {last}");
-    assert!(last["detail"].as_str().unwrap().starts_with("webauthn:"), "{what}: {last}");
+    assert_eq!(last["detail"], format!("webauthn:{reason}"), "{what}: {last}");
     let after = o.snapshot();
     assert_eq!(&after.0, &before.0, "{what}: entries changed");
     assert_eq!(&after.1, &before.1, "{what}: agents changed");
@@ -153,9 +162,11 @@ fn setup_link_enrolls_the_owner_once() {
     // No agent yet: nothing authenticates.
     assert_eq!(s.get("/api/entries", None).status, 401);
     // Garbage and unknown codes are refused and audited.
-    for code in ["nothex", "0123456789abcdef0123456789abcdef"] {
+    // No vault issued either code, so neither reaches a vault's checks: both are unknown.
+    for (code, reason) in [("nothex", "unknown_code"), ("0123456789abcdef0123456789abcdef", "unknown_code")] {
         let r = post_json(&s, "/api/setup/start", None, &json!({"code": code}));
         assert_eq!(r.status, 403, "{}", r.body);
+        assert_eq!(r.json()["reason"], reason, "{}", r.body);
     }
     assert!(v.audit_rows(true).iter().any(|r| r["action"] == "setup" && r["outcome"] == "denied"));
 
@@ -172,7 +183,7 @@ fn setup_link_enrolls_the_owner_once() {
     // The code is single use: a second setup is refused, audited, and changes nothing.
     let r = post_json(&s, "/api/setup/start", None, &json!({"code": v.setup_code}));
     assert_eq!(r.status, 403);
-    assert!(r.body.contains("code_already_used"), "{}", r.body);
+    assert_eq!(r.json()["reason"], "code_already_used", "{}", r.body);
     let mut other = SoftPasskey::new(true);
     let rows = v.audit_rows(false);
     assert!(rows.iter().any(|r| r["action"] == "setup" && r["detail"] == "code_already_used"));
@@ -193,16 +204,27 @@ fn setup_link_enrolls_the_owner_once() {
     let s2 = v2.serve();
     let r = post_json(&s2, "/api/setup/start", None, &json!({"code": v2.setup_code}));
     assert_eq!(r.status, 403);
-    assert!(r.body.contains("code_expired"), "{}", r.body);
+    assert_eq!(r.json()["reason"], "code_expired", "{}", r.body);
     assert!(v2.audit_rows(false).iter().any(|r| r["action"] == "setup" && r["detail"] == "code_expired"));
-    // A code finished with a bogus credential is refused and the vault stays ownerless.
-    let r = post_json(
-        &s2,
-        "/api/setup/finish",
-        None,
-        &json!({"code": v2.setup_code, "registration_id": "00", "credential": {}}),
-    );
-    assert_eq!(r.status, 403);
+    // A code finished with a bogus credential or registration id is refused and the vault stays
+    // ownerless. (The code is made valid again first: refused as expired, this said nothing
+    // about the credential.)
+    let conn = rusqlite::Connection::open(v2.vault_file()).unwrap();
+    conn.execute("UPDATE setup_codes SET expires_at = 9000000000000", []).unwrap();
+    drop(conn);
+    let r = post_json(&s2, "/api/setup/start", None, &json!({"code": v2.setup_code}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let registration = r.json()["registration_id"].clone();
+    for (reg, reason) in [(json!("00"), "unknown_or_expired_registration"), (registration, "credential_rejected")] {
+        let r = post_json(
+            &s2,
+            "/api/setup/finish",
+            None,
+            &json!({"code": v2.setup_code, "registration_id": reg, "credential": {}}),
+        );
+        assert_eq!(r.status, 403);
+        assert_eq!(r.json()["reason"], reason, "{}", r.body);
+    }
     assert_eq!(v2.cli_json(&["agent", "list", "--json"], None).as_array().unwrap().len(), 0);
     let _ = &mut other;
 }
@@ -316,18 +338,33 @@ fn refused_writes_are_403_audited_and_change_nothing() {
     assert_eq!(r.status, 201);
     let body = json!({"name": "intruder", "admin": true}).to_string().into_bytes();
     let path = "/api/agents";
-    let check = |o: &Owned, what: &str, r: common::Resp, before: &(Value, Value, Vec<(String, i64)>), n: usize| {
-        assert_refused(o, what, &r, before, n)
-    };
+    let check =
+        |o: &Owned, what: &str, r: common::Resp, before: &(Value, Value, Vec<(String, i64)>), n: usize, why: &str| {
+            assert_refused(o, what, &r, before, n, why)
+        };
 
     // Missing challenge; missing assertion; malformed and unknown challenge ids.
     let before = o.snapshot();
     let n = o.v.audit_rows(false).len();
     let (id, rcr) = challenge(&o.s, &o.token, "POST", path, &body);
     let a = sign(&mut o.key, rcr);
-    check(&o, "missing challenge", send(&o.s, &o.token, "POST", path, &body, None, Some(&a)), &before, n);
+    check(
+        &o,
+        "missing challenge",
+        send(&o.s, &o.token, "POST", path, &body, None, Some(&a)),
+        &before,
+        n,
+        "missing_challenge",
+    );
     let n = o.v.audit_rows(false).len();
-    check(&o, "malformed challenge", send(&o.s, &o.token, "POST", path, &body, Some("zz"), Some(&a)), &before, n);
+    check(
+        &o,
+        "malformed challenge",
+        send(&o.s, &o.token, "POST", path, &body, Some("zz"), Some(&a)),
+        &before,
+        n,
+        "malformed_challenge",
+    );
     let n = o.v.audit_rows(false).len();
     check(
         &o,
@@ -335,12 +372,27 @@ fn refused_writes_are_403_audited_and_change_nothing() {
         send(&o.s, &o.token, "POST", path, &body, Some(&"0".repeat(32)), Some(&a)),
         &before,
         n,
+        "unknown_or_used_challenge",
     );
     let n = o.v.audit_rows(false).len();
-    check(&o, "missing assertion", send(&o.s, &o.token, "POST", path, &body, Some(&id), None), &before, n);
+    check(
+        &o,
+        "missing assertion",
+        send(&o.s, &o.token, "POST", path, &body, Some(&id), None),
+        &before,
+        n,
+        "missing_assertion",
+    );
     // That challenge was consumed by the failed attempt: the right assertion cannot use it now.
     let n = o.v.audit_rows(false).len();
-    check(&o, "consumed on failure", send(&o.s, &o.token, "POST", path, &body, Some(&id), Some(&a)), &before, n);
+    check(
+        &o,
+        "consumed on failure",
+        send(&o.s, &o.token, "POST", path, &body, Some(&id), Some(&a)),
+        &before,
+        n,
+        "unknown_or_used_challenge",
+    );
 
     // Reused: a successful write's exact request, replayed.
     let ok_body = json!({"name": "once"}).to_string().into_bytes();
@@ -349,7 +401,14 @@ fn refused_writes_are_403_audited_and_change_nothing() {
     assert_eq!(send(&o.s, &o.token, "POST", path, &ok_body, Some(&id), Some(&a)).status, 201);
     let before = o.snapshot();
     let n = o.v.audit_rows(false).len();
-    check(&o, "replayed", send(&o.s, &o.token, "POST", path, &ok_body, Some(&id), Some(&a)), &before, n);
+    check(
+        &o,
+        "replayed",
+        send(&o.s, &o.token, "POST", path, &ok_body, Some(&id), Some(&a)),
+        &before,
+        n,
+        "unknown_or_used_challenge",
+    );
 
     // Bound to another path, method or body.
     for (what, m, p, b, sent_m, sent_p, sent_b) in [
@@ -360,7 +419,14 @@ fn refused_writes_are_403_audited_and_change_nothing() {
         let (id, rcr) = challenge(&o.s, &o.token, m, p, &b);
         let a = sign(&mut o.key, rcr);
         let n = o.v.audit_rows(false).len();
-        check(&o, what, send(&o.s, &o.token, sent_m, sent_p, &sent_b, Some(&id), Some(&a)), &before, n);
+        check(
+            &o,
+            what,
+            send(&o.s, &o.token, sent_m, sent_p, &sent_b, Some(&id), Some(&a)),
+            &before,
+            n,
+            "challenge_for_another_operation",
+        );
         assert!(o.last_audit()["detail"].as_str().unwrap().contains("another_operation"), "{what}");
     }
 
@@ -377,7 +443,14 @@ fn refused_writes_are_403_audited_and_change_nothing() {
     rcr = serde_json::from_value(opts).unwrap();
     let a = sign(&mut stranger, rcr);
     let n = o.v.audit_rows(false).len();
-    check(&o, "unregistered key", send(&o.s, &o.token, "POST", path, &body, Some(&id), Some(&a)), &before, n);
+    check(
+        &o,
+        "unregistered key",
+        send(&o.s, &o.token, "POST", path, &body, Some(&id), Some(&a)),
+        &before,
+        n,
+        "assertion_rejected",
+    );
 
     // Out of order: two assertions signed in turn, the later one used first; the earlier one's
     // counter then no longer advances past the stored one (how a cloned authenticator shows).
@@ -391,7 +464,7 @@ fn refused_writes_are_403_audited_and_change_nothing() {
     let before = o.snapshot();
     let n = o.v.audit_rows(false).len();
     let r = send(&o.s, &o.token, "POST", path, &early_body, Some(&early_id), Some(&early));
-    check(&o, "counter not advancing", r, &before, n);
+    check(&o, "counter not advancing", r, &before, n, "assertion_rejected");
 
     // A stored counter far ahead of the authenticator's (a cloned authenticator).
     let conn = rusqlite::Connection::open(o.v.vault_file()).unwrap();
@@ -401,7 +474,14 @@ fn refused_writes_are_403_audited_and_change_nothing() {
     let (id, rcr) = challenge(&o.s, &o.token, "POST", path, &body);
     let a = sign(&mut o.key, rcr);
     let n = o.v.audit_rows(false).len();
-    check(&o, "counter regression", send(&o.s, &o.token, "POST", path, &body, Some(&id), Some(&a)), &before_cnt, n);
+    check(
+        &o,
+        "counter regression",
+        send(&o.s, &o.token, "POST", path, &body, Some(&id), Some(&a)),
+        &before_cnt,
+        n,
+        "assertion_rejected",
+    );
     let conn = rusqlite::Connection::open(o.v.vault_file()).unwrap();
     conn.execute("UPDATE webauthn_credentials SET sign_count = 0", []).unwrap();
     drop(conn);
@@ -416,11 +496,12 @@ fn refused_writes_are_403_audited_and_change_nothing() {
         &json!({"method": "POST", "path": path, "body_sha256": sha256_hex(&body)}),
     );
     assert_eq!(r.status, 403);
+    assert_eq!(r.json()["reason"], "not_admin");
     let before = o.snapshot();
     let (id, rcr) = challenge(&o.s, &o.token, "POST", path, &body);
     let a = sign(&mut o.key, rcr);
     let n = o.v.audit_rows(false).len();
-    check(&o, "non-admin", send(&o.s, &reader, "POST", path, &body, Some(&id), Some(&a)), &before, n);
+    check(&o, "non-admin", send(&o.s, &reader, "POST", path, &body, Some(&id), Some(&a)), &before, n, "not_admin");
     let n = o.v.audit_rows(false).len();
     check(
         &o,
@@ -428,6 +509,7 @@ fn refused_writes_are_403_audited_and_change_nothing() {
         send(&o.s, &o.token, "POST", path, &body, Some(&id), Some(&a)),
         &before,
         n,
+        "unknown_or_used_challenge",
     );
 
     // Every gated route refuses a challenge bound to another body, and one that is missing.
@@ -453,15 +535,44 @@ fn refused_writes_are_403_audited_and_change_nothing() {
         let (id, rcr) = challenge(&o.s, &o.token, m, p, &other);
         let a = sign(&mut o.key, rcr);
         let n = o.v.audit_rows(false).len();
-        check(&o, &format!("{m} {p} other body"), send(&o.s, &o.token, m, p, &sent, Some(&id), Some(&a)), &before, n);
+        check(
+            &o,
+            &format!("{m} {p} other body"),
+            send(&o.s, &o.token, m, p, &sent, Some(&id), Some(&a)),
+            &before,
+            n,
+            "challenge_for_another_operation",
+        );
         let n = o.v.audit_rows(false).len();
-        check(&o, &format!("{m} {p} no challenge"), send(&o.s, &o.token, m, p, &sent, None, None), &before, n);
+        check(
+            &o,
+            &format!("{m} {p} no challenge"),
+            send(&o.s, &o.token, m, p, &sent, None, None),
+            &before,
+            n,
+            "missing_challenge",
+        );
+        // A fresh challenge for exactly this request: the one above is used up, and reusing it
+        // would be refused as unknown before the token is even looked at.
+        let (id, rcr) = challenge(&o.s, &o.token, m, p, &sent);
+        let a = sign(&mut o.key, rcr);
         let n = o.v.audit_rows(false).len();
-        check(&o, &format!("{m} {p} non-admin"), send(&o.s, &reader, m, p, &sent, Some(&id), Some(&a)), &before, n);
+        check(
+            &o,
+            &format!("{m} {p} non-admin"),
+            send(&o.s, &reader, m, p, &sent, Some(&id), Some(&a)),
+            &before,
+            n,
+            "not_admin",
+        );
     }
     // A non-admin cannot start a passkey registration either.
-    assert_eq!(post_json(&o.s, "/api/passkeys/options", Some(&reader), &json!({})).status, 403);
-    assert_eq!(o.s.get("/api/keyring", Some(&reader)).status, 403);
+    for r in
+        [post_json(&o.s, "/api/passkeys/options", Some(&reader), &json!({})), o.s.get("/api/keyring", Some(&reader))]
+    {
+        assert_eq!(r.status, 403);
+        assert_eq!(r.json()["reason"], "not_admin", "{}", r.body);
+    }
 
     assert!(!o.s.stderr().contains("panicked"));
 }
@@ -495,6 +606,7 @@ fn a_break_glass_owner_enrolls_its_first_passkey_with_a_fresh_link() {
     // The link is used up, and init has nothing more to print.
     let r = post_json(&o.s, "/api/setup/start", None, &json!({"code": code}));
     assert_eq!(r.status, 403);
+    assert_eq!(r.json()["reason"], "code_already_used", "{}", r.body);
     let out = o.v.cli(&["init"]);
     assert!(common::setup_code_in(&String::from_utf8_lossy(&out.stdout)).is_none());
 }
@@ -523,7 +635,7 @@ fn expired_challenges_are_refused_and_swept() {
     std::thread::sleep(std::time::Duration::from_millis(1300));
     let n = o.v.audit_rows(false).len();
     let r = send(&o.s, &o.token, "POST", "/api/agents", &body, Some(&id), Some(&a));
-    assert_refused(&o, "expired", &r, &before, n);
+    assert_refused(&o, "expired", &r, &before, n, "expired_challenge");
     assert!(o.last_audit()["detail"].as_str().unwrap().contains("expired"));
     // Unused expired challenges are swept (when a new one is stored, and by the server's timer).
     for _ in 0..3 {
@@ -579,6 +691,9 @@ fn hostile_input_to_gated_routes_is_4xx_and_changes_nothing() {
             let r = send(&o.s, &o.token, m, p, &body, Some(&id2), Some(bad));
             assert!((400..500).contains(&r.status), "{m} {p} bad assertion {bad:.20}: {} {}", r.status, r.body);
             assert!(r.json()["error"].is_string());
+            if r.status == 403 {
+                assert_eq!(r.json()["reason"], "assertion_rejected", "{m} {p} bad assertion {bad:.20}: {}", r.body);
+            }
         }
         let _ = (id, a);
         // A huge assertion header: refused by the HTTP layer or as 4xx.

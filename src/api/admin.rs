@@ -1,4 +1,5 @@
 //! Admin reads: the agent list and the audit log. Admin token required; no WebAuthn for reads.
+//! What a scoped admin sees is cut to its scopes by `vault::authority` (the owner sees all).
 
 use std::collections::HashMap;
 
@@ -10,6 +11,7 @@ use serde_json::json;
 use super::{ApiError, Caller};
 use crate::audit::{Action, Outcome};
 use crate::auth::{Agent, Role};
+use crate::vault::authority;
 
 const MAX_AUDIT_PAGE: u32 = 1000;
 
@@ -40,7 +42,7 @@ pub(super) fn agent_view(a: &Agent) -> AgentView {
 
 pub(super) async fn admin_only(caller: &Caller, action: Action) -> Result<(), ApiError> {
     if let Err(e) = caller.require_admin() {
-        caller.principal.vault.audit(caller.event(action, Outcome::Denied)).await?;
+        caller.principal.vault.audit(caller.event(action, Outcome::Denied).detail("not_admin")).await?;
         return Err(e);
     }
     Ok(())
@@ -49,7 +51,9 @@ pub(super) async fn admin_only(caller: &Caller, action: Action) -> Result<(), Ap
 pub async fn agents(caller: Caller) -> Result<Json<serde_json::Value>, ApiError> {
     admin_only(&caller, Action::AgentList).await?;
     let vault = &caller.principal.vault;
-    let agents: Vec<AgentView> = vault.agents().iter().map(|a| agent_view(a)).collect();
+    let me = &caller.principal.agent;
+    let agents: Vec<AgentView> =
+        vault.agents().iter().filter(|a| authority::lists_agent(me, a)).map(|a| agent_view(a)).collect();
     vault.audit(caller.event(Action::AgentList, Outcome::Ok)).await?;
     Ok(Json(json!({ "agents": agents })))
 }
@@ -79,7 +83,7 @@ pub async fn audit(
     };
     let vault = &caller.principal.vault;
     vault.audit(caller.event(Action::AuditRead, Outcome::Ok)).await?;
-    let rows = vault.audit_page(before, limit)?;
+    let rows = vault.audit_page_for(&caller.principal.agent, before, limit)?;
     let next_before = if rows.len() as u32 == limit { rows.last().map(|r| r.id) } else { None };
     Ok(Json(json!({ "rows": rows, "next_before": next_before })))
 }

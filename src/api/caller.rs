@@ -31,7 +31,11 @@ impl Caller {
     }
 
     pub fn require_admin(&self) -> Result<(), ApiError> {
-        if self.principal.agent.admin { Ok(()) } else { Err(ApiError::Forbidden("this needs an admin agent".into())) }
+        if self.principal.agent.admin {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden("not_admin", "this needs an admin agent"))
+        }
     }
 }
 

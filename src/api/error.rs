@@ -1,4 +1,9 @@
 //! The one mapping from failures to HTTP: a status and `{"error": code, "message": text}`.
+//!
+//! Every 403 also carries `"reason"`: a stable code naming the rule that refused (a WebAuthn
+//! check such as `assertion_rejected`, an authority rule such as
+//! `scoped_admin_cannot_grant_all_access`, `not_admin`, a setup refusal). Clients and tests
+//! branch on `reason`, never on the message.
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -13,8 +18,8 @@ pub enum ApiError {
     /// Missing, malformed, unknown or revoked token: one answer for all, so none can be told apart.
     #[error("a valid bearer token is required")]
     Unauthorized,
-    #[error("{0}")]
-    Forbidden(String),
+    #[error("{message}")]
+    Forbidden { reason: &'static str, message: String },
     /// Also the answer for entries that exist but are outside the caller's scopes.
     #[error("not found")]
     NotFound,
@@ -40,10 +45,15 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// A 403 whose `reason` names the rule that refused.
+    pub fn forbidden(reason: &'static str, message: impl Into<String>) -> Self {
+        ApiError::Forbidden { reason, message: message.into() }
+    }
+
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound | ApiError::NoRoute => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::Unprocessable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable"),
@@ -59,7 +69,11 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
-        let mut resp = (status, Json(json!({"error": code, "message": self.to_string()}))).into_response();
+        let body = match &self {
+            ApiError::Forbidden { reason, message } => json!({"error": code, "reason": reason, "message": message}),
+            _ => json!({"error": code, "message": self.to_string()}),
+        };
+        let mut resp = (status, Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut()
                 .insert(axum::http::header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer"));

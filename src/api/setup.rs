@@ -37,7 +37,7 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
 }
 
 fn refused(r: &SetupRefusal) -> ApiError {
-    ApiError::Forbidden(format!("setup refused ({})", r.code()))
+    ApiError::forbidden(r.code(), format!("setup refused ({})", r.code()))
 }
 
 /// The vault that issued this code, or a node-level audited refusal.

@@ -4,7 +4,9 @@
 //! A write's body is parsed first (bad input is a 400/422 that consumes nothing), then
 //! `vault::gate` checks the bearer, the challenge named by `X-WebAuthn-Challenge` and the
 //! assertion in `X-WebAuthn-Assertion` against this exact method, path and body, and runs the
-//! change in the same transaction. Every refusal is a 403 with an audit row. Handlers hold no SQL.
+//! change in the same transaction, after the authority rules (`vault::authority`) have accepted
+//! the handler's [`Intent`]. Every refusal is a 403 whose `reason` names the check or rule, with
+//! an audit row. Handlers hold no SQL.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -22,6 +24,7 @@ use crate::auth::AgentId;
 use crate::auth::webauthn::{CredentialId, Operation};
 use crate::crypto::DataKey;
 use crate::store::vault_db::VaultDb;
+use crate::vault::authority::{self, Intent};
 use crate::vault::entry::EntryInput;
 use crate::vault::gate::{Denial, Presented};
 use crate::vault::{VaultError, VaultId, gate, ops};
@@ -78,6 +81,7 @@ async fn gated<T>(
     caller: &Caller,
     event: AuditEvent,
     req: &Signed,
+    intent: Intent,
     change: impl FnOnce(&mut VaultDb, &VaultId, &DataKey, &AuditEvent) -> Result<T, VaultError>,
 ) -> Result<T, ApiError> {
     let presented = Presented {
@@ -86,6 +90,7 @@ async fn gated<T>(
         challenge: header(&req.headers, CHALLENGE_HEADER),
         assertion: header(&req.headers, ASSERTION_HEADER),
         operation: Operation::of_request(&req.method, &req.path, &req.body),
+        intent: &intent,
     };
     let vault = &caller.principal.vault;
     match vault.authorized(&state.rp, &presented, &event, change)? {
@@ -104,7 +109,16 @@ async fn gated<T>(
 }
 
 fn denied(d: &Denial) -> ApiError {
-    ApiError::Forbidden(format!("this change needs a valid WebAuthn assertion for exactly this request ({})", d.code()))
+    match d {
+        Denial::Refused(rule) => ApiError::forbidden(
+            rule.code(),
+            format!("a scoped admin never grants or changes more than it holds ({})", rule.code()),
+        ),
+        other => ApiError::forbidden(
+            other.code(),
+            format!("this change needs a valid WebAuthn assertion for exactly this request ({})", other.code()),
+        ),
+    }
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -131,7 +145,9 @@ pub async fn challenge(State(state): State<AppState>, caller: Caller, body: Byte
 pub async fn create_entry(State(state): State<AppState>, caller: Caller, signed: Signed) -> Result<Response, ApiError> {
     let input: EntryInput = parse_body(&signed.body)?;
     let event = caller.event(Action::EntryCreate, Outcome::Ok);
-    let id = gated(&state, &caller, event, &signed, move |db, v, k, ev| ops::add_entry(db, v, k, input, ev)).await?;
+    let intent = Intent::CreateEntry { scopes: input.scopes.clone() };
+    let id =
+        gated(&state, &caller, event, &signed, intent, move |db, v, k, ev| ops::add_entry(db, v, k, input, ev)).await?;
     Ok((StatusCode::CREATED, Json(json!({"id": id}))).into_response())
 }
 
@@ -144,9 +160,11 @@ pub async fn update_entry(
     let id = parse_positive(&raw, "entry id")?;
     let input: EntryInput = parse_body(&signed.body)?;
     let event = caller.event(Action::EntryUpdate, Outcome::Ok).entry(id);
-    let version =
-        gated(&state, &caller, event, &signed, move |db, v, k, ev| ops::update_entry(db, v, k, id, input, None, ev))
-            .await?;
+    let intent = Intent::UpdateEntry { id, scopes: input.scopes.clone() };
+    let version = gated(&state, &caller, event, &signed, intent, move |db, v, k, ev| {
+        ops::update_entry(db, v, k, id, input, None, ev)
+    })
+    .await?;
     Ok(Json(json!({"id": id, "version": version})).into_response())
 }
 
@@ -165,7 +183,8 @@ pub async fn set_entry_scopes(
     let id = parse_positive(&raw, "entry id")?;
     let req: ScopesRequest = parse_body(&signed.body)?;
     let event = caller.event(Action::EntryUpdate, Outcome::Ok).entry(id).detail("scopes");
-    let version = gated(&state, &caller, event, &signed, move |db, v, k, ev| {
+    let intent = Intent::UpdateEntry { id, scopes: req.scopes.clone() };
+    let version = gated(&state, &caller, event, &signed, intent, move |db, v, k, ev| {
         ops::set_entry_scopes(db, v, k, id, &req.scopes, ev)
     })
     .await?;
@@ -180,7 +199,10 @@ pub async fn delete_entry(
 ) -> Result<Response, ApiError> {
     let id = parse_positive(&raw, "entry id")?;
     let event = caller.event(Action::EntryDelete, Outcome::Ok).entry(id);
-    gated(&state, &caller, event, &signed, move |db, _, _, ev| ops::delete_entry(db, id, ev)).await?;
+    gated(&state, &caller, event, &signed, Intent::DeleteEntry { id }, move |db, _, _, ev| {
+        ops::delete_entry(db, id, ev)
+    })
+    .await?;
     Ok(Json(json!({"deleted": id})).into_response())
 }
 
@@ -199,7 +221,8 @@ pub struct NewAgentRequest {
 pub async fn create_agent(State(state): State<AppState>, caller: Caller, signed: Signed) -> Result<Response, ApiError> {
     let req: NewAgentRequest = parse_body(&signed.body)?;
     let event = caller.event(Action::AgentCreate, Outcome::Ok);
-    let (agent, token) = gated(&state, &caller, event, &signed, move |db, _, _, ev| {
+    let intent = Intent::CreateAgent { scopes: req.scopes.clone(), all_access: req.all_access, admin: req.admin };
+    let (agent, token) = gated(&state, &caller, event, &signed, intent, move |db, _, _, ev| {
         ops::add_agent(db, &req.name, &req.scopes, req.all_access, req.admin, ev)
     })
     .await?;
@@ -234,8 +257,11 @@ pub async fn update_agent(
         rotate_token: req.rotate_token,
     };
     let event = caller.event(Action::AgentUpdate, Outcome::Ok).detail(format!("agent {id}"));
+    let intent =
+        Intent::UpdateAgent { id, scopes: update.scopes.clone(), all_access: update.all_access, admin: update.admin };
     let (agent, token) =
-        gated(&state, &caller, event, &signed, move |db, _, _, ev| ops::update_agent(db, id, &update, ev)).await?;
+        gated(&state, &caller, event, &signed, intent, move |db, _, _, ev| ops::update_agent(db, id, &update, ev))
+            .await?;
     let mut out = json!({"agent": agent_view(&agent)});
     if let Some(t) = token {
         out["token"] = json!(t.reveal());
@@ -251,18 +277,28 @@ pub async fn delete_agent(
 ) -> Result<Response, ApiError> {
     let id = AgentId(parse_positive(&raw, "agent id")?);
     let event = caller.event(Action::AgentRevoke, Outcome::Ok).detail(format!("agent {id}"));
-    gated(&state, &caller, event, &signed, move |db, _, _, ev| ops::revoke_agent(db, id, ev)).await?;
+    gated(&state, &caller, event, &signed, Intent::RevokeAgent { id }, move |db, _, _, ev| {
+        ops::revoke_agent(db, id, ev)
+    })
+    .await?;
     Ok(Json(json!({"revoked": id.0})).into_response())
 }
 
-/// `GET /api/passkeys`: the registered passkeys (ids, names, counters; never key material).
+/// `GET /api/passkeys`: the registered passkeys (ids, names, counters, the owning agent; never
+/// key material). The owner sees every agent's; any other admin only its own.
 pub async fn passkeys(caller: Caller) -> Result<Response, ApiError> {
     admin_only(&caller, Action::PasskeyList).await?;
     let vault = &caller.principal.vault;
+    let me = &caller.principal.agent;
+    let all = authority::sees_all_passkeys(me);
     let list: Vec<Value> = vault
         .passkeys()?
         .into_iter()
-        .map(|r| json!({"id": r.id, "name": r.name, "sign_count": r.sign_count, "created_at": r.created_at}))
+        .filter(|r| all || r.agent_id == Some(me.id.0))
+        .map(|r| {
+            json!({"id": r.id, "name": r.name, "sign_count": r.sign_count, "created_at": r.created_at,
+                   "agent_id": r.agent_id})
+        })
         .collect();
     vault.audit(caller.event(Action::PasskeyList, Outcome::Ok)).await?;
     Ok(Json(json!({"passkeys": list})).into_response())
@@ -283,25 +319,37 @@ pub struct AddPasskeyRequest {
     registration_id: String,
     #[serde(default)]
     name: String,
+    /// The admin agent the passkey is for; default the caller. Only the owner enrolls a passkey
+    /// for another agent (a new admin's first one).
+    #[serde(default)]
+    agent_id: Option<i64>,
     /// The browser's `PublicKeyCredential.toJSON()` from the registration ceremony.
     #[schema(value_type = Object)]
     credential: Value,
 }
 
-/// `POST /api/passkeys`: enrolls a further passkey; gated, so an existing key must approve it.
+/// `POST /api/passkeys`: enrolls a further passkey for the caller (or, by the owner, for the
+/// admin agent named by `agent_id`); gated, so an existing key of the caller must approve it.
 pub async fn add_passkey(State(state): State<AppState>, caller: Caller, signed: Signed) -> Result<Response, ApiError> {
     let req: AddPasskeyRequest = parse_body(&signed.body)?;
-    let event = caller.event(Action::PasskeyAdd, Outcome::Ok);
-    let rp = state.rp.clone();
     let agent = caller.principal.agent.id;
-    let id = gated(&state, &caller, event, &signed, move |db, _, _, ev| {
-        gate::register_passkey(db, &rp, agent, &req.registration_id, &req.credential.to_string(), &req.name, ev)
+    let for_agent = match req.agent_id {
+        None => agent,
+        Some(raw) => AgentId(parse_positive(&raw.to_string(), "agent_id")?),
+    };
+    let event = caller.event(Action::PasskeyAdd, Outcome::Ok).detail(format!("agent {for_agent}"));
+    let rp = state.rp.clone();
+    let intent = Intent::AddPasskey { for_agent };
+    let id = gated(&state, &caller, event, &signed, intent, move |db, _, _, ev| {
+        let credential = req.credential.to_string();
+        gate::register_passkey(db, &rp, agent, for_agent, &req.registration_id, &credential, &req.name, ev)
     })
     .await?;
     Ok((StatusCode::CREATED, Json(json!({"id": id.as_str()}))).into_response())
 }
 
-/// `DELETE /api/passkeys/{id}`: removes a passkey (never the last).
+/// `DELETE /api/passkeys/{id}`: removes a passkey (never an agent's last). A scoped admin
+/// removes only its own.
 pub async fn remove_passkey(
     State(state): State<AppState>,
     caller: Caller,
@@ -311,7 +359,8 @@ pub async fn remove_passkey(
     let id = CredentialId::parse(&raw).map_err(|_| ApiError::BadRequest("passkey id must be base64url".into()))?;
     let event = caller.event(Action::PasskeyRemove, Outcome::Ok);
     let cred = id.clone();
-    gated(&state, &caller, event, &signed, move |db, _, _, ev| ops::remove_passkey(db, &cred, ev)).await?;
+    let intent = Intent::RemovePasskey { id: id.as_str().to_owned() };
+    gated(&state, &caller, event, &signed, intent, move |db, _, _, ev| ops::remove_passkey(db, &cred, ev)).await?;
     Ok(Json(json!({"removed": id.as_str()})).into_response())
 }
 
@@ -325,10 +374,11 @@ pub async fn keyring(caller: Caller) -> Result<Response, ApiError> {
     Ok(Json(json!({"keyring": keyring})).into_response())
 }
 
-/// `PUT /api/keyring`: replaces the wrapped L2 keyring; gated.
+/// `PUT /api/keyring`: replaces the wrapped L2 keyring; gated, and the owner's alone.
 pub async fn set_keyring(State(state): State<AppState>, caller: Caller, signed: Signed) -> Result<Response, ApiError> {
     let keyring: Value = parse_body(&signed.body)?;
     let event = caller.event(Action::KeyringUpdate, Outcome::Ok);
-    gated(&state, &caller, event, &signed, move |db, _, _, ev| ops::set_keyring(db, &keyring, ev)).await?;
+    gated(&state, &caller, event, &signed, Intent::SetKeyring, move |db, _, _, ev| ops::set_keyring(db, &keyring, ev))
+        .await?;
     Ok(Json(json!({"ok": true})).into_response())
 }

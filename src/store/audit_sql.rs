@@ -79,20 +79,29 @@ fn insert_rows(conn: &Connection, path: &Path, size: usize, rows: &[&AuditRecord
     Ok(conn.last_insert_rowid())
 }
 
+/// `within`: only rows by one of these agents that name no entry or one of these entries.
 pub(crate) fn list(
     conn: &Connection,
     path: &Path,
     before: Option<i64>,
     limit: u32,
+    within: Option<(&[i64], &[i64])>,
 ) -> Result<Vec<AuditRow>, StoreError> {
+    let ids = |v: &[i64]| format!("[{}]", v.iter().map(i64::to_string).collect::<Vec<_>>().join(","));
+    let (filtered, agents, entries) = match within {
+        None => (0, String::from("[]"), String::from("[]")),
+        Some((a, e)) => (1, ids(a), ids(e)),
+    };
     let mut st = conn
         .prepare_cached(
             "SELECT id, ts, actor, agent_id, action, entry_id, client, outcome, detail FROM audit
-             WHERE id < ?1 ORDER BY id DESC LIMIT ?2",
+             WHERE id < ?1 AND (?3 = 0 OR (agent_id IN (SELECT value FROM json_each(?4))
+                                 AND (entry_id IS NULL OR entry_id IN (SELECT value FROM json_each(?5)))))
+             ORDER BY id DESC LIMIT ?2",
         )
         .ctx(path)?;
     let rows = st
-        .query_map(params![before.unwrap_or(i64::MAX), limit], |r| {
+        .query_map(params![before.unwrap_or(i64::MAX), limit, filtered, agents, entries], |r| {
             Ok(AuditRow {
                 id: r.get(0)?,
                 record: AuditRecord {
@@ -171,7 +180,7 @@ impl AuditStore {
     }
 
     pub fn get(&self, id: i64) -> Result<Option<AuditRow>, StoreError> {
-        Ok(list(&self.conn, &self.path, Some(id + 1), 1)?.into_iter().find(|r| r.id == id))
+        Ok(list(&self.conn, &self.path, Some(id + 1), 1, None)?.into_iter().find(|r| r.id == id))
     }
 
     pub fn max_id(&self) -> Result<Option<i64>, StoreError> {
@@ -220,7 +229,7 @@ mod tests {
             }
             all.extend(ids.into_iter().zip(batch));
         }
-        let stored = list(&store.conn, &path, None, 10_000).unwrap();
+        let stored = list(&store.conn, &path, None, 10_000, None).unwrap();
         assert_eq!(stored.len(), all.len());
         for row in stored {
             let (_, want) = all.iter().find(|(id, _)| *id == row.id).unwrap();

@@ -124,6 +124,11 @@ const VAULT: &[&str] = &[
          expires_at INTEGER NOT NULL,
          used_at    INTEGER
      );",
+    // 3: a passkey belongs to the agent that enrolled it; an assertion counts only with that
+    // agent's token. Passkeys from before this migration were the owner's: agent 1.
+    "ALTER TABLE webauthn_credentials ADD COLUMN agent_id INTEGER;
+     UPDATE webauthn_credentials SET agent_id = 1;
+     CREATE INDEX webauthn_credentials_agent ON webauthn_credentials(agent_id);",
 ];
 
 /// Brings the file up to this build's schema, or refuses a file from a newer build.
@@ -174,6 +179,30 @@ mod tests {
         conn.pragma_update(None, "user_version", 99).unwrap();
         let err = migrate(&mut conn, &path, Schema::Vault).unwrap_err();
         assert!(err.to_string().contains("newer Clavitor"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn passkeys_from_before_migration_3_belong_to_agent_1() {
+        let dir =
+            std::env::temp_dir().join(format!("clavitor-mig-{}", hex::encode(crate::crypto::random_bytes::<8>())));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("v.db");
+        let mut conn = crate::store::open_connection(&path).unwrap();
+        // A file as migration 2 left it, with one passkey.
+        conn.execute_batch(VAULT[0]).unwrap();
+        conn.execute("INSERT INTO meta (key, value) VALUES ('schema', 'vault')", []).unwrap();
+        conn.execute_batch(VAULT[1]).unwrap();
+        conn.pragma_update(None, "user_version", 2).unwrap();
+        conn.execute(
+            "INSERT INTO webauthn_credentials (id, public_key, sign_count, created_at) VALUES ('k', x'00', 0, 0)",
+            [],
+        )
+        .unwrap();
+        migrate(&mut conn, &path, Schema::Vault).unwrap();
+        let owner: i64 =
+            conn.query_row("SELECT agent_id FROM webauthn_credentials WHERE id = 'k'", [], |r| r.get(0)).unwrap();
+        assert_eq!(owner, 1);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -59,6 +59,6 @@ impl NodeDb {
     }
 
     pub fn audit(&self, before: Option<i64>, limit: u32) -> Result<Vec<AuditRow>, StoreError> {
-        audit_sql::list(&self.conn, &self.path, before, limit)
+        audit_sql::list(&self.conn, &self.path, before, limit, None)
     }
 }

@@ -403,6 +403,8 @@ impl VaultDb {
         }
         bump_seq(&tx, &path)?;
         tx.execute("DELETE FROM agents WHERE id = ?1", [id]).ctx(&path)?;
+        // Its passkeys go with it: ids are never reused, but a key nobody holds is no key to keep.
+        tx.execute("DELETE FROM webauthn_credentials WHERE agent_id = ?1", [id]).ctx(&path)?;
         audit_sql::insert(&tx, &path, &AuditRecord { detail: format!("agent {id}"), ..audit.clone() })?;
         tx.commit().ctx(&path)
     }
@@ -412,7 +414,38 @@ impl VaultDb {
     }
 
     pub fn audit(&self, before: Option<i64>, limit: u32) -> Result<Vec<AuditRow>, StoreError> {
-        audit_sql::list(&self.conn, &self.path, before, limit)
+        audit_sql::list(&self.conn, &self.path, before, limit, None)
+    }
+
+    /// Like [`Self::audit`], but only rows by one of `agents` that name no entry or one of `entries`.
+    pub fn audit_within(
+        &self,
+        before: Option<i64>,
+        limit: u32,
+        agents: &[i64],
+        entries: &[i64],
+    ) -> Result<Vec<AuditRow>, StoreError> {
+        audit_sql::list(&self.conn, &self.path, before, limit, Some((agents, entries)))
+    }
+
+    /// Every live entry's id and stored scopes (no payload): what the authority rules compare.
+    pub fn live_entry_scopes(&self) -> Result<Vec<(i64, String)>, StoreError> {
+        let mut st = self.conn.prepare_cached("SELECT id, scopes FROM entries WHERE deleted = 0").ctx(&self.path)?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).ctx(&self.path)?;
+        rows.collect::<Result<_, _>>().ctx(&self.path)
+    }
+
+    /// The id the next inserted agent will get (ids are AUTOINCREMENT, never reused). Exact only
+    /// inside a write transaction, where no one else can insert first.
+    pub fn next_agent_id(&self) -> Result<i64, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'agents'), 0),
+                            coalesce((SELECT max(id) FROM agents), 0)) + 1",
+                [],
+                |r| r.get(0),
+            )
+            .ctx(&self.path)
     }
 }
 

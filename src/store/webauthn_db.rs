@@ -2,8 +2,8 @@
 //! setup codes, and the owner's wrapped L2 keyring (in `meta`).
 //!
 //! Challenges are taken with `DELETE … RETURNING`, so a challenge can be used once even when
-//! two requests race for it; expired ones are swept whenever a new one is stored. The last
-//! passkey cannot be removed. Nothing here verifies a signature: callers pass verified results.
+//! two requests race for it; expired ones are swept whenever a new one is stored. A passkey
+//! belongs to one agent (`agent_id`); an agent's last passkey cannot be removed. Nothing here verifies a signature: callers pass verified results.
 
 use rusqlite::{OptionalExtension, params};
 
@@ -24,6 +24,8 @@ pub struct CredentialRow {
     pub sign_count: i64,
     pub name: String,
     pub created_at: i64,
+    /// The agent that enrolled it; only that agent's token can use it.
+    pub agent_id: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +54,17 @@ pub struct SetupCodeRow {
 const CHALLENGE_COLS: &str =
     "challenge_id, purpose, agent_id, method, path, body_sha256, challenge, state, created_at, expires_at";
 
+fn credential_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CredentialRow> {
+    Ok(CredentialRow {
+        id: r.get(0)?,
+        passkey: r.get(1)?,
+        sign_count: r.get(2)?,
+        name: r.get(3)?,
+        created_at: r.get(4)?,
+        agent_id: r.get(5)?,
+    })
+}
+
 fn challenge_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ChallengeRow> {
     Ok(ChallengeRow {
         id: r.get(0)?,
@@ -72,22 +85,24 @@ impl VaultDb {
         let mut st = self
             .conn
             .prepare(
-                "SELECT id, CAST(public_key AS TEXT), sign_count, name, created_at FROM webauthn_credentials
+                "SELECT id, CAST(public_key AS TEXT), sign_count, name, created_at, agent_id FROM webauthn_credentials
                  ORDER BY created_at, id",
             )
             .ctx(&self.path)?;
-        let rows = st
-            .query_map([], |r| {
-                Ok(CredentialRow {
-                    id: r.get(0)?,
-                    passkey: r.get(1)?,
-                    sign_count: r.get(2)?,
-                    name: r.get(3)?,
-                    created_at: r.get(4)?,
-                })
-            })
-            .ctx(&self.path)?;
+        let rows = st.query_map([], credential_row).ctx(&self.path)?;
         rows.collect::<Result<_, _>>().ctx(&self.path)
+    }
+
+    pub fn credential(&self, id: &str) -> Result<Option<CredentialRow>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT id, CAST(public_key AS TEXT), sign_count, name, created_at, agent_id FROM webauthn_credentials
+                 WHERE id = ?1",
+                [id],
+                credential_row,
+            )
+            .optional()
+            .ctx(&self.path)
     }
 
     /// Registers a passkey; a credential id already registered is a conflict.
@@ -102,8 +117,9 @@ impl VaultDb {
             return Err(StoreError::Conflict("this passkey is already registered".into()));
         }
         tx.execute(
-            "INSERT INTO webauthn_credentials (id, public_key, sign_count, name, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![row.id, row.passkey.as_bytes(), row.sign_count, row.name, row.created_at],
+            "INSERT INTO webauthn_credentials (id, public_key, sign_count, name, created_at, agent_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![row.id, row.passkey.as_bytes(), row.sign_count, row.name, row.created_at, row.agent_id],
         )
         .ctx(&path)?;
         audit_sql::insert(&tx, &path, audit)?;
@@ -126,21 +142,29 @@ impl VaultDb {
         tx.commit().ctx(&path)
     }
 
-    /// Removes a passkey; refuses to remove the last one (the vault could never be changed again).
+    /// Removes a passkey; refuses to remove an agent's last one (that agent could never approve
+    /// a change again; revoke or demote the agent instead). A passkey whose agent is gone counts
+    /// for nobody and may always go.
     pub fn delete_credential(&mut self, id: &str, audit: &AuditRecord) -> Result<(), StoreError> {
         let path = self.path.clone();
         let tx = self.write_tx()?;
-        let exists: Option<i64> = tx
-            .query_row("SELECT 1 FROM webauthn_credentials WHERE id = ?1", [id], |r| r.get(0))
+        let owner: Option<Option<i64>> = tx
+            .query_row("SELECT agent_id FROM webauthn_credentials WHERE id = ?1", [id], |r| r.get(0))
             .optional()
             .ctx(&path)?;
-        if exists.is_none() {
+        let Some(owner) = owner else {
             return Err(StoreError::NotFound);
-        }
-        let others: i64 =
-            tx.query_row("SELECT count(*) FROM webauthn_credentials WHERE id != ?1", [id], |r| r.get(0)).ctx(&path)?;
-        if others == 0 {
-            return Err(StoreError::Conflict("cannot remove the last passkey".into()));
+        };
+        let (agent_exists, others): (i64, i64) = tx
+            .query_row(
+                "SELECT (SELECT count(*) FROM agents WHERE id = ?2),
+                        (SELECT count(*) FROM webauthn_credentials WHERE id != ?1 AND agent_id = ?2)",
+                params![id, owner],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .ctx(&path)?;
+        if agent_exists > 0 && others == 0 {
+            return Err(StoreError::Conflict("cannot remove an agent's last passkey".into()));
         }
         tx.execute("DELETE FROM webauthn_credentials WHERE id = ?1", [id]).ctx(&path)?;
         audit_sql::insert(&tx, &path, audit)?;

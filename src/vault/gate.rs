@@ -4,14 +4,17 @@
 //! Owns the order of the checks and their atomicity: for an admin write, one vault transaction
 //! takes (deletes) the challenge, checks that it is unexpired, issued to this agent and bound to
 //! this exact method, path and body, re-reads the agent (token still valid, still admin),
-//! verifies the assertion against the registered passkeys, stores the advanced signature
-//! counter, and runs the change. A refusal commits only the consumed challenge and its audit
-//! row. It never sees HTTP types and holds no SQL; ceremonies are `auth::webauthn`'s.
+//! verifies the assertion against that agent's own passkeys (a passkey belongs to the agent
+//! that enrolled it), applies the authority rules (`vault::authority`) to the fresh agent row,
+//! stores the advanced signature counter, and runs the change. A refusal commits only the
+//! consumed challenge and its audit row. It never sees HTTP types and holds no SQL; ceremonies
+//! are `auth::webauthn`'s.
 
 use std::time::Duration;
 
 use webauthn_rs::prelude::{CreationChallengeResponse, RequestChallengeResponse, Uuid};
 
+use super::authority::{self, Intent, Rule};
 use super::live::LiveVault;
 use super::{VaultError, VaultId, ops};
 use crate::audit::{Action, Actor, AuditEvent, Outcome};
@@ -47,8 +50,11 @@ pub enum Denial {
     /// Bound to another method, path or body.
     WrongOperation,
     MissingAssertion,
-    /// The assertion did not verify (bad JSON, bad signature, unregistered key, counter).
+    /// The assertion did not verify (bad JSON, bad signature, a key not registered to this
+    /// agent, counter).
     BadAssertion,
+    /// Authenticated, but an authority rule refuses the change.
+    Refused(Rule),
 }
 
 impl Denial {
@@ -63,6 +69,15 @@ impl Denial {
             Denial::WrongOperation => "challenge_for_another_operation",
             Denial::MissingAssertion => "missing_assertion",
             Denial::BadAssertion => "assertion_rejected",
+            Denial::Refused(rule) => rule.code(),
+        }
+    }
+
+    /// The audit row's detail: which layer refused, and the reason code.
+    pub fn audit_detail(&self) -> String {
+        match self {
+            Denial::Refused(rule) => format!("authority:{}", rule.code()),
+            other => format!("webauthn:{}", other.code()),
         }
     }
 }
@@ -74,6 +89,8 @@ pub struct Presented<'a> {
     pub challenge: Option<&'a str>,
     pub assertion: Option<&'a str>,
     pub operation: Operation,
+    /// What the change will do, for the authority rules.
+    pub intent: &'a Intent,
 }
 
 /// Why the owner's setup was refused.
@@ -86,6 +103,8 @@ pub enum SetupRefusal {
     AlreadySetUp,
     BadChallenge,
     BadCredential,
+    /// The vault has agents but none is an owner (all access + admin) to enroll the passkey for.
+    NoOwner,
 }
 
 impl SetupRefusal {
@@ -98,6 +117,7 @@ impl SetupRefusal {
             SetupRefusal::AlreadySetUp => "already_set_up",
             SetupRefusal::BadChallenge => "unknown_or_expired_registration",
             SetupRefusal::BadCredential => "credential_rejected",
+            SetupRefusal::NoOwner => "no_owner_agent",
         }
     }
 }
@@ -167,6 +187,7 @@ impl LiveVault {
     }
 
     /// Issues an operation-bound challenge for an admin agent. The caller has checked `admin`.
+    /// `allowCredentials` lists only this agent's passkeys.
     pub fn issue_challenge(
         &self,
         rp: &RelyingParty,
@@ -175,11 +196,12 @@ impl LiveVault {
         ttl: Duration,
     ) -> Result<(ChallengeId, RequestChallengeResponse, i64), VaultError> {
         let mut db = self.db();
-        let passkeys = ops::passkeys(&db)?;
-        if passkeys.is_empty() {
-            return Err(VaultError::Conflict("no passkey is registered: enroll one first".into()));
+        let creds = passkeys_of(&db, agent.id)?;
+        if creds.is_empty() {
+            return Err(VaultError::Conflict(
+                "this agent has no passkey: the owner enrolls one for it (POST /api/passkeys with agent_id)".into(),
+            ));
         }
-        let creds: Vec<_> = passkeys.into_iter().map(|(_, p)| p).collect();
         let (rcr, state) = rp.start_authentication(&creds).map_err(|e| VaultError::Invalid(e.to_string()))?;
         let id = ChallengeId::generate();
         let t = now();
@@ -218,16 +240,25 @@ impl LiveVault {
             let mut db = self.db();
             let (id, key) = (self.id(), self.key());
             db.atomically(|db| {
-                let verdict = check(db, rp, presented);
+                let verdict = match check(db, rp, presented) {
+                    Ok(verified) => match authority::check(db, &verified.caller, presented.intent)? {
+                        Ok(()) => Ok(verified),
+                        Err(rule) => Err(Denial::Refused(rule)),
+                    },
+                    Err(denial) => Err(denial),
+                };
                 match verdict {
                     Err(denial) => {
                         let row = AuditEvent { outcome: Outcome::Denied, ..event.clone() }
-                            .detail(format!("webauthn:{}", denial.code()))
+                            .detail(denial.audit_detail())
                             .record();
                         db.append_audit(&row)?;
                         Ok::<_, VaultError>(Err(denial))
                     }
-                    Ok(()) => Ok(Ok(change(db, id, key, event))),
+                    Ok(v) => {
+                        db.update_credential(&v.credential, &v.stored, v.sign_count)?;
+                        Ok(Ok(change(db, id, key, event)))
+                    }
                 }
             })?
         };
@@ -244,7 +275,9 @@ impl LiveVault {
     ) -> Result<(ChallengeId, CreationChallengeResponse), VaultError> {
         let mut db = self.db();
         let user = webauthn_user(&mut db)?;
-        let existing: Vec<_> = ops::passkeys(&db)?.into_iter().map(|(_, p)| p).collect();
+        // Only its own keys are excluded: another agent's credential ids are not this agent's to
+        // see (a key registered twice is still refused when it is stored).
+        let existing = passkeys_of(&db, agent.id)?;
         let (ccr, state) = rp.start_registration(user, &existing).map_err(|e| VaultError::Invalid(e.to_string()))?;
         let id = ChallengeId::generate();
         let t = now();
@@ -351,13 +384,21 @@ impl LiveVault {
                         Err(_) => return Ok(Err(SetupRefusal::BadCredential)),
                     };
                     let ok = AuditEvent::new(Actor::Anonymous, Action::Setup, Outcome::Ok).client(client);
-                    let owner_exists = !db.agents()?.is_empty();
-                    ops::add_passkey(db, &passkey, "owner", &ok.clone().detail("passkey_enrolled"))?;
+                    // The passkey belongs to the owner: the agent created here, or, in a vault
+                    // whose owner was made with the break-glass CLI, its first owner agent.
+                    let agents = db.agents()?;
+                    let (owner, created) = if agents.is_empty() {
+                        let (agent, token) = ops::add_agent(db, "Owner", &[], true, true, &ok)?;
+                        (agent.id, Some((agent, token)))
+                    } else {
+                        match agents.iter().find(|a| a.all_access && a.admin) {
+                            Some(a) => (AgentId(a.id), None),
+                            None => return Ok(Err(SetupRefusal::NoOwner)),
+                        }
+                    };
+                    ops::add_passkey(db, &passkey, owner, "owner", &ok.clone().detail("passkey_enrolled"))?;
                     db.use_setup_code(&hash, t).map_err(VaultError::from_store)?;
-                    if owner_exists {
-                        return Ok(Ok(None));
-                    }
-                    Ok(Ok(Some(ops::add_agent(db, "Owner", &[], true, true, &ok)?)))
+                    Ok(Ok(created))
                 })()?;
                 if let Err(r) = &verdict {
                     let ev = AuditEvent::new(Actor::Anonymous, Action::Setup, Outcome::Denied)
@@ -373,8 +414,22 @@ impl LiveVault {
     }
 }
 
+/// This agent's passkeys, parsed.
+fn passkeys_of(db: &VaultDb, agent: AgentId) -> Result<Vec<crate::auth::webauthn::StoredPasskey>, VaultError> {
+    Ok(ops::passkeys(db)?.into_iter().filter(|(row, _)| row.agent_id == Some(agent.0)).map(|(_, k)| k).collect())
+}
+
+/// What passed the gate's checks: the caller as read inside the transaction, and the passkey's
+/// new state (stored only if the change is allowed, so a refusal changes no counter).
+struct Verified {
+    caller: Agent,
+    credential: String,
+    stored: String,
+    sign_count: i64,
+}
+
 /// The gate's checks, in order; takes the challenge first so it is consumed whatever follows.
-fn check(db: &mut VaultDb, rp: &RelyingParty, p: &Presented<'_>) -> Result<(), Denial> {
+fn check(db: &mut VaultDb, rp: &RelyingParty, p: &Presented<'_>) -> Result<Verified, Denial> {
     let raw = p.challenge.ok_or(Denial::MissingChallenge)?;
     let id = ChallengeId::parse(raw).map_err(|_| Denial::MalformedChallenge)?;
     let challenge = db.take_challenge(id.as_str()).map_err(|_| Denial::UnknownChallenge)?;
@@ -395,23 +450,32 @@ fn check(db: &mut VaultDb, rp: &RelyingParty, p: &Presented<'_>) -> Result<(), D
         return Err(Denial::WrongOperation);
     }
     let assertion = p.assertion.ok_or(Denial::MissingAssertion)?;
-    let registered: Vec<_> = ops::passkeys(db).map_err(|_| Denial::BadAssertion)?.into_iter().map(|(_, k)| k).collect();
+    // Only the calling agent's own passkeys: another admin's key never approves this token.
+    let registered = passkeys_of(db, p.agent.id).map_err(|_| Denial::BadAssertion)?;
     let verified = rp.verify_assertion(&ch.state, assertion, &registered).map_err(|e| {
         tracing::info!(reason = %e, "assertion refused");
         Denial::BadAssertion
     })?;
     let stored = verified.passkey.to_stored().map_err(|_| Denial::BadAssertion)?;
-    db.update_credential(verified.passkey.id().as_str(), &stored, verified.passkey.sign_count)
-        .map_err(|_| Denial::BadAssertion)?;
-    Ok(())
+    let caller = ops::agent_from_row(&row).map_err(|_| Denial::NotAdmin)?;
+    Ok(Verified {
+        caller,
+        credential: verified.passkey.id().as_str().to_owned(),
+        stored,
+        sign_count: verified.passkey.sign_count,
+    })
 }
 
 /// The change behind `POST /api/passkeys`: consumes the registration started by the same
-/// agent, verifies the new credential, stores it. Runs inside the gate's transaction.
+/// agent, verifies the new credential, stores it as `for_agent`'s (the caller itself, or, for
+/// the owner, another admin agent; the authority rules have checked which). Runs inside the
+/// gate's transaction.
+#[allow(clippy::too_many_arguments)]
 pub fn register_passkey(
     db: &mut VaultDb,
     rp: &RelyingParty,
     agent: AgentId,
+    for_agent: AgentId,
     registration: &str,
     credential: &str,
     name: &str,
@@ -424,5 +488,10 @@ pub fn register_passkey(
         .filter(|c| c.purpose == PURPOSE_REGISTER && c.agent_id == Some(agent.0) && c.expires_at > now())
         .ok_or_else(|| VaultError::Invalid("unknown, expired or used registration_id".into()))?;
     let passkey = rp.finish_registration(&ch.state, credential).map_err(|e| VaultError::Invalid(e.to_string()))?;
-    ops::add_passkey(db, &passkey, name, event)
+    match db.agent(for_agent.0)? {
+        None => return Err(VaultError::NotFound),
+        Some(a) if !a.admin => return Err(VaultError::Invalid("only an admin agent uses passkeys".into())),
+        Some(_) => {}
+    }
+    ops::add_passkey(db, &passkey, for_agent, name, event)
 }

@@ -6,6 +6,7 @@
 //! no SQL and no HTTP types. [`ops`] is the write path shared by the local operator CLI and the
 //! (WebAuthn-gated) admin API; [`live`] is what a running server keeps in memory.
 
+pub mod authority;
 pub mod data_dir;
 pub mod entry;
 pub mod gate;

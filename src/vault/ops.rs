@@ -218,10 +218,11 @@ pub fn passkeys(db: &VaultDb) -> Result<Vec<(CredentialRow, StoredPasskey)>, Vau
         .collect()
 }
 
-/// Stores a newly verified passkey.
+/// Stores a newly verified passkey as `agent`'s (only that agent's token can use it).
 pub fn add_passkey(
     db: &mut VaultDb,
     passkey: &StoredPasskey,
+    agent: AgentId,
     name: &str,
     event: &AuditEvent,
 ) -> Result<CredentialId, VaultError> {
@@ -235,12 +236,13 @@ pub fn add_passkey(
         sign_count: passkey.sign_count,
         name: name.to_owned(),
         created_at: now(),
+        agent_id: Some(agent.0),
     };
     db.insert_credential(&row, &event.record()).map_err(VaultError::from_store)?;
     Ok(id)
 }
 
-/// Removes a passkey (never the last one).
+/// Removes a passkey (never an agent's last one).
 pub fn remove_passkey(db: &mut VaultDb, id: &CredentialId, event: &AuditEvent) -> Result<(), VaultError> {
     db.delete_credential(id.as_str(), &event.record()).map_err(VaultError::from_store)
 }

@@ -199,7 +199,7 @@
     const { passkeys } = await C.get('/api/passkeys');
     $('passkey-list').replaceChildren(...passkeys.map((p) => el('tr', {},
       el('td', { text: p.name || '(unnamed)' }), el('td', {}, el('code', { text: p.id.slice(0, 16) + '…' })),
-      el('td', { text: String(p.sign_count) }),
+      el('td', { text: String(p.sign_count) }), el('td', { text: p.agent_id == null ? '' : 'agent ' + p.agent_id }),
       el('td', {}, el('button', { class: 'danger', text: 'Remove', onclick: () => removePasskey(p.id) })))));
   }
 

@@ -1,0 +1,288 @@
+//! Who may change what: the rules that keep an admin from granting more than it holds.
+//!
+//! Owns the authority rules for every admin write ([`check`]) and for what an admin's reads show
+//! ([`lists_agent`], [`LiveVault::audit_page_for`]). The owner (all access + admin) passes every
+//! rule. A scoped admin (admin without all access) passes only what stays inside what it can
+//! itself read:
+//!
+//! - **Grants.** It never sets `all_access` or `admin` on anyone (itself included; re-stating a
+//!   value the target already has is no change), and gives only scopes it holds.
+//! - **Agents it may change or revoke.** Itself, or an agent that is neither all-access nor
+//!   admin, whose granted scopes it holds, and that reads no entry the admin cannot read. The
+//!   last clause covers the agent's own scope (`format!("{:04x}", id)`), which the admin never
+//!   holds: an entry the owner tagged with it would otherwise be reachable by rotating that
+//!   agent's token.
+//! - **Creating an agent.** The same, for the agent it would become: the new id is known inside
+//!   the write transaction, and if any entry the admin cannot read already carries the scope
+//!   that id produces, the creation is refused.
+//! - **Itself.** Only narrower: its new scopes are a subset of its current ones; it may drop
+//!   its own admin flag (the last-admin rule of the store still applies).
+//! - **Entries.** It edits, re-scopes or deletes only entries it can read (a missing entry is
+//!   refused the same way, so ids say nothing), and the scopes it sets are non-empty (empty is
+//!   owner-only) and each either its own or already on the entry (keeping a scope another team
+//!   shares grants nothing; adding one would).
+//! - **Owner business.** The L2 keyring and other agents' passkeys.
+//!
+//! Everything is evaluated by `vault::gate` inside the write's transaction, against rows read
+//! there (never the in-memory cache). It changes nothing and holds no SQL.
+
+use super::live::LiveVault;
+use super::{VaultError, ops};
+use crate::auth::{Agent, AgentId, ScopeSet};
+use crate::store::audit_sql::AuditRow;
+use crate::store::vault_db::VaultDb;
+
+/// What an admin write is about to do, as far as the rules care.
+#[derive(Debug, Clone)]
+pub enum Intent {
+    CreateEntry {
+        scopes: Vec<String>,
+    },
+    /// A full update (content and scopes) or a scopes-only change.
+    UpdateEntry {
+        id: i64,
+        scopes: Vec<String>,
+    },
+    DeleteEntry {
+        id: i64,
+    },
+    CreateAgent {
+        scopes: Vec<String>,
+        all_access: bool,
+        admin: bool,
+    },
+    /// Name changes and token rotation do not widen anything; they still need authority over
+    /// the target (a rotated token is handed to the caller).
+    UpdateAgent {
+        id: AgentId,
+        scopes: Option<Vec<String>>,
+        all_access: Option<bool>,
+        admin: Option<bool>,
+    },
+    RevokeAgent {
+        id: AgentId,
+    },
+    AddPasskey {
+        for_agent: AgentId,
+    },
+    RemovePasskey {
+        id: String,
+    },
+    SetKeyring,
+}
+
+/// A rule that refused. The code is the 403's `reason` and goes to the audit row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    GrantAllAccess,
+    GrantAdmin,
+    ScopeNotHeld,
+    SelfOnlyNarrower,
+    AgentHasAllAccess,
+    AgentIsAdmin,
+    AgentOutsideScopes,
+    NewAgentReadsMore,
+    EntryOutsideScopes,
+    EntryOwnerOnly,
+    KeyringOwnerOnly,
+    PasskeyOfAnotherAgent,
+}
+
+impl Rule {
+    pub fn code(self) -> &'static str {
+        match self {
+            Rule::GrantAllAccess => "scoped_admin_cannot_grant_all_access",
+            Rule::GrantAdmin => "scoped_admin_cannot_grant_admin",
+            Rule::ScopeNotHeld => "scoped_admin_cannot_grant_scope_it_lacks",
+            Rule::SelfOnlyNarrower => "scoped_admin_can_only_narrow_itself",
+            Rule::AgentHasAllAccess => "scoped_admin_cannot_change_all_access_agent",
+            Rule::AgentIsAdmin => "scoped_admin_cannot_change_another_admin",
+            Rule::AgentOutsideScopes => "scoped_admin_cannot_change_agent_outside_its_scopes",
+            Rule::NewAgentReadsMore => "new_agent_would_read_entries_outside_admin_scopes",
+            Rule::EntryOutsideScopes => "scoped_admin_cannot_change_entry_outside_its_scopes",
+            Rule::EntryOwnerOnly => "scoped_admin_cannot_make_entry_owner_only",
+            Rule::KeyringOwnerOnly => "keyring_is_owner_only",
+            Rule::PasskeyOfAnotherAgent => "passkeys_of_other_agents_are_owner_only",
+        }
+    }
+}
+
+fn is_owner(a: &Agent) -> bool {
+    a.all_access && a.admin
+}
+
+/// Parses a requested scope list; a malformed list is not this module's refusal (the change
+/// itself answers 422), so it yields `None` and the rules that need it pass.
+fn parse(list: &[String]) -> Option<ScopeSet> {
+    ScopeSet::from_strs(list.iter().map(String::as_str)).ok()
+}
+
+/// True if every scope in `set`, except `except` (an agent's own), is one `admin` holds.
+fn holds_all(admin: &Agent, set: &ScopeSet, except: Option<AgentId>) -> bool {
+    let own = except.map(AgentId::own_scope);
+    set.iter().all(|s| own.is_some_and(|o| o.as_str() == s) || admin.scopes.iter().any(|h| h == s))
+}
+
+/// True if an agent holding `scopes` (without all access) would read an entry `admin` cannot.
+fn reads_more(db: &VaultDb, admin: &Agent, scopes: &ScopeSet) -> Result<bool, VaultError> {
+    for (_, stored) in db.live_entry_scopes()? {
+        let entry =
+            ScopeSet::parse(&stored).map_err(|_| VaultError::Corrupt("an entry has malformed scopes".into()))?;
+        if !entry.is_empty() && scopes.intersects(&entry) && !admin.can_read(&entry) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Whether `admin` may change or revoke `target` (another agent), read fresh.
+fn may_manage(db: &VaultDb, admin: &Agent, target: &Agent) -> Result<Result<(), Rule>, VaultError> {
+    if target.all_access {
+        return Ok(Err(Rule::AgentHasAllAccess));
+    }
+    if target.admin {
+        return Ok(Err(Rule::AgentIsAdmin));
+    }
+    if !holds_all(admin, &target.scopes, Some(target.id)) || reads_more(db, admin, &target.scopes)? {
+        return Ok(Err(Rule::AgentOutsideScopes));
+    }
+    Ok(Ok(()))
+}
+
+/// The scopes an admin sets on an entry: not empty, and each one it holds or one the entry
+/// already has (keeping a scope grants nothing new; adding one does).
+fn entry_scopes_ok(admin: &Agent, scopes: &[String], current: &ScopeSet) -> Result<(), Rule> {
+    let Some(set) = parse(scopes) else { return Ok(()) };
+    if set.is_empty() {
+        return Err(Rule::EntryOwnerOnly);
+    }
+    let held = |s: &str| admin.scopes.iter().any(|h| h == s) || current.iter().any(|c| c == s);
+    if !set.iter().all(held) {
+        return Err(Rule::ScopeNotHeld);
+    }
+    Ok(())
+}
+
+/// The entry's current scopes if `admin` can read it; a missing entry is refused alike.
+fn readable_entry(db: &VaultDb, admin: &Agent, id: i64) -> Result<Result<ScopeSet, Rule>, VaultError> {
+    let Some(row) = db.entry(id)?.filter(|r| !r.deleted) else { return Ok(Err(Rule::EntryOutsideScopes)) };
+    let scopes =
+        ScopeSet::parse(&row.scopes).map_err(|_| VaultError::Corrupt(format!("entry {id} has malformed scopes")))?;
+    Ok(if admin.can_read(&scopes) { Ok(scopes) } else { Err(Rule::EntryOutsideScopes) })
+}
+
+/// Checks `intent` for `caller` (its agent row as read inside the gate's transaction). The outer
+/// error is a failure of the server; the inner one the rule that refused.
+pub fn check(db: &VaultDb, caller: &Agent, intent: &Intent) -> Result<Result<(), Rule>, VaultError> {
+    if is_owner(caller) {
+        return Ok(Ok(()));
+    }
+    let verdict = match intent {
+        Intent::SetKeyring => Err(Rule::KeyringOwnerOnly),
+        Intent::AddPasskey { for_agent } => {
+            if *for_agent == caller.id {
+                Ok(())
+            } else {
+                Err(Rule::PasskeyOfAnotherAgent)
+            }
+        }
+        Intent::RemovePasskey { id } => match db.credential(id)? {
+            Some(row) if row.agent_id == Some(caller.id.0) => Ok(()),
+            _ => Err(Rule::PasskeyOfAnotherAgent),
+        },
+        Intent::CreateEntry { scopes } => entry_scopes_ok(caller, scopes, &ScopeSet::default()),
+        Intent::UpdateEntry { id, scopes } => {
+            readable_entry(db, caller, *id)?.and_then(|current| entry_scopes_ok(caller, scopes, &current))
+        }
+        Intent::DeleteEntry { id } => readable_entry(db, caller, *id)?.map(drop),
+        Intent::CreateAgent { scopes, all_access, admin } => {
+            if *all_access {
+                Err(Rule::GrantAllAccess)
+            } else if *admin {
+                Err(Rule::GrantAdmin)
+            } else if let Some(mut set) = parse(scopes) {
+                if !holds_all(caller, &set, None) {
+                    Err(Rule::ScopeNotHeld)
+                } else {
+                    set.insert(AgentId(db.next_agent_id()?).own_scope());
+                    if reads_more(db, caller, &set)? { Err(Rule::NewAgentReadsMore) } else { Ok(()) }
+                }
+            } else {
+                Ok(())
+            }
+        }
+        // Dropping its own admin flag is allowed (the store keeps the last admin); `Some(true)`
+        // is no change for an admin.
+        Intent::UpdateAgent { id, scopes, all_access, admin: _ } if *id == caller.id => {
+            if *all_access == Some(true) {
+                Err(Rule::GrantAllAccess)
+            } else {
+                match scopes.as_deref().and_then(parse) {
+                    Some(set) if !holds_all(caller, &set, Some(caller.id)) => Err(Rule::SelfOnlyNarrower),
+                    _ => Ok(()),
+                }
+            }
+        }
+        Intent::UpdateAgent { id, scopes, all_access, admin } => match db.agent(id.0)? {
+            None => Err(Rule::AgentOutsideScopes),
+            Some(row) => {
+                let target = ops::agent_from_row(&row)?;
+                may_manage(db, caller, &target)?.and_then(|()| {
+                    if all_access.is_some_and(|a| a && !target.all_access) {
+                        Err(Rule::GrantAllAccess)
+                    } else if admin.is_some_and(|a| a && !target.admin) {
+                        Err(Rule::GrantAdmin)
+                    } else {
+                        match scopes.as_deref().and_then(parse) {
+                            Some(set) if !holds_all(caller, &set, Some(target.id)) => Err(Rule::ScopeNotHeld),
+                            _ => Ok(()),
+                        }
+                    }
+                })
+            }
+        },
+        Intent::RevokeAgent { id } if *id == caller.id => Ok(()),
+        Intent::RevokeAgent { id } => match db.agent(id.0)? {
+            None => Err(Rule::AgentOutsideScopes),
+            Some(row) => may_manage(db, caller, &ops::agent_from_row(&row)?)?,
+        },
+    };
+    Ok(verdict)
+}
+
+/// Whether `admin`'s agent list shows `agent`: all of them for the owner; for a scoped admin
+/// itself and the agents without all access whose granted scopes it holds.
+pub fn lists_agent(admin: &Agent, agent: &Agent) -> bool {
+    is_owner(admin) || agent.id == admin.id || (!agent.all_access && holds_all(admin, &agent.scopes, Some(agent.id)))
+}
+
+/// Whether `admin` sees every passkey (the owner) or only its own.
+pub fn sees_all_passkeys(admin: &Agent) -> bool {
+    is_owner(admin)
+}
+
+impl LiveVault {
+    /// The audit page `admin` may see: everything for the owner; for a scoped admin, rows by an
+    /// agent its list shows that name no entry, or an entry it can read now. Rows of the local
+    /// operator, of unauthenticated callers and about deleted entries are the owner's.
+    pub fn audit_page_for(&self, admin: &Agent, before: Option<i64>, limit: u32) -> Result<Vec<AuditRow>, VaultError> {
+        let db = self.db();
+        if is_owner(admin) {
+            return Ok(db.audit(before, limit)?);
+        }
+        let mut agents = Vec::new();
+        for row in db.agents()? {
+            let agent = ops::agent_from_row(&row)?;
+            if lists_agent(admin, &agent) {
+                agents.push(agent.id.0);
+            }
+        }
+        let mut entries = Vec::new();
+        for (id, stored) in db.live_entry_scopes()? {
+            if ScopeSet::parse(&stored).is_ok_and(|s| admin.can_read(&s)) {
+                entries.push(id);
+            }
+        }
+        Ok(db.audit_within(before, limit, &agents, &entries)?)
+    }
+}
