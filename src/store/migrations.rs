@@ -124,6 +124,12 @@ const VAULT: &[&str] = &[
          expires_at INTEGER NOT NULL,
          used_at    INTEGER
      );",
+    // 3 (issue 12 §4; numbered 4 once the passkey-owner migration lands before it): a MAC on
+    // every row that grants access. Left NULL here: the SQL has no key. The first open with the
+    // master key MACs the existing rows once (`vault::data_dir`), and a row without a MAC after
+    // that grants nothing.
+    "ALTER TABLE agents ADD COLUMN mac BLOB;
+     ALTER TABLE entries ADD COLUMN mac BLOB;",
 ];
 
 /// Brings the file up to this build's schema, or refuses a file from a newer build.
