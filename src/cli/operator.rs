@@ -202,7 +202,11 @@ fn entry(dir: &DataDir, cmd: &EntryCommand) -> anyhow::Result<()> {
                 print_json(&json!(list));
             } else {
                 for (r, d) in entries {
-                    let mark = if v.db.entry_authentic(&r) { "" } else { "  FORGED: scopes fail their integrity check, shown to no agent" };
+                    let mark = if v.db.entry_authentic(&r) {
+                        ""
+                    } else {
+                        "  FORGED: scopes fail their integrity check, shown to no agent"
+                    };
                     println!("{:>6}  {:<32}  {:<10}  {}{mark}", r.id, d.title, d.entry_type, r.scopes);
                 }
             }

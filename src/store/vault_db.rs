@@ -219,8 +219,11 @@ impl VaultDb {
             rows.collect::<Result<_, _>>().ctx(&path)?
         };
         for (id, uuid, scopes, deleted) in &entries {
-            tx.execute("UPDATE entries SET mac = ?2 WHERE id = ?1", params![id, auth.entry_mac(*id, uuid, scopes, *deleted)])
-                .ctx(&path)?;
+            tx.execute(
+                "UPDATE entries SET mac = ?2 WHERE id = ?1",
+                params![id, auth.entry_mac(*id, uuid, scopes, *deleted)],
+            )
+            .ctx(&path)?;
         }
         let n = tx.execute("UPDATE meta SET value = ?1 WHERE key = 'wrapped_key'", [wrapped_key_hex]).ctx(&path)?;
         if n != 1 {
@@ -362,8 +365,11 @@ impl VaultDb {
             )
             .ctx(&path)?;
             let id = tx.last_insert_rowid();
-            tx.execute("UPDATE entries SET mac = ?2 WHERE id = ?1", params![id, auth.entry_mac(id, uuid, scopes, false)])
-                .ctx(&path)?;
+            tx.execute(
+                "UPDATE entries SET mac = ?2 WHERE id = ?1",
+                params![id, auth.entry_mac(id, uuid, scopes, false)],
+            )
+            .ctx(&path)?;
             audit_sql::insert(&tx, &path, &AuditRecord { entry_id: Some(id), ..audit.clone() })?;
             ids.push(id);
         }
