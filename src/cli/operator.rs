@@ -154,6 +154,7 @@ fn entry(dir: &DataDir, cmd: &EntryCommand) -> anyhow::Result<()> {
             let input: EntryInput = match (json_file, title) {
                 (Some(path), _) => serde_json::from_str(&read_source(path)?).context("the entry JSON is invalid")?,
                 (None, Some(title)) => EntryInput {
+                    uuid: None,
                     title: title.clone(),
                     entry_type: entry_type.clone(),
                     url: url.clone(),

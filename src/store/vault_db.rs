@@ -357,6 +357,12 @@ impl VaultDb {
         let tx = self.write_tx()?;
         let mut ids = Vec::with_capacity(rows.len());
         for (uuid, scopes, sealed) in rows {
+            // Tombstones keep their uuid: a uuid is never used twice in a vault.
+            let taken: Option<i64> =
+                tx.query_row("SELECT id FROM entries WHERE uuid = ?1", [uuid], |r| r.get(0)).optional().ctx(&path)?;
+            if taken.is_some() {
+                return Err(StoreError::Conflict(format!("an entry with uuid {uuid} exists or existed")));
+            }
             let seq = bump_seq(&tx, &path)?;
             tx.execute(
                 "INSERT INTO entries (uuid, scopes, created_at, updated_at, version, change_seq, dirty, data)

@@ -41,8 +41,9 @@ pub fn add_entry(
     input: EntryInput,
     event: &AuditEvent,
 ) -> Result<i64, VaultError> {
+    let chosen = input.uuid.clone();
     let (data, scopes) = input.into_parts()?;
-    let uuid = uuid::Uuid::new_v4().to_string();
+    let uuid = chosen.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let sealed = seal(vault, key, &uuid, &data)?;
     db.insert_entry(&uuid, &scopes.to_db(), &sealed, now(), &event.record()).map_err(VaultError::from_store)
 }
@@ -57,8 +58,9 @@ pub fn import_entries(
 ) -> Result<Vec<i64>, VaultError> {
     let mut rows = Vec::with_capacity(inputs.len());
     for (n, input) in inputs.into_iter().enumerate() {
+        let chosen = input.uuid.clone();
         let (data, scopes) = input.into_parts().map_err(|e| VaultError::Invalid(format!("entry {}: {e}", n + 1)))?;
-        let uuid = uuid::Uuid::new_v4().to_string();
+        let uuid = chosen.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let sealed = seal(vault, key, &uuid, &data)?;
         rows.push((uuid, scopes.to_db(), sealed));
     }
@@ -75,8 +77,12 @@ pub fn update_entry(
     expected_version: Option<i64>,
     event: &AuditEvent,
 ) -> Result<i64, VaultError> {
+    let chosen = input.uuid.clone();
     let (data, scopes) = input.into_parts()?;
     let row = db.entry(id)?.filter(|r| !r.deleted).ok_or(VaultError::NotFound)?;
+    if chosen.is_some_and(|u| u != row.uuid) {
+        return Err(VaultError::Invalid("uuid is not this entry's uuid (an entry's uuid never changes)".into()));
+    }
     let sealed = seal(vault, key, &row.uuid, &data)?;
     db.update_entry(id, &scopes.to_db(), &sealed, expected_version, now(), &event.record())
         .map_err(VaultError::from_store)

@@ -1,7 +1,9 @@
-//! The L2 keyring is never left without a way to unlock it (issue 12 §4): removing the passkey
-//! whose PRF output is the only wrap of the L2 key is refused until another wrap exists, and a
-//! keyring write that would drop every wrap is refused. Real binary, soft passkeys, genuine
-//! assertions (as in `tests/webauthn.rs`).
+//! What the server enforces for L2 (browser-encrypted) data (issue 12 §4): the keyring is never
+//! left without a way to unlock it (removing the passkey whose PRF output is the only wrap of
+//! the L2 key is refused until another wrap exists; a keyring write that would drop every wrap
+//! is refused); L2 values must be well-formed `v1.`/`v2.` envelopes; a new entry may carry the
+//! uuid its v2 values are bound to. Real binary, soft passkeys, genuine assertions (as in
+//! `tests/webauthn.rs`). The binding itself is checked by the browser (`tests/browser`).
 
 mod common;
 
@@ -147,4 +149,57 @@ fn a_keyring_write_never_drops_every_wrap() {
     assert_eq!(o.write("PUT", "/api/keyring", &both).status, 200);
     let only_pass = ring(&[passphrase_wrap("PASSWRAP")]);
     assert_eq!(o.write("PUT", "/api/keyring", &only_pass).status, 200);
+}
+
+const IV: &str = "AAAAAAAAAAAAAAAA";
+const CT: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAA";
+
+fn l2_entry(uuid: Option<&str>, value: &str) -> Value {
+    let mut e = json!({"title": "L2", "fields": [{"name": "note", "kind": "note", "tier": "l2", "value": value}]});
+    if let Some(u) = uuid {
+        e["uuid"] = json!(u);
+    }
+    e
+}
+
+#[test]
+fn a_new_entry_carries_the_uuid_its_l2_values_are_bound_to() {
+    let mut o = Owned::new();
+    let uuid = "0b7d5c1e-2f3a-4b6c-8d9e-0f1a2b3c4d5e";
+    let v2 = format!("v2.{IV}.{CT}");
+    let r = o.write("POST", "/api/entries", &l2_entry(Some(uuid), &v2));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = r.json()["id"].as_i64().unwrap();
+    let e = o.s.get(&format!("/api/entries/{id}"), Some(&o.token)).json();
+    assert_eq!(e["uuid"], uuid, "the server uses the browser's uuid");
+    assert_eq!(e["fields"][0]["ciphertext"], v2.as_str());
+
+    // A uuid is used once per vault, also after the entry is deleted.
+    let r = o.write("POST", "/api/entries", &l2_entry(Some(uuid), &v2));
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert_eq!(o.write("DELETE", &format!("/api/entries/{id}"), &Value::Null).status, 200);
+    assert_eq!(o.write("POST", "/api/entries", &l2_entry(Some(uuid), &v2)).status, 409);
+
+    // Replacing an entry never changes its uuid; giving its own uuid is fine.
+    let r = o.write("POST", "/api/entries", &l2_entry(None, &v2));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = r.json()["id"].as_i64().unwrap();
+    let own = o.s.get(&format!("/api/entries/{id}"), Some(&o.token)).json()["uuid"].as_str().unwrap().to_owned();
+    let other = "1b7d5c1e-2f3a-4b6c-8d9e-0f1a2b3c4d5e";
+    let r = o.write("PUT", &format!("/api/entries/{id}"), &l2_entry(Some(other), &v2));
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert_eq!(o.write("PUT", &format!("/api/entries/{id}"), &l2_entry(Some(&own), &v2)).status, 200);
+
+    // Malformed uuids and L2 values that are not envelopes are refused with a reason.
+    for (uuid, value) in [
+        (Some("0B7D5C1E-2F3A-4B6C-8D9E-0F1A2B3C4D5E"), v2.clone()),
+        (Some("0b7d5c1e-2f3a-1b6c-8d9e-0f1a2b3c4d5e"), v2.clone()),
+        (None, "c2VjcmV0Y2lwaGVydGV4dA==".to_owned()),
+        (None, format!("v9.{IV}.{CT}")),
+        (None, format!("v2.{IV}")),
+    ] {
+        let r = o.write("POST", "/api/entries", &l2_entry(uuid, &value));
+        assert_eq!(r.status, 422, "{uuid:?} {value}: {}", r.body);
+        assert!(!r.json()["message"].as_str().unwrap().is_empty());
+    }
 }
