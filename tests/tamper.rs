@@ -164,3 +164,21 @@ fn a_vault_from_before_row_macs_is_upgraded_once() {
     assert!(forged_alert(&s));
     assert_eq!(titles(&s, &v.owner), vec!["Owner only", "Shared"]);
 }
+
+/// A forged admin row cannot authenticate, so it must not count as "another admin" either:
+/// otherwise the last real admin could be revoked and the vault left without one.
+#[test]
+fn a_forged_admin_row_does_not_let_the_last_admin_go() {
+    let v = Vault::new();
+    let file = v.vault_file();
+    sqlite(
+        &file,
+        "INSERT INTO agents (token_hash, name, scopes, all_access, admin, created_at, mac)
+             SELECT 'ab' || substr(token_hash, 3), 'Forged admin', scopes, 1, 1, created_at, mac FROM agents WHERE id = 1;",
+    );
+    let out = v.cli(&["agent", "revoke", "1"]);
+    assert!(!out.status.success(), "the last real admin was revoked");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("last admin"), "{}", String::from_utf8_lossy(&out.stderr));
+    let s = v.serve();
+    assert_eq!(s.get("/api/entries", Some(&v.owner)).status, 200, "the owner is still there");
+}

@@ -41,6 +41,10 @@ impl RowAuth {
         self.key.mac("agent", &self.vault_id, &agent_parts(r).each_ref().map(String::as_str))
     }
 
+    fn agent_ok(&self, r: &AgentRow) -> bool {
+        self.key.verify("agent", &self.vault_id, &agent_parts(r).each_ref().map(String::as_str), r.mac.as_deref())
+    }
+
     fn entry_mac(&self, id: i64, uuid: &str, scopes: &str, deleted: bool) -> Vec<u8> {
         self.key.mac("entry", &self.vault_id, &[&id.to_string(), uuid, scopes, bool_str(deleted)])
     }
@@ -181,9 +185,7 @@ impl VaultDb {
 
     /// True if the agent row carries a valid MAC (false without a key: nothing is trusted).
     pub fn agent_authentic(&self, row: &AgentRow) -> bool {
-        self.rows.as_ref().is_some_and(|a| {
-            a.key.verify("agent", &a.vault_id, &agent_parts(row).each_ref().map(String::as_str), row.mac.as_deref())
-        })
+        self.rows.as_ref().is_some_and(|a| a.agent_ok(row))
     }
 
     /// True if the entry's id, uuid, scopes and deleted flag carry a valid MAC.
@@ -495,7 +497,7 @@ impl VaultDb {
             .optional()
             .ctx(&path)?
             .ok_or(StoreError::NotFound)?;
-        if current.admin && change.admin == Some(false) && other_admins(&tx, &path, id)? == 0 {
+        if current.admin && change.admin == Some(false) && other_admins(&tx, &path, &auth, id)? == 0 {
             return Err(StoreError::Conflict("cannot remove admin from the last admin agent".into()));
         }
         bump_seq(&tx, &path)?;
@@ -515,13 +517,14 @@ impl VaultDb {
     /// Revokes (deletes) an agent; refuses to delete the last admin. Ids are AUTOINCREMENT, so a
     /// revoked agent's id, and with it its scope, is never handed to anyone else.
     pub fn delete_agent(&mut self, id: i64, audit: &AuditRecord) -> Result<(), StoreError> {
+        let auth = self.row_auth()?;
         let path = self.path.clone();
         let tx = self.write_tx()?;
         let admin: Option<bool> =
             tx.query_row("SELECT admin FROM agents WHERE id = ?1", [id], |r| r.get(0)).optional().ctx(&path)?;
         match admin {
             None => return Err(StoreError::NotFound),
-            Some(true) if other_admins(&tx, &path, id)? == 0 => {
+            Some(true) if other_admins(&tx, &path, &auth, id)? == 0 => {
                 return Err(StoreError::Conflict("cannot revoke the last admin agent".into()));
             }
             Some(_) => {}
@@ -550,8 +553,12 @@ fn mac_agent(tx: &Connection, path: &Path, auth: &RowAuth, id: i64) -> Result<Ag
     Ok(row)
 }
 
-fn other_admins(tx: &Connection, path: &Path, id: i64) -> Result<i64, StoreError> {
-    tx.query_row("SELECT count(*) FROM agents WHERE admin = 1 AND id != ?1", [id], |r| r.get(0)).ctx(path)
+/// Admins other than `id` whose rows verify: a forged admin row (which cannot authenticate) must
+/// not let the last real admin go.
+fn other_admins(tx: &Connection, path: &Path, auth: &RowAuth, id: i64) -> Result<usize, StoreError> {
+    let mut st = tx.prepare(&format!("SELECT {AGENT_COLS} FROM agents WHERE admin = 1 AND id != ?1")).ctx(path)?;
+    let rows = st.query_map([id], agent_row).ctx(path)?.collect::<Result<Vec<_>, _>>().ctx(path)?;
+    Ok(rows.iter().filter(|r| auth.agent_ok(r)).count())
 }
 
 fn bump_seq(tx: &Connection, path: &Path) -> Result<i64, StoreError> {
