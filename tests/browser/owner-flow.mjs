@@ -321,6 +321,17 @@ try {
   await page.waitForFunction(() => document.getElementById('l2-wraps').textContent !== '');
   check((await page.textContent('#l2-wraps')).includes('recovery passphrase') && await page.isVisible('#l2-add-passphrase'),
     'the passkeys page shows what unlocks L2 and offers to add a wrap');
+  // The page adds a second recovery passphrase wrap, keeping the existing wraps.
+  const wrapsBefore = (await ownerGet('/api/keyring')).keyring.wraps.length;
+  await page.evaluate(() => { document.getElementById('status').textContent = ''; });
+  await page.click('#l2-add-passphrase');
+  await page.waitForSelector('#passphrase-modal');
+  await page.fill('#passphrase-input', 'another long recovery passphrase');
+  await page.click('#passphrase-ok');
+  await page.waitForFunction(() => /added|Failed/.test(document.getElementById('status').textContent));
+  const wrapsAfter = (await ownerGet('/api/keyring')).keyring.wraps;
+  check(wrapsAfter.length === wrapsBefore + 1 && wrapsAfter.slice(0, wrapsBefore).every((w, i) => w.wrapped === keyring.wraps[i].wrapped),
+    'the page adds a recovery passphrase wrap and keeps the others (' + (await page.textContent('#status')) + ')');
   await page.screenshot({ path: join(OUT, '07-passkeys.png'), fullPage: true });
   await page.goto(origin + '/#audit');
   await page.waitForSelector('#audit-list tr');
