@@ -192,7 +192,7 @@ fn totp_codes_match_rfc6238_and_l2_secrets_are_refused() {
             ),
         ));
     }
-    let l2 = v.add_entry(&json!({"title": "L2 otp", "fields": [{"name": "otp", "kind": "totp", "tier": "l2", "value": "c2VjcmV0Y2lwaGVydGV4dA=="}]}));
+    let l2 = v.add_entry(&json!({"title": "L2 otp", "fields": [{"name": "otp", "kind": "totp", "tier": "l2", "value": "v2.AAAAAAAAAAAAAAAA.c2VjcmV0Y2lwaGVydGV4dA"}]}));
     let none = v.add_entry(&json!({"title": "no otp"}));
     let s = v.serve();
     for (alg, secret, id) in ids {

@@ -119,16 +119,22 @@ fn agent(dir: &DataDir, cmd: &AgentCommand) -> anyhow::Result<()> {
         }
         AgentCommand::List { vault, out } => {
             let v = open(dir, vault.vault.as_deref())?;
-            let agents = v.db.agents()?.iter().map(ops::agent_from_row).collect::<Result<Vec<_>, _>>()?;
+            let rows = v.db.agents()?;
+            let agents = rows
+                .iter()
+                .map(|r| ops::agent_from_row(r).map(|a| (a, v.db.agent_authentic(r))))
+                .collect::<Result<Vec<_>, _>>()?;
+            warn_forged(&v.id, agents.iter().filter(|(_, ok)| !ok).map(|(a, _)| format!("agent {}", a.id)));
             if out.json {
                 let list: Vec<_> = agents
                     .iter()
-                    .map(|a| json!({"id": a.id.0, "name": a.name, "scopes": a.scopes.to_vec(), "all_access": a.all_access, "admin": a.admin, "created_at": a.created_at}))
+                    .map(|(a, ok)| json!({"id": a.id.0, "name": a.name, "scopes": a.scopes.to_vec(), "all_access": a.all_access, "admin": a.admin, "created_at": a.created_at, "authentic": ok}))
                     .collect();
                 print_json(&json!(list));
             } else {
-                for a in agents {
-                    println!("{:>5}  {:<24}  {:<12?}  {}", a.id, a.name, a.role(), a.scopes.to_db());
+                for (a, ok) in agents {
+                    let mark = if ok { "" } else { "  FORGED: fails its integrity check, grants nothing" };
+                    println!("{:>5}  {:<24}  {:<12?}  {}{mark}", a.id, a.name, a.role(), a.scopes.to_db());
                 }
             }
         }
@@ -178,6 +184,7 @@ fn entry(dir: &DataDir, cmd: &EntryCommand) -> anyhow::Result<()> {
             let input: EntryInput = match (json_file, title) {
                 (Some(path), _) => serde_json::from_str(&read_source(path)?).context("the entry JSON is invalid")?,
                 (None, Some(title)) => EntryInput {
+                    uuid: None,
                     title: title.clone(),
                     entry_type: entry_type.clone(),
                     url: url.clone(),
@@ -214,15 +221,24 @@ fn entry(dir: &DataDir, cmd: &EntryCommand) -> anyhow::Result<()> {
         EntryCommand::List { vault, out } => {
             let v = open(dir, vault.vault.as_deref())?;
             let entries = ops::list_entries(&v.db, &v.id, &v.key)?;
+            warn_forged(
+                &v.id,
+                entries.iter().filter(|(r, _)| !v.db.entry_authentic(r)).map(|(r, _)| format!("entry {}", r.id)),
+            );
             if out.json {
                 let list: Vec<_> = entries
                     .iter()
-                    .map(|(r, d)| json!({"id": r.id, "uuid": r.uuid, "title": d.title, "type": d.entry_type, "url": d.url, "scopes": r.scopes, "version": r.version, "updated_at": r.updated_at}))
+                    .map(|(r, d)| json!({"id": r.id, "uuid": r.uuid, "title": d.title, "type": d.entry_type, "url": d.url, "scopes": r.scopes, "version": r.version, "updated_at": r.updated_at, "authentic": v.db.entry_authentic(r)}))
                     .collect();
                 print_json(&json!(list));
             } else {
                 for (r, d) in entries {
-                    println!("{:>6}  {:<32}  {:<10}  {}", r.id, d.title, d.entry_type, r.scopes);
+                    let mark = if v.db.entry_authentic(&r) {
+                        ""
+                    } else {
+                        "  FORGED: scopes fail their integrity check, shown to no agent"
+                    };
+                    println!("{:>6}  {:<32}  {:<10}  {}{mark}", r.id, d.title, d.entry_type, r.scopes);
                 }
             }
         }
@@ -236,6 +252,19 @@ fn entry(dir: &DataDir, cmd: &EntryCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Rows that fail their MAC are shown (the operator must see them) but flagged, and reported
+/// like the server reports them.
+fn warn_forged(vault: &crate::vault::VaultId, rows: impl Iterator<Item = String>) {
+    let rows: Vec<String> = rows.collect();
+    if !rows.is_empty() {
+        crate::edition::alert(
+            "vault_rows_forged",
+            "vault rows fail their integrity check (changed without the master key) and grant nothing",
+            &[("vault", vault.to_string()), ("count", rows.len().to_string()), ("rows", rows.join(", "))],
+        );
+    }
 }
 
 fn audit(dir: &DataDir, cmd: &AuditCommand) -> anyhow::Result<()> {

@@ -7,6 +7,10 @@
 //! 16-byte Poly1305 tag. The associated data binds a ciphertext to where it belongs (the vault and
 //! the entry), so a row copied into another vault or onto another entry fails to open.
 //!
+//! [`RowKey`] authenticates the rows that grant access (agents; entry ids, uuids and scopes):
+//! an HMAC-SHA256 key derived from the vault's data key with its own label, so a row inserted or
+//! changed in the file by anyone without the master key fails to verify.
+//!
 //! [`MemoryKey`] is separate: a random key that lives only in the server's memory and seals
 //! what the server keeps there between requests (an entry's rendered agent view), so that a
 //! heap dump or a stray read of the cache shows no plaintext. It uses ring's ChaCha20-Poly1305
@@ -137,6 +141,48 @@ impl DataKey {
     }
 }
 
+impl DataKey {
+    /// The vault's row-authentication key: HMAC-SHA256(data key, label), so it is never the data
+    /// key itself and a MAC can never be confused with a seal.
+    pub fn row_key(&self) -> RowKey {
+        let base = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &self.0);
+        let derived = ring::hmac::sign(&base, b"clavitor/row-mac/v1");
+        RowKey(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, derived.as_ref()))
+    }
+}
+
+/// Authenticates access-granting rows; see the module docs.
+#[derive(Clone)]
+pub struct RowKey(ring::hmac::Key);
+
+impl RowKey {
+    /// The MAC of a row: `kind` (what table), the vault id, then the row's granting columns as
+    /// text. Each part is length-prefixed, so no two different rows encode to the same bytes.
+    pub fn mac(&self, kind: &str, vault_id: &str, parts: &[&str]) -> Vec<u8> {
+        ring::hmac::sign(&self.0, &row_encoding(kind, vault_id, parts)).as_ref().to_vec()
+    }
+
+    /// Constant-time check of a stored MAC; a missing MAC never verifies.
+    pub fn verify(&self, kind: &str, vault_id: &str, parts: &[&str], mac: Option<&[u8]>) -> bool {
+        mac.is_some_and(|mac| ring::hmac::verify(&self.0, &row_encoding(kind, vault_id, parts), mac).is_ok())
+    }
+}
+
+fn row_encoding(kind: &str, vault_id: &str, parts: &[&str]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + parts.iter().map(|p| p.len() + 8).sum::<usize>());
+    for part in [kind, vault_id].iter().chain(parts.iter()) {
+        out.extend_from_slice(&(part.len() as u64).to_be_bytes());
+        out.extend_from_slice(part.as_bytes());
+    }
+    out
+}
+
+impl std::fmt::Debug for RowKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RowKey(..)")
+    }
+}
+
 impl std::fmt::Debug for DataKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("DataKey(..)")
@@ -258,6 +304,22 @@ mod tests {
         *tampered.last_mut().unwrap() ^= 1;
         assert!(key.open_entry("v1", "e1", &tampered).is_err());
         assert!(key.open_entry("v1", "e1", &sealed[..10]).is_err());
+    }
+
+    #[test]
+    fn row_macs_bind_every_part() {
+        let key = DataKey::generate();
+        let rk = key.row_key();
+        let mac = rk.mac("agent", "v", &["1", "hash", "0002", "0", "1"]);
+        assert!(rk.verify("agent", "v", &["1", "hash", "0002", "0", "1"], Some(&mac)));
+        assert!(!rk.verify("agent", "v", &["1", "hash", "0002", "1", "1"], Some(&mac)), "a flipped flag");
+        assert!(!rk.verify("agent", "w", &["1", "hash", "0002", "0", "1"], Some(&mac)), "another vault");
+        assert!(!rk.verify("entry", "v", &["1", "hash", "0002", "0", "1"], Some(&mac)), "another table");
+        assert!(!rk.verify("agent", "v", &["1", "hash0", "002", "0", "1"], Some(&mac)), "shifted boundary");
+        assert!(!rk.verify("agent", "v", &["1", "hash", "0002", "0", "1"], None));
+        assert!(!rk.verify("agent", "v", &["1", "hash", "0002", "0", "1"], Some(&mac[..31])));
+        assert!(!DataKey::generate().row_key().verify("agent", "v", &["1", "hash", "0002", "0", "1"], Some(&mac)));
+        assert_ne!(rk.mac("agent", "v", &["a"]), rk.mac("agent", "v", &["a", ""]));
     }
 
     #[test]

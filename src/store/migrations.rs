@@ -129,6 +129,11 @@ const VAULT: &[&str] = &[
     "ALTER TABLE webauthn_credentials ADD COLUMN agent_id INTEGER;
      UPDATE webauthn_credentials SET agent_id = 1;
      CREATE INDEX webauthn_credentials_agent ON webauthn_credentials(agent_id);",
+    // 4 (issue 12 §4): a MAC on every row that grants access. Left NULL here: the SQL has no
+    // key. The first open with the master key MACs the existing rows once (`vault::data_dir`),
+    // and a row without a MAC after that grants nothing.
+    "ALTER TABLE agents ADD COLUMN mac BLOB;
+     ALTER TABLE entries ADD COLUMN mac BLOB;",
 ];
 
 /// Brings the file up to this build's schema, or refuses a file from a newer build.

@@ -4,7 +4,12 @@
 //! them: every change to `entries` or `agents` advances `meta.change_seq` (readers use it to
 //! refresh their caches); an entry change stamps the row with that sequence, marks it dirty for
 //! replication and bumps its version; deletes are tombstones; the last admin agent can be
-//! neither deleted nor demoted; every change writes its audit row in the same transaction.
+//! neither deleted nor demoted; every change writes its audit row in the same transaction;
+//! every agent row and every entry's granting columns (id, uuid, scopes, deleted) carry a MAC
+//! under the vault's [`RowKey`], written in the same statement sequence as the change, so only a
+//! holder of the master key can make a row that grants. Writing an agent or an entry therefore
+//! needs a `VaultDb` given its key ([`VaultDb::set_row_key`]); reads hand the MAC to the caller,
+//! which checks it with [`VaultDb::agent_authentic`] / [`VaultDb::entry_authentic`].
 
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
@@ -14,12 +19,44 @@ use rusqlite::{Connection, OptionalExtension, Savepoint, Transaction, Transactio
 use super::audit_sql::{self, AuditRecord, AuditRow};
 use super::migrations::{Schema, migrate};
 use super::{Ctx, StoreError};
+use crate::crypto::RowKey;
 
 pub struct VaultDb {
     pub(super) conn: Connection,
     pub(super) path: PathBuf,
     /// True while [`VaultDb::atomically`] holds an open transaction: writes then nest as savepoints.
     outer: bool,
+    /// The key and vault id that MAC granting rows; `None` until the vault's key is known.
+    rows: Option<RowAuth>,
+}
+
+#[derive(Clone)]
+struct RowAuth {
+    key: RowKey,
+    vault_id: String,
+}
+
+impl RowAuth {
+    fn agent_mac(&self, r: &AgentRow) -> Vec<u8> {
+        self.key.mac("agent", &self.vault_id, &agent_parts(r).each_ref().map(String::as_str))
+    }
+
+    fn agent_ok(&self, r: &AgentRow) -> bool {
+        self.key.verify("agent", &self.vault_id, &agent_parts(r).each_ref().map(String::as_str), r.mac.as_deref())
+    }
+
+    fn entry_mac(&self, id: i64, uuid: &str, scopes: &str, deleted: bool) -> Vec<u8> {
+        self.key.mac("entry", &self.vault_id, &[&id.to_string(), uuid, scopes, bool_str(deleted)])
+    }
+}
+
+fn bool_str(b: bool) -> &'static str {
+    if b { "1" } else { "0" }
+}
+
+/// The columns of an agent that grant something: id, token hash, scopes, all_access, admin.
+fn agent_parts(r: &AgentRow) -> [String; 5] {
+    [r.id.to_string(), r.token_hash.clone(), r.scopes.clone(), bool_str(r.all_access).into(), bool_str(r.admin).into()]
 }
 
 /// A write in progress: its own IMMEDIATE transaction, or a savepoint inside
@@ -58,6 +95,8 @@ pub struct EntryRow {
     pub updated_at: i64,
     pub version: i64,
     pub deleted: bool,
+    /// The row's MAC (see the module docs); `None` in a row written without the key.
+    pub mac: Option<Vec<u8>>,
     pub change_seq: i64,
     pub data: Vec<u8>,
 }
@@ -71,6 +110,8 @@ pub struct AgentRow {
     pub all_access: bool,
     pub admin: bool,
     pub created_at: i64,
+    /// The row's MAC (see the module docs); `None` in a row written without the key.
+    pub mac: Option<Vec<u8>>,
 }
 
 /// A new agent row, before its id (and so its own scope) exists.
@@ -93,8 +134,8 @@ pub struct AgentChange {
     pub token_hash: Option<String>,
 }
 
-const ENTRY_COLS: &str = "id, uuid, scopes, created_at, updated_at, version, deleted, change_seq, data";
-const AGENT_COLS: &str = "id, token_hash, name, scopes, all_access, admin, created_at";
+const ENTRY_COLS: &str = "id, uuid, scopes, created_at, updated_at, version, deleted, change_seq, data, mac";
+const AGENT_COLS: &str = "id, token_hash, name, scopes, all_access, admin, created_at, mac";
 
 fn entry_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EntryRow> {
     Ok(EntryRow {
@@ -107,6 +148,7 @@ fn entry_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EntryRow> {
         deleted: r.get(6)?,
         change_seq: r.get(7)?,
         data: r.get(8)?,
+        mac: r.get(9)?,
     })
 }
 
@@ -119,6 +161,7 @@ fn agent_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AgentRow> {
         all_access: r.get(4)?,
         admin: r.get(5)?,
         created_at: r.get(6)?,
+        mac: r.get(7)?,
     })
 }
 
@@ -127,7 +170,71 @@ impl VaultDb {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let mut conn = super::open_connection(path)?;
         migrate(&mut conn, path, Schema::Vault)?;
-        Ok(Self { conn, path: path.to_owned(), outer: false })
+        Ok(Self { conn, path: path.to_owned(), outer: false, rows: None })
+    }
+
+    /// Gives this connection the vault's row key: from now on its writes MAC the rows they
+    /// change, and [`VaultDb::agent_authentic`] can check them.
+    pub fn set_row_key(&mut self, key: RowKey, vault_id: &str) {
+        self.rows = Some(RowAuth { key, vault_id: vault_id.to_owned() });
+    }
+
+    fn row_auth(&self) -> Result<RowAuth, StoreError> {
+        self.rows.clone().ok_or_else(|| StoreError::Conflict("vault opened without its key: cannot write rows".into()))
+    }
+
+    /// True if the agent row carries a valid MAC (false without a key: nothing is trusted).
+    pub fn agent_authentic(&self, row: &AgentRow) -> bool {
+        self.rows.as_ref().is_some_and(|a| a.agent_ok(row))
+    }
+
+    /// True if the entry's id, uuid, scopes and deleted flag carry a valid MAC.
+    pub fn entry_authentic(&self, row: &EntryRow) -> bool {
+        self.rows.as_ref().is_some_and(|a| {
+            a.key.verify(
+                "entry",
+                &a.vault_id,
+                &[&row.id.to_string(), &row.uuid, &row.scopes, bool_str(row.deleted)],
+                row.mac.as_deref(),
+            )
+        })
+    }
+
+    /// The one-time upgrade of a file from before row MACs: MACs every existing agent and entry
+    /// and replaces the wrapped data key with `wrapped_key_hex` (the wrap that says "rows are
+    /// authenticated", see `vault::data_dir`) in one transaction, so the two never disagree.
+    pub fn authenticate_existing_rows(&mut self, wrapped_key_hex: &str) -> Result<(usize, usize), StoreError> {
+        let auth = self.row_auth()?;
+        let path = self.path.clone();
+        let tx = self.write_tx()?;
+        let agents: Vec<AgentRow> = {
+            let mut st = tx.prepare(&format!("SELECT {AGENT_COLS} FROM agents")).ctx(&path)?;
+            let rows = st.query_map([], agent_row).ctx(&path)?;
+            rows.collect::<Result<_, _>>().ctx(&path)?
+        };
+        for a in &agents {
+            tx.execute("UPDATE agents SET mac = ?2 WHERE id = ?1", params![a.id, auth.agent_mac(a)]).ctx(&path)?;
+        }
+        let entries: Vec<(i64, String, String, bool)> = {
+            let mut st = tx.prepare("SELECT id, uuid, scopes, deleted FROM entries").ctx(&path)?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).ctx(&path)?;
+            rows.collect::<Result<_, _>>().ctx(&path)?
+        };
+        for (id, uuid, scopes, deleted) in &entries {
+            tx.execute(
+                "UPDATE entries SET mac = ?2 WHERE id = ?1",
+                params![id, auth.entry_mac(*id, uuid, scopes, *deleted)],
+            )
+            .ctx(&path)?;
+        }
+        let n = tx.execute("UPDATE meta SET value = ?1 WHERE key = 'wrapped_key'", [wrapped_key_hex]).ctx(&path)?;
+        if n != 1 {
+            return Err(StoreError::Conflict("vault file has no data key".into()));
+        }
+        // Readers must reload: every row changed under them.
+        bump_seq(&tx, &path)?;
+        tx.commit().ctx(&path)?;
+        Ok((agents.len(), entries.len()))
     }
 
     pub fn path(&self) -> &Path {
@@ -247,10 +354,17 @@ impl VaultDb {
         now: i64,
         audit: &AuditRecord,
     ) -> Result<Vec<i64>, StoreError> {
+        let auth = self.row_auth()?;
         let path = self.path.clone();
         let tx = self.write_tx()?;
         let mut ids = Vec::with_capacity(rows.len());
         for (uuid, scopes, sealed) in rows {
+            // Tombstones keep their uuid: a uuid is never used twice in a vault.
+            let taken: Option<i64> =
+                tx.query_row("SELECT id FROM entries WHERE uuid = ?1", [uuid], |r| r.get(0)).optional().ctx(&path)?;
+            if taken.is_some() {
+                return Err(StoreError::Conflict(format!("an entry with uuid {uuid} exists or existed")));
+            }
             let seq = bump_seq(&tx, &path)?;
             tx.execute(
                 "INSERT INTO entries (uuid, scopes, created_at, updated_at, version, change_seq, dirty, data)
@@ -259,6 +373,11 @@ impl VaultDb {
             )
             .ctx(&path)?;
             let id = tx.last_insert_rowid();
+            tx.execute(
+                "UPDATE entries SET mac = ?2 WHERE id = ?1",
+                params![id, auth.entry_mac(id, uuid, scopes, false)],
+            )
+            .ctx(&path)?;
             audit_sql::insert(&tx, &path, &AuditRecord { entry_id: Some(id), ..audit.clone() })?;
             ids.push(id);
         }
@@ -277,15 +396,18 @@ impl VaultDb {
         now: i64,
         audit: &AuditRecord,
     ) -> Result<i64, StoreError> {
+        let auth = self.row_auth()?;
         let path = self.path.clone();
         let tx = self.write_tx()?;
-        let current: Option<(i64, bool)> = tx
-            .query_row("SELECT version, deleted FROM entries WHERE id = ?1", [id], |r| Ok((r.get(0)?, r.get(1)?)))
+        let current: Option<(i64, bool, String)> = tx
+            .query_row("SELECT version, deleted, uuid FROM entries WHERE id = ?1", [id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
             .optional()
             .ctx(&path)?;
-        let version = match current {
-            Some((_, true)) | None => return Err(StoreError::NotFound),
-            Some((v, false)) => v,
+        let (version, uuid) = match current {
+            Some((_, true, _)) | None => return Err(StoreError::NotFound),
+            Some((v, false, uuid)) => (v, uuid),
         };
         if expected_version.is_some_and(|e| e != version) {
             return Err(StoreError::Conflict(format!("entry changed since version {}", expected_version.unwrap_or(0))));
@@ -293,8 +415,8 @@ impl VaultDb {
         let seq = bump_seq(&tx, &path)?;
         tx.execute(
             "UPDATE entries SET scopes = ?2, data = ?3, updated_at = max(updated_at, ?4), version = version + 1,
-             change_seq = ?5, dirty = 1 WHERE id = ?1",
-            params![id, scopes, sealed, now, seq],
+             change_seq = ?5, dirty = 1, mac = ?6 WHERE id = ?1",
+            params![id, scopes, sealed, now, seq, auth.entry_mac(id, &uuid, scopes, false)],
         )
         .ctx(&path)?;
         audit_sql::insert(&tx, &path, &AuditRecord { entry_id: Some(id), ..audit.clone() })?;
@@ -304,19 +426,24 @@ impl VaultDb {
 
     /// Turns an entry into a tombstone: payload gone, row kept so replication can carry the delete.
     pub fn delete_entry(&mut self, id: i64, now: i64, audit: &AuditRecord) -> Result<(), StoreError> {
+        let auth = self.row_auth()?;
         let path = self.path.clone();
         let tx = self.write_tx()?;
         let seq = bump_seq(&tx, &path)?;
-        let n = tx
-            .execute(
+        let uuid: Option<String> = tx
+            .query_row(
                 "UPDATE entries SET deleted = 1, data = x'', scopes = '', updated_at = max(updated_at, ?2),
-                 version = version + 1, change_seq = ?3, dirty = 1 WHERE id = ?1 AND deleted = 0",
+                 version = version + 1, change_seq = ?3, dirty = 1 WHERE id = ?1 AND deleted = 0 RETURNING uuid",
                 params![id, now, seq],
+                |r| r.get(0),
             )
+            .optional()
             .ctx(&path)?;
-        if n == 0 {
+        let Some(uuid) = uuid else {
             return Err(StoreError::NotFound);
-        }
+        };
+        tx.execute("UPDATE entries SET mac = ?2 WHERE id = ?1", params![id, auth.entry_mac(id, &uuid, "", true)])
+            .ctx(&path)?;
         audit_sql::insert(&tx, &path, &AuditRecord { entry_id: Some(id), ..audit.clone() })?;
         tx.commit().ctx(&path)
     }
@@ -342,6 +469,7 @@ impl VaultDb {
         scopes_for: impl FnOnce(i64) -> String,
         audit: &AuditRecord,
     ) -> Result<AgentRow, StoreError> {
+        let auth = self.row_auth()?;
         let path = self.path.clone();
         let tx = self.write_tx()?;
         bump_seq(&tx, &path)?;
@@ -354,14 +482,14 @@ impl VaultDb {
         let scopes = scopes_for(id);
         tx.execute("UPDATE agents SET scopes = ?2 WHERE id = ?1", params![id, scopes]).ctx(&path)?;
         audit_sql::insert(&tx, &path, &AuditRecord { detail: format!("agent {id}"), ..audit.clone() })?;
-        let row =
-            tx.query_row(&format!("SELECT {AGENT_COLS} FROM agents WHERE id = ?1"), [id], agent_row).ctx(&path)?;
+        let row = mac_agent(&tx, &path, &auth, id)?;
         tx.commit().ctx(&path)?;
         Ok(row)
     }
 
     /// Changes an agent; refuses to leave the vault without an admin.
     pub fn update_agent(&mut self, id: i64, change: &AgentChange, audit: &AuditRecord) -> Result<AgentRow, StoreError> {
+        let auth = self.row_auth()?;
         let path = self.path.clone();
         let tx = self.write_tx()?;
         let current = tx
@@ -369,7 +497,7 @@ impl VaultDb {
             .optional()
             .ctx(&path)?
             .ok_or(StoreError::NotFound)?;
-        if current.admin && change.admin == Some(false) && other_admins(&tx, &path, id)? == 0 {
+        if current.admin && change.admin == Some(false) && other_admins(&tx, &path, &auth, id)? == 0 {
             return Err(StoreError::Conflict("cannot remove admin from the last admin agent".into()));
         }
         bump_seq(&tx, &path)?;
@@ -381,8 +509,7 @@ impl VaultDb {
         )
         .ctx(&path)?;
         audit_sql::insert(&tx, &path, &AuditRecord { detail: format!("agent {id}"), ..audit.clone() })?;
-        let row =
-            tx.query_row(&format!("SELECT {AGENT_COLS} FROM agents WHERE id = ?1"), [id], agent_row).ctx(&path)?;
+        let row = mac_agent(&tx, &path, &auth, id)?;
         tx.commit().ctx(&path)?;
         Ok(row)
     }
@@ -390,13 +517,14 @@ impl VaultDb {
     /// Revokes (deletes) an agent; refuses to delete the last admin. Ids are AUTOINCREMENT, so a
     /// revoked agent's id, and with it its scope, is never handed to anyone else.
     pub fn delete_agent(&mut self, id: i64, audit: &AuditRecord) -> Result<(), StoreError> {
+        let auth = self.row_auth()?;
         let path = self.path.clone();
         let tx = self.write_tx()?;
         let admin: Option<bool> =
             tx.query_row("SELECT admin FROM agents WHERE id = ?1", [id], |r| r.get(0)).optional().ctx(&path)?;
         match admin {
             None => return Err(StoreError::NotFound),
-            Some(true) if other_admins(&tx, &path, id)? == 0 => {
+            Some(true) if other_admins(&tx, &path, &auth, id)? == 0 => {
                 return Err(StoreError::Conflict("cannot revoke the last admin agent".into()));
             }
             Some(_) => {}
@@ -449,8 +577,21 @@ impl VaultDb {
     }
 }
 
-fn other_admins(tx: &Connection, path: &Path, id: i64) -> Result<i64, StoreError> {
-    tx.query_row("SELECT count(*) FROM agents WHERE admin = 1 AND id != ?1", [id], |r| r.get(0)).ctx(path)
+/// MACs an agent row as it now stands in the transaction; returns the row with its MAC.
+fn mac_agent(tx: &Connection, path: &Path, auth: &RowAuth, id: i64) -> Result<AgentRow, StoreError> {
+    let mut row = tx.query_row(&format!("SELECT {AGENT_COLS} FROM agents WHERE id = ?1"), [id], agent_row).ctx(path)?;
+    let mac = auth.agent_mac(&row);
+    tx.execute("UPDATE agents SET mac = ?2 WHERE id = ?1", params![id, mac]).ctx(path)?;
+    row.mac = Some(mac);
+    Ok(row)
+}
+
+/// Admins other than `id` whose rows verify: a forged admin row (which cannot authenticate) must
+/// not let the last real admin go.
+fn other_admins(tx: &Connection, path: &Path, auth: &RowAuth, id: i64) -> Result<usize, StoreError> {
+    let mut st = tx.prepare(&format!("SELECT {AGENT_COLS} FROM agents WHERE admin = 1 AND id != ?1")).ctx(path)?;
+    let rows = st.query_map([id], agent_row).ctx(path)?.collect::<Result<Vec<_>, _>>().ctx(path)?;
+    Ok(rows.iter().filter(|r| auth.agent_ok(r)).count())
 }
 
 fn bump_seq(tx: &Connection, path: &Path) -> Result<i64, StoreError> {

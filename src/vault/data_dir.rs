@@ -98,7 +98,7 @@ impl DataDir {
             None => {
                 let id = VaultId::generate();
                 let key = DataKey::generate();
-                let wrapped = master.wrap(&key, id.as_str())?;
+                let wrapped = master.wrap(&key, &rows_authenticated(&id))?;
                 let mut db = VaultDb::open(&self.vault_path(&id))?;
                 db.set_identity(id.as_str(), &hex::encode(wrapped)).map_err(VaultError::from_store)?;
                 node.register_vault(&VaultRegistration {
@@ -161,14 +161,39 @@ impl DataDir {
         let wrapped_hex =
             db.meta("wrapped_key")?.ok_or_else(|| VaultError::Corrupt("vault file has no data key".into()))?;
         let wrapped = hex::decode(wrapped_hex).map_err(|_| VaultError::Corrupt("data key is not hex".into()))?;
-        let key = master.unwrap_key(&wrapped, id.as_str()).map_err(|_| {
-            VaultError::Setup(format!(
-                "the master key {} does not open vault {id}: wrong key file?",
-                self.master_key_file.display()
-            ))
-        })?;
+        // The wrap's associated data says whether the file's rows are MACed. A file from before
+        // row MACs (wrapped under the bare vault id) gets its MACs here, once, and in the same
+        // transaction its key re-wrapped under the new context; from then on a row without a
+        // valid MAC grants nothing. A flag in the file could be reset by anyone who can write
+        // it, to have an inserted row MACed ("laundered") at the next open; this wrap cannot be
+        // made without the master key.
+        let mut db = db;
+        let context = rows_authenticated(id);
+        let (key, upgraded) = match master.unwrap_key(&wrapped, &context) {
+            Ok(key) => (key, true),
+            Err(_) => (
+                master.unwrap_key(&wrapped, id.as_str()).map_err(|_| {
+                    VaultError::Setup(format!(
+                        "the master key {} does not open vault {id}: wrong key file?",
+                        self.master_key_file.display()
+                    ))
+                })?,
+                false,
+            ),
+        };
+        db.set_row_key(key.row_key(), id.as_str());
+        if !upgraded {
+            let rewrapped = hex::encode(master.wrap(&key, &context)?);
+            let (agents, entries) = db.authenticate_existing_rows(&rewrapped).map_err(VaultError::from_store)?;
+            tracing::info!(vault = %id, agents, entries, "vault rows authenticated (one-time upgrade)");
+        }
         Ok(OpenVault { id: id.clone(), key, db })
     }
+}
+
+/// The wrap context of a vault whose granting rows carry MACs (see `open_vault`).
+fn rows_authenticated(id: &VaultId) -> String {
+    format!("{id}\0rows-mac-v1")
 }
 
 /// True if `path` is readable by group or others (used to warn about a lax data dir).

@@ -2,7 +2,12 @@
 //!
 //! L1 values are sealed at rest and decrypted for agents whose scopes match. L2 values arrive
 //! already encrypted by the owner's browser; the server stores and returns them as opaque text
-//! and never has their key. This module validates input and shapes output; it does no I/O.
+//! and never has their key. It checks only their envelope: `v1.<iv>.<ciphertext>` (AES-GCM
+//! with constant associated data; still read, rewritten on the next save) or `v2.<iv>.<ciphertext>`
+//! (associated data binds the entry uuid and the field name, so a value moved elsewhere fails to
+//! open in the browser), both parts base64url. An entry's uuid may be chosen by the browser
+//! (`uuid` in the create request, a canonical lowercase uuid v4) so it can bind v2 values before
+//! the entry exists. This module validates input and shapes output; it does no I/O.
 
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +21,10 @@ pub const MAX_FIELD_NAME: usize = 64;
 pub const MAX_VALUE: usize = 16 * 1024;
 /// L2 ciphertext is base64 text of an AES-GCM output, a little larger than its plaintext.
 pub const MAX_L2_VALUE: usize = 24 * 1024;
+/// An L2 envelope's IV: 12 bytes as unpadded base64url.
+const L2_IV_CHARS: usize = 16;
+/// An L2 envelope's ciphertext holds at least the 16-byte GCM tag (22 base64url characters).
+const L2_MIN_CT_CHARS: usize = 22;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum EntryError {
@@ -84,6 +93,11 @@ fn default_type() -> String {
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EntryInput {
+    /// On create: the entry's uuid, chosen by the owner's browser so that L2 values can be bound
+    /// to it before the entry exists (canonical lowercase uuid v4, unused in this vault). On
+    /// replace: if given, must be the entry's uuid. Absent: the server picks one.
+    #[serde(default)]
+    pub uuid: Option<String>,
     pub title: String,
     #[serde(rename = "type", default = "default_type")]
     pub entry_type: String,
@@ -98,6 +112,9 @@ pub struct EntryInput {
 impl EntryInput {
     /// Validates everything and splits into the sealed part and the scopes.
     pub fn into_parts(self) -> Result<(EntryData, ScopeSet), EntryError> {
+        if let Some(u) = &self.uuid {
+            check_uuid(u)?;
+        }
         let scopes = ScopeSet::from_strs(self.scopes.iter().map(String::as_str)).map_err(|e| invalid(e.to_string()))?;
         let data = EntryData { title: self.title, entry_type: self.entry_type, url: self.url, fields: self.fields };
         data.validate()?;
@@ -129,6 +146,11 @@ impl EntryData {
         }
         for (i, f) in self.fields.iter().enumerate() {
             f.validate().map_err(|EntryError::Invalid(m)| invalid(format!("field {i}: {m}")))?;
+            // A v2 value is bound to (entry, field name): two L2 fields of one name could be
+            // swapped unnoticed.
+            if f.tier == Tier::L2 && self.fields[..i].iter().any(|g| g.tier == Tier::L2 && g.name == f.name) {
+                return Err(invalid(format!("field {i}: two L2 fields are both named {:?}", f.name)));
+            }
         }
         Ok(())
     }
@@ -152,17 +174,36 @@ impl Field {
                 }
             }
             Tier::L2 => {
-                let ok = !self.value.is_empty()
-                    && self.value.len() <= MAX_L2_VALUE
-                    && self.value.bytes().all(|b| b.is_ascii_alphanumeric() || b"+/=-_.:".contains(&b));
-                if !ok {
+                if self.value.len() > MAX_L2_VALUE || !is_l2_envelope(&self.value) {
                     return Err(invalid(format!(
-                        "an L2 value is client-side ciphertext: 1 to {MAX_L2_VALUE} characters of base64/base64url text"
+                        "an L2 value is the owner's browser's ciphertext: \"v2.<iv>.<ciphertext>\" (or the older \
+                         \"v1.\" form), base64url, at most {MAX_L2_VALUE} characters"
                     )));
                 }
             }
         }
         Ok(())
+    }
+}
+
+/// `v1.` or `v2.`, a 12-byte IV and at least a GCM tag, both unpadded base64url.
+fn is_l2_envelope(value: &str) -> bool {
+    let b64u = |s: &str| s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    let mut parts = value.split('.');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some("v1" | "v2"), Some(iv), Some(ct), None) => {
+            iv.len() == L2_IV_CHARS && b64u(iv) && ct.len() >= L2_MIN_CT_CHARS && b64u(ct)
+        }
+        _ => false,
+    }
+}
+
+/// A client-chosen entry uuid: a random (v4) uuid in canonical lowercase form, so the same
+/// entry has exactly one spelling and AEAD bindings cannot differ by case.
+pub fn check_uuid(text: &str) -> Result<(), EntryError> {
+    match uuid::Uuid::parse_str(text) {
+        Ok(u) if u.get_version_num() == 4 && u.hyphenated().to_string() == text => Ok(()),
+        _ => Err(invalid("uuid must be a random uuid (version 4) in lowercase hyphenated form")),
     }
 }
 
@@ -209,6 +250,37 @@ mod tests {
         assert!(
             input(r#"{"title":"a","fields":[{"name":"n","kind":"note","tier":"l2","value":"has spaces"}]}"#).is_err()
         );
+        let l2 = |v: &str| {
+            input(&format!(r#"{{"title":"a","fields":[{{"name":"n","kind":"note","tier":"l2","value":"{v}"}}]}}"#))
+        };
+        let (iv, ct) = ("AAAAAAAAAAAAAAAA", "AAAAAAAAAAAAAAAAAAAAAA");
+        assert!(l2(&format!("v2.{iv}.{ct}")).is_ok());
+        assert!(l2(&format!("v1.{iv}.{ct}-_x")).is_ok());
+        for bad in [
+            format!("v3.{iv}.{ct}"),
+            format!("{iv}.{ct}"),
+            format!("v2.{iv}.{ct}.x"),
+            format!("v2.{iv}A.{ct}"),
+            format!("v2.{iv}.{}", &ct[1..]),
+            format!("v2.{iv}.{ct}="),
+            format!("v2.{iv}.{ct}+"),
+            "c2VjcmV0Y2lwaGVydGV4dA==".into(),
+        ] {
+            assert!(l2(&bad).is_err(), "{bad}");
+        }
+        let two = format!(
+            r#"{{"title":"a","fields":[{{"name":"n","kind":"note","tier":"l2","value":"v2.{iv}.{ct}"}},{{"name":"n","kind":"note","tier":"l2","value":"v2.{iv}.{ct}"}}]}}"#
+        );
+        assert!(input(&two).is_err(), "two L2 fields of one name");
+        assert!(input(r#"{"title":"a","uuid":"6f1c2a4e-8b3d-4c5e-9f60-718293a4b5c6"}"#).is_ok());
+        for bad in [
+            "6F1C2A4E-8B3D-4C5E-9F60-718293A4B5C6",
+            "6f1c2a4e8b3d4c5e9f60718293a4b5c6",
+            "6f1c2a4e-8b3d-1c5e-9f60-718293a4b5c6",
+            "x",
+        ] {
+            assert!(input(&format!(r#"{{"title":"a","uuid":"{bad}"}}"#)).is_err(), "{bad}");
+        }
         assert!(input(r#"{"title":"a","unknown":1}"#).is_err());
     }
 

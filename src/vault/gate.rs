@@ -437,9 +437,10 @@ fn check(db: &mut VaultDb, rp: &RelyingParty, p: &Presented<'_>) -> Result<Verif
     if ch.expires_at <= now() {
         return Err(Denial::ExpiredChallenge);
     }
-    // The token must still name an admin agent, read inside this transaction.
+    // The token must still name an admin agent, read inside this transaction, whose row was
+    // written with the master key (MAC).
     let row = db.agent(p.agent.id.0).map_err(|_| Denial::NotAdmin)?.ok_or(Denial::NotAdmin)?;
-    if row.token_hash != p.token.as_str() || !row.admin {
+    if row.token_hash != p.token.as_str() || !row.admin || !db.agent_authentic(&row) {
         return Err(Denial::NotAdmin);
     }
     if ch.agent_id != Some(p.agent.id.0) {

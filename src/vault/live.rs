@@ -175,7 +175,9 @@ impl LiveVault {
     ///
     /// A damaged row (an entry that does not decrypt, an agent with malformed scopes) is
     /// withheld and reported to the operator, never allowed to stall the refresh: a revocation
-    /// must reach the token index even while some other row is broken.
+    /// must reach the token index even while some other row is broken. So is a row whose MAC
+    /// does not verify (written into the file by someone without the master key): such an
+    /// agent does not authenticate and such an entry is shown to no one.
     pub fn refresh(&self) -> Result<bool, VaultError> {
         let db = self.db();
         let seq = db.change_seq()?;
@@ -186,7 +188,13 @@ impl LiveVault {
         let rows = db.entries_since(last.max(0))?;
         let mut decoded = Vec::with_capacity(rows.len());
         let mut damaged = Vec::new();
+        let mut forged = Vec::new();
         for row in rows {
+            if !db.entry_authentic(&row) {
+                forged.push(format!("entry {}", row.id));
+                decoded.push((row.id, None));
+                continue;
+            }
             if row.deleted {
                 decoded.push((row.id, None));
                 continue;
@@ -214,6 +222,10 @@ impl LiveVault {
         }
         let mut agents = Vec::new();
         for row in db.agents()? {
+            if !db.agent_authentic(&row) {
+                forged.push(format!("agent {}", row.id));
+                continue;
+            }
             match ops::agent_from_row(&row) {
                 Ok(agent) => agents.push((TokenHash::from_stored(row.token_hash), Arc::new(agent))),
                 Err(e) => damaged.push(e.to_string()),
@@ -224,6 +236,13 @@ impl LiveVault {
                 "vault_rows_damaged",
                 "vault rows failed to decrypt or parse and are withheld",
                 &[("vault", self.id.to_string()), ("count", damaged.len().to_string()), ("error", damaged.join("; "))],
+            );
+        }
+        if !forged.is_empty() {
+            crate::edition::alert(
+                "vault_rows_forged",
+                "vault rows fail their integrity check (changed without the master key) and grant nothing",
+                &[("vault", self.id.to_string()), ("count", forged.len().to_string()), ("rows", forged.join(", "))],
             );
         }
         let mut snap = self.snapshot.write().unwrap_or_else(|p| p.into_inner());

@@ -41,8 +41,9 @@ pub fn add_entry(
     input: EntryInput,
     event: &AuditEvent,
 ) -> Result<i64, VaultError> {
+    let chosen = input.uuid.clone();
     let (data, scopes) = input.into_parts()?;
-    let uuid = uuid::Uuid::new_v4().to_string();
+    let uuid = chosen.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let sealed = seal(vault, key, &uuid, &data)?;
     db.insert_entry(&uuid, &scopes.to_db(), &sealed, now(), &event.record()).map_err(VaultError::from_store)
 }
@@ -57,8 +58,9 @@ pub fn import_entries(
 ) -> Result<Vec<i64>, VaultError> {
     let mut rows = Vec::with_capacity(inputs.len());
     for (n, input) in inputs.into_iter().enumerate() {
+        let chosen = input.uuid.clone();
         let (data, scopes) = input.into_parts().map_err(|e| VaultError::Invalid(format!("entry {}: {e}", n + 1)))?;
-        let uuid = uuid::Uuid::new_v4().to_string();
+        let uuid = chosen.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let sealed = seal(vault, key, &uuid, &data)?;
         rows.push((uuid, scopes.to_db(), sealed));
     }
@@ -75,8 +77,12 @@ pub fn update_entry(
     expected_version: Option<i64>,
     event: &AuditEvent,
 ) -> Result<i64, VaultError> {
+    let chosen = input.uuid.clone();
     let (data, scopes) = input.into_parts()?;
     let row = db.entry(id)?.filter(|r| !r.deleted).ok_or(VaultError::NotFound)?;
+    if chosen.is_some_and(|u| u != row.uuid) {
+        return Err(VaultError::Invalid("uuid is not this entry's uuid (an entry's uuid never changes)".into()));
+    }
     let sealed = seal(vault, key, &row.uuid, &data)?;
     db.update_entry(id, &scopes.to_db(), &sealed, expected_version, now(), &event.record())
         .map_err(VaultError::from_store)
@@ -242,17 +248,86 @@ pub fn add_passkey(
     Ok(id)
 }
 
-/// Removes a passkey (never an agent's last one).
+/// Removes a passkey: never an agent's last one, and never the only thing that unwraps the L2
+/// key (L2 data must not become unreadable by a click).
 pub fn remove_passkey(db: &mut VaultDb, id: &CredentialId, event: &AuditEvent) -> Result<(), VaultError> {
+    if let Some(ring) = stored_keyring(db)? {
+        let wraps = keyring_wraps(&ring);
+        let registered: Vec<String> = db.credentials()?.into_iter().map(|c| c.id).collect();
+        let unlocks = |w: &Wrap| match w {
+            Wrap::Passphrase => true,
+            Wrap::Prf(cred) => cred != id.as_str() && registered.iter().any(|r| r == cred),
+            Wrap::Other => false,
+        };
+        let wraps_this = wraps.iter().any(|w| matches!(w, Wrap::Prf(c) if c == id.as_str()));
+        if wraps_this && !wraps.iter().any(unlocks) {
+            return Err(VaultError::Conflict(
+                "this passkey is the only key to your L2 (browser-encrypted) fields; removing it would make them \
+                 unreadable. First add another way to unlock them on the Passkeys page (\"Add a recovery passphrase\", \
+                 or \"Let this passkey unlock L2\" signed in with another passkey), then remove this one"
+                    .into(),
+            ));
+        }
+    }
     db.delete_credential(id.as_str(), &event.record()).map_err(VaultError::from_store)
 }
 
-/// Stores the owner's wrapped L2 keyring: JSON the browser made, opaque to the server (it holds
-/// only wrapped keys and the public parameters to unwrap them).
+/// A wrap of the L2 key, as far as the server reads the browser's keyring.
+enum Wrap {
+    Prf(String),
+    Passphrase,
+    Other,
+}
+
+fn stored_keyring(db: &VaultDb) -> Result<Option<serde_json::Value>, VaultError> {
+    match db.meta("l2_keyring")? {
+        None => Ok(None),
+        Some(text) => serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|_| VaultError::Corrupt("the stored L2 keyring is not JSON".into())),
+    }
+}
+
+fn keyring_wraps(ring: &serde_json::Value) -> Vec<Wrap> {
+    let Some(wraps) = ring.get("wraps").and_then(|w| w.as_array()) else { return Vec::new() };
+    wraps
+        .iter()
+        .map(|w| match (w.get("kind").and_then(|k| k.as_str()), w.get("credential_id").and_then(|c| c.as_str())) {
+            (Some("prf"), Some(cred)) => Wrap::Prf(cred.to_owned()),
+            (Some("passphrase"), _) => Wrap::Passphrase,
+            _ => Wrap::Other,
+        })
+        .collect()
+}
+
+/// Stores the owner's wrapped L2 keyring: JSON the browser made (it holds only wrapped keys and
+/// the public parameters to unwrap them). The server reads just enough to refuse a keyring
+/// that would lock the owner out of L2 data: one without a usable wrap, or one that keeps none
+/// of the stored wraps (which would mean a different L2 key, and every stored L2 value lost).
 pub fn set_keyring(db: &mut VaultDb, keyring: &serde_json::Value, event: &AuditEvent) -> Result<(), VaultError> {
     let text = keyring.to_string();
     if !keyring.is_object() || text.len() > crate::store::webauthn_db::MAX_KEYRING {
         return Err(VaultError::Invalid("the keyring must be a JSON object of at most 16 KiB".into()));
+    }
+    if !keyring_wraps(keyring).iter().any(|w| !matches!(w, Wrap::Other)) {
+        return Err(VaultError::Invalid(
+            "the keyring must hold at least one wrap (kind \"prf\" with a credential_id, or \"passphrase\")".into(),
+        ));
+    }
+    if let Some(old) = stored_keyring(db)? {
+        let kept = |w: &serde_json::Value| {
+            keyring["wraps"].as_array().is_some_and(|new| {
+                new.iter().any(|n| n.get("wrapped").is_some() && n.get("wrapped") == w.get("wrapped"))
+            })
+        };
+        let old_wraps = old.get("wraps").and_then(|w| w.as_array()).cloned().unwrap_or_default();
+        if !old_wraps.is_empty() && !old_wraps.iter().any(kept) {
+            return Err(VaultError::Conflict(
+                "the new keyring keeps none of the stored wraps of the L2 key: every L2 value would become \
+                 unreadable. Add or remove single wraps instead"
+                    .into(),
+            ));
+        }
     }
     db.set_keyring(&text, &event.record()).map_err(VaultError::from_store)
 }

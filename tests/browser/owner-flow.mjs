@@ -1,14 +1,17 @@
 // The owner's first run in a real browser: setup link -> enroll passkey (WebAuthn virtual
 // authenticator over CDP) -> owner token shown -> an entry with an L1 password and an L2 note
 // -> a scoped agent -> that agent reads the L1 value and only the L2 ciphertext over the API
-// -> neither plaintext is in the raw SQLite files or the server's logs. Screenshots go to
-// OUT_DIR. Everything runs on loopback; every wait is bounded.
+// -> an L2 value in the old v1 envelope still shows and is re-sealed as v2 on save -> L2 values
+// swapped between fields and between entries (by an admin write, as a compromised server could
+// send) are refused by the page while untouched ones still show -> no plaintext is in the raw
+// SQLite files or the server's logs. Screenshots go to OUT_DIR. Everything runs on loopback;
+// every wait is bounded.
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, writeFileSync, existsSync, createWriteStream, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { randomBytes } from 'node:crypto';
+import { randomBytes, webcrypto } from 'node:crypto';
 import { chromium } from 'playwright-core';
 
 const BIN = process.env.CLAVITOR_BIN;
@@ -44,13 +47,17 @@ function scanForPlaintext(when) {
   for (const f of files.concat([logPath])) {
     const bytes = readFileSync(f);
     const name = f.replace(tmp, '<tmp>');
-    check(!bytes.includes(Buffer.from(L1_PASSWORD)), `no L1 plaintext in ${name} (${when})`);
-    check(!bytes.includes(Buffer.from(L2_NOTE)), `no L2 plaintext in ${name} (${when})`);
+    check(!PLAINTEXTS.some((p) => bytes.includes(Buffer.from(p))), `no L1 or L2 plaintext in ${name} (${when})`);
   }
 }
 
 const L1_PASSWORD = 'L1pw-' + randomBytes(12).toString('hex');
 const L2_NOTE = 'L2note-' + randomBytes(12).toString('hex');
+const secret = (label) => label + '-' + randomBytes(12).toString('hex');
+const LEGACY = secret('L2legacy');
+const BANK = { note: secret('L2banknote'), pin: secret('L2pin'), answer: secret('L2answer'), hint: secret('L2hint') };
+const PLAINTEXTS = [L1_PASSWORD, L2_NOTE, LEGACY, ...Object.values(BANK)];
+const PASSPHRASE = 'correct horse battery staple';
 
 const tmp = mkdtempSync(join(tmpdir(), 'clavitor-browser-'));
 const dataDir = join(tmp, 'data');
@@ -141,13 +148,13 @@ try {
   await page.screenshot({ path: join(OUT, '02-entry-form.png'), fullPage: true });
   await page.click('#entry-save');
   // The first L2 use creates the L2 key: a passphrase dialog appears (optional with PRF,
-  // required without). Answer it if it shows.
+  // required without). Answer it: the test later reads the key through the passphrase wrap.
   let usedPassphrase = false;
   for (let i = 0; i < 100; i++) {
     if (await page.isVisible('#passphrase-modal')) {
       const prompt = await page.textContent('#passphrase-modal p');
       usedPassphrase = !prompt.includes('Optional');
-      await page.fill('#passphrase-input', usedPassphrase ? 'correct horse battery staple' : '');
+      await page.fill('#passphrase-input', PASSPHRASE);
       await page.click('#passphrase-ok');
     }
     const s = (await page.textContent('#status')) || '';
@@ -179,7 +186,8 @@ try {
   const nt = entry.fields.find((f) => f.name === 'recovery note');
   check(pw && pw.tier === 'l1' && pw.value === L1_PASSWORD, 'the agent reads the L1 password');
   check(nt && nt.tier === 'l2' && nt.value === undefined && typeof nt.ciphertext === 'string', 'the agent gets the L2 note as ciphertext only');
-  check(nt.ciphertext.startsWith('v1.') && !nt.ciphertext.includes(L2_NOTE), 'the ciphertext is not the plaintext');
+  check(nt.ciphertext.startsWith('v2.') && !nt.ciphertext.includes(L2_NOTE), 'the ciphertext is a v2 envelope, not the plaintext');
+  check(entry.uuid && /^[0-9a-f-]{36}$/.test(entry.uuid), 'the entry has the uuid its L2 values are bound to');
   check((await api('/api/agents', agentToken)).status === 403, 'the scoped agent is not an admin');
 
   // The agents page rotates and revokes (each with a passkey assertion).
@@ -205,12 +213,129 @@ try {
   const values = await page.locator('#entry-fields .f-value').evaluateAll((els) => els.map((e) => e.value));
   check(values.includes(L2_NOTE), 'the owner page decrypts the L2 note');
   await page.screenshot({ path: join(OUT, '05-entry-decrypted.png'), fullPage: true });
+
+  // 8. Binding. Helpers: the owner's reads, a gated write made by the page (the passkey signs
+  // whatever body it is given: here, what a compromised server would carry), opening an entry.
+  const ownerGet = async (path) => (await api(path, ownerToken)).json();
+  const gatedWrite = (method, path, body) => page.evaluate(([m, p, b]) => Clavitor.write(m, p, b).then(() => 'ok', (e) => 'error: ' + e.message), [method, path, body]);
+  const asInput = (e, fields) => ({ uuid: e.uuid, title: e.title, type: e.type, url: e.url, scopes: e.scopes,
+    fields: fields.map((f) => ({ name: f.name, kind: f.kind, tier: f.tier, value: f.tier === 'l2' ? f.ciphertext : f.value })) });
+  const byTitle = async (title) => {
+    const list = await ownerGet('/api/entries');
+    return ownerGet('/api/entries/' + list.find((x) => x.title === title).id);
+  };
+  async function openEntry(title) {
+    await page.goto(origin + '/#audit');
+    await page.waitForSelector('#view-audit:not(.hidden)');
+    await page.goto(origin + '/#entries');
+    await page.waitForSelector('#view-entries:not(.hidden)');
+    await page.locator('#entry-list tr', { hasText: title }).locator('button').click();
+    await page.waitForSelector('#view-entry:not(.hidden)');
+    await page.waitForFunction((t) => document.getElementById('entry-title').value === t, title);
+    return {
+      values: await page.locator('#entry-fields .f-value').evaluateAll((els) => els.map((e) => e.value)),
+      errors: await page.locator('#entry-fields .l2-error').evaluateAll((els) => els.map((e) => e.textContent)),
+      legacy: await page.locator('#entry-fields .l2-legacy').count(),
+    };
+  }
+  async function saveAndWait() {
+    await page.evaluate(() => { document.getElementById('status').textContent = ''; });
+    await page.click('#entry-save');
+    for (let i = 0; i < 100; i++) {
+      const st = (await page.textContent('#status')) || '';
+      if (st.startsWith('Saved') || st.startsWith('Failed')) return st;
+      await sleep(100);
+    }
+    return (await page.textContent('#status')) || '';
+  }
+
+  // 8a. A v1 value (the older envelope, constant associated data) still opens, marked, and is
+  // re-sealed as v2 on the next save. The test makes one with the L2 key it unwraps through the
+  // recovery passphrase, as an older page would have.
+  const subtle = webcrypto.subtle;
+  const unb64u = (t) => Buffer.from(t, 'base64url');
+  const { keyring } = await ownerGet('/api/keyring');
+  const pwWrap = keyring.wraps.find((w) => w.kind === 'passphrase');
+  check(!!pwWrap, 'the keyring holds a passphrase wrap');
+  const pbkdf = await subtle.importKey('raw', Buffer.from(PASSPHRASE), 'PBKDF2', false, ['deriveKey']);
+  const wk = await subtle.deriveKey({ name: 'PBKDF2', hash: 'SHA-256', salt: unb64u(pwWrap.salt), iterations: pwWrap.iterations },
+    pbkdf, { name: 'AES-GCM', length: 256 }, false, ['decrypt']);
+  const rawL2 = await subtle.decrypt({ name: 'AES-GCM', iv: unb64u(pwWrap.iv), additionalData: Buffer.from('clavitor-l2-keyring-v1') }, wk, unb64u(pwWrap.wrapped));
+  const l2key = await subtle.importKey('raw', rawL2, 'AES-GCM', false, ['encrypt']);
+  const iv = webcrypto.getRandomValues(new Uint8Array(12));
+  const v1ct = await subtle.encrypt({ name: 'AES-GCM', iv, additionalData: Buffer.from('clavitor-l2-field-v1') }, l2key, Buffer.from(LEGACY));
+  const v1 = 'v1.' + Buffer.from(iv).toString('base64url') + '.' + Buffer.from(v1ct).toString('base64url');
+  let mail = await byTitle('Mail server');
+  const withLegacy = asInput(mail, mail.fields.concat([{ name: 'legacy', kind: 'note', tier: 'l2', ciphertext: v1 }]));
+  check(await gatedWrite('PUT', '/api/entries/' + mail.id, withLegacy) === 'ok', 'an entry with a v1 L2 value is stored');
+  let seen = await openEntry('Mail server');
+  check(seen.values.includes(LEGACY) && seen.legacy === 1 && seen.errors.length === 0, 'a v1 value still shows, marked as the old envelope');
+  check((await saveAndWait()).startsWith('Saved'), 'the owner saves the entry');
+  mail = await byTitle('Mail server');
+  check(mail.fields.filter((f) => f.tier === 'l2').every((f) => f.ciphertext.startsWith('v2.')), 'saving re-seals every L2 value as v2');
+
+  // 8b. A second entry, made in the page (its uuid chosen before encrypting), with four L2 fields.
+  await page.goto(origin + '/#entries');
+  await page.waitForSelector('#view-entries:not(.hidden)');
+  await page.click('#entry-new');
+  await page.fill('#entry-title', 'Bank');
+  await rows.nth(0).locator('.f-value').fill('acct');
+  await rows.nth(1).locator('.f-value').fill('L1-bank-' + L1_PASSWORD);
+  for (const [name, value] of [['recovery note', BANK.note], ['pin', BANK.pin], ['answer', BANK.answer], ['hint', BANK.hint]]) {
+    await page.click('#field-add');
+    const r = rows.last();
+    await r.locator('.f-name').fill(name);
+    await r.locator('.f-tier').selectOption('l2');
+    await r.locator('.f-value').fill(value);
+  }
+  check((await saveAndWait()).startsWith('Saved'), 'a new entry with four L2 fields is saved');
+  const bank = await byTitle('Bank');
+  check(bank.fields.filter((f) => f.tier === 'l2').length === 4, 'the new entry has its four L2 values');
+  seen = await openEntry('Bank');
+  check([BANK.note, BANK.pin, BANK.answer, BANK.hint].every((v) => seen.values.includes(v)) && seen.errors.length === 0,
+    'the new entry\'s L2 values open (bound to the uuid the page chose)');
+
+  // 8c. The swap: within Bank, pin <-> answer; between entries, the two "recovery note" values
+  // (same field name, so only the entry binding tells them apart). Sent as an admin write.
+  const ct = (e, name) => e.fields.find((f) => f.name === name).ciphertext;
+  const swap = (e, pairs) => asInput(e, e.fields.map((f) => (f.name in pairs ? Object.assign({}, f, { ciphertext: pairs[f.name] }) : f)));
+  mail = await byTitle('Mail server');
+  const bankSwapped = swap(bank, { pin: ct(bank, 'answer'), answer: ct(bank, 'pin'), 'recovery note': ct(mail, 'recovery note') });
+  const mailSwapped = swap(mail, { 'recovery note': ct(bank, 'recovery note') });
+  check(await gatedWrite('PUT', '/api/entries/' + bank.id, bankSwapped) === 'ok', 'the server accepts swapped ciphertexts (it cannot tell)');
+  check(await gatedWrite('PUT', '/api/entries/' + mail.id, mailSwapped) === 'ok', 'and the swap between entries');
+
+  seen = await openEntry('Bank');
+  await page.screenshot({ path: join(OUT, '06-swapped-values-refused.png'), fullPage: true });
+  check(![BANK.pin, BANK.answer, BANK.note, L2_NOTE].some((v) => seen.values.includes(v)), 'no swapped value is shown under the wrong label');
+  check(seen.errors.length === 3 && seen.errors.every((t) => t.includes('does not belong to this field')), 'each swapped value shows a clear refusal instead (' + seen.errors.join(' | ') + ')');
+  check(seen.values.includes(BANK.hint) && seen.values.includes('acct'), 'the untouched values still show');
+  check(((await page.textContent('#status')) || '').includes('could not be opened'), 'the page says values were refused');
+  seen = await openEntry('Mail server');
+  check(!seen.values.includes(BANK.note) && seen.errors.length === 1, 'a value moved from another entry is refused');
+  check(seen.values.includes(L1_PASSWORD) && seen.values.includes(LEGACY), 'the rest of that entry still shows');
+  const refusedSave = await saveAndWait();
+  check(refusedSave.includes('could not be opened'), 'a refused field is not saved back silently (' + refusedSave + ')');
   await page.goto(origin + '/#passkeys');
   await page.waitForSelector('#passkey-list tr');
-  await page.screenshot({ path: join(OUT, '06-passkeys.png'), fullPage: true });
+  await page.waitForFunction(() => document.getElementById('l2-wraps').textContent !== '');
+  check((await page.textContent('#l2-wraps')).includes('recovery passphrase') && await page.isVisible('#l2-add-passphrase'),
+    'the passkeys page shows what unlocks L2 and offers to add a wrap');
+  // The page adds a second recovery passphrase wrap, keeping the existing wraps.
+  const wrapsBefore = (await ownerGet('/api/keyring')).keyring.wraps.length;
+  await page.evaluate(() => { document.getElementById('status').textContent = ''; });
+  await page.click('#l2-add-passphrase');
+  await page.waitForSelector('#passphrase-modal');
+  await page.fill('#passphrase-input', 'another long recovery passphrase');
+  await page.click('#passphrase-ok');
+  await page.waitForFunction(() => /added|Failed/.test(document.getElementById('status').textContent));
+  const wrapsAfter = (await ownerGet('/api/keyring')).keyring.wraps;
+  check(wrapsAfter.length === wrapsBefore + 1 && wrapsAfter.slice(0, wrapsBefore).every((w, i) => w.wrapped === keyring.wraps[i].wrapped),
+    'the page adds a recovery passphrase wrap and keeps the others (' + (await page.textContent('#status')) + ')');
+  await page.screenshot({ path: join(OUT, '07-passkeys.png'), fullPage: true });
   await page.goto(origin + '/#audit');
   await page.waitForSelector('#audit-list tr');
-  await page.screenshot({ path: join(OUT, '07-audit.png'), fullPage: true });
+  await page.screenshot({ path: join(OUT, '08-audit.png'), fullPage: true });
   check(problems.length === 0, 'no page errors or CSP violations: ' + problems.join('; '));
   // While the server runs, the WAL files hold the recent pages: inspect them too.
   scanForPlaintext('while serving');
@@ -225,7 +350,7 @@ try {
   log.end();
 }
 
-// 8. Neither plaintext is in the raw files (database, WAL, shared memory) or the logs.
+// 9. No plaintext is in the raw files (database, WAL, shared memory) or the logs.
 await sleep(200);
 scanForPlaintext('after shutdown');
 rmSync(tmp, { recursive: true, force: true });

@@ -10,6 +10,7 @@
   const VIEWS = ['login', 'entries', 'entry', 'agents', 'passkeys', 'audit'];
   const KINDS = ['text', 'secret', 'url', 'totp', 'note'];
   let editing = null; // the entry being edited (null: a new one)
+  let newUuid = null; // a new entry's uuid, chosen here so its L2 values can be bound to it
   let auditBefore = null;
 
   const say = (t, kind) => C.setStatus(status, t, kind);
@@ -47,20 +48,31 @@
     $('entry-list').replaceChildren(...rows);
   }
 
+  // f.error: an L2 value that did not open here (shown instead of the value, never the value);
+  // f.legacy: an L2 value in the old envelope, re-sealed bound to this field on save.
   function fieldRow(f) {
     const kind = el('select', { class: 'f-kind' }, ...KINDS.map((k) => el('option', { value: k, text: k, selected: k === f.kind })));
     const tier = el('select', { class: 'f-tier' }, el('option', { value: 'l1', text: 'L1', selected: f.tier !== 'l2' }),
       el('option', { value: 'l2', text: 'L2 (browser-encrypted)', selected: f.tier === 'l2' }));
     const value = el('input', { type: f.kind === 'secret' ? 'password' : 'text', class: 'f-value', value: f.value || '' });
+    const cell = el('td', {}, value);
+    if (f.error) {
+      value.placeholder = 'enter a new value, or remove this field';
+      cell.append(el('div', { class: 'l2-error status error', text: f.error }));
+    } else if (f.legacy) {
+      cell.append(el('div', { class: 'l2-legacy muted', text: 'old L2 envelope: re-sealed to this field when you save' }));
+    }
     const row = el('tr', {},
       el('td', {}, el('input', { type: 'text', class: 'f-name', value: f.name || '' })),
-      el('td', {}, kind), el('td', {}, tier), el('td', {}, value),
+      el('td', {}, kind), el('td', {}, tier), cell,
       el('td', {}, el('button', { class: 'danger', text: 'Remove', onclick: () => row.remove() })));
+    if (f.error) row.dataset.refused = '1';
     return row;
   }
 
   function newEntry() {
     editing = null;
+    newUuid = crypto.randomUUID();
     $('entry-heading').textContent = 'New entry';
     for (const id of ['entry-title', 'entry-url', 'entry-scopes']) $(id).value = '';
     $('entry-type').value = 'login';
@@ -78,10 +90,20 @@
         await C.ensureL2((t) => say(t));
         refreshL2();
       }
+      let refused = 0;
       for (const f of e.fields) {
-        let value = f.value || '';
-        if (f.tier === 'l2') value = await C.decryptL2(f.ciphertext);
-        fields.push({ name: f.name, kind: f.kind, tier: f.tier, value });
+        const field = { name: f.name, kind: f.kind, tier: f.tier, value: f.value || '' };
+        if (f.tier === 'l2') {
+          try {
+            const opened = await C.decryptL2(f.ciphertext, e.uuid, f.name);
+            field.value = opened.value;
+            field.legacy = opened.legacy;
+          } catch (err) {
+            field.error = err.message;
+            refused += 1;
+          }
+        }
+        fields.push(field);
       }
       editing = e;
       $('entry-heading').textContent = 'Edit entry';
@@ -92,7 +114,8 @@
       $('entry-fields').replaceChildren(...fields.map(fieldRow));
       $('entry-delete').classList.remove('hidden');
       $('entry-save-scopes').classList.remove('hidden');
-      say(e.fields.some((f) => f.kind === 'totp' && f.tier === 'l1')
+      if (refused) say(refused + ' L2 value(s) could not be opened here and are not shown: they were moved or altered.', 'error');
+      else say(e.fields.some((f) => f.kind === 'totp' && f.tier === 'l1')
         ? 'TOTP seeds are never sent back: re-enter a TOTP field before saving, or use "Save scopes only".' : '');
       show('entry');
     } catch (err) { fail(err); }
@@ -101,6 +124,14 @@
   async function entryBody() {
     const fields = [];
     const rows = Array.from($('entry-fields').children);
+    const uuid = editing ? editing.uuid : newUuid;
+    for (const r of rows) {
+      if (r.dataset.refused && r.querySelector('.f-value').value === '') {
+        throw new Error('the field "' + r.querySelector('.f-name').value + '" could not be opened: enter a new value or remove it before saving');
+      }
+    }
+    const l2Names = rows.filter((r) => r.querySelector('.f-tier').value === 'l2').map((r) => r.querySelector('.f-name').value);
+    if (new Set(l2Names).size !== l2Names.length) throw new Error('two L2 fields have the same name');
     if (rows.some((r) => r.querySelector('.f-tier').value === 'l2')) {
       await C.ensureL2((t) => say(t));
       refreshL2();
@@ -112,10 +143,10 @@
         name: r.querySelector('.f-name').value,
         kind: r.querySelector('.f-kind').value,
         tier,
-        value: tier === 'l2' ? await C.encryptL2(plain) : plain,
+        value: tier === 'l2' ? await C.encryptL2(plain, uuid, r.querySelector('.f-name').value) : plain,
       });
     }
-    return { title: $('entry-title').value, type: $('entry-type').value || 'login', url: $('entry-url').value, scopes: scopesOf($('entry-scopes').value), fields };
+    return { uuid, title: $('entry-title').value, type: $('entry-type').value || 'login', url: $('entry-url').value, scopes: scopesOf($('entry-scopes').value), fields };
   }
 
   async function saveEntry() {
@@ -196,10 +227,18 @@
 
   // ---- passkeys ----
   async function loadPasskeys() {
-    const { passkeys } = await C.get('/api/passkeys');
+    const [{ passkeys }, { keyring }] = await Promise.all([C.get('/api/passkeys'), C.get('/api/keyring')]);
+    const wraps = (keyring && Array.isArray(keyring.wraps)) ? keyring.wraps : [];
+    const unlocks = (id) => wraps.some((w) => w.kind === 'prf' && w.credential_id === id);
+    const pass = wraps.some((w) => w.kind === 'passphrase');
+    $('l2-wraps').textContent = !keyring ? 'No L2 key yet: it is created when you first save an L2 field.'
+      : 'L2 can be unlocked by ' + wraps.filter((w) => w.kind === 'prf').length + ' passkey(s)'
+        + (pass ? ' and a recovery passphrase.' : ' and no recovery passphrase.');
+    $('l2-wrap-actions').classList.toggle('hidden', !keyring);
     $('passkey-list').replaceChildren(...passkeys.map((p) => el('tr', {},
       el('td', { text: p.name || '(unnamed)' }), el('td', {}, el('code', { text: p.id.slice(0, 16) + '…' })),
       el('td', { text: String(p.sign_count) }), el('td', { text: p.agent_id == null ? '' : 'agent ' + p.agent_id }),
+      el('td', { text: unlocks(p.id) ? 'yes' : 'no' }),
       el('td', {}, el('button', { class: 'danger', text: 'Remove', onclick: () => removePasskey(p.id) })))));
   }
 
@@ -211,6 +250,15 @@
       say('Now approve with an EXISTING passkey…');
       await C.write('POST', '/api/passkeys', { registration_id: start.registration_id, name: $('passkey-name').value, credential });
       say('Passkey added.', 'ok');
+      await loadPasskeys();
+    } catch (e) { fail(e); }
+  }
+
+  async function addWrap(kind) {
+    try {
+      await C.addL2Wrap(kind, (t) => say(t));
+      refreshL2();
+      say(kind === 'passphrase' ? 'Recovery passphrase added.' : 'That passkey now unlocks L2.', 'ok');
       await loadPasskeys();
     } catch (e) { fail(e); }
   }
@@ -253,6 +301,8 @@
   $('entry-cancel').addEventListener('click', () => { location.hash = '#entries'; route(); });
   $('agent-create').addEventListener('click', createAgent);
   $('passkey-add').addEventListener('click', addPasskey);
+  $('l2-add-passphrase').addEventListener('click', () => addWrap('passphrase'));
+  $('l2-add-prf').addEventListener('click', () => addWrap('prf'));
   $('audit-more').addEventListener('click', () => loadAudit().catch(fail));
   window.addEventListener('hashchange', route);
   route();

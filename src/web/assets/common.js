@@ -7,7 +7,11 @@ const Clavitor = (() => {
   const dec = new TextDecoder();
   const TOKEN_KEY = 'clavitor.token';
   const WRAP_AAD = enc.encode('clavitor-l2-keyring-v1');
-  const FIELD_AAD = enc.encode('clavitor-l2-field-v1');
+  // v1 (older pages): one constant associated data for every value, so a value moved to another
+  // field or entry still opened. v2 binds the entry uuid and the field name (a JSON array: an
+  // unambiguous encoding); v1 values are still read and are re-sealed as v2 on the next save.
+  const FIELD_AAD_V1 = enc.encode('clavitor-l2-field-v1');
+  const fieldAad = (uuid, name) => enc.encode(JSON.stringify(['clavitor-l2-field-v2', String(uuid), String(name)]));
   const PBKDF2_ITERATIONS = 600000;
 
   function b64u(buf) {
@@ -147,9 +151,20 @@ const Clavitor = (() => {
     return new Uint8Array(raw);
   }
 
+  // Extractable only so that the owner can add a wrap (passphrase, another passkey) later;
+  // the raw key is already in this page's memory whenever it is unwrapped.
   async function useRawKey(raw) {
-    l2.key = await crypto.subtle.importKey('raw', raw, 'AES-GCM', false, ['encrypt', 'decrypt']);
+    l2.key = await crypto.subtle.importKey('raw', raw, 'AES-GCM', true, ['encrypt', 'decrypt']);
     raw.fill(0);
+  }
+
+  async function newPassphraseWrap(raw, message) {
+    const pass = await askPassphrase(message);
+    if (pass === null || pass === '') return null;
+    if (pass.length < 12) throw new Error('the passphrase must have at least 12 characters');
+    const salt = crypto.getRandomValues(new Uint8Array(16));
+    const wk = await passphraseWrappingKey(pass, salt, PBKDF2_ITERATIONS);
+    return Object.assign({ kind: 'passphrase', salt: b64u(salt), iterations: PBKDF2_ITERATIONS }, await wrapWith(wk, raw));
   }
 
   // Asks for a passphrase in the page (never window.prompt, which shows it in the clear).
@@ -224,32 +239,68 @@ const Clavitor = (() => {
     if (out) {
       ring.wraps.push(Object.assign({ kind: 'prf', credential_id: out.credentialId }, await wrapWith(await prfWrappingKey(out.output), raw)));
     }
-    const pass = await askPassphrase(out
+    const pw = await newPassphraseWrap(raw, out
       ? 'Optional recovery passphrase for L2 (leave empty to rely on your passkey only):'
       : 'Your passkey does not support PRF. Choose an L2 passphrase (at least 12 characters):');
-    if (pass) {
-      if (pass.length < 12) throw new Error('the passphrase must have at least 12 characters');
-      const salt = crypto.getRandomValues(new Uint8Array(16));
-      const wk = await passphraseWrappingKey(pass, salt, PBKDF2_ITERATIONS);
-      ring.wraps.push(Object.assign({ kind: 'passphrase', salt: b64u(salt), iterations: PBKDF2_ITERATIONS }, await wrapWith(wk, raw)));
-    }
+    if (pw) ring.wraps.push(pw);
     if (!ring.wraps.length) throw new Error('L2 needs your passkey (PRF) or a passphrase');
     say('Storing the wrapped L2 key (approve with your passkey)…');
     await write('PUT', '/api/keyring', ring);
     await useRawKey(raw);
   }
 
-  async function encryptL2(plaintext) {
-    const iv = crypto.getRandomValues(new Uint8Array(12));
-    const ct = await crypto.subtle.encrypt({ name: 'AES-GCM', iv, additionalData: FIELD_AAD }, l2.key, enc.encode(plaintext));
-    return 'v1.' + b64u(iv) + '.' + b64u(ct);
+  // Adds a wrap of the (unlocked) L2 key to the stored keyring, keeping every existing wrap:
+  // 'passphrase' asks for a recovery passphrase, 'prf' asks a passkey (the one the owner
+  // touches) for its PRF output. Either lets the owner remove a passkey that was the only wrap.
+  async function addL2Wrap(kind, onStatus) {
+    const say = onStatus || (() => {});
+    await ensureL2(say);
+    const [{ keyring }, info, { passkeys }] = await Promise.all([get('/api/keyring'), get('/api/webauthn/info'), get('/api/passkeys')]);
+    if (!keyring || !Array.isArray(keyring.wraps)) throw new Error('there is no L2 keyring yet');
+    const raw = new Uint8Array(await crypto.subtle.exportKey('raw', l2.key));
+    try {
+      let wrap;
+      if (kind === 'passphrase') {
+        wrap = await newPassphraseWrap(raw, 'New recovery passphrase for L2 (at least 12 characters):');
+        if (!wrap) throw new Error('no passphrase given');
+      } else {
+        say('Touch the passkey that should unlock L2…');
+        const out = await prfEval(info.rp_id, passkeys.map((p) => p.id), unb64u(keyring.prf_salt));
+        if (!out) throw new Error('that passkey does not support PRF: add a recovery passphrase instead');
+        if (keyring.wraps.some((w) => w.kind === 'prf' && w.credential_id === out.credentialId)) {
+          throw new Error('that passkey already unlocks L2');
+        }
+        wrap = Object.assign({ kind: 'prf', credential_id: out.credentialId }, await wrapWith(await prfWrappingKey(out.output), raw));
+      }
+      const ring = Object.assign({}, keyring, { wraps: keyring.wraps.concat([wrap]) });
+      say('Storing the new wrap (approve with your passkey)…');
+      await write('PUT', '/api/keyring', ring);
+    } finally {
+      raw.fill(0);
+    }
   }
 
-  async function decryptL2(text) {
+  async function encryptL2(plaintext, uuid, fieldName) {
+    if (!uuid || !fieldName) throw new Error('an L2 value needs its entry and field');
+    const iv = crypto.getRandomValues(new Uint8Array(12));
+    const ct = await crypto.subtle.encrypt({ name: 'AES-GCM', iv, additionalData: fieldAad(uuid, fieldName) }, l2.key, enc.encode(plaintext));
+    return 'v2.' + b64u(iv) + '.' + b64u(ct);
+  }
+
+  // Opens an L2 value of field `fieldName` of entry `uuid`: { value, legacy } (legacy: a v1 value,
+  // not bound to its place). Throws with a message for the owner if the value does not belong
+  // here (moved from another field or entry) or was altered.
+  async function decryptL2(text, uuid, fieldName) {
     const parts = String(text).split('.');
-    if (parts.length !== 3 || parts[0] !== 'v1') throw new Error('not an L2 value');
-    const pt = await crypto.subtle.decrypt({ name: 'AES-GCM', iv: unb64u(parts[1]), additionalData: FIELD_AAD }, l2.key, unb64u(parts[2]));
-    return dec.decode(pt);
+    if (parts.length !== 3 || (parts[0] !== 'v1' && parts[0] !== 'v2')) throw new Error('not an L2 value');
+    const legacy = parts[0] === 'v1';
+    const additionalData = legacy ? FIELD_AAD_V1 : fieldAad(uuid, fieldName);
+    try {
+      const pt = await crypto.subtle.decrypt({ name: 'AES-GCM', iv: unb64u(parts[1]), additionalData }, l2.key, unb64u(parts[2]));
+      return { value: dec.decode(pt), legacy };
+    } catch (_) {
+      throw new Error('refused: this value does not belong to this field (moved from another field or entry, or altered)');
+    }
   }
 
   function setStatus(el, text, kind) {
@@ -272,6 +323,6 @@ const Clavitor = (() => {
 
   return {
     b64u, unb64u, sha256hex, token, setToken, clearToken, call, get, write, register,
-    ensureL2, encryptL2, decryptL2, l2Unlocked: () => !!l2.key, setStatus, el, ApiError,
+    ensureL2, addL2Wrap, encryptL2, decryptL2, l2Unlocked: () => !!l2.key, setStatus, el, ApiError,
   };
 })();

@@ -1,0 +1,184 @@
+//! Rows changed in the vault file without the master key grant nothing (issue 12 §4).
+//!
+//! Each test tampers with the real file through Debian's `sqlite3`, as anyone who can write the
+//! file but does not hold the master key could, and bumps the change sequence so the running
+//! server reloads. The forged row must grant nothing and raise an operator alert; both
+//! editions log alerts (the commercial one also sends them to HQ), so the server's stderr shows
+//! `vault_rows_forged`.
+
+mod common;
+
+use std::process::Command;
+
+use common::{Server, Vault, eventually};
+use serde_json::{Value, json};
+
+fn sqlite(file: &std::path::Path, sql: &str) -> String {
+    let out = Command::new("sqlite3").arg(file).arg(sql).output().expect("sqlite3 (Debian package) is installed");
+    assert!(out.status.success(), "sqlite3 {sql}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// What a forger runs after a change so that a running server picks it up.
+const BUMP: &str = "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'change_seq';";
+
+fn login(title: &str, scopes: &[&str], password: &str) -> Value {
+    json!({"title": title, "scopes": scopes,
+           "fields": [{"name": "password", "kind": "secret", "value": password}]})
+}
+
+fn titles(s: &Server, token: &str) -> Vec<String> {
+    let r = s.get("/api/entries", Some(token));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let mut t: Vec<String> =
+        r.json().as_array().expect("list").iter().map(|e| e["title"].as_str().unwrap_or_default().to_owned()).collect();
+    t.sort();
+    t
+}
+
+fn forged_alert(s: &Server) -> bool {
+    s.stderr().contains("vault_rows_forged")
+}
+
+#[test]
+fn a_copied_owner_row_with_a_new_token_is_refused_and_alerted() {
+    let v = Vault::new();
+    v.add_entry(&login("Owner only", &[], "p-owner"));
+    // A well-formed token whose hash the forger will put on a copy of the owner's row: an agent
+    // made and removed again, so the token itself is valid and only the row is forged.
+    let (id, token) = v.add_agent("Throwaway", &[]);
+    let file = v.vault_file();
+    let hash = sqlite(&file, &format!("SELECT token_hash FROM agents WHERE id = {id}"));
+    let s = v.serve();
+    assert_eq!(titles(&s, &token), Vec::<String>::new(), "the real agent sees nothing owner-only");
+    sqlite(
+        &file,
+        &format!(
+            "DELETE FROM agents WHERE id = {id};
+             INSERT INTO agents (token_hash, name, scopes, all_access, admin, created_at, mac)
+                 SELECT '{hash}', 'Owner copy', scopes, all_access, admin, created_at, mac FROM agents WHERE id = 1;
+             {BUMP}"
+        ),
+    );
+    eventually("the forged row is noticed", || forged_alert(&s));
+    assert_eq!(s.get("/api/entries", Some(&token)).status, 401, "a copied owner row does not authenticate");
+    assert_eq!(titles(&s, &v.owner), vec!["Owner only"], "the real owner is untouched");
+    assert!(s.stderr().contains("agent 3"), "the alert names the row: {}", s.stderr());
+    // The CLI's view flags it too.
+    let list = v.cli_json(&["agent", "list", "--json"], None);
+    let forged: Vec<&Value> = list.as_array().unwrap().iter().filter(|a| a["authentic"] == false).collect();
+    assert_eq!(forged.len(), 1, "{list}");
+    assert_eq!(forged[0]["name"], "Owner copy");
+}
+
+#[test]
+fn flipping_all_access_in_the_file_refuses_the_agent() {
+    let v = Vault::new();
+    let (id, token) = v.add_agent("Scoped", &[]);
+    let own = format!("{id:04x}");
+    v.add_entry(&login("Shared", &[&own], "p-shared"));
+    v.add_entry(&login("Owner only", &[], "p-owner"));
+    let s = v.serve();
+    assert_eq!(titles(&s, &token), vec!["Shared"]);
+    sqlite(&v.vault_file(), &format!("UPDATE agents SET all_access = 1 WHERE id = {id}; {BUMP}"));
+    // Refused entirely (401), not silently reduced: the row as a whole is not the owner's.
+    eventually("the flipped agent is refused", || s.get("/api/entries", Some(&token)).status == 401);
+    assert!(forged_alert(&s), "{}", s.stderr());
+    assert_eq!(titles(&s, &v.owner), vec!["Owner only", "Shared"]);
+}
+
+#[test]
+fn changing_an_entrys_scopes_in_the_file_withholds_it() {
+    let v = Vault::new();
+    let (id, token) = v.add_agent("Scoped", &[]);
+    let own = format!("{id:04x}");
+    v.add_entry(&login("Shared", &[&own], "p-shared"));
+    let secret = v.add_entry(&login("Owner only", &[], "p-owner"));
+    let s = v.serve();
+    assert_eq!(titles(&s, &token), vec!["Shared"]);
+    sqlite(
+        &v.vault_file(),
+        &format!(
+            "UPDATE entries SET scopes = '{own}',
+                 change_seq = (SELECT CAST(value AS INTEGER) + 1 FROM meta WHERE key = 'change_seq')
+             WHERE id = {secret}; {BUMP}"
+        ),
+    );
+    eventually("the forged entry is noticed", || forged_alert(&s));
+    assert_eq!(titles(&s, &token), vec!["Shared"], "the agent gains nothing");
+    assert_eq!(s.get(&format!("/api/entries/{secret}"), Some(&token)).status, 404);
+    assert_eq!(titles(&s, &v.owner), vec!["Shared"], "withheld from everyone until the owner saves it again");
+    let list = v.cli_json(&["entry", "list", "--json"], None);
+    let flagged: Vec<i64> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["authentic"] == false)
+        .map(|e| e["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(flagged, vec![secret]);
+}
+
+/// A file from before row MACs (schema 2, data key wrapped under the bare vault id) opens,
+/// gets its MACs once, and works; a row forged after that is refused, and a restart does not
+/// launder it.
+#[test]
+fn a_vault_from_before_row_macs_is_upgraded_once() {
+    let v = Vault::new();
+    let (id, token) = v.add_agent("Scoped", &[]);
+    let own = format!("{id:04x}");
+    v.add_entry(&login("Shared", &[&own], "p-shared"));
+    v.add_entry(&login("Owner only", &[], "p-owner"));
+    let file = v.vault_file();
+    // Turn the file back into what a build at schema 3 wrote: no MAC columns, and the data key
+    // wrapped under the bare vault id (the tests hold the master key, so they can re-wrap it).
+    let vault_id = sqlite(&file, "SELECT value FROM meta WHERE key = 'vault_id'");
+    let wrapped = hex::decode(sqlite(&file, "SELECT value FROM meta WHERE key = 'wrapped_key'")).unwrap();
+    let master = clavitor::crypto::MasterKey::load(&v.dir().join("master.key")).unwrap();
+    let key = master.unwrap_key(&wrapped, &format!("{vault_id}\0rows-mac-v1")).expect("a current vault's wrap");
+    let old = hex::encode(master.wrap(&key, &vault_id).unwrap());
+    sqlite(
+        &file,
+        &format!(
+            "ALTER TABLE agents DROP COLUMN mac; ALTER TABLE entries DROP COLUMN mac;
+             UPDATE meta SET value = '{old}' WHERE key = 'wrapped_key'; PRAGMA user_version = 3;"
+        ),
+    );
+    assert_eq!(sqlite(&file, "PRAGMA user_version"), "3");
+
+    let mut s = v.serve();
+    assert_eq!(titles(&s, &v.owner), vec!["Owner only", "Shared"]);
+    assert_eq!(titles(&s, &token), vec!["Shared"]);
+    assert!(!forged_alert(&s), "{}", s.stderr());
+    assert_eq!(sqlite(&file, "SELECT count(*) FROM agents WHERE mac IS NULL"), "0");
+    assert_eq!(sqlite(&file, "SELECT count(*) FROM entries WHERE mac IS NULL"), "0");
+    assert_ne!(sqlite(&file, "SELECT value FROM meta WHERE key = 'wrapped_key'"), old, "re-wrapped");
+
+    // After the upgrade, a row without a MAC grants nothing, also after a restart.
+    sqlite(&file, &format!("UPDATE agents SET all_access = 1, mac = NULL WHERE id = {id}; {BUMP}"));
+    eventually("the forged agent is refused", || s.get("/api/entries", Some(&token)).status == 401);
+    s.terminate();
+    drop(s);
+    let s = v.serve();
+    assert_eq!(s.get("/api/entries", Some(&token)).status, 401, "a restart does not MAC a forged row");
+    assert!(forged_alert(&s));
+    assert_eq!(titles(&s, &v.owner), vec!["Owner only", "Shared"]);
+}
+
+/// A forged admin row cannot authenticate, so it must not count as "another admin" either:
+/// otherwise the last real admin could be revoked and the vault left without one.
+#[test]
+fn a_forged_admin_row_does_not_let_the_last_admin_go() {
+    let v = Vault::new();
+    let file = v.vault_file();
+    sqlite(
+        &file,
+        "INSERT INTO agents (token_hash, name, scopes, all_access, admin, created_at, mac)
+             SELECT 'ab' || substr(token_hash, 3), 'Forged admin', scopes, 1, 1, created_at, mac FROM agents WHERE id = 1;",
+    );
+    let out = v.cli(&["agent", "revoke", "1"]);
+    assert!(!out.status.success(), "the last real admin was revoked");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("last admin"), "{}", String::from_utf8_lossy(&out.stderr));
+    let s = v.serve();
+    assert_eq!(s.get("/api/entries", Some(&v.owner)).status, 200, "the owner is still there");
+}
