@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Fuzzes the real server against its own OpenAPI document with schemathesis (PyPI, pinned, in a
+# venv this script creates under target/). Fails on any 5xx and on any response that does not
+# match the document (status, content type, headers, body schema), and on a schema-valid request
+# the server refuses or a schema-invalid one it accepts.
+#
+#   bash tests/schemathesis/run.sh community|commercial
+#
+# Knobs (environment): SCHEMATHESIS_MAX_EXAMPLES (per operation, default 40),
+# SCHEMATHESIS_SEED (default: random, printed), CLAVITOR_BIN (skip the cargo build).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+edition="${1:-community}"
+case "$edition" in
+  community) features=() ;;
+  commercial) features=(--features commercial) ;;
+  *) echo "usage: $0 community|commercial" >&2; exit 2 ;;
+esac
+
+VERSION=4.32.5
+target="${CARGO_TARGET_DIR:-$PWD/target}"
+venv="$target/venv-schemathesis"
+if ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "$VERSION"; then
+  echo "installing schemathesis $VERSION into $venv"
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$VERSION"
+fi
+
+if [[ -z "${CLAVITOR_BIN:-}" ]]; then
+  cargo build --quiet "${features[@]}"
+  bin="$target/debug/clavitor"
+else
+  bin="$CLAVITOR_BIN"
+fi
+"$bin" --version >/dev/null
+
+work="$(mktemp -d)"
+server_pid=""
+cleanup() {
+  if [[ -n "$server_pid" ]]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+data="$work/data"
+cli() { "$bin" --data-dir "$data" "$@"; }
+cli init >/dev/null
+# The owner (all access, admin) through the break-glass CLI, so the admin reads are fuzzed too;
+# every write still needs a passkey the fuzzer does not have.
+token="$(cli agent add --name Owner --all-access --admin --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')"
+cli agent add --name reader --scopes beef --json >/dev/null
+add_entry() { printf '%s' "$1" | cli entry add --json-file - --json >/dev/null; }
+add_entry '{"title":"GitHub","type":"login","url":"https://github.com","scopes":["beef"],"fields":[{"name":"username","kind":"text","value":"octo"},{"name":"password","kind":"secret","value":"hunter2"},{"name":"totp","kind":"totp","value":"JBSWY3DPEHPK3PXP"}]}'
+add_entry '{"title":"Bank","type":"login","url":"https://bank.example","fields":[{"name":"pin","kind":"secret","tier":"l2","value":"v1.AAAA"}]}'
+add_entry '{"title":"Wifi note","type":"note","fields":[{"name":"note","kind":"note","value":"ssid clavitor"}]}'
+
+# The commercial edition tarpits unknown routes and wrong methods: hold them 1 s, not 30.
+CLAVITOR_TARPIT_HOLD_SECS=1 CLAVITOR_LOG=warn "$bin" --data-dir "$data" serve --listen 127.0.0.1:0 \
+  >"$work/stdout" 2>"$work/stderr" &
+server_pid=$!
+base=""
+for _ in $(seq 1 300); do
+  base="$(grep -o 'listening on http://[0-9.:]*' "$work/stdout" | head -n1 | sed 's/listening on //')" || true
+  [[ -n "$base" ]] && break
+  kill -0 "$server_pid" 2>/dev/null || { cat "$work/stderr" >&2; echo "server exited" >&2; exit 1; }
+  sleep 0.1
+done
+[[ -n "$base" ]] || { echo "server did not start" >&2; exit 1; }
+echo "fuzzing the $edition edition at $base"
+
+seed_args=()
+[[ -n "${SCHEMATHESIS_SEED:-}" ]] && seed_args=(--seed "$SCHEMATHESIS_SEED")
+status=0
+config="$PWD/tests/schemathesis/schemathesis.toml"
+# Run from the temp dir: schemathesis keeps its example database in ./.schemathesis.
+cd "$work"
+"$venv/bin/schemathesis" --config-file "$config" run "$base/api/openapi.json" \
+  --checks all \
+  --header "Authorization: Bearer $token" \
+  --max-examples "${SCHEMATHESIS_MAX_EXAMPLES:-40}" \
+  --workers 2 \
+  --request-timeout 10 \
+  --phases examples,coverage,fuzzing \
+  --no-color \
+  "${seed_args[@]}" || status=$?
+
+# A panic that hyper turned into a dropped connection is a failure too.
+if grep -q 'panicked' "$work/stderr"; then
+  echo "the server panicked:" >&2
+  grep -A3 'panicked' "$work/stderr" >&2
+  status=1
+fi
+exit "$status"
