@@ -70,6 +70,11 @@ done
 [[ -n "$base" ]] || { echo "server did not start" >&2; exit 1; }
 echo "fuzzing the $edition edition at $base"
 
+# The commercial edition answers a wrong method on a known path like an unknown route: held in
+# the tarpit, then 404 (by design: a scanner learns nothing). The two checks that expect a 405
+# with an Allow header cannot apply there; tests/openapi.rs checks that tarpit answer instead.
+exclude=()
+[[ "$edition" == commercial ]] && exclude=(--exclude-checks unsupported_method,allow_header_conformance)
 seed_args=()
 [[ -n "${SCHEMATHESIS_SEED:-}" ]] && seed_args=(--seed "$SCHEMATHESIS_SEED")
 status=0
@@ -78,6 +83,7 @@ config="$PWD/tests/schemathesis/schemathesis.toml"
 cd "$work"
 "$venv/bin/schemathesis" --config-file "$config" run "$base/api/openapi.json" \
   --checks all \
+  "${exclude[@]}" \
   --header "Authorization: Bearer $token" \
   --max-examples "${SCHEMATHESIS_MAX_EXAMPLES:-40}" \
   --workers 2 \
