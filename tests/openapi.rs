@@ -267,6 +267,23 @@ fn open_challenges(v: &Vault) -> i64 {
     conn.query_row("SELECT count(*) FROM webauthn_challenges", [], |r| r.get(0)).unwrap()
 }
 
+/// A vault whose owner was set up through the setup link with a soft passkey; also returns the
+/// answer of `/api/setup/finish`.
+fn owner_with_passkey(v: &Vault, s: &Server) -> (String, SoftPasskey, Value) {
+    let body = json!({"code": v.setup_code}).to_string();
+    let r = request(&s.url("/api/setup/start"), "POST", None, Some(body.as_bytes()));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let start = r.json();
+    let mut key = SoftPasskey::new(true);
+    let ccr: CreationChallengeResponse = serde_json::from_value(start["options"].clone()).unwrap();
+    let cred = key.do_registration(origin(), ccr).unwrap();
+    let finish = json!({"code": v.setup_code, "registration_id": start["registration_id"], "credential": cred});
+    let r = request(&s.url("/api/setup/finish"), "POST", None, Some(finish.to_string().as_bytes()));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let done = r.json();
+    (done["token"].as_str().unwrap().to_owned(), key, done)
+}
+
 #[test]
 fn json_routes_refuse_other_content_types_without_spending_a_challenge() {
     let v = Vault::uninitialised_owner();
@@ -277,16 +294,7 @@ fn json_routes_refuse_other_content_types_without_spending_a_challenge() {
     let r = request_with(&s.url("/api/setup/start"), "POST", None, &text, Some(body.as_bytes()));
     assert_eq!(r.status, 415, "{}", r.body);
     assert_eq!(r.json()["error"], "unsupported_media_type");
-    let r = request(&s.url("/api/setup/start"), "POST", None, Some(body.as_bytes()));
-    assert_eq!(r.status, 200, "{}", r.body);
-    let start = r.json();
-    let mut key = SoftPasskey::new(true);
-    let ccr: CreationChallengeResponse = serde_json::from_value(start["options"].clone()).unwrap();
-    let cred = key.do_registration(origin(), ccr).unwrap();
-    let finish = json!({"code": v.setup_code, "registration_id": start["registration_id"], "credential": cred});
-    let r = request(&s.url("/api/setup/finish"), "POST", None, Some(finish.to_string().as_bytes()));
-    assert_eq!(r.status, 200, "{}", r.body);
-    let token = r.json()["token"].as_str().unwrap().to_owned();
+    let (token, mut key, _) = owner_with_passkey(&v, &s);
 
     // Asking for a challenge is a JSON route too.
     let entry = json!({"title": "T", "fields": [{"name": "p", "kind": "secret", "value": "x"}]}).to_string();
@@ -343,4 +351,152 @@ fn bare_post(s: &Server, path: &str, token: &str, headers: &[(&str, &str)], body
     let (status, raw) = s.raw(&bytes);
     let body = raw.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
     Resp { status, headers: Vec::new(), body }
+}
+
+// --- every success answer as documented, writes included (the fuzzer has no passkey) ---
+
+/// Checks `value` against the subset of JSON Schema the document uses ($ref, allOf, oneOf,
+/// type, enum, pattern-free properties, required, items, additionalProperties: false).
+fn conforms(doc: &Value, schema: &Value, value: &Value, at: &str) -> Result<(), String> {
+    if let Some(r) = schema["$ref"].as_str() {
+        let name = r.trim_start_matches("#/components/schemas/");
+        return conforms(doc, &doc["components"]["schemas"][name], value, at);
+    }
+    if let Some(all) = schema["allOf"].as_array() {
+        return all.iter().try_for_each(|s| conforms(doc, s, value, at));
+    }
+    if let Some(any) = schema["oneOf"].as_array() {
+        let ok = any.iter().filter(|s| conforms(doc, s, value, at).is_ok()).count();
+        return if ok == 1 { Ok(()) } else { Err(format!("{at}: {value} matches {ok} of oneOf")) };
+    }
+    if let Some(options) = schema["enum"].as_array()
+        && !options.contains(value)
+    {
+        return Err(format!("{at}: {value} not in {options:?}"));
+    }
+    let types: Vec<&str> = match &schema["type"] {
+        Value::String(t) => vec![t.as_str()],
+        Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+        _ => vec![],
+    };
+    let type_ok = |t: &str| match t {
+        "object" => value.is_object(),
+        "array" => value.is_array(),
+        "string" => value.is_string(),
+        "integer" => value.is_i64() || value.is_u64(),
+        "number" => value.is_number(),
+        "boolean" => value.is_boolean(),
+        "null" => value.is_null(),
+        _ => false,
+    };
+    if !types.is_empty() && !types.iter().any(|t| type_ok(t)) {
+        return Err(format!("{at}: {value} is not {types:?}"));
+    }
+    if let Some(obj) = value.as_object() {
+        for r in schema["required"].as_array().into_iter().flatten() {
+            let k = r.as_str().unwrap();
+            if !obj.contains_key(k) {
+                return Err(format!("{at}: missing {k}"));
+            }
+        }
+        let props = schema["properties"].as_object();
+        for (k, v) in obj {
+            match props.and_then(|p| p.get(k)) {
+                Some(ps) => conforms(doc, ps, v, &format!("{at}.{k}"))?,
+                None if schema["additionalProperties"] == false => return Err(format!("{at}: unexpected {k}")),
+                None => {}
+            }
+        }
+    }
+    if let (Some(items), Some(arr)) = (schema.get("items"), value.as_array()) {
+        for (i, v) in arr.iter().enumerate() {
+            conforms(doc, items, v, &format!("{at}[{i}]"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Asserts that `r` is the documented success answer of (method, path).
+fn documented(doc: &Value, method: &str, path: &str, r: &Resp) {
+    let resp = &doc["paths"][path][method.to_lowercase()]["responses"][r.status.to_string()];
+    assert!(resp.is_object(), "{method} {path} answered {}, which is not documented: {}", r.status, r.body);
+    let schema = &resp["content"]["application/json"]["schema"];
+    let body: Value = serde_json::from_str(&r.body).unwrap_or_else(|_| panic!("{method} {path}: not JSON: {}", r.body));
+    if let Err(e) = conforms(doc, schema, &body, "body") {
+        panic!("{method} {path}: {e}\n{}", r.body);
+    }
+}
+
+#[test]
+fn every_success_answer_is_as_documented() {
+    let doc: Value = serde_json::from_str(clavitor::api::openapi::json()).unwrap();
+    // The checker itself can say no.
+    let list = &doc["paths"]["/api/entries"]["get"]["responses"]["200"]["content"]["application/json"]["schema"];
+    assert!(conforms(&doc, list, &json!([]), "x").is_ok());
+    assert!(conforms(&doc, list, &json!({"entries": []}), "x").is_err());
+    assert!(conforms(&doc, list, &json!([{"id": 1}]), "x").is_err());
+    let v = Vault::uninitialised_owner();
+    let s = start(&v);
+    let (token, mut key, done) = owner_with_passkey(&v, &s);
+    documented(&doc, "POST", "/api/setup/finish", &Resp { status: 200, headers: vec![], body: done.to_string() });
+    let t = Some(token.as_str());
+    // (method, concrete path, documented path, body)
+    let mut write = |method: &str, path: &str, template: &str, body: &Value| -> Resp {
+        let bytes = if body.is_null() { Vec::new() } else { body.to_string().into_bytes() };
+        let ask = json!({"method": method, "path": path, "body_sha256": clavitor::crypto::sha256_hex(&bytes)});
+        let r = request(&s.url("/api/webauthn/challenge"), "POST", t, Some(ask.to_string().as_bytes()));
+        documented(&doc, "POST", "/api/webauthn/challenge", &r);
+        let ch = r.json();
+        let rcr: RequestChallengeResponse = serde_json::from_value(ch["options"].clone()).unwrap();
+        let a = serde_json::to_string(&key.do_authentication(origin(), rcr).unwrap()).unwrap();
+        let headers = [("X-WebAuthn-Challenge", ch["challenge_id"].as_str().unwrap()), ("X-WebAuthn-Assertion", &a)];
+        let r = request_with(&s.url(path), method, t, &headers, if bytes.is_empty() { None } else { Some(&bytes) });
+        documented(&doc, method, template, &r);
+        r
+    };
+    let entry = json!({"title": "GitHub", "url": "https://github.com", "fields": [
+        {"name": "user", "kind": "text", "value": "octo"},
+        {"name": "totp", "kind": "totp", "value": "JBSWY3DPEHPK3PXP"},
+        {"name": "pin", "kind": "secret", "tier": "l2", "value": "v1.AAAA"}]});
+    let id = write("POST", "/api/entries", "/api/entries", &entry).json()["id"].as_i64().unwrap();
+    assert_eq!(id, 1, "the probes below use id 1");
+    write("PUT", "/api/entries/1", "/api/entries/{id}", &entry);
+    write("PUT", "/api/entries/1/scopes", "/api/entries/{id}/scopes", &json!({"scopes": []}));
+    let agent = write("POST", "/api/agents", "/api/agents", &json!({"name": "bot"})).json();
+    assert_eq!(agent["agent"]["id"], 2, "the probes below use agent 2");
+    write("PUT", "/api/agents/2", "/api/agents/{id}", &json!({"name": "bot2", "rotate_token": true}));
+    write("PUT", "/api/keyring", "/api/keyring", &json!({"v": 1, "wrapped": "AAAA"}));
+    for p in [
+        "/healthz",
+        "/api/webauthn/info",
+        "/api/entries",
+        "/api/entries/1",
+        "/api/search?q=git",
+        "/api/ext/totp/1",
+        "/api/agents",
+        "/api/audit?limit=2",
+        "/api/passkeys",
+        "/api/keyring",
+    ] {
+        let r = s.get(p, t);
+        let template = p.split('?').next().unwrap().replace("/1", "/{id}");
+        documented(&doc, "GET", &template, &r);
+    }
+    let r = request(&s.url("/api/passkeys/options"), "POST", t, None);
+    documented(&doc, "POST", "/api/passkeys/options", &r);
+    let start = r.json();
+    let mut second = SoftPasskey::new(true);
+    let ccr: CreationChallengeResponse = serde_json::from_value(start["options"].clone()).unwrap();
+    let cred = second.do_registration(origin(), ccr).unwrap();
+    let added = write(
+        "POST",
+        "/api/passkeys",
+        "/api/passkeys",
+        &json!({"registration_id": start["registration_id"], "name": "backup", "credential": cred}),
+    );
+    let pk = added.json()["id"].as_str().unwrap().to_owned();
+    let r = write("DELETE", &format!("/api/passkeys/{pk}"), "/api/passkeys/{id}", &Value::Null);
+    assert_eq!(r.status, 200);
+    write("DELETE", "/api/agents/2", "/api/agents/{id}", &Value::Null);
+    write("DELETE", "/api/entries/1", "/api/entries/{id}", &Value::Null);
 }

@@ -69,7 +69,7 @@ pub mod schemas {
     pub struct Agent {
         pub id: i64,
         pub name: String,
-        /// The agent's own scope (`a<id>`).
+        /// The agent's own scope (its id as 4 hex digits).
         pub scope: String,
         pub scopes: Vec<String>,
         pub all_access: bool,
@@ -120,6 +120,7 @@ pub mod schemas {
         /// Newest first.
         pub rows: Vec<AuditRow>,
         /// Pass as `before` for the next page; null at the end.
+        #[schema(required = true)]
         pub next_before: Option<i64>,
     }
 
@@ -187,6 +188,7 @@ pub mod schemas {
     #[derive(ToSchema)]
     pub struct KeyringHolder {
         /// Null until the owner has set one.
+        #[schema(required = true)]
         pub keyring: Option<Keyring>,
     }
 
@@ -199,7 +201,9 @@ pub mod schemas {
     /// was enrolled).
     #[derive(ToSchema)]
     pub struct SetupDone {
+        #[schema(required = true)]
         pub agent: Option<Agent>,
+        #[schema(required = true)]
         pub token: Option<String>,
     }
 
