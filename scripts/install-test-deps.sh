@@ -19,6 +19,7 @@ packages=(
   wireguard-tools  # tests/node.rs: `wg set` configures the tunnels from clavitor's keys
   iproute2         # tests/node.rs: network namespaces and the veth pair
   iputils-ping     # tests/node.rs: ping across the tunnel
+  python3-venv     # tests/schemathesis: the fuzzer (from PyPI, pinned) runs in its own venv
 )
 # tests/browser installs playwright-core with npm. Debian ships it as its own package, which
 # conflicts with a nodejs build that bundles npm (e.g. NodeSource's): add it only when missing.

@@ -22,6 +22,12 @@ cargo test
 step "tests: commercial edition"
 cargo test --features commercial
 
+# --- openapi branch: the live server fuzzed against its own OpenAPI document ---
+step "schemathesis: no 5xx, every response as documented (community, then commercial)"
+bash tests/schemathesis/run.sh community
+bash tests/schemathesis/run.sh commercial
+# --- end openapi branch ---
+
 # --- webauthn branch: the owner's pages in headless Chromium (tests/browser/run.sh) ---
 step "browser: setup link, passkey, L1/L2 entry, scoped agent (headless Chromium)"
 bash tests/browser/run.sh

@@ -48,6 +48,16 @@ pub(super) async fn admin_only(caller: &Caller, action: Action) -> Result<(), Ap
     Ok(())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/agents",
+    summary = "List agents (admin)",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the agents", body = super::openapi::schemas::AgentList),
+        (status = "4XX", description = "error: 400 bad input, 401 no valid token, 403 refused, 404 missing or not visible, 415 body not JSON, 422 invalid", body = super::openapi::schemas::ErrorBody),
+    )
+)]
 pub async fn agents(caller: Caller) -> Result<Json<serde_json::Value>, ApiError> {
     admin_only(&caller, Action::AgentList).await?;
     let vault = &caller.principal.vault;
@@ -59,6 +69,20 @@ pub async fn agents(caller: Caller) -> Result<Json<serde_json::Value>, ApiError>
 }
 
 /// `GET /api/audit?before=ID&limit=N`: newest first; `next_before` continues the walk.
+#[utoipa::path(
+    get,
+    path = "/api/audit",
+    summary = "The audit log, newest first (admin)",
+    security(("bearer" = [])),
+    params(
+        ("before" = Option<i64>, Query, minimum = 1, maximum = 9223372036854775807i64, description = "only rows older than this id (next_before of the previous page)"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "rows per page (default 100)"),
+    ),
+    responses(
+        (status = 200, description = "one page of rows", body = super::openapi::schemas::AuditPage),
+        (status = "4XX", description = "error: 400 bad input, 401 no valid token, 403 refused, 404 missing or not visible, 415 body not JSON, 422 invalid", body = super::openapi::schemas::ErrorBody),
+    )
+)]
 pub async fn audit(
     caller: Caller,
     Query(params): Query<HashMap<String, String>>,

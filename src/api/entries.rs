@@ -4,10 +4,11 @@ use std::collections::HashMap;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, Query};
+use axum::extract::Query;
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
+use super::extract::PositiveId;
 use super::{ApiError, Caller};
 use crate::audit::{Action, Outcome};
 use crate::vault::live::Lookup;
@@ -27,14 +28,6 @@ fn with_audit_id(body: impl IntoResponse, audit_id: i64) -> Response {
     resp
 }
 
-/// Ids are positive 63-bit integers; anything else is a 400 that reveals nothing.
-fn parse_id(raw: &str) -> Result<i64, ApiError> {
-    raw.parse::<i64>()
-        .ok()
-        .filter(|id| *id > 0)
-        .ok_or_else(|| ApiError::BadRequest("entry id must be a positive integer".into()))
-}
-
 /// Looks an entry up for the caller; hidden and missing are audited apart but answered alike.
 async fn visible(caller: &Caller, id: i64, action: Action) -> Result<std::sync::Arc<CachedEntry>, ApiError> {
     let vault = &caller.principal.vault;
@@ -47,6 +40,16 @@ async fn visible(caller: &Caller, id: i64, action: Action) -> Result<std::sync::
     Err(ApiError::NotFound)
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/entries",
+    summary = "Metadata of the entries the caller may see",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the visible entries (an array)", body = Vec<EntrySummary<'static>>, headers(("x-clavitor-audit-id" = i64, description = "the audit row that records this read"))),
+        (status = "4XX", description = "error: 400 bad input, 401 no valid token, 403 refused, 404 missing or not visible, 415 body not JSON, 422 invalid", body = super::openapi::schemas::ErrorBody),
+    )
+)]
 pub async fn list(caller: Caller) -> Result<Response, ApiError> {
     let vault = &caller.principal.vault;
     let entries = vault.visible_entries(&caller.principal.agent);
@@ -56,8 +59,18 @@ pub async fn list(caller: Caller) -> Result<Response, ApiError> {
     Ok(with_audit_id(Json(body), audit_id))
 }
 
-pub async fn get_one(caller: Caller, Path(raw): Path<String>) -> Result<Response, ApiError> {
-    let id = parse_id(&raw)?;
+#[utoipa::path(
+    get,
+    path = "/api/entries/{id}",
+    summary = "One entry: L1 values, L2 ciphertexts",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, minimum = 1, maximum = 9223372036854775807i64, description = "a positive integer id")),
+    responses(
+        (status = 200, description = "the entry", body = crate::vault::view::EntryView<'static>, headers(("x-clavitor-audit-id" = i64, description = "the audit row that records this read"))),
+        (status = "4XX", description = "error: 400 bad input, 401 no valid token, 403 refused, 404 missing or not visible, 415 body not JSON, 422 invalid", body = super::openapi::schemas::ErrorBody),
+    )
+)]
+pub async fn get_one(caller: Caller, PositiveId(id): PositiveId) -> Result<Response, ApiError> {
     let entry = visible(&caller, id, Action::EntryRead).await?;
     let vault = &caller.principal.vault;
     // Rendered when the entry was cached (`vault::view::EntryView`); only unsealed here.
@@ -70,6 +83,20 @@ pub async fn get_one(caller: Caller, Path(raw): Path<String>) -> Result<Response
     Ok(with_audit_id((json, body), audit_id))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/search",
+    summary = "Search title, URL and type",
+    security(("bearer" = [])),
+    params(
+        ("q" = String, Query, min_length = 1, max_length = 256, pattern = r"\S", description = "the text to look for: 1 to 256 characters, not only spaces"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "at most this many hits (default 50)"),
+    ),
+    responses(
+        (status = 200, description = "the matching visible entries (an array)", body = Vec<EntrySummary<'static>>, headers(("x-clavitor-audit-id" = i64, description = "the audit row that records this read"))),
+        (status = "4XX", description = "error: 400 bad input, 401 no valid token, 403 refused, 404 missing or not visible, 415 body not JSON, 422 invalid", body = super::openapi::schemas::ErrorBody),
+    )
+)]
 pub async fn search(caller: Caller, Query(params): Query<HashMap<String, String>>) -> Result<Response, ApiError> {
     let q = params.get("q").map(|s| s.trim()).unwrap_or_default();
     if q.is_empty() || q.chars().count() > MAX_QUERY {
@@ -92,8 +119,18 @@ pub async fn search(caller: Caller, Query(params): Query<HashMap<String, String>
     Ok(with_audit_id(Json(body), audit_id))
 }
 
-pub async fn totp(caller: Caller, Path(raw): Path<String>) -> Result<Response, ApiError> {
-    let id = parse_id(&raw)?;
+#[utoipa::path(
+    get,
+    path = "/api/ext/totp/{id}",
+    summary = "The current TOTP code of an entry (422 if it has no L1 TOTP field)",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, minimum = 1, maximum = 9223372036854775807i64, description = "a positive integer id")),
+    responses(
+        (status = 200, description = "the current code", body = crate::vault::totp::TotpCode, headers(("x-clavitor-audit-id" = i64, description = "the audit row that records this read"))),
+        (status = "4XX", description = "error: 400 bad input, 401 no valid token, 403 refused, 404 missing or not visible, 415 body not JSON, 422 invalid", body = super::openapi::schemas::ErrorBody),
+    )
+)]
+pub async fn totp(caller: Caller, PositiveId(id): PositiveId) -> Result<Response, ApiError> {
     let entry = visible(&caller, id, Action::TotpRead).await?;
     let vault = &caller.principal.vault;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);

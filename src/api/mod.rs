@@ -9,6 +9,7 @@ mod admin;
 mod caller;
 mod entries;
 mod error;
+mod extract;
 mod finish;
 pub mod openapi;
 pub mod serve;
@@ -22,8 +23,9 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::extract::State;
 use axum::response::IntoResponse;
-use axum::routing::{get, post, put};
 use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use caller::Caller;
 pub use error::ApiError;
@@ -59,30 +61,40 @@ impl AppState {
     }
 }
 
+/// Every API operation, each registered through `routes!` from the handler's own
+/// `#[utoipa::path]`: the route and its entry in the OpenAPI document are one thing, so a route
+/// cannot exist undocumented. The edition adds its own documented routes here too. `routes!`
+/// groups handlers that share one path. Nothing is added by a plain axum route call (a test checks).
+pub fn documented_routes() -> OpenApiRouter<AppState> {
+    let shared = OpenApiRouter::new()
+        .routes(routes!(health))
+        .routes(routes!(openapi::serve))
+        .routes(routes!(entries::list, write::create_entry))
+        .routes(routes!(entries::get_one, write::update_entry, write::delete_entry))
+        .routes(routes!(write::set_entry_scopes))
+        .routes(routes!(entries::search))
+        .routes(routes!(entries::totp))
+        .routes(routes!(admin::agents, write::create_agent))
+        .routes(routes!(write::update_agent, write::delete_agent))
+        .routes(routes!(admin::audit))
+        .routes(routes!(write::challenge))
+        .routes(routes!(write::passkeys, write::add_passkey))
+        .routes(routes!(write::passkey_options))
+        .routes(routes!(write::remove_passkey))
+        .routes(routes!(write::keyring, write::set_keyring))
+        .routes(routes!(setup::start))
+        .routes(routes!(setup::finish))
+        .routes(routes!(setup::info));
+    crate::edition::current().documented_routes(shared)
+}
+
 pub fn router(state: AppState) -> Router {
-    let shared = Router::new()
-        .route("/healthz", get(health))
-        .route("/api/openapi.json", get(openapi::serve))
-        .route("/api/entries", get(entries::list).post(write::create_entry))
-        .route("/api/entries/{id}", get(entries::get_one).put(write::update_entry).delete(write::delete_entry))
-        .route("/api/entries/{id}/scopes", put(write::set_entry_scopes))
-        .route("/api/search", get(entries::search))
-        .route("/api/ext/totp/{id}", get(entries::totp))
-        .route("/api/agents", get(admin::agents).post(write::create_agent))
-        .route("/api/agents/{id}", put(write::update_agent).delete(write::delete_agent))
-        .route("/api/audit", get(admin::audit))
-        .route("/api/webauthn/challenge", post(write::challenge))
-        .route("/api/passkeys", get(write::passkeys).post(write::add_passkey))
-        .route("/api/passkeys/options", post(write::passkey_options))
-        .route("/api/passkeys/{id}", axum::routing::delete(write::remove_passkey))
-        .route("/api/keyring", get(write::keyring).put(write::set_keyring))
-        .route("/api/setup/start", post(setup::start))
-        .route("/api/setup/finish", post(setup::finish))
-        .route("/api/webauthn/info", get(setup::info))
-        .merge(crate::web::routes());
-    // The edition adds its own routes and its handler for everything unmatched.
+    let (api, _document) = documented_routes().split_for_parts();
+    // The owner's pages are HTML and static assets, not API: they are left out of the document.
+    let routes = api.merge(crate::web::routes());
+    // The edition's handler for everything unmatched (and wrong methods).
     crate::edition::current()
-        .install_routes(shared)
+        .install_fallback(routes)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY))
         .layer(finish::FinishLayer)
@@ -91,6 +103,16 @@ pub fn router(state: AppState) -> Router {
 
 /// Liveness: 200 when every registered vault is served, 503 `degraded` when one could not be
 /// opened (so a deploy's health check stops and rolls back).
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    summary = "Liveness, edition and version",
+    responses(
+        (status = 200, description = "the node is up", body = openapi::schemas::Health),
+        (status = 503, description = "degraded: a vault could not be opened at start", body = openapi::schemas::Health),
+        (status = "4XX", description = "error", body = openapi::schemas::ErrorBody),
+    )
+)]
 async fn health(State(state): State<AppState>) -> impl IntoResponse {
     let unavailable = state.node.unavailable().len();
     let status =

@@ -1,206 +1,264 @@
-//! The OpenAPI 3.1 document of every route, served at `GET /api/openapi.json`.
+//! The OpenAPI 3.1 document served at `GET /api/openapi.json`, generated from the router.
 //!
-//! One table ([`ROUTES`]) lists each operation with its authentication; the request and response
-//! types derive their schemas (utoipa), so the document follows the code. A test checks the table
-//! against the live router, route by route.
+//! Each handler carries its own `#[utoipa::path]` (method, path, parameters with their bounds,
+//! body, responses, security) and is registered with `routes!` in
+//! [`super::documented_routes`], which adds the route and its operation together: the document
+//! and the router come from one place. This module only adds what is global (info, the bearer
+//! scheme) and holds the schemas of responses that handlers build as JSON values. Request types
+//! and entry views derive their schemas where they are defined. A test fuzzes the live server
+//! against this document (`tests/schemathesis/run.sh`), so a schema here that drifts from what a
+//! handler really sends fails there.
 
 use std::sync::OnceLock;
 
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn};
-use utoipa::openapi::request_body::RequestBodyBuilder;
-use utoipa::openapi::schema::{ObjectBuilder, Type};
-use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
-use utoipa::openapi::{
-    ComponentsBuilder, ContentBuilder, InfoBuilder, OpenApiBuilder, PathsBuilder, Ref, Required, ResponseBuilder,
-};
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::{InfoBuilder, OpenApi};
 
-/// Who may call an operation.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Auth {
-    /// No token.
-    Open,
-    /// Any agent's bearer token.
-    Agent,
-    /// An admin agent's bearer token.
-    Admin,
-    /// An admin token plus an operation-bound WebAuthn assertion.
-    AdminWebAuthn,
-}
+/// Schemas of JSON bodies that handlers assemble with `json!` (documentation only: nothing
+/// serializes these types).
+#[allow(dead_code)]
+pub mod schemas {
+    use std::collections::HashMap;
 
-/// One operation of the API.
-pub struct Route {
-    pub method: &'static str,
-    pub path: &'static str,
-    pub summary: &'static str,
-    pub auth: Auth,
-    /// The schema name of the JSON request body, if any.
-    pub body: Option<&'static str>,
-    /// The schema name of the success body, if it has a named schema.
-    pub returns: Option<&'static str>,
-}
+    use utoipa::ToSchema;
 
-const fn r(
-    method: &'static str,
-    path: &'static str,
-    auth: Auth,
-    body: Option<&'static str>,
-    returns: Option<&'static str>,
-    summary: &'static str,
-) -> Route {
-    Route { method, path, summary, auth, body, returns }
-}
+    /// Every error: a stable code and a message for people.
+    #[derive(ToSchema)]
+    pub struct ErrorBody {
+        /// A stable code, e.g. `not_found`, `forbidden`, `unsupported_media_type`.
+        pub error: String,
+        pub message: String,
+        /// On a 403: the stable code of the rule that refused (a WebAuthn check, `not_admin`, a
+        /// scoped-admin rule, a setup refusal).
+        pub reason: Option<String>,
+    }
 
-use Auth::{Admin, AdminWebAuthn, Agent, Open};
+    #[derive(ToSchema)]
+    pub struct Health {
+        /// `ok`, or `degraded` (with 503) while a vault could not be opened at start.
+        #[schema(pattern = "^(ok|degraded)$")]
+        pub status: String,
+        /// `community` or `commercial`.
+        pub edition: String,
+        pub version: String,
+        #[schema(minimum = 0)]
+        pub vaults: u64,
+        /// Registered vaults this node could not open at start (their tokens get 503).
+        #[schema(minimum = 0)]
+        pub vaults_unavailable: u64,
+        #[schema(minimum = 0)]
+        pub uptime_s: u64,
+    }
 
-pub const ROUTES: &[Route] = &[
-    r("get", "/healthz", Open, None, None, "Liveness, edition and version"),
-    r("get", "/api/openapi.json", Open, None, None, "This document"),
-    r("get", "/api/entries", Agent, None, Some("EntrySummary"), "Metadata of the entries the caller may see"),
-    r("post", "/api/entries", AdminWebAuthn, Some("EntryInput"), None, "Create an entry"),
-    r("get", "/api/entries/{id}", Agent, None, Some("EntryView"), "One entry: L1 values, L2 ciphertexts"),
-    r("put", "/api/entries/{id}", AdminWebAuthn, Some("EntryInput"), None, "Replace an entry"),
-    r("delete", "/api/entries/{id}", AdminWebAuthn, None, None, "Delete an entry (tombstone)"),
-    r("put", "/api/entries/{id}/scopes", AdminWebAuthn, Some("ScopesRequest"), None, "Change an entry's scopes"),
-    r("get", "/api/search", Agent, None, Some("EntrySummary"), "Search title, URL and type (?q=, &limit=)"),
-    r("get", "/api/ext/totp/{id}", Agent, None, Some("TotpCode"), "The current TOTP code of an entry"),
-    r("get", "/api/agents", Admin, None, None, "List agents"),
-    r("post", "/api/agents", AdminWebAuthn, Some("NewAgentRequest"), None, "Create an agent; its token is shown once"),
-    r("put", "/api/agents/{id}", AdminWebAuthn, Some("UpdateAgentRequest"), None, "Change or rotate an agent"),
-    r("delete", "/api/agents/{id}", AdminWebAuthn, None, None, "Revoke an agent"),
-    r("get", "/api/audit", Admin, None, None, "The audit log, newest first (?before=, &limit=)"),
-    r("post", "/api/webauthn/challenge", Admin, Some("ChallengeRequest"), None, "A challenge bound to one operation"),
-    r("get", "/api/webauthn/info", Open, None, None, "Relying party id and origin"),
-    r("get", "/api/passkeys", Admin, None, None, "List passkeys"),
-    r("post", "/api/passkeys", AdminWebAuthn, Some("AddPasskeyRequest"), None, "Enroll a further passkey"),
-    r("post", "/api/passkeys/options", Admin, None, None, "Registration options for a further passkey"),
-    r("delete", "/api/passkeys/{id}", AdminWebAuthn, None, None, "Remove a passkey (never the last)"),
-    r("get", "/api/keyring", Admin, None, None, "The wrapped L2 keyring"),
-    r("put", "/api/keyring", AdminWebAuthn, None, None, "Replace the wrapped L2 keyring"),
-    r("post", "/api/setup/start", Open, Some("StartRequest"), None, "Begin owner setup with a one-time code"),
-    r(
-        "post",
-        "/api/setup/finish",
-        Open,
-        Some("FinishRequest"),
-        None,
-        "Finish owner setup; the owner token is shown once",
-    ),
-];
+    /// The methods a WebAuthn-gated write uses.
+    #[derive(ToSchema)]
+    pub enum WriteMethod {
+        #[allow(clippy::upper_case_acronyms)]
+        POST,
+        #[allow(clippy::upper_case_acronyms)]
+        PUT,
+        #[allow(clippy::upper_case_acronyms)]
+        DELETE,
+    }
 
-fn method_of(m: &str) -> HttpMethod {
-    match m {
-        "post" => HttpMethod::Post,
-        "put" => HttpMethod::Put,
-        "delete" => HttpMethod::Delete,
-        _ => HttpMethod::Get,
+    #[derive(ToSchema)]
+    #[schema(rename_all = "snake_case")]
+    pub enum Role {
+        Scoped,
+        ReadAll,
+        ScopedAdmin,
+        Owner,
+    }
+
+    #[derive(ToSchema)]
+    pub struct Agent {
+        pub id: i64,
+        pub name: String,
+        /// The agent's own scope (its id as 4 hex digits).
+        pub scope: String,
+        pub scopes: Vec<String>,
+        pub all_access: bool,
+        pub admin: bool,
+        pub role: Role,
+        pub created_at: i64,
+    }
+
+    #[derive(ToSchema)]
+    pub struct AgentList {
+        pub agents: Vec<Agent>,
+    }
+
+    /// A new agent; its token is shown only here.
+    #[derive(ToSchema)]
+    pub struct AgentWithToken {
+        pub agent: Agent,
+        pub token: String,
+    }
+
+    /// A changed agent; `token` is present only when it was rotated.
+    #[derive(ToSchema)]
+    pub struct AgentUpdated {
+        pub agent: Agent,
+        pub token: Option<String>,
+    }
+
+    #[derive(ToSchema)]
+    pub struct Revoked {
+        pub revoked: i64,
+    }
+
+    #[derive(ToSchema)]
+    pub struct AuditRow {
+        pub id: i64,
+        pub ts: i64,
+        pub actor: String,
+        pub agent_id: Option<i64>,
+        pub action: String,
+        pub entry_id: Option<i64>,
+        pub client: String,
+        pub outcome: String,
+        pub detail: String,
+    }
+
+    #[derive(ToSchema)]
+    pub struct AuditPage {
+        /// Newest first.
+        pub rows: Vec<AuditRow>,
+        /// Pass as `before` for the next page; null at the end.
+        #[schema(required = true)]
+        pub next_before: Option<i64>,
+    }
+
+    #[derive(ToSchema)]
+    pub struct Created {
+        pub id: i64,
+    }
+
+    #[derive(ToSchema)]
+    pub struct EntryVersion {
+        pub id: i64,
+        pub version: i64,
+    }
+
+    #[derive(ToSchema)]
+    pub struct Deleted {
+        pub deleted: i64,
+    }
+
+    /// A challenge bound to one operation; `options` are WebAuthn request options.
+    #[derive(ToSchema)]
+    pub struct Challenge {
+        pub challenge_id: String,
+        pub expires_at: i64,
+        #[schema(value_type = Object)]
+        pub options: serde_json::Value,
+    }
+
+    /// A registration in progress; `options` are WebAuthn creation options.
+    #[derive(ToSchema)]
+    pub struct Registration {
+        pub registration_id: String,
+        #[schema(value_type = Object)]
+        pub options: serde_json::Value,
+    }
+
+    #[derive(ToSchema)]
+    pub struct Passkey {
+        pub id: String,
+        pub name: String,
+        pub sign_count: i64,
+        pub created_at: i64,
+    }
+
+    #[derive(ToSchema)]
+    pub struct PasskeyList {
+        pub passkeys: Vec<Passkey>,
+    }
+
+    #[derive(ToSchema)]
+    pub struct PasskeyAdded {
+        pub id: String,
+    }
+
+    #[derive(ToSchema)]
+    pub struct PasskeyRemoved {
+        pub removed: String,
+    }
+
+    /// The owner's wrapped L2 keyring: an opaque JSON object of at most 16 KiB, written and
+    /// read only by the owner's browser.
+    #[derive(ToSchema)]
+    pub struct Keyring(pub HashMap<String, serde_json::Value>);
+
+    #[derive(ToSchema)]
+    pub struct KeyringHolder {
+        /// Null until the owner has set one.
+        #[schema(required = true)]
+        pub keyring: Option<Keyring>,
+    }
+
+    #[derive(ToSchema)]
+    pub struct Ok {
+        pub ok: bool,
+    }
+
+    /// The owner after setup; both null when the vault already had an owner (only the passkey
+    /// was enrolled).
+    #[derive(ToSchema)]
+    pub struct SetupDone {
+        #[schema(required = true)]
+        pub agent: Option<Agent>,
+        #[schema(required = true)]
+        pub token: Option<String>,
+    }
+
+    #[derive(ToSchema)]
+    pub struct RelyingParty {
+        pub rp_id: String,
+        pub origin: String,
     }
 }
 
-fn json_ref(name: &str) -> ContentBuilder {
-    ContentBuilder::new().schema(Some(Ref::from_schema_name(name)))
+/// The document of this edition's routes, with the global parts added.
+fn build() -> OpenApi {
+    let mut doc = super::documented_routes().into_openapi();
+    doc.info = InfoBuilder::new()
+        .title("Clavitor")
+        .version(env!("CARGO_PKG_VERSION"))
+        .description(Some(
+            "A credential vault for AI agents. Errors are always {\"error\", \"message\"} JSON. \
+             Request bodies must be sent with Content-Type: application/json (else 415).",
+        ))
+        .build();
+    doc.components
+        .get_or_insert_with(Default::default)
+        .add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+    doc
 }
 
-fn build() -> utoipa::openapi::OpenApi {
-    let mut paths = PathsBuilder::new().build();
-    for route in ROUTES {
-        let mut op = OperationBuilder::new().summary(Some(route.summary)).operation_id(Some(format!(
-            "{}_{}",
-            route.method,
-            route.path.trim_start_matches('/').replace(['/', '{', '}', '.'], "_")
-        )));
-        if route.path.contains("{id}") {
-            op = op.parameter(
-                ParameterBuilder::new()
-                    .name("id")
-                    .parameter_in(ParameterIn::Path)
-                    .required(Required::True)
-                    .schema(Some(ObjectBuilder::new().schema_type(Type::String))),
-            );
-        }
-        if route.auth != Open {
-            op = op.security(SecurityRequirement::new("bearer", Vec::<String>::new()));
-        }
-        if route.auth == AdminWebAuthn {
-            for (name, what) in [
-                ("X-WebAuthn-Challenge", "id of a challenge from POST /api/webauthn/challenge bound to this request"),
-                ("X-WebAuthn-Assertion", "the assertion (PublicKeyCredential JSON) over that challenge"),
-            ] {
-                op = op.parameter(
-                    ParameterBuilder::new()
-                        .name(name)
-                        .parameter_in(ParameterIn::Header)
-                        .required(Required::True)
-                        .description(Some(what))
-                        .schema(Some(ObjectBuilder::new().schema_type(Type::String))),
-                );
-            }
-        }
-        if let Some(body) = route.body {
-            op = op.request_body(Some(
-                RequestBodyBuilder::new()
-                    .content("application/json", json_ref(body).build())
-                    .required(Some(Required::True))
-                    .build(),
-            ));
-        }
-        let mut ok = ResponseBuilder::new().description("success");
-        if let Some(name) = route.returns {
-            ok = ok.content("application/json", json_ref(name).build());
-        }
-        let error =
-            || ResponseBuilder::new().description("error").content("application/json", json_ref("Error").build());
-        // Creating routes answer 201.
-        let created = route.method == "post" && matches!(route.path, "/api/entries" | "/api/agents" | "/api/passkeys");
-        op = op.response(if created { "201" } else { "200" }, ok.build()).response("4XX", error().build());
-        paths.add_path_operation(route.path, vec![method_of(route.method)], op.build());
-    }
-    let error_schema = ObjectBuilder::new()
-        .property("error", ObjectBuilder::new().schema_type(Type::String).description(Some("a stable code")))
-        .property("message", ObjectBuilder::new().schema_type(Type::String).description(Some("for people")))
-        .required("error")
-        .required("message");
-    let mut components = ComponentsBuilder::new()
-        .schema("Error", error_schema)
-        .security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
-    macro_rules! with {
-        ($($t:ty),*) => { $( components = components.schema_from::<$t>(); )* };
-    }
-    with!(
-        crate::vault::entry::EntryInput,
-        crate::vault::entry::Field,
-        crate::vault::entry::FieldKind,
-        crate::vault::entry::Tier,
-        crate::vault::entry::FieldView<'static>,
-        crate::vault::totp::TotpCode,
-        crate::vault::view::EntrySummary<'static>,
-        crate::vault::view::EntryView<'static>,
-        crate::api::write::ScopesRequest,
-        crate::api::write::NewAgentRequest,
-        crate::api::write::UpdateAgentRequest,
-        crate::api::write::ChallengeRequest,
-        crate::api::write::AddPasskeyRequest,
-        crate::api::setup::StartRequest,
-        crate::api::setup::FinishRequest
-    );
-    OpenApiBuilder::new()
-        .info(
-            InfoBuilder::new().title("Clavitor").version(env!("CARGO_PKG_VERSION")).description(Some(
-                "A credential vault for AI agents. Errors are always {\"error\", \"message\"} JSON.",
-            )),
-        )
-        .paths(paths)
-        .components(Some(components.build()))
-        .build()
+/// The document (built once).
+pub fn document() -> &'static OpenApi {
+    static DOC: OnceLock<OpenApi> = OnceLock::new();
+    DOC.get_or_init(build)
 }
 
-/// The document as served (built once).
+/// The document as served (serialized once).
 pub fn json() -> &'static str {
-    static DOC: OnceLock<String> = OnceLock::new();
-    DOC.get_or_init(|| build().to_json().unwrap_or_else(|_| "{}".to_owned()))
+    static JSON: OnceLock<String> = OnceLock::new();
+    JSON.get_or_init(|| document().to_json().unwrap_or_else(|_| "{}".to_owned()))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/openapi.json",
+    summary = "This document",
+    responses(
+        (status = 200, description = "the OpenAPI document", body = Object),
+        (status = "4XX", description = "error", body = schemas::ErrorBody),
+    )
+)]
 pub async fn serve() -> Response {
     let mut resp = json().into_response();
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));

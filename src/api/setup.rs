@@ -4,7 +4,6 @@
 //! use) is the credential. Every refusal is a 403 and an audit row. Handlers hold no SQL.
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -12,6 +11,7 @@ use serde_json::{Value, json};
 
 use super::admin::agent_view;
 use super::caller::ClientIp;
+use super::extract::JsonBytes;
 use super::{ApiError, AppState};
 use crate::audit::{Action, Actor, AuditEvent, Outcome};
 use crate::vault::gate::SetupRefusal;
@@ -19,6 +19,7 @@ use crate::vault::gate::SetupRefusal;
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StartRequest {
+    /// The one-time setup code from `clavitor init`.
     code: String,
 }
 
@@ -67,7 +68,21 @@ fn throttle(state: &AppState, ip: &ClientIp) -> Result<String, ApiError> {
     Ok(ip.text())
 }
 
-pub async fn start(State(state): State<AppState>, ip: ClientIp, body: Bytes) -> Result<Response, ApiError> {
+#[utoipa::path(
+    post,
+    path = "/api/setup/start",
+    summary = "Begin owner setup with a one-time code",
+    request_body(content = StartRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "a registration in progress", body = super::openapi::schemas::Registration),
+        (status = "4XX", description = "error: 400 bad input, 401 no valid token, 403 refused, 404 missing or not visible, 415 body not JSON, 422 invalid", body = super::openapi::schemas::ErrorBody),
+    )
+)]
+pub async fn start(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    JsonBytes(body): JsonBytes,
+) -> Result<Response, ApiError> {
     let client = throttle(&state, &ip)?;
     let req: StartRequest = parse(&body)?;
     let vault = vault_for(&state, &req.code, &client).await?;
@@ -77,7 +92,21 @@ pub async fn start(State(state): State<AppState>, ip: ClientIp, body: Bytes) -> 
     }
 }
 
-pub async fn finish(State(state): State<AppState>, ip: ClientIp, body: Bytes) -> Result<Response, ApiError> {
+#[utoipa::path(
+    post,
+    path = "/api/setup/finish",
+    summary = "Finish owner setup; the owner token is shown once",
+    request_body(content = FinishRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "the owner and its token", body = super::openapi::schemas::SetupDone),
+        (status = "4XX", description = "error: 400 bad input, 401 no valid token, 403 refused, 404 missing or not visible, 415 body not JSON, 422 invalid", body = super::openapi::schemas::ErrorBody),
+    )
+)]
+pub async fn finish(
+    State(state): State<AppState>,
+    ip: ClientIp,
+    JsonBytes(body): JsonBytes,
+) -> Result<Response, ApiError> {
     let client = throttle(&state, &ip)?;
     let req: FinishRequest = parse(&body)?;
     let vault = vault_for(&state, &req.code, &client).await?;
@@ -94,6 +123,15 @@ pub async fn finish(State(state): State<AppState>, ip: ClientIp, body: Bytes) ->
 
 /// `GET /api/webauthn/info`: the relying party id and origin (public; the pages need the rp id
 /// to evaluate the PRF extension outside a server ceremony).
+#[utoipa::path(
+    get,
+    path = "/api/webauthn/info",
+    summary = "Relying party id and origin",
+    responses(
+        (status = 200, description = "the relying party", body = super::openapi::schemas::RelyingParty),
+        (status = "4XX", description = "error: 400 bad input, 401 no valid token, 403 refused, 404 missing or not visible, 415 body not JSON, 422 invalid", body = super::openapi::schemas::ErrorBody),
+    )
+)]
 pub async fn info(State(state): State<AppState>) -> Json<Value> {
     Json(json!({"rp_id": state.rp.rp_id(), "origin": state.rp.origin()}))
 }

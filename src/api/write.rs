@@ -18,6 +18,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::admin::{admin_only, agent_view};
+use super::extract::{JsonBytes, PositiveId};
 use super::{ApiError, AppState, Caller};
 use crate::audit::{Action, AuditEvent, Outcome};
 use crate::auth::AgentId;
@@ -42,13 +43,6 @@ fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     })
 }
 
-fn parse_positive(raw: &str, what: &str) -> Result<i64, ApiError> {
-    raw.parse::<i64>()
-        .ok()
-        .filter(|id| *id > 0)
-        .ok_or_else(|| ApiError::BadRequest(format!("{what} must be a positive integer")))
-}
-
 /// A header's text; a header that is not visible ASCII counts as present but unusable.
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).map(|v| v.to_str().unwrap_or(""))
@@ -67,6 +61,11 @@ impl<S: Send + Sync> FromRequest<S> for Signed {
     type Rejection = Response;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        // A write that carries a body must declare it JSON (415 before the body is read, so
+        // no challenge is spent on it); DELETE carries none.
+        if req.method() != axum::http::Method::DELETE {
+            super::extract::require_json(req.headers()).map_err(IntoResponse::into_response)?;
+        }
         let method = req.method().as_str().to_owned();
         let path = req.uri().path().to_owned();
         let headers = req.headers().clone();
@@ -124,13 +123,34 @@ fn denied(d: &Denial) -> ApiError {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChallengeRequest {
+    /// The method of the write this challenge is for.
+    #[schema(value_type = super::openapi::schemas::WriteMethod)]
     method: String,
+    /// The exact path of that write (no query).
+    #[schema(pattern = "^/api/[!-\"$->@-~]*$", max_length = 256)]
     path: String,
+    /// SHA-256 of the write's exact body bytes, lowercase hex.
+    #[schema(pattern = "^[0-9a-f]{64}$")]
     body_sha256: String,
 }
 
 /// `POST /api/webauthn/challenge`: an admin asks for a challenge bound to one operation.
-pub async fn challenge(State(state): State<AppState>, caller: Caller, body: Bytes) -> Result<Response, ApiError> {
+#[utoipa::path(
+    post,
+    path = "/api/webauthn/challenge",
+    summary = "A challenge bound to one operation (admin)",
+    security(("bearer" = [])),
+    request_body(content = ChallengeRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "the challenge and its WebAuthn request options", body = super::openapi::schemas::Challenge),
+        (status = "4XX", description = "error: 400 bad input, 401 no valid token, 403 refused, 404 missing or not visible, 415 body not JSON, 422 invalid", body = super::openapi::schemas::ErrorBody),
+    )
+)]
+pub async fn challenge(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBytes(body): JsonBytes,
+) -> Result<Response, ApiError> {
     admin_only(&caller, Action::ChallengeIssue).await?;
     let req: ChallengeRequest = parse_body(&body)?;
     let op =
@@ -142,6 +162,18 @@ pub async fn challenge(State(state): State<AppState>, caller: Caller, body: Byte
     Ok(Json(json!({"challenge_id": id.as_str(), "expires_at": expires_at, "options": options})).into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/entries",
+    summary = "Create an entry",
+    security(("bearer" = [])),
+    params(("X-WebAuthn-Challenge" = String, Header, description = "id of a challenge from POST /api/webauthn/challenge bound to this exact request"), ("X-WebAuthn-Assertion" = String, Header, description = "the assertion (PublicKeyCredential JSON) over that challenge")),
+    request_body(content = EntryInput, content_type = "application/json"),
+    responses(
+        (status = 201, description = "created", body = super::openapi::schemas::Created),
+        (status = "4XX", description = "error: 400 bad input, 401 no valid token, 403 refused, 404 missing or not visible, 415 body not JSON, 422 invalid", body = super::openapi::schemas::ErrorBody),
+    )
+)]
 pub async fn create_entry(State(state): State<AppState>, caller: Caller, signed: Signed) -> Result<Response, ApiError> {
     let input: EntryInput = parse_body(&signed.body)?;
     let event = caller.event(Action::EntryCreate, Outcome::Ok);
@@ -151,13 +183,24 @@ pub async fn create_entry(State(state): State<AppState>, caller: Caller, signed:
     Ok((StatusCode::CREATED, Json(json!({"id": id}))).into_response())
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/entries/{id}",
+    summary = "Replace an entry",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, minimum = 1, maximum = 9223372036854775807i64, description = "a positive integer id"), ("X-WebAuthn-Challenge" = String, Header, description = "id of a challenge from POST /api/webauthn/challenge bound to this exact request"), ("X-WebAuthn-Assertion" = String, Header, description = "the assertion (PublicKeyCredential JSON) over that challenge")),
+    request_body(content = EntryInput, content_type = "application/json"),
+    responses(
+        (status = 200, description = "replaced", body = super::openapi::schemas::EntryVersion),
+        (status = "4XX", description = "error: 400 bad input, 401 no valid token, 403 refused, 404 missing or not visible, 415 body not JSON, 422 invalid", body = super::openapi::schemas::ErrorBody),
+    )
+)]
 pub async fn update_entry(
     State(state): State<AppState>,
     caller: Caller,
-    Path(raw): Path<String>,
+    PositiveId(id): PositiveId,
     signed: Signed,
 ) -> Result<Response, ApiError> {
-    let id = parse_positive(&raw, "entry id")?;
     let input: EntryInput = parse_body(&signed.body)?;
     let event = caller.event(Action::EntryUpdate, Outcome::Ok).entry(id);
     let intent = Intent::UpdateEntry { id, scopes: input.scopes.clone() };
@@ -174,13 +217,24 @@ pub struct ScopesRequest {
     scopes: Vec<String>,
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/entries/{id}/scopes",
+    summary = "Change an entry's scopes",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, minimum = 1, maximum = 9223372036854775807i64, description = "a positive integer id"), ("X-WebAuthn-Challenge" = String, Header, description = "id of a challenge from POST /api/webauthn/challenge bound to this exact request"), ("X-WebAuthn-Assertion" = String, Header, description = "the assertion (PublicKeyCredential JSON) over that challenge")),
+    request_body(content = ScopesRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "changed", body = super::openapi::schemas::EntryVersion),
+        (status = "4XX", description = "error: 400 bad input, 401 no valid token, 403 refused, 404 missing or not visible, 415 body not JSON, 422 invalid", body = super::openapi::schemas::ErrorBody),
+    )
+)]
 pub async fn set_entry_scopes(
     State(state): State<AppState>,
     caller: Caller,
-    Path(raw): Path<String>,
+    PositiveId(id): PositiveId,
     signed: Signed,
 ) -> Result<Response, ApiError> {
-    let id = parse_positive(&raw, "entry id")?;
     let req: ScopesRequest = parse_body(&signed.body)?;
     let event = caller.event(Action::EntryUpdate, Outcome::Ok).entry(id).detail("scopes");
     let intent = Intent::UpdateEntry { id, scopes: req.scopes.clone() };
@@ -191,13 +245,23 @@ pub async fn set_entry_scopes(
     Ok(Json(json!({"id": id, "version": version})).into_response())
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/entries/{id}",
+    summary = "Delete an entry (tombstone)",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, minimum = 1, maximum = 9223372036854775807i64, description = "a positive integer id"), ("X-WebAuthn-Challenge" = String, Header, description = "id of a challenge from POST /api/webauthn/challenge bound to this exact request"), ("X-WebAuthn-Assertion" = String, Header, description = "the assertion (PublicKeyCredential JSON) over that challenge")),
+    responses(
+        (status = 200, description = "deleted", body = super::openapi::schemas::Deleted),
+        (status = "4XX", description = "error: 400 bad input, 401 no valid token, 403 refused, 404 missing or not visible, 415 body not JSON, 422 invalid", body = super::openapi::schemas::ErrorBody),
+    )
+)]
 pub async fn delete_entry(
     State(state): State<AppState>,
     caller: Caller,
-    Path(raw): Path<String>,
+    PositiveId(id): PositiveId,
     signed: Signed,
 ) -> Result<Response, ApiError> {
-    let id = parse_positive(&raw, "entry id")?;
     let event = caller.event(Action::EntryDelete, Outcome::Ok).entry(id);
     gated(&state, &caller, event, &signed, Intent::DeleteEntry { id }, move |db, _, _, ev| {
         ops::delete_entry(db, id, ev)
@@ -218,6 +282,18 @@ pub struct NewAgentRequest {
     admin: bool,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/agents",
+    summary = "Create an agent; its token is shown once",
+    security(("bearer" = [])),
+    params(("X-WebAuthn-Challenge" = String, Header, description = "id of a challenge from POST /api/webauthn/challenge bound to this exact request"), ("X-WebAuthn-Assertion" = String, Header, description = "the assertion (PublicKeyCredential JSON) over that challenge")),
+    request_body(content = NewAgentRequest, content_type = "application/json"),
+    responses(
+        (status = 201, description = "created", body = super::openapi::schemas::AgentWithToken),
+        (status = "4XX", description = "error: 400 bad input, 401 no valid token, 403 refused, 404 missing or not visible, 415 body not JSON, 422 invalid", body = super::openapi::schemas::ErrorBody),
+    )
+)]
 pub async fn create_agent(State(state): State<AppState>, caller: Caller, signed: Signed) -> Result<Response, ApiError> {
     let req: NewAgentRequest = parse_body(&signed.body)?;
     let event = caller.event(Action::AgentCreate, Outcome::Ok);
@@ -241,13 +317,25 @@ pub struct UpdateAgentRequest {
     rotate_token: bool,
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/agents/{id}",
+    summary = "Change or rotate an agent",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, minimum = 1, maximum = 9223372036854775807i64, description = "a positive integer id"), ("X-WebAuthn-Challenge" = String, Header, description = "id of a challenge from POST /api/webauthn/challenge bound to this exact request"), ("X-WebAuthn-Assertion" = String, Header, description = "the assertion (PublicKeyCredential JSON) over that challenge")),
+    request_body(content = UpdateAgentRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "changed", body = super::openapi::schemas::AgentUpdated),
+        (status = "4XX", description = "error: 400 bad input, 401 no valid token, 403 refused, 404 missing or not visible, 415 body not JSON, 422 invalid", body = super::openapi::schemas::ErrorBody),
+    )
+)]
 pub async fn update_agent(
     State(state): State<AppState>,
     caller: Caller,
-    Path(raw): Path<String>,
+    PositiveId(id): PositiveId,
     signed: Signed,
 ) -> Result<Response, ApiError> {
-    let id = AgentId(parse_positive(&raw, "agent id")?);
+    let id = AgentId(id);
     let req: UpdateAgentRequest = parse_body(&signed.body)?;
     let update = ops::AgentUpdate {
         name: req.name,
@@ -269,13 +357,24 @@ pub async fn update_agent(
     Ok(Json(out).into_response())
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/agents/{id}",
+    summary = "Revoke an agent",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, minimum = 1, maximum = 9223372036854775807i64, description = "a positive integer id"), ("X-WebAuthn-Challenge" = String, Header, description = "id of a challenge from POST /api/webauthn/challenge bound to this exact request"), ("X-WebAuthn-Assertion" = String, Header, description = "the assertion (PublicKeyCredential JSON) over that challenge")),
+    responses(
+        (status = 200, description = "revoked", body = super::openapi::schemas::Revoked),
+        (status = "4XX", description = "error: 400 bad input, 401 no valid token, 403 refused, 404 missing or not visible, 415 body not JSON, 422 invalid", body = super::openapi::schemas::ErrorBody),
+    )
+)]
 pub async fn delete_agent(
     State(state): State<AppState>,
     caller: Caller,
-    Path(raw): Path<String>,
+    PositiveId(id): PositiveId,
     signed: Signed,
 ) -> Result<Response, ApiError> {
-    let id = AgentId(parse_positive(&raw, "agent id")?);
+    let id = AgentId(id);
     let event = caller.event(Action::AgentRevoke, Outcome::Ok).detail(format!("agent {id}"));
     gated(&state, &caller, event, &signed, Intent::RevokeAgent { id }, move |db, _, _, ev| {
         ops::revoke_agent(db, id, ev)
@@ -286,6 +385,16 @@ pub async fn delete_agent(
 
 /// `GET /api/passkeys`: the registered passkeys (ids, names, counters, the owning agent; never
 /// key material). The owner sees every agent's; any other admin only its own.
+#[utoipa::path(
+    get,
+    path = "/api/passkeys",
+    summary = "List passkeys (admin)",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the passkeys", body = super::openapi::schemas::PasskeyList),
+        (status = "4XX", description = "error: 400 bad input, 401 no valid token, 403 refused, 404 missing or not visible, 415 body not JSON, 422 invalid", body = super::openapi::schemas::ErrorBody),
+    )
+)]
 pub async fn passkeys(caller: Caller) -> Result<Response, ApiError> {
     admin_only(&caller, Action::PasskeyList).await?;
     let vault = &caller.principal.vault;
@@ -305,6 +414,16 @@ pub async fn passkeys(caller: Caller) -> Result<Response, ApiError> {
 }
 
 /// `POST /api/passkeys/options`: starts registering a further passkey (no change yet).
+#[utoipa::path(
+    post,
+    path = "/api/passkeys/options",
+    summary = "Registration options for a further passkey (admin)",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "a registration in progress", body = super::openapi::schemas::Registration),
+        (status = "4XX", description = "error: 400 bad input, 401 no valid token, 403 refused, 404 missing or not visible, 415 body not JSON, 422 invalid", body = super::openapi::schemas::ErrorBody),
+    )
+)]
 pub async fn passkey_options(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
     admin_only(&caller, Action::PasskeyRegisterStart).await?;
     let vault = &caller.principal.vault;
@@ -330,6 +449,18 @@ pub struct AddPasskeyRequest {
 
 /// `POST /api/passkeys`: enrolls a further passkey for the caller (or, by the owner, for the
 /// admin agent named by `agent_id`); gated, so an existing key of the caller must approve it.
+#[utoipa::path(
+    post,
+    path = "/api/passkeys",
+    summary = "Enroll a further passkey",
+    security(("bearer" = [])),
+    params(("X-WebAuthn-Challenge" = String, Header, description = "id of a challenge from POST /api/webauthn/challenge bound to this exact request"), ("X-WebAuthn-Assertion" = String, Header, description = "the assertion (PublicKeyCredential JSON) over that challenge")),
+    request_body(content = AddPasskeyRequest, content_type = "application/json"),
+    responses(
+        (status = 201, description = "enrolled", body = super::openapi::schemas::PasskeyAdded),
+        (status = "4XX", description = "error: 400 bad input, 401 no valid token, 403 refused, 404 missing or not visible, 415 body not JSON, 422 invalid", body = super::openapi::schemas::ErrorBody),
+    )
+)]
 pub async fn add_passkey(State(state): State<AppState>, caller: Caller, signed: Signed) -> Result<Response, ApiError> {
     let req: AddPasskeyRequest = parse_body(&signed.body)?;
     let agent = caller.principal.agent.id;
@@ -350,6 +481,17 @@ pub async fn add_passkey(State(state): State<AppState>, caller: Caller, signed: 
 
 /// `DELETE /api/passkeys/{id}`: removes a passkey (never an agent's last). A scoped admin
 /// removes only its own.
+#[utoipa::path(
+    delete,
+    path = "/api/passkeys/{id}",
+    summary = "Remove a passkey (never the last)",
+    security(("bearer" = [])),
+    params(("id" = String, Path, pattern = "^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048]|[A-Za-z0-9_-][AQgw])?$", min_length = 2, max_length = 1364, description = "the credential id: canonical base64url without padding, 1 to 1023 bytes"), ("X-WebAuthn-Challenge" = String, Header, description = "id of a challenge from POST /api/webauthn/challenge bound to this exact request"), ("X-WebAuthn-Assertion" = String, Header, description = "the assertion (PublicKeyCredential JSON) over that challenge")),
+    responses(
+        (status = 200, description = "removed", body = super::openapi::schemas::PasskeyRemoved),
+        (status = "4XX", description = "error: 400 bad input, 401 no valid token, 403 refused, 404 missing or not visible, 415 body not JSON, 422 invalid", body = super::openapi::schemas::ErrorBody),
+    )
+)]
 pub async fn remove_passkey(
     State(state): State<AppState>,
     caller: Caller,
@@ -366,6 +508,16 @@ pub async fn remove_passkey(
 
 /// `GET /api/keyring`: the owner's wrapped L2 keyring (useless without the owner's passkey PRF
 /// output or passphrase), or null.
+#[utoipa::path(
+    get,
+    path = "/api/keyring",
+    summary = "The wrapped L2 keyring (admin)",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the keyring, or null", body = super::openapi::schemas::KeyringHolder),
+        (status = "4XX", description = "error: 400 bad input, 401 no valid token, 403 refused, 404 missing or not visible, 415 body not JSON, 422 invalid", body = super::openapi::schemas::ErrorBody),
+    )
+)]
 pub async fn keyring(caller: Caller) -> Result<Response, ApiError> {
     admin_only(&caller, Action::KeyringRead).await?;
     let vault = &caller.principal.vault;
@@ -375,6 +527,18 @@ pub async fn keyring(caller: Caller) -> Result<Response, ApiError> {
 }
 
 /// `PUT /api/keyring`: replaces the wrapped L2 keyring; gated, and the owner's alone.
+#[utoipa::path(
+    put,
+    path = "/api/keyring",
+    summary = "Replace the wrapped L2 keyring",
+    security(("bearer" = [])),
+    params(("X-WebAuthn-Challenge" = String, Header, description = "id of a challenge from POST /api/webauthn/challenge bound to this exact request"), ("X-WebAuthn-Assertion" = String, Header, description = "the assertion (PublicKeyCredential JSON) over that challenge")),
+    request_body(content = super::openapi::schemas::Keyring, content_type = "application/json"),
+    responses(
+        (status = 200, description = "replaced", body = super::openapi::schemas::Ok),
+        (status = "4XX", description = "error: 400 bad input, 401 no valid token, 403 refused, 404 missing or not visible, 415 body not JSON, 422 invalid", body = super::openapi::schemas::ErrorBody),
+    )
+)]
 pub async fn set_keyring(State(state): State<AppState>, caller: Caller, signed: Signed) -> Result<Response, ApiError> {
     let keyring: Value = parse_body(&signed.body)?;
     let event = caller.event(Action::KeyringUpdate, Outcome::Ok);

@@ -38,7 +38,7 @@ impl super::Edition for Community {
         super::log_alert(self.name(), kind, message, details);
     }
 
-    fn install_routes(&self, router: Router<AppState>) -> Router<AppState> {
+    fn install_fallback(&self, router: Router<AppState>) -> Router<AppState> {
         // Wrong methods on known routes get axum's 405, which the API's last middleware turns
         // into the same small JSON shape.
         router.fallback(crate::api::not_found)

@@ -3,7 +3,9 @@
 //!
 //! Community is the default build. The commercial edition exists only when compiled with the
 //! cargo feature `commercial`, gated once at its `mod` line below; its routes register
-//! themselves through [`Edition::install_routes`], so the shared router names none of them.
+//! themselves through [`Edition::documented_routes`] (each from its handler's `#[utoipa::path]`,
+//! so they are in this edition's OpenAPI document and no other), and the shared router names
+//! none of them.
 //! Application code asks [`current()`] and never tests the feature itself: a community binary
 //! holds no commercial code to switch on. Because commercial HTTP handlers must not exist in a
 //! community build, they live in `commercial/` rather than in `api/` (the one exception to
@@ -18,6 +20,7 @@ use std::sync::OnceLock;
 
 use axum::Router;
 use tokio::sync::watch;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::api::AppState;
 pub use telemetry::{TelemetryError, TelemetryInputs, TelemetrySettings};
@@ -46,8 +49,12 @@ pub trait Edition: Send + Sync {
     }
     /// Reports an event the operator must see (auth system errors, DB damage, …). Never blocks.
     fn alert_operator(&self, kind: &str, message: &str, details: &[(&str, String)]);
-    /// Adds the edition's own routes and its handler for unmatched routes and wrong methods.
-    fn install_routes(&self, router: Router<AppState>) -> Router<AppState>;
+    /// Adds the edition's own API routes, each with `routes!` so it is documented.
+    fn documented_routes(&self, router: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
+        router
+    }
+    /// Adds the edition's handler for unmatched routes and wrong methods.
+    fn install_fallback(&self, router: Router<AppState>) -> Router<AppState>;
     /// Starts shutdown: whatever the edition holds open is released within a second.
     fn begin_shutdown(&self) {
         shutdown_sender().send_replace(true);

@@ -307,6 +307,11 @@ pub fn try_request(
     for (k, v) in headers {
         builder = builder.header(*k, *v);
     }
+    // JSON routes refuse a body not declared as JSON (415); tests that mean to send another
+    // type say so in `headers`.
+    if body.is_some() && !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
+        builder = builder.header("Content-Type", "application/json");
+    }
     let req = builder.body(body.map(<[u8]>::to_vec).unwrap_or_default()).expect("request");
     let mut resp = agent.run(req).ok()?;
     let status = resp.status().as_u16();

@@ -40,7 +40,7 @@ impl super::Edition for Commercial {
         alerts::enqueue(kind, message, details);
     }
 
-    fn install_routes(&self, router: Router<AppState>) -> Router<AppState> {
+    fn install_fallback(&self, router: Router<AppState>) -> Router<AppState> {
         router.fallback(tarpit::hold).method_not_allowed_fallback(tarpit::hold)
     }
 }
