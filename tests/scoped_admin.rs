@@ -535,7 +535,7 @@ fn a_scoped_admin_never_grants_more_than_it_holds() {
     assert_eq!(r.status, 200, "{}", r.body);
     let r = w.owner_write("POST", "/api/agents", &json!({"name": "second owner", "all_access": true, "admin": true}));
     assert_eq!(r.status, 201, "{}", r.body);
-    let r = w.owner_write("PUT", "/api/keyring", &json!({"version": 1, "wraps": []}));
+    let r = w.owner_write("PUT", "/api/keyring", &json!({"version": 1, "wraps": [{"kind": "passphrase"}]}));
     assert_eq!(r.status, 200, "{}", r.body);
     let r = w.owner_write("PUT", &format!("{}/scopes", e(outside)), &json!({"scopes": []}));
     assert_eq!(r.status, 200, "{}", r.body);

@@ -466,7 +466,8 @@ pub async fn add_passkey(State(state): State<AppState>, caller: Caller, signed: 
     let agent = caller.principal.agent.id;
     let for_agent = match req.agent_id {
         None => agent,
-        Some(raw) => AgentId(parse_positive(&raw.to_string(), "agent_id")?),
+        Some(n) if n > 0 => AgentId(n),
+        Some(_) => return Err(ApiError::BadRequest("agent_id must be a positive integer".into())),
     };
     let event = caller.event(Action::PasskeyAdd, Outcome::Ok).detail(format!("agent {for_agent}"));
     let rp = state.rp.clone();
