@@ -457,7 +457,7 @@ fn every_success_answer_is_as_documented() {
     let entry = json!({"title": "GitHub", "url": "https://github.com", "fields": [
         {"name": "user", "kind": "text", "value": "octo"},
         {"name": "totp", "kind": "totp", "value": "JBSWY3DPEHPK3PXP"},
-        {"name": "pin", "kind": "secret", "tier": "l2", "value": "v1.AAAA"}]});
+        {"name": "pin", "kind": "secret", "tier": "l2", "value": "v2.AAAAAAAAAAAAAAAA.c2VjcmV0Y2lwaGVydGV4dA"}]});
     let id = write("POST", "/api/entries", "/api/entries", &entry).json()["id"].as_i64().unwrap();
     assert_eq!(id, 1, "the probes below use id 1");
     write("PUT", "/api/entries/1", "/api/entries/{id}", &entry);

@@ -54,7 +54,7 @@ token="$(cli agent add --name Owner --all-access --admin --json | python3 -c 'im
 cli agent add --name reader --scopes beef --json >/dev/null
 add_entry() { printf '%s' "$1" | cli entry add --json-file - --json >/dev/null; }
 add_entry '{"title":"GitHub","type":"login","url":"https://github.com","scopes":["beef"],"fields":[{"name":"username","kind":"text","value":"octo"},{"name":"password","kind":"secret","value":"hunter2"},{"name":"totp","kind":"totp","value":"JBSWY3DPEHPK3PXP"}]}'
-add_entry '{"title":"Bank","type":"login","url":"https://bank.example","fields":[{"name":"pin","kind":"secret","tier":"l2","value":"v1.AAAA"}]}'
+add_entry '{"title":"Bank","type":"login","url":"https://bank.example","fields":[{"name":"pin","kind":"secret","tier":"l2","value":"v2.AAAAAAAAAAAAAAAA.c2VjcmV0Y2lwaGVydGV4dA"}]}'
 add_entry '{"title":"Wifi note","type":"note","fields":[{"name":"note","kind":"note","value":"ssid clavitor"}]}'
 
 # The commercial edition tarpits unknown routes and wrong methods: hold them 1 s, not 30.
