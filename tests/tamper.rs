@@ -7,6 +7,8 @@
 //! `vault_rows_forged`.
 
 mod common;
+#[path = "common/passkey.rs"]
+mod passkey;
 
 use std::process::Command;
 
@@ -141,6 +143,7 @@ fn a_vault_from_before_row_macs_is_upgraded_once() {
         &file,
         &format!(
             "ALTER TABLE agents DROP COLUMN mac; ALTER TABLE entries DROP COLUMN mac;
+             ALTER TABLE webauthn_credentials DROP COLUMN mac;
              UPDATE meta SET value = '{old}' WHERE key = 'wrapped_key'; PRAGMA user_version = 3;"
         ),
     );
@@ -181,4 +184,33 @@ fn a_forged_admin_row_does_not_let_the_last_admin_go() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("last admin"), "{}", String::from_utf8_lossy(&out.stderr));
     let s = v.serve();
     assert_eq!(s.get("/api/entries", Some(&v.owner)).status, 200, "the owner is still there");
+}
+
+#[test]
+fn a_passkey_moved_to_another_agent_in_the_file_approves_nothing() {
+    // Someone who can write the file and holds a scoped admin's token moves the owner's passkey
+    // to that admin, hoping to approve the admin's writes with it.
+    let v = Vault::uninitialised_owner();
+    let s = v.serve();
+    let mut owner = passkey::Admin::owner(&s, &v.setup_code);
+    let r = owner.write(&s, "POST", "/api/agents", &json!({"name": "lead", "admin": true}));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let (lead_id, lead_token) =
+        (r.json()["agent"]["id"].as_i64().unwrap(), r.json()["token"].as_str().unwrap().to_owned());
+    let file = v.vault_file();
+    sqlite(&file, &format!("UPDATE webauthn_credentials SET agent_id = {lead_id}; {BUMP}"));
+    let mut lead = passkey::Admin { token: lead_token, key: owner.key };
+    let body = json!({"method": "POST", "path": "/api/agents", "body_sha256": clavitor::crypto::sha256_hex(b"")});
+    let r = passkey::post_json(&s, "/api/webauthn/challenge", Some(&lead.token), &body);
+    assert_eq!(r.status, 409, "the moved passkey is not the lead's: {}", r.body);
+    assert!(forged_alert(&s), "alert: {}", s.stderr());
+    // Put back by hand, the row still does not verify (its MAC named the owner), and a copy
+    // under a new id fails too: only the master key's holder makes passkey rows.
+    sqlite(&file, &format!("UPDATE webauthn_credentials SET agent_id = 1; {BUMP}"));
+    let r = passkey::post_json(&s, "/api/webauthn/challenge", Some(&lead.token), &body);
+    assert_eq!(r.status, 409, "{}", r.body);
+    owner.key = lead.key;
+    lead.key = webauthn_authenticator_rs::softpasskey::SoftPasskey::new(true);
+    let r = owner.write(&s, "POST", "/api/agents", &json!({"name": "after"}));
+    assert_eq!(r.status, 201, "the untouched owner row verifies again: {}", r.body);
 }

@@ -107,7 +107,10 @@ pub async fn audit(
     };
     let vault = &caller.principal.vault;
     vault.audit(caller.event(Action::AuditRead, Outcome::Ok)).await?;
-    let rows = vault.audit_page_for(&caller.principal.agent, before, limit)?;
+    let rows = {
+        let (vault, me) = (vault.clone(), caller.principal.agent.clone());
+        super::blocking(move || vault.audit_page_for(&me, before, limit)).await?
+    };
     let next_before = if rows.len() as u32 == limit { rows.last().map(|r| r.id) } else { None };
     Ok(Json(json!({ "rows": rows, "next_before": next_before })))
 }

@@ -128,6 +128,23 @@ async fn health(State(state): State<AppState>) -> impl IntoResponse {
     (status, body)
 }
 
+/// Runs `f`, which touches SQLite, on tokio's blocking pool rather than on a worker thread: a
+/// slow disk, a checkpoint or a lock held by another process then stalls only the requests that
+/// need that file, never the runtime that answers everything else.
+pub(crate) async fn blocking<T, E>(f: impl FnOnce() -> Result<T, E> + Send + 'static) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    E: Into<ApiError> + Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(result) => result.map_err(Into::into),
+        Err(e) => {
+            tracing::error!(error = %e, "a blocking task failed");
+            Err(ApiError::Internal)
+        }
+    }
+}
+
 /// The plain answer for an unknown route.
 pub async fn not_found() -> ApiError {
     ApiError::NoRoute

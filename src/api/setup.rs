@@ -47,10 +47,18 @@ async fn vault_for(
     code: &str,
     client: &str,
 ) -> Result<std::sync::Arc<crate::vault::LiveVault>, ApiError> {
-    for v in state.node.vaults() {
-        if v.knows_setup_code(code)? {
-            return Ok(v.clone());
+    let (node, owned) = (state.node.clone(), code.to_owned());
+    let found = super::blocking(move || {
+        for v in node.vaults() {
+            if v.knows_setup_code(&owned)? {
+                return Ok(Some(v.clone()));
+            }
         }
+        Ok::<_, crate::vault::VaultError>(None)
+    })
+    .await?;
+    if let Some(v) = found {
+        return Ok(v);
     }
     let ev = AuditEvent::new(Actor::Anonymous, Action::Setup, Outcome::Denied)
         .client(client.to_owned())
@@ -86,7 +94,11 @@ pub async fn start(
     let client = throttle(&state, &ip)?;
     let req: StartRequest = parse(&body)?;
     let vault = vault_for(&state, &req.code, &client).await?;
-    match vault.setup_start(&state.rp, &req.code, &client)? {
+    let started = {
+        let (vault, rp, code, client) = (vault.clone(), state.rp.clone(), req.code.clone(), client.clone());
+        super::blocking(move || vault.setup_start(&rp, &code, &client)).await?
+    };
+    match started {
         Err(r) => Err(refused(&r)),
         Ok((id, options)) => Ok(Json(json!({"registration_id": id.as_str(), "options": options})).into_response()),
     }
@@ -111,7 +123,12 @@ pub async fn finish(
     let req: FinishRequest = parse(&body)?;
     let vault = vault_for(&state, &req.code, &client).await?;
     let credential = req.credential.to_string();
-    match vault.setup_finish(&state.rp, &req.code, &req.registration_id, &credential, &client)? {
+    let finished = {
+        let (vault, rp, code, registration) =
+            (vault.clone(), state.rp.clone(), req.code.clone(), req.registration_id.clone());
+        super::blocking(move || vault.setup_finish(&rp, &code, &registration, &credential, &client)).await?
+    };
+    match finished {
         Err(r) => Err(refused(&r)),
         Ok(Some((agent, token))) => {
             Ok(Json(json!({"agent": agent_view(&agent), "token": token.reveal()})).into_response())

@@ -81,18 +81,31 @@ async fn gated<T>(
     event: AuditEvent,
     req: &Signed,
     intent: Intent,
-    change: impl FnOnce(&mut VaultDb, &VaultId, &DataKey, &AuditEvent) -> Result<T, VaultError>,
-) -> Result<T, ApiError> {
-    let presented = Presented {
-        agent: &caller.principal.agent,
-        token: &caller.token,
-        challenge: header(&req.headers, CHALLENGE_HEADER),
-        assertion: header(&req.headers, ASSERTION_HEADER),
-        operation: Operation::of_request(&req.method, &req.path, &req.body),
-        intent: &intent,
-    };
+    change: impl FnOnce(&mut VaultDb, &VaultId, &DataKey, &AuditEvent) -> Result<T, VaultError> + Send + 'static,
+) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+{
+    let operation = Operation::of_request(&req.method, &req.path, &req.body);
+    let challenge = header(&req.headers, CHALLENGE_HEADER).map(str::to_owned);
+    let assertion = header(&req.headers, ASSERTION_HEADER).map(str::to_owned);
+    let (agent, token, rp) = (caller.principal.agent.clone(), caller.token.clone(), state.rp.clone());
+    let vault = caller.principal.vault.clone();
+    let attempted = event.clone();
+    let verdict = super::blocking(move || {
+        let presented = Presented {
+            agent: &agent,
+            token: &token,
+            challenge: challenge.as_deref(),
+            assertion: assertion.as_deref(),
+            operation,
+            intent: &intent,
+        };
+        vault.authorized(&rp, &presented, &attempted, change)
+    })
+    .await?;
     let vault = &caller.principal.vault;
-    match vault.authorized(&state.rp, &presented, &event, change)? {
+    match verdict {
         Err(denial) => Err(denied(&denial)),
         Ok(Err(e)) => {
             let code = match &e {
@@ -156,8 +169,11 @@ pub async fn challenge(
     let op =
         Operation::new(&req.method, &req.path, &req.body_sha256).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let vault = &caller.principal.vault;
-    let (id, options, expires_at) =
-        vault.issue_challenge(&state.rp, &caller.principal.agent, &op, state.challenge_ttl)?;
+    let (id, options, expires_at) = {
+        let (vault, rp, agent, op, ttl) =
+            (vault.clone(), state.rp.clone(), caller.principal.agent.clone(), op.clone(), state.challenge_ttl);
+        super::blocking(move || vault.issue_challenge(&rp, &agent, &op, ttl)).await?
+    };
     vault.audit(caller.event(Action::ChallengeIssue, Outcome::Ok).detail(op.method().to_owned())).await?;
     Ok(Json(json!({"challenge_id": id.as_str(), "expires_at": expires_at, "options": options})).into_response())
 }
@@ -400,8 +416,11 @@ pub async fn passkeys(caller: Caller) -> Result<Response, ApiError> {
     let vault = &caller.principal.vault;
     let me = &caller.principal.agent;
     let all = authority::sees_all_passkeys(me);
-    let list: Vec<Value> = vault
-        .passkeys()?
+    let stored = {
+        let vault = vault.clone();
+        super::blocking(move || vault.passkeys()).await?
+    };
+    let list: Vec<Value> = stored
         .into_iter()
         .filter(|r| all || r.agent_id == Some(me.id.0))
         .map(|r| {
@@ -427,7 +446,10 @@ pub async fn passkeys(caller: Caller) -> Result<Response, ApiError> {
 pub async fn passkey_options(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
     admin_only(&caller, Action::PasskeyRegisterStart).await?;
     let vault = &caller.principal.vault;
-    let (id, options) = vault.start_passkey_registration(&state.rp, &caller.principal.agent)?;
+    let (id, options) = {
+        let (vault, rp, agent) = (vault.clone(), state.rp.clone(), caller.principal.agent.clone());
+        super::blocking(move || vault.start_passkey_registration(&rp, &agent)).await?
+    };
     vault.audit(caller.event(Action::PasskeyRegisterStart, Outcome::Ok)).await?;
     Ok(Json(json!({"registration_id": id.as_str(), "options": options})).into_response())
 }
@@ -522,7 +544,10 @@ pub async fn remove_passkey(
 pub async fn keyring(caller: Caller) -> Result<Response, ApiError> {
     admin_only(&caller, Action::KeyringRead).await?;
     let vault = &caller.principal.vault;
-    let keyring = vault.keyring()?;
+    let keyring = {
+        let vault = vault.clone();
+        super::blocking(move || vault.keyring()).await?
+    };
     vault.audit(caller.event(Action::KeyringRead, Outcome::Ok)).await?;
     Ok(Json(json!({"keyring": keyring})).into_response())
 }

@@ -133,7 +133,8 @@ const VAULT: &[&str] = &[
     // key. The first open with the master key MACs the existing rows once (`vault::data_dir`),
     // and a row without a MAC after that grants nothing.
     "ALTER TABLE agents ADD COLUMN mac BLOB;
-     ALTER TABLE entries ADD COLUMN mac BLOB;",
+     ALTER TABLE entries ADD COLUMN mac BLOB;
+     ALTER TABLE webauthn_credentials ADD COLUMN mac BLOB;",
 ];
 
 /// Brings the file up to this build's schema, or refuses a file from a newer build.

@@ -31,7 +31,7 @@ pub struct VaultDb {
 }
 
 #[derive(Clone)]
-struct RowAuth {
+pub(super) struct RowAuth {
     key: RowKey,
     vault_id: String,
 }
@@ -43,6 +43,13 @@ impl RowAuth {
 
     fn agent_ok(&self, r: &AgentRow) -> bool {
         self.key.verify("agent", &self.vault_id, &agent_parts(r).each_ref().map(String::as_str), r.mac.as_deref())
+    }
+
+    /// A passkey row: who it belongs to and what it verifies with (the stored passkey and its
+    /// counter), so a passkey inserted or moved to another agent in the file approves nothing.
+    pub(super) fn credential_mac(&self, id: &str, agent_id: Option<i64>, passkey: &str, sign_count: i64) -> Vec<u8> {
+        let agent = agent_id.map(|a| a.to_string()).unwrap_or_default();
+        self.key.mac("passkey", &self.vault_id, &[id, &agent, passkey, &sign_count.to_string()])
     }
 
     fn entry_mac(&self, id: i64, uuid: &str, scopes: &str, deleted: bool) -> Vec<u8> {
@@ -179,13 +186,26 @@ impl VaultDb {
         self.rows = Some(RowAuth { key, vault_id: vault_id.to_owned() });
     }
 
-    fn row_auth(&self) -> Result<RowAuth, StoreError> {
+    pub(super) fn row_auth(&self) -> Result<RowAuth, StoreError> {
         self.rows.clone().ok_or_else(|| StoreError::Conflict("vault opened without its key: cannot write rows".into()))
     }
 
     /// True if the agent row carries a valid MAC (false without a key: nothing is trusted).
     pub fn agent_authentic(&self, row: &AgentRow) -> bool {
         self.rows.as_ref().is_some_and(|a| a.agent_ok(row))
+    }
+
+    /// True if the passkey row (owner, stored passkey, counter) carries a valid MAC.
+    pub fn credential_authentic(&self, row: &super::webauthn_db::CredentialRow) -> bool {
+        self.rows.as_ref().is_some_and(|a| {
+            let agent = row.agent_id.map(|a| a.to_string()).unwrap_or_default();
+            a.key.verify(
+                "passkey",
+                &a.vault_id,
+                &[&row.id, &agent, &row.passkey, &row.sign_count.to_string()],
+                row.mac.as_deref(),
+            )
+        })
     }
 
     /// True if the entry's id, uuid, scopes and deleted flag carry a valid MAC.
@@ -224,6 +244,20 @@ impl VaultDb {
             tx.execute(
                 "UPDATE entries SET mac = ?2 WHERE id = ?1",
                 params![id, auth.entry_mac(*id, uuid, scopes, *deleted)],
+            )
+            .ctx(&path)?;
+        }
+        let passkeys: Vec<(String, Option<i64>, String, i64)> = {
+            let mut st = tx
+                .prepare("SELECT id, agent_id, CAST(public_key AS TEXT), sign_count FROM webauthn_credentials")
+                .ctx(&path)?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).ctx(&path)?;
+            rows.collect::<Result<_, _>>().ctx(&path)?
+        };
+        for (id, agent, passkey, count) in &passkeys {
+            tx.execute(
+                "UPDATE webauthn_credentials SET mac = ?2 WHERE id = ?1",
+                params![id, auth.credential_mac(id, *agent, passkey, *count)],
             )
             .ctx(&path)?;
         }

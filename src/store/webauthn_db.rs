@@ -26,6 +26,8 @@ pub struct CredentialRow {
     pub created_at: i64,
     /// The agent that enrolled it; only that agent's token can use it.
     pub agent_id: Option<i64>,
+    /// Set by the store on write; see [`VaultDb::credential_authentic`].
+    pub mac: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,6 +64,7 @@ fn credential_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CredentialRow> {
         name: r.get(3)?,
         created_at: r.get(4)?,
         agent_id: r.get(5)?,
+        mac: r.get(6)?,
     })
 }
 
@@ -85,7 +88,7 @@ impl VaultDb {
         let mut st = self
             .conn
             .prepare(
-                "SELECT id, CAST(public_key AS TEXT), sign_count, name, created_at, agent_id FROM webauthn_credentials
+                "SELECT id, CAST(public_key AS TEXT), sign_count, name, created_at, agent_id, mac FROM webauthn_credentials
                  ORDER BY created_at, id",
             )
             .ctx(&self.path)?;
@@ -96,7 +99,7 @@ impl VaultDb {
     pub fn credential(&self, id: &str) -> Result<Option<CredentialRow>, StoreError> {
         self.conn
             .query_row(
-                "SELECT id, CAST(public_key AS TEXT), sign_count, name, created_at, agent_id FROM webauthn_credentials
+                "SELECT id, CAST(public_key AS TEXT), sign_count, name, created_at, agent_id, mac FROM webauthn_credentials
                  WHERE id = ?1",
                 [id],
                 credential_row,
@@ -107,6 +110,7 @@ impl VaultDb {
 
     /// Registers a passkey; a credential id already registered is a conflict.
     pub fn insert_credential(&mut self, row: &CredentialRow, audit: &AuditRecord) -> Result<(), StoreError> {
+        let auth = self.row_auth()?;
         let path = self.path.clone();
         let tx = self.write_tx()?;
         let exists: Option<i64> = tx
@@ -116,10 +120,11 @@ impl VaultDb {
         if exists.is_some() {
             return Err(StoreError::Conflict("this passkey is already registered".into()));
         }
+        let mac = auth.credential_mac(&row.id, row.agent_id, &row.passkey, row.sign_count);
         tx.execute(
-            "INSERT INTO webauthn_credentials (id, public_key, sign_count, name, created_at, agent_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![row.id, row.passkey.as_bytes(), row.sign_count, row.name, row.created_at, row.agent_id],
+            "INSERT INTO webauthn_credentials (id, public_key, sign_count, name, created_at, agent_id, mac)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![row.id, row.passkey.as_bytes(), row.sign_count, row.name, row.created_at, row.agent_id, mac],
         )
         .ctx(&path)?;
         audit_sql::insert(&tx, &path, audit)?;
@@ -128,17 +133,21 @@ impl VaultDb {
 
     /// Stores a passkey's state after a verified assertion (its new signature counter).
     pub fn update_credential(&mut self, id: &str, passkey: &str, sign_count: i64) -> Result<(), StoreError> {
+        let auth = self.row_auth()?;
         let path = self.path.clone();
         let tx = self.write_tx()?;
-        let n = tx
-            .execute(
-                "UPDATE webauthn_credentials SET public_key = ?2, sign_count = ?3 WHERE id = ?1",
-                params![id, passkey.as_bytes(), sign_count],
-            )
+        let agent: Option<Option<i64>> = tx
+            .query_row("SELECT agent_id FROM webauthn_credentials WHERE id = ?1", [id], |r| r.get(0))
+            .optional()
             .ctx(&path)?;
-        if n == 0 {
+        let Some(agent) = agent else {
             return Err(StoreError::NotFound);
-        }
+        };
+        tx.execute(
+            "UPDATE webauthn_credentials SET public_key = ?2, sign_count = ?3, mac = ?4 WHERE id = ?1",
+            params![id, passkey.as_bytes(), sign_count, auth.credential_mac(id, agent, passkey, sign_count)],
+        )
+        .ctx(&path)?;
         tx.commit().ctx(&path)
     }
 

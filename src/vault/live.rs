@@ -365,7 +365,8 @@ impl LiveVault {
 
     /// The registered passkeys (rows as stored: id, name, counter, the public passkey JSON).
     pub fn passkeys(&self) -> Result<Vec<crate::store::webauthn_db::CredentialRow>, VaultError> {
-        Ok(self.db().credentials()?)
+        // Only rows whose MAC verifies: a forged one is reported by `ops::passkeys`.
+        Ok(ops::passkeys(&self.db())?.into_iter().map(|(row, _)| row).collect())
     }
 
     /// The owner's wrapped L2 keyring, if one was stored.

@@ -213,8 +213,18 @@ pub fn set_entry_scopes(
 pub const MAX_PASSKEY_NAME: usize = 64;
 
 /// The registered passkeys, parsed.
+/// Passkey rows whose MAC fails (written into the file without the master key, or moved to
+/// another agent) are left out and reported: they approve nothing.
 pub fn passkeys(db: &VaultDb) -> Result<Vec<(CredentialRow, StoredPasskey)>, VaultError> {
-    db.credentials()?
+    let (authentic, forged): (Vec<_>, Vec<_>) = db.credentials()?.into_iter().partition(|r| db.credential_authentic(r));
+    if !forged.is_empty() {
+        crate::edition::alert(
+            "vault_rows_forged",
+            "passkey rows fail their integrity check (changed without the master key) and approve nothing",
+            &[("rows", forged.iter().map(|r| format!("passkey {}", r.id)).collect::<Vec<_>>().join(", "))],
+        );
+    }
+    authentic
         .into_iter()
         .map(|row| {
             let pk = StoredPasskey::from_stored(&row.passkey, row.sign_count)
@@ -243,6 +253,7 @@ pub fn add_passkey(
         name: name.to_owned(),
         created_at: now(),
         agent_id: Some(agent.0),
+        mac: None,
     };
     db.insert_credential(&row, &event.record()).map_err(VaultError::from_store)?;
     Ok(id)
