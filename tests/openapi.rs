@@ -465,7 +465,12 @@ fn every_success_answer_is_as_documented() {
     let agent = write("POST", "/api/agents", "/api/agents", &json!({"name": "bot"})).json();
     assert_eq!(agent["agent"]["id"], 2, "the probes below use agent 2");
     write("PUT", "/api/agents/2", "/api/agents/{id}", &json!({"name": "bot2", "rotate_token": true}));
-    write("PUT", "/api/keyring", "/api/keyring", &json!({"version": 1, "wraps": [{"kind": "passphrase", "salt": "AAAA", "iterations": 600000, "iv": "AAAA", "wrapped": "AAAA"}]}));
+    write(
+        "PUT",
+        "/api/keyring",
+        "/api/keyring",
+        &json!({"version": 1, "wraps": [{"kind": "passphrase", "salt": "AAAA", "iterations": 600000, "iv": "AAAA", "wrapped": "AAAA"}]}),
+    );
     for p in [
         "/healthz",
         "/api/webauthn/info",
