@@ -1,34 +1,182 @@
-//! Serving the router on a plain TCP listener: one hyper HTTP/1.1 connection per socket, graceful
-//! shutdown, and *handoff*: a handler may take its raw socket away from hyper.
+//! The one hardened listener: every public port (plain HTTP, TLS, the :80 redirect) is served by
+//! [`serve`], so no limit exists on one and not another. It owns, per process:
 //!
-//! Handoff exists for the commercial tarpit. A connection inside hyper carries about 19 KB of
-//! buffers and state for as long as it is open; a scanner held for 30 seconds needs none of that.
-//! A handler that finds a [`Handoff`] in its request's extensions may call [`Handoff::take`] with
-//! what to do with the socket and then never finish: the connection task drops hyper's
-//! connection (buffers, service, the pending handler) and runs the takeover as a task of its own,
-//! which owns little more than the socket. Nothing of the pending response is ever written.
+//! - **Connection caps** ([`Gate`]): at most `max_connections` open connections, and at most
+//!   `max_connections_per_ip` from one IPv4 address or IPv6 /64. Past either, a new connection is
+//!   closed at once, before a byte is read (and before a TLS handshake); open ones keep working.
+//! - **Request heads**: at most [`MAX_HEAD`] bytes (hyper answers 431 and closes), read within
+//!   hyper's 30 s header timeout (slow-loris).
+//! - **Request bodies**: read here, before any handler, into one buffer: a declared length over
+//!   the limit is refused 413 before a byte of it is read; a chunked body is cut at the limit
+//!   (413); a body not complete within `body_timeout`, or arriving slower than `body_min_rate`
+//!   after [`RATE_GRACE`], is answered 408. Refusals carry the JSON error body and close the
+//!   connection. All bodies being buffered share one budget ([`BODY_BUDGET`]): past it, reading
+//!   pauses (TCP back-pressure) until memory is freed or the body's deadline passes.
+//! - **TLS**: the handshake runs inside the connection task, after the caps, within
+//!   [`HANDSHAKE_TIMEOUT`]; every response over TLS carries HSTS.
+//! - **Handoff**: a handler may take its raw socket away from hyper (the commercial tarpit).
+//!   A connection inside hyper carries about 19 KB of buffers and state for as long as it is
+//!   open; a scanner held for 30 seconds needs none of that. A handler that finds a [`Handoff`]
+//!   in its request's extensions may call [`Handoff::take`] and then never finish: the connection
+//!   task drops hyper's connection and runs the takeover as a task of its own, which owns little
+//!   more than the socket. A handed-off *plain* socket leaves the connection caps (the tarpit
+//!   bounds those itself); a handed-off TLS socket keeps its slot, as it still holds rustls state.
 //!
-//! Must never: write to a socket after handing it off, or end before every connection it started
-//! (handed-off ones included) has closed once shutdown began. TLS listeners (`node::tls`) are
-//! served by axum-server and offer no handoff; handlers must work without one.
+//! Must never: read a body before its declared length was checked, write to a socket after
+//! handing it off, or end before every connection it started (handed-off ones included) has
+//! closed once shutdown began.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::ConnectInfo;
-use hyper::body::Incoming;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::Response;
+use hyper::body::{Body as _, Incoming};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
+use tokio::time::Instant;
 use tower::ServiceExt;
 
+/// Largest request head (request line and headers). hyper answers a larger one 431 and closes.
+pub const MAX_HEAD: usize = 16 * 1024;
+/// Bytes of request bodies buffered at once, all connections together. 500 uploads of 64 KiB
+/// arriving at the same moment would otherwise hold 32 MB.
+pub const BODY_BUDGET: usize = 16 * 1024 * 1024;
+/// A body is held to the floor rate only after this long: a small body comes in one packet.
+pub const RATE_GRACE: Duration = Duration::from_secs(5);
+/// A TLS handshake (or an ACME validation connection) that takes longer is dropped, so idle
+/// sockets cannot pile up before a request is ever read.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long in-flight requests get to finish once shutdown has begun; connections still busy
+/// after that (a client sending a body at a trickle) are dropped, so a stop never hangs.
+pub const GRACE: Duration = Duration::from_secs(10);
+/// Sent on every response over TLS: browsers then never try plain http for this host.
+pub const HSTS: &str = "max-age=31536000";
+
+/// The listener's limits (flags `--max-connections`, `--max-connections-per-ip`,
+/// `--body-timeout-secs`, `--body-min-rate`).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub body_timeout: Duration,
+    /// Bytes per second a body must average after [`RATE_GRACE`]; 0 turns the floor off.
+    pub body_min_rate: u64,
+    pub max_body: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
+            body_timeout: Duration::from_secs(30),
+            body_min_rate: DEFAULT_BODY_MIN_RATE,
+            max_body: super::MAX_BODY,
+        }
+    }
+}
+
+/// Sized for a 1-vCPU / 512 MB node: a connection stuck in a partial head or body costs about
+/// 20 KB, so a full house is about 20 MB above idle, plus at most [`BODY_BUDGET`] of bodies.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Enough for a NAT full of browsers and agents; one address cannot take the whole node.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 64;
+/// 1 KiB/s: a 256 KiB body on a link that slow would miss the 30 s timeout anyway.
+pub const DEFAULT_BODY_MIN_RATE: u64 = 1024;
+
+/// Admission for every listener of the process: the connection counts and the body budget.
+pub struct Gate {
+    limits: Limits,
+    open: AtomicUsize,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    /// In KiB.
+    body_budget: Arc<Semaphore>,
+}
+
+impl Gate {
+    pub fn new(limits: Limits) -> Arc<Self> {
+        Arc::new(Self {
+            limits,
+            open: AtomicUsize::new(0),
+            per_ip: Mutex::new(HashMap::new()),
+            body_budget: Arc::new(Semaphore::new(BODY_BUDGET / 1024)),
+        })
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// A slot for a connection from `ip`, or None past either cap.
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Slot> {
+        let key = ip_key(ip);
+        let mut per_ip = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        let from_ip = per_ip.get(&key).copied().unwrap_or(0);
+        if from_ip >= self.limits.max_connections_per_ip {
+            return None;
+        }
+        if self.open.fetch_add(1, Ordering::AcqRel) >= self.limits.max_connections {
+            self.open.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        per_ip.insert(key, from_ip + 1);
+        Some(Slot { gate: self.clone(), key })
+    }
+}
+
+/// IPv4 (also when mapped into IPv6) by address, IPv6 by /64: one host usually owns a /64.
+fn ip_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        },
+    }
+}
+
+/// One admitted connection; gives its place back when dropped.
+struct Slot {
+    gate: Arc<Gate>,
+    key: IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.gate.open.fetch_sub(1, Ordering::AcqRel);
+        let mut per_ip = self.gate.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = per_ip.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                per_ip.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// A connection's byte stream: a TCP socket, or a TLS session over one.
+pub trait Socket: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Socket for T {}
+
+/// Runs a TLS handshake on an admitted socket. `Ok(None)`: the connection was an ACME
+/// validation and is done.
+pub type TlsAccept = Arc<
+    dyn Fn(TcpStream) -> Pin<Box<dyn Future<Output = std::io::Result<Option<Box<dyn Socket>>>> + Send>> + Send + Sync,
+>;
+
 /// What a handler does with a socket it took over.
-pub type Takeover = Box<dyn FnOnce(TcpStream) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+pub type Takeover = Box<dyn FnOnce(Box<dyn Socket>) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
 
 /// Lets one handler on this connection take the raw socket (see the module docs). Cloned into
 /// every request of the connection; only the first [`Handoff::take`] wins.
@@ -50,13 +198,16 @@ impl Handoff {
     }
 }
 
-/// How long in-flight requests get to finish once shutdown has begun; connections still busy
-/// after that (a client sending a body at a trickle) are dropped, so a stop never hangs.
-pub const GRACE: Duration = Duration::from_secs(10);
-
-/// Serves `app` on `listener` until `shutdown` resolves, then lets in-flight requests finish and
-/// waits for every connection, handed-off ones included, to close: at most [`GRACE`].
-pub async fn serve(listener: TcpListener, app: Router, shutdown: impl Future<Output = ()>) {
+/// Serves `app` on `listener` (over TLS when `tls` is given) under `gate`'s limits until
+/// `shutdown` resolves, then lets in-flight requests finish and waits for every connection,
+/// handed-off ones included, to close: at most [`GRACE`].
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<TlsAccept>,
+    gate: Arc<Gate>,
+    app: Router,
+    shutdown: impl Future<Output = ()>,
+) {
     // Connections watch `stop` to begin their graceful shutdown, and each holds a clone of
     // `open` until it closes, so `closed()` on its sender tells when all are gone.
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -80,7 +231,14 @@ pub async fn serve(listener: TcpListener, app: Router, shutdown: impl Future<Out
                 }
             },
         };
-        tokio::spawn(connection(stream, remote, app.clone(), stop_rx.clone(), open_rx.clone()));
+        let Some(slot) = gate.admit(remote.ip()) else {
+            // Closed before anything is read or allocated for it.
+            tracing::debug!(%remote, "connection refused: over the connection cap");
+            continue;
+        };
+        let conn =
+            Conn { remote, slot, gate: gate.clone(), app: app.clone(), stop: stop_rx.clone(), open: open_rx.clone() };
+        tokio::spawn(conn.run(stream, tls.clone()));
     }
     drop(listener);
     stop_tx.send_replace(true);
@@ -96,57 +254,226 @@ fn is_connection_error(e: &std::io::Error) -> bool {
     matches!(e.kind(), ConnectionRefused | ConnectionAborted | ConnectionReset)
 }
 
-async fn connection(
-    stream: TcpStream,
+struct Conn {
     remote: SocketAddr,
+    slot: Slot,
+    gate: Arc<Gate>,
     app: Router,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
     open: watch::Receiver<()>,
-) {
-    let (handoff, mut taken) = Handoff::new();
-    let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-        req.extensions_mut().insert(ConnectInfo(remote));
-        req.extensions_mut().insert(handoff.clone());
-        app.clone().oneshot(req.map(Body::new))
-    });
-    // The timer gives hyper its default 30 s limit for reading a request head (slow-loris).
-    // Half-close: hyper otherwise reads the socket again while a request is in flight, to
-    // notice a client that went away; that read needs a fresh 8 KB buffer every time (the
-    // request still shares the old one) plus a syscall, and would cancel a handler between
-    // its audit commit and its answer. A vanished client is noticed when the answer is written.
-    let mut conn = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .half_close(true)
-        .serve_connection(TokioIo::new(stream), service);
-    let mut handed_off = false;
-    loop {
-        tokio::select! {
-            result = &mut conn => {
-                if let Err(e) = result {
-                    tracing::debug!(error = %e, %remote, "connection ended with an error");
-                }
-                return;
-            }
-            taken = &mut taken, if !handed_off => {
-                handed_off = true;
-                // Err: the sender went with the service, which cannot happen while `conn` lives.
-                let Ok(takeover) = taken else { continue };
-                // Everything hyper held for this connection is freed here; the new task owns
-                // the socket and keeps `open` so that shutdown still waits for it.
-                let stream = conn.into_parts().io.into_inner();
-                tokio::spawn(async move {
-                    takeover(stream).await;
-                    drop(open);
-                });
-                return;
-            }
-            changed = stop.changed() => {
-                if changed.is_err() {
-                    // `serve` has returned: the grace period is over.
+}
+
+impl Conn {
+    async fn run(self, stream: TcpStream, tls: Option<TlsAccept>) {
+        let is_tls = tls.is_some();
+        let socket: Box<dyn Socket> = match tls {
+            None => Box::new(stream),
+            Some(accept) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept(stream)).await {
+                Ok(Ok(Some(tls))) => tls,
+                Ok(Ok(None)) => return,
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, remote = %self.remote, "TLS handshake failed");
                     return;
                 }
-                Pin::new(&mut conn).graceful_shutdown();
+                Err(_) => {
+                    tracing::debug!(remote = %self.remote, "TLS handshake timed out");
+                    return;
+                }
+            },
+        };
+        self.http(socket, is_tls).await;
+    }
+
+    async fn http(self, socket: Box<dyn Socket>, is_tls: bool) {
+        let Conn { remote, slot, gate, app, mut stop, open } = self;
+        let (handoff, mut taken) = Handoff::new();
+        let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+            let app = app.clone();
+            let gate = gate.clone();
+            let handoff = handoff.clone();
+            async move {
+                let (mut parts, body) = req.into_parts();
+                let mut resp = match read_body(body, &gate).await {
+                    Ok((bytes, _budget)) => {
+                        parts.extensions.insert(ConnectInfo(remote));
+                        parts.extensions.insert(handoff);
+                        let req = hyper::Request::from_parts(parts, Body::from(bytes));
+                        // `_budget` is held until the handler has answered: the body lives
+                        // until then.
+                        app.oneshot(req).await?
+                    }
+                    Err(refusal) => {
+                        drop(parts);
+                        refusal.response()
+                    }
+                };
+                if is_tls {
+                    resp.headers_mut().insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static(HSTS));
+                }
+                Ok::<_, std::convert::Infallible>(resp)
+            }
+        });
+        // The timer gives hyper its default 30 s limit for reading a request head (slow-loris).
+        // Half-close: hyper otherwise reads the socket again while a request is in flight, to
+        // notice a client that went away; that read needs a fresh 8 KB buffer every time (the
+        // request still shares the old one) plus a syscall, and would cancel a handler between
+        // its audit commit and its answer. A vanished client is noticed when the answer is written.
+        let mut conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .half_close(true)
+            .max_buf_size(MAX_HEAD)
+            .serve_connection(TokioIo::new(socket), service);
+        let mut handed_off = false;
+        loop {
+            tokio::select! {
+                result = &mut conn => {
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, %remote, "connection ended with an error");
+                    }
+                    return;
+                }
+                taken = &mut taken, if !handed_off => {
+                    handed_off = true;
+                    // Err: the sender went with the service, which cannot happen while `conn` lives.
+                    let Ok(takeover) = taken else { continue };
+                    // Everything hyper held for this connection is freed here; the new task owns
+                    // the socket and keeps `open` so that shutdown still waits for it.
+                    let socket = conn.into_parts().io.into_inner();
+                    let slot = if is_tls { Some(slot) } else { None };
+                    tokio::spawn(async move {
+                        takeover(socket).await;
+                        drop(slot);
+                        drop(open);
+                    });
+                    return;
+                }
+                changed = stop.changed() => {
+                    if changed.is_err() {
+                        // `serve` has returned: the grace period is over.
+                        return;
+                    }
+                    Pin::new(&mut conn).graceful_shutdown();
+                }
             }
         }
+    }
+}
+
+/// Why a body was not read to its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    TooLarge,
+    TooSlow,
+    Broken,
+}
+
+impl Refusal {
+    fn response(self) -> Response {
+        let (status, message) = match self {
+            Refusal::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "the request body is too large"),
+            Refusal::TooSlow => (StatusCode::REQUEST_TIMEOUT, "the request body did not arrive in time"),
+            Refusal::Broken => (StatusCode::BAD_REQUEST, "the request body could not be read"),
+        };
+        let body = serde_json::json!({"error": super::error::code_for(status), "message": message}).to_string();
+        let mut resp = Response::new(Body::from(body));
+        *resp.status_mut() = status;
+        let h = resp.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+        // The rest of the body is never read: the connection cannot carry another request.
+        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        crate::node::metrics().record_response(status.as_u16());
+        resp
+    }
+}
+
+/// Reads a whole body under the limits, copying it out of hyper's read buffers (a small chunk
+/// would otherwise pin a whole buffer). Returns the bytes and their share of the body budget.
+async fn read_body(mut body: Incoming, gate: &Gate) -> Result<(Bytes, Option<OwnedSemaphorePermit>), Refusal> {
+    if body.is_end_stream() {
+        return Ok((Bytes::new(), None));
+    }
+    let limits = &gate.limits;
+    // A declared Content-Length is the exact size hint: refused before a byte is read.
+    if body.size_hint().lower() > limits.max_body as u64 {
+        return Err(Refusal::TooLarge);
+    }
+    let started = Instant::now();
+    let deadline = started + limits.body_timeout;
+    let mut check = tokio::time::interval_at(started + RATE_GRACE, Duration::from_secs(1));
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    // Time spent waiting for the budget is ours, not the client's: it does not count for the rate.
+    let mut waited = Duration::ZERO;
+    let mut buf: Vec<u8> = Vec::new();
+    let mut permit: Option<OwnedSemaphorePermit> = None;
+    loop {
+        let frame = tokio::select! {
+            frame = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)) => frame,
+            () = tokio::time::sleep_until(deadline) => return Err(Refusal::TooSlow),
+            _ = check.tick(), if limits.body_min_rate > 0 => {
+                let elapsed = started.elapsed().saturating_sub(waited + RATE_GRACE);
+                if (buf.len() as u128) < u128::from(limits.body_min_rate) * elapsed.as_millis() / 1000 {
+                    return Err(Refusal::TooSlow);
+                }
+                continue;
+            }
+        };
+        let data = match frame {
+            None => break,
+            Some(Err(_)) => return Err(Refusal::Broken),
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => data,
+                Err(_) => continue, // trailers
+            },
+        };
+        let len = buf.len() + data.len();
+        if len > limits.max_body {
+            return Err(Refusal::TooLarge);
+        }
+        let need = len.div_ceil(1024) as u32;
+        let held = permit.as_ref().map_or(0, |p| p.num_permits() as u32);
+        if need > held {
+            let wait = Instant::now();
+            let more = tokio::time::timeout_at(deadline, gate.body_budget.clone().acquire_many_owned(need - held))
+                .await
+                .map_err(|_| Refusal::TooSlow)?
+                .map_err(|_| Refusal::Broken)?;
+            waited += wait.elapsed();
+            match &mut permit {
+                Some(p) => p.merge(more),
+                None => permit = Some(more),
+            }
+        }
+        buf.extend_from_slice(&data);
+    }
+    Ok((Bytes::from(buf), permit))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caps_count_per_address_and_in_total() {
+        let gate = Gate::new(Limits { max_connections: 3, max_connections_per_ip: 2, ..Limits::default() });
+        let a: IpAddr = "127.0.0.2".parse().unwrap();
+        let b: IpAddr = "127.0.0.3".parse().unwrap();
+        let a1 = gate.admit(a).unwrap();
+        let _a2 = gate.admit(a).unwrap();
+        assert!(gate.admit(a).is_none(), "per-address cap");
+        let _b1 = gate.admit(b).unwrap();
+        assert!(gate.admit(b).is_none(), "total cap");
+        drop(a1);
+        assert!(gate.admit(b).is_some(), "a closed connection gives its place back");
+    }
+
+    #[test]
+    fn ipv6_hosts_count_by_prefix() {
+        let one: IpAddr = "2001:db8::1".parse().unwrap();
+        let two: IpAddr = "2001:db8::ffff:2".parse().unwrap();
+        assert_eq!(ip_key(one), ip_key(two));
+        let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        assert_eq!(ip_key(mapped), "127.0.0.1".parse::<IpAddr>().unwrap());
     }
 }
