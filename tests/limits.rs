@@ -374,3 +374,40 @@ fn a_body_below_the_floor_rate_gets_408() {
     drop(c);
     let _ = trickle.join();
 }
+
+/// Commercial: connections held by the tarpit leave the listener's caps once handed off, so a
+/// thousand held scanners do not take the places of real clients (`--max-connections 1060`:
+/// 1000 held plus 100 real clients fit only if the held ones no longer count).
+#[cfg(feature = "commercial")]
+#[test]
+fn tarpit_held_connections_leave_the_caps() {
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let v = Vault::new();
+    let s = Server::start(&v.dir(), &["--max-connections", "1060", "--max-connections-per-ip", "1060"]);
+    let mut held = Vec::new();
+    // In batches of 50, each read up to its response head (written after the handoff), so no
+    // more than 50 are ever waiting inside hyper.
+    for _ in 0..20 {
+        let mut batch = Vec::new();
+        for _ in 0..50 {
+            let mut c = connect_from("127.0.0.2", s.addr);
+            c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            c.write_all(b"GET /wp-login.php HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            batch.push(c);
+        }
+        for c in &mut batch {
+            let head = common::read_head(c);
+            assert!(head.starts_with("HTTP/1.1 404") && head.contains("chunked"), "{head}");
+        }
+        held.extend(batch);
+    }
+    let t = Target::Plain(s.addr);
+    let mut real: Vec<Box<dyn Conn>> = Vec::new();
+    for i in 0..100 {
+        let mut c = t.connect_from("127.0.0.1").expect("connection");
+        let answer = health(&mut *c);
+        assert_eq!(answer.map(|r| r.0), Some(200), "real client {i} with 1000 held");
+        real.push(c);
+    }
+    drop(held);
+}
