@@ -13,6 +13,8 @@
 //! `key value` lines. Loopback only.
 //!
 //! `strangers ADDR PID TOKEN SECS [--stalled 5000] [--uploads 500] [--per-address 50]`
+//! (`STRANGERS_UPLOAD_PATH` sends the uploads elsewhere, e.g. `/healthz`, to tell the listener's
+//! cost from the handler's).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;

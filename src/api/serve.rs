@@ -4,8 +4,8 @@
 //! - **Connection caps** ([`Gate`]): at most `max_connections` open connections, and at most
 //!   `max_connections_per_ip` from one IPv4 address or IPv6 /64. Past either, a new connection is
 //!   closed at once, before a byte is read (and before a TLS handshake); open ones keep working.
-//! - **Request heads**: at most [`MAX_HEAD`] bytes (hyper answers 431 and closes), read within
-//!   hyper's 30 s header timeout (slow-loris).
+//! - **Request heads**: at most [`MAX_HEAD`] bytes (hyper answers 431 and closes; `JsonErrors`
+//!   gives that answer the JSON error body), read within hyper's 30 s header timeout (slow-loris).
 //! - **Request bodies**: read here, before any handler, into one buffer: a declared length over
 //!   the limit is refused 413 before a byte of it is read; a chunked body is cut at the limit
 //!   (413); a body not complete within `body_timeout`, or arriving slower than `body_min_rate`
@@ -325,7 +325,7 @@ impl Conn {
             .timer(TokioTimer::new())
             .half_close(true)
             .max_buf_size(MAX_HEAD)
-            .serve_connection(TokioIo::new(socket), service);
+            .serve_connection(TokioIo::new(JsonErrors::new(socket)), service);
         let mut handed_off = false;
         loop {
             tokio::select! {
@@ -341,7 +341,7 @@ impl Conn {
                     let Ok(takeover) = taken else { continue };
                     // Everything hyper held for this connection is freed here; the new task owns
                     // the socket and keeps `open` so that shutdown still waits for it.
-                    let socket = conn.into_parts().io.into_inner();
+                    let socket = conn.into_parts().io.into_inner().inner;
                     let slot = if is_tls { Some(slot) } else { None };
                     tokio::spawn(async move {
                         takeover(socket).await;
@@ -359,6 +359,128 @@ impl Conn {
                 }
             }
         }
+    }
+}
+
+/// Gives hyper's own error answers the JSON body every other error has. hyper answers a request
+/// it cannot parse (a head over [`MAX_HEAD`]: 431; a malformed one: 400) itself, with no body and
+/// no content type, then closes; no hook exists to change that answer. This adapter recognises
+/// such a head as it is written (an error status, no `content-type`, nothing after the head:
+/// every response of the router has a content type, `api::finish` sees to it) and writes the
+/// JSON error in its place. Everything else passes through untouched.
+struct JsonErrors<S> {
+    inner: S,
+    /// The replacement being written, how much of it is out, and what to report to hyper.
+    pending: Option<(Vec<u8>, usize, usize)>,
+}
+
+impl<S> JsonErrors<S> {
+    fn new(inner: S) -> Self {
+        Self { inner, pending: None }
+    }
+}
+
+/// The JSON answer to write instead of `head`, if `head` is hyper's own bodiless error.
+fn json_error_for(head: &[u8]) -> Option<Vec<u8>> {
+    let rest = head.strip_prefix(b"HTTP/1.1 ")?;
+    if !matches!(rest.first(), Some(b'4' | b'5')) || !head.ends_with(b"\r\n\r\n") {
+        return None;
+    }
+    let text = std::str::from_utf8(head).ok()?.to_ascii_lowercase();
+    if text.contains("\r\ncontent-type:") || text.matches("\r\n\r\n").count() != 1 {
+        return None;
+    }
+    let status = StatusCode::from_bytes(rest.get(..3)?).ok()?;
+    let message = status.canonical_reason().unwrap_or("error");
+    let body = serde_json::json!({"error": super::error::code_for(status), "message": message}).to_string();
+    crate::node::metrics().record_response(status.as_u16());
+    Some(
+        format!(
+            "HTTP/1.1 {} {message}\r\ncontent-type: application/json\r\ncache-control: no-store\r\n\
+             x-content-type-options: nosniff\r\ncontent-length: {}\r\n\r\n{body}",
+            status.as_u16(),
+            body.len()
+        )
+        .into_bytes(),
+    )
+}
+
+impl<S: AsyncWrite + Unpin> JsonErrors<S> {
+    /// Writes the pending replacement; Ready(n) reports hyper's `n` bytes as written.
+    fn drive(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<usize>> {
+        use std::task::Poll;
+        while let Some((bytes, done, report)) = &mut self.pending {
+            if *done == bytes.len() {
+                let n = *report;
+                self.pending = None;
+                return Poll::Ready(Ok(n));
+            }
+            match Pin::new(&mut self.inner).poll_write(cx, &bytes[*done..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => *done += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Ok(0))
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for JsonErrors<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for JsonErrors<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        if self.pending.is_none() {
+            match json_error_for(buf) {
+                Some(json) => self.pending = Some((json, 0, buf.len())),
+                None => return Pin::new(&mut self.inner).poll_write(cx, buf),
+            }
+        }
+        self.drive(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        if self.pending.is_none() {
+            let total: usize = bufs.iter().map(|b| b.len()).sum();
+            let first = bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| &b[..]);
+            // hyper's bodiless error head is all there is in its write.
+            match json_error_for(first).filter(|_| first.len() == total) {
+                Some(json) => self.pending = Some((json, 0, total)),
+                None => return Pin::new(&mut self.inner).poll_write_vectored(cx, bufs),
+            }
+        }
+        self.drive(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -466,6 +588,22 @@ mod tests {
         assert!(gate.admit(b).is_none(), "total cap");
         drop(a1);
         assert!(gate.admit(b).is_some(), "a closed connection gives its place back");
+    }
+
+    #[test]
+    fn only_hypers_bodiless_error_heads_are_replaced() {
+        let hyper_431 = b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\ndate: x\r\n\r\n";
+        let json = String::from_utf8(json_error_for(hyper_431).unwrap()).unwrap();
+        assert!(json.starts_with("HTTP/1.1 431 "), "{json}");
+        assert!(
+            json.ends_with(r#"{"error":"headers_too_large","message":"Request Header Fields Too Large"}"#),
+            "{json}"
+        );
+        // The router's own errors carry a content type; successes and bodies are never touched.
+        assert!(json_error_for(b"HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\n\r\n").is_none());
+        assert!(json_error_for(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").is_none());
+        assert!(json_error_for(b"HTTP/1.1 400 Bad\r\ncontent-length: 2\r\n\r\n{}").is_none());
+        assert!(json_error_for(b"{\"HTTP/1.1 431\"}").is_none());
     }
 
     #[test]
