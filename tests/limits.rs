@@ -225,6 +225,18 @@ fn declared_oversize_body_is_refused_before_it_is_sent(t: &Target) {
     assert!(closed(&mut *c));
 }
 
+/// A client that sends its whole oversize body regardless still reads the 413: the server
+/// drains what it sends after the answer instead of resetting the connection.
+fn oversize_body_sent_in_full_still_gets_its_413(url: &str) {
+    let body = vec![b' '; 1 << 20];
+    for _ in 0..3 {
+        let r = common::try_request(url, "POST", None, &[("Content-Type", "application/json")], Some(&body))
+            .expect("the 413 arrives (no reset)");
+        assert_eq!(r.status, 413, "{}", r.body);
+        assert_json_error(&r.body, "payload_too_large");
+    }
+}
+
 fn chunked_body_is_cut_at_the_limit(t: &Target) {
     let mut c = t.connect();
     c.write_all(b"POST /api/setup/start HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap();
@@ -308,6 +320,7 @@ fn plain_listener_limits() {
     declared_oversize_body_is_refused_before_it_is_sent(&t);
     chunked_body_is_cut_at_the_limit(&t);
     slow_body_gets_408_and_the_connection_closes(&t);
+    oversize_body_sent_in_full_still_gets_its_413(&_s.url("/api/setup/start"));
     let mut c = t.connect();
     let (_, head, _) = health(&mut *c).unwrap();
     assert!(!head.contains("strict-transport-security"), "no HSTS over plain http: {head}");

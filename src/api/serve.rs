@@ -368,15 +368,44 @@ impl Conn {
 /// such a head as it is written (an error status, no `content-type`, nothing after the head:
 /// every response of the router has a content type, `api::finish` sees to it) and writes the
 /// JSON error in its place. Everything else passes through untouched.
+///
+/// After such an answer the connection closes while the client may still be sending the rest of
+/// its head; closing a socket with unread data makes the kernel send a reset, which can destroy
+/// the answer before the client reads it. So shutdown *lingers* (after these answers and after
+/// our own 408 and 413): it sends FIN, then reads and discards what still comes, up to
+/// [`LINGER_BYTES`] or [`LINGER`], whichever is first. The connection keeps its slot meanwhile.
 struct JsonErrors<S> {
     inner: S,
     /// The replacement being written, how much of it is out, and what to report to hyper.
     pending: Option<(Vec<u8>, usize, usize)>,
+    /// Set once an error answer was replaced: shutdown lingers.
+    linger: Option<Linger>,
 }
+
+struct Linger {
+    until: Pin<Box<tokio::time::Sleep>>,
+    drained: usize,
+    fin_sent: bool,
+}
+
+/// How long and how much a closing connection reads after an error answer (see [`JsonErrors`]).
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 1024 * 1024;
 
 impl<S> JsonErrors<S> {
     fn new(inner: S) -> Self {
-        Self { inner, pending: None }
+        Self { inner, pending: None, linger: None }
+    }
+
+    fn start_linger(&mut self) {
+        self.linger = Some(Linger { until: Box::pin(tokio::time::sleep(LINGER)), drained: 0, fin_sent: false });
+    }
+
+    /// Our own 408 and 413 ([`Refusal`]) leave a body unread, like hyper's errors: linger too.
+    fn note_refusal(&mut self, head: &[u8]) {
+        if head.starts_with(b"HTTP/1.1 408 ") || head.starts_with(b"HTTP/1.1 413 ") {
+            self.start_linger();
+        }
     }
 }
 
@@ -413,6 +442,7 @@ impl<S: AsyncWrite + Unpin> JsonErrors<S> {
             if *done == bytes.len() {
                 let n = *report;
                 self.pending = None;
+                self.start_linger();
                 return Poll::Ready(Ok(n));
             }
             match Pin::new(&mut self.inner).poll_write(cx, &bytes[*done..]) {
@@ -436,7 +466,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for JsonErrors<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for JsonErrors<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for JsonErrors<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
@@ -445,7 +475,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for JsonErrors<S> {
         if self.pending.is_none() {
             match json_error_for(buf) {
                 Some(json) => self.pending = Some((json, 0, buf.len())),
-                None => return Pin::new(&mut self.inner).poll_write(cx, buf),
+                None => {
+                    self.note_refusal(buf);
+                    return Pin::new(&mut self.inner).poll_write(cx, buf);
+                }
             }
         }
         self.drive(cx)
@@ -462,7 +495,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for JsonErrors<S> {
             // hyper's bodiless error head is all there is in its write.
             match json_error_for(first).filter(|_| first.len() == total) {
                 Some(json) => self.pending = Some((json, 0, total)),
-                None => return Pin::new(&mut self.inner).poll_write_vectored(cx, bufs),
+                None => {
+                    self.note_refusal(first);
+                    return Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+                }
             }
         }
         self.drive(cx)
@@ -480,7 +516,26 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for JsonErrors<S> {
         mut self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        use std::task::Poll;
+        let this = &mut *self;
+        let Some(linger) = &mut this.linger else {
+            return Pin::new(&mut this.inner).poll_shutdown(cx);
+        };
+        if !linger.fin_sent {
+            std::task::ready!(Pin::new(&mut this.inner).poll_shutdown(cx))?;
+            linger.fin_sent = true;
+        }
+        let mut scratch = [0u8; 4096];
+        while linger.drained < LINGER_BYTES && linger.until.as_mut().poll(cx).is_pending() {
+            let mut buf = tokio::io::ReadBuf::new(&mut scratch);
+            match Pin::new(&mut this.inner).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if !buf.filled().is_empty() => linger.drained += buf.filled().len(),
+                Poll::Ready(_) => break, // EOF or error: nothing more to drain
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        this.linger = None;
+        Poll::Ready(Ok(()))
     }
 }
 
