@@ -339,7 +339,9 @@ mod commercial {
     fn tarpit_caps_at_1000_and_releases_everyone_on_shutdown() {
         let _ = rlimit::increase_nofile_limit(u64::MAX);
         let v = Vault::new();
-        let mut s = start_with_env(&v, &[]);
+        // All 1000 come from 127.0.0.1: lift the per-address cap (64), which would close the
+        // 65th connection while earlier ones still wait for their handoff.
+        let mut s = start_with_env(&v, &[("CLAVITOR_MAX_CONNECTIONS_PER_IP", "1024")]);
         let mut held: Vec<TcpStream> = (0..1000).map(|_| send_unknown(s.addr)).collect();
         for conn in held.iter_mut() {
             assert!(read_head(conn).starts_with("HTTP/1.1 404"));

@@ -33,6 +33,11 @@ step "browser: setup link, passkey, L1/L2 entry, scoped agent (headless Chromium
 bash tests/browser/run.sh
 # --- end webauthn branch ---
 
+# --- listener branch: issue 12 §1 (ci-release build; about 2 min plus the build) ---
+step "strangers: RSS < 64 MB and agent p99 < 50 ms under 5,000 stalled connections + 500 uploads"
+bash bench/strangers.sh --check
+# --- end listener branch ---
+
 step "nix: parse, evaluate, secrets, deploy orchestration"
 cargo build --quiet
 CLAVITOR_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/clavitor" bash tests/nix/run.sh

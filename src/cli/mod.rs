@@ -112,6 +112,9 @@ pub struct ServeArgs {
     /// The node: TLS, Kuma push, WireGuard (see src/cli/node.rs).
     #[command(flatten)]
     pub node: Box<NodeArgs>,
+    /// Connection caps and request limits (see src/cli/serve.rs).
+    #[command(flatten)]
+    pub limits: serve::ListenerArgs,
 }
 
 impl ServeArgs {

@@ -5,6 +5,7 @@ use std::io::Write;
 use anyhow::Context;
 
 use super::{GlobalArgs, ServeArgs};
+use crate::api::serve::{DEFAULT_BODY_MIN_RATE, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_IP, Gate};
 use crate::api::{AppState, router};
 use crate::config::{Config, WebauthnConfig};
 use crate::vault::data_dir::{DataDir, InitReport};
@@ -91,9 +92,32 @@ pub fn report_init(dir: &DataDir, report: &InitReport, origin: &str) {
     let _ = out.flush();
 }
 
+/// What every listener (plain, TLS, redirect) enforces, together: see `api::serve`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ListenerArgs {
+    /// Open connections at most, all listeners together; past it, new ones are closed at once.
+    #[arg(long, env = "CLAVITOR_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+    /// Open connections at most from one IPv4 address or IPv6 /64.
+    #[arg(long, env = "CLAVITOR_MAX_CONNECTIONS_PER_IP", default_value_t = DEFAULT_MAX_CONNECTIONS_PER_IP)]
+    pub max_connections_per_ip: usize,
+    /// Seconds a request body may take to arrive in full; later: 408 and the connection closes.
+    #[arg(long, env = "CLAVITOR_BODY_TIMEOUT_SECS", default_value_t = 30)]
+    pub body_timeout_secs: u64,
+    /// Bytes per second a request body must average after its first 5 s (0: no floor); slower: 408.
+    #[arg(long, env = "CLAVITOR_BODY_MIN_RATE", default_value_t = DEFAULT_BODY_MIN_RATE)]
+    pub body_min_rate: u64,
+}
+
 pub async fn serve(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<()> {
     let config =
         Config::new(global.data_dir.clone(), global.master_key_file.clone(), args.listen, args.allow_plain_http)?;
+    let limits = crate::config::listener_limits(
+        args.limits.max_connections,
+        args.limits.max_connections_per_ip,
+        args.limits.body_timeout_secs,
+        args.limits.body_min_rate,
+    )?;
     let webauthn = WebauthnConfig::new(&args.rp_id, &args.origin.origin, args.challenge_ttl_secs)?;
     let node_settings = args.node.settings()?;
     let dir = &config.data_dir;
@@ -150,8 +174,11 @@ pub async fn serve(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<()> 
     tracing::info!(%local, edition = edition.name(), "serving");
     tracing::info!(rp_id = webauthn.rp.rp_id(), origin = %webauthn.rp.origin(), "WebAuthn relying party");
     let app = router(AppState::new(node.clone(), webauthn));
+    // One gate for every listener: the caps count connections of the process, not of a port.
+    let gate = Gate::new(limits);
     // The node room: TLS listeners beside the plain one, integrity checks, Kuma and HQ reports.
-    let tls = crate::node::tls::start(&node_settings.tls, dir, app.clone()).context("cannot start TLS")?;
+    let tls =
+        crate::node::tls::start(&node_settings.tls, dir, app.clone(), gate.clone()).context("cannot start TLS")?;
     for (kind, addr) in &tls.bound {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "clavitor {kind} listening on {addr}");
@@ -159,7 +186,7 @@ pub async fn serve(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<()> 
         tracing::info!(%addr, kind, "serving");
     }
     crate::node::start_reporting(node_settings, dir).context("cannot start node reporting")?;
-    crate::api::serve::serve(listener, app, shutdown_signal(signals)).await;
+    crate::api::serve::serve(listener, None, gate, app, shutdown_signal(signals)).await;
     tls.wait().await;
     node.stop();
     let _ = watcher.join();

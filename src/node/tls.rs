@@ -1,5 +1,7 @@
 //! TLS: in-process ACME (rustls-acme, TLS-ALPN-01) or static certificate files, and the plain
 //! HTTP listener that only redirects to https. Plain HTTP alone stays the development default.
+//! Both are served by `api::serve` (the one hardened listener); this module supplies only the
+//! TLS handshake (axum-server's and rustls-acme's acceptors, used as plain futures).
 //!
 //! The ACME account and certificates are cached in `<data-dir>/acme` (0700), so a restart
 //! reuses them; renewal is automatic and in-process. One rustls crypto provider (ring) is used
@@ -8,28 +10,25 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum_server::accept::Accept;
 use futures_util::StreamExt;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::NodeError;
+use crate::api::serve::{Gate, HANDSHAKE_TIMEOUT, Socket, TlsAccept};
 use crate::vault::DataDir;
 
 pub const LETS_ENCRYPT_PRODUCTION: &str = "https://acme-v02.api.letsencrypt.org/directory";
 pub const LETS_ENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
 pub const DEFAULT_TLS_LISTEN: &str = "0.0.0.0:443";
 pub const DEFAULT_REDIRECT_LISTEN: &str = "0.0.0.0:80";
-/// How long in-flight TLS requests get to finish at shutdown: as long as on the plain listener.
-const GRACE: Duration = crate::api::serve::GRACE;
-/// A TLS handshake (or an ACME validation connection) that takes longer is dropped, so idle
-/// sockets cannot pile up before a request is ever read.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Raw TLS flags, before validation.
 #[derive(Debug, Default, Clone)]
@@ -330,8 +329,10 @@ impl TlsServers {
 }
 
 /// Binds and starts the TLS listener (and the redirect listener) for `app`. Nothing for plain.
-/// They shut down gracefully once `edition::shutdown_started` resolves.
-pub fn start(plan: &TlsPlan, dir: &DataDir, app: Router) -> Result<TlsServers, NodeError> {
+/// Both run on `api::serve`, under the same `gate` (caps, head and body limits) as the plain
+/// listener; the TLS handshake happens inside the connection task, after the caps. They shut
+/// down gracefully once `edition::shutdown_started` resolves.
+pub fn start(plan: &TlsPlan, dir: &DataDir, app: Router, gate: Arc<Gate>) -> Result<TlsServers, NodeError> {
     let mut servers = TlsServers { tasks: Vec::new(), bound: Vec::new() };
     let domains = match &plan.mode {
         TlsMode::Plain => return Ok(servers),
@@ -340,21 +341,21 @@ pub fn start(plan: &TlsPlan, dir: &DataDir, app: Router) -> Result<TlsServers, N
     };
     let tls_listener = bind(plan.tls_listen, "TLS")?;
     let tls_addr = tls_listener.local_addr().map_err(|e| cfg(format!("cannot read the TLS address: {e}")))?;
-    let server = axum_server::from_tcp(tls_listener).map_err(|e| cfg(format!("cannot serve TLS: {e}")))?;
-    let handle = axum_server::Handle::new();
-    let make = app.into_make_service_with_connect_info::<SocketAddr>();
-    let task = match &plan.mode {
+    let tls_listener = tokio::net::TcpListener::from_std(tls_listener)
+        .map_err(|e| cfg(format!("cannot listen on {tls_addr} (TLS): {e}")))?;
+    let (accept, acme_task): (TlsAccept, _) = match &plan.mode {
         TlsMode::Plain => return Ok(servers),
         TlsMode::Static { cert, key } => {
             let config = axum_server::tls_rustls::RustlsConfig::from_config(static_server_config(cert, key)?);
             let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(config).handshake_timeout(HANDSHAKE_TIMEOUT);
-            let mut server = server.acceptor(acceptor).handle(handle.clone());
-            http1_like_the_plain_listener(server.http_builder());
-            tokio::spawn(async move {
-                if let Err(e) = server.serve(make).await {
-                    tracing::error!(error = %e, "the TLS listener failed");
-                }
-            })
+            let accept: TlsAccept = Arc::new(move |tcp| {
+                let handshake = acceptor.accept(tcp, ());
+                Box::pin(async move {
+                    let (tls, ()) = handshake.await?;
+                    Ok(Some(Box::new(tls) as Box<dyn Socket>))
+                })
+            });
+            (accept, None)
         }
         TlsMode::Acme(acme) => {
             let cache = acme_cache_dir(dir);
@@ -365,6 +366,8 @@ pub fn start(plan: &TlsPlan, dir: &DataDir, app: Router) -> Result<TlsServers, N
                 .directory(&acme.directory)
                 .cache(rustls_acme::caches::DirCache::new(cache))
                 .state();
+            // rustls-acme's acceptor answers TLS-ALPN-01 validation connections itself and has
+            // no time limit of its own: `api::serve` bounds it with HANDSHAKE_TIMEOUT.
             let acceptor = state.axum_acceptor(state.default_rustls_config_with_provider(provider()));
             let domains_text = acme.domains.join(",");
             let directory = acme.directory.clone();
@@ -391,24 +394,32 @@ pub fn start(plan: &TlsPlan, dir: &DataDir, app: Router) -> Result<TlsServers, N
                     }
                 }
             });
-            let acceptor = HandshakeTimeout { inner: acceptor, timeout: HANDSHAKE_TIMEOUT };
-            let mut server = server.acceptor(acceptor).handle(handle.clone());
-            http1_like_the_plain_listener(server.http_builder());
-            tokio::spawn(async move {
-                if let Err(e) = server.serve(make).await {
-                    tracing::error!(error = %e, "the TLS listener failed");
-                }
-                // The ACME loop never ends by itself: stop renewing with the listener.
-                acme_task.abort();
-            })
+            let accept: TlsAccept = Arc::new(move |tcp| {
+                let handshake = acceptor.accept(tcp, ());
+                Box::pin(async move {
+                    match handshake.await {
+                        Ok((tls, ())) => Ok(Some(Box::new(tls) as Box<dyn Socket>)),
+                        // The acceptor ends a validation connection with this error once it has
+                        // answered the challenge: that connection is done, not failed.
+                        Err(e) if e.to_string().contains("TLS-ALPN-01") => Ok(None),
+                        Err(e) => Err(e),
+                    }
+                })
+            });
+            (accept, Some(acme_task))
         }
     };
+    let gate_for_tls = gate.clone();
+    let task = tokio::spawn(async move {
+        crate::api::serve::serve(tls_listener, Some(accept), gate_for_tls, app, crate::edition::shutdown_started())
+            .await;
+        // The ACME loop never ends by itself: stop renewing with the listener.
+        if let Some(t) = acme_task {
+            t.abort();
+        }
+    });
     servers.tasks.push(task);
     servers.bound.push(("https", tls_addr));
-    tokio::spawn(async move {
-        crate::edition::shutdown_started().await;
-        handle.graceful_shutdown(Some(GRACE));
-    });
 
     if let Some(addr) = plan.redirect_listen {
         let listener = bind(addr, "HTTP redirect")?;
@@ -417,45 +428,17 @@ pub fn start(plan: &TlsPlan, dir: &DataDir, app: Router) -> Result<TlsServers, N
             .map_err(|e| cfg(format!("cannot listen on {addr} (HTTP redirect): {e}")))?;
         let target = Arc::new(RedirectTarget { domains, https_port: tls_addr.port() });
         let app = Router::new().fallback(redirect).with_state(target);
-        // The same loop as the plain listener: port 80 is public too, and gets its head limit.
-        servers.tasks.push(tokio::spawn(crate::api::serve::serve(listener, app, crate::edition::shutdown_started())));
+        // The same loop and the same caps as the plain listener: port 80 is public too.
+        servers.tasks.push(tokio::spawn(crate::api::serve::serve(
+            listener,
+            None,
+            gate,
+            app,
+            crate::edition::shutdown_started(),
+        )));
         servers.bound.push(("http-redirect", local));
     }
     Ok(servers)
-}
-
-/// The HTTP/1 settings `api::serve` gives the plain listener: hyper's 30 s limit for reading a
-/// request head (it needs a timer), and half-close (no re-read while a request is in flight).
-/// The public TLS port is where slow-header clients come from.
-fn http1_like_the_plain_listener(builder: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>) {
-    builder.http1().timer(hyper_util::rt::TokioTimer::new()).half_close(true);
-}
-
-/// Bounds the time an acceptor (rustls-acme's has no limit of its own) may take.
-#[derive(Clone)]
-struct HandshakeTimeout<A> {
-    inner: A,
-    timeout: Duration,
-}
-
-impl<I, S, A> axum_server::accept::Accept<I, S> for HandshakeTimeout<A>
-where
-    A: axum_server::accept::Accept<I, S>,
-    A::Future: Send + 'static,
-{
-    type Stream = A::Stream;
-    type Service = A::Service;
-    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<(A::Stream, A::Service)>> + Send>>;
-
-    fn accept(&self, stream: I, service: S) -> Self::Future {
-        let accepting = self.inner.accept(stream, service);
-        let timeout = self.timeout;
-        Box::pin(async move {
-            tokio::time::timeout(timeout, accepting)
-                .await
-                .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out"))?
-        })
-    }
 }
 
 fn create_private_dir(path: &Path) -> Result<(), NodeError> {

@@ -5,24 +5,24 @@
 //! The body is JSON: the dripped bytes are spaces (leading whitespace is valid JSON) and the
 //! final chunk is the usual `{"error":"not_found",…}`, so a slow client still gets a proper answer.
 //!
-//! On the plain listener a held connection is taken out of hyper ([`Handoff`]) and dripped by a
-//! small task that owns only the socket: a thousand held scanners then cost about a megabyte
-//! rather than hyper's ~19 KB each. Where no handoff is offered (TLS) the same bytes are streamed
-//! through hyper instead.
+//! A held connection is taken out of hyper ([`Handoff`]) and dripped by a small task that owns
+//! only the socket: a thousand held scanners then cost about a megabyte rather than hyper's
+//! ~19 KB each. A handed-off plain socket leaves the listener's connection caps, so held scanners
+//! never take places real clients need: this module's own `max` bounds them. A handed-off TLS
+//! socket keeps its place (it still holds rustls state), so on TLS scanners count against the
+//! caps like any client. Where no handoff is offered (HEAD) the bytes are streamed through hyper.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crate::api::serve::{Handoff, Socket};
 use axum::Extension;
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
-
-use crate::api::serve::Handoff;
 
 const FINAL: &str = r#"{"error":"not_found","message":"not found"}"#;
 
@@ -126,7 +126,7 @@ transfer-encoding: chunked\r\nconnection: close\r\n\r\n";
 
 /// The same response on a socket taken out of hyper, with hyper's chunked framing. Ends early
 /// when the client goes away.
-async fn drip(mut stream: TcpStream, held: Held, hold_secs: u64) {
+async fn drip(mut stream: Box<dyn Socket>, held: Held, hold_secs: u64) {
     if stream.write_all(RAW_HEAD).await.is_err() {
         return;
     }
