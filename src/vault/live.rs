@@ -573,6 +573,7 @@ impl Node {
         std::thread::Builder::new()
             .name("wal-checkpoint".into())
             .spawn(move || {
+                background_priority();
                 let mut failing = false;
                 while !node.stop.load(Ordering::Relaxed) {
                     std::thread::sleep(CHECKPOINT_INTERVAL);
@@ -589,6 +590,17 @@ impl Node {
 
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Lowers the calling thread's scheduling priority (nice 10). A checkpoint copies the WAL into
+/// the database and fsyncs; on a 2-core node it otherwise competes for a core with the request
+/// workers and the audit writer, and the reads in flight wait.
+fn background_priority() {
+    // SAFETY: gettid and setpriority only read and set this thread's scheduling attributes.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10) };
+    if rc != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "cannot lower the checkpoint thread's priority");
     }
 }
 
