@@ -463,6 +463,7 @@ pub struct AddPasskeyRequest {
     /// The admin agent the passkey is for; default the caller. Only the owner enrolls a passkey
     /// for another agent (a new admin's first one).
     #[serde(default)]
+    #[schema(minimum = 1)]
     agent_id: Option<i64>,
     /// The browser's `PublicKeyCredential.toJSON()` from the registration ceremony.
     #[schema(value_type = Object)]
