@@ -6,72 +6,48 @@
 //! `tests/webauthn.rs`). The binding itself is checked by the browser (`tests/browser`).
 
 mod common;
+#[path = "common/passkey.rs"]
+mod passkey;
 
-use common::{Server, Vault, request, request_with};
+use common::{Server, Vault};
+use passkey::post_json;
 use serde_json::{Value, json};
 use webauthn_authenticator_rs::WebauthnAuthenticator;
 use webauthn_authenticator_rs::softpasskey::SoftPasskey;
-use webauthn_rs::prelude::{CreationChallengeResponse, RequestChallengeResponse, Url};
-
-const ORIGIN: &str = "http://localhost:8080";
+use webauthn_rs::prelude::{CreationChallengeResponse, Url};
 
 fn origin() -> Url {
-    Url::parse(ORIGIN).unwrap()
+    Url::parse(passkey::ORIGIN).unwrap()
 }
 
-fn post_json(s: &Server, path: &str, token: Option<&str>, body: &Value) -> common::Resp {
-    request(&s.url(path), "POST", token, Some(body.to_string().as_bytes()))
-}
-
+/// A vault whose owner was set up through its link with a soft passkey.
 struct Owned {
     _v: Vault,
     s: Server,
-    token: String,
-    key: SoftPasskey,
+    owner: passkey::Admin,
 }
 
 impl Owned {
     fn new() -> Self {
         let v = Vault::uninitialised_owner();
         let s = Server::start(&v.dir(), &[]);
-        let mut key = SoftPasskey::new(true);
-        let r = post_json(&s, "/api/setup/start", None, &json!({"code": v.setup_code}));
-        assert_eq!(r.status, 200, "{}", r.body);
-        let start = r.json();
-        let ccr: CreationChallengeResponse = serde_json::from_value(start["options"].clone()).unwrap();
-        let cred = key.do_registration(origin(), ccr).unwrap();
-        let body = json!({"code": v.setup_code, "registration_id": start["registration_id"], "credential": cred});
-        let r = post_json(&s, "/api/setup/finish", None, &body);
-        assert_eq!(r.status, 200, "{}", r.body);
-        let token = r.json()["token"].as_str().unwrap().to_owned();
-        Owned { _v: v, s, token, key }
+        let owner = passkey::Admin::owner(&s, &v.setup_code);
+        Owned { _v: v, s, owner }
     }
 
     fn write(&mut self, method: &str, path: &str, body: &Value) -> common::Resp {
-        let body = if body.is_null() { Vec::new() } else { body.to_string().into_bytes() };
-        let req = json!({"method": method, "path": path, "body_sha256": clavitor::crypto::sha256_hex(&body)});
-        let r = post_json(&self.s, "/api/webauthn/challenge", Some(&self.token), &req);
-        assert_eq!(r.status, 200, "{}", r.body);
-        let ch = r.json();
-        let rcr: RequestChallengeResponse = serde_json::from_value(ch["options"].clone()).unwrap();
-        let assertion = serde_json::to_string(&self.key.do_authentication(origin(), rcr).unwrap()).unwrap();
-        let headers = [
-            ("Content-Type", "application/json"),
-            ("X-WebAuthn-Challenge", ch["challenge_id"].as_str().unwrap()),
-            ("X-WebAuthn-Assertion", assertion.as_str()),
-        ];
-        request_with(&self.s.url(path), method, Some(&self.token), &headers, Some(&body))
+        self.owner.write(&self.s, method, path, body)
     }
 
     fn passkey_ids(&self) -> Vec<String> {
-        let list = self.s.get("/api/passkeys", Some(&self.token)).json();
+        let list = self.s.get("/api/passkeys", Some(&self.owner.token)).json();
         list["passkeys"].as_array().unwrap().iter().map(|p| p["id"].as_str().unwrap().to_owned()).collect()
     }
 
     /// Enrolls a further passkey (approved by the current one); returns its id.
     fn add_passkey(&mut self, name: &str) -> String {
         let mut other = SoftPasskey::new(true);
-        let r = post_json(&self.s, "/api/passkeys/options", Some(&self.token), &json!({}));
+        let r = post_json(&self.s, "/api/passkeys/options", Some(&self.owner.token), &json!({}));
         assert_eq!(r.status, 200, "{}", r.body);
         let start = r.json();
         let ccr: CreationChallengeResponse = serde_json::from_value(start["options"].clone()).unwrap();
@@ -135,7 +111,7 @@ fn a_keyring_write_never_drops_every_wrap() {
     assert_eq!(r.status, 422, "no wraps field: {}", r.body);
     let r = o.write("PUT", "/api/keyring", &ring(&[json!({"kind": "mystery", "wrapped": "X"})]));
     assert_eq!(r.status, 422, "no usable wrap: {}", r.body);
-    assert_eq!(o.s.get("/api/keyring", Some(&o.token)).json()["keyring"], Value::Null, "nothing stored");
+    assert_eq!(o.s.get("/api/keyring", Some(&o.owner.token)).json()["keyring"], Value::Null, "nothing stored");
 
     let stored = ring(&[prf_wrap(&first, "PRFWRAP1")]);
     assert_eq!(o.write("PUT", "/api/keyring", &stored).status, 200);
@@ -143,7 +119,7 @@ fn a_keyring_write_never_drops_every_wrap() {
     let r = o.write("PUT", "/api/keyring", &ring(&[passphrase_wrap("OTHERKEY")]));
     assert_eq!(r.status, 409, "{}", r.body);
     assert!(r.json()["message"].as_str().unwrap().contains("unreadable"));
-    assert_eq!(o.s.get("/api/keyring", Some(&o.token)).json()["keyring"], stored, "unchanged");
+    assert_eq!(o.s.get("/api/keyring", Some(&o.owner.token)).json()["keyring"], stored, "unchanged");
     // Adding a wrap (keeping the stored one), then dropping the first, is fine.
     let both = ring(&[prf_wrap(&first, "PRFWRAP1"), passphrase_wrap("PASSWRAP")]);
     assert_eq!(o.write("PUT", "/api/keyring", &both).status, 200);
@@ -170,7 +146,7 @@ fn a_new_entry_carries_the_uuid_its_l2_values_are_bound_to() {
     let r = o.write("POST", "/api/entries", &l2_entry(Some(uuid), &v2));
     assert_eq!(r.status, 201, "{}", r.body);
     let id = r.json()["id"].as_i64().unwrap();
-    let e = o.s.get(&format!("/api/entries/{id}"), Some(&o.token)).json();
+    let e = o.s.get(&format!("/api/entries/{id}"), Some(&o.owner.token)).json();
     assert_eq!(e["uuid"], uuid, "the server uses the browser's uuid");
     assert_eq!(e["fields"][0]["ciphertext"], v2.as_str());
 
@@ -184,7 +160,7 @@ fn a_new_entry_carries_the_uuid_its_l2_values_are_bound_to() {
     let r = o.write("POST", "/api/entries", &l2_entry(None, &v2));
     assert_eq!(r.status, 201, "{}", r.body);
     let id = r.json()["id"].as_i64().unwrap();
-    let own = o.s.get(&format!("/api/entries/{id}"), Some(&o.token)).json()["uuid"].as_str().unwrap().to_owned();
+    let own = o.s.get(&format!("/api/entries/{id}"), Some(&o.owner.token)).json()["uuid"].as_str().unwrap().to_owned();
     let other = "1b7d5c1e-2f3a-4b6c-8d9e-0f1a2b3c4d5e";
     let r = o.write("PUT", &format!("/api/entries/{id}"), &l2_entry(Some(other), &v2));
     assert_eq!(r.status, 422, "{}", r.body);
