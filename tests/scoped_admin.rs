@@ -4,46 +4,21 @@
 //! 403 and in the audit row, with nothing changed.
 
 mod common;
+#[path = "common/passkey.rs"]
+mod passkey;
 
-use common::{Server, Vault, request, request_with};
+use common::{Server, Vault};
+use passkey::{challenge, origin, post_json, send};
 use serde_json::{Value, json};
 use webauthn_authenticator_rs::WebauthnAuthenticator;
 use webauthn_authenticator_rs::softpasskey::SoftPasskey;
-use webauthn_rs::prelude::{CreationChallengeResponse, RequestChallengeResponse, Url};
-
-const ORIGIN: &str = "http://localhost:8080";
-
-fn origin() -> Url {
-    Url::parse(ORIGIN).unwrap()
-}
-
-fn post_json(s: &Server, path: &str, token: Option<&str>, body: &Value) -> common::Resp {
-    request(&s.url(path), "POST", token, Some(body.to_string().as_bytes()))
-}
+use webauthn_rs::prelude::{CreationChallengeResponse, RequestChallengeResponse};
 
 /// One admin as a client sees it: its token and its own passkey.
 struct Admin {
     id: i64,
     token: String,
     key: SoftPasskey,
-}
-
-fn challenge(s: &Server, token: &str, method: &str, path: &str, body: &[u8]) -> (String, RequestChallengeResponse) {
-    let r = post_json(
-        s,
-        "/api/webauthn/challenge",
-        Some(token),
-        &json!({"method": method, "path": path, "body_sha256": clavitor::crypto::sha256_hex(body)}),
-    );
-    assert_eq!(r.status, 200, "challenge: {}", r.body);
-    let v = r.json();
-    (v["challenge_id"].as_str().unwrap().to_owned(), serde_json::from_value(v["options"].clone()).unwrap())
-}
-
-fn send(s: &Server, token: &str, method: &str, path: &str, body: &[u8], ch: &str, assertion: &str) -> common::Resp {
-    let headers =
-        [("Content-Type", "application/json"), ("X-WebAuthn-Challenge", ch), ("X-WebAuthn-Assertion", assertion)];
-    request_with(&s.url(path), method, Some(token), &headers, Some(body))
 }
 
 fn bytes(body: &Value) -> Vec<u8> {
@@ -74,18 +49,7 @@ impl World {
         let v = Vault::uninitialised_owner();
         // Wrong methods on known routes are tarpitted in the commercial edition: hold them 1 s.
         let s = Server::start_env(&v.dir(), &[], &[("CLAVITOR_TARPIT_HOLD_SECS", "1")]);
-        let mut key = SoftPasskey::new(true);
-        let r = post_json(&s, "/api/setup/start", None, &json!({"code": v.setup_code}));
-        assert_eq!(r.status, 200, "{}", r.body);
-        let start = r.json();
-        let ccr: CreationChallengeResponse = serde_json::from_value(start["options"].clone()).unwrap();
-        let cred = key.do_registration(origin(), ccr).unwrap();
-        let r = post_json(
-            &s,
-            "/api/setup/finish",
-            None,
-            &json!({"code": v.setup_code, "registration_id": start["registration_id"], "credential": cred}),
-        );
+        let (key, r) = passkey::Admin::setup(&s, &v.setup_code);
         assert_eq!(r.status, 200, "{}", r.body);
         let token = r.json()["token"].as_str().unwrap().to_owned();
         World { v, s, owner: Admin { id: 1, token, key } }

@@ -13,8 +13,24 @@ use crate::common::{Resp, Server, request, try_request};
 /// The origin the test servers are started with (`--origin` default).
 pub const ORIGIN: &str = "http://localhost:8080";
 
-fn origin() -> Url {
+pub fn origin() -> Url {
     Url::parse(ORIGIN).expect("origin")
+}
+
+/// Asks for a challenge bound to (method, path, body); returns (challenge id, options).
+pub fn challenge(s: &Server, token: &str, method: &str, path: &str, body: &[u8]) -> (String, RequestChallengeResponse) {
+    let ask = json!({"method": method, "path": path, "body_sha256": clavitor::crypto::sha256_hex(body)});
+    let r = post_json(s, "/api/webauthn/challenge", Some(token), &ask);
+    assert_eq!(r.status, 200, "challenge: {}", r.body);
+    let v = r.json();
+    (v["challenge_id"].as_str().expect("id").to_owned(), serde_json::from_value(v["options"].clone()).expect("options"))
+}
+
+/// Sends a gated write with its challenge id and assertion.
+pub fn send(s: &Server, token: &str, method: &str, path: &str, body: &[u8], ch: &str, assertion: &str) -> Resp {
+    let headers =
+        [("Content-Type", "application/json"), ("X-WebAuthn-Challenge", ch), ("X-WebAuthn-Assertion", assertion)];
+    crate::common::request_with(&s.url(path), method, Some(token), &headers, Some(body))
 }
 
 pub fn post_json(s: &Server, path: &str, token: Option<&str>, body: &Value) -> Resp {
