@@ -21,6 +21,7 @@ let
     httpRedirectListen = "0.0.0.0:80";
     kumaPushUrlFile = "%d/kuma-push-url";
     kumaIntervalSecs = 30;
+    kumaAllowPlainHttp = true;
     telemetryHost = "https://hq.clavitor.com";
     telemetryTokenFile = "%d/telemetry-token";
     telemetryFreq = 300;
@@ -43,7 +44,7 @@ in
     (args == [
       "--acme-contact=soc@clavitor.com" "--acme-directory=production" "--acme-domain=tokyo.clavitor.com"
       "--allow-plain-http" "--data-dir=/var/lib/clavitor" "--http-redirect-listen=0.0.0.0:80"
-      "--kuma-interval-secs=30" "--kuma-push-url-file=%d/kuma-push-url" "--listen=127.0.0.1:8080"
+      "--kuma-allow-plain-http" "--kuma-interval-secs=30" "--kuma-push-url-file=%d/kuma-push-url" "--listen=127.0.0.1:8080"
       "--log-format=json" "--master-key-file=%d/master-key" "--origin=https://tokyo.clavitor.com"
       "--pop-region=ap-northeast" "--rp-id=tokyo.clavitor.com"
       "--telemetry-freq=300" "--telemetry-host=https://hq.clavitor.com" "--telemetry-token-file=%d/telemetry-token"
