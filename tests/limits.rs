@@ -428,3 +428,48 @@ fn tarpit_held_connections_leave_the_caps() {
     }
     drop(held);
 }
+
+#[test]
+fn one_address_cannot_hold_more_than_its_share_of_the_body_budget() {
+    // Eight 256 KiB bodies trickling from one address hold its 2 MiB share; the ninth is told
+    // to come back (429) at once instead of queueing, and another address's body still goes
+    // through at once.
+    let v = Vault::new();
+    let (_s, t) = start(&v, &[], false);
+    let post = |len: usize| {
+        format!(
+            "POST /api/setup/start HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+             Content-Length: {len}\r\n\r\n{{\"code\":\""
+        )
+    };
+    let mut holding = Vec::new();
+    for _ in 0..8 {
+        let mut c = t.connect_from("127.0.0.2").expect("connection");
+        c.write_all(post(256 * 1024).as_bytes()).unwrap();
+        c.flush().unwrap();
+        holding.push(c);
+    }
+    // Let the server book the eight shares.
+    std::thread::sleep(Duration::from_millis(500));
+    let mut ninth = t.connect_from("127.0.0.2").expect("connection");
+    ninth.write_all(post(256 * 1024).as_bytes()).unwrap();
+    ninth.flush().unwrap();
+    let started = Instant::now();
+    let (status, head, body) = response(&mut *ninth).expect("an answer at once");
+    assert_eq!(status, 429, "{head}{body}");
+    assert_json_error(&body, "too_many_requests");
+    assert!(started.elapsed() < Duration::from_secs(5), "queued instead of refused: {:?}", started.elapsed());
+
+    let mut other = t.connect_from("127.0.0.3").expect("connection");
+    let small = r#"{"code":"00000000000000000000000000000000"}"#;
+    let req = format!(
+        "POST /api/setup/start HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{small}",
+        small.len()
+    );
+    other.write_all(req.as_bytes()).unwrap();
+    let (status, head, body) = response(&mut *other).expect("another address is served");
+    assert_ne!(status, 429, "{head}{body}");
+    assert_ne!(status, 408, "{head}{body}");
+    drop(holding);
+}

@@ -55,6 +55,9 @@ pub const MAX_HEAD: usize = 16 * 1024;
 /// about 130 KB per connection above idle with 16 MiB here, too much for a 64 MB target; the
 /// handler's parsed copy and hyper's buffers come on top of what is counted.
 pub const BODY_BUDGET: usize = 8 * 1024 * 1024;
+/// How much of [`BODY_BUDGET`] bodies from one address (IPv4, or IPv6 /64) may hold at once:
+/// a quarter, so a few slow senders on one address cannot starve everyone else's writes.
+pub const BODY_SHARE_PER_IP: usize = BODY_BUDGET / 4;
 /// A body is held to the floor rate only after this long: a small body comes in one packet.
 pub const RATE_GRACE: Duration = Duration::from_secs(5);
 /// A TLS handshake (or an ACME validation connection) that takes longer is dropped, so idle
@@ -105,6 +108,8 @@ pub struct Gate {
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     /// In KiB.
     body_budget: Arc<Semaphore>,
+    /// KiB of the body budget each address holds (see [`BODY_SHARE_PER_IP`]).
+    body_per_ip: Mutex<HashMap<IpAddr, u32>>,
 }
 
 impl Gate {
@@ -114,7 +119,20 @@ impl Gate {
             open: AtomicUsize::new(0),
             per_ip: Mutex::new(HashMap::new()),
             body_budget: Arc::new(Semaphore::new(BODY_BUDGET / 1024)),
+            body_per_ip: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Books `kib` of `ip`'s share of the body budget; None if that would pass the share.
+    fn book_body(self: &Arc<Self>, ip: IpAddr, kib: u32) -> Option<BodyShare> {
+        let key = ip_key(ip);
+        let mut held = self.body_per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        let now = held.get(&key).copied().unwrap_or(0);
+        if now as usize + kib as usize > BODY_SHARE_PER_IP / 1024 {
+            return None;
+        }
+        held.insert(key, now + kib);
+        Some(BodyShare { gate: self.clone(), key, kib })
     }
 
     pub fn limits(&self) -> &Limits {
@@ -146,6 +164,25 @@ fn ip_key(ip: IpAddr) -> IpAddr {
             Some(v4) => IpAddr::V4(v4),
             None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
         },
+    }
+}
+
+/// An address's booked share of the body budget; given back when dropped.
+struct BodyShare {
+    gate: Arc<Gate>,
+    key: IpAddr,
+    kib: u32,
+}
+
+impl Drop for BodyShare {
+    fn drop(&mut self) {
+        let mut held = self.gate.body_per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = held.get_mut(&self.key) {
+            *n = n.saturating_sub(self.kib);
+            if *n == 0 {
+                held.remove(&self.key);
+            }
+        }
     }
 }
 
@@ -296,7 +333,7 @@ impl Conn {
             let handoff = handoff.clone();
             async move {
                 let (mut parts, body) = req.into_parts();
-                let mut resp = match read_body(body, &gate).await {
+                let mut resp = match read_body(body, &gate, remote.ip()).await {
                     Ok((bytes, _budget)) => {
                         parts.extensions.insert(ConnectInfo(remote));
                         parts.extensions.insert(handoff);
@@ -545,6 +582,8 @@ enum Refusal {
     TooLarge,
     TooSlow,
     Broken,
+    /// This address already holds its share of the body budget.
+    Busy,
 }
 
 impl Refusal {
@@ -553,6 +592,9 @@ impl Refusal {
             Refusal::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "the request body is too large"),
             Refusal::TooSlow => (StatusCode::REQUEST_TIMEOUT, "the request body did not arrive in time"),
             Refusal::Broken => (StatusCode::BAD_REQUEST, "the request body could not be read"),
+            Refusal::Busy => {
+                (StatusCode::TOO_MANY_REQUESTS, "too many request bodies in flight from this address; retry shortly")
+            }
         };
         let body = serde_json::json!({"error": super::error::code_for(status), "message": message}).to_string();
         let mut resp = Response::new(Body::from(body));
@@ -570,7 +612,11 @@ impl Refusal {
 
 /// Reads a whole body under the limits, copying it out of hyper's read buffers (a small chunk
 /// would otherwise pin a whole buffer). Returns the bytes and their share of the body budget.
-async fn read_body(mut body: Incoming, gate: &Gate) -> Result<(Bytes, Option<OwnedSemaphorePermit>), Refusal> {
+async fn read_body(
+    mut body: Incoming,
+    gate: &Arc<Gate>,
+    ip: IpAddr,
+) -> Result<(Bytes, Option<(OwnedSemaphorePermit, BodyShare)>), Refusal> {
     if body.is_end_stream() {
         return Ok((Bytes::new(), None));
     }
@@ -587,6 +633,9 @@ async fn read_body(mut body: Incoming, gate: &Gate) -> Result<(Bytes, Option<Own
     let declared = body.size_hint().exact().map(|n| n as usize);
     let reserve = declared.unwrap_or(limits.max_body);
     let permits = u32::try_from(reserve.div_ceil(1024).max(1)).map_err(|_| Refusal::TooLarge)?;
+    // Past its share, an address is told to come back rather than queued: its own slow bodies
+    // must not hold the budget that everyone else's writes wait for.
+    let share = gate.book_body(ip, permits).ok_or(Refusal::Busy)?;
     let permit = tokio::time::timeout_at(deadline, gate.body_budget.clone().acquire_many_owned(permits))
         .await
         .map_err(|_| Refusal::TooSlow)?
@@ -624,7 +673,7 @@ async fn read_body(mut body: Incoming, gate: &Gate) -> Result<(Bytes, Option<Own
         buf.reserve_exact(data.len());
         buf.extend_from_slice(&data);
     }
-    Ok((Bytes::from(buf), Some(permit)))
+    Ok((Bytes::from(buf), Some((permit, share))))
 }
 
 #[cfg(test)]
