@@ -23,8 +23,9 @@ const PAGES: &[(&str, &str)] =
     &[("get", "/"), ("get", "/setup"), ("get", "/assets/style.css"), ("get", "/favicon.ico")];
 
 fn start(v: &Vault) -> Server {
-    // The commercial edition tarpits unmatched requests: hold them 1 s, not 30.
-    Server::start_env(&v.dir(), &[], &[("CLAVITOR_TARPIT_HOLD_SECS", "1")])
+    // The commercial edition tarpits unmatched requests: hold them 1 s, not 30. The probes run
+    // all at once from one address: more than the default per-address connection cap.
+    Server::start_env(&v.dir(), &[], &[("CLAVITOR_TARPIT_HOLD_SECS", "1"), ("CLAVITOR_MAX_CONNECTIONS_PER_IP", "512")])
 }
 
 /// Whether a response is the edition's answer for an unrouted request (not a handler's):
@@ -197,8 +198,9 @@ fn the_document_says_what_the_routes_take_and_give() {
                 assert_eq!(id["minimum"], 1, "{m} {p}");
             }
         }
-        // Every write but the two that prepare one is gated, and says so.
-        let prepares = ["/api/webauthn/challenge", "/api/passkeys/options"];
+        // Every write but the two that prepare one and an agent's own token derivation (bearer
+        // only: it can only narrow) is gated, and says so.
+        let prepares = ["/api/webauthn/challenge", "/api/passkeys/options", "/api/tokens/derive"];
         let gated = m != "get" && !open.contains(&p.as_str()) && !prepares.contains(&p.as_str());
         for h in ["X-WebAuthn-Challenge", "X-WebAuthn-Assertion"] {
             let hp = param(o, h);

@@ -142,7 +142,9 @@ fn a_vault_from_before_row_macs_is_upgraded_once() {
     sqlite(
         &file,
         &format!(
-            "ALTER TABLE agents DROP COLUMN mac; ALTER TABLE entries DROP COLUMN mac;
+            "DROP INDEX agents_parent; ALTER TABLE agents DROP COLUMN expires_at;
+             ALTER TABLE agents DROP COLUMN parent_id; ALTER TABLE agents DROP COLUMN reveal_to_model;
+             ALTER TABLE agents DROP COLUMN mac; ALTER TABLE entries DROP COLUMN mac;
              ALTER TABLE webauthn_credentials DROP COLUMN mac;
              UPDATE meta SET value = '{old}' WHERE key = 'wrapped_key'; PRAGMA user_version = 3;"
         ),
@@ -213,4 +215,49 @@ fn a_passkey_moved_to_another_agent_in_the_file_approves_nothing() {
     lead.key = webauthn_authenticator_rs::softpasskey::SoftPasskey::new(true);
     let r = owner.write(&s, "POST", "/api/agents", &json!({"name": "after"}));
     assert_eq!(r.status, 201, "the untouched owner row verifies again: {}", r.body);
+}
+
+/// Migration 5 (expiry, parent, reveal_to_model) re-MACs nothing: a file from schema 4 opens
+/// with every MAC still valid. After it, un-expiring a token, re-parenting it or turning
+/// reveal_to_model on in the file withholds the agent as forged.
+#[test]
+fn the_columns_of_migration_5_are_under_the_agent_mac() {
+    let v = Vault::new();
+    let (id, token) = v.add_agent("Scoped", &["--scopes", "00aa"]);
+    v.add_entry(&login("Team", &["00aa"], "p-team"));
+    let file = v.vault_file();
+    // A file as schema 4 left it.
+    sqlite(
+        &file,
+        "DROP INDEX agents_parent; ALTER TABLE agents DROP COLUMN expires_at;
+         ALTER TABLE agents DROP COLUMN parent_id; ALTER TABLE agents DROP COLUMN reveal_to_model;
+         PRAGMA user_version = 4;",
+    );
+    let s = v.serve();
+    assert_eq!(sqlite(&file, "PRAGMA user_version"), "5");
+    assert_eq!(titles(&s, &token), vec!["Team"], "existing MACs stay valid");
+    assert!(!forged_alert(&s), "{}", s.stderr());
+
+    // A derived, expiring token, and each column changed behind the server's back.
+    let r = common::request(
+        &s.url("/api/tokens/derive"),
+        "POST",
+        Some(&token),
+        Some(br#"{"name":"child","ttl_secs":3600}"#),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let (child, child_token) = (r.json()["id"].as_i64().unwrap(), r.json()["token"].as_str().unwrap().to_owned());
+    assert_eq!(titles(&s, &child_token), vec!["Team"]);
+    sqlite(&file, &format!("UPDATE agents SET expires_at = NULL WHERE id = {child}; {BUMP}"));
+    eventually("the un-expired token is refused", || s.get("/api/entries", Some(&child_token)).status == 401);
+    assert!(forged_alert(&s), "{}", s.stderr());
+    assert!(s.stderr().contains(&format!("agent {child}")), "{}", s.stderr());
+
+    sqlite(&file, &format!("UPDATE agents SET reveal_to_model = 1 WHERE id = {id}; {BUMP}"));
+    eventually("the agent with reveal turned on is refused", || s.get("/api/entries", Some(&token)).status == 401);
+    sqlite(&file, &format!("UPDATE agents SET reveal_to_model = 0 WHERE id = {id}; {BUMP}"));
+    eventually("back as it was, it is served again", || s.get("/api/entries", Some(&token)).status == 200);
+    sqlite(&file, &format!("UPDATE agents SET parent_id = 1 WHERE id = {id}; {BUMP}"));
+    eventually("a re-parented agent is refused", || s.get("/api/entries", Some(&token)).status == 401);
+    assert_eq!(titles(&s, &v.owner), vec!["Team"], "the owner is untouched");
 }

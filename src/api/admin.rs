@@ -25,6 +25,11 @@ pub(super) struct AgentView {
     admin: bool,
     role: Role,
     created_at: i64,
+    /// Unix seconds; `None`: never expires.
+    expires_at: Option<i64>,
+    /// The agent this one was derived from.
+    parent_id: Option<i64>,
+    reveal_to_model: bool,
 }
 
 pub(super) fn agent_view(a: &Agent) -> AgentView {
@@ -37,6 +42,9 @@ pub(super) fn agent_view(a: &Agent) -> AgentView {
         admin: a.admin,
         role: a.role(),
         created_at: a.created_at,
+        expires_at: a.expires_at,
+        parent_id: a.parent_id.map(|p| p.0),
+        reveal_to_model: a.reveal_to_model,
     }
 }
 

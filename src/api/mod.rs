@@ -15,6 +15,7 @@ pub mod openapi;
 pub mod serve;
 mod setup;
 mod throttle;
+mod tokens;
 mod write;
 
 use std::sync::Arc;
@@ -77,6 +78,8 @@ pub fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(admin::agents, write::create_agent))
         .routes(routes!(write::update_agent, write::delete_agent))
         .routes(routes!(admin::audit))
+        .routes(routes!(tokens::whoami))
+        .routes(routes!(tokens::derive))
         .routes(routes!(write::challenge))
         .routes(routes!(write::passkeys, write::add_passkey))
         .routes(routes!(write::passkey_options))

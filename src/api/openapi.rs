@@ -83,6 +83,44 @@ pub mod schemas {
         pub admin: bool,
         pub role: Role,
         pub created_at: i64,
+        /// Unix seconds from which the token no longer authenticates; null: never.
+        #[schema(required = true)]
+        pub expires_at: Option<i64>,
+        /// The agent this one's token was derived from (revoked with it); null for others.
+        #[schema(required = true)]
+        pub parent_id: Option<i64>,
+        /// Whether the MCP server may hand this agent's L1 values to the model.
+        pub reveal_to_model: bool,
+    }
+
+    /// The calling agent, as `GET /api/whoami` describes it.
+    #[derive(ToSchema)]
+    pub struct WhoAmI {
+        pub id: i64,
+        pub name: String,
+        pub scopes: Vec<String>,
+        pub all_access: bool,
+        pub admin: bool,
+        pub reveal_to_model: bool,
+        /// Unix seconds; null: never expires.
+        #[schema(required = true)]
+        pub expires_at: Option<i64>,
+        #[schema(required = true)]
+        pub parent_id: Option<i64>,
+    }
+
+    /// A derived token; `token` is shown only here.
+    #[derive(ToSchema)]
+    pub struct DerivedToken {
+        pub id: i64,
+        pub name: String,
+        pub token: String,
+        pub scopes: Vec<String>,
+        pub all_access: bool,
+        pub reveal_to_model: bool,
+        /// Unix seconds.
+        pub expires_at: i64,
+        pub parent_id: i64,
     }
 
     #[derive(ToSchema)]
@@ -107,6 +145,8 @@ pub mod schemas {
     #[derive(ToSchema)]
     pub struct Revoked {
         pub revoked: i64,
+        /// The tokens derived from it (recursively), revoked in the same transaction.
+        pub derived_revoked: Vec<i64>,
     }
 
     #[derive(ToSchema)]

@@ -296,6 +296,10 @@ pub struct NewAgentRequest {
     all_access: bool,
     #[serde(default)]
     admin: bool,
+    /// Unix seconds from which the token stops working; must be in the future. Default: never.
+    #[serde(default)]
+    #[schema(minimum = 1)]
+    expires_at: Option<i64>,
 }
 
 #[utoipa::path(
@@ -312,10 +316,13 @@ pub struct NewAgentRequest {
 )]
 pub async fn create_agent(State(state): State<AppState>, caller: Caller, signed: Signed) -> Result<Response, ApiError> {
     let req: NewAgentRequest = parse_body(&signed.body)?;
+    if req.expires_at.is_some_and(|t| t <= crate::store::now_secs()) {
+        return Err(ApiError::BadRequest("expires_at must be in the future (unix seconds)".into()));
+    }
     let event = caller.event(Action::AgentCreate, Outcome::Ok);
     let intent = Intent::CreateAgent { scopes: req.scopes.clone(), all_access: req.all_access, admin: req.admin };
     let (agent, token) = gated(&state, &caller, event, &signed, intent, move |db, _, _, ev| {
-        ops::add_agent(db, &req.name, &req.scopes, req.all_access, req.admin, ev)
+        ops::add_agent(db, &req.name, &req.scopes, (req.all_access, req.admin), req.expires_at, ev)
     })
     .await?;
     let body = json!({"agent": agent_view(&agent), "token": token.reveal()});
@@ -331,6 +338,8 @@ pub struct UpdateAgentRequest {
     admin: Option<bool>,
     #[serde(default)]
     rotate_token: bool,
+    /// Let the MCP server hand this agent's L1 values to the model (`get_field`). Default off.
+    reveal_to_model: Option<bool>,
 }
 
 #[utoipa::path(
@@ -359,6 +368,7 @@ pub async fn update_agent(
         all_access: req.all_access,
         admin: req.admin,
         rotate_token: req.rotate_token,
+        reveal_to_model: req.reveal_to_model,
     };
     let event = caller.event(Action::AgentUpdate, Outcome::Ok).detail(format!("agent {id}"));
     let intent =
@@ -392,11 +402,12 @@ pub async fn delete_agent(
 ) -> Result<Response, ApiError> {
     let id = AgentId(id);
     let event = caller.event(Action::AgentRevoke, Outcome::Ok).detail(format!("agent {id}"));
-    gated(&state, &caller, event, &signed, Intent::RevokeAgent { id }, move |db, _, _, ev| {
+    let derived = gated(&state, &caller, event, &signed, Intent::RevokeAgent { id }, move |db, _, _, ev| {
         ops::revoke_agent(db, id, ev)
     })
     .await?;
-    Ok(Json(json!({"revoked": id.0})).into_response())
+    let derived: Vec<i64> = derived.into_iter().map(|a| a.0).collect();
+    Ok(Json(json!({"revoked": id.0, "derived_revoked": derived})).into_response())
 }
 
 /// `GET /api/passkeys`: the registered passkeys (ids, names, counters, the owning agent; never

@@ -49,6 +49,8 @@ pub enum Action {
     KeyringUpdate,
     /// The one-time owner setup (code issued, passkey enrolled, owner created, or refused).
     Setup,
+    /// An agent derived a narrower, expiring token from its own (the row names the child).
+    TokenDerive,
 }
 
 impl Action {
@@ -76,6 +78,7 @@ impl Action {
             Action::KeyringRead => "keyring.read",
             Action::KeyringUpdate => "keyring.update",
             Action::Setup => "setup",
+            Action::TokenDerive => "token.derive",
         }
     }
 }

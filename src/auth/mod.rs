@@ -38,6 +38,12 @@ pub struct Agent {
     pub all_access: bool,
     pub admin: bool,
     pub created_at: i64,
+    /// Unix seconds from which the token no longer authenticates; `None`: never.
+    pub expires_at: Option<i64>,
+    /// The agent whose token this one was derived from; revoked with it.
+    pub parent_id: Option<AgentId>,
+    /// The owner lets the MCP server hand this agent's L1 values to the model.
+    pub reveal_to_model: bool,
 }
 
 /// The four combinations of `all_access` and `admin` (spec-dual-build.md).
@@ -64,6 +70,11 @@ impl Agent {
         }
     }
 
+    /// True once the agent's expiry (unix seconds) has come: it then authenticates nowhere.
+    pub fn expired_at(&self, now_secs: i64) -> bool {
+        self.expires_at.is_some_and(|t| t <= now_secs)
+    }
+
     /// The access rule: `all_access` reads everything; an entry with no scopes is owner-only;
     /// otherwise the agent needs at least one scope in common with the entry.
     pub fn can_read(&self, entry_scopes: &ScopeSet) -> bool {
@@ -86,6 +97,9 @@ mod tests {
             all_access,
             admin,
             created_at: 0,
+            expires_at: None,
+            parent_id: None,
+            reveal_to_model: false,
         }
     }
 

@@ -189,6 +189,10 @@ pub enum AgentCommand {
         /// variable (grants privilege).
         #[arg(long)]
         admin: bool,
+        /// The token stops working this long from now (e.g. `1h`, `30m`, `7d`); default: never.
+        /// No environment variable: it is part of what the agent is granted.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        ttl: Option<std::time::Duration>,
         #[command(flatten)]
         vault: VaultArg,
         #[command(flatten)]

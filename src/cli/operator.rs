@@ -95,16 +95,33 @@ fn url_host(origin: &str) -> Option<String> {
 
 fn agent(dir: &DataDir, cmd: &AgentCommand) -> anyhow::Result<()> {
     match cmd {
-        AgentCommand::Add { name, scopes, all_access, admin, vault, out } => {
+        AgentCommand::Add { name, scopes, all_access, admin, ttl, vault, out } => {
             let mut v = open(dir, vault.vault.as_deref())?;
             let extra: Vec<String> =
                 scopes.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
-            let (agent, token) =
-                ops::add_agent(&mut v.db, name, &extra, *all_access, *admin, &event(Action::AgentCreate))?;
+            let expires_at = match ttl {
+                None => None,
+                Some(d) if d.as_secs() == 0 => bail!("--ttl must be at least 1s"),
+                Some(d) => Some(
+                    i64::try_from(d.as_secs())
+                        .ok()
+                        .and_then(|s| crate::store::now_secs().checked_add(s))
+                        .context("--ttl is too long")?,
+                ),
+            };
+            let (agent, token) = ops::add_agent(
+                &mut v.db,
+                name,
+                &extra,
+                (*all_access, *admin),
+                expires_at,
+                &event(Action::AgentCreate),
+            )?;
             if out.json {
                 print_json(&json!({
                     "id": agent.id.0, "name": agent.name, "scopes": agent.scopes.to_vec(),
-                    "all_access": agent.all_access, "admin": agent.admin, "token": token.reveal(),
+                    "all_access": agent.all_access, "admin": agent.admin, "expires_at": agent.expires_at,
+                    "token": token.reveal(),
                 }));
             } else {
                 println!(
@@ -128,7 +145,7 @@ fn agent(dir: &DataDir, cmd: &AgentCommand) -> anyhow::Result<()> {
             if out.json {
                 let list: Vec<_> = agents
                     .iter()
-                    .map(|(a, ok)| json!({"id": a.id.0, "name": a.name, "scopes": a.scopes.to_vec(), "all_access": a.all_access, "admin": a.admin, "created_at": a.created_at, "authentic": ok}))
+                    .map(|(a, ok)| json!({"id": a.id.0, "name": a.name, "scopes": a.scopes.to_vec(), "all_access": a.all_access, "admin": a.admin, "created_at": a.created_at, "expires_at": a.expires_at, "parent_id": a.parent_id, "reveal_to_model": a.reveal_to_model, "authentic": ok}))
                     .collect();
                 print_json(&json!(list));
             } else {
@@ -140,10 +157,17 @@ fn agent(dir: &DataDir, cmd: &AgentCommand) -> anyhow::Result<()> {
         }
         AgentCommand::Revoke { id, vault } => {
             let mut v = open(dir, vault.vault.as_deref())?;
-            ops::revoke_agent(&mut v.db, AgentId(*id), &event(Action::AgentRevoke)).map_err(|e| match e {
-                crate::vault::VaultError::NotFound => anyhow::anyhow!("no agent {id}"),
-                other => other.into(),
-            })?;
+            ops::revoke_agent(&mut v.db, AgentId(*id), &event(Action::AgentRevoke))
+                .map_err(|e| match e {
+                    crate::vault::VaultError::NotFound => anyhow::anyhow!("no agent {id}"),
+                    other => other.into(),
+                })
+                .map(|derived| {
+                    if !derived.is_empty() {
+                        let ids: Vec<String> = derived.iter().map(ToString::to_string).collect();
+                        println!("revoked the tokens derived from it: {}", ids.join(", "));
+                    }
+                })?;
             println!("revoked agent {id}");
         }
     }

@@ -135,6 +135,15 @@ const VAULT: &[&str] = &[
     "ALTER TABLE agents ADD COLUMN mac BLOB;
      ALTER TABLE entries ADD COLUMN mac BLOB;
      ALTER TABLE webauthn_credentials ADD COLUMN mac BLOB;",
+    // 5 (issue 13): expiring and derived agents. `expires_at` is unix seconds (NULL: never);
+    // `parent_id` names the agent a token was derived from (revoked with it); `reveal_to_model`
+    // lets the MCP server hand L1 values to the model. The defaults are what every existing
+    // row meant, and the agent MAC covers these columns only when they differ from them, so
+    // existing MACs stay valid.
+    "ALTER TABLE agents ADD COLUMN expires_at INTEGER;
+     ALTER TABLE agents ADD COLUMN parent_id INTEGER;
+     ALTER TABLE agents ADD COLUMN reveal_to_model INTEGER NOT NULL DEFAULT 0;
+     CREATE INDEX agents_parent ON agents(parent_id) WHERE parent_id IS NOT NULL;",
 ];
 
 /// Brings the file up to this build's schema, or refuses a file from a newer build.

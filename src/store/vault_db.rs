@@ -38,11 +38,18 @@ pub(super) struct RowAuth {
 
 impl RowAuth {
     fn agent_mac(&self, r: &AgentRow) -> Vec<u8> {
-        self.key.mac("agent", &self.vault_id, &agent_parts(r).each_ref().map(String::as_str))
+        let parts = agent_parts(r);
+        self.key.mac("agent", &self.vault_id, &parts.iter().map(String::as_str).collect::<Vec<_>>())
     }
 
     fn agent_ok(&self, r: &AgentRow) -> bool {
-        self.key.verify("agent", &self.vault_id, &agent_parts(r).each_ref().map(String::as_str), r.mac.as_deref())
+        let parts = agent_parts(r);
+        self.key.verify(
+            "agent",
+            &self.vault_id,
+            &parts.iter().map(String::as_str).collect::<Vec<_>>(),
+            r.mac.as_deref(),
+        )
     }
 
     /// A passkey row: who it belongs to and what it verifies with (the stored passkey and its
@@ -61,9 +68,29 @@ fn bool_str(b: bool) -> &'static str {
     if b { "1" } else { "0" }
 }
 
-/// The columns of an agent that grant something: id, token hash, scopes, all_access, admin.
-fn agent_parts(r: &AgentRow) -> [String; 5] {
-    [r.id.to_string(), r.token_hash.clone(), r.scopes.clone(), bool_str(r.all_access).into(), bool_str(r.admin).into()]
+/// The columns of an agent that grant something: id, token hash, scopes, all_access, admin;
+/// then, each only when it differs from its default, a tagged part for `expires_at`,
+/// `parent_id` and `reveal_to_model` (migration 5). Every part is length-prefixed, so a row at
+/// the defaults encodes exactly as before migration 5 (its MAC stays valid) and any change to
+/// one of these columns (un-expiring a token, turning reveal on) breaks the MAC.
+fn agent_parts(r: &AgentRow) -> Vec<String> {
+    let mut parts = vec![
+        r.id.to_string(),
+        r.token_hash.clone(),
+        r.scopes.clone(),
+        bool_str(r.all_access).into(),
+        bool_str(r.admin).into(),
+    ];
+    if let Some(t) = r.expires_at {
+        parts.push(format!("expires_at:{t}"));
+    }
+    if let Some(p) = r.parent_id {
+        parts.push(format!("parent_id:{p}"));
+    }
+    if r.reveal_to_model {
+        parts.push("reveal_to_model:1".into());
+    }
+    parts
 }
 
 /// A write in progress: its own IMMEDIATE transaction, or a savepoint inside
@@ -117,6 +144,12 @@ pub struct AgentRow {
     pub all_access: bool,
     pub admin: bool,
     pub created_at: i64,
+    /// Unix seconds after which the token no longer authenticates; `None`: never.
+    pub expires_at: Option<i64>,
+    /// The agent this one's token was derived from (`POST /api/tokens/derive`).
+    pub parent_id: Option<i64>,
+    /// The owner lets the MCP server hand this agent's L1 values to the model.
+    pub reveal_to_model: bool,
     /// The row's MAC (see the module docs); `None` in a row written without the key.
     pub mac: Option<Vec<u8>>,
 }
@@ -129,6 +162,9 @@ pub struct NewAgent<'a> {
     pub all_access: bool,
     pub admin: bool,
     pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub parent_id: Option<i64>,
+    pub reveal_to_model: bool,
 }
 
 /// What an agent update changes; `None` leaves a column as it is.
@@ -139,10 +175,12 @@ pub struct AgentChange {
     pub all_access: Option<bool>,
     pub admin: Option<bool>,
     pub token_hash: Option<String>,
+    pub reveal_to_model: Option<bool>,
 }
 
 const ENTRY_COLS: &str = "id, uuid, scopes, created_at, updated_at, version, deleted, change_seq, data, mac";
-const AGENT_COLS: &str = "id, token_hash, name, scopes, all_access, admin, created_at, mac";
+const AGENT_COLS: &str =
+    "id, token_hash, name, scopes, all_access, admin, created_at, mac, expires_at, parent_id, reveal_to_model";
 
 fn entry_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EntryRow> {
     Ok(EntryRow {
@@ -169,6 +207,9 @@ fn agent_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AgentRow> {
         admin: r.get(5)?,
         created_at: r.get(6)?,
         mac: r.get(7)?,
+        expires_at: r.get(8)?,
+        parent_id: r.get(9)?,
+        reveal_to_model: r.get(10)?,
     })
 }
 
@@ -508,8 +549,18 @@ impl VaultDb {
         let tx = self.write_tx()?;
         bump_seq(&tx, &path)?;
         tx.execute(
-            "INSERT INTO agents (token_hash, name, scopes, all_access, admin, created_at) VALUES (?1, ?2, '', ?3, ?4, ?5)",
-            params![new.token_hash, new.name, new.all_access, new.admin, new.created_at],
+            "INSERT INTO agents (token_hash, name, scopes, all_access, admin, created_at, expires_at, parent_id,
+             reveal_to_model) VALUES (?1, ?2, '', ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                new.token_hash,
+                new.name,
+                new.all_access,
+                new.admin,
+                new.created_at,
+                new.expires_at,
+                new.parent_id,
+                new.reveal_to_model
+            ],
         )
         .ctx(&path)?;
         let id = tx.last_insert_rowid();
@@ -538,8 +589,16 @@ impl VaultDb {
         tx.execute(
             "UPDATE agents SET name = coalesce(?2, name), scopes = coalesce(?3, scopes),
              all_access = coalesce(?4, all_access), admin = coalesce(?5, admin),
-             token_hash = coalesce(?6, token_hash) WHERE id = ?1",
-            params![id, change.name, change.scopes, change.all_access, change.admin, change.token_hash],
+             token_hash = coalesce(?6, token_hash), reveal_to_model = coalesce(?7, reveal_to_model) WHERE id = ?1",
+            params![
+                id,
+                change.name,
+                change.scopes,
+                change.all_access,
+                change.admin,
+                change.token_hash,
+                change.reveal_to_model
+            ],
         )
         .ctx(&path)?;
         audit_sql::insert(&tx, &path, &AuditRecord { detail: format!("agent {id}"), ..audit.clone() })?;
@@ -548,27 +607,60 @@ impl VaultDb {
         Ok(row)
     }
 
-    /// Revokes (deletes) an agent; refuses to delete the last admin. Ids are AUTOINCREMENT, so a
-    /// revoked agent's id, and with it its scope, is never handed to anyone else.
-    pub fn delete_agent(&mut self, id: i64, audit: &AuditRecord) -> Result<(), StoreError> {
+    /// Revokes (deletes) an agent and every agent derived from it, recursively, in one
+    /// transaction; refuses to leave the vault without an admin. Ids are AUTOINCREMENT, so a
+    /// revoked agent's id, and with it its scope, is never handed to anyone else. Returns the
+    /// ids of the derived agents revoked with it (each gets its own audit row).
+    pub fn delete_agent(&mut self, id: i64, audit: &AuditRecord) -> Result<Vec<i64>, StoreError> {
         let auth = self.row_auth()?;
         let path = self.path.clone();
         let tx = self.write_tx()?;
         let admin: Option<bool> =
             tx.query_row("SELECT admin FROM agents WHERE id = ?1", [id], |r| r.get(0)).optional().ctx(&path)?;
-        match admin {
-            None => return Err(StoreError::NotFound),
-            Some(true) if other_admins(&tx, &path, &auth, id)? == 0 => {
-                return Err(StoreError::Conflict("cannot revoke the last admin agent".into()));
-            }
-            Some(_) => {}
+        if admin.is_none() {
+            return Err(StoreError::NotFound);
+        }
+        let descendants: Vec<i64> = {
+            let mut st = tx
+                .prepare(
+                    "WITH RECURSIVE d(id) AS (
+                         SELECT id FROM agents WHERE parent_id = ?1
+                         UNION SELECT a.id FROM agents a JOIN d ON a.parent_id = d.id)
+                     SELECT id FROM d WHERE id != ?1 ORDER BY id",
+                )
+                .ctx(&path)?;
+            let rows = st.query_map([id], |r| r.get(0)).ctx(&path)?;
+            rows.collect::<Result<_, _>>().ctx(&path)?
+        };
+        let mut going = descendants.clone();
+        going.push(id);
+        if remaining_admins(&tx, &path, &auth, &going)? == 0 && any_admin(&tx, &path, &going)? {
+            return Err(StoreError::Conflict("cannot revoke the last admin agent".into()));
         }
         bump_seq(&tx, &path)?;
-        tx.execute("DELETE FROM agents WHERE id = ?1", [id]).ctx(&path)?;
-        // Its passkeys go with it: ids are never reused, but a key nobody holds is no key to keep.
-        tx.execute("DELETE FROM webauthn_credentials WHERE agent_id = ?1", [id]).ctx(&path)?;
+        for gone in &going {
+            tx.execute("DELETE FROM agents WHERE id = ?1", [gone]).ctx(&path)?;
+            // Its passkeys go with it: ids are never reused, but a key nobody holds is no key to keep.
+            tx.execute("DELETE FROM webauthn_credentials WHERE agent_id = ?1", [gone]).ctx(&path)?;
+        }
         audit_sql::insert(&tx, &path, &AuditRecord { detail: format!("agent {id}"), ..audit.clone() })?;
-        tx.commit().ctx(&path)
+        for child in &descendants {
+            let detail = format!("agent {child} (derived, revoked with agent {id})");
+            audit_sql::insert(&tx, &path, &AuditRecord { detail, ..audit.clone() })?;
+        }
+        tx.commit().ctx(&path)?;
+        Ok(descendants)
+    }
+
+    /// Unexpired agents derived directly from `parent` (the cap on derived tokens counts these).
+    pub fn live_children(&self, parent: i64, now_secs: i64) -> Result<i64, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT count(*) FROM agents WHERE parent_id = ?1 AND (expires_at IS NULL OR expires_at > ?2)",
+                params![parent, now_secs],
+                |r| r.get(0),
+            )
+            .ctx(&self.path)
     }
 
     pub fn append_audit(&self, record: &AuditRecord) -> Result<i64, StoreError> {
@@ -618,6 +710,24 @@ fn mac_agent(tx: &Connection, path: &Path, auth: &RowAuth, id: i64) -> Result<Ag
     tx.execute("UPDATE agents SET mac = ?2 WHERE id = ?1", params![id, mac]).ctx(path)?;
     row.mac = Some(mac);
     Ok(row)
+}
+
+/// Authentic admins outside `going`.
+fn remaining_admins(tx: &Connection, path: &Path, auth: &RowAuth, going: &[i64]) -> Result<usize, StoreError> {
+    let mut st = tx.prepare(&format!("SELECT {AGENT_COLS} FROM agents WHERE admin = 1")).ctx(path)?;
+    let rows = st.query_map([], agent_row).ctx(path)?.collect::<Result<Vec<_>, _>>().ctx(path)?;
+    Ok(rows.iter().filter(|r| !going.contains(&r.id) && auth.agent_ok(r)).count())
+}
+
+fn any_admin(tx: &Connection, path: &Path, ids: &[i64]) -> Result<bool, StoreError> {
+    for id in ids {
+        let admin: Option<bool> =
+            tx.query_row("SELECT admin FROM agents WHERE id = ?1", [id], |r| r.get(0)).optional().ctx(path)?;
+        if admin == Some(true) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Admins other than `id` whose rows verify: a forged admin row (which cannot authenticate) must

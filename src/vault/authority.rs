@@ -23,6 +23,14 @@
 //!   shares grants nothing; adding one would).
 //! - **Owner business.** The L2 keyring and other agents' passkeys.
 //!
+//! **Derived tokens** (`POST /api/tokens/derive`, bearer only, no passkey: it can only narrow;
+//! [`check_derive`]). Any agent may derive a token from its own: its scopes a subset of the
+//! caller's (a caller with all access may name any), never admin, all access or
+//! `reveal_to_model` only if the caller has it and asks, a life of 1 s to 24 h that ends no
+//! later than the caller's own, at most [`ops::MAX_LIVE_DERIVED`] unexpired children at a time,
+//! and, like a created agent, the child's own scope may not reach an entry the caller cannot
+//! read. The child is revoked with its parent (`store`).
+//!
 //! Everything is evaluated by `vault::gate` inside the write's transaction, against rows read
 //! there (never the in-memory cache). It changes nothing and holds no SQL.
 
@@ -86,6 +94,13 @@ pub enum Rule {
     EntryOwnerOnly,
     KeyringOwnerOnly,
     PasskeyOfAnotherAgent,
+    DeriveAdmin,
+    DeriveAllAccess,
+    DeriveScopeNotHeld,
+    DeriveReveal,
+    ExpiryExceedsParent,
+    DerivedReadsMore,
+    TooManyDerived,
 }
 
 impl Rule {
@@ -103,6 +118,13 @@ impl Rule {
             Rule::EntryOwnerOnly => "scoped_admin_cannot_make_entry_owner_only",
             Rule::KeyringOwnerOnly => "keyring_is_owner_only",
             Rule::PasskeyOfAnotherAgent => "passkeys_of_other_agents_are_owner_only",
+            Rule::DeriveAdmin => "derived_token_cannot_be_admin",
+            Rule::DeriveAllAccess => "derived_all_access_needs_caller_all_access",
+            Rule::DeriveScopeNotHeld => "derived_scopes_exceed_caller",
+            Rule::DeriveReveal => "derived_reveal_needs_caller_reveal",
+            Rule::ExpiryExceedsParent => "expiry_exceeds_parent",
+            Rule::DerivedReadsMore => "derived_token_would_read_entries_outside_caller_scopes",
+            Rule::TooManyDerived => "too_many_derived_tokens",
         }
     }
 }
@@ -248,6 +270,63 @@ pub fn check(db: &VaultDb, caller: &Agent, intent: &Intent) -> Result<Result<(),
         },
     };
     Ok(verdict)
+}
+
+/// What an agent asks for when it derives a token (already shape-checked by the API).
+#[derive(Debug, Clone)]
+pub struct DeriveAsk {
+    pub name: String,
+    pub ttl_secs: u64,
+    /// `None`: the caller's scopes.
+    pub scopes: Option<Vec<String>>,
+    pub all_access: bool,
+    pub reveal_to_model: bool,
+    pub admin: bool,
+}
+
+/// Checks a derivation for `caller` (its row as read inside the write's transaction, already
+/// known to be authentic and unexpired) at `now_secs`. The outer error is a failure of the
+/// server (or malformed scopes, 422); the inner one the rule that refused.
+pub fn check_derive(
+    db: &VaultDb,
+    caller: &Agent,
+    ask: &DeriveAsk,
+    now_secs: i64,
+) -> Result<Result<ops::Derivation, Rule>, VaultError> {
+    let scopes = match &ask.scopes {
+        Some(list) => ScopeSet::from_strs(list.iter().map(String::as_str))?,
+        None => caller.scopes.clone(),
+    };
+    if !(1..=ops::MAX_DERIVED_TTL_SECS).contains(&ask.ttl_secs) {
+        return Err(VaultError::Invalid(format!("ttl_secs must be 1 to {}", ops::MAX_DERIVED_TTL_SECS)));
+    }
+    let expires_at = now_secs.saturating_add(ask.ttl_secs as i64);
+    let verdict = if ask.admin {
+        Err(Rule::DeriveAdmin)
+    } else if ask.all_access && !caller.all_access {
+        Err(Rule::DeriveAllAccess)
+    } else if ask.reveal_to_model && !caller.reveal_to_model {
+        Err(Rule::DeriveReveal)
+    } else if !caller.all_access && !holds_all(caller, &scopes, None) {
+        Err(Rule::DeriveScopeNotHeld)
+    } else if caller.expires_at.is_some_and(|t| expires_at > t) {
+        Err(Rule::ExpiryExceedsParent)
+    } else if db.live_children(caller.id.0, now_secs)? >= ops::MAX_LIVE_DERIVED {
+        Err(Rule::TooManyDerived)
+    } else {
+        // The child also holds its own scope (`format!("{:04x}", id)`), which the caller does
+        // not: an entry the owner tagged with it must not become readable by deriving.
+        let mut with_own = scopes.clone();
+        with_own.insert(AgentId(db.next_agent_id()?).own_scope());
+        if !caller.all_access && reads_more(db, caller, &with_own)? { Err(Rule::DerivedReadsMore) } else { Ok(()) }
+    };
+    Ok(verdict.map(|()| ops::Derivation {
+        name: ask.name.clone(),
+        scopes,
+        all_access: ask.all_access,
+        reveal_to_model: ask.reveal_to_model,
+        expires_at,
+    }))
 }
 
 /// Whether `admin`'s agent list shows `agent`: all of them for the owner; for a scoped admin

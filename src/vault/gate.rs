@@ -9,12 +9,17 @@
 //! stores the advanced signature counter, and runs the change. A refusal commits only the
 //! consumed challenge and its audit row. It never sees HTTP types and holds no SQL; ceremonies
 //! are `auth::webauthn`'s.
+//!
+//! It also runs the one ungated change an agent makes itself, deriving a narrower token
+//! ([`LiveVault::derive_token`]): bearer only, because it can only narrow; the caller's row is
+//! re-read and re-checked (token, MAC, expiry) and the rules of `vault::authority` applied in
+//! the same transaction as the insert.
 
 use std::time::Duration;
 
 use webauthn_rs::prelude::{CreationChallengeResponse, RequestChallengeResponse, Uuid};
 
-use super::authority::{self, Intent, Rule};
+use super::authority::{self, DeriveAsk, Intent, Rule};
 use super::live::LiveVault;
 use super::{VaultError, VaultId, ops};
 use crate::audit::{Action, Actor, AuditEvent, Outcome};
@@ -388,7 +393,7 @@ impl LiveVault {
                     // whose owner was made with the break-glass CLI, its first owner agent.
                     let agents = db.agents()?;
                     let (owner, created) = if agents.is_empty() {
-                        let (agent, token) = ops::add_agent(db, "Owner", &[], true, true, &ok)?;
+                        let (agent, token) = ops::add_agent(db, "Owner", &[], (true, true), None, &ok)?;
                         (agent.id, Some((agent, token)))
                     } else {
                         match agents.iter().find(|a| a.all_access && a.admin) {
@@ -407,6 +412,51 @@ impl LiveVault {
                     db.append_audit(&ev.record())?;
                 }
                 Ok::<_, VaultError>(verdict)
+            })?
+        };
+        self.refresh()?;
+        Ok(out)
+    }
+}
+
+/// Why a derivation was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeriveRefusal {
+    /// The caller's row changed under the request (revoked, rotated, expired, forged): 401.
+    Unauthenticated,
+    /// An authority rule refused (403 with the rule's code; audited as denied).
+    Refused(Rule),
+}
+
+impl LiveVault {
+    /// Derives a token from the caller's own (see `vault::authority::check_derive`). The outer
+    /// error is a failure of the server or malformed input; the inner one a refusal.
+    pub fn derive_token(
+        &self,
+        caller: AgentId,
+        token: &TokenHash,
+        ask: &DeriveAsk,
+        event: &AuditEvent,
+    ) -> Result<Result<(Agent, NewToken), DeriveRefusal>, VaultError> {
+        let out = {
+            let mut db = self.db();
+            db.atomically(|db| {
+                let t = crate::store::now_secs();
+                let fresh = db.agent(caller.0)?.filter(|r| {
+                    r.token_hash == token.as_str() && db.agent_authentic(r) && r.expires_at.is_none_or(|e| e > t)
+                });
+                let Some(row) = fresh else { return Ok(Err(DeriveRefusal::Unauthenticated)) };
+                let agent = ops::agent_from_row(&row)?;
+                match authority::check_derive(db, &agent, ask, t)? {
+                    Err(rule) => {
+                        let row = AuditEvent { outcome: Outcome::Denied, ..event.clone() }
+                            .detail(format!("authority:{}", rule.code()))
+                            .record();
+                        db.append_audit(&row)?;
+                        Ok::<_, VaultError>(Err(DeriveRefusal::Refused(rule)))
+                    }
+                    Ok(derivation) => Ok(Ok(ops::derive_agent(db, agent.id, &derivation, event)?)),
+                }
             })?
         };
         self.refresh()?;
@@ -437,10 +487,11 @@ fn check(db: &mut VaultDb, rp: &RelyingParty, p: &Presented<'_>) -> Result<Verif
     if ch.expires_at <= now() {
         return Err(Denial::ExpiredChallenge);
     }
-    // The token must still name an admin agent, read inside this transaction, whose row was
-    // written with the master key (MAC).
+    // The token must still name an unexpired admin agent, read inside this transaction, whose
+    // row was written with the master key (MAC).
     let row = db.agent(p.agent.id.0).map_err(|_| Denial::NotAdmin)?.ok_or(Denial::NotAdmin)?;
-    if row.token_hash != p.token.as_str() || !row.admin || !db.agent_authentic(&row) {
+    let expired = row.expires_at.is_some_and(|t| t <= crate::store::now_secs());
+    if row.token_hash != p.token.as_str() || !row.admin || expired || !db.agent_authentic(&row) {
         return Err(Denial::NotAdmin);
     }
     if ch.agent_id != Some(p.agent.id.0) {

@@ -5,10 +5,13 @@
 //! SQLite or decrypt anything: titles, URLs and types are decrypted once when a change is seen.
 //! Changes made by other processes (the operator CLI) are picked up by a watcher thread that
 //! polls each vault's change sequence every [`WATCH_INTERVAL`]; an agent revoked on the command
-//! line stops authenticating within that interval.
+//! line stops authenticating within that interval. An agent whose `expires_at` has come is
+//! refused at each request by the server's clock, exactly like an unknown token, and dropped
+//! from the index by the watcher (a sweep that costs one atomic load until the earliest expiry
+//! in the index is due).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -420,23 +423,55 @@ pub struct Principal {
 /// Each vault replaces only its own part, from [`LiveVault::refresh`] while it holds its file's
 /// lock, so the updates of one vault arrive in change order and the last change wins. There is
 /// no "rebuild everything" that could run on a stale view and overwrite a newer one.
-#[derive(Default)]
 struct TokenIndex {
     map: RwLock<HashMap<TokenHash, (usize, Arc<Agent>)>>,
+    /// The earliest `expires_at` in `map` (`i64::MAX`: none): the sweep does nothing before it.
+    next_expiry: AtomicI64,
+}
+
+impl Default for TokenIndex {
+    fn default() -> Self {
+        Self { map: RwLock::default(), next_expiry: AtomicI64::new(i64::MAX) }
+    }
 }
 
 impl TokenIndex {
+    /// Replaces `slot`'s agents; those already expired are left out.
     fn replace(&self, slot: usize, agents: &[(TokenHash, Arc<Agent>)]) {
+        let now = crate::store::now_secs();
         let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
         map.retain(|_, (s, _)| *s != slot);
         for (hash, agent) in agents {
-            map.insert(hash.clone(), (slot, agent.clone()));
+            if !agent.expired_at(now) {
+                map.insert(hash.clone(), (slot, agent.clone()));
+            }
         }
+        self.next_expiry.store(earliest_expiry(&map), Ordering::Relaxed);
     }
 
     fn get(&self, hash: &TokenHash) -> Option<(usize, Arc<Agent>)> {
         self.map.read().unwrap_or_else(|p| p.into_inner()).get(hash).cloned()
     }
+
+    /// Drops expired agents once the earliest expiry has come; returns how many went.
+    fn sweep_expired(&self, now: i64) -> usize {
+        if now < self.next_expiry.load(Ordering::Relaxed) {
+            return 0;
+        }
+        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+        let before = map.len();
+        map.retain(|_, (_, agent)| !agent.expired_at(now));
+        self.next_expiry.store(earliest_expiry(&map), Ordering::Relaxed);
+        before - map.len()
+    }
+
+    fn len(&self) -> usize {
+        self.map.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+fn earliest_expiry(map: &HashMap<TokenHash, (usize, Arc<Agent>)>) -> i64 {
+    map.values().filter_map(|(_, a)| a.expires_at).min().unwrap_or(i64::MAX)
 }
 
 /// A registered vault this node could not open at start (the file does not open, fails its
@@ -516,12 +551,28 @@ impl Node {
         if let Some((slot, agent)) = self.tokens.get(hash)
             && let Some(vault) = self.vaults.get(slot)
         {
+            // Judged by the clock at each request, not only when the sweep has run: an expired
+            // token is answered exactly like an unknown one.
+            if agent.expired_at(crate::store::now_secs()) {
+                return Err(AuthFailure::Unknown);
+            }
             return Ok(Principal { vault: vault.clone(), agent });
         }
         match self.unavailable.iter().find(|u| u.tokens.as_ref().is_none_or(|t| t.contains(hash))) {
             Some(u) => Err(AuthFailure::Unavailable(u.id.clone())),
             None => Err(AuthFailure::Unknown),
         }
+    }
+
+    /// Drops expired agents from the token index (bounded: nothing until the earliest expiry
+    /// is due, then one pass over the index). Returns how many went.
+    pub fn sweep_expired(&self) -> usize {
+        self.tokens.sweep_expired(crate::store::now_secs())
+    }
+
+    /// How many tokens the index holds (expired ones leave it at the next sweep).
+    pub fn indexed_tokens(&self) -> usize {
+        self.tokens.len()
     }
 
     /// Refreshes every vault (each updates its own part of the token index).
@@ -549,6 +600,7 @@ impl Node {
             while !node.stop.load(Ordering::Relaxed) {
                 std::thread::sleep(WATCH_INTERVAL);
                 ticks = ticks.wrapping_add(1);
+                node.sweep_expired();
                 if ticks.is_multiple_of(SWEEP_EVERY) {
                     for vault in &node.vaults {
                         if let Err(e) = vault.sweep_challenges() {
@@ -644,5 +696,45 @@ fn alert_on_new_failure<E: std::fmt::Display>(failing: &mut bool, result: Result
             }
             *failing = true;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::AgentId;
+
+    fn agent(id: i64, expires_at: Option<i64>) -> (TokenHash, Arc<Agent>) {
+        let agent = Agent {
+            id: AgentId(id),
+            name: format!("a{id}"),
+            scopes: ScopeSet::default(),
+            all_access: false,
+            admin: false,
+            created_at: 0,
+            expires_at,
+            parent_id: None,
+            reveal_to_model: false,
+        };
+        (TokenHash::from_stored(format!("{id:064x}")), Arc::new(agent))
+    }
+
+    #[test]
+    fn expired_agents_leave_the_index_when_their_time_comes_and_not_before() {
+        let now = crate::store::now_secs();
+        let index = TokenIndex::default();
+        let (forever, soon, later, past) =
+            (agent(1, None), agent(2, Some(now + 100)), agent(3, Some(now + 200)), agent(4, Some(now - 1)));
+        index.replace(0, &[forever.clone(), soon.clone(), later.clone(), past.clone()]);
+        assert_eq!(index.len(), 3, "an agent already expired is never indexed");
+        assert!(index.get(&past.0).is_none());
+        assert_eq!(index.next_expiry.load(Ordering::Relaxed), now + 100);
+        assert_eq!(index.sweep_expired(now + 99), 0, "nothing is due yet");
+        assert_eq!(index.sweep_expired(now + 100), 1);
+        assert!(index.get(&soon.0).is_none());
+        assert_eq!(index.next_expiry.load(Ordering::Relaxed), now + 200, "the next one is due next");
+        assert_eq!(index.sweep_expired(now + 1000), 1);
+        assert_eq!(index.next_expiry.load(Ordering::Relaxed), i64::MAX);
+        assert!(index.get(&forever.0).is_some() && index.len() == 1);
     }
 }

@@ -105,7 +105,7 @@ pub fn list_entries(db: &VaultDb, vault: &VaultId, key: &DataKey) -> Result<Vec<
         })
 }
 
-fn check_name(name: &str) -> Result<(), VaultError> {
+pub(crate) fn check_name(name: &str) -> Result<(), VaultError> {
     if name.trim().is_empty() || name.chars().count() > MAX_AGENT_NAME || name.chars().any(char::is_control) {
         return Err(VaultError::Invalid(format!("agent name must be 1 to {MAX_AGENT_NAME} characters")));
     }
@@ -113,20 +113,33 @@ fn check_name(name: &str) -> Result<(), VaultError> {
 }
 
 /// Creates an agent and its token. The agent always holds its own scope besides `extra_scopes`.
+/// `expires_at` (unix seconds), if given, must be in the future.
 pub fn add_agent(
     db: &mut VaultDb,
     name: &str,
     extra_scopes: &[String],
-    all_access: bool,
-    admin: bool,
+    (all_access, admin): (bool, bool),
+    expires_at: Option<i64>,
     event: &AuditEvent,
 ) -> Result<(Agent, NewToken), VaultError> {
     check_name(name)?;
+    if expires_at.is_some_and(|t| t <= crate::store::now_secs()) {
+        return Err(VaultError::Invalid("expires_at must be in the future (unix seconds)".into()));
+    }
     let extra = ScopeSet::from_strs(extra_scopes.iter().map(String::as_str))?;
     let token = NewToken::generate();
     let row = db
         .insert_agent(
-            &NewAgent { name, token_hash: token.hash().as_str(), all_access, admin, created_at: now() },
+            &NewAgent {
+                name,
+                token_hash: token.hash().as_str(),
+                all_access,
+                admin,
+                created_at: now(),
+                expires_at,
+                parent_id: None,
+                reveal_to_model: false,
+            },
             |id| {
                 let mut scopes = extra.clone();
                 scopes.insert(AgentId(id).own_scope());
@@ -147,6 +160,7 @@ pub struct AgentUpdate {
     pub all_access: Option<bool>,
     pub admin: Option<bool>,
     pub rotate_token: bool,
+    pub reveal_to_model: Option<bool>,
 }
 
 pub fn update_agent(
@@ -173,13 +187,67 @@ pub fn update_agent(
         all_access: update.all_access,
         admin: update.admin,
         token_hash: token.as_ref().map(|t| t.hash().as_str().to_owned()),
+        reveal_to_model: update.reveal_to_model,
     };
     let row = db.update_agent(id.0, &change, &event.record()).map_err(VaultError::from_store)?;
     Ok((agent_from_row(&row)?, token))
 }
 
-pub fn revoke_agent(db: &mut VaultDb, id: AgentId, event: &AuditEvent) -> Result<(), VaultError> {
-    db.delete_agent(id.0, &event.record()).map_err(VaultError::from_store)
+/// Revokes an agent and, in the same transaction, every token derived from it (recursively).
+/// Returns the derived agents revoked with it.
+pub fn revoke_agent(db: &mut VaultDb, id: AgentId, event: &AuditEvent) -> Result<Vec<AgentId>, VaultError> {
+    Ok(db.delete_agent(id.0, &event.record()).map_err(VaultError::from_store)?.into_iter().map(AgentId).collect())
+}
+
+/// Longest life of a derived token.
+pub const MAX_DERIVED_TTL_SECS: u64 = 24 * 60 * 60;
+/// Unexpired tokens one agent may have derived at a time: an agent's token cannot grow the
+/// vault file without bound.
+pub const MAX_LIVE_DERIVED: i64 = 100;
+
+/// A derived token as the authority rules have accepted it (see
+/// `vault::authority::check_derive`): the child's scopes (without its own, which is added
+/// here), flags and absolute expiry.
+#[derive(Debug, Clone)]
+pub struct Derivation {
+    pub name: String,
+    pub scopes: ScopeSet,
+    pub all_access: bool,
+    pub reveal_to_model: bool,
+    pub expires_at: i64,
+}
+
+/// Creates the derived agent (never admin) under `parent`. Runs inside the transaction in
+/// which the rules were checked.
+pub fn derive_agent(
+    db: &mut VaultDb,
+    parent: AgentId,
+    d: &Derivation,
+    event: &AuditEvent,
+) -> Result<(Agent, NewToken), VaultError> {
+    check_name(&d.name)?;
+    let token = NewToken::generate();
+    let row = db
+        .insert_agent(
+            &NewAgent {
+                name: &d.name,
+                token_hash: token.hash().as_str(),
+                all_access: d.all_access,
+                admin: false,
+                created_at: now(),
+                expires_at: Some(d.expires_at),
+                parent_id: Some(parent.0),
+                reveal_to_model: d.reveal_to_model,
+            },
+            |id| {
+                let mut scopes = d.scopes.clone();
+                scopes.insert(AgentId(id).own_scope());
+                scopes.to_db()
+            },
+            &event.record(),
+        )
+        .map_err(VaultError::from_store)?;
+    Ok((agent_from_row(&row)?, token))
 }
 
 pub fn agent_from_row(row: &AgentRow) -> Result<Agent, VaultError> {
@@ -191,6 +259,9 @@ pub fn agent_from_row(row: &AgentRow) -> Result<Agent, VaultError> {
         all_access: row.all_access,
         admin: row.admin,
         created_at: row.created_at,
+        expires_at: row.expires_at,
+        parent_id: row.parent_id.map(AgentId),
+        reveal_to_model: row.reveal_to_model,
     })
 }
 
