@@ -243,7 +243,7 @@ fn the_owner_sees_expiry_and_parents_sets_reveal_and_revoking_a_parent_kills_its
     let r = request_put_without_passkey(&s, &owner.token, a);
     assert_eq!(r.status, 403, "reveal_to_model is a gated change: {}", r.body);
     assert_eq!(s.get("/api/whoami", Some(&token)).json()["reveal_to_model"], false);
-    let r = owner.write(&s, "PUT", &format!("/api/agents/{a}"), &json!({"reveal_to_model": true}));
+    let r = owner.write(&s, "PATCH", &format!("/api/agents/{a}"), &json!({"reveal_to_model": true}));
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["agent"]["reveal_to_model"], true);
     assert_eq!(s.get("/api/whoami", Some(&token)).json()["reveal_to_model"], true);
@@ -281,7 +281,7 @@ fn the_owner_sees_expiry_and_parents_sets_reveal_and_revoking_a_parent_kills_its
 }
 
 fn request_put_without_passkey(s: &Server, token: &str, id: i64) -> Resp {
-    common::request(&s.url(&format!("/api/agents/{id}")), "PUT", Some(token), Some(br#"{"reveal_to_model":true}"#))
+    common::request(&s.url(&format!("/api/agents/{id}")), "PATCH", Some(token), Some(br#"{"reveal_to_model":true}"#))
 }
 
 #[test]
@@ -294,4 +294,16 @@ fn revoking_a_parent_on_the_command_line_kills_its_tokens() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     eventually("the child is refused", || s.get("/api/entries", Some(&child)).status == 401);
     assert_eq!(agent_count(&v), 1, "only the owner is left");
+}
+
+#[test]
+fn the_operator_can_make_an_agent_that_reveals_to_the_model() {
+    let v = Vault::new();
+    let (_, plain) = v.add_agent("plain", &[]);
+    let (_, token) = v.add_agent("reveals", &["--reveal-to-model"]);
+    let s = v.serve();
+    assert_eq!(s.get("/api/whoami", Some(&plain)).json()["reveal_to_model"], false, "off by default");
+    assert_eq!(s.get("/api/whoami", Some(&token)).json()["reveal_to_model"], true);
+    let (_, _, body) = derived(&s, &token, &json!({"name": "r", "ttl_secs": 60, "reveal_to_model": true}));
+    assert_eq!(body["reveal_to_model"], true);
 }

@@ -207,7 +207,7 @@ fn the_document_says_what_the_routes_take_and_give() {
             assert_eq!(hp["in"] == "header" && hp["required"] == true, gated, "{m} {p} header {h}");
         }
         // Bodies are declared JSON wherever one is taken.
-        if (m == "post" || m == "put") && p != "/api/passkeys/options" {
+        if (m == "post" || m == "put" || m == "patch") && p != "/api/passkeys/options" {
             assert!(o["requestBody"]["content"]["application/json"]["schema"].is_object(), "{m} {p} body");
             assert_eq!(o["requestBody"]["required"], true, "{m} {p} body");
         }
@@ -234,7 +234,7 @@ fn the_document_says_what_the_routes_take_and_give() {
     // A challenge names one of the write methods.
     let body = &op(&doc, "post", "/api/webauthn/challenge")["requestBody"]["content"]["application/json"]["schema"];
     let method = schema_of(&doc, &schema_of(&doc, body)["properties"]["method"]);
-    assert_eq!(method["enum"], json!(["POST", "PUT", "DELETE"]));
+    assert_eq!(method["enum"], json!(["POST", "PUT", "PATCH", "DELETE"]));
     // The keyring is an object.
     let body = &op(&doc, "put", "/api/keyring")["requestBody"]["content"]["application/json"]["schema"];
     assert_eq!(schema_of(&doc, body)["type"], "object");

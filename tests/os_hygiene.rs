@@ -128,12 +128,20 @@ fn no_environment_variable_grants_privilege() {
     let v = Vault::new();
     let out = v.cli_env(
         &["agent", "add", "--name", "from env", "--json"],
-        &[("CLAVITOR_AGENT_ADMIN", "true"), ("CLAVITOR_AGENT_ALL_ACCESS", "true"), ("CLAVITOR_AGENT_SCOPES", "0001")],
+        &[
+            ("CLAVITOR_AGENT_ADMIN", "true"),
+            ("CLAVITOR_AGENT_ALL_ACCESS", "true"),
+            ("CLAVITOR_AGENT_SCOPES", "0001"),
+            ("CLAVITOR_AGENT_REVEAL_TO_MODEL", "true"),
+            ("CLAVITOR_AGENT_TTL", "1h"),
+        ],
     );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let agent: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(agent["admin"], false, "{agent}");
     assert_eq!(agent["all_access"], false, "{agent}");
+    assert_eq!(agent["reveal_to_model"], false, "{agent}");
+    assert_eq!(agent["expires_at"], serde_json::Value::Null, "{agent}");
     assert_eq!(agent["scopes"].as_array().unwrap().len(), 1, "only its own scope: {agent}");
     let id = v.add_entry(&serde_json::json!({"title": "t", "fields": []}));
     let out = v.cli_env(

@@ -76,7 +76,7 @@ pub fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(entries::search))
         .routes(routes!(entries::totp))
         .routes(routes!(admin::agents, write::create_agent))
-        .routes(routes!(write::update_agent, write::delete_agent))
+        .routes(routes!(write::update_agent, write::patch_agent, write::delete_agent))
         .routes(routes!(admin::audit))
         .routes(routes!(tokens::whoami))
         .routes(routes!(tokens::derive))

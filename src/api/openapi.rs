@@ -60,6 +60,8 @@ pub mod schemas {
         #[allow(clippy::upper_case_acronyms)]
         PUT,
         #[allow(clippy::upper_case_acronyms)]
+        PATCH,
+        #[allow(clippy::upper_case_acronyms)]
         DELETE,
     }
 

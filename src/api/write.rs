@@ -360,7 +360,33 @@ pub async fn update_agent(
     PositiveId(id): PositiveId,
     signed: Signed,
 ) -> Result<Response, ApiError> {
-    let id = AgentId(id);
+    change_agent(state, caller, AgentId(id), signed).await
+}
+
+/// The same change as `PUT` (every field is optional either way); the name issue 13's contract
+/// uses for setting `reveal_to_model`.
+#[utoipa::path(
+    patch,
+    path = "/api/agents/{id}",
+    summary = "Change or rotate an agent (same as PUT)",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, minimum = 1, maximum = 9223372036854775807i64, description = "a positive integer id"), ("X-WebAuthn-Challenge" = String, Header, description = "id of a challenge from POST /api/webauthn/challenge bound to this exact request"), ("X-WebAuthn-Assertion" = String, Header, description = "the assertion (PublicKeyCredential JSON) over that challenge")),
+    request_body(content = UpdateAgentRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "changed", body = super::openapi::schemas::AgentUpdated),
+        (status = "4XX", description = "error: 400 bad input, 401 no valid token, 403 refused, 404 missing or not visible, 415 body not JSON, 422 invalid", body = super::openapi::schemas::ErrorBody),
+    )
+)]
+pub async fn patch_agent(
+    State(state): State<AppState>,
+    caller: Caller,
+    PositiveId(id): PositiveId,
+    signed: Signed,
+) -> Result<Response, ApiError> {
+    change_agent(state, caller, AgentId(id), signed).await
+}
+
+async fn change_agent(state: AppState, caller: Caller, id: AgentId, signed: Signed) -> Result<Response, ApiError> {
     let req: UpdateAgentRequest = parse_body(&signed.body)?;
     let update = ops::AgentUpdate {
         name: req.name,

@@ -269,8 +269,8 @@ pub struct Operation {
 impl Operation {
     /// Validates a client's description of the operation it wants to authorise.
     pub fn new(method: &str, path: &str, body_sha256: &str) -> Result<Self, WebauthnError> {
-        if !matches!(method, "POST" | "PUT" | "DELETE") {
-            return Err(WebauthnError::Malformed("method must be POST, PUT or DELETE".into()));
+        if !matches!(method, "POST" | "PUT" | "PATCH" | "DELETE") {
+            return Err(WebauthnError::Malformed("method must be POST, PUT, PATCH or DELETE".into()));
         }
         let path_ok = path.starts_with("/api/")
             && path.len() <= MAX_OPERATION_PATH

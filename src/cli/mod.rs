@@ -193,6 +193,10 @@ pub enum AgentCommand {
         /// No environment variable: it is part of what the agent is granted.
         #[arg(long, value_parser = humantime::parse_duration)]
         ttl: Option<std::time::Duration>,
+        /// Let `clavitor mcp`'s `get_field` hand this agent's L1 values to the model. No
+        /// environment variable (grants privilege).
+        #[arg(long)]
+        reveal_to_model: bool,
         #[command(flatten)]
         vault: VaultArg,
         #[command(flatten)]

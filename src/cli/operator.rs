@@ -95,7 +95,7 @@ fn url_host(origin: &str) -> Option<String> {
 
 fn agent(dir: &DataDir, cmd: &AgentCommand) -> anyhow::Result<()> {
     match cmd {
-        AgentCommand::Add { name, scopes, all_access, admin, ttl, vault, out } => {
+        AgentCommand::Add { name, scopes, all_access, admin, ttl, reveal_to_model, vault, out } => {
             let mut v = open(dir, vault.vault.as_deref())?;
             let extra: Vec<String> =
                 scopes.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
@@ -109,18 +109,22 @@ fn agent(dir: &DataDir, cmd: &AgentCommand) -> anyhow::Result<()> {
                         .context("--ttl is too long")?,
                 ),
             };
-            let (agent, token) = ops::add_agent(
-                &mut v.db,
-                name,
-                &extra,
-                (*all_access, *admin),
-                expires_at,
-                &event(Action::AgentCreate),
-            )?;
+            // One transaction: an agent never exists without the reveal flag it was made with.
+            let (agent, token) = v.db.atomically(|db| {
+                let (agent, token) =
+                    ops::add_agent(db, name, &extra, (*all_access, *admin), expires_at, &event(Action::AgentCreate))?;
+                if !*reveal_to_model {
+                    return Ok::<_, crate::vault::VaultError>((agent, token));
+                }
+                let update = ops::AgentUpdate { reveal_to_model: Some(true), ..ops::AgentUpdate::default() };
+                let event = event(Action::AgentUpdate).detail("reveal_to_model");
+                Ok((ops::update_agent(db, agent.id, &update, &event)?.0, token))
+            })?;
             if out.json {
                 print_json(&json!({
                     "id": agent.id.0, "name": agent.name, "scopes": agent.scopes.to_vec(),
                     "all_access": agent.all_access, "admin": agent.admin, "expires_at": agent.expires_at,
+                    "reveal_to_model": agent.reveal_to_model,
                     "token": token.reveal(),
                 }));
             } else {
