@@ -190,6 +190,28 @@ try {
   check(entry.uuid && /^[0-9a-f-]{36}$/.test(entry.uuid), 'the entry has the uuid its L2 values are bound to');
   check((await api('/api/agents', agentToken)).status === 403, 'the scoped agent is not an admin');
 
+  // The agent derives a token for a sub-agent (bearer only); the agents page lists it under its
+  // parent with its expiry, and turns reveal_to_model on for the parent (passkey assertion).
+  const derivedResp = await fetch(`http://127.0.0.1:${port}/api/tokens/derive`, { method: 'POST',
+    headers: { Authorization: 'Bearer ' + agentToken, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ name: 'sub-agent', ttl_secs: 3600 }) });
+  check(derivedResp.status === 201, 'the agent derives a token for a sub-agent');
+  const derived = await derivedResp.json();
+  await page.goto(origin + '/#audit');
+  await page.waitForSelector('#view-audit:not(.hidden)');
+  await page.goto(origin + '/#agents');
+  await page.waitForSelector(`tr[data-agent="${derived.id}"][data-parent="2"]`);
+  const derivedRow = await page.textContent(`tr[data-agent="${derived.id}"]`);
+  check(derivedRow.includes('derived from agent 2') && /\d{4}-\d\d-\d\d/.test(derivedRow), 'the derived token is listed under its parent with its expiry');
+  const order = await page.locator('#agent-list tr').evaluateAll((rows) => rows.map((r) => r.dataset.agent));
+  check(order.indexOf(String(derived.id)) === order.indexOf('2') + 1, 'right after its parent');
+  const whoami = async (t) => (await api('/api/whoami', t)).json();
+  check((await whoami(agentToken)).reveal_to_model === false, 'reveal_to_model is off by default');
+  await page.locator('tr[data-agent="2"] input.reveal-to-model').check();
+  for (let i = 0; i < 100 && !(await whoami(agentToken)).reveal_to_model; i++) await sleep(100);
+  check((await whoami(agentToken)).reveal_to_model === true, 'the page turns reveal_to_model on with a passkey');
+  await page.screenshot({ path: join(OUT, '04b-derived-token.png'), fullPage: true });
+
   // The agents page rotates and revokes (each with a passkey assertion).
   await page.locator('tr[data-agent="2"] button', { hasText: 'Rotate token' }).click();
   await page.waitForFunction((old) => document.getElementById('agent-token').textContent.trim() !== old, agentToken);
@@ -199,6 +221,8 @@ try {
   await page.locator('tr[data-agent="2"] button', { hasText: 'Revoke' }).click();
   await page.waitForSelector('tr[data-agent="2"]', { state: 'detached' });
   check((await api('/api/entries', rotated)).status === 401, 'a revoked agent is refused');
+  check((await api('/api/entries', derived.token)).status === 401, 'its derived token is revoked with it');
+  check(await page.locator(`tr[data-agent="${derived.id}"]`).count() === 0, 'and leaves the agents page');
 
   // 7. The owner's page decrypts the L2 note again.
   await page.goto(origin + '/#entries');

@@ -185,16 +185,49 @@
     $('agent-token-box').classList.remove('hidden');
   }
 
+  // An agent's expiry as the owner reads it: never, a UTC time, or expired.
+  function expiryText(a) {
+    if (a.expires_at == null) return 'never';
+    const when = new Date(a.expires_at * 1000).toISOString().replace('T', ' ').replace(/\.\d+Z$/, ' UTC');
+    return (a.expires_at * 1000 <= Date.now() ? 'expired ' : '') + when;
+  }
+
+  // Agents in id order, each followed by the tokens derived from it (recursively), with depth.
+  function agentTree(agents) {
+    const ids = new Set(agents.map((a) => a.id));
+    const children = new Map();
+    for (const a of agents) {
+      const p = a.parent_id != null && ids.has(a.parent_id) ? a.parent_id : null;
+      if (!children.has(p)) children.set(p, []);
+      children.get(p).push(a);
+    }
+    const out = [];
+    const walk = (parent, depth) => {
+      for (const a of (children.get(parent) || []).sort((x, y) => x.id - y.id)) {
+        out.push([a, depth]);
+        if (depth < 32) walk(a.id, depth + 1);
+      }
+    };
+    walk(null, 0);
+    return out;
+  }
+
   async function loadAgents() {
     const { agents } = await C.get('/api/agents');
-    const rows = agents.map((a) => {
+    const rows = agentTree(agents).map(([a, depth]) => {
       const scopes = el('input', { type: 'text', value: a.scopes.join(',') });
       const all = el('input', { type: 'checkbox', checked: a.all_access });
       const admin = el('input', { type: 'checkbox', checked: a.admin });
+      const reveal = el('input', { type: 'checkbox', checked: a.reveal_to_model, class: 'reveal-to-model',
+        onchange: () => agentWrite('PATCH', a.id, { reveal_to_model: reveal.checked }) });
       const act = (label, cls, fn) => el('button', { class: cls, text: label, onclick: fn });
-      return el('tr', { 'data-agent': String(a.id) },
-        el('td', { text: String(a.id) }), el('td', { text: a.name }), el('td', {}, scopes),
-        el('td', {}, el('label', {}, all, ' all'), el('label', {}, admin, ' admin')),
+      const name = el('td', { text: (depth ? '\u21b3 '.padStart(depth * 2 + 2, '\u00a0') : '') + a.name });
+      if (a.parent_id != null) name.append(el('div', { class: 'muted derived-from', text: 'derived from agent ' + a.parent_id }));
+      return el('tr', { 'data-agent': String(a.id), 'data-parent': a.parent_id == null ? '' : String(a.parent_id) },
+        el('td', { text: String(a.id) }), name, el('td', {}, scopes),
+        el('td', {}, el('label', {}, all, ' all'), el('label', {}, admin, ' admin'),
+          el('label', { title: 'clavitor mcp may hand this agent\'s L1 values to the model' }, reveal, ' reveal to model')),
+        el('td', { class: 'expires', text: expiryText(a) }),
         el('td', {},
           act('Save', 'secondary', () => agentWrite('PUT', a.id, { scopes: scopesOf(scopes.value), all_access: all.checked, admin: admin.checked })),
           act('Rotate token', 'secondary', () => agentWrite('PUT', a.id, { rotate_token: true })),
@@ -216,11 +249,14 @@
   async function createAgent() {
     try {
       const body = { name: $('agent-name').value, scopes: scopesOf($('agent-scopes').value), all_access: $('agent-all-access').checked, admin: $('agent-admin').checked };
+      const hours = Number($('agent-ttl-hours').value);
+      if ($('agent-ttl-hours').value !== '' && hours > 0) body.expires_at = Math.floor(Date.now() / 1000 + hours * 3600);
       say('Approve the new agent with your passkey…');
       const r = await C.write('POST', '/api/agents', body);
       showToken(r.token);
       say('Created agent ' + r.agent.id + ' (scope ' + r.agent.scope + ').', 'ok');
       $('agent-name').value = '';
+      $('agent-ttl-hours').value = '';
       await loadAgents();
     } catch (e) { fail(e); }
   }
