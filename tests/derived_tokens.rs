@@ -125,6 +125,7 @@ fn derivation_only_narrows() {
         (json!({"name": "x", "ttl_secs": 0}), 400, ""),
         (json!({"name": "x", "ttl_secs": 86401}), 400, ""),
         (json!({"name": "x", "ttl_secs": -5}), 400, ""),
+        (json!({"name": "x", "ttl_secs": 1.5}), 400, ""),
         (json!({"name": "", "ttl_secs": 60}), 422, ""),
         (json!({"name": "x", "ttl_secs": 60, "scopes": ["nope"]}), 422, ""),
         (json!({"name": "x", "ttl_secs": 60, "unknown": 1}), 400, ""),
@@ -144,7 +145,8 @@ fn derivation_only_narrows() {
     assert_eq!(denied, 5, "every rule refusal is audited");
 
     // A child cannot outlive its parent, and nothing unauthenticated derives.
-    let (_, short, _) = derived(&s, &token, &json!({"name": "short", "ttl_secs": 120}));
+    // `120.0` is the integer 120 to JSON Schema, so the server takes it too.
+    let (_, short, _) = derived(&s, &token, &json!({"name": "short", "ttl_secs": 120.0}));
     let r = derive(&s, &short, &json!({"name": "longer", "ttl_secs": 3600}));
     assert_eq!((r.status, reason(&r)), (403, "expiry_exceeds_parent".to_owned()), "{}", r.body);
     let (_, _, ok) = derived(&s, &short, &json!({"name": "shorter", "ttl_secs": 60}));

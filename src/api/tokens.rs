@@ -46,14 +46,22 @@ pub async fn whoami(caller: Caller) -> Json<serde_json::Value> {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeriveRequest {
-    /// A name for people to recognise the derived agent by (1 to 128 characters).
+    /// A name for people to recognise the derived agent by: 1 to 128 characters, not only
+    /// spaces, no control characters (as for every agent name).
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     name: String,
     /// Life of the token in seconds, 1 to 86400; it also ends no later than the caller's own.
     #[schema(minimum = 1, maximum = 86400)]
+    #[serde(deserialize_with = "whole_number")]
     ttl_secs: u64,
     /// A subset of the caller's scopes (any scopes if the caller has all access). Default: the
     /// caller's scopes.
     #[serde(default)]
+    #[schema(max_items = 256, inline, value_type = Option<Vec<ScopeText>>)]
     scopes: Option<Vec<String>>,
     /// Only if the caller has all access.
     #[serde(default)]
@@ -64,6 +72,25 @@ pub struct DeriveRequest {
     /// Always refused (403): a derived token is never admin.
     #[serde(default)]
     admin: bool,
+}
+
+/// A scope as JSON carries it: 4 to 8 lowercase hex digits.
+#[derive(utoipa::ToSchema)]
+#[schema(pattern = "^[0-9a-f]{4,8}$")]
+#[allow(dead_code)]
+pub struct ScopeText(String);
+
+/// A non-negative whole number, also when written `3600.0` (JSON Schema's `integer` admits it,
+/// serde's `u64` does not).
+fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let n = serde_json::Number::deserialize(d)?;
+    if let Some(u) = n.as_u64() {
+        return Ok(u);
+    }
+    match n.as_f64() {
+        Some(f) if f.fract() == 0.0 && (0.0..=u64::MAX as f64).contains(&f) => Ok(f as u64),
+        _ => Err(serde::de::Error::custom("expected a non-negative whole number")),
+    }
 }
 
 /// `POST /api/tokens/derive`: a new token that can do at most what the caller can, for at
