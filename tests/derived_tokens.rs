@@ -309,3 +309,29 @@ fn the_operator_can_make_an_agent_that_reveals_to_the_model() {
     let (_, _, body) = derived(&s, &token, &json!({"name": "r", "ttl_secs": 60, "reveal_to_model": true}));
     assert_eq!(body["reveal_to_model"], true);
 }
+
+#[test]
+fn a_child_never_reads_through_its_own_scope_and_one_agent_keeps_at_most_100_live_children() {
+    let v = Vault::new();
+    let (a, token) = v.add_agent("ci", &["--scopes", "00aa"]);
+    // The owner tagged an entry with the scope the next agent id will have (its own scope).
+    let next = format!("{:04x}", a + 1);
+    v.add_entry(&login("Tagged for the next id", &[&next]));
+    let s = v.serve();
+    let r = derive(&s, &token, &json!({"name": "x", "ttl_secs": 60, "scopes": ["00aa"]}));
+    assert_eq!((r.status, reason(&r)), (403, "derived_token_would_read_entries_outside_caller_scopes".to_owned()));
+    // The owner may: it reads that entry anyway.
+    let (child, child_token, _) = derived(&s, &v.owner, &json!({"name": "o", "ttl_secs": 60, "scopes": ["00aa"]}));
+    assert_eq!(child, a + 1);
+    assert_eq!(titles(&s, &child_token), vec!["Tagged for the next id"]);
+
+    for n in 0..100 {
+        let r = derive(&s, &token, &json!({"name": format!("c{n}"), "ttl_secs": 60}));
+        assert_eq!(r.status, 201, "child {n}: {}", r.body);
+    }
+    let r = derive(&s, &token, &json!({"name": "one too many", "ttl_secs": 60}));
+    assert_eq!((r.status, reason(&r)), (403, "too_many_derived_tokens".to_owned()), "{}", r.body);
+    // The cap is per agent: a child may still derive.
+    let (_, grandchild, _) = derived(&s, &child_token, &json!({"name": "g", "ttl_secs": 30}));
+    assert_eq!(s.get("/api/whoami", Some(&grandchild)).status, 200);
+}

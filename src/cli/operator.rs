@@ -155,7 +155,18 @@ fn agent(dir: &DataDir, cmd: &AgentCommand) -> anyhow::Result<()> {
             } else {
                 for (a, ok) in agents {
                     let mark = if ok { "" } else { "  FORGED: fails its integrity check, grants nothing" };
-                    println!("{:>5}  {:<24}  {:<12?}  {}{mark}", a.id, a.name, a.role(), a.scopes.to_db());
+                    let mut extra = String::new();
+                    if let Some(t) = a.expires_at {
+                        let state = if a.expired_at(crate::store::now_secs()) { "expired" } else { "expires" };
+                        extra.push_str(&format!("  {state} at {t} (unix)"));
+                    }
+                    if let Some(p) = a.parent_id {
+                        extra.push_str(&format!("  derived from {p}"));
+                    }
+                    if a.reveal_to_model {
+                        extra.push_str("  reveal_to_model");
+                    }
+                    println!("{:>5}  {:<24}  {:<12?}  {}{extra}{mark}", a.id, a.name, a.role(), a.scopes.to_db());
                 }
             }
         }
