@@ -311,7 +311,7 @@ fn the_operator_can_make_an_agent_that_reveals_to_the_model() {
 }
 
 #[test]
-fn a_child_never_reads_through_its_own_scope_and_one_agent_keeps_at_most_100_live_children() {
+fn a_child_never_reads_through_its_own_scope_and_one_tree_holds_at_most_100_live_derived_tokens() {
     let v = Vault::new();
     let (a, token) = v.add_agent("ci", &["--scopes", "00aa"]);
     // The owner tagged an entry with the scope the next agent id will have (its own scope).
@@ -325,13 +325,19 @@ fn a_child_never_reads_through_its_own_scope_and_one_agent_keeps_at_most_100_liv
     assert_eq!(child, a + 1);
     assert_eq!(titles(&s, &child_token), vec!["Tagged for the next id"]);
 
-    for n in 0..100 {
-        let r = derive(&s, &token, &json!({"name": format!("c{n}"), "ttl_secs": 60}));
-        assert_eq!(r.status, 201, "child {n}: {}", r.body);
+    // 100 live derived tokens under agent `a`, half of them one level further down: a chain
+    // does not multiply the cap.
+    let (_, first, _) = derived(&s, &token, &json!({"name": "c0", "ttl_secs": 600}));
+    for n in 1..100 {
+        let from = if n % 2 == 0 { &token } else { &first };
+        let r = derive(&s, from, &json!({"name": format!("c{n}"), "ttl_secs": 60}));
+        assert_eq!(r.status, 201, "derived token {n}: {}", r.body);
     }
-    let r = derive(&s, &token, &json!({"name": "one too many", "ttl_secs": 60}));
-    assert_eq!((r.status, reason(&r)), (403, "too_many_derived_tokens".to_owned()), "{}", r.body);
-    // The cap is per agent: a child may still derive.
+    for from in [&token, &first] {
+        let r = derive(&s, from, &json!({"name": "one too many", "ttl_secs": 60}));
+        assert_eq!((r.status, reason(&r)), (403, "too_many_derived_tokens".to_owned()), "{}", r.body);
+    }
+    // The cap is per tree: the owner's tree is another.
     let (_, grandchild, _) = derived(&s, &child_token, &json!({"name": "g", "ttl_secs": 30}));
     assert_eq!(s.get("/api/whoami", Some(&grandchild)).status, 200);
 }

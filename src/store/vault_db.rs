@@ -652,12 +652,22 @@ impl VaultDb {
         Ok(descendants)
     }
 
-    /// Unexpired agents derived directly from `parent` (the cap on derived tokens counts these).
-    pub fn live_children(&self, parent: i64, now_secs: i64) -> Result<i64, StoreError> {
+    /// Unexpired derived agents in the tree `agent` belongs to: every descendant of its root
+    /// (the ancestor that was not derived). The cap on derived tokens counts these, so a chain
+    /// of derivations cannot multiply it.
+    pub fn live_derived_in_tree(&self, agent: i64, now_secs: i64) -> Result<i64, StoreError> {
         self.conn
             .query_row(
-                "SELECT count(*) FROM agents WHERE parent_id = ?1 AND (expires_at IS NULL OR expires_at > ?2)",
-                params![parent, now_secs],
+                "WITH RECURSIVE
+                     up(id, parent_id) AS (
+                         SELECT id, parent_id FROM agents WHERE id = ?1
+                         UNION SELECT a.id, a.parent_id FROM agents a JOIN up ON a.id = up.parent_id),
+                     down(id) AS (
+                         SELECT a.id FROM agents a JOIN up ON a.parent_id = up.id WHERE up.parent_id IS NULL
+                         UNION SELECT a.id FROM agents a JOIN down ON a.parent_id = down.id)
+                 SELECT count(*) FROM agents
+                 WHERE id IN (SELECT id FROM down) AND (expires_at IS NULL OR expires_at > ?2)",
+                params![agent, now_secs],
                 |r| r.get(0),
             )
             .ctx(&self.path)

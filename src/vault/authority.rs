@@ -27,7 +27,8 @@
 //! [`check_derive`]). Any agent may derive a token from its own: its scopes a subset of the
 //! caller's (a caller with all access may name any), never admin, all access or
 //! `reveal_to_model` only if the caller has it and asks, a life of 1 s to 24 h that ends no
-//! later than the caller's own, at most [`ops::MAX_LIVE_DERIVED`] unexpired children at a time,
+//! later than the caller's own, at most [`ops::MAX_LIVE_DERIVED`] unexpired derived tokens at a
+//! time in the tree under one non-derived agent (so chains of derivations cannot multiply it),
 //! and, like a created agent, the child's own scope may not reach an entry the caller cannot
 //! read. The child is revoked with its parent (`store`).
 //!
@@ -311,7 +312,7 @@ pub fn check_derive(
         Err(Rule::DeriveScopeNotHeld)
     } else if caller.expires_at.is_some_and(|t| expires_at > t) {
         Err(Rule::ExpiryExceedsParent)
-    } else if db.live_children(caller.id.0, now_secs)? >= ops::MAX_LIVE_DERIVED {
+    } else if db.live_derived_in_tree(caller.id.0, now_secs)? >= ops::MAX_LIVE_DERIVED {
         Err(Rule::TooManyDerived)
     } else {
         // The child also holds its own scope (`format!("{:04x}", id)`), which the caller does

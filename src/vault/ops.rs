@@ -201,8 +201,9 @@ pub fn revoke_agent(db: &mut VaultDb, id: AgentId, event: &AuditEvent) -> Result
 
 /// Longest life of a derived token.
 pub const MAX_DERIVED_TTL_SECS: u64 = 24 * 60 * 60;
-/// Unexpired tokens one agent may have derived at a time: an agent's token cannot grow the
-/// vault file without bound.
+/// Unexpired derived tokens at a time in the tree under one agent that was not itself derived
+/// (its children, theirs, …): an agent's token cannot grow the vault file without bound, also
+/// not through a chain of derivations.
 pub const MAX_LIVE_DERIVED: i64 = 100;
 
 /// A derived token as the authority rules have accepted it (see
