@@ -115,16 +115,21 @@ impl Resolved {
 /// other variables are set as they are. Later variables override earlier ones of the same name.
 /// The token is always among the masked values, in case the child gets hold of it.
 pub fn resolve(client: &VaultClient, vars: Vec<Var>) -> Result<Resolved, ClientError> {
-    let mut set: Vec<Var> = Vec::with_capacity(vars.len());
+    // Overridden variables are dropped first, so their references are never read.
+    let mut last: Vec<Var> = Vec::with_capacity(vars.len());
+    for (k, v) in vars {
+        last.retain(|(name, _)| name != &k);
+        last.push((k, v));
+    }
+    let mut set: Vec<Var> = Vec::with_capacity(last.len());
     let mut masked: Vec<Zeroizing<Vec<u8>>> = vec![Zeroizing::new(client.config().token().as_bytes().to_vec())];
     let mut resolved = 0;
-    for (k, v) in vars {
-        set.retain(|(name, _)| name != &k);
+    for (k, v) in last {
         if !v.starts_with(REF_PREFIX) {
             set.push((k, v));
             continue;
         }
-        let wrap = |source: ClientError| ClientError::Resolve { var: k.clone(), source: Box::new(source) };
+        let wrap = |cause: ClientError| ClientError::Resolve { var: k.clone(), cause: Box::new(cause) };
         let r = SecretRef::parse(&v).map_err(wrap)?;
         let value = client.field(&r).map_err(wrap)?;
         resolved += 1;
@@ -186,7 +191,7 @@ fn pump<R: Read, W: Write>(mut from: R, to: W, secrets: Secrets) -> io::Result<W
 
 fn spawn(cmd: &mut Command) -> Result<Child, ClientError> {
     let program = cmd.get_program().to_string_lossy().into_owned();
-    cmd.spawn().map_err(|source| ClientError::Spawn { program, source })
+    cmd.spawn().map_err(|cause| ClientError::Spawn { program, cause })
 }
 
 /// Runs `cmd` with stdin inherited and its stdout/stderr masked onto clavitor's, forwarding
