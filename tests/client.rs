@@ -361,3 +361,53 @@ fn run_forwards_sigterm_and_reports_signals() {
     });
     assert_eq!(status.code(), Some(5));
 }
+
+/// A self-signed certificate for 127.0.0.1 (not a CA: webpki refuses a CA as the server's own).
+fn self_signed(dir: &Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")));
+    let out = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .args(["-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .output()
+        .expect("openssl");
+    assert!(out.status.success(), "openssl: {}", String::from_utf8_lossy(&out.stderr));
+    (cert, key)
+}
+
+#[test]
+fn https_is_verified_and_ca_file_names_the_trusted_root() {
+    let v = Vault::new();
+    let (_, token) = v.add_agent("ci", &[]);
+    let (cert, key) = self_signed(v.tmp.path(), "server");
+    let (other, _) = self_signed(v.tmp.path(), "other");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let listen = format!("127.0.0.1:{port}");
+    let _s = Server::start(
+        &v.dir(),
+        &["--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap(), "--tls-listen", &listen],
+    );
+    eventually("the TLS listener accepts", || std::net::TcpStream::connect(&listen).is_ok());
+    let url = format!("https://{listen}");
+    let ls = |extra: &[&str]| {
+        let mut cmd = Command::new(BIN);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("CLAVITOR_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.args(["ls", "--url", &url]).args(extra).env("CLAVITOR_TOKEN", &token).env("HOME", "/nonexistent");
+        cmd.stdin(Stdio::null()).output().expect("run clavitor")
+    };
+    let err = failed(&ls(&[]));
+    assert!(err.contains("TLS error"), "an unknown issuer is refused: {err}");
+    let err = failed(&ls(&["--ca-file", other.to_str().unwrap()]));
+    assert!(err.contains("TLS error"), "another CA is not this server's: {err}");
+    ok(&ls(&["--ca-file", cert.to_str().unwrap()]));
+    let err = failed(&ls(&["--ca-file", key.with_extension("missing").to_str().unwrap()]));
+    assert!(err.contains("CA file"), "{err}");
+}

@@ -564,7 +564,9 @@ impl ClassifyName for serde_json::Error {
 fn transport(e: ureq::Error) -> ClientError {
     ClientError::Transport(match e {
         ureq::Error::Timeout(_) => "timed out".into(),
-        ureq::Error::Io(io) => format!("I/O error: {}", io.kind()),
+        // rustls reports a certificate it refuses as InvalidData wrapping its own error.
+        ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => format!("TLS error: {io}"),
+        ureq::Error::Io(io) => format!("I/O error: {io}"),
         ureq::Error::HostNotFound => "host not found".into(),
         ureq::Error::ConnectionFailed => "connection failed".into(),
         ureq::Error::Tls(t) => format!("TLS error: {t}"),
