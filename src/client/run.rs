@@ -141,9 +141,15 @@ pub fn resolve(client: &VaultClient, vars: Vec<Var>) -> Result<Resolved, ClientE
 
 static CHILD_PID: AtomicI32 = AtomicI32::new(0);
 
-extern "C" fn forward_signal(sig: libc::c_int) {
+extern "C" fn forward_signal(sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
+    // A signal the terminal generated (Ctrl-C) has a positive si_code (SI_KERNEL) and already
+    // reached the child, which is in the same foreground process group: forwarding it would
+    // deliver it twice. One sent by a process (kill, timeout, systemd: si_code <= 0) reached
+    // clavitor alone.
+    // SAFETY: the kernel passes a valid siginfo_t to an SA_SIGINFO handler.
+    let from_terminal = !info.is_null() && unsafe { (*info).si_code } > 0;
     let pid = CHILD_PID.load(Ordering::SeqCst);
-    if pid > 0 {
+    if pid > 0 && !from_terminal {
         // SAFETY: kill is async-signal-safe; the pid is our child's (it is cleared after reaping).
         unsafe {
             libc::kill(pid, sig);
@@ -155,12 +161,13 @@ extern "C" fn forward_signal(sig: libc::c_int) {
 /// decides how to stop and clavitor reports its exit.
 fn forward_signals_to(pid: u32) {
     CHILD_PID.store(i32::try_from(pid).unwrap_or(0), Ordering::SeqCst);
+    let handler: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) = forward_signal;
     for sig in [libc::SIGINT, libc::SIGTERM] {
         // SAFETY: installs a handler that only reads an atomic and calls kill(2).
         unsafe {
             let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = forward_signal as *const () as libc::sighandler_t;
-            action.sa_flags = libc::SA_RESTART;
+            action.sa_sigaction = handler as libc::sighandler_t;
+            action.sa_flags = libc::SA_RESTART | libc::SA_SIGINFO;
             libc::sigemptyset(&mut action.sa_mask);
             libc::sigaction(sig, &action, std::ptr::null_mut());
         }
