@@ -411,3 +411,21 @@ fn https_is_verified_and_ca_file_names_the_trusted_root() {
     let err = failed(&ls(&["--ca-file", key.with_extension("missing").to_str().unwrap()]));
     assert!(err.contains("CA file"), "{err}");
 }
+
+#[test]
+fn run_gives_the_child_the_umask_clavitor_was_started_with() {
+    let t = setup();
+    // SAFETY: reads the mask by setting it and putting it back at once.
+    let mine = unsafe {
+        let m = libc::umask(0o027);
+        libc::umask(0o027);
+        m
+    };
+    let out = run_child(&t, &[], "umask", &[]);
+    // SAFETY: restores the test process's mask.
+    unsafe {
+        libc::umask(mine);
+    }
+    // The child runs with 027 here, not the 077 clavitor sets for the server's files.
+    assert_eq!(ok(&out).trim(), "0027");
+}
