@@ -16,7 +16,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::store::AuditSync;
 
-pub use client::{ClientArgs, ClientCommand, run_client};
+pub use client::{ClientCommand, run_client};
 pub use node::{NodeArgs, TelemetryCommand, WgCommand};
 pub use operator::run_operator;
 pub use serve::serve;
