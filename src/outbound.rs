@@ -1,5 +1,6 @@
-//! Outgoing HTTP: HQ telemetry, operator alerts and the Kuma push. The one place that decides
-//! where the node may send a request and with which client.
+//! Outgoing HTTP: HQ telemetry, operator alerts, the Kuma push, and the agent-side client's
+//! requests to a vault (`crate::client`). The one place that decides where a request may go and
+//! with which client.
 //!
 //! Rules: `https://` anywhere; plain `http://` only to a loopback address written as an IP
 //! literal (a name such as `127.0.0.1.example.com` or `localhost` is resolved by DNS, so it
@@ -23,6 +24,8 @@ pub enum OutboundError {
     Credentials,
     #[error("plain http:// is accepted only for a loopback IP address (127.0.0.1, [::1]); use https://")]
     PlainHttp,
+    #[error("the CA file holds no usable PEM certificate")]
+    CaFile,
 }
 
 /// Whether plain http is acceptable beyond loopback for one client.
@@ -67,6 +70,39 @@ pub fn client(timeout: Duration) -> ureq::Agent {
         .into()
 }
 
+/// The agent-side client's agent for talking to a vault: a connect and a global timeout,
+/// statuses as values, no redirects (a bearer token is never bounced elsewhere), no proxy taken
+/// from the environment (a plain loopback request must not leave the host through one), and
+/// always-verified TLS. `ca_pem`: a private CA's certificates (PEM); when given, the server's
+/// certificate must chain to one of them, and the public (Mozilla) roots are not used: ureq takes
+/// either its built-in roots or a list of certificates, and the built-in roots are not
+/// certificates that could be added to such a list.
+pub fn vault_client(timeout: Duration, ca_pem: Option<&[u8]>) -> Result<ureq::Agent, OutboundError> {
+    use ureq::tls::{PemItem, RootCerts, TlsConfig};
+    let mut tls = TlsConfig::builder();
+    if let Some(pem) = ca_pem {
+        let certs: Vec<_> = ureq::tls::parse_pem(pem)
+            .filter_map(|item| match item {
+                Ok(PemItem::Certificate(c)) => Some(c),
+                _ => None,
+            })
+            .collect();
+        if certs.is_empty() {
+            return Err(OutboundError::CaFile);
+        }
+        tls = tls.root_certs(RootCerts::new_with_certs(&certs));
+    }
+    Ok(ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .timeout_connect(Some(Duration::from_secs(10).min(timeout)))
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .proxy(None)
+        .tls_config(tls.build())
+        .build()
+        .into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,5 +120,11 @@ mod tests {
         for bad in ["ftp://x/", "not a url", "/relative"] {
             assert_eq!(check_url(bad, PlainHttp::Allowed), Err(OutboundError::Malformed), "{bad}");
         }
+    }
+
+    #[test]
+    fn vault_client_refuses_a_ca_file_without_certificates() {
+        assert_eq!(vault_client(Duration::from_secs(1), Some(b"not pem")).err(), Some(OutboundError::CaFile));
+        assert!(vault_client(Duration::from_secs(1), None).is_ok());
     }
 }

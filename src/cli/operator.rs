@@ -53,6 +53,7 @@ pub fn run_operator(global: &GlobalArgs, command: &Command) -> anyhow::Result<()
         Command::Telemetry(cmd) => super::node::telemetry(&dir, cmd)?,
         Command::Wg(cmd) => super::node::wg(cmd)?,
         Command::Serve(_) | Command::Version => bail!("not an operator command"),
+        Command::Client(_) => bail!("not an operator command"),
     }
     Ok(())
 }
