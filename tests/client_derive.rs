@@ -22,7 +22,6 @@ fn clavitor(url: &str, token: &str, args: &[&str]) -> Output {
 }
 
 #[test]
-#[ignore = "needs POST /api/tokens/derive (branch tokens)"]
 fn derive_prints_a_narrower_token_once() {
     let v = Vault::new();
     let (id, token) = v.add_agent("ci", &["--scopes", "00aa"]);
