@@ -13,6 +13,7 @@ pub mod crypto;
 pub mod edition;
 pub mod node;
 pub mod outbound;
+pub mod proxy;
 pub mod store;
 pub mod vault;
 pub mod web;

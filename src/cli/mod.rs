@@ -77,6 +77,9 @@ pub enum Command {
     /// WireGuard keys and interface status.
     #[command(subcommand)]
     Wg(WgCommand),
+    /// The credential-brokering proxy's CA.
+    #[command(subcommand)]
+    Proxy(ProxyCommand),
     /// The agent's side (get, totp, ls, search, run, token): talks to a vault over HTTP.
     #[command(flatten)]
     Client(ClientCommand),
@@ -120,6 +123,9 @@ pub struct ServeArgs {
     /// Connection caps and request limits (see src/cli/serve.rs).
     #[command(flatten)]
     pub limits: serve::ListenerArgs,
+    /// The credential-brokering proxy (see src/proxy/).
+    #[command(flatten)]
+    pub proxy: serve::ProxyArgs,
 }
 
 impl ServeArgs {
@@ -132,6 +138,13 @@ impl ServeArgs {
             pop_region: self.pop_region.clone(),
         }
     }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProxyCommand {
+    /// Print the proxy's CA certificate (PEM), creating the CA if the data dir has none yet.
+    /// Agents trust it to let the proxy terminate their TLS.
+    Ca,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
