@@ -297,7 +297,7 @@ impl Tunnel {
                             .entry(entry)
                             .client(client.clone())
                             .detail(format!("{detail} -> {status}, {bytes} bytes"));
-                        let _ = vault.audit(event).await;
+                        let _ = vault.audit_background(event).await;
                     }
                 });
             })
