@@ -172,6 +172,7 @@ fn param<'a>(o: &'a Value, name: &str) -> &'a Value {
 #[test]
 fn the_document_says_what_the_routes_take_and_give() {
     let doc: Value = serde_json::from_str(clavitor::api::openapi::json()).unwrap();
+    // The proxy's CA certificate is public (an agent needs it before it trusts anything).
     let open = [
         "/healthz",
         "/api/openapi.json",

@@ -132,7 +132,10 @@ async fn answer(req: hyper::Request<hyper::body::Incoming>, record: &Mutex<Vec<S
             .unwrap();
     }
     let echo = json!({"method": seen.method, "uri": seen.uri, "headers": seen.headers, "body": seen.body});
+    // `/…/gzip`: claims an encoding the proxy did not ask for (the body is the plain echo).
+    let encoding = if parts.uri.path().ends_with("/gzip") { "gzip" } else { "identity" };
     hyper::Response::builder()
+        .header("content-encoding", encoding)
         .header("content-type", "application/json")
         .header("x-echo-auth", seen.header("authorization").first().copied().unwrap_or(""))
         .body(echo.to_string())
@@ -298,6 +301,13 @@ fn curl_gets_the_credential_injected_for_the_named_host_only_and_never_sees_it()
     assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["error"], "wrong_host");
     assert!(s.up.take().is_empty(), "nothing reached any upstream");
 
+    // An upstream that encodes its answer anyway: refused, since it could not be masked.
+    let (status, _, body) = curl(&s, Some(&token), &url(&s, "api.example.test", "/v1/gzip"), &[]);
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["error"], "upstream_encoded");
+    assert!(!body.contains(KEY));
+    assert_eq!(s.up.take().len(), 1);
+
     // Redirects are handed back, never followed; the leaked value in Location is masked.
     let (status, head, _) = curl(&s, Some(&token), &url(&s, "api.example.test", "/redirect"), &[]);
     assert_eq!(status, 302);
@@ -326,12 +336,12 @@ fn curl_gets_the_credential_injected_for_the_named_host_only_and_never_sees_it()
     let rows = s.v.audit_rows(false);
     let of = |action: &str| rows.iter().filter(|r| r["action"] == action).collect::<Vec<_>>();
     let injects = of("proxy.inject");
-    assert_eq!(injects.len(), 4, "{injects:?}");
+    assert_eq!(injects.len(), 5, "{injects:?}");
     assert!(injects.iter().all(|r| r["entry_id"] == s.entry && r["agent_id"] == s.agent.0));
     let details: Vec<&str> = injects.iter().filter_map(|r| r["detail"].as_str()).collect();
     assert!(details.contains(&format!("GET api.example.test:{}/v1/models", s.up.port).as_str()), "{details:?}");
     assert!(details.contains(&format!("GET api.example.test:{}/q/list", s.up.port).as_str()), "no query: {details:?}");
-    eventually("result rows", || s.v.audit_rows(false).iter().filter(|r| r["action"] == "proxy.result").count() == 4);
+    eventually("result rows", || s.v.audit_rows(false).iter().filter(|r| r["action"] == "proxy.result").count() == 5);
     assert!(
         of("proxy.refuse")
             .iter()
