@@ -206,6 +206,9 @@ fn client(a: &[String]) {
     }
     std::thread::sleep(Duration::from_secs(1));
     println!("rss_with_tunnels_and_upstreams_kb {}", rss_kb(pid));
+    // The server runs with --proxy-upstream-idle-secs 2: quiet tunnels let their upstreams go.
+    std::thread::sleep(Duration::from_secs(5));
+    println!("rss_after_upstream_idle_kb {}", rss_kb(pid));
     // Still usable: one more request through the first tunnel.
     assert_eq!(get(&mut open[0], port, "/v1/items"), 200);
 }

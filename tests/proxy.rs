@@ -46,6 +46,8 @@ struct Upstream {
     port: u16,
     ca_file: PathBuf,
     seen: Arc<Mutex<Vec<Seen>>>,
+    /// TLS connections accepted.
+    conns: Arc<std::sync::atomic::AtomicUsize>,
     _rt: tokio::runtime::Runtime,
 }
 
@@ -80,13 +82,17 @@ impl Upstream {
         let port = listener.local_addr().unwrap().port();
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
         let record = seen.clone();
+        let conns: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
+        let counter = conns.clone();
         rt.spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else { continue };
                 let acceptor = acceptor.clone();
                 let record = record.clone();
+                let counter = counter.clone();
                 tokio::spawn(async move {
                     let Ok(tls) = acceptor.accept(tcp).await else { return };
+                    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                         let record = record.clone();
                         async move { Ok::<_, std::convert::Infallible>(answer(req, &record).await) }
@@ -97,7 +103,7 @@ impl Upstream {
                 });
             }
         });
-        Upstream { port, ca_file, seen, _rt: rt }
+        Upstream { port, ca_file, seen, conns, _rt: rt }
     }
 
     fn take(&self) -> Vec<Seen> {
@@ -613,4 +619,20 @@ fn limits_hold_tunnels_sizes_idle_rate_and_private_upstreams() {
             .any(|r| r["action"] == "proxy.refuse"
                 && r["detail"].as_str().is_some_and(|d| d.starts_with("rate limited")))
     );
+}
+
+#[test]
+fn a_tunnel_reuses_its_upstream_connection_and_lets_it_go_when_quiet() {
+    let s = setup_with(&["--proxy-upstream-idle-secs", "1"]);
+    let host = format!("api.example.test:{}", s.up.port);
+    let conns = || s.up.conns.load(std::sync::atomic::Ordering::SeqCst);
+    let mut tunnel = Tunnel::open(&s, "api.example.test", &s.agent.1).expect("tunnel");
+    for _ in 0..3 {
+        assert_eq!(tunnel.get(&host, "/v1/a").expect("answer").0, 200);
+    }
+    assert_eq!(conns(), 1, "one upstream connection carries a tunnel's requests");
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(tunnel.get(&host, "/v1/a").expect("the tunnel is still open").0, 200);
+    assert_eq!(conns(), 2, "the quiet upstream connection was closed and opened again");
+    assert_eq!(s.up.take().len(), 4);
 }

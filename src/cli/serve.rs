@@ -129,6 +129,10 @@ pub struct ProxyArgs {
     /// Seconds a tunnel may live at most, whatever it does.
     #[arg(long, env = "CLAVITOR_PROXY_LIFETIME_SECS", default_value_t = proxy::DEFAULT_LIFETIME_SECS)]
     pub proxy_lifetime_secs: u64,
+    /// Seconds a tunnel's upstream connection is kept with no bytes moving (then closed; the
+    /// tunnel's next request opens a new one).
+    #[arg(long, env = "CLAVITOR_PROXY_UPSTREAM_IDLE_SECS", default_value_t = proxy::DEFAULT_UPSTREAM_IDLE_SECS)]
+    pub proxy_upstream_idle_secs: u64,
     /// Largest request body forwarded (bytes); a larger one is refused 413 or cut.
     #[arg(long, env = "CLAVITOR_PROXY_MAX_REQUEST_BYTES", default_value_t = proxy::DEFAULT_MAX_REQUEST_BYTES)]
     pub proxy_max_request_bytes: u64,
@@ -165,12 +169,16 @@ impl ProxyArgs {
             resolve.insert(name.trim().trim_end_matches('.').to_ascii_lowercase(), ip);
         }
         anyhow::ensure!(self.proxy_max_tunnels > 0 && self.proxy_max_tunnels_per_ip > 0, "tunnel caps must be > 0");
-        anyhow::ensure!(self.proxy_idle_secs > 0 && self.proxy_lifetime_secs > 0, "proxy timeouts must be > 0");
+        anyhow::ensure!(
+            self.proxy_idle_secs > 0 && self.proxy_lifetime_secs > 0 && self.proxy_upstream_idle_secs > 0,
+            "proxy timeouts must be > 0"
+        );
         Ok(proxy::Settings {
             max_tunnels: self.proxy_max_tunnels,
             max_tunnels_per_ip: self.proxy_max_tunnels_per_ip,
             idle: std::time::Duration::from_secs(self.proxy_idle_secs),
             lifetime: std::time::Duration::from_secs(self.proxy_lifetime_secs),
+            upstream_idle: std::time::Duration::from_secs(self.proxy_upstream_idle_secs),
             max_request_bytes: self.proxy_max_request_bytes,
             max_response_bytes: self.proxy_max_response_bytes,
             rate_per_agent: self.proxy_rate,

@@ -51,6 +51,7 @@ pub const DEFAULT_MAX_TUNNELS: usize = 1024;
 pub const DEFAULT_MAX_TUNNELS_PER_IP: usize = 256;
 pub const DEFAULT_IDLE_SECS: u64 = 90;
 pub const DEFAULT_LIFETIME_SECS: u64 = 3600;
+pub const DEFAULT_UPSTREAM_IDLE_SECS: u64 = 30;
 pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 16 * 1024 * 1024;
 pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 256 * 1024 * 1024;
 pub const DEFAULT_RATE_PER_AGENT: u32 = 50;
@@ -69,6 +70,9 @@ pub struct Settings {
     pub idle: Duration,
     /// A tunnel is closed this long after it opened, whatever it is doing.
     pub lifetime: Duration,
+    /// A tunnel's upstream connection is closed after this long without bytes moving (the
+    /// next request opens a new one).
+    pub upstream_idle: Duration,
     pub max_request_bytes: u64,
     pub max_response_bytes: u64,
     /// Requests (CONNECTs and requests inside tunnels) per second per agent, and the burst.
@@ -92,6 +96,7 @@ impl Default for Settings {
             max_tunnels_per_ip: DEFAULT_MAX_TUNNELS_PER_IP,
             idle: Duration::from_secs(DEFAULT_IDLE_SECS),
             lifetime: Duration::from_secs(DEFAULT_LIFETIME_SECS),
+            upstream_idle: Duration::from_secs(DEFAULT_UPSTREAM_IDLE_SECS),
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             rate_per_agent: DEFAULT_RATE_PER_AGENT,

@@ -166,6 +166,7 @@ pub async fn run(proxy: Arc<Proxy>, start: Start, remote: SocketAddr) {
     let activity =
         Arc::new(Activity { origin: Instant::now(), last_ms: AtomicU64::new(0), in_flight: AtomicUsize::new(0) });
     let idle = proxy.settings.idle;
+    let upstream_idle = proxy.settings.upstream_idle;
     let tunnel = Arc::new(Tunnel {
         proxy,
         host: start.host,
@@ -175,6 +176,7 @@ pub async fn run(proxy: Arc<Proxy>, start: Start, remote: SocketAddr) {
         activity: activity.clone(),
         upstream: tokio::sync::Mutex::new(None),
     });
+    let releaser = tunnel.clone();
     let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
         let tunnel = tunnel.clone();
         async move { Ok::<_, std::convert::Infallible>(tunnel.handle(req).await) }
@@ -191,10 +193,31 @@ pub async fn run(proxy: Arc<Proxy>, start: Start, remote: SocketAddr) {
             }
         }
         () = idle_watch(&activity, idle) => tracing::debug!(%remote, "proxy tunnel closed: idle"),
+        () = releaser.release_idle_upstream(upstream_idle) => {}
     }
 }
 
 impl Tunnel {
+    /// Closes the upstream connection whenever the tunnel has been quiet for `after` (the next
+    /// request opens a new one): a held but unused tunnel then costs only its own TLS session.
+    /// Never returns.
+    async fn release_idle_upstream(&self, after: Duration) {
+        loop {
+            let due = self.activity.last() + after;
+            if Instant::now() < due {
+                tokio::time::sleep_until(due).await;
+                continue;
+            }
+            if self.activity.in_flight.load(Ordering::Relaxed) == 0
+                && let Ok(mut slot) = self.upstream.try_lock()
+                && let Some((_, driver)) = slot.take()
+            {
+                driver.abort();
+            }
+            tokio::time::sleep(after).await;
+        }
+    }
+
     async fn handle(&self, req: Request<hyper::body::Incoming>) -> Response<ProxyBody> {
         self.activity.in_flight.fetch_add(1, Ordering::Relaxed);
         let _in_flight = InFlight(self.activity.clone());
