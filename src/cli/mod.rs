@@ -125,7 +125,7 @@ pub struct ServeArgs {
     pub limits: serve::ListenerArgs,
     /// The credential-brokering proxy (see src/proxy/).
     #[command(flatten)]
-    pub proxy: serve::ProxyArgs,
+    pub proxy: Box<serve::ProxyArgs>,
 }
 
 impl ServeArgs {
