@@ -22,6 +22,7 @@ fn main() -> std::process::ExitCode {
             .build()
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(clavitor::cli::serve(&cli.global, args))),
+        Command::Mcp(args) => clavitor::cli::run_mcp(args),
         other => clavitor::cli::run_operator(&cli.global, other),
     };
     match result {

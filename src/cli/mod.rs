@@ -4,6 +4,7 @@
 //! break-glass path for whoever holds the node's master key. They are audited as the local
 //! operator, and a running server picks their changes up within a fraction of a second.
 
+mod mcp;
 mod node;
 mod operator;
 mod serve;
@@ -15,6 +16,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::store::AuditSync;
 
+pub use mcp::{McpArgs, run_mcp};
 pub use node::{NodeArgs, TelemetryCommand, WgCommand};
 pub use operator::run_operator;
 pub use serve::serve;
@@ -75,6 +77,8 @@ pub enum Command {
     /// WireGuard keys and interface status.
     #[command(subcommand)]
     Wg(WgCommand),
+    /// Serve MCP to an agent's model (stdio, or Streamable HTTP with --http) with the agent's token.
+    Mcp(McpArgs),
 }
 
 #[derive(Debug, Args)]
