@@ -7,10 +7,30 @@ fn main() -> std::process::ExitCode {
     // Everything this process creates (master key, databases and their WAL files, the ACME cache,
     // the setup-link file) is for the owner alone, whatever umask it was started with.
     // SAFETY: umask only sets the process's file-creation mask; no threads exist yet.
-    unsafe {
-        libc::umask(0o077);
-    }
+    let inherited_umask = unsafe { libc::umask(0o077) };
     let cli = Cli::parse();
+    if let Command::Client(cmd) = &cli.command {
+        // The agent-side commands create no files; `run` starts the user's command, which gets
+        // the umask it was started with.
+        // SAFETY: as above; still no threads.
+        unsafe {
+            libc::umask(inherited_umask);
+        }
+        return match clavitor::cli::run_client(cmd) {
+            Ok(code) => std::process::ExitCode::from(code),
+            Err(e) => {
+                eprintln!("clavitor: error: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
+    if let Command::Mcp(_) = &cli.command {
+        // Like the agent-side commands: `run_with_secrets` children get the caller's umask.
+        // SAFETY: as above; still no threads.
+        unsafe {
+            libc::umask(inherited_umask);
+        }
+    }
     init_logging(cli.global.log_format);
     let result = match &cli.command {
         Command::Version => {

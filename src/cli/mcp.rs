@@ -1,25 +1,18 @@
 //! `clavitor mcp`: flags, and the runtime it serves on (see `crate::mcp`).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
 
+use super::client::ClientArgs;
 use crate::mcp::{McpOptions, Source};
 
 #[derive(Debug, Args)]
 pub struct McpArgs {
-    /// The vault's base URL (https://, or http:// to a loopback address).
-    #[arg(long, env = "CLAVITOR_URL")]
-    pub url: Option<String>,
-    /// File holding the agent's token (mode 0600; default ~/.config/clavitor/token). The token
-    /// itself comes from CLAVITOR_TOKEN or this file, never from the command line.
-    #[arg(long, env = "CLAVITOR_TOKEN_FILE")]
-    pub token_file: Option<PathBuf>,
-    /// PEM file of the CA that signed the vault's certificate (for a private CA).
-    #[arg(long, env = "CLAVITOR_CA_FILE")]
-    pub ca_file: Option<PathBuf>,
+    /// The vault, the agent's token (CLAVITOR_TOKEN or the token file, never argv), the CA.
+    #[command(flatten)]
+    pub client: ClientArgs,
     /// Offer the tool `run_with_secrets` for this program (exact name or path as the model must
     /// write it; no shell). Repeatable. Off when absent. No environment variable: it lets the
     /// model run programs with the agent's secrets.
@@ -37,7 +30,8 @@ pub struct McpArgs {
 
 /// Runs `clavitor mcp` to the end (stdio closed, or SIGINT/SIGTERM for HTTP).
 pub fn run_mcp(args: &McpArgs) -> anyhow::Result<()> {
-    let source = Source { url: args.url.clone(), token_file: args.token_file.clone(), ca_file: args.ca_file.clone() };
+    let c = &args.client;
+    let source = Source { url: c.url.clone(), token_file: c.token_file.clone(), ca_file: c.ca_file.clone() };
     let opts = McpOptions { allow_run: args.allow_run.clone(), run_timeout: Duration::from_secs(args.run_timeout) };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let result = match args.http {

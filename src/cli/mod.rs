@@ -4,6 +4,7 @@
 //! break-glass path for whoever holds the node's master key. They are audited as the local
 //! operator, and a running server picks their changes up within a fraction of a second.
 
+mod client;
 mod mcp;
 mod node;
 mod operator;
@@ -16,6 +17,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::store::AuditSync;
 
+pub use client::{ClientCommand, run_client};
 pub use mcp::{McpArgs, run_mcp};
 pub use node::{NodeArgs, TelemetryCommand, WgCommand};
 pub use operator::run_operator;
@@ -79,6 +81,9 @@ pub enum Command {
     Wg(WgCommand),
     /// Serve MCP to an agent's model (stdio, or Streamable HTTP with --http) with the agent's token.
     Mcp(McpArgs),
+    /// The agent's side (get, totp, ls, search, run, token): talks to a vault over HTTP.
+    #[command(flatten)]
+    Client(ClientCommand),
 }
 
 #[derive(Debug, Args)]

@@ -52,7 +52,9 @@ pub fn run_operator(global: &GlobalArgs, command: &Command) -> anyhow::Result<()
         Command::SetupLink => setup_link(&dir)?,
         Command::Telemetry(cmd) => super::node::telemetry(&dir, cmd)?,
         Command::Wg(cmd) => super::node::wg(cmd)?,
-        Command::Serve(_) | Command::Version | Command::Mcp(_) => bail!("not an operator command"),
+        Command::Serve(_) | Command::Version => bail!("not an operator command"),
+        Command::Client(_) => bail!("not an operator command"),
+        Command::Mcp(_) => bail!("not an operator command"),
     }
     Ok(())
 }

@@ -16,7 +16,14 @@ pub const MASK: &[u8] = b"<concealed by clavitor>";
 
 /// The values to mask, longest first (so a value that contains another is masked whole).
 #[derive(Clone, Default)]
-pub struct Secrets(Arc<Vec<Zeroizing<Vec<u8>>>>);
+pub struct Secrets(Arc<Inner>);
+
+#[derive(Default)]
+struct Inner {
+    values: Vec<Zeroizing<Vec<u8>>>,
+    /// Which bytes start some value: output runs of other bytes are copied without a search.
+    starts: Vec<bool>,
+}
 
 impl Secrets {
     /// Empty values are dropped (there is nothing to mask).
@@ -24,15 +31,19 @@ impl Secrets {
         let mut v: Vec<Zeroizing<Vec<u8>>> = values.into_iter().filter(|s| !s.is_empty()).collect();
         v.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.as_slice().cmp(b.as_slice())));
         v.dedup_by(|a, b| a.as_slice() == b.as_slice());
-        Self(Arc::new(v))
+        let mut starts = vec![false; 256];
+        for s in &v {
+            starts[usize::from(s[0])] = true;
+        }
+        Self(Arc::new(Inner { values: v, starts }))
     }
 
     pub fn max_len(&self) -> usize {
-        self.0.first().map_or(0, |s| s.len())
+        self.0.values.first().map_or(0, |s| s.len())
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.0.values.is_empty()
     }
 }
 
@@ -73,18 +84,29 @@ impl<W: Write> Masker<W> {
         let mut out: Zeroizing<Vec<u8>> = Zeroizing::new(Vec::with_capacity(buf.len() + MASK.len() * 4));
         let mut i = 0;
         let mut keep_from = buf.len();
+        let inner = &*self.secrets.0;
         'scan: while i < buf.len() {
+            if !inner.starts[usize::from(buf[i])] {
+                let run = buf[i..].iter().position(|b| inner.starts[usize::from(*b)]).unwrap_or(buf.len() - i);
+                if out.len() + run > out.capacity() {
+                    self.out.write_all(&out)?;
+                    out.clear();
+                }
+                out.extend_from_slice(&buf[i..i + run]);
+                i += run;
+                continue;
+            }
             let rest = &buf[i..];
             if !at_end {
                 // A value that could still complete here: wait for more output.
-                for s in self.secrets.0.iter() {
+                for s in inner.values.iter() {
                     if rest.len() < s.len() && s.starts_with(rest) {
                         keep_from = i;
                         break 'scan;
                     }
                 }
             }
-            for s in self.secrets.0.iter() {
+            for s in inner.values.iter() {
                 if rest.starts_with(s) {
                     if out.len() + MASK.len() > out.capacity() {
                         self.out.write_all(&out)?;

@@ -41,8 +41,9 @@ pub enum ClientError {
     NoToken(PathBuf),
     #[error("token file {path} is readable by group or others (mode {mode:o}); chmod 600 it")]
     TokenFilePermissions { path: PathBuf, mode: u32 },
-    #[error("token file {path}: {source}")]
-    TokenFile { path: PathBuf, source: std::io::Error },
+    // Causes are part of the message, not `source`s: anyhow's `{:#}` would print them twice.
+    #[error("token file {path}: {cause}")]
+    TokenFile { path: PathBuf, cause: std::io::Error },
     #[error("{0} does not hold a clavitor token (cvt_ followed by letters and digits)")]
     TokenFormat(String),
     #[error("CA file {path}: {reason}")]
@@ -67,10 +68,10 @@ pub enum ClientError {
     Protocol(String),
     #[error("env file {path}, line {line}: {reason}")]
     EnvFile { path: PathBuf, line: usize, reason: String },
-    #[error("${var}: {source}")]
-    Resolve { var: String, source: Box<ClientError> },
-    #[error("could not start {program}: {source}")]
-    Spawn { program: String, source: std::io::Error },
+    #[error("${var}: {cause}")]
+    Resolve { var: String, cause: Box<ClientError> },
+    #[error("could not start {program}: {cause}")]
+    Spawn { program: String, cause: std::io::Error },
     #[error("{0}")]
     Io(String),
 }
@@ -174,7 +175,7 @@ fn checked_token(t: &str, source: &str) -> Result<Zeroizing<String>, ClientError
 /// Reads a token file, refusing one that group or others can read (like the master key file).
 fn read_token_file(path: &Path) -> Result<Zeroizing<String>, ClientError> {
     use std::os::unix::fs::PermissionsExt;
-    let io = |source| ClientError::TokenFile { path: path.to_owned(), source };
+    let io = |cause| ClientError::TokenFile { path: path.to_owned(), cause };
     let mut file = std::fs::File::open(path).map_err(io)?;
     let mode = file.metadata().map_err(io)?.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
@@ -439,10 +440,10 @@ impl VaultClient {
     /// One field's L1 value with the entry it came from.
     pub fn resolve(&self, r: &SecretRef) -> Result<ResolvedField, ClientError> {
         let id = self.entry_id(&r.entry)?;
-        let resp = self.send_get(&format!("/api/entries/{id}")).map_err(|e| not_found_as(e, &r.entry))?;
+        let resp = self.send_get(&format!("/api/entries/{id}"))?;
         let audit_id =
             resp.headers().get("x-clavitor-audit-id").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
-        let raw = self.body(resp)?;
+        let raw = self.body(resp).map_err(|e| not_found_as(e, &r.entry))?;
         let mut entry: EntryBody =
             serde_json::from_slice(&raw).map_err(|e| ClientError::Protocol(format!("entry: {}", e.classify_name())))?;
         let entry_name = match &r.entry {
@@ -480,8 +481,8 @@ impl VaultClient {
     /// The entry's current TOTP code (an audited read on the server).
     pub fn totp(&self, e: &EntryRef) -> Result<TotpCode, ClientError> {
         let id = self.entry_id(e)?;
-        let resp = self.send_get(&format!("/api/ext/totp/{id}")).map_err(|err| not_found_as(err, e))?;
-        json(&self.body(resp)?)
+        let resp = self.send_get(&format!("/api/ext/totp/{id}"))?;
+        json(&self.body(resp).map_err(|err| not_found_as(err, e))?)
     }
 
     /// A new token narrower than this one (`POST /api/tokens/derive`).
@@ -563,7 +564,9 @@ impl ClassifyName for serde_json::Error {
 fn transport(e: ureq::Error) -> ClientError {
     ClientError::Transport(match e {
         ureq::Error::Timeout(_) => "timed out".into(),
-        ureq::Error::Io(io) => format!("I/O error: {}", io.kind()),
+        // rustls reports a certificate it refuses as InvalidData wrapping its own error.
+        ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => format!("TLS error: {io}"),
+        ureq::Error::Io(io) => format!("I/O error: {io}"),
         ureq::Error::HostNotFound => "host not found".into(),
         ureq::Error::ConnectionFailed => "connection failed".into(),
         ureq::Error::Tls(t) => format!("TLS error: {t}"),

@@ -115,16 +115,21 @@ impl Resolved {
 /// other variables are set as they are. Later variables override earlier ones of the same name.
 /// The token is always among the masked values, in case the child gets hold of it.
 pub fn resolve(client: &VaultClient, vars: Vec<Var>) -> Result<Resolved, ClientError> {
-    let mut set: Vec<Var> = Vec::with_capacity(vars.len());
+    // Overridden variables are dropped first, so their references are never read.
+    let mut last: Vec<Var> = Vec::with_capacity(vars.len());
+    for (k, v) in vars {
+        last.retain(|(name, _)| name != &k);
+        last.push((k, v));
+    }
+    let mut set: Vec<Var> = Vec::with_capacity(last.len());
     let mut masked: Vec<Zeroizing<Vec<u8>>> = vec![Zeroizing::new(client.config().token().as_bytes().to_vec())];
     let mut resolved = 0;
-    for (k, v) in vars {
-        set.retain(|(name, _)| name != &k);
+    for (k, v) in last {
         if !v.starts_with(REF_PREFIX) {
             set.push((k, v));
             continue;
         }
-        let wrap = |source: ClientError| ClientError::Resolve { var: k.clone(), source: Box::new(source) };
+        let wrap = |cause: ClientError| ClientError::Resolve { var: k.clone(), cause: Box::new(cause) };
         let r = SecretRef::parse(&v).map_err(wrap)?;
         let value = client.field(&r).map_err(wrap)?;
         resolved += 1;
@@ -136,9 +141,15 @@ pub fn resolve(client: &VaultClient, vars: Vec<Var>) -> Result<Resolved, ClientE
 
 static CHILD_PID: AtomicI32 = AtomicI32::new(0);
 
-extern "C" fn forward_signal(sig: libc::c_int) {
+extern "C" fn forward_signal(sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
+    // A signal the terminal generated (Ctrl-C) has a positive si_code (SI_KERNEL) and already
+    // reached the child, which is in the same foreground process group: forwarding it would
+    // deliver it twice. One sent by a process (kill, timeout, systemd: si_code <= 0) reached
+    // clavitor alone.
+    // SAFETY: the kernel passes a valid siginfo_t to an SA_SIGINFO handler.
+    let from_terminal = !info.is_null() && unsafe { (*info).si_code } > 0;
     let pid = CHILD_PID.load(Ordering::SeqCst);
-    if pid > 0 {
+    if pid > 0 && !from_terminal {
         // SAFETY: kill is async-signal-safe; the pid is our child's (it is cleared after reaping).
         unsafe {
             libc::kill(pid, sig);
@@ -150,12 +161,13 @@ extern "C" fn forward_signal(sig: libc::c_int) {
 /// decides how to stop and clavitor reports its exit.
 fn forward_signals_to(pid: u32) {
     CHILD_PID.store(i32::try_from(pid).unwrap_or(0), Ordering::SeqCst);
+    let handler: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) = forward_signal;
     for sig in [libc::SIGINT, libc::SIGTERM] {
         // SAFETY: installs a handler that only reads an atomic and calls kill(2).
         unsafe {
             let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = forward_signal as *const () as libc::sighandler_t;
-            action.sa_flags = libc::SA_RESTART;
+            action.sa_sigaction = handler as libc::sighandler_t;
+            action.sa_flags = libc::SA_RESTART | libc::SA_SIGINFO;
             libc::sigemptyset(&mut action.sa_mask);
             libc::sigaction(sig, &action, std::ptr::null_mut());
         }
@@ -186,7 +198,7 @@ fn pump<R: Read, W: Write>(mut from: R, to: W, secrets: Secrets) -> io::Result<W
 
 fn spawn(cmd: &mut Command) -> Result<Child, ClientError> {
     let program = cmd.get_program().to_string_lossy().into_owned();
-    cmd.spawn().map_err(|source| ClientError::Spawn { program, source })
+    cmd.spawn().map_err(|cause| ClientError::Spawn { program, cause })
 }
 
 /// Runs `cmd` with stdin inherited and its stdout/stderr masked onto clavitor's, forwarding
