@@ -8,6 +8,7 @@ mod passkey;
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -53,15 +54,29 @@ fn fixture() -> Fixture {
 }
 
 /// Spawns `clavitor mcp` with the token in its environment and connects rmcp's client to it.
-async fn connect(s: &Server, token: &str, extra: &[&str]) -> Client {
+/// Its stderr (logging at `trace`, the most it can) goes to `log`.
+async fn connect(s: &Server, token: &str, extra: &[&str], log: &Path) -> Client {
     let mut cmd = tokio::process::Command::new(common::BIN);
     cmd.arg("mcp").arg("--url").arg(s.url("")).args(extra);
-    cmd.env("CLAVITOR_TOKEN", token).env("CLAVITOR_LOG", "warn").env_remove("CLAVITOR_TOKEN_FILE");
-    let (transport, _) = TokioChildProcess::builder(cmd).stderr(Stdio::inherit()).spawn().expect("spawn clavitor mcp");
+    cmd.env("CLAVITOR_TOKEN", token).env("CLAVITOR_LOG", "trace").env_remove("CLAVITOR_TOKEN_FILE");
+    let stderr = std::fs::File::create(log).expect("log file");
+    let (transport, _) = TokioChildProcess::builder(cmd).stderr(stderr).spawn().expect("spawn clavitor mcp");
     tokio::time::timeout(Duration::from_secs(30), ().serve(transport))
         .await
         .expect("initialize within 30 s")
         .expect("initialize")
+}
+
+/// The MCP server's log holds no token, none of the given values, and none of rmcp's debug
+/// dumps of whole messages (which would carry a revealed value).
+fn assert_clean_log(log: &Path, token: &str, values: &[&str]) {
+    let text = std::fs::read_to_string(log).expect("log");
+    assert!(text.contains("initialized"), "the log is written at all: {text}");
+    assert!(!text.contains(&token[4..]), "token in the log");
+    for v in values {
+        assert!(!text.contains(v), "value {v:?} in the log");
+    }
+    assert!(!text.contains("response message") && !text.contains("received request"), "rmcp debug in the log");
 }
 
 /// Calls a tool; returns (is_error, the text of its first content block). A protocol error
@@ -94,7 +109,8 @@ fn agent_rows(v: &Vault, agent: i64) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_tools_reveal_metadata_codes_and_no_values() {
     let f = fixture();
-    let c = connect(&f.s, &f.token, &[]).await;
+    let log = f.v.tmp.path().join("mcp.log");
+    let c = connect(&f.s, &f.token, &[], &log).await;
     let info = c.peer_info().expect("server info");
     assert_eq!(info.server_info.as_ref().map(|i| i.name.as_str()), Some("clavitor"));
 
@@ -176,12 +192,15 @@ async fn read_tools_reveal_metadata_codes_and_no_values() {
     assert!(last.contains("refused the token"), "{last:?}");
     assert!(!last.contains(&f.token[4..]), "no token in errors");
     c.cancel().await.expect("close");
+    assert_clean_log(&log, &f.token, &[PASSWORD, TOTP_SECRET]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_with_secrets_only_when_allowed_and_masked() {
     let f = fixture();
-    let c = connect(&f.s, &f.token, &["--allow-run", "printenv", "--run-timeout", "20"]).await;
+    let log = f.v.tmp.path().join("mcp.log");
+    let c =
+        connect(&f.s, &f.token, &["--allow-run", "printenv", "--allow-run", "sleep", "--run-timeout", "1"], &log).await;
     let tools = c.list_all_tools().await.expect("tools/list");
     let run = tools.iter().find(|t| t.name == "run_with_secrets").expect("listed with --allow-run");
     assert!(run.description.as_deref().unwrap_or_default().contains("`printenv`"), "{run:?}");
@@ -228,7 +247,38 @@ async fn run_with_secrets_only_when_allowed_and_masked() {
     let env = json!({"X": "clavitor://Deploy DB/nope"});
     let (err, text) = call(&c, "run_with_secrets", json!({"command": "printenv", "env": env})).await.unwrap();
     assert!(err && text.contains("no field \"nope\""), "{text}");
+
+    // The time limit kills the command; the answer says so.
+    let (err, text) = call(&c, "run_with_secrets", json!({"command": "sleep", "args": ["30"]})).await.unwrap();
+    assert!(!err, "{text}");
+    let out: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!((out["timed_out"].as_bool(), out["exit_code"].as_i64()), (Some(true), Some(137)), "{text}");
     c.cancel().await.expect("close");
+    assert_clean_log(&log, &f.token, &[PASSWORD]);
+}
+
+#[test]
+fn bad_flags_are_refused_at_start() {
+    for (args, says) in [
+        (&["--run-timeout", "0"][..], "--run-timeout"),
+        (&["--run-timeout", "3601"][..], "--run-timeout"),
+        (&["--allow-run", ""][..], "--allow-run"),
+    ] {
+        let out = Command::new(common::BIN)
+            .arg("mcp")
+            .args(args)
+            .env("CLAVITOR_URL", "http://127.0.0.1:9")
+            .env("CLAVITOR_TOKEN", "cvt_0000000000000000000000000000000000000000")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run");
+        assert!(!out.status.success(), "{args:?} accepted");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(says),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 /// Needs the tokens branch: `PATCH /api/agents/{id}` with `reveal_to_model` and `GET /api/whoami`.
@@ -243,7 +293,8 @@ async fn get_field_reveals_only_when_the_vault_marks_the_agent() {
     let login = v.add_entry(&json!({"title": "Deploy DB", "scopes": [own],
         "fields": [{"name": "password", "kind": "secret", "value": PASSWORD}]}));
     eventually("agent known to the server", || s.get("/api/entries", Some(&token)).status == 200);
-    let c = connect(&s, &token, &[]).await;
+    let log = v.tmp.path().join("mcp.log");
+    let c = connect(&s, &token, &[], &log).await;
     let args = json!({"entry": "Deploy DB", "field": "password"});
     let (err, text) = call(&c, "get_field", args.clone()).await.unwrap();
     assert!(err && !text.contains(PASSWORD), "{text}");
@@ -260,6 +311,7 @@ async fn get_field_reveals_only_when_the_vault_marks_the_agent() {
     let (err, text) = call(&c, "get_field", args).await.unwrap();
     assert!(err && !text.contains(PASSWORD), "{text}");
     c.cancel().await.expect("close");
+    assert_clean_log(&log, &token, &[PASSWORD]);
 }
 
 /// A running `clavitor mcp --http …`, killed on drop.
