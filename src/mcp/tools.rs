@@ -202,7 +202,11 @@ impl VaultTools {
         match self.reveal_to_model().await {
             Ok(true) => {}
             Ok(false) => return Ok(tool_error(not_revealed(&args.entry, &args.field))),
-            Err(e) => return Ok(tool_error(e)),
+            // Not knowing is not a yes.
+            Err(e) => {
+                let why = format!("The vault could not be asked whether this agent may see values: {e}.");
+                return Ok(tool_error(format!("{why}\n\n{}", not_revealed(&args.entry, &args.field))));
+            }
         }
         let r = SecretRef { entry, field: args.field };
         Ok(match self.call(move |c| c.field(&r)).await {
