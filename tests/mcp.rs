@@ -342,7 +342,7 @@ fn http_transport_is_loopback_only_and_needs_the_agents_token() {
 
     let mut child = mcp("127.0.0.1:0").stdin(Stdio::null()).stdout(Stdio::piped()).spawn().expect("spawn");
     let stdout = child.stdout.take().unwrap();
-    let _guard = HttpMcp(child);
+    let mut guard = HttpMcp(child);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -375,4 +375,16 @@ fn http_transport_is_loopback_only_and_needs_the_agents_token() {
     let r = post(Some(&f.token), &[]);
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(r.body.contains("\"name\":\"clavitor\""), "{}", r.body);
+
+    // SIGTERM stops it (bounded wait).
+    let _ = Command::new("kill").arg("-TERM").arg(guard.0.id().to_string()).status();
+    let mut status = None;
+    for _ in 0..100 {
+        status = guard.0.try_wait().expect("wait");
+        if status.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(status.is_some_and(|s| s.success()), "no clean exit on SIGTERM: {status:?}");
 }
