@@ -336,17 +336,25 @@ fn run_forwards_sigterm_and_reports_signals() {
     assert_eq!(out.status.code(), Some(137));
 
     let mut cmd = t.command(
-        &["run", "--", "sh", "-c", "trap 'echo got-term; exit 5' TERM; echo ready; while :; do sleep 0.1; done"],
+        &["run", "--", "sh", "-c", "trap 'echo got-term; exit 5' TERM; echo ready $$; while :; do sleep 0.1; done"],
         &[("CLAVITOR_TOKEN", &t.token)],
     );
     let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+    // Lines arrive through a thread, so a broken forwarder fails the test instead of hanging it.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let ready = rx.recv_timeout(Duration::from_secs(30)).expect("the child starts");
+    let sh_pid: i32 = ready.strip_prefix("ready ").and_then(|p| p.parse().ok()).expect("ready <pid>");
     // SAFETY: signals our own child.
     unsafe {
         libc::kill(child.id() as i32, libc::SIGTERM);
     }
-    assert_eq!(lines.next().unwrap().unwrap(), "got-term");
+    let got = rx.recv_timeout(Duration::from_secs(30));
     let mut status = None;
     for _ in 0..200 {
         if let Some(s) = child.try_wait().unwrap() {
@@ -355,11 +363,15 @@ fn run_forwards_sigterm_and_reports_signals() {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let status = status.unwrap_or_else(|| {
+    if status.is_none() || got.is_err() {
+        // SAFETY: cleans up the processes this test started.
+        unsafe {
+            libc::kill(sh_pid, libc::SIGKILL);
+        }
         let _ = child.kill();
-        panic!("clavitor run did not exit after the child did")
-    });
-    assert_eq!(status.code(), Some(5));
+    }
+    assert_eq!(got.ok().as_deref(), Some("got-term"), "the child did not get the SIGTERM");
+    assert_eq!(status.and_then(|s| s.code()), Some(5), "clavitor exits with the child's code");
 }
 
 /// A self-signed certificate for 127.0.0.1 (not a CA: webpki refuses a CA as the server's own).

@@ -5,8 +5,10 @@ mod common;
 
 use std::process::{Command, Output, Stdio};
 
+use clavitor::client::{ClientConfig, VaultClient};
 use common::{BIN, Vault, eventually};
 use serde_json::{Value, json};
+use zeroize::Zeroizing;
 
 fn clavitor(url: &str, token: &str, args: &[&str]) -> Output {
     let mut cmd = Command::new(BIN);
@@ -68,4 +70,13 @@ fn derive_prints_a_narrower_token_once() {
     assert!(!err.contains(&token[4..]), "{err}");
     let out = clavitor(&url, &token, &["token", "derive", "--name", "long", "--ttl", "48h"]);
     assert!(!out.status.success() && out.stdout.is_empty());
+
+    // The library's whoami (used by clavitor mcp) reads the derived token's own agent.
+    let cfg = ClientConfig::new(url.clone(), Zeroizing::new(child.to_owned()), None).unwrap();
+    let me = VaultClient::new(cfg).unwrap().whoami().unwrap();
+    // Its scopes: the one it was narrowed to, and its own (every agent has one).
+    let mut scopes = vec![own.clone(), format!("{:04x}", me.id)];
+    scopes.sort();
+    assert_eq!((me.name.as_str(), me.parent_id, me.scopes.clone()), ("sub", Some(id), scopes));
+    assert!(!me.admin && !me.all_access && me.expires_at.is_some_and(|e| e <= now + 3600 + 5));
 }

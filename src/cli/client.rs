@@ -35,9 +35,14 @@ pub struct ClientArgs {
 }
 
 impl ClientArgs {
-    fn client(&self) -> anyhow::Result<VaultClient> {
-        let cfg = ClientConfig::load(self.url.clone(), self.token_file.clone(), self.ca_file.clone())?;
-        Ok(VaultClient::new(cfg)?)
+    /// The configuration these flags (and CLAVITOR_TOKEN, the default token file) give.
+    pub fn config(&self) -> Result<ClientConfig, crate::client::ClientError> {
+        ClientConfig::load(self.url.clone(), self.token_file.clone(), self.ca_file.clone())
+    }
+
+    /// A client for the vault these flags name (`clavitor mcp` uses it too).
+    pub fn client(&self) -> Result<VaultClient, crate::client::ClientError> {
+        VaultClient::new(self.config()?)
     }
 }
 

@@ -511,7 +511,10 @@ impl VaultClient {
     /// The body of a 2xx answer (wiped when dropped), or the server's error as a `ClientError`.
     fn body(&self, mut resp: ureq::http::Response<ureq::Body>) -> Result<Zeroizing<Vec<u8>>, ClientError> {
         let status = resp.status().as_u16();
-        let mut buf = Zeroizing::new(Vec::with_capacity(16 * 1024));
+        // Sized from Content-Length where given, so the buffer does not grow (a reallocation would
+        // free an unwiped copy of the values).
+        let declared = resp.body().content_length().unwrap_or(0).min(MAX_BODY);
+        let mut buf = Zeroizing::new(Vec::with_capacity(usize::try_from(declared).unwrap_or(0).max(16 * 1024) + 1));
         resp.body_mut()
             .as_reader()
             .take(MAX_BODY)
