@@ -248,6 +248,10 @@ async fn run_with_secrets_only_when_allowed_and_masked() {
     let (err, text) = call(&c, "run_with_secrets", json!({"command": "printenv", "env": env})).await.unwrap();
     assert!(err && text.contains("no field \"nope\""), "{text}");
 
+    // get_field's refusal now points at the tool too.
+    let (err, text) = call(&c, "get_field", json!({"entry": "Deploy DB", "field": "password"})).await.unwrap();
+    assert!(err && text.contains("`run_with_secrets` tool") && text.contains("printenv, sleep"), "{text}");
+
     // The time limit kills the command; the answer says so.
     let (err, text) = call(&c, "run_with_secrets", json!({"command": "sleep", "args": ["30"]})).await.unwrap();
     assert!(!err, "{text}");

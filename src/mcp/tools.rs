@@ -135,20 +135,27 @@ impl VaultTools {
     }
 }
 
-/// The refusal of `get_field`: where the value should go instead, and how.
-fn not_revealed(entry: &str, field: &str) -> String {
+/// The refusal of `get_field`: where the value should go instead, and how. `allowed` are the
+/// commands `run_with_secrets` may run (empty: the tool is not offered).
+fn not_revealed(entry: &str, field: &str, allowed: &[String]) -> String {
     let var = env_name_for(field);
-    format!(
+    let reference = format!("{REF_PREFIX}{entry}/{field}");
+    let mut text = format!(
         "Refused: the value of field {field:?} of entry {entry:?} does not pass through the model. The vault's \
          owner has not marked this agent `reveal_to_model`.\n\
          Hand the value to the program that needs it instead; it then goes straight into that program's \
          environment and is masked in its output:\n\
-         \n  {var}='{REF_PREFIX}{entry}/{field}' clavitor run -- <command> [args...]\n\
-         \nor put `{var}={REF_PREFIX}{entry}/{field}` in an env file and run \
-         `clavitor run --env-file <file> -- <command>`. If this MCP server lists the `{}` tool, call it with \
-         env {{\"{var}\": \"{REF_PREFIX}{entry}/{field}\"}} and one of its allowed commands.",
-        RUN_TOOL
-    )
+         \n  {var}='{reference}' clavitor run -- <command> [args...]\n\
+         \nor put `{var}={reference}` in an env file and run `clavitor run --env-file <file> -- <command>`."
+    );
+    if !allowed.is_empty() {
+        text.push_str(&format!(
+            " Or call the `{RUN_TOOL}` tool with env {{\"{var}\": \"{reference}\"}} and one of its allowed \
+             commands: {}.",
+            allowed.join(", ")
+        ));
+    }
+    text
 }
 
 /// A plausible environment variable name for a field (`api key` → `API_KEY`), for examples.
@@ -201,11 +208,14 @@ impl VaultTools {
         // Asked before the value is read: a refused call reads nothing.
         match self.reveal_to_model().await {
             Ok(true) => {}
-            Ok(false) => return Ok(tool_error(not_revealed(&args.entry, &args.field))),
+            Ok(false) => return Ok(tool_error(not_revealed(&args.entry, &args.field, &self.opts.allow_run))),
             // Not knowing is not a yes.
             Err(e) => {
                 let why = format!("The vault could not be asked whether this agent may see values: {e}.");
-                return Ok(tool_error(format!("{why}\n\n{}", not_revealed(&args.entry, &args.field))));
+                return Ok(tool_error(format!(
+                    "{why}\n\n{}",
+                    not_revealed(&args.entry, &args.field, &self.opts.allow_run)
+                )));
             }
         }
         let r = SecretRef { entry, field: args.field };
@@ -301,8 +311,11 @@ mod tests {
 
     #[test]
     fn refusal_shows_a_clavitor_run_example() {
-        let text = not_revealed("GitHub", "api key");
+        let text = not_revealed("GitHub", "api key", &[]);
         assert!(text.contains("API_KEY='clavitor://GitHub/api key' clavitor run -- "), "{text}");
-        assert!(text.contains("reveal_to_model"), "{text}");
+        assert!(text.contains("reveal_to_model") && !text.contains(RUN_TOOL), "{text}");
+        let text = not_revealed("7", "password", &["psql".to_owned()]);
+        assert!(text.contains(r#"`run_with_secrets` tool with env {"PASSWORD": "clavitor://7/password"}"#), "{text}");
+        assert!(text.contains("allowed commands: psql."), "{text}");
     }
 }
