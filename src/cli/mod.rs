@@ -5,6 +5,7 @@
 //! operator, and a running server picks their changes up within a fraction of a second.
 
 mod client;
+mod mcp;
 mod node;
 mod operator;
 mod serve;
@@ -17,6 +18,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::store::AuditSync;
 
 pub use client::{ClientCommand, run_client};
+pub use mcp::{McpArgs, run_mcp};
 pub use node::{NodeArgs, TelemetryCommand, WgCommand};
 pub use operator::run_operator;
 pub use serve::serve;
@@ -77,6 +79,8 @@ pub enum Command {
     /// WireGuard keys and interface status.
     #[command(subcommand)]
     Wg(WgCommand),
+    /// Serve MCP to an agent's model (stdio, or Streamable HTTP with --http) with the agent's token.
+    Mcp(McpArgs),
     /// The agent's side (get, totp, ls, search, run, token): talks to a vault over HTTP.
     #[command(flatten)]
     Client(ClientCommand),

@@ -54,6 +54,7 @@ pub fn run_operator(global: &GlobalArgs, command: &Command) -> anyhow::Result<()
         Command::Wg(cmd) => super::node::wg(cmd)?,
         Command::Serve(_) | Command::Version => bail!("not an operator command"),
         Command::Client(_) => bail!("not an operator command"),
+        Command::Mcp(_) => bail!("not an operator command"),
     }
     Ok(())
 }
