@@ -287,7 +287,6 @@ fn bad_flags_are_refused_at_start() {
 
 /// Needs the tokens branch: `PATCH /api/agents/{id}` with `reveal_to_model` and `GET /api/whoami`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs tokens branch"]
 async fn get_field_reveals_only_when_the_vault_marks_the_agent() {
     let v = Vault::uninitialised_owner();
     let s = v.serve();
