@@ -231,6 +231,8 @@ fn entry(dir: &DataDir, cmd: &EntryCommand) -> anyhow::Result<()> {
                     url: url.clone(),
                     scopes: scopes.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect(),
                     fields: field.iter().map(|f| parse_field(f)).collect::<anyhow::Result<_>>()?,
+                    inject: Vec::new(),
+                    inject_only: false,
                 },
                 (None, None) => bail!("give --title (and --field ...) or --json-file"),
             };

@@ -11,6 +11,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::inject::InjectRule;
 use super::totp;
 use crate::auth::ScopeSet;
 
@@ -83,6 +84,12 @@ pub struct EntryData {
     pub url: String,
     #[serde(default)]
     pub fields: Vec<Field>,
+    /// Where the proxy may put this entry's credential (`vault::inject`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inject: Vec<InjectRule>,
+    /// The L1 values are only ever injected by the proxy, never returned to an agent.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub inject_only: bool,
 }
 
 fn default_type() -> String {
@@ -107,6 +114,10 @@ pub struct EntryInput {
     pub scopes: Vec<String>,
     #[serde(default)]
     pub fields: Vec<Field>,
+    #[serde(default)]
+    pub inject: Vec<InjectRule>,
+    #[serde(default)]
+    pub inject_only: bool,
 }
 
 impl EntryInput {
@@ -116,7 +127,14 @@ impl EntryInput {
             check_uuid(u)?;
         }
         let scopes = ScopeSet::from_strs(self.scopes.iter().map(String::as_str)).map_err(|e| invalid(e.to_string()))?;
-        let data = EntryData { title: self.title, entry_type: self.entry_type, url: self.url, fields: self.fields };
+        let data = EntryData {
+            title: self.title,
+            entry_type: self.entry_type,
+            url: self.url,
+            fields: self.fields,
+            inject: self.inject,
+            inject_only: self.inject_only,
+        };
         data.validate()?;
         Ok((data, scopes))
     }
@@ -152,7 +170,7 @@ impl EntryData {
                 return Err(invalid(format!("field {i}: two L2 fields are both named {:?}", f.name)));
             }
         }
-        Ok(())
+        super::inject::validate(self)
     }
 }
 

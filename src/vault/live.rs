@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use super::data_dir::DataDir;
 use super::entry::{EntryData, FieldKind, Tier};
+use super::inject::{InjectRule, InjectionPlan};
 use super::{VaultError, VaultId, ops};
 use crate::audit::{AuditError, AuditEvent, AuditWriter};
 use crate::auth::{Agent, ScopeSet, TokenHash};
@@ -50,6 +51,17 @@ pub struct CachedEntry {
     /// `view::render`'s JSON, sealed under the vault's memory key.
     view: Box<[u8]>,
     totp: CachedTotp,
+    /// The entry's inject rules and the values they read (sealed); `None` for most entries.
+    inject: Option<Box<CachedInject>>,
+    /// The entry's L1 values are only injected, never shown to an agent.
+    pub inject_only: bool,
+}
+
+#[derive(Debug)]
+struct CachedInject {
+    rules: Box<[InjectRule]>,
+    /// JSON `[[name, value], ...]` of the fields the rules read, sealed under the memory key.
+    values: Box<[u8]>,
 }
 
 /// The entry's first TOTP field, as the TOTP route needs it.
@@ -317,6 +329,15 @@ impl LiveVault {
             Some(f) if f.tier == Tier::L2 => CachedTotp::L2,
             Some(f) => CachedTotp::L1(self.memory.seal(f.value.as_bytes()).map_err(|_| corrupt("cannot seal"))?),
         };
+        let inject = if data.inject.is_empty() {
+            None
+        } else {
+            let values = zeroize::Zeroizing::new(
+                serde_json::to_vec(&super::inject::referenced_values(data)).map_err(|_| corrupt("cannot render"))?,
+            );
+            let values = self.memory.seal(&values).map_err(|_| corrupt("cannot seal"))?;
+            Some(Box::new(CachedInject { rules: data.inject.clone().into_boxed_slice(), values }))
+        };
         let mut entry = CachedEntry {
             id,
             scopes,
@@ -327,6 +348,8 @@ impl LiveVault {
             ends,
             view: Box::default(),
             totp,
+            inject,
+            inject_only: data.inject_only,
         };
         let json = super::view::render(&entry, data).map_err(|_| corrupt("cannot render"))?;
         entry.view = self.memory.seal(&json).map_err(|_| corrupt("cannot seal"))?;
@@ -355,6 +378,45 @@ impl LiveVault {
                 TotpSecret::L1(zeroize::Zeroizing::new(text.to_owned()))
             }
         })
+    }
+
+    /// The injections for one request the agent sends through the proxy: the rules of entries
+    /// the agent can read whose host pattern matches `host` (a bare DNS name, the CONNECT
+    /// host) and whose methods and path prefix match, filled with their values, in entry-id and
+    /// rule order; when two set the same header or parameter the first wins. `path` is the
+    /// request path without its query.
+    pub fn injections(&self, agent: &Agent, host: &str, method: &str, path: &str) -> Result<InjectionPlan, VaultError> {
+        let matching: Vec<(Arc<CachedEntry>, Vec<usize>)> = self
+            .read()
+            .entries
+            .values()
+            .filter_map(|e| {
+                let inject = e.inject.as_ref()?;
+                if !agent.can_read(&e.scopes) {
+                    return None;
+                }
+                let rules: Vec<usize> = (inject.rules.iter().enumerate())
+                    .filter(|(_, r)| r.host.matches(host) && r.matches_request(method, path))
+                    .map(|(i, _)| i)
+                    .collect();
+                (!rules.is_empty()).then(|| (e.clone(), rules))
+            })
+            .collect();
+        let mut plan = InjectionPlan::default();
+        for (entry, rules) in matching {
+            let Some(inject) = entry.inject.as_ref() else { continue };
+            let plain = zeroize::Zeroizing::new(self.unseal(&entry, &inject.values)?);
+            let values: Vec<(String, zeroize::Zeroizing<String>)> =
+                serde_json::from_slice::<Vec<(String, String)>>(&plain)
+                    .map_err(|_| VaultError::Corrupt(format!("entry {} inject values do not parse", entry.id)))?
+                    .into_iter()
+                    .map(|(n, v)| (n, zeroize::Zeroizing::new(v)))
+                    .collect();
+            for i in rules {
+                plan.add((entry.id, entry.uuid()), &inject.rules[i].place, &values);
+            }
+        }
+        Ok(plan)
     }
 
     pub fn agents(&self) -> Vec<Arc<Agent>> {
@@ -736,5 +798,70 @@ mod tests {
         assert_eq!(index.sweep_expired(now + 1000), 1);
         assert_eq!(index.next_expiry.load(Ordering::Relaxed), i64::MAX);
         assert!(index.get(&forever.0).is_some() && index.len() == 1);
+    }
+
+    #[test]
+    fn injections_follow_scopes_host_method_and_path() {
+        use crate::audit::{Action, Actor, AuditEvent, Outcome};
+        use crate::vault::entry::EntryInput;
+        use crate::vault::inject::Filled;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = DataDir::new(tmp.path().join("data"), None);
+        dir.init().unwrap();
+        let node = Node::start(&dir, 1, AuditSync::Normal).unwrap();
+        let vault = node.vaults()[0].clone();
+        let event = AuditEvent::new(Actor::LocalOperator, Action::EntryCreate, Outcome::Ok);
+        let add = |json: &str| {
+            let input: EntryInput = serde_json::from_str(json).unwrap();
+            vault.change(|db, id, key| ops::add_entry(db, id, key, input, &event)).unwrap()
+        };
+        let fields = r#""fields":[{"name":"api_key","kind":"secret","value":"sk-first-0001"}]"#;
+        let first = add(&format!(
+            r#"{{"title":"a","scopes":["00aa"],{fields},"inject_only":true,"inject":[{{"host":"api.example.test","path_prefix":"/v1/","methods":["GET"],"place":{{"kind":"header","name":"Authorization","template":"Bearer {{{{api_key}}}}"}}}}]}}"#
+        ));
+        // Same header from a later entry: loses to the first. A query rule: added.
+        let fields2 = r#""fields":[{"name":"k","kind":"secret","value":"sk-second-002"}]"#;
+        add(&format!(
+            r#"{{"title":"b","scopes":["00aa"],{fields2},"inject":[{{"host":"*.example.test","place":{{"kind":"header","name":"authorization","template":"{{{{k}}}}"}}}},{{"host":"api.example.test","place":{{"kind":"query","param":"key","field":"k"}}}}]}}"#
+        ));
+        // Not readable by the agent.
+        add(&format!(
+            r#"{{"title":"c","scopes":["00bb"],{fields},"inject":[{{"host":"api.example.test","place":{{"kind":"header","name":"X-Other","template":"{{{{api_key}}}}"}}}}]}}"#
+        ));
+        let mut reader = (*agent(5, None).1).clone();
+        reader.scopes = ScopeSet::parse("0005,00aa").unwrap();
+        let plan = vault.injections(&reader, "api.example.test", "GET", "/v1/models").unwrap();
+        let got: Vec<(i64, String)> = plan
+            .injections
+            .iter()
+            .map(|i| match &i.place {
+                Filled::Header { name, value } => (i.entry_id, format!("{name}: {}", value.as_str())),
+                Filled::Query { param, value } => (i.entry_id, format!("?{param}={}", value.as_str())),
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [(first, "Authorization: Bearer sk-first-0001".to_owned()), (first + 1, "?key=sk-second-002".to_owned())]
+        );
+        assert!(plan.mask.iter().any(|m| m.as_str() == "sk-second-002"), "a losing rule's value is not injected");
+        assert!(!plan.mask.iter().any(|m| m.as_str().contains("X-Other")));
+        // Method and path outside the first rule: only the second entry's rules apply.
+        let plan = vault.injections(&reader, "api.example.test", "POST", "/v1/models").unwrap();
+        assert!(matches!(&plan.injections[0].place, Filled::Header { value, .. } if value.as_str() == "sk-second-002"));
+        // Another host: only the wildcard; a look-alike host: nothing.
+        let plan = vault.injections(&reader, "evil.example.test", "GET", "/v1/models").unwrap();
+        assert_eq!(plan.injections.len(), 1);
+        for host in ["example.test", "api.example.test.evil.test", "a.b.example.test"] {
+            assert!(vault.injections(&reader, host, "GET", "/v1/").unwrap().injections.is_empty(), "{host}");
+        }
+        // An agent without the scope gets nothing.
+        let stranger = agent(6, None).1;
+        assert!(vault.injections(&stranger, "api.example.test", "GET", "/v1/x").unwrap().injections.is_empty());
+        let cached = match vault.lookup(&reader, first) {
+            Lookup::Visible(e) => e,
+            _ => panic!("visible"),
+        };
+        assert!(cached.inject_only);
+        node.stop();
     }
 }
