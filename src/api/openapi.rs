@@ -93,6 +93,8 @@ pub mod schemas {
         pub parent_id: Option<i64>,
         /// Whether the MCP server may hand this agent's L1 values to the model.
         pub reveal_to_model: bool,
+        /// Whether the proxy refuses this agent's requests to hosts no inject rule names.
+        pub proxy_only_listed: bool,
     }
 
     /// The calling agent, as `GET /api/whoami` describes it.
@@ -104,6 +106,8 @@ pub mod schemas {
         pub all_access: bool,
         pub admin: bool,
         pub reveal_to_model: bool,
+        /// The proxy refuses this agent's requests to hosts no inject rule names.
+        pub proxy_only_listed: bool,
         /// Unix seconds; null: never expires.
         #[schema(required = true)]
         pub expires_at: Option<i64>,
@@ -120,6 +124,8 @@ pub mod schemas {
         pub scopes: Vec<String>,
         pub all_access: bool,
         pub reveal_to_model: bool,
+        /// Inherited from the caller.
+        pub proxy_only_listed: bool,
         /// Unix seconds.
         pub expires_at: i64,
         pub parent_id: i64,

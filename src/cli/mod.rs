@@ -206,6 +206,11 @@ pub enum AgentCommand {
         /// environment variable (grants privilege).
         #[arg(long)]
         reveal_to_model: bool,
+        /// The proxy (`serve --proxy-listen`) refuses this agent's requests to hosts no inject
+        /// rule names, instead of passing them through. No environment variable: it is part of
+        /// what the agent is granted.
+        #[arg(long)]
+        proxy_only_listed: bool,
         #[command(flatten)]
         vault: VaultArg,
         #[command(flatten)]

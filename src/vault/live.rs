@@ -21,7 +21,7 @@ use super::entry::{EntryData, FieldKind, Tier};
 use super::inject::{InjectRule, InjectionPlan};
 use super::{VaultError, VaultId, ops};
 use crate::audit::{AuditError, AuditEvent, AuditWriter};
-use crate::auth::{Agent, ScopeSet, TokenHash};
+use crate::auth::{Agent, AgentId, ScopeSet, TokenHash};
 use crate::crypto::{DataKey, MemoryKey};
 use crate::store::vault_db::VaultDb;
 use crate::store::{AuditRow, AuditSync};
@@ -246,6 +246,7 @@ impl LiveVault {
                 Err(e) => damaged.push(e.to_string()),
             }
         }
+        inherit_proxy_restriction(&mut agents);
         if !damaged.is_empty() {
             crate::edition::alert(
                 "vault_rows_damaged",
@@ -470,6 +471,28 @@ impl LiveVault {
         };
         self.refresh()?;
         Ok(out)
+    }
+}
+
+/// Marks every agent derived (at any depth) from a `proxy_only_listed` agent as such too: a
+/// derived token copies the flag when it is made, and this keeps it so when the flag is set on
+/// its parent later. The stored row is left as it is; only the in-memory agent is restricted.
+fn inherit_proxy_restriction(agents: &mut [(TokenHash, Arc<Agent>)]) {
+    let rows: HashMap<AgentId, (Option<AgentId>, bool)> =
+        agents.iter().map(|(_, a)| (a.id, (a.parent_id, a.proxy_only_listed))).collect();
+    for (_, agent) in agents.iter_mut() {
+        let mut parent = agent.parent_id;
+        // Bounded: parent ids only ever name older agents, but a forged file could loop.
+        for _ in 0..rows.len() {
+            let Some((grand, restricted)) = parent.and_then(|p| rows.get(&p)) else { break };
+            if *restricted {
+                if !agent.proxy_only_listed {
+                    Arc::make_mut(agent).proxy_only_listed = true;
+                }
+                break;
+            }
+            parent = *grand;
+        }
     }
 }
 
@@ -764,7 +787,6 @@ fn alert_on_new_failure<E: std::fmt::Display>(failing: &mut bool, result: Result
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::AgentId;
 
     fn agent(id: i64, expires_at: Option<i64>) -> (TokenHash, Arc<Agent>) {
         let agent = Agent {
@@ -777,8 +799,31 @@ mod tests {
             expires_at,
             parent_id: None,
             reveal_to_model: false,
+            proxy_only_listed: false,
         };
         (TokenHash::from_stored(format!("{id:064x}")), Arc::new(agent))
+    }
+
+    #[test]
+    fn agents_derived_from_a_proxy_restricted_agent_are_restricted_too() {
+        let mut list: Vec<_> = (1..=5).map(|i| agent(i, None)).collect();
+        let with = |(h, a): &(TokenHash, Arc<Agent>), parent: Option<i64>, restricted: bool| {
+            let mut a = (**a).clone();
+            a.parent_id = parent.map(AgentId);
+            a.proxy_only_listed = restricted;
+            (h.clone(), Arc::new(a))
+        };
+        // 1 -> 2 -> 3 (restricted at 2), 4 on its own, 5 derived from the unrestricted 1.
+        list[1] = with(&list[1], Some(1), true);
+        list[2] = with(&list[2], Some(2), false);
+        list[4] = with(&list[4], Some(1), false);
+        inherit_proxy_restriction(&mut list);
+        let flags: Vec<bool> = list.iter().map(|(_, a)| a.proxy_only_listed).collect();
+        assert_eq!(flags, [false, true, true, false, false]);
+        // A loop in a forged file ends.
+        let mut looped = vec![with(&agent(7, None), Some(8), false), with(&agent(8, None), Some(7), false)];
+        inherit_proxy_restriction(&mut looped);
+        assert!(!looped[0].1.proxy_only_listed);
     }
 
     #[test]

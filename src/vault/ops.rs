@@ -120,6 +120,7 @@ pub fn add_agent(
     extra_scopes: &[String],
     (all_access, admin): (bool, bool),
     expires_at: Option<i64>,
+    proxy_only_listed: bool,
     event: &AuditEvent,
 ) -> Result<(Agent, NewToken), VaultError> {
     check_name(name)?;
@@ -139,6 +140,7 @@ pub fn add_agent(
                 expires_at,
                 parent_id: None,
                 reveal_to_model: false,
+                proxy_only_listed,
             },
             |id| {
                 let mut scopes = extra.clone();
@@ -161,6 +163,7 @@ pub struct AgentUpdate {
     pub admin: Option<bool>,
     pub rotate_token: bool,
     pub reveal_to_model: Option<bool>,
+    pub proxy_only_listed: Option<bool>,
 }
 
 pub fn update_agent(
@@ -188,6 +191,7 @@ pub fn update_agent(
         admin: update.admin,
         token_hash: token.as_ref().map(|t| t.hash().as_str().to_owned()),
         reveal_to_model: update.reveal_to_model,
+        proxy_only_listed: update.proxy_only_listed,
     };
     let row = db.update_agent(id.0, &change, &event.record()).map_err(VaultError::from_store)?;
     Ok((agent_from_row(&row)?, token))
@@ -215,6 +219,8 @@ pub struct Derivation {
     pub scopes: ScopeSet,
     pub all_access: bool,
     pub reveal_to_model: bool,
+    /// Always the caller's: a derived token is never less restricted at the proxy.
+    pub proxy_only_listed: bool,
     pub expires_at: i64,
 }
 
@@ -239,6 +245,7 @@ pub fn derive_agent(
                 expires_at: Some(d.expires_at),
                 parent_id: Some(parent.0),
                 reveal_to_model: d.reveal_to_model,
+                proxy_only_listed: d.proxy_only_listed,
             },
             |id| {
                 let mut scopes = d.scopes.clone();
@@ -263,6 +270,7 @@ pub fn agent_from_row(row: &AgentRow) -> Result<Agent, VaultError> {
         expires_at: row.expires_at,
         parent_id: row.parent_id.map(AgentId),
         reveal_to_model: row.reveal_to_model,
+        proxy_only_listed: row.proxy_only_listed,
     })
 }
 
