@@ -290,3 +290,113 @@ fn enroll(s: &Server, owner: &mut Admin, who: &mut Admin, id: i64) {
     let r = owner.write(s, "POST", "/api/passkeys", &body);
     assert_eq!(r.status, 201, "enroll agent {id}: {}", r.body);
 }
+
+fn ask(s: &Server, token: &str, host: &str, reason: &str) -> Resp {
+    post_json(s, "/api/proxy/requests", Some(token), &json!({"host": host, "reason": reason}))
+}
+
+fn pending(s: &Server, admin: &str) -> Vec<Value> {
+    let r = s.get("/api/proxy/requests", Some(admin));
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()["requests"].as_array().cloned().unwrap_or_default()
+}
+
+#[test]
+fn access_requests_are_bounded_seen_by_admins_and_grant_nothing() {
+    let v = Vault::uninitialised_owner();
+    let s = v.serve();
+    let mut owner = Admin::owner(&s, &v.setup_code);
+    let (agent, token) = v.add_agent("model", &["--scopes", "00aa"]);
+    let (other, other_token) = v.add_agent("outsider", &["--scopes", "00bb"]);
+    eventually("the agents are known", || s.get("/api/whoami", Some(&other_token)).status == 200);
+    let before = s.get("/api/entries", Some(&token)).json();
+    let me_before = whoami(&s, &token);
+
+    let r = ask(&s, &token, "API.NewThing.test", "to call the new model");
+    assert_eq!(r.status, 201, "{}", r.body);
+    let first = r.json();
+    assert_eq!(
+        (first["host"].as_str(), first["status"].as_str(), first["new"].as_bool()),
+        (Some("api.newthing.test"), Some("pending"), Some(true))
+    );
+    // The same host again updates the reason, adds no row.
+    let r = ask(&s, &token, "api.newthing.test", "still needed");
+    assert_eq!((r.status, r.json()["id"].clone(), r.json()["new"].clone()), (201, first["id"].clone(), json!(false)));
+    assert_eq!(ask(&s, &other_token, "*.other.test", "").status, 201);
+
+    // Bad input: a clear 4xx with a JSON body, nothing stored.
+    for (body, ct) in [
+        (json!({"host": "https://api.newthing.test"}), "application/json"),
+        (json!({"host": "api.newthing.test:443"}), "application/json"),
+        (json!({"host": "*.test"}), "application/json"),
+        (json!({"host": "a.test", "reason": "x".repeat(501)}), "application/json"),
+        (json!({"host": "a.test", "reason": "bell\u{7}"}), "application/json"),
+        (json!({"host": "a.test", "grant": true}), "application/json"),
+        (json!({"host": "a.test"}), "text/plain"),
+    ] {
+        let r = common::request_with(
+            &s.url("/api/proxy/requests"),
+            "POST",
+            Some(&token),
+            &[("Content-Type", ct)],
+            Some(body.to_string().as_bytes()),
+        );
+        assert!((400..500).contains(&r.status), "{body}: {} {}", r.status, r.body);
+        assert!(r.json()["error"].is_string(), "{}", r.body);
+    }
+    assert_eq!(post_json(&s, "/api/proxy/requests", None, &json!({"host": "a.test"})).status, 401);
+
+    // At most 20 pending per agent.
+    for i in 1..20 {
+        assert_eq!(ask(&s, &token, &format!("h{i}.example.test"), "").status, 201, "request {i}");
+    }
+    let r = ask(&s, &token, "one-too-many.example.test", "");
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(r.json()["message"].as_str().unwrap_or_default().contains("20"), "{}", r.body);
+
+    // Only admins list them; the owner sees all, with the agent's name.
+    assert_eq!(s.get("/api/proxy/requests", Some(&token)).status, 403);
+    let all = pending(&s, &owner.token);
+    assert_eq!(all.len(), 21, "{all:?}");
+    assert_eq!((all[0]["agent_id"].as_i64(), all[0]["agent_name"].as_str()), (Some(agent), Some("model")));
+    assert_eq!(all[0]["reason"], "still needed");
+    // A scoped admin sees only the requests of agents it lists.
+    let (lead_id, lead_token) = v.add_agent("lead", &["--admin", "--scopes", "00aa"]);
+    let mut lead = Admin { token: lead_token, key: webauthn_authenticator_rs::softpasskey::SoftPasskey::new(true) };
+    enroll(&s, &mut owner, &mut lead, lead_id);
+    let seen = pending(&s, &lead.token);
+    assert!(!seen.is_empty() && seen.iter().all(|r| r["agent_id"] == agent), "{seen:?}");
+    let outsiders = all.iter().find(|r| r["agent_id"] == other).expect("the outsider's request").clone();
+    let r = lead.write(&s, "DELETE", &format!("/api/proxy/requests/{}", outsiders["id"]), &Value::Null);
+    assert_eq!(r.status, 403, "{}", r.body);
+
+    // A request grants nothing: the agent sees what it saw before.
+    assert_eq!(s.get("/api/entries", Some(&token)).json(), before);
+    assert_eq!(whoami(&s, &token), me_before);
+
+    // Dismissing is a passkey-gated write, audited.
+    let id = first["id"].as_i64().unwrap();
+    let path = format!("/api/proxy/requests/{id}");
+    let r = request(&s.url(&path), "DELETE", Some(&owner.token), None);
+    assert_eq!(r.status, 403, "{}", r.body);
+    let r = owner.write(&s, "DELETE", &path, &Value::Null);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["host"], "api.newthing.test");
+    assert_eq!(owner.write(&s, "DELETE", &path, &Value::Null).status, 404);
+    assert_eq!(pending(&s, &owner.token).len(), 20);
+    let rows = v.audit_rows(false);
+    for (action, who) in [("proxy.request", agent), ("proxy.request_dismiss", 1), ("proxy.request_list", 1)] {
+        assert!(
+            rows.iter().any(|r| r["action"] == action && r["agent_id"] == who && r["outcome"] == "ok"),
+            "{action}: {rows:?}"
+        );
+    }
+    assert!(rows.iter().any(|r| r["action"] == "proxy.request" && r["outcome"] == "failed"), "refusals are audited");
+
+    // Revoking an agent takes its requests with it.
+    let r = owner.write(&s, "DELETE", &format!("/api/agents/{agent}"), &Value::Null);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let left = pending(&s, &owner.token);
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0]["agent_id"], other);
+}

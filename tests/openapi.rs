@@ -198,9 +198,11 @@ fn the_document_says_what_the_routes_take_and_give() {
                 assert_eq!(id["minimum"], 1, "{m} {p}");
             }
         }
-        // Every write but the two that prepare one and an agent's own token derivation (bearer
-        // only: it can only narrow) is gated, and says so.
+        // Every write but the two that prepare one, an agent's own token derivation (bearer
+        // only: it can only narrow) and an agent's access request (bearer only: it grants
+        // nothing) is gated, and says so.
         let prepares = ["/api/webauthn/challenge", "/api/passkeys/options", "/api/tokens/derive"];
+        let prepares = if m == "post" { [&prepares[..], &["/api/proxy/requests"]].concat() } else { prepares.to_vec() };
         let gated = m != "get" && !open.contains(&p.as_str()) && !prepares.contains(&p.as_str());
         for h in ["X-WebAuthn-Challenge", "X-WebAuthn-Assertion"] {
             let hp = param(o, h);

@@ -150,6 +150,14 @@ pub mod schemas {
         pub token: Option<String>,
     }
 
+    /// A dismissed access request.
+    #[derive(ToSchema)]
+    pub struct Dismissed {
+        pub dismissed: i64,
+        pub host: String,
+        pub agent_id: i64,
+    }
+
     #[derive(ToSchema)]
     pub struct Revoked {
         pub revoked: i64,

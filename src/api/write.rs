@@ -630,3 +630,28 @@ pub async fn set_keyring(State(state): State<AppState>, caller: Caller, signed: 
         .await?;
     Ok(Json(json!({"ok": true})).into_response())
 }
+
+#[utoipa::path(
+    delete,
+    path = "/api/proxy/requests/{id}",
+    summary = "Dismiss an agent's access request (granting is writing an entry with a rule)",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, minimum = 1, maximum = 9223372036854775807i64, description = "a positive integer id"), ("X-WebAuthn-Challenge" = String, Header, description = "id of a challenge from POST /api/webauthn/challenge bound to this exact request"), ("X-WebAuthn-Assertion" = String, Header, description = "the assertion (PublicKeyCredential JSON) over that challenge")),
+    responses(
+        (status = 200, description = "dismissed", body = super::openapi::schemas::Dismissed),
+        (status = "4XX", description = "error: 400 bad input, 401 no valid token, 403 refused, 404 missing or not visible, 415 body not JSON, 422 invalid", body = super::openapi::schemas::ErrorBody),
+    )
+)]
+pub async fn dismiss_access_request(
+    State(state): State<AppState>,
+    caller: Caller,
+    PositiveId(id): PositiveId,
+    signed: Signed,
+) -> Result<Response, ApiError> {
+    let event = caller.event(Action::ProxyRequestDismiss, Outcome::Ok);
+    let intent = Intent::DismissProxyRequest { id };
+    let gone =
+        gated(&state, &caller, event, &signed, intent, move |db, _, _, ev| ops::dismiss_proxy_request(db, id, ev))
+            .await?;
+    Ok(Json(json!({"dismissed": gone.id, "host": gone.host, "agent_id": gone.agent_id})).into_response())
+}

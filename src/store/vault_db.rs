@@ -654,6 +654,8 @@ impl VaultDb {
             tx.execute("DELETE FROM agents WHERE id = ?1", [gone]).ctx(&path)?;
             // Its passkeys go with it: ids are never reused, but a key nobody holds is no key to keep.
             tx.execute("DELETE FROM webauthn_credentials WHERE agent_id = ?1", [gone]).ctx(&path)?;
+            // Its access requests too: nobody is left to grant them to.
+            tx.execute("DELETE FROM proxy_requests WHERE agent_id = ?1", [gone]).ctx(&path)?;
         }
         audit_sql::insert(&tx, &path, &AuditRecord { detail: format!("agent {id}"), ..audit.clone() })?;
         for child in &descendants {

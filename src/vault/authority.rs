@@ -80,6 +80,10 @@ pub enum Intent {
         id: String,
     },
     SetKeyring,
+    /// Dismissing an agent's access request: only of an agent the admin lists.
+    DismissProxyRequest {
+        id: i64,
+    },
 }
 
 /// A rule that refused. The code is the 403's `reason` and goes to the audit row.
@@ -206,6 +210,10 @@ pub fn check(db: &VaultDb, caller: &Agent, intent: &Intent) -> Result<Result<(),
     }
     let verdict = match intent {
         Intent::SetKeyring => Err(Rule::KeyringOwnerOnly),
+        Intent::DismissProxyRequest { id } => match db.proxy_request(*id)?.map(|r| db.agent(r.agent_id)).transpose()? {
+            Some(Some(row)) if lists_agent(caller, &ops::agent_from_row(&row)?) => Ok(()),
+            _ => Err(Rule::AgentOutsideScopes),
+        },
         Intent::AddPasskey { for_agent } => {
             if *for_agent == caller.id {
                 Ok(())

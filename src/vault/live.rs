@@ -420,6 +420,34 @@ impl LiveVault {
         Ok(plan)
     }
 
+    /// Records `agent`'s access request (see `ops::request_proxy_access`); touches SQLite.
+    pub fn request_proxy_access(
+        &self,
+        agent: &Agent,
+        host: &str,
+        reason: &str,
+        event: &AuditEvent,
+    ) -> Result<(crate::store::proxy_requests_db::ProxyRequestRow, bool), VaultError> {
+        ops::request_proxy_access(&mut self.db(), agent.id, host, reason, event)
+    }
+
+    /// The pending access requests `admin` may see (those of the agents it lists), with the
+    /// requesting agent, oldest first; touches SQLite.
+    pub fn proxy_requests_for(
+        &self,
+        admin: &Agent,
+    ) -> Result<Vec<(crate::store::proxy_requests_db::ProxyRequestRow, Arc<Agent>)>, VaultError> {
+        let rows = self.db().proxy_requests()?;
+        let agents: HashMap<i64, Arc<Agent>> = self.agents().into_iter().map(|a| (a.id.0, a)).collect();
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| {
+                let agent = agents.get(&r.agent_id)?;
+                super::authority::lists_agent(admin, agent).then(|| (r, agent.clone()))
+            })
+            .collect())
+    }
+
     pub fn agents(&self) -> Vec<Arc<Agent>> {
         self.read().agents.iter().map(|(_, a)| a.clone()).collect()
     }
@@ -843,6 +871,24 @@ mod tests {
         assert_eq!(index.sweep_expired(now + 1000), 1);
         assert_eq!(index.next_expiry.load(Ordering::Relaxed), i64::MAX);
         assert!(index.get(&forever.0).is_some() && index.len() == 1);
+    }
+
+    #[test]
+    fn an_access_request_alone_injects_nothing() {
+        use crate::audit::{Action, Actor, AuditEvent, Outcome};
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = DataDir::new(tmp.path().join("data"), None);
+        dir.init().unwrap();
+        let node = Node::start(&dir, 1, AuditSync::Normal).unwrap();
+        let vault = node.vaults()[0].clone();
+        let mut asker = (*agent(5, None).1).clone();
+        asker.scopes = ScopeSet::parse("0005").unwrap();
+        let event = AuditEvent::new(Actor::Agent(asker.id), Action::ProxyRequest, Outcome::Ok);
+        let (row, new) = vault.request_proxy_access(&asker, "api.example.test", "please", &event).unwrap();
+        assert!(new && row.host == "api.example.test");
+        assert!(vault.injections(&asker, "api.example.test", "GET", "/").unwrap().injections.is_empty());
+        assert!(vault.visible_entries(&asker).is_empty());
+        node.stop();
     }
 
     #[test]

@@ -8,10 +8,12 @@ use crate::audit::AuditEvent;
 use crate::auth::webauthn::{CredentialId, StoredPasskey};
 use crate::auth::{Agent, AgentId, NewToken, ScopeSet};
 use crate::crypto::DataKey;
+use crate::store::proxy_requests_db::ProxyRequestRow;
 use crate::store::vault_db::{AgentChange, AgentRow, EntryRow, NewAgent, VaultDb};
 use crate::store::webauthn_db::CredentialRow;
 
 use super::entry::{EntryData, EntryInput};
+use super::inject::HostPattern;
 use super::{VaultError, VaultId};
 
 pub const MAX_AGENT_NAME: usize = 128;
@@ -421,4 +423,37 @@ pub fn set_keyring(db: &mut VaultDb, keyring: &serde_json::Value, event: &AuditE
         }
     }
     db.set_keyring(&text, &event.record()).map_err(VaultError::from_store)
+}
+
+/// Pending access requests one agent may hold at a time.
+pub const MAX_PENDING_REQUESTS: i64 = 20;
+/// Longest reason an agent may give, in characters.
+pub const MAX_REQUEST_REASON: usize = 500;
+
+/// Records an agent's request for access to `host` through the proxy (issue 18 §5). It grants
+/// nothing: the owner grants by writing an entry with an inject rule for the host, with a
+/// passkey. `host` is checked like a rule's host; `reason` is at most
+/// [`MAX_REQUEST_REASON`] characters without control characters other than newlines and tabs.
+pub fn request_proxy_access(
+    db: &mut VaultDb,
+    agent: AgentId,
+    host: &str,
+    reason: &str,
+    event: &AuditEvent,
+) -> Result<(ProxyRequestRow, bool), VaultError> {
+    let host =
+        HostPattern::parse(host.trim()).map_err(|super::entry::EntryError::Invalid(m)| VaultError::Invalid(m))?;
+    let reason = reason.trim();
+    if reason.chars().count() > MAX_REQUEST_REASON || reason.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        return Err(VaultError::Invalid(format!(
+            "reason must be at most {MAX_REQUEST_REASON} characters without control characters"
+        )));
+    }
+    db.add_proxy_request(agent.0, host.as_str(), reason, now(), MAX_PENDING_REQUESTS, &event.record())
+        .map_err(VaultError::from_store)
+}
+
+/// Removes a pending access request (dismissed, or granted by a rule written separately).
+pub fn dismiss_proxy_request(db: &mut VaultDb, id: i64, event: &AuditEvent) -> Result<ProxyRequestRow, VaultError> {
+    db.delete_proxy_request(id, &event.record()).map_err(VaultError::from_store)
 }
