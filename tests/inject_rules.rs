@@ -360,6 +360,9 @@ fn access_requests_are_bounded_seen_by_admins_and_grant_nothing() {
     assert_eq!(all.len(), 21, "{all:?}");
     assert_eq!((all[0]["agent_id"].as_i64(), all[0]["agent_name"].as_str()), (Some(agent), Some("model")));
     assert_eq!(all[0]["reason"], "still needed");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let asked = all[0]["created_at"].as_i64().unwrap_or_default();
+    assert!((now - 60..=now + 1).contains(&asked), "created_at is unix seconds: {asked}");
     // A scoped admin sees only the requests of agents it lists.
     let (lead_id, lead_token) = v.add_agent("lead", &["--admin", "--scopes", "00aa"]);
     let mut lead = Admin { token: lead_token, key: webauthn_authenticator_rs::softpasskey::SoftPasskey::new(true) };

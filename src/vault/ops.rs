@@ -449,8 +449,15 @@ pub fn request_proxy_access(
             "reason must be at most {MAX_REQUEST_REASON} characters without control characters"
         )));
     }
-    db.add_proxy_request(agent.0, host.as_str(), reason, now(), MAX_PENDING_REQUESTS, &event.record())
-        .map_err(VaultError::from_store)
+    db.add_proxy_request(
+        agent.0,
+        host.as_str(),
+        reason,
+        crate::store::now_secs(),
+        MAX_PENDING_REQUESTS,
+        &event.record(),
+    )
+    .map_err(VaultError::from_store)
 }
 
 /// Removes a pending access request (dismissed, or granted by a rule written separately).
