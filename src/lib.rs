@@ -14,6 +14,7 @@ pub mod edition;
 pub mod mcp;
 pub mod node;
 pub mod outbound;
+pub mod proxy;
 pub mod store;
 pub mod vault;
 pub mod web;

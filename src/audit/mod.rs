@@ -56,6 +56,14 @@ pub enum Action {
     ProxyRequestList,
     /// An admin dismissed an access request (a passkey-approved write).
     ProxyRequestDismiss,
+    /// The proxy put an entry's credential into an agent's request (one row per entry, committed
+    /// before the request is forwarded).
+    ProxyInject,
+    /// The proxy refused an agent's tunnel or request (no or bad credentials, host not allowed,
+    /// rate limit).
+    ProxyRefuse,
+    /// The upstream's answer to a request the proxy injected into: status and bytes.
+    ProxyResult,
 }
 
 impl Action {
@@ -87,6 +95,9 @@ impl Action {
             Action::ProxyRequest => "proxy.request",
             Action::ProxyRequestList => "proxy.request_list",
             Action::ProxyRequestDismiss => "proxy.request_dismiss",
+            Action::ProxyInject => "proxy.inject",
+            Action::ProxyRefuse => "proxy.refuse",
+            Action::ProxyResult => "proxy.result",
         }
     }
 }

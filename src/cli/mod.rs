@@ -81,6 +81,9 @@ pub enum Command {
     Wg(WgCommand),
     /// Serve MCP to an agent's model (stdio, or Streamable HTTP with --http) with the agent's token.
     Mcp(McpArgs),
+    /// The credential-brokering proxy's CA.
+    #[command(subcommand)]
+    Proxy(ProxyCommand),
     /// The agent's side (get, totp, ls, search, run, token): talks to a vault over HTTP.
     #[command(flatten)]
     Client(ClientCommand),
@@ -124,6 +127,9 @@ pub struct ServeArgs {
     /// Connection caps and request limits (see src/cli/serve.rs).
     #[command(flatten)]
     pub limits: serve::ListenerArgs,
+    /// The credential-brokering proxy (see src/proxy/).
+    #[command(flatten)]
+    pub proxy: serve::ProxyArgs,
 }
 
 impl ServeArgs {
@@ -136,6 +142,13 @@ impl ServeArgs {
             pop_region: self.pop_region.clone(),
         }
     }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProxyCommand {
+    /// Print the proxy's CA certificate (PEM), creating the CA if the data dir has none yet.
+    /// Agents trust it to let the proxy terminate their TLS.
+    Ca,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

@@ -52,6 +52,11 @@ pub fn run_operator(global: &GlobalArgs, command: &Command) -> anyhow::Result<()
         Command::SetupLink => setup_link(&dir)?,
         Command::Telemetry(cmd) => super::node::telemetry(&dir, cmd)?,
         Command::Wg(cmd) => super::node::wg(cmd)?,
+        Command::Proxy(super::ProxyCommand::Ca) => {
+            let master = dir.load_master_key().context("cannot load the master key")?;
+            let (ca, _) = crate::proxy::ca::load_or_create(&dir, &master)?;
+            print!("{}", ca.pem());
+        }
         Command::Serve(_) | Command::Version => bail!("not an operator command"),
         Command::Client(_) => bail!("not an operator command"),
         Command::Mcp(_) => bail!("not an operator command"),

@@ -448,6 +448,14 @@ impl LiveVault {
             .collect())
     }
 
+    /// True if some entry the agent can read has a rule naming `host` (any method and path):
+    /// what a `proxy_only_listed` agent needs to open a tunnel to it.
+    pub fn has_rules_for(&self, agent: &Agent, host: &str) -> bool {
+        self.read().entries.values().any(|e| {
+            e.inject.as_ref().is_some_and(|i| agent.can_read(&e.scopes) && i.rules.iter().any(|r| r.host.matches(host)))
+        })
+    }
+
     pub fn agents(&self) -> Vec<Arc<Agent>> {
         self.read().agents.iter().map(|(_, a)| a.clone()).collect()
     }
