@@ -184,12 +184,26 @@ fn rules_are_validated_on_every_write_path() {
         let r = owner.write(&s, "PUT", &format!("/api/entries/{id}"), &body);
         assert!(matches!(r.status, 400 | 422), "{rules}: {} {}", r.status, r.body);
         assert!(r.json()["error"].is_string(), "{}", r.body);
-        // The operator CLI refuses the same.
+        // The operator CLI refuses the same, for one entry and in an import (which then
+        // imports nothing, not even the good line).
         let out = v.cli_stdin(&["entry", "add", "--json-file", "-"], Some(&body.to_string()));
         assert!(!out.status.success(), "CLI took {rules}");
+        let lines = format!("{good}\n{body}\n");
+        let out = v.cli_stdin(&["entry", "import", "--file", "-"], Some(&lines));
+        assert!(!out.status.success(), "import took {rules}");
     }
     let e2 = s.get(&format!("/api/entries/{id}"), Some(&owner.token)).json();
     assert_eq!(e, e2, "refused writes changed nothing");
+    let listed = v.cli_json(&["entry", "list", "--json"], None);
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "nothing was added or imported: {listed}");
+    // A good import carries the rules and the flag.
+    let out = v.cli_stdin(&["entry", "import", "--file", "-"], Some(&format!("{good}\n")));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let imported = v.cli_json(&["entry", "list", "--json"], None);
+    let new_id = imported.as_array().unwrap().iter().filter_map(|e| e["id"].as_i64()).max().unwrap();
+    eventually("the import is served", || s.get(&format!("/api/entries/{new_id}"), Some(&owner.token)).status == 200);
+    let ie = s.get(&format!("/api/entries/{new_id}"), Some(&owner.token)).json();
+    assert_eq!((ie["inject"].clone(), ie["inject_only"].clone()), (e["inject"].clone(), json!(true)), "{ie}");
 
     // Lifting inject-only is an ordinary passkey-gated write (with the values re-entered).
     let mut lifted = good.clone();
