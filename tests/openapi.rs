@@ -248,6 +248,15 @@ fn the_document_says_what_the_routes_take_and_give() {
     let body = &op(&doc, "post", "/api/webauthn/challenge")["requestBody"]["content"]["application/json"]["schema"];
     let method = schema_of(&doc, &schema_of(&doc, body)["properties"]["method"]);
     assert_eq!(method["enum"], json!(["POST", "PUT", "PATCH", "DELETE"]));
+    // Inject rules (issue 18): a host is a DNS name or a one-label wildcard, as the server
+    // parses it; a placement admits no keys but its kind's (the server refuses others).
+    let host = &doc["components"]["schemas"]["InjectRule"]["properties"]["host"];
+    assert!(host["pattern"].as_str().is_some_and(|p| p.starts_with(r"^(\*\.")), "{host}");
+    let places = doc["components"]["schemas"]["Placement"]["oneOf"].as_array().cloned().unwrap_or_default();
+    assert_eq!(places.len(), 3);
+    assert!(places.iter().all(|p| p["additionalProperties"] == false), "{places:?}");
+    let ask = &op(&doc, "post", "/api/proxy/requests")["requestBody"]["content"]["application/json"]["schema"];
+    assert_eq!(schema_of(&doc, ask)["properties"]["host"]["pattern"], host["pattern"]);
     // The keyring is an object.
     let body = &op(&doc, "put", "/api/keyring")["requestBody"]["content"]["application/json"]["schema"];
     assert_eq!(schema_of(&doc, body)["type"], "object");

@@ -288,10 +288,25 @@ fn build() -> OpenApi {
              Request bodies must be sent with Content-Type: application/json (else 415).",
         ))
         .build();
-    doc.components
-        .get_or_insert_with(Default::default)
-        .add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+    let components = doc.components.get_or_insert_with(Default::default);
+    components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+    close_variants(components, "Placement");
     doc
+}
+
+/// Marks each object of a tagged enum's `oneOf` `additionalProperties: false`: the enum is
+/// `deny_unknown_fields`, which utoipa states for structs but not for enum variants, and a
+/// document that admits extra keys the server refuses is wrong about the API.
+fn close_variants(components: &mut utoipa::openapi::Components, name: &str) {
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::schema::{AdditionalProperties, Schema};
+    if let Some(RefOr::T(Schema::OneOf(one_of))) = components.schemas.get_mut(name) {
+        for item in &mut one_of.items {
+            if let RefOr::T(Schema::Object(object)) = item {
+                object.additional_properties = Some(Box::new(AdditionalProperties::FreeForm(false)));
+            }
+        }
+    }
 }
 
 /// The document (built once).
