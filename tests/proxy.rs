@@ -132,7 +132,10 @@ async fn answer(req: hyper::Request<hyper::body::Incoming>, record: &Mutex<Vec<S
             .unwrap();
     }
     let echo = json!({"method": seen.method, "uri": seen.uri, "headers": seen.headers, "body": seen.body});
+    // `/…/gzip`: claims an encoding the proxy did not ask for (the body is the plain echo).
+    let encoding = if parts.uri.path().ends_with("/gzip") { "gzip" } else { "identity" };
     hyper::Response::builder()
+        .header("content-encoding", encoding)
         .header("content-type", "application/json")
         .header("x-echo-auth", seen.header("authorization").first().copied().unwrap_or(""))
         .body(echo.to_string())
@@ -150,6 +153,10 @@ struct Setup {
 }
 
 fn setup() -> Setup {
+    setup_with(&[])
+}
+
+fn setup_with(extra: &[&str]) -> Setup {
     let v = Vault::new();
     let up = Upstream::start(v.tmp.path());
     let agent = v.add_agent("robot", &[]);
@@ -180,17 +187,16 @@ fn setup() -> Setup {
         "inject": [{"host": "api.example.test", "place": {"kind": "header", "name": "X-Other", "template": "{{k}}"}}],
     }));
     let ca_arg = up.ca_file.to_str().unwrap().to_owned();
-    let server = Server::start(
-        &v.dir(),
-        &[
-            "--proxy-listen",
-            "127.0.0.1:0",
-            "--proxy-upstream-ca",
-            &ca_arg,
-            "--proxy-resolve",
-            "api.example.test=127.0.0.1,evil.example.test=127.0.0.1",
-        ],
-    );
+    let mut args = vec![
+        "--proxy-listen",
+        "127.0.0.1:0",
+        "--proxy-upstream-ca",
+        &ca_arg,
+        "--proxy-resolve",
+        "api.example.test=127.0.0.1,evil.example.test=127.0.0.1",
+    ];
+    args.extend_from_slice(extra);
+    let server = Server::start(&v.dir(), &args);
     let proxy = server
         .stdout
         .iter()
@@ -295,6 +301,13 @@ fn curl_gets_the_credential_injected_for_the_named_host_only_and_never_sees_it()
     assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["error"], "wrong_host");
     assert!(s.up.take().is_empty(), "nothing reached any upstream");
 
+    // An upstream that encodes its answer anyway: refused, since it could not be masked.
+    let (status, _, body) = curl(&s, Some(&token), &url(&s, "api.example.test", "/v1/gzip"), &[]);
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["error"], "upstream_encoded");
+    assert!(!body.contains(KEY));
+    assert_eq!(s.up.take().len(), 1);
+
     // Redirects are handed back, never followed; the leaked value in Location is masked.
     let (status, head, _) = curl(&s, Some(&token), &url(&s, "api.example.test", "/redirect"), &[]);
     assert_eq!(status, 302);
@@ -323,12 +336,12 @@ fn curl_gets_the_credential_injected_for_the_named_host_only_and_never_sees_it()
     let rows = s.v.audit_rows(false);
     let of = |action: &str| rows.iter().filter(|r| r["action"] == action).collect::<Vec<_>>();
     let injects = of("proxy.inject");
-    assert_eq!(injects.len(), 4, "{injects:?}");
+    assert_eq!(injects.len(), 5, "{injects:?}");
     assert!(injects.iter().all(|r| r["entry_id"] == s.entry && r["agent_id"] == s.agent.0));
     let details: Vec<&str> = injects.iter().filter_map(|r| r["detail"].as_str()).collect();
     assert!(details.contains(&format!("GET api.example.test:{}/v1/models", s.up.port).as_str()), "{details:?}");
     assert!(details.contains(&format!("GET api.example.test:{}/q/list", s.up.port).as_str()), "no query: {details:?}");
-    eventually("result rows", || s.v.audit_rows(false).iter().filter(|r| r["action"] == "proxy.result").count() == 4);
+    eventually("result rows", || s.v.audit_rows(false).iter().filter(|r| r["action"] == "proxy.result").count() == 5);
     assert!(
         of("proxy.refuse")
             .iter()
@@ -350,7 +363,7 @@ struct Tunnel {
 
 impl Tunnel {
     fn open(s: &Setup, host: &str, token: &str) -> Result<Self, String> {
-        let mut tcp = TcpStream::connect(&s.proxy).unwrap();
+        let mut tcp = TcpStream::connect(&s.proxy).map_err(|e| e.to_string())?;
         tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         let auth = base64::engine::general_purpose::STANDARD.encode(format!("x:{token}"));
         write!(
@@ -358,8 +371,16 @@ impl Tunnel {
             "CONNECT {host}:{p} HTTP/1.1\r\nHost: {host}:{p}\r\nProxy-Authorization: Basic {auth}\r\n\r\n",
             p = s.up.port
         )
-        .unwrap();
-        let head = common::read_head(&mut tcp);
+        .map_err(|e| e.to_string())?;
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            match tcp.read(&mut byte) {
+                Ok(1) => head.push(byte[0]),
+                other => return Err(format!("connection ended: {other:?}")),
+            }
+        }
+        let head = String::from_utf8_lossy(&head).into_owned();
         if !head.starts_with("HTTP/1.1 200") {
             return Err(head);
         }
@@ -380,7 +401,12 @@ impl Tunnel {
 
     /// Sends a GET and reads the answer (status, body); `None` if the tunnel is closed.
     fn get(&mut self, host_header: &str, path: &str) -> Option<(u16, String)> {
-        write!(self.tls, "GET {path} HTTP/1.1\r\nHost: {host_header}\r\n\r\n").ok()?;
+        self.send(&format!("GET {path} HTTP/1.1\r\nHost: {host_header}\r\n\r\n"))
+    }
+
+    /// Sends a raw request and reads the answer.
+    fn send(&mut self, request: &str) -> Option<(u16, String)> {
+        self.tls.write_all(request.as_bytes()).ok()?;
         let mut reader = BufReader::new(&mut self.tls);
         let mut status_line = String::new();
         reader.read_line(&mut status_line).ok()?;
@@ -586,4 +612,73 @@ fn inject_only_values_are_injected_never_read_and_proxy_only_listed_limits_hosts
     );
     // The plain agent still passes through to the unlisted host.
     assert!(Tunnel::open(&s, "evil.example.test", &token).is_ok());
+}
+
+#[test]
+fn limits_hold_tunnels_sizes_idle_rate_and_private_upstreams() {
+    let s = setup_with(&[
+        "--proxy-max-tunnels",
+        "3",
+        "--proxy-max-request-bytes",
+        "64",
+        "--proxy-max-response-bytes",
+        "100",
+        "--proxy-idle-secs",
+        "1",
+        "--proxy-rate",
+        "1",
+        "--proxy-burst",
+        "8",
+    ]);
+    let token = s.agent.1.clone();
+    let host = format!("api.example.test:{}", s.up.port);
+    // Three connections fill the cap; a fourth is closed before a byte is read.
+    let held: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(&s.proxy).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut fourth = TcpStream::connect(&s.proxy).unwrap();
+    fourth.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = fourth.write_all(b"CONNECT api.example.test:1 HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut buf = [0u8; 64];
+    match fourth.read(&mut buf) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("over the cap, the connection is closed at once, not {other:?}"),
+    }
+    drop(held);
+    drop(fourth);
+    let mut tunnel = None;
+    eventually("a slot again", || {
+        tunnel = Tunnel::open(&s, "api.example.test", &token).ok();
+        tunnel.is_some()
+    });
+    let mut tunnel = tunnel.unwrap();
+    // A body over the request limit: 413, nothing sent.
+    let body = "x".repeat(100);
+    let post = format!("POST /v1/x HTTP/1.1\r\nHost: {host}\r\nContent-Length: 100\r\n\r\n{body}");
+    let (status, answer) = tunnel.send(&post).expect("answer");
+    assert_eq!(status, 413, "{answer}");
+    assert!(s.up.take().is_empty());
+    // An answer over the response limit (the echo is longer than 100 bytes): 502.
+    let (status, answer) = tunnel.get(&host, "/v1/big").expect("answer");
+    assert_eq!(status, 502, "{answer}");
+    assert_eq!(serde_json::from_str::<Value>(&answer).unwrap()["error"], "upstream_too_large");
+    assert_eq!(s.up.take().len(), 1);
+    // Idle for longer than --proxy-idle-secs: the proxy closes the tunnel.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(tunnel.get(&host, "/v1/x").is_none(), "an idle tunnel is closed");
+    // A name DNS resolves to loopback (not pinned with --proxy-resolve) is not reached.
+    let mut local = Tunnel::open(&s, "localhost", &token).expect("tunnel");
+    let (status, answer) = local.get(&format!("localhost:{}", s.up.port), "/v1/x").expect("answer");
+    assert_eq!(status, 403, "{answer}");
+    assert_eq!(serde_json::from_str::<Value>(&answer).unwrap()["error"], "upstream_not_allowed");
+    // The per-agent rate: a burst of CONNECTs ends in 429, audited.
+    let refused = (0..20)
+        .any(|_| matches!(Tunnel::open(&s, "api.example.test", &token), Err(h) if h.starts_with("HTTP/1.1 429")));
+    assert!(refused, "the rate limit refused a CONNECT");
+    let rows = s.v.audit_rows(false);
+    assert!(
+        rows.iter()
+            .any(|r| r["action"] == "proxy.refuse"
+                && r["detail"].as_str().is_some_and(|d| d.starts_with("rate limited")))
+    );
 }

@@ -86,18 +86,18 @@ pub fn load_or_create(dir: &DataDir, master: &MasterKey) -> Result<(Ca, bool), C
     let sealed = master.seal_secret(&Zeroizing::new(key.serialize_der()), SEAL_CONTEXT).map_err(cert_err)?;
     // The certificate first, then the key with create_new: a concurrent creator (a second
     // process) fails here instead of leaving a key that does not match the certificate.
-    write_new(&dir.root.join(".proxy-ca.pem.tmp"), pem.as_bytes(), 0o644).map_err(|e| io(&cert_file, e))?;
-    write_new(&key_file, &sealed, 0o600).map_err(|e| io(&key_file, e))?;
-    std::fs::rename(dir.root.join(".proxy-ca.pem.tmp"), &cert_file).map_err(|e| io(&cert_file, e))?;
+    // Public, but 0600 like every file in the data dir: it is handed out by the API and the CLI.
+    let tmp = dir.root.join(".proxy-ca.pem.tmp");
+    let _ = std::fs::remove_file(&tmp);
+    write_new(&tmp, pem.as_bytes()).map_err(|e| io(&cert_file, e))?;
+    write_new(&key_file, &sealed).map_err(|e| io(&key_file, e))?;
+    std::fs::rename(&tmp, &cert_file).map_err(|e| io(&cert_file, e))?;
     Ok((Ca::new(key, pem)?, true))
 }
 
-fn write_new(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+fn write_new(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
-    if mode != 0o600 {
-        let _ = std::fs::remove_file(path);
-    }
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(path)?;
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
     f.write_all(bytes)?;
     f.sync_all()
 }

@@ -266,13 +266,52 @@ impl Tunnel {
         let values = Values::new(plan.mask);
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
+        let status = parts.status.as_u16();
+        // The second row of an injected request: what came back (or why it was not passed on).
+        let result = {
+            let vault = principal.vault.clone();
+            let agent = principal.agent.id;
+            let client = self.remote.ip().to_string();
+            move |outcome: String| {
+                if entries.is_empty() {
+                    return;
+                }
+                let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
+                rt.spawn(async move {
+                    for entry in entries {
+                        let event = AuditEvent::new(Actor::Agent(agent), Action::ProxyResult, Outcome::Ok)
+                            .entry(entry)
+                            .client(client.clone())
+                            .detail(format!("{detail} -> {status}, {outcome}"));
+                        let _ = vault.audit_background(event).await;
+                    }
+                });
+            }
+        };
         if let Some(len) = declared_length(&parts.headers)
             && len > proxy.settings.max_response_bytes
         {
+            result(format!("refused: {len} bytes over the limit"));
             return Err(refusal(
                 StatusCode::BAD_GATEWAY,
                 "upstream_too_large",
                 "the upstream's answer is over the proxy's limit",
+            ));
+        }
+        // An encoded body cannot be searched for the values; we asked for identity, so an
+        // upstream that compresses anyway gets its answer refused rather than passed unmasked.
+        if !values.is_empty()
+            && parts
+                .headers
+                .get_all(header::CONTENT_ENCODING)
+                .iter()
+                .any(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"))
+        {
+            result("refused: encoded answer".to_owned());
+            return Err(refusal(
+                StatusCode::BAD_GATEWAY,
+                "upstream_encoded",
+                "the upstream sent an encoded answer to a request with an injected credential; it cannot be masked",
             ));
         }
         if !values.is_empty() {
@@ -282,26 +321,7 @@ impl Tunnel {
                 }
             }
         }
-        let status = parts.status.as_u16();
-        let on_end: Box<dyn FnOnce(u64) + Send + Sync> = if entries.is_empty() {
-            Box::new(|_| {})
-        } else {
-            let vault = principal.vault.clone();
-            let agent = principal.agent.id;
-            let client = self.remote.ip().to_string();
-            Box::new(move |bytes| {
-                let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
-                rt.spawn(async move {
-                    for entry in entries {
-                        let event = AuditEvent::new(Actor::Agent(agent), Action::ProxyResult, Outcome::Ok)
-                            .entry(entry)
-                            .client(client.clone())
-                            .detail(format!("{detail} -> {status}, {bytes} bytes"));
-                        let _ = vault.audit(event).await;
-                    }
-                });
-            })
-        };
+        let on_end: Box<dyn FnOnce(u64) + Send + Sync> = Box::new(move |bytes| result(format!("{bytes} bytes")));
         let body = MaskedBody::new(body, values, proxy.settings.max_response_bytes, on_end);
         Ok(Response::from_parts(parts, body.map_err(|e| -> BoxError { Box::new(e) }).boxed()))
     }

@@ -465,6 +465,11 @@ impl LiveVault {
         self.audit.commit(event).await
     }
 
+    /// Commits a row no request waits on (see `AuditWriter::commit_background`).
+    pub async fn audit_background(&self, event: AuditEvent) -> Result<i64, AuditError> {
+        self.audit.commit_background(event).await
+    }
+
     /// The registered passkeys (rows as stored: id, name, counter, the public passkey JSON).
     pub fn passkeys(&self) -> Result<Vec<crate::store::webauthn_db::CredentialRow>, VaultError> {
         // Only rows whose MAC verifies: a forged one is reported by `ops::passkeys`.
