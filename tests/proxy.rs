@@ -612,6 +612,29 @@ fn inject_only_values_are_injected_never_read_and_proxy_only_listed_limits_hosts
     );
     // The plain agent still passes through to the unlisted host.
     assert!(Tunnel::open(&s, "evil.example.test", &token).is_ok());
+    // Judged at every request: once no rule names the host any more, the restricted agent's
+    // open tunnel to it is refused at its next request.
+    let host = format!("api.example.test:{}", s.up.port);
+    let mut tunnel = Tunnel::open(&s, "api.example.test", &strict).expect("tunnel to a listed host");
+    assert_eq!(tunnel.get(&host, "/only/x").map(|r| r.0), Some(200));
+    s.up.take();
+    for id in [only, s.entry] {
+        let out = s.v.cli(&["entry", "rm", &id.to_string()]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let mut refused = false;
+    for _ in 0..50 {
+        match tunnel.get(&host, "/only/x") {
+            Some((403, body)) => {
+                assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["error"], "host_not_allowed");
+                refused = true;
+                break;
+            }
+            Some((200, _)) => std::thread::sleep(Duration::from_millis(50)),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(refused, "the open tunnel was refused once the host was no longer listed");
 }
 
 #[test]
