@@ -7,7 +7,7 @@
 //!       and prints the port, then serves until killed.
 //!   proxy_bench client PROXY TOKEN VAULT_CA UPSTREAM_CA PORT SERVER_PID REQUESTS TUNNELS
 //!       prints `key value` lines: direct/injected/passthrough p50/p99 (µs), RSS before and
-//!       with TUNNELS open tunnels (kB).
+//!       with TUNNELS open tunnels, then with each of them also holding its upstream connection (kB).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -195,17 +195,17 @@ fn client(a: &[String]) {
     let before = rss_kb(pid);
     println!("rss_before_tunnels_kb {before}");
     let started = Instant::now();
-    let mut open: Vec<Tls> = Vec::with_capacity(tunnels);
-    for _ in 0..tunnels {
-        let mut t = tunnel(proxy, token, port, &vault_cfg);
-        // One request each: the tunnel then also holds its upstream connection.
-        assert_eq!(get(&mut t, port, "/pass/x"), 200);
-        open.push(t);
-    }
+    let mut open: Vec<Tls> = (0..tunnels).map(|_| tunnel(proxy, token, port, &vault_cfg)).collect();
     println!("tunnels_opened {}", open.len());
     println!("tunnels_open_secs {:.1}", started.elapsed().as_secs_f64());
     std::thread::sleep(Duration::from_secs(1));
     println!("rss_with_tunnels_kb {}", rss_kb(pid));
+    // One request each: every tunnel then also holds its upstream connection.
+    for t in &mut open {
+        assert_eq!(get(t, port, "/pass/x"), 200);
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    println!("rss_with_tunnels_and_upstreams_kb {}", rss_kb(pid));
     // Still usable: one more request through the first tunnel.
     assert_eq!(get(&mut open[0], port, "/v1/items"), 200);
 }

@@ -55,6 +55,8 @@ pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 16 * 1024 * 1024;
 pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 256 * 1024 * 1024;
 pub const DEFAULT_RATE_PER_AGENT: u32 = 50;
 pub const DEFAULT_RATE_BURST: u32 = 200;
+/// Agents the rate limiter tracks before it drops those whose bucket is full again.
+const MAX_TRACKED_AGENTS: usize = 10_000;
 /// How long connecting to an upstream (TCP and TLS) may take.
 pub const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -307,6 +309,10 @@ impl Proxy {
 
     async fn rate_check(&self, p: &Principal, remote: SocketAddr, host: &str) -> Result<(), Refusal> {
         let key = (Arc::as_ptr(&p.vault) as usize, p.agent.id.0);
+        // Agents that stopped calling are forgotten, so the limiter's map stays bounded.
+        if self.limiter.len() > MAX_TRACKED_AGENTS {
+            self.limiter.retain_recent();
+        }
         if self.limiter.check_key(&key).is_ok() {
             return Ok(());
         }

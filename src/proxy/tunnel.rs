@@ -35,6 +35,9 @@ pub struct Start {
     pub token: TokenHash,
 }
 
+/// The upstream connection's read buffer (see `connect_upstream`).
+const UPSTREAM_READ_BUF: usize = 4096;
+
 /// Headers that belong to one hop and are never passed on, either way.
 const HOP_BY_HOP: &[&str] = &[
     "connection",
@@ -458,7 +461,10 @@ impl Tunnel {
         let tls = tokio::time::timeout(UPSTREAM_CONNECT_TIMEOUT, connect)
             .await
             .map_err(|_| unreachable("connecting timed out"))??;
+        // A small fixed read buffer: a tunnel keeps this connection for its life, and 1,000
+        // tunnels' adaptive 8 KiB+ buffers would be most of the proxy's memory.
         let (sender, conn) = hyper::client::conn::http1::Builder::new()
+            .read_buf_exact_size(Some(UPSTREAM_READ_BUF))
             .handshake(TokioIo::new(tls))
             .await
             .map_err(|_| unreachable("HTTP handshake failed"))?;
