@@ -11,6 +11,7 @@ pub mod client;
 pub mod config;
 pub mod crypto;
 pub mod edition;
+pub mod mcp;
 pub mod node;
 pub mod outbound;
 pub mod proxy;

@@ -24,6 +24,13 @@ fn main() -> std::process::ExitCode {
             }
         };
     }
+    if let Command::Mcp(_) = &cli.command {
+        // Like the agent-side commands: `run_with_secrets` children get the caller's umask.
+        // SAFETY: as above; still no threads.
+        unsafe {
+            libc::umask(inherited_umask);
+        }
+    }
     init_logging(cli.global.log_format);
     let result = match &cli.command {
         Command::Version => {
@@ -35,6 +42,7 @@ fn main() -> std::process::ExitCode {
             .build()
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(clavitor::cli::serve(&cli.global, args))),
+        Command::Mcp(args) => clavitor::cli::run_mcp(args),
         other => clavitor::cli::run_operator(&cli.global, other),
     };
     match result {
@@ -51,8 +59,15 @@ fn init_logging(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr);
+    // rmcp logs whole JSON-RPC messages at debug, and a tool result may hold a value the vault
+    // let `get_field` reveal: whatever CLAVITOR_LOG says, its events stop at info.
+    let mcp_cap = tracing_subscriber::filter::filter_fn(|meta| {
+        !(meta.target().starts_with("rmcp") && *meta.level() > tracing::Level::INFO)
+    });
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.finish().with(mcp_cap).init(),
+        LogFormat::Json => builder.json().finish().with(mcp_cap).init(),
     }
 }

@@ -552,6 +552,97 @@ fn the_ca_command_prints_the_served_certificate() {
     assert_eq!(plain.get("/api/proxy/ca.pem", None).status, 404);
 }
 
+/// The rules side through the proxy: an inject-only entry is injected while no read route
+/// returns its value; a `proxy_only_listed` agent (and a token derived from it) may tunnel only
+/// to hosts a rule names; an access request alone opens and injects nothing.
+#[test]
+fn inject_only_values_are_injected_never_read_and_proxy_only_listed_limits_hosts() {
+    const ONLY: &str = "sk-inject-only-7Hq2Lm";
+    let s = setup();
+    let (agent, token) = s.agent.clone();
+    let scope = format!("{agent:04x}");
+    let only = s.v.add_entry(&json!({
+        "title": "Only injected", "scopes": [scope], "inject_only": true,
+        "fields": [{"name": "k", "kind": "secret", "value": ONLY}],
+        "inject": [{"host": "api.example.test", "path_prefix": "/only/",
+                    "place": {"kind": "header", "name": "X-Only", "template": "{{k}}"}}],
+    }));
+    eventually("the entry is served", || s.server.get(&format!("/api/entries/{only}"), Some(&token)).status == 200);
+    let (status, _, body) = curl(&s, Some(&token), &url(&s, "api.example.test", "/only/x"), &[]);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(s.up.take()[0].header("x-only"), [ONLY], "injected");
+    assert!(!body.contains(ONLY), "the echo is masked: {body}");
+    let view = s.server.get(&format!("/api/entries/{only}"), Some(&token));
+    assert!(!view.body.contains(ONLY) && view.json()["inject_only"] == true, "{}", view.body);
+
+    // An access request for an unlisted host grants nothing: passed through, nothing injected.
+    let r = common::request_with(
+        &s.server.url("/api/proxy/requests"),
+        "POST",
+        Some(&token),
+        &[("Content-Type", "application/json")],
+        Some(br#"{"host":"evil.example.test","reason":"please"}"#),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let (status, _, _) = curl(&s, Some(&token), &url(&s, "evil.example.test", "/only/x"), &[]);
+    assert_eq!(status, 200);
+    let seen = s.up.take();
+    assert!(seen[0].header("x-only").is_empty() && seen[0].header("authorization").is_empty(), "{seen:?}");
+
+    // proxy_only_listed: a host with a rule works, another is refused at CONNECT, also for a
+    // token derived from the agent; the request on file changes nothing.
+    let (_, strict) = s.v.add_agent("strict", &["--scopes", &scope, "--proxy-only-listed"]);
+    eventually("the agent is known", || s.server.get("/api/whoami", Some(&strict)).status == 200);
+    let r = common::request_with(
+        &s.server.url("/api/tokens/derive"),
+        "POST",
+        Some(&strict),
+        &[("Content-Type", "application/json")],
+        Some(br#"{"name":"child","ttl_secs":600}"#),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let child = r.json()["token"].as_str().unwrap().to_owned();
+    for t in [&strict, &child] {
+        let (status, _, _) = curl(&s, Some(t), &url(&s, "api.example.test", "/only/x"), &[]);
+        assert_eq!(status, 200);
+        assert_eq!(s.up.take()[0].header("x-only"), [ONLY]);
+        let err = Tunnel::open(&s, "evil.example.test", t).err().expect("refused");
+        assert!(err.starts_with("HTTP/1.1 403"), "{err}");
+        assert!(s.up.take().is_empty());
+    }
+    let rows = s.v.audit_rows(false);
+    assert!(
+        rows.iter().any(|r| r["action"] == "proxy.refuse"
+            && r["detail"].as_str().is_some_and(|d| d.contains("not listed: evil.example.test"))),
+        "{rows:?}"
+    );
+    // The plain agent still passes through to the unlisted host.
+    assert!(Tunnel::open(&s, "evil.example.test", &token).is_ok());
+    // Judged at every request: once no rule names the host any more, the restricted agent's
+    // open tunnel to it is refused at its next request.
+    let host = format!("api.example.test:{}", s.up.port);
+    let mut tunnel = Tunnel::open(&s, "api.example.test", &strict).expect("tunnel to a listed host");
+    assert_eq!(tunnel.get(&host, "/only/x").map(|r| r.0), Some(200));
+    s.up.take();
+    for id in [only, s.entry] {
+        let out = s.v.cli(&["entry", "rm", &id.to_string()]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let mut refused = false;
+    for _ in 0..50 {
+        match tunnel.get(&host, "/only/x") {
+            Some((403, body)) => {
+                assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["error"], "host_not_allowed");
+                refused = true;
+                break;
+            }
+            Some((200, _)) => std::thread::sleep(Duration::from_millis(50)),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(refused, "the open tunnel was refused once the host was no longer listed");
+}
+
 #[test]
 fn limits_hold_tunnels_sizes_idle_rate_and_private_upstreams() {
     let s = setup_with(&[

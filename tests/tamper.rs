@@ -144,6 +144,7 @@ fn a_vault_from_before_row_macs_is_upgraded_once() {
         &format!(
             "DROP INDEX agents_parent; ALTER TABLE agents DROP COLUMN expires_at;
              ALTER TABLE agents DROP COLUMN parent_id; ALTER TABLE agents DROP COLUMN reveal_to_model;
+             ALTER TABLE agents DROP COLUMN proxy_only_listed; DROP TABLE proxy_requests;
              ALTER TABLE agents DROP COLUMN mac; ALTER TABLE entries DROP COLUMN mac;
              ALTER TABLE webauthn_credentials DROP COLUMN mac;
              UPDATE meta SET value = '{old}' WHERE key = 'wrapped_key'; PRAGMA user_version = 3;"
@@ -231,10 +232,11 @@ fn the_columns_of_migration_5_are_under_the_agent_mac() {
         &file,
         "DROP INDEX agents_parent; ALTER TABLE agents DROP COLUMN expires_at;
          ALTER TABLE agents DROP COLUMN parent_id; ALTER TABLE agents DROP COLUMN reveal_to_model;
+         ALTER TABLE agents DROP COLUMN proxy_only_listed; DROP TABLE proxy_requests;
          PRAGMA user_version = 4;",
     );
     let s = v.serve();
-    assert_eq!(sqlite(&file, "PRAGMA user_version"), "5");
+    assert_eq!(sqlite(&file, "PRAGMA user_version"), "6");
     assert_eq!(titles(&s, &token), vec!["Team"], "existing MACs stay valid");
     assert!(!forged_alert(&s), "{}", s.stderr());
 
@@ -260,4 +262,38 @@ fn the_columns_of_migration_5_are_under_the_agent_mac() {
     sqlite(&file, &format!("UPDATE agents SET parent_id = 1 WHERE id = {id}; {BUMP}"));
     eventually("a re-parented agent is refused", || s.get("/api/entries", Some(&token)).status == 401);
     assert_eq!(titles(&s, &v.owner), vec!["Team"], "the owner is untouched");
+}
+
+/// Migration 6 (`proxy_only_listed`, issue 18) re-MACs nothing: a file from schema 5 opens with
+/// every MAC valid. After it, lifting the flag in the file withholds the agent as forged, so
+/// the proxy restriction cannot be removed without the master key.
+#[test]
+fn proxy_only_listed_is_under_the_agent_mac() {
+    let v = Vault::new();
+    let (id, token) = v.add_agent("Strict", &["--scopes", "00aa", "--proxy-only-listed"]);
+    let (_, plain) = v.add_agent("Plain", &["--scopes", "00aa"]);
+    v.add_entry(&login("Team", &["00aa"], "p-team"));
+    let file = v.vault_file();
+    let s = v.serve();
+    assert_eq!(sqlite(&file, "PRAGMA user_version"), "6");
+    assert_eq!(titles(&s, &token), vec!["Team"]);
+    assert_eq!(titles(&s, &plain), vec!["Team"]);
+    drop(s);
+    // Back to schema 5, the column's values set aside: migration 6 adds it again at its default.
+    sqlite(
+        &file,
+        "ALTER TABLE agents RENAME COLUMN proxy_only_listed TO kept; DROP TABLE proxy_requests; PRAGMA user_version = 5;",
+    );
+    let s = v.serve();
+    assert_eq!(sqlite(&file, "PRAGMA user_version"), "6");
+    assert_eq!(titles(&s, &plain), vec!["Team"], "a row at the default keeps its MAC across migration 6");
+    assert_eq!(s.get("/api/entries", Some(&token)).status, 401, "the strict agent, its flag lost, is withheld");
+    assert!(forged_alert(&s), "{}", s.stderr());
+    // Put back as it was written, it is served again; lifted on the running server, refused.
+    sqlite(&file, &format!("UPDATE agents SET proxy_only_listed = 1 WHERE id = {id}; {BUMP}"));
+    eventually("the agent with its flag back is served", || s.get("/api/entries", Some(&token)).status == 200);
+    assert_eq!(s.get("/api/whoami", Some(&token)).json()["proxy_only_listed"], true);
+    sqlite(&file, &format!("UPDATE agents SET proxy_only_listed = 0 WHERE id = {id}; {BUMP}"));
+    eventually("the agent with its flag lifted is refused", || s.get("/api/entries", Some(&token)).status == 401);
+    assert_eq!(titles(&s, &plain), vec!["Team"], "other agents are untouched");
 }

@@ -5,6 +5,7 @@
 //! the caller may not see answers exactly like a missing one; a secret leaves only after its
 //! audit row is committed. Handlers never touch SQL: they call `vault`.
 
+mod access_requests;
 mod admin;
 mod caller;
 mod entries;
@@ -81,6 +82,8 @@ pub fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(admin::audit))
         .routes(routes!(tokens::whoami))
         .routes(routes!(tokens::derive))
+        .routes(routes!(access_requests::create, access_requests::list))
+        .routes(routes!(write::dismiss_access_request))
         .routes(routes!(write::challenge))
         .routes(routes!(write::passkeys, write::add_passkey))
         .routes(routes!(write::passkey_options))

@@ -5,6 +5,7 @@
 //! operator, and a running server picks their changes up within a fraction of a second.
 
 mod client;
+mod mcp;
 mod node;
 mod operator;
 mod serve;
@@ -17,6 +18,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::store::AuditSync;
 
 pub use client::{ClientCommand, run_client};
+pub use mcp::{McpArgs, run_mcp};
 pub use node::{NodeArgs, TelemetryCommand, WgCommand};
 pub use operator::run_operator;
 pub use serve::serve;
@@ -77,6 +79,8 @@ pub enum Command {
     /// WireGuard keys and interface status.
     #[command(subcommand)]
     Wg(WgCommand),
+    /// Serve MCP to an agent's model (stdio, or Streamable HTTP with --http) with the agent's token.
+    Mcp(McpArgs),
     /// The credential-brokering proxy's CA.
     #[command(subcommand)]
     Proxy(ProxyCommand),
@@ -215,6 +219,11 @@ pub enum AgentCommand {
         /// environment variable (grants privilege).
         #[arg(long)]
         reveal_to_model: bool,
+        /// The proxy (`serve --proxy-listen`) refuses this agent's requests to hosts no inject
+        /// rule names, instead of passing them through. No environment variable: it is part of
+        /// what the agent is granted.
+        #[arg(long)]
+        proxy_only_listed: bool,
         #[command(flatten)]
         vault: VaultArg,
         #[command(flatten)]

@@ -125,10 +125,10 @@ pub fn ca_pem() -> Option<&'static str> {
     CA_PEM.get().map(String::as_str)
 }
 
-/// The per-agent flag, added to `Agent` by the rules branch; until it is merged here
-/// every agent may use hosts with no rule (pass-through).
-fn proxy_only_listed(_agent: &Agent) -> bool {
-    false
+/// The agent's `proxy_only_listed` (set on it, or on any agent it was derived from): it may
+/// then open tunnels only to hosts an inject rule of an entry it can read names.
+fn proxy_only_listed(agent: &Agent) -> bool {
+    agent.proxy_only_listed
 }
 
 type AgentLimiter = governor::DefaultKeyedRateLimiter<(usize, i64)>;

@@ -251,6 +251,16 @@ impl Tunnel {
                 "the request's Host must be the host this tunnel was opened to",
             ));
         }
+        // Judged again at every request, like the token: a restriction set, or the last rule for
+        // this host removed, while the tunnel is open takes effect at its next request.
+        if super::proxy_only_listed(&principal.agent) && !principal.vault.has_rules_for(&principal.agent, &self.host) {
+            proxy.refuse_audit(principal, self.remote, &format!("host not listed: {}", self.host)).await;
+            return Err(refusal(
+                StatusCode::FORBIDDEN,
+                "host_not_allowed",
+                "this agent may only use hosts an inject rule names",
+            ));
+        }
         let method = req.method().as_str().to_owned();
         let path = req.uri().path().to_owned();
         let plan = match principal.vault.injections(&principal.agent, &self.host, &method, &path) {

@@ -7,6 +7,7 @@
 pub mod audit_sql;
 mod migrations;
 pub mod node_db;
+pub mod proxy_requests_db;
 pub mod vault_db;
 pub mod webauthn_db;
 

@@ -124,7 +124,7 @@ pub enum Placement {
 #[serde(deny_unknown_fields)]
 pub struct InjectRule {
     /// `api.example.com` or `*.example.com` (one label).
-    #[schema(value_type = String)]
+    #[schema(value_type = String, max_length = 253, pattern = r"^(\*\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+|[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*)$")]
     pub host: HostPattern,
     /// Starts with '/'; the request path (without query) must start with it.
     #[serde(default, skip_serializing_if = "Option::is_none")]

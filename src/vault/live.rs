@@ -21,7 +21,7 @@ use super::entry::{EntryData, FieldKind, Tier};
 use super::inject::{InjectRule, InjectionPlan};
 use super::{VaultError, VaultId, ops};
 use crate::audit::{AuditError, AuditEvent, AuditWriter};
-use crate::auth::{Agent, ScopeSet, TokenHash};
+use crate::auth::{Agent, AgentId, ScopeSet, TokenHash};
 use crate::crypto::{DataKey, MemoryKey};
 use crate::store::vault_db::VaultDb;
 use crate::store::{AuditRow, AuditSync};
@@ -246,6 +246,7 @@ impl LiveVault {
                 Err(e) => damaged.push(e.to_string()),
             }
         }
+        inherit_proxy_restriction(&mut agents);
         if !damaged.is_empty() {
             crate::edition::alert(
                 "vault_rows_damaged",
@@ -419,6 +420,34 @@ impl LiveVault {
         Ok(plan)
     }
 
+    /// Records `agent`'s access request (see `ops::request_proxy_access`); touches SQLite.
+    pub fn request_proxy_access(
+        &self,
+        agent: &Agent,
+        host: &str,
+        reason: &str,
+        event: &AuditEvent,
+    ) -> Result<(crate::store::proxy_requests_db::ProxyRequestRow, bool), VaultError> {
+        ops::request_proxy_access(&mut self.db(), agent.id, host, reason, event)
+    }
+
+    /// The pending access requests `admin` may see (those of the agents it lists), with the
+    /// requesting agent, oldest first; touches SQLite.
+    pub fn proxy_requests_for(
+        &self,
+        admin: &Agent,
+    ) -> Result<Vec<(crate::store::proxy_requests_db::ProxyRequestRow, Arc<Agent>)>, VaultError> {
+        let rows = self.db().proxy_requests()?;
+        let agents: HashMap<i64, Arc<Agent>> = self.agents().into_iter().map(|a| (a.id.0, a)).collect();
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| {
+                let agent = agents.get(&r.agent_id)?;
+                super::authority::lists_agent(admin, agent).then(|| (r, agent.clone()))
+            })
+            .collect())
+    }
+
     /// True if some entry the agent can read has a rule naming `host` (any method and path):
     /// what a `proxy_only_listed` agent needs to open a tunnel to it.
     pub fn has_rules_for(&self, agent: &Agent, host: &str) -> bool {
@@ -483,6 +512,28 @@ impl LiveVault {
         };
         self.refresh()?;
         Ok(out)
+    }
+}
+
+/// Marks every agent derived (at any depth) from a `proxy_only_listed` agent as such too: a
+/// derived token copies the flag when it is made, and this keeps it so when the flag is set on
+/// its parent later. The stored row is left as it is; only the in-memory agent is restricted.
+fn inherit_proxy_restriction(agents: &mut [(TokenHash, Arc<Agent>)]) {
+    let rows: HashMap<AgentId, (Option<AgentId>, bool)> =
+        agents.iter().map(|(_, a)| (a.id, (a.parent_id, a.proxy_only_listed))).collect();
+    for (_, agent) in agents.iter_mut() {
+        let mut parent = agent.parent_id;
+        // Bounded: parent ids only ever name older agents, but a forged file could loop.
+        for _ in 0..rows.len() {
+            let Some((grand, restricted)) = parent.and_then(|p| rows.get(&p)) else { break };
+            if *restricted {
+                if !agent.proxy_only_listed {
+                    Arc::make_mut(agent).proxy_only_listed = true;
+                }
+                break;
+            }
+            parent = *grand;
+        }
     }
 }
 
@@ -777,7 +828,6 @@ fn alert_on_new_failure<E: std::fmt::Display>(failing: &mut bool, result: Result
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::AgentId;
 
     fn agent(id: i64, expires_at: Option<i64>) -> (TokenHash, Arc<Agent>) {
         let agent = Agent {
@@ -790,8 +840,31 @@ mod tests {
             expires_at,
             parent_id: None,
             reveal_to_model: false,
+            proxy_only_listed: false,
         };
         (TokenHash::from_stored(format!("{id:064x}")), Arc::new(agent))
+    }
+
+    #[test]
+    fn agents_derived_from_a_proxy_restricted_agent_are_restricted_too() {
+        let mut list: Vec<_> = (1..=5).map(|i| agent(i, None)).collect();
+        let with = |(h, a): &(TokenHash, Arc<Agent>), parent: Option<i64>, restricted: bool| {
+            let mut a = (**a).clone();
+            a.parent_id = parent.map(AgentId);
+            a.proxy_only_listed = restricted;
+            (h.clone(), Arc::new(a))
+        };
+        // 1 -> 2 -> 3 (restricted at 2), 4 on its own, 5 derived from the unrestricted 1.
+        list[1] = with(&list[1], Some(1), true);
+        list[2] = with(&list[2], Some(2), false);
+        list[4] = with(&list[4], Some(1), false);
+        inherit_proxy_restriction(&mut list);
+        let flags: Vec<bool> = list.iter().map(|(_, a)| a.proxy_only_listed).collect();
+        assert_eq!(flags, [false, true, true, false, false]);
+        // A loop in a forged file ends.
+        let mut looped = vec![with(&agent(7, None), Some(8), false), with(&agent(8, None), Some(7), false)];
+        inherit_proxy_restriction(&mut looped);
+        assert!(!looped[0].1.proxy_only_listed);
     }
 
     #[test]
@@ -811,6 +884,24 @@ mod tests {
         assert_eq!(index.sweep_expired(now + 1000), 1);
         assert_eq!(index.next_expiry.load(Ordering::Relaxed), i64::MAX);
         assert!(index.get(&forever.0).is_some() && index.len() == 1);
+    }
+
+    #[test]
+    fn an_access_request_alone_injects_nothing() {
+        use crate::audit::{Action, Actor, AuditEvent, Outcome};
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = DataDir::new(tmp.path().join("data"), None);
+        dir.init().unwrap();
+        let node = Node::start(&dir, 1, AuditSync::Normal).unwrap();
+        let vault = node.vaults()[0].clone();
+        let mut asker = (*agent(5, None).1).clone();
+        asker.scopes = ScopeSet::parse("0005").unwrap();
+        let event = AuditEvent::new(Actor::Agent(asker.id), Action::ProxyRequest, Outcome::Ok);
+        let (row, new) = vault.request_proxy_access(&asker, "api.example.test", "please", &event).unwrap();
+        assert!(new && row.host == "api.example.test");
+        assert!(vault.injections(&asker, "api.example.test", "GET", "/").unwrap().injections.is_empty());
+        assert!(vault.visible_entries(&asker).is_empty());
+        node.stop();
     }
 
     #[test]

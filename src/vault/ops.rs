@@ -8,10 +8,12 @@ use crate::audit::AuditEvent;
 use crate::auth::webauthn::{CredentialId, StoredPasskey};
 use crate::auth::{Agent, AgentId, NewToken, ScopeSet};
 use crate::crypto::DataKey;
+use crate::store::proxy_requests_db::ProxyRequestRow;
 use crate::store::vault_db::{AgentChange, AgentRow, EntryRow, NewAgent, VaultDb};
 use crate::store::webauthn_db::CredentialRow;
 
 use super::entry::{EntryData, EntryInput};
+use super::inject::HostPattern;
 use super::{VaultError, VaultId};
 
 pub const MAX_AGENT_NAME: usize = 128;
@@ -120,6 +122,7 @@ pub fn add_agent(
     extra_scopes: &[String],
     (all_access, admin): (bool, bool),
     expires_at: Option<i64>,
+    proxy_only_listed: bool,
     event: &AuditEvent,
 ) -> Result<(Agent, NewToken), VaultError> {
     check_name(name)?;
@@ -139,6 +142,7 @@ pub fn add_agent(
                 expires_at,
                 parent_id: None,
                 reveal_to_model: false,
+                proxy_only_listed,
             },
             |id| {
                 let mut scopes = extra.clone();
@@ -161,6 +165,7 @@ pub struct AgentUpdate {
     pub admin: Option<bool>,
     pub rotate_token: bool,
     pub reveal_to_model: Option<bool>,
+    pub proxy_only_listed: Option<bool>,
 }
 
 pub fn update_agent(
@@ -188,6 +193,7 @@ pub fn update_agent(
         admin: update.admin,
         token_hash: token.as_ref().map(|t| t.hash().as_str().to_owned()),
         reveal_to_model: update.reveal_to_model,
+        proxy_only_listed: update.proxy_only_listed,
     };
     let row = db.update_agent(id.0, &change, &event.record()).map_err(VaultError::from_store)?;
     Ok((agent_from_row(&row)?, token))
@@ -215,6 +221,8 @@ pub struct Derivation {
     pub scopes: ScopeSet,
     pub all_access: bool,
     pub reveal_to_model: bool,
+    /// Always the caller's: a derived token is never less restricted at the proxy.
+    pub proxy_only_listed: bool,
     pub expires_at: i64,
 }
 
@@ -239,6 +247,7 @@ pub fn derive_agent(
                 expires_at: Some(d.expires_at),
                 parent_id: Some(parent.0),
                 reveal_to_model: d.reveal_to_model,
+                proxy_only_listed: d.proxy_only_listed,
             },
             |id| {
                 let mut scopes = d.scopes.clone();
@@ -263,6 +272,7 @@ pub fn agent_from_row(row: &AgentRow) -> Result<Agent, VaultError> {
         expires_at: row.expires_at,
         parent_id: row.parent_id.map(AgentId),
         reveal_to_model: row.reveal_to_model,
+        proxy_only_listed: row.proxy_only_listed,
     })
 }
 
@@ -413,4 +423,44 @@ pub fn set_keyring(db: &mut VaultDb, keyring: &serde_json::Value, event: &AuditE
         }
     }
     db.set_keyring(&text, &event.record()).map_err(VaultError::from_store)
+}
+
+/// Pending access requests one agent may hold at a time.
+pub const MAX_PENDING_REQUESTS: i64 = 20;
+/// Longest reason an agent may give, in characters.
+pub const MAX_REQUEST_REASON: usize = 500;
+
+/// Records an agent's request for access to `host` through the proxy (issue 18 §5). It grants
+/// nothing: the owner grants by writing an entry with an inject rule for the host, with a
+/// passkey. `host` is checked like a rule's host; `reason` is at most
+/// [`MAX_REQUEST_REASON`] characters without control characters other than newlines and tabs.
+pub fn request_proxy_access(
+    db: &mut VaultDb,
+    agent: AgentId,
+    host: &str,
+    reason: &str,
+    event: &AuditEvent,
+) -> Result<(ProxyRequestRow, bool), VaultError> {
+    let host =
+        HostPattern::parse(host.trim()).map_err(|super::entry::EntryError::Invalid(m)| VaultError::Invalid(m))?;
+    let reason = reason.trim();
+    if reason.chars().count() > MAX_REQUEST_REASON || reason.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        return Err(VaultError::Invalid(format!(
+            "reason must be at most {MAX_REQUEST_REASON} characters without control characters"
+        )));
+    }
+    db.add_proxy_request(
+        agent.0,
+        host.as_str(),
+        reason,
+        crate::store::now_secs(),
+        MAX_PENDING_REQUESTS,
+        &event.record(),
+    )
+    .map_err(VaultError::from_store)
+}
+
+/// Removes a pending access request (dismissed, or granted by a rule written separately).
+pub fn dismiss_proxy_request(db: &mut VaultDb, id: i64, event: &AuditEvent) -> Result<ProxyRequestRow, VaultError> {
+    db.delete_proxy_request(id, &event.record()).map_err(VaultError::from_store)
 }
