@@ -128,7 +128,9 @@ fn no_route_is_added_outside_the_document() {
     assert!(files.len() > 20);
     let mut found = Vec::new();
     for f in &files {
-        if f.ends_with("web/mod.rs") {
+        // The owner's pages are not API; `clavitor mcp --http` is the agent-side MCP server, a
+        // different process and listener whose one route is the MCP transport, not the vault API.
+        if f.ends_with("web/mod.rs") || f.ends_with("mcp/http.rs") {
             continue;
         }
         let text = std::fs::read_to_string(f).unwrap();
