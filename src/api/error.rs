@@ -69,7 +69,7 @@ impl ApiError {
             ApiError::AuditUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable"),
             ApiError::VaultUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "vault_unavailable"),
             ApiError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
-            ApiError::CapExceeded(_) => (StatusCode::FORBIDDEN, "cap_exceeded"),
+            ApiError::CapExceeded(_) => (StatusCode::FORBIDDEN, "forbidden"),
         }
     }
 }
