@@ -361,6 +361,51 @@ fn revalidation_updates_last_validated_at() {
     assert_eq!(usage(&s, &mgmt)["state"], "ACTIVE");
 }
 
+#[test]
+fn the_clock_moves_a_running_node_to_expired_with_an_alert() {
+    let v = Vault::new();
+    let k = keys(v.tmp.path(), "vendor");
+    let mgmt = mgmt_token(&v, "license");
+    let soon = token(&k, "acme", now() + 3, 0, &[(Limit::MaxAgentsPerVault, 50)]);
+    let s = start(&v, &k, &[("CLAVITOR_LICENSE_TOKEN", &soon)]);
+    assert_eq!(usage(&s, &mgmt)["state"], "ACTIVE");
+    assert!(!s.stderr().contains("OPERATOR ALERT [license]"));
+    // Bounded: the thread wakes at exp + 1 s.
+    let alerted = (0..200).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        s.stderr().contains("OPERATOR ALERT [license]")
+    });
+    assert!(alerted, "no alert when the license expired: {}", s.stderr());
+    let u = usage(&s, &mgmt);
+    assert_eq!(u["state"], "EXPIRED");
+    assert_eq!(cap_of(&u, "max_agents_per_vault"), (5, "default".into()));
+}
+
+#[test]
+fn boot_warns_once_per_limit_above_the_cap_and_license_show_prints_usage() {
+    let v = Vault::new();
+    let k = keys(v.tmp.path(), "vendor");
+    let big = active(&k, &[(Limit::MaxAgentsPerVault, 10)]);
+    for n in 2..=7 {
+        let out = cli(&v, &k, &["agent", "add", "--name", &format!("a{n}")], &[("CLAVITOR_LICENSE_TOKEN", &big)]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    // No license now: 7 agents against the default 5.
+    let s = start(&v, &k, &[]);
+    common::eventually("started", || s.get("/healthz", None).status == 200);
+    let warnings = s.stderr().matches("usage is above the license cap").count();
+    assert_eq!(warnings, 1, "{}", s.stderr());
+    assert!(s.stderr().contains("max_agents_per_vault"));
+    // The existing agents keep working.
+    assert_eq!(s.get("/api/entries", Some(&v.owner)).status, 200);
+    let out = cli(&v, &k, &["license", "show"], &[]);
+    assert!(out.status.success());
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["state"], "ABSENT");
+    assert_eq!(cap_of(&shown, "max_agents_per_vault"), (5, "default".into()));
+    assert_eq!(shown["limits"][1]["current"], 7);
+}
+
 fn insert_old_audit_row(v: &Vault, days_ago: i64, detail: &str) {
     let conn = rusqlite::Connection::open(v.vault_file()).unwrap();
     conn.busy_timeout(std::time::Duration::from_secs(10)).unwrap();

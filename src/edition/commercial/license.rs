@@ -416,8 +416,19 @@ fn revalidate() {
     }
 }
 
+/// When the held license next changes state by the clock alone (ACTIVE -> GRACE -> EXPIRED).
+fn next_transition(now: i64) -> Option<i64> {
+    with_rt(|rt| {
+        let info = rt.slot.info()?;
+        let grace_end = info.exp.saturating_add(i64::from(info.grace_period_days) * DAY_SECS as i64);
+        [info.exp, grace_end].into_iter().find(|t| *t > now)
+    })
+    .flatten()
+}
+
 /// One thread: revalidation `first` after start and daily; retention pruning at start, daily,
-/// and at once whenever the license changes (a message on the channel).
+/// at once whenever the license changes (a message on the channel), and when the clock moves the
+/// license to GRACE or EXPIRED (logged, EXPIRED alerted, retention re-applied for the new caps).
 fn start_jobs(first: Duration) {
     let (tx, rx) = mpsc::channel::<()>();
     with_rt(|rt| rt.jobs = Some(tx));
@@ -425,8 +436,18 @@ fn start_jobs(first: Duration) {
         let day = Duration::from_secs(DAY_SECS);
         let mut next_revalidate = Instant::now() + first;
         let mut next_prune = Instant::now();
+        let state_now = || with_rt(|rt| rt.slot.state(now_secs()));
+        let mut last_state = state_now();
         loop {
             let now = Instant::now();
+            let state = state_now();
+            if state != last_state {
+                if let Some(slot) = with_rt(|rt| rt.slot.clone()) {
+                    log_state(&slot);
+                }
+                last_state = state;
+                next_prune = now;
+            }
             if now >= next_prune {
                 prune();
                 next_prune = now + day;
@@ -435,9 +456,17 @@ fn start_jobs(first: Duration) {
                 revalidate();
                 next_revalidate = now + day;
             }
-            let wait = next_prune.min(next_revalidate).saturating_duration_since(Instant::now());
+            last_state = state_now().or(last_state);
+            let mut wait = next_prune.min(next_revalidate).saturating_duration_since(Instant::now());
+            if let Some(t) = next_transition(now_secs()) {
+                wait = wait.min(Duration::from_secs((t - now_secs()).max(0) as u64 + 1));
+            }
             match rx.recv_timeout(wait) {
-                Ok(()) => next_prune = Instant::now(),
+                // A license change: `install` logged it; only prune here.
+                Ok(()) => {
+                    next_prune = Instant::now();
+                    last_state = state_now();
+                }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => return,
             }
