@@ -72,6 +72,10 @@ pub trait Edition: Send + Sync {
     fn open_node(&self, _args: &EditionArgs, _node_db: &std::path::Path, _serving: bool) -> Result<(), EditionError> {
         Ok(())
     }
+    /// Whether the edition caps creates at all (community: no, so nothing is counted).
+    fn enforces_caps(&self) -> bool {
+        false
+    }
     /// Refuses a create that would take `what` past the edition's cap (community: never).
     fn assert_within_cap(&self, _what: Capped, _current: u64, _delta: u64) -> Result<(), CapExceeded> {
         Ok(())

@@ -52,6 +52,10 @@ impl super::Edition for Commercial {
         license::open(args, node_db, serving)
     }
 
+    fn enforces_caps(&self) -> bool {
+        true
+    }
+
     fn assert_within_cap(&self, what: Capped, current: u64, delta: u64) -> Result<(), CapExceeded> {
         license::assert_within_cap(what, current, delta)
     }
