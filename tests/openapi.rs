@@ -200,9 +200,10 @@ fn the_document_says_what_the_routes_take_and_give() {
                 assert_eq!(id["minimum"], 1, "{m} {p}");
             }
         }
-        // Every write but the two that prepare one and an agent's own token derivation (bearer
-        // only: it can only narrow) is gated, and says so.
-        let prepares = ["/api/webauthn/challenge", "/api/passkeys/options", "/api/tokens/derive"];
+        // Every write but the two that prepare one, an agent's own token derivation (bearer
+        // only: it can only narrow) and the node operator's management routes (a `cvm_` token,
+        // commercial; they grant no access to any vault) is gated, and says so.
+        let prepares = ["/api/webauthn/challenge", "/api/passkeys/options", "/api/tokens/derive", "/api/license"];
         let gated = m != "get" && !open.contains(&p.as_str()) && !prepares.contains(&p.as_str());
         for h in ["X-WebAuthn-Challenge", "X-WebAuthn-Assertion"] {
             let hp = param(o, h);
