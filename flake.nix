@@ -29,8 +29,17 @@
       inventory = import ./hosts/inventory.nix;
       cargoToml = builtins.fromTOML (builtins.readFile ./Cargo.toml);
       version = cargoToml.package.version;
-      binNames = map (b: b.name) (cargoToml.bin or [ ]);
-      hasLicenseMinter = builtins.elem "clavitor-license" binNames;
+      # The vendor's minter is its own crate in the cargo workspace (license-minter/), so the
+      # node's package never contains it.
+      minterToml = ./license-minter/Cargo.toml;
+      minterBins =
+        if builtins.pathExists minterToml then
+          map (b: b.name) ((builtins.fromTOML (builtins.readFile minterToml)).bin or [ ])
+        else
+          [ ];
+      hasLicenseMinter =
+        builtins.elem "license-minter" (cargoToml.workspace.members or [ ])
+        && builtins.elem "clavitor-license" minterBins;
 
       # The Rust sources: everything but the Nix/ops side, so editing a module rebuilds nothing.
       src = lib.fileset.toSource {
@@ -92,6 +101,8 @@
           pname,
           features ? [ ],
           bin ? "clavitor",
+          # The workspace member to build (null: the root package, the node).
+          package ? null,
           doCheck ? true,
           description,
         }:
@@ -101,10 +112,20 @@
           buildFeatures = features;
           checkFeatures = features;
           # Only the named binary: the vendor-only license minter never lands in a node package.
-          cargoBuildFlags = [
-            "--bin"
-            bin
-          ];
+          cargoBuildFlags =
+            (
+              if package != null then
+                [
+                  "-p"
+                  package
+                ]
+              else
+                [ ]
+            )
+            ++ [
+              "--bin"
+              bin
+            ];
           inherit doCheck;
           cargoTestFlags = [
             "--lib"
@@ -141,13 +162,14 @@
           };
           default = community;
         }
-        # The vendor-only license minter: built once Cargo.toml declares the `clavitor-license`
-        # binary (it does not exist yet); its tests run with the commercial package.
+        # The vendor-only license minter: the workspace crate license-minter/ (binary
+        # `clavitor-license`), which enables the node library's `commercial` feature itself for
+        # the validator. Its tests (they need openssl) run in tests/run-all.sh.
         // lib.optionalAttrs hasLicenseMinter {
           license-minter = build {
             pname = "clavitor-license";
+            package = "clavitor-license";
             bin = "clavitor-license";
-            features = [ "commercial" ];
             doCheck = false;
             description = "Clavitor license minter (vendor only, never deployed to nodes)";
           };

@@ -14,7 +14,9 @@ packages=(
   chromium         # tests/browser: the owner's pages in a real browser
   nodejs           # tests/browser: playwright-core drives chromium
   pebble           # tests/node.rs: ACME test CA (pebble + pebble-challtestsrv)
-  openssl          # tests/node.rs, tests/client.rs: test certificates, the served certificate's expiry
+  openssl          # tests/node.rs, tests/client.rs: test certificates, the served certificate's expiry;
+                   # tests/license.rs, license-minter/tests: Ed25519 vendor keys (genpkey)
+  binutils         # tests/license.rs: `nm` shows the node binary defines no signing function
   wireguard-go     # tests/node.rs: userspace WireGuard in network namespaces
   wireguard-tools  # tests/node.rs: `wg set` configures the tunnels from clavitor's keys
   iproute2         # tests/node.rs: network namespaces and the veth pair

@@ -12,6 +12,10 @@ pub mod config;
 pub mod crypto;
 pub mod edition;
 pub mod mcp;
+// Commercial only: the license envelope, validator and state machine (issue 15); `pub` so the
+// vendor's minter crate verifies with the node's own code.
+#[cfg(feature = "commercial")]
+pub mod license;
 pub mod node;
 pub mod outbound;
 pub mod proxy;

@@ -38,6 +38,16 @@ const COMMERCIAL_MARKERS: &[&str] = &[
     "CLAVITOR_TARPIT_MAX",
     "cannot deliver operator alerts to HQ",
     "alert-sender",
+    // issue 15: licenses, caps and management tokens
+    "/api/license",
+    "max_agents_per_vault",
+    "CLAVITOR_LICENSE_TOKEN",
+    "CLAVITOR_LICENSE_PUBLIC_KEY",
+    "CLAVITOR_TENANT_ID",
+    "license_state",
+    "reject_license",
+    "cap_exceeded",
+    "No license installed",
 ];
 
 fn binary_text() -> String {
@@ -88,6 +98,23 @@ mod community {
     }
 
     #[test]
+    fn the_community_edition_has_no_caps() {
+        // More than the commercial default tier's 5 agents and 2 passkeys' worth of creates.
+        let v = Vault::new();
+        for n in 2..=8 {
+            v.add_agent(&format!("agent-{n}"), &[]);
+        }
+        let lines: String =
+            (0..120).map(|n| format!("{}\n", json!({"title": format!("e{n}"), "fields": []}))).collect();
+        let out = v.cli_stdin(&["entry", "import", "--file", "-"], Some(&lines));
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(v.cli_json(&["agent", "list", "--json"], None).as_array().unwrap().len(), 8);
+        // No license subcommands either.
+        assert!(!v.cli(&["license", "show"]).status.success());
+        assert!(!v.cli(&["mgmt", "token", "list"]).status.success());
+    }
+
+    #[test]
     fn commercial_routes_get_an_immediate_plain_404() {
         let v = Vault::new();
         let s = v.serve();
@@ -100,6 +127,8 @@ mod community {
             ("POST", "/api/autoscope"),
             ("POST", "/api/replication/apply"),
             ("POST", "/v1/alerts"),
+            ("POST", "/api/license"),
+            ("GET", "/api/license/usage"),
             ("GET", "/wp-login.php"),
         ] {
             let started = Instant::now();

@@ -381,27 +381,30 @@ fn hq_telemetry_posts_the_payload_with_the_bearer_token() {
     let body: Value = serde_json::from_str(&p.body).unwrap();
     let mut keys: Vec<&str> = body.as_object().unwrap().keys().map(String::as_str).collect();
     keys.sort_unstable();
-    assert_eq!(
-        keys,
-        [
-            "active_sessions",
-            "cert_days_remaining",
-            "cpu_pct",
-            "db_integrity",
-            "db_size_mb",
-            "disk_mb",
-            "disk_pct",
-            "err_1h",
-            "nix_gen",
-            "node",
-            "ram_mb",
-            "ram_pct",
-            "req_1h",
-            "ts",
-            "uptime_s",
-            "wg_handshake_age_s",
-        ]
-    );
+    let mut expected = vec![
+        "active_sessions",
+        "cert_days_remaining",
+        "cpu_pct",
+        "db_integrity",
+        "db_size_mb",
+        "disk_mb",
+        "disk_pct",
+        "err_1h",
+        "nix_gen",
+        "node",
+        "ram_mb",
+        "ram_pct",
+        "req_1h",
+        "ts",
+        "uptime_s",
+        "wg_handshake_age_s",
+    ];
+    if cfg!(feature = "commercial") {
+        // issue 15: the license's state for HQ's dashboards and alerts.
+        expected.extend(["license_days_remaining", "license_last_validated_age_s", "license_state"]);
+        expected.sort_unstable();
+    }
+    assert_eq!(keys, expected);
     assert!(body["ts"].is_u64() && body["ram_mb"].is_u64() && body["cpu_pct"].is_number());
     assert!(body["cert_days_remaining"].is_null(), "plain HTTP has no certificate");
     assert!(!s.stderr().contains("hq-telemetry-token"), "token in the logs");

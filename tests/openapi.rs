@@ -129,8 +129,8 @@ fn no_route_is_added_outside_the_document() {
     assert!(files.len() > 20);
     let mut found = Vec::new();
     for f in &files {
-        // The owner's pages, and `clavitor mcp --http`'s own listener (a separate process's
-        // one route, never part of the vault's API router).
+        // The owner's pages are not API; `clavitor mcp --http` is the agent-side MCP server, a
+        // different process and listener whose one route is the MCP transport, not the vault API.
         if f.ends_with("web/mod.rs") || f.ends_with("mcp/http.rs") {
             continue;
         }
@@ -210,9 +210,10 @@ fn the_document_says_what_the_routes_take_and_give() {
             }
         }
         // Every write but the two that prepare one, an agent's own token derivation (bearer
-        // only: it can only narrow) and an agent's access request (bearer only: it grants
-        // nothing) is gated, and says so.
-        let prepares = ["/api/webauthn/challenge", "/api/passkeys/options", "/api/tokens/derive"];
+        // only: it can only narrow), an agent's access request (bearer only: it grants nothing)
+        // and the node operator's management routes (a `cvm_` token, commercial; they grant no
+        // access to any vault) is gated, and says so.
+        let prepares = ["/api/webauthn/challenge", "/api/passkeys/options", "/api/tokens/derive", "/api/license"];
         let prepares = if m == "post" { [&prepares[..], &["/api/proxy/requests"]].concat() } else { prepares.to_vec() };
         let gated = m != "get" && !open.contains(&p.as_str()) && !prepares.contains(&p.as_str());
         for h in ["X-WebAuthn-Challenge", "X-WebAuthn-Assertion"] {

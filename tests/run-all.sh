@@ -15,12 +15,16 @@ cargo fmt --check
 step "clippy (community and commercial)"
 cargo clippy --all-targets -- -D warnings
 cargo clippy --all-targets --features commercial -- -D warnings
+cargo clippy -p clavitor-license --all-targets -- -D warnings
 
 step "tests: community edition"
 cargo test
 
 step "tests: commercial edition"
 cargo test --features commercial
+
+step "tests: the vendor's license minter (workspace crate license-minter/)"
+cargo test -p clavitor-license
 
 # --- openapi branch: the live server fuzzed against its own OpenAPI document ---
 step "schemathesis: no 5xx, every response as documented (community, then commercial)"

@@ -48,7 +48,12 @@ impl World {
     fn new() -> Self {
         let v = Vault::uninitialised_owner();
         // Wrong methods on known routes are tarpitted in the commercial edition: hold them 1 s.
-        let s = Server::start_env(&v.dir(), &[], &[("CLAVITOR_TARPIT_HOLD_SECS", "1")]);
+        // More admins and passkeys than the commercial default tier allows: a roomy license.
+        let (args, env) = common::roomy_license(v.tmp.path());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        env.push(("CLAVITOR_TARPIT_HOLD_SECS", "1"));
+        let s = Server::start_env(&v.dir(), &args, &env);
         let (key, r) = passkey::Admin::setup(&s, &v.setup_code);
         assert_eq!(r.status, 200, "{}", r.body);
         let token = r.json()["token"].as_str().unwrap().to_owned();

@@ -45,6 +45,9 @@ pub enum ApiError {
     AuditUnavailable,
     #[error("internal error")]
     Internal,
+    /// The edition's cap is reached; the body (from the edition) says which, and why.
+    #[error("cap reached")]
+    CapExceeded(Box<serde_json::Value>),
 }
 
 impl ApiError {
@@ -66,6 +69,7 @@ impl ApiError {
             ApiError::AuditUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable"),
             ApiError::VaultUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "vault_unavailable"),
             ApiError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            ApiError::CapExceeded(_) => (StatusCode::FORBIDDEN, "forbidden"),
         }
     }
 }
@@ -75,6 +79,7 @@ impl IntoResponse for ApiError {
         let (status, code) = self.status_and_code();
         let body = match &self {
             ApiError::Forbidden { reason, message } => json!({"error": code, "reason": reason, "message": message}),
+            ApiError::CapExceeded(body) => (**body).clone(),
             _ => json!({"error": code, "message": self.to_string()}),
         };
         let mut resp = (status, Json(body)).into_response();
@@ -94,6 +99,7 @@ impl From<VaultError> for ApiError {
             VaultError::Entry(e) => ApiError::Unprocessable(e.to_string()),
             VaultError::Scope(e) => ApiError::Unprocessable(e.to_string()),
             VaultError::Invalid(m) => ApiError::Unprocessable(m),
+            VaultError::CapExceeded(body) => ApiError::CapExceeded(body),
             VaultError::Corrupt(m) => {
                 crate::edition::alert("vault_corrupt", "vault data failed to decrypt or parse", &[("error", m)]);
                 ApiError::Internal

@@ -31,6 +31,7 @@ use utoipa_axum::routes;
 
 pub use caller::Caller;
 pub use error::ApiError;
+pub use extract::JsonBytes;
 pub use throttle::AuthThrottle;
 pub use write::{ASSERTION_HEADER, CHALLENGE_HEADER};
 

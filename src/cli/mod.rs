@@ -43,6 +43,9 @@ pub struct GlobalArgs {
     /// Log output format (logs go to stderr and never contain tokens or secret values).
     #[arg(long, env = "CLAVITOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
+    /// The edition's own flags (commercial: tenant id, license public key, audit retention).
+    #[command(flatten)]
+    pub edition: crate::edition::EditionArgs,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -87,6 +90,9 @@ pub enum Command {
     /// The agent's side (get, totp, ls, search, run, token): talks to a vault over HTTP.
     #[command(flatten)]
     Client(ClientCommand),
+    /// The edition's own subcommands (commercial: `license`, `mgmt`).
+    #[command(flatten)]
+    Edition(crate::edition::EditionCommand),
 }
 
 #[derive(Debug, Args)]

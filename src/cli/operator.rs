@@ -35,6 +35,14 @@ fn print_json(v: &serde_json::Value) {
 
 pub fn run_operator(global: &GlobalArgs, command: &Command) -> anyhow::Result<()> {
     let dir = data_dir(global);
+    let edition = crate::edition::current();
+    if let Command::Edition(cmd) = command {
+        return edition.run_command(cmd, &global.edition, &dir.node_db_path());
+    }
+    if !dir.is_uninitialised() {
+        // The edition's caps apply to the CLI's creates as to the API's.
+        edition.open_node(&global.edition, &dir.node_db_path(), false)?;
+    }
     match command {
         Command::Init(args) => {
             // Checked like `serve` would, so the printed link is one the server will accept.
@@ -58,8 +66,7 @@ pub fn run_operator(global: &GlobalArgs, command: &Command) -> anyhow::Result<()
             print!("{}", ca.pem());
         }
         Command::Serve(_) | Command::Version => bail!("not an operator command"),
-        Command::Client(_) => bail!("not an operator command"),
-        Command::Mcp(_) => bail!("not an operator command"),
+        Command::Client(_) | Command::Mcp(_) | Command::Edition(_) => bail!("not an operator command"),
     }
     Ok(())
 }

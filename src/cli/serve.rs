@@ -221,6 +221,7 @@ pub async fn serve(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<()> 
     }
     let edition = crate::edition::current();
     edition.configure(args.telemetry_inputs()).context("invalid telemetry settings")?;
+    edition.open_node(&global.edition, &dir.node_db_path(), true)?;
     // Many held or slow connections need file descriptors; take what the hard limit allows.
     if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
         tracing::warn!(error = %e, "cannot raise the open-file limit");

@@ -10,6 +10,14 @@ use crate::api::AppState;
 #[cfg_attr(feature = "commercial", allow(dead_code))]
 pub struct Community;
 
+/// No edition flags in the community edition.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct EditionArgs {}
+
+/// No edition subcommands in the community edition.
+#[derive(Debug, clap::Subcommand)]
+pub enum EditionCommand {}
+
 impl super::Edition for Community {
     fn name(&self) -> &'static str {
         "community"
@@ -36,6 +44,21 @@ impl super::Edition for Community {
 
     fn alert_operator(&self, kind: &str, message: &str, details: &[(&str, String)]) {
         super::log_alert(self.name(), kind, message, details);
+    }
+
+    fn run_command(
+        &self,
+        cmd: &super::EditionCommand,
+        _args: &super::EditionArgs,
+        _node_db: &std::path::Path,
+    ) -> anyhow::Result<()> {
+        #[cfg(not(feature = "commercial"))]
+        match *cmd {}
+        #[cfg(feature = "commercial")]
+        {
+            let _ = cmd;
+            anyhow::bail!("not a community command")
+        }
     }
 
     fn install_fallback(&self, router: Router<AppState>) -> Router<AppState> {

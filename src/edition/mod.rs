@@ -25,6 +25,24 @@ use utoipa_axum::router::OpenApiRouter;
 use crate::api::AppState;
 pub use telemetry::{TelemetryError, TelemetryInputs, TelemetrySettings};
 
+/// A resource a commercial license caps (community: nothing is capped).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Capped {
+    Vaults,
+    AgentsPerVault,
+    PasskeysPerVault,
+    EntriesPerVault,
+}
+
+/// A create refused by the edition's caps: the 403 body, which explains why and what to do.
+pub struct CapExceeded(pub Box<serde_json::Value>);
+
+/// The edition's own command-line flags and subcommands: empty in the community edition.
+#[cfg(feature = "commercial")]
+pub use commercial::{EditionArgs, EditionCommand};
+#[cfg(not(feature = "commercial"))]
+pub use community::{EditionArgs, EditionCommand};
+
 /// A setting the edition was given at start is invalid.
 #[derive(Debug, thiserror::Error)]
 pub enum EditionError {
@@ -49,6 +67,25 @@ pub trait Edition: Send + Sync {
     }
     /// Reports an event the operator must see (auth system errors, DB damage, …). Never blocks.
     fn alert_operator(&self, kind: &str, message: &str, details: &[(&str, String)]);
+    /// Loads what the edition keeps in node.db (commercial: the license) for a server or a
+    /// local CLI run. `serving` starts the edition's background jobs.
+    fn open_node(&self, _args: &EditionArgs, _node_db: &std::path::Path, _serving: bool) -> Result<(), EditionError> {
+        Ok(())
+    }
+    /// Whether the edition caps creates at all (community: no, so nothing is counted).
+    fn enforces_caps(&self) -> bool {
+        false
+    }
+    /// Refuses a create that would take `what` past the edition's cap (community: never).
+    fn assert_within_cap(&self, _what: Capped, _current: u64, _delta: u64) -> Result<(), CapExceeded> {
+        Ok(())
+    }
+    /// Runs one of the edition's own subcommands (community has none).
+    fn run_command(&self, cmd: &EditionCommand, args: &EditionArgs, node_db: &std::path::Path) -> anyhow::Result<()>;
+    /// Extra telemetry fields (commercial: the license state), as JSON pairs.
+    fn telemetry_fields(&self) -> Vec<(&'static str, serde_json::Value)> {
+        Vec::new()
+    }
     /// Adds the edition's own API routes, each with `routes!` so it is documented.
     fn documented_routes(&self, router: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
         router

@@ -37,6 +37,10 @@ pub struct Payload {
     pub nix_gen: Option<u64>,
     pub uptime_s: u64,
     pub wg_handshake_age_s: Option<u64>,
+    /// The edition's own fields (commercial: `license_state`, `license_days_remaining`,
+    /// `license_last_validated_age_s`); none in the community edition.
+    #[serde(flatten)]
+    pub edition: serde_json::Map<String, serde_json::Value>,
 }
 
 /// How the integrity field is filled.
@@ -97,6 +101,7 @@ impl PayloadSource {
             nix_gen: nix_generation(Path::new(NIX_SYSTEM_PROFILE)),
             uptime_s: self.started.elapsed().as_secs(),
             wg_handshake_age_s: self.wg.as_ref().and_then(wg::WgTarget::handshake_age_secs),
+            edition: crate::edition::current().telemetry_fields().into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
         }
     }
 
@@ -205,6 +210,7 @@ pub(crate) mod tests {
             nix_gen: Some(2),
             uptime_s: 864_000,
             wg_handshake_age_s: Some(17),
+            edition: serde_json::Map::new(),
         }
     }
 

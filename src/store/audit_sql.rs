@@ -41,6 +41,11 @@ pub(crate) fn insert(conn: &Connection, path: &Path, r: &AuditRecord) -> Result<
 }
 
 /// Newest first; `before` pages backwards by id.
+/// Deletes rows older than `before_ms` (audit retention); returns how many.
+pub(crate) fn prune(conn: &Connection, path: &Path, before_ms: i64) -> Result<usize, StoreError> {
+    conn.execute("DELETE FROM audit WHERE ts < ?1", params![before_ms]).ctx(path)
+}
+
 /// Rows per multi-row INSERT, largest first; a batch is split into these so that only this
 /// many statements are ever prepared (the statement cache holds them all).
 const CHUNKS: [usize; 4] = [64, 16, 4, 1];

@@ -55,6 +55,23 @@ const NODE: &[&str] = &[
          outcome   TEXT NOT NULL,
          detail    TEXT NOT NULL DEFAULT ''
      );",
+    // 2 (issue 15): the installed license (one row; the commercial edition reads it) and node
+    // management tokens (`cvm_`, SHA-256 only), which authenticate on management routes only.
+    "CREATE TABLE license (
+         id                INTEGER PRIMARY KEY CHECK (id = 1),
+         token             TEXT NOT NULL,
+         installed_at      INTEGER NOT NULL,
+         last_validated_at INTEGER NOT NULL
+     );
+     CREATE TABLE mgmt_tokens (
+         id          INTEGER PRIMARY KEY AUTOINCREMENT,
+         name        TEXT NOT NULL,
+         scope       TEXT NOT NULL,
+         token_hash  TEXT NOT NULL UNIQUE,
+         created_at  INTEGER NOT NULL,
+         revoked_at  INTEGER
+     );
+     CREATE INDEX audit_ts ON audit(ts);",
 ];
 
 const VAULT: &[&str] = &[

@@ -1,4 +1,6 @@
-//! node.db: the registry of vaults this node serves, node settings, and node-level audit.
+//! node.db: the registry of vaults this node serves, node settings, node-level audit, the
+//! installed license token (verified by the commercial edition, never here) and node
+//! management tokens (stored as SHA-256 only).
 
 use std::path::{Path, PathBuf};
 
@@ -7,6 +9,24 @@ use rusqlite::{Connection, params};
 use super::audit_sql::{self, AuditRecord, AuditRow};
 use super::migrations::{Schema, migrate};
 use super::{Ctx, StoreError};
+
+/// The stored license token and when it was last verified (unix seconds).
+#[derive(Debug, Clone)]
+pub struct LicenseRow {
+    pub token: String,
+    pub installed_at: i64,
+    pub last_validated_at: i64,
+}
+
+/// A node management token as stored (never the token itself).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MgmtTokenRow {
+    pub id: i64,
+    pub name: String,
+    pub scope: String,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+}
 
 pub struct NodeDb {
     conn: Connection,
@@ -60,5 +80,89 @@ impl NodeDb {
 
     pub fn audit(&self, before: Option<i64>, limit: u32) -> Result<Vec<AuditRow>, StoreError> {
         audit_sql::list(&self.conn, &self.path, before, limit, None)
+    }
+
+    pub fn license(&self) -> Result<Option<LicenseRow>, StoreError> {
+        use rusqlite::OptionalExtension;
+        self.conn
+            .query_row("SELECT token, installed_at, last_validated_at FROM license WHERE id = 1", [], |r| {
+                Ok(LicenseRow { token: r.get(0)?, installed_at: r.get(1)?, last_validated_at: r.get(2)? })
+            })
+            .optional()
+            .ctx(&self.path)
+    }
+
+    /// Stores (or replaces) the license together with its audit row.
+    pub fn put_license(&mut self, token: &str, now: i64, audit: &AuditRecord) -> Result<(), StoreError> {
+        let tx = self.conn.transaction().ctx(&self.path)?;
+        tx.execute(
+            "INSERT INTO license (id, token, installed_at, last_validated_at) VALUES (1, ?1, ?2, ?2)
+             ON CONFLICT(id) DO UPDATE SET token = excluded.token, installed_at = excluded.installed_at,
+             last_validated_at = excluded.last_validated_at",
+            params![token, now],
+        )
+        .ctx(&self.path)?;
+        audit_sql::insert(&tx, &self.path, audit)?;
+        tx.commit().ctx(&self.path)
+    }
+
+    pub fn touch_license_validated(&self, now: i64) -> Result<(), StoreError> {
+        self.conn.execute("UPDATE license SET last_validated_at = ?1 WHERE id = 1", params![now]).ctx(&self.path)?;
+        Ok(())
+    }
+
+    pub fn add_mgmt_token(&self, name: &str, scope: &str, token_hash: &str, now: i64) -> Result<i64, StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO mgmt_tokens (name, scope, token_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![name, scope, token_hash, now],
+            )
+            .ctx(&self.path)?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    pub fn mgmt_tokens(&self) -> Result<Vec<MgmtTokenRow>, StoreError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT id, name, scope, created_at, revoked_at FROM mgmt_tokens ORDER BY id")
+            .ctx(&self.path)?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(MgmtTokenRow {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    scope: r.get(2)?,
+                    created_at: r.get(3)?,
+                    revoked_at: r.get(4)?,
+                })
+            })
+            .ctx(&self.path)?;
+        rows.collect::<Result<_, _>>().ctx(&self.path)
+    }
+
+    /// The scope of the unrevoked management token with this hash.
+    pub fn mgmt_token_scope(&self, token_hash: &str) -> Result<Option<(i64, String)>, StoreError> {
+        use rusqlite::OptionalExtension;
+        self.conn
+            .query_row(
+                "SELECT id, scope FROM mgmt_tokens WHERE token_hash = ?1 AND revoked_at IS NULL",
+                params![token_hash],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .ctx(&self.path)
+    }
+
+    pub fn revoke_mgmt_token(&self, id: i64, now: i64) -> Result<(), StoreError> {
+        let n = self
+            .conn
+            .execute("UPDATE mgmt_tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL", params![id, now])
+            .ctx(&self.path)?;
+        if n == 0 { Err(StoreError::NotFound) } else { Ok(()) }
+    }
+
+    /// Deletes node-level audit rows older than `before_ms`; returns how many.
+    pub fn prune_audit(&self, before_ms: i64) -> Result<usize, StoreError> {
+        audit_sql::prune(&self.conn, &self.path, before_ms)
     }
 }

@@ -408,6 +408,25 @@ impl VaultDb {
             .ctx(&self.path)
     }
 
+    /// How many rows each capped kind has: live entries, agents that are not derived tokens
+    /// (those are ephemeral and bounded by their own rule), passkeys.
+    pub fn usage_counts(&self) -> Result<(u64, u64, u64), StoreError> {
+        self.conn
+            .query_row(
+                "SELECT (SELECT COUNT(*) FROM entries WHERE deleted = 0),
+                        (SELECT COUNT(*) FROM agents WHERE parent_id IS NULL),
+                        (SELECT COUNT(*) FROM webauthn_credentials)",
+                [],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64)),
+            )
+            .ctx(&self.path)
+    }
+
+    /// Deletes audit rows older than `before_ms` (audit retention); returns how many.
+    pub fn prune_audit(&self, before_ms: i64) -> Result<usize, StoreError> {
+        super::audit_sql::prune(&self.conn, &self.path, before_ms)
+    }
+
     /// Every row (tombstones included) changed after `seq`, in change order.
     pub fn entries_since(&self, seq: i64) -> Result<Vec<EntryRow>, StoreError> {
         let mut st = self

@@ -96,6 +96,11 @@ impl DataDir {
         let (vault_id, created_vault) = match regs.pop() {
             Some(reg) => (VaultId::parse(&reg.vault_id)?, false),
             None => {
+                // Vault registration is a create the edition may cap (with none registered yet,
+                // only a cap of zero could refuse; kept so a later multi-vault path inherits it).
+                crate::edition::current()
+                    .assert_within_cap(crate::edition::Capped::Vaults, regs.len() as u64, 1)
+                    .map_err(|e| VaultError::CapExceeded(e.0))?;
                 let id = VaultId::generate();
                 let key = DataKey::generate();
                 let wrapped = master.wrap(&key, &rows_authenticated(&id))?;

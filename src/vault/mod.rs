@@ -70,6 +70,9 @@ pub enum VaultError {
     Conflict(String),
     #[error("invalid input: {0}")]
     Invalid(String),
+    /// The edition's cap for this kind of row is reached; the 403 body explains it.
+    #[error("{}", .0.get("message").and_then(|m| m.as_str()).unwrap_or("cap reached"))]
+    CapExceeded(Box<serde_json::Value>),
 }
 
 impl VaultError {

@@ -9,6 +9,7 @@ use crate::auth::webauthn::{CredentialId, StoredPasskey};
 use crate::auth::{Agent, AgentId, NewToken, ScopeSet};
 use crate::crypto::DataKey;
 use crate::store::proxy_requests_db::ProxyRequestRow;
+use crate::edition::Capped;
 use crate::store::vault_db::{AgentChange, AgentRow, EntryRow, NewAgent, VaultDb};
 use crate::store::webauthn_db::CredentialRow;
 
@@ -17,6 +18,23 @@ use super::inject::HostPattern;
 use super::{VaultError, VaultId};
 
 pub const MAX_AGENT_NAME: usize = 128;
+
+/// Refuses a create of `delta` rows of `what` past the edition's cap (community: never). Existing
+/// rows above a lowered cap stay and keep working; only new ones are refused.
+fn within_cap(db: &VaultDb, what: Capped, delta: u64) -> Result<(), VaultError> {
+    let edition = crate::edition::current();
+    if !edition.enforces_caps() {
+        return Ok(());
+    }
+    let (entries, agents, passkeys) = db.usage_counts()?;
+    let current = match what {
+        Capped::EntriesPerVault => entries,
+        Capped::AgentsPerVault => agents,
+        Capped::PasskeysPerVault => passkeys,
+        Capped::Vaults => 0,
+    };
+    edition.assert_within_cap(what, current, delta).map_err(|e| VaultError::CapExceeded(e.0))
+}
 
 fn now() -> i64 {
     crate::store::now_ms()
@@ -45,6 +63,7 @@ pub fn add_entry(
 ) -> Result<i64, VaultError> {
     let chosen = input.uuid.clone();
     let (data, scopes) = input.into_parts()?;
+    within_cap(db, Capped::EntriesPerVault, 1)?;
     let uuid = chosen.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let sealed = seal(vault, key, &uuid, &data)?;
     db.insert_entry(&uuid, &scopes.to_db(), &sealed, now(), &event.record()).map_err(VaultError::from_store)
@@ -66,6 +85,7 @@ pub fn import_entries(
         let sealed = seal(vault, key, &uuid, &data)?;
         rows.push((uuid, scopes.to_db(), sealed));
     }
+    within_cap(db, Capped::EntriesPerVault, rows.len() as u64)?;
     db.insert_entries(&rows, now(), &event.record()).map_err(VaultError::from_store)
 }
 
@@ -130,6 +150,7 @@ pub fn add_agent(
         return Err(VaultError::Invalid("expires_at must be in the future (unix seconds)".into()));
     }
     let extra = ScopeSet::from_strs(extra_scopes.iter().map(String::as_str))?;
+    within_cap(db, Capped::AgentsPerVault, 1)?;
     let token = NewToken::generate();
     let row = db
         .insert_agent(
@@ -327,6 +348,7 @@ pub fn add_passkey(
     if name.chars().count() > MAX_PASSKEY_NAME || name.chars().any(char::is_control) {
         return Err(VaultError::Invalid(format!("passkey name must be at most {MAX_PASSKEY_NAME} characters")));
     }
+    within_cap(db, Capped::PasskeysPerVault, 1)?;
     let id = passkey.id();
     let row = CredentialRow {
         id: id.as_str().to_owned(),

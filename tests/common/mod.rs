@@ -360,3 +360,45 @@ pub fn read_response(s: &mut TcpStream) -> String {
     whole.push_str(&String::from_utf8_lossy(&body));
     whole
 }
+
+/// The flags and environment that run a node with a roomy license (commercial builds cap a
+/// vault without one: 5 agents, 2 passkeys, 100 entries). The vendor key is a throwaway made
+/// here; the node is told its public half, as a real node is told the vendor's. Community: none.
+pub fn roomy_license(dir: &Path) -> (Vec<String>, Vec<(String, String)>) {
+    #[cfg(feature = "commercial")]
+    {
+        use base64::Engine;
+        use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+        use clavitor::license::{LicenseInfo, Limit, Limits, canonical_payload};
+        use ed25519_dalek::Signer;
+
+        let key = ed25519_dalek::SigningKey::from_bytes(&[42; 32]);
+        let mut der = vec![0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
+        der.extend_from_slice(key.verifying_key().as_bytes());
+        let public = dir.join("test-vendor.pub.pem");
+        let pem = format!("-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n", STANDARD.encode(&der));
+        std::fs::write(&public, pem).expect("write public key");
+        let limits = Limit::ALL.iter().map(|l| (*l, 10_000)).collect();
+        let info = LicenseInfo {
+            license_id: uuid::Uuid::new_v4(),
+            tenant_id: "test".into(),
+            label: Some("tests".into()),
+            iat: 0,
+            exp: 4_000_000_000,
+            grace_period_days: 0,
+            limits: Limits(limits),
+        };
+        let payload = canonical_payload(&info);
+        let token =
+            format!("{}.{}", URL_SAFE_NO_PAD.encode(&payload), URL_SAFE_NO_PAD.encode(key.sign(&payload).to_bytes()));
+        (
+            vec!["--tenant-id".into(), "test".into(), "--license-public-key".into(), public.display().to_string()],
+            vec![("CLAVITOR_LICENSE_TOKEN".into(), token)],
+        )
+    }
+    #[cfg(not(feature = "commercial"))]
+    {
+        let _ = dir;
+        (Vec::new(), Vec::new())
+    }
+}

@@ -65,7 +65,10 @@ let
   out = flake.outputs { inherit self nixpkgs agenix; };
 
   cargo = builtins.fromTOML (builtins.readFile ../../Cargo.toml);
-  minterDeclared = builtins.elem "clavitor-license" (map (b: b.name) (cargo.bin or [ ]));
+  minterToml = ../../license-minter/Cargo.toml;
+  minterDeclared = builtins.elem "license-minter" (cargo.workspace.members or [ ])
+    && builtins.pathExists minterToml
+    && builtins.elem "clavitor-license" (map (b: b.name) ((builtins.fromTOML (builtins.readFile minterToml)).bin or [ ]));
   pk = out.packages.x86_64-linux;
   names = map (h: h.name) inv.hosts;
   sort = builtins.sort builtins.lessThan;
@@ -84,8 +87,11 @@ in
     (check "flake: packages for x86_64-linux and aarch64-linux" (builtins.attrNames out.packages == sort systems) "")
     (check "flake: packages.{community,commercial,default}"
       (all (s: all (p: out.packages.${s} ? ${p}) [ "community" "commercial" "default" ]) systems) "")
-    (check "flake: packages.license-minter exists iff Cargo.toml declares the clavitor-license binary"
+    (check "flake: packages.license-minter exists iff the workspace declares the clavitor-license crate"
       (pk ? license-minter == minterDeclared) "declared: ${if minterDeclared then "yes" else "no"}")
+    (check "flake: packages.license-minter builds only -p clavitor-license --bin clavitor-license"
+      (minterDeclared && pk.license-minter.cargoBuildFlags == [ "-p" "clavitor-license" "--bin" "clavitor-license" ]
+        && pk.license-minter.buildFeatures == [ ]) "")
     (check "flake: default = community" (pk.default == pk.community) "")
     (check "flake: community builds --bin clavitor without features, Cargo.lock vendored"
       (pk.community.buildFeatures == [ ] && pk.community.cargoBuildFlags == [ "--bin" "clavitor" ]

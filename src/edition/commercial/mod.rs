@@ -4,13 +4,21 @@
 //! Everything in this folder exists only in a `--features commercial` build.
 
 mod alerts;
+mod license;
+mod license_api;
+mod license_cli;
 mod tarpit;
 
 use axum::Router;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::EditionError;
 use super::telemetry::TelemetryInputs;
+use super::{CapExceeded, Capped, EditionError};
 use crate::api::AppState;
+
+pub use license::LicenseArgs as EditionArgs;
+pub use license_cli::CommercialCommand as EditionCommand;
 
 pub struct Commercial;
 
@@ -38,6 +46,30 @@ impl super::Edition for Commercial {
     fn alert_operator(&self, kind: &str, message: &str, details: &[(&str, String)]) {
         super::log_alert(self.name(), kind, message, details);
         alerts::enqueue(kind, message, details);
+    }
+
+    fn open_node(&self, args: &EditionArgs, node_db: &std::path::Path, serving: bool) -> Result<(), EditionError> {
+        license::open(args, node_db, serving)
+    }
+
+    fn enforces_caps(&self) -> bool {
+        true
+    }
+
+    fn assert_within_cap(&self, what: Capped, current: u64, delta: u64) -> Result<(), CapExceeded> {
+        license::assert_within_cap(what, current, delta)
+    }
+
+    fn run_command(&self, cmd: &EditionCommand, args: &EditionArgs, node_db: &std::path::Path) -> anyhow::Result<()> {
+        license_cli::run(cmd, args, node_db)
+    }
+
+    fn telemetry_fields(&self) -> Vec<(&'static str, serde_json::Value)> {
+        license::telemetry_fields()
+    }
+
+    fn documented_routes(&self, router: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
+        router.routes(routes!(license_api::install)).routes(routes!(license_api::usage))
     }
 
     fn install_fallback(&self, router: Router<AppState>) -> Router<AppState> {

@@ -1,0 +1,482 @@
+//! Signed license caps (issue 15), through the real binary: install via env, file, POST and the
+//! CLI; restart restores from node.db; every cap end to end with the state's message; key
+//! rotation at revalidation; retention pruning after a license change; management tokens.
+#![cfg(feature = "commercial")]
+
+mod common;
+#[path = "common/passkey.rs"]
+mod passkey;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use clavitor::license::{LicenseInfo, Limit, Limits, canonical_payload};
+use common::{Server, Vault, request};
+use ed25519_dalek::{Signer, SigningKey};
+use passkey::{Admin, origin, post_json};
+use serde_json::{Value, json};
+use webauthn_authenticator_rs::WebauthnAuthenticator;
+use webauthn_authenticator_rs::softpasskey::SoftPasskey;
+use webauthn_rs::prelude::CreationChallengeResponse;
+
+const DAY: i64 = 86_400;
+
+/// A vendor key pair made by openssl, as the vendor would.
+struct Keys {
+    signing: SigningKey,
+    public_pem: PathBuf,
+}
+
+fn keys(dir: &Path, name: &str) -> Keys {
+    let private = dir.join(format!("{name}.pem"));
+    let public_pem = dir.join(format!("{name}.pub.pem"));
+    assert!(
+        Command::new("openssl")
+            .args(["genpkey", "-algorithm", "ed25519", "-out"])
+            .arg(&private)
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(
+        Command::new("openssl")
+            .args(["pkey", "-pubout", "-in"])
+            .arg(&private)
+            .arg("-out")
+            .arg(&public_pem)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let pem = std::fs::read_to_string(&private).unwrap();
+    let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let der = STANDARD.decode(b64).unwrap();
+    let seed: [u8; 32] = der[16..].try_into().unwrap();
+    Keys { signing: SigningKey::from_bytes(&seed), public_pem }
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+fn token(k: &Keys, tenant: &str, exp: i64, grace: u32, limits: &[(Limit, u64)]) -> String {
+    let info = LicenseInfo {
+        license_id: uuid::Uuid::new_v4(),
+        tenant_id: tenant.into(),
+        label: Some("test".into()),
+        iat: now(),
+        exp,
+        grace_period_days: grace,
+        limits: Limits(limits.iter().copied().collect()),
+    };
+    let payload = canonical_payload(&info);
+    let sig = k.signing.sign(&payload);
+    format!("{}.{}", URL_SAFE_NO_PAD.encode(&payload), URL_SAFE_NO_PAD.encode(sig.to_bytes()))
+}
+
+fn active(k: &Keys, limits: &[(Limit, u64)]) -> String {
+    token(k, "acme", now() + 365 * DAY, 30, limits)
+}
+
+fn node_args(k: &Keys) -> Vec<String> {
+    vec!["--tenant-id".into(), "acme".into(), "--license-public-key".into(), k.public_pem.display().to_string()]
+}
+
+fn start(v: &Vault, k: &Keys, env: &[(&str, &str)]) -> Server {
+    let args = node_args(k);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Server::start_env(&v.dir(), &args, env)
+}
+
+/// The CLI with the node's license flags (and optional env).
+fn cli(v: &Vault, k: &Keys, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut all: Vec<String> = node_args(k);
+    all.extend(args.iter().map(|s| s.to_string()));
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    v.cli_env(&all, env)
+}
+
+fn mgmt_token(v: &Vault, scope: &str) -> String {
+    let out = v.cli(&["mgmt", "token", "add", "--name", "ops", "--scope", scope]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let t = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(t.starts_with("cvm_"), "{t}");
+    t
+}
+
+fn usage(s: &Server, mgmt: &str) -> Value {
+    let r = s.get("/api/license/usage", Some(mgmt));
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()
+}
+
+fn cap_of(u: &Value, key: &str) -> (u64, String) {
+    let l = u["limits"].as_array().unwrap().iter().find(|l| l["key"] == key).unwrap();
+    (l["cap"].as_u64().unwrap(), l["source"].as_str().unwrap().to_owned())
+}
+
+fn node_actions(v: &Vault) -> Vec<String> {
+    v.audit_rows(true).iter().map(|r| r["action"].as_str().unwrap_or_default().to_owned()).collect()
+}
+
+fn install(s: &Server, mgmt: &str, tok: &str) -> common::Resp {
+    request(&s.url("/api/license"), "POST", Some(mgmt), Some(json!({"token": tok}).to_string().as_bytes()))
+}
+
+#[test]
+fn install_via_env_file_and_post_and_restart_restores_from_the_db() {
+    let v = Vault::new();
+    let k = keys(v.tmp.path(), "vendor");
+    let mgmt = mgmt_token(&v, "license");
+
+    // Env.
+    let t1 = active(&k, &[(Limit::MaxAgentsPerVault, 7)]);
+    let mut s = start(&v, &k, &[("CLAVITOR_LICENSE_TOKEN", &t1)]);
+    let u = usage(&s, &mgmt);
+    assert_eq!(u["state"], "ACTIVE");
+    assert_eq!(u["tenantId"], "acme");
+    assert!(u["message"].as_str().unwrap().starts_with("License active. 36"), "{u}");
+    assert_eq!(cap_of(&u, "max_agents_per_vault"), (7, "license".into()));
+    assert_eq!(cap_of(&u, "max_entries_per_vault"), (100, "default".into()));
+    assert!(u["lastValidatedAt"].as_i64().is_some());
+    s.terminate();
+
+    // Restart without env: the row in node.db.
+    let mut s = start(&v, &k, &[]);
+    let restored = usage(&s, &mgmt);
+    assert_eq!(restored["state"], "ACTIVE");
+    assert_eq!(restored["licenseId"], u["licenseId"]);
+    s.terminate();
+
+    // File (the agenix way) replaces the row.
+    let file = v.tmp.path().join("license.txt");
+    std::fs::write(&file, format!("{}\n", active(&k, &[(Limit::MaxAgentsPerVault, 9)]))).unwrap();
+    let s = start(&v, &k, &[("CLAVITOR_LICENSE_FILE", file.to_str().unwrap())]);
+    assert_eq!(cap_of(&usage(&s, &mgmt), "max_agents_per_vault").0, 9);
+
+    // POST replaces it at run time.
+    let r = install(&s, &mgmt, &active(&k, &[(Limit::MaxAgentsPerVault, 11)]));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["state"], "ACTIVE");
+    assert_eq!(cap_of(&usage(&s, &mgmt), "max_agents_per_vault").0, 11);
+
+    // A token for another tenant is refused, never stored, and the node is INVALID.
+    let r = install(&s, &mgmt, &token(&k, "beta", now() + DAY, 0, &[(Limit::MaxAgentsPerVault, 99)]));
+    assert_eq!(r.status, 422, "{}", r.body);
+    let u = usage(&s, &mgmt);
+    assert_eq!(u["state"], "INVALID");
+    assert!(u["message"].as_str().unwrap().contains("does not match server tenant 'acme'"), "{u}");
+    assert_eq!(cap_of(&u, "max_agents_per_vault"), (5, "default".into()), "INVALID falls back to the default tier");
+    drop(s);
+
+    let mut s = start(&v, &k, &[]);
+    assert_eq!(cap_of(&usage(&s, &mgmt), "max_agents_per_vault").0, 11, "the refused token was not stored");
+    s.terminate();
+
+    let actions = node_actions(&v);
+    for a in ["install_license", "replace_license", "reject_license"] {
+        assert!(actions.iter().any(|x| x == a), "{a} not audited: {actions:?}");
+    }
+}
+
+#[test]
+fn management_tokens_work_only_on_management_routes() {
+    let v = Vault::new();
+    let k = keys(v.tmp.path(), "vendor");
+    let license = mgmt_token(&v, "license");
+    let vaults = mgmt_token(&v, "vaults");
+    let s = start(&v, &k, &[]);
+    for path in ["/api/entries", "/api/agents", "/api/whoami", "/api/audit", "/api/entries/1", "/api/passkeys"] {
+        assert_eq!(s.get(path, Some(&license)).status, 401, "{path}");
+    }
+    let r = request(&s.url("/api/entries"), "POST", Some(&license), Some(b"{\"title\":\"x\",\"fields\":[]}"));
+    assert_eq!(r.status, 401);
+    assert_eq!(s.get("/api/license/usage", Some(&vaults)).status, 403, "wrong scope");
+    assert_eq!(s.get("/api/license/usage", Some(&v.owner)).status, 401, "an agent token is not a management token");
+    assert_eq!(s.get("/api/license/usage", None).status, 401);
+    let u = usage(&s, &license);
+    assert_eq!(u["state"], "ABSENT");
+    assert_eq!(u["message"], "No license installed. Default tier applies.");
+
+    let list = v.cli_json(&["mgmt", "token", "list"], None);
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    assert!(!list.to_string().contains("cvm_"), "tokens are never listed");
+    assert!(v.cli(&["mgmt", "token", "revoke", "1"]).status.success());
+    assert_eq!(s.get("/api/license/usage", Some(&license)).status, 401, "revoked");
+}
+
+fn cap_refusal(out: &std::process::Output) -> String {
+    assert!(!out.status.success(), "expected a cap refusal");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn agent_cap_per_state_through_the_cli() {
+    let v = Vault::new(); // the owner is agent 1
+    let k = keys(v.tmp.path(), "vendor");
+    for n in 2..=5 {
+        assert!(cli(&v, &k, &["agent", "add", "--name", &format!("a{n}")], &[]).status.success());
+    }
+    // ABSENT: the default tier's 5.
+    let err = cap_refusal(&cli(&v, &k, &["agent", "add", "--name", "a6"], &[]));
+    assert!(err.contains("No license installed: default tier applies (cap = 5 for max_agents_per_vault)"), "{err}");
+    // GRACE: the license's cap still applies.
+    let grace = token(&k, "acme", now() - 2 * DAY, 30, &[(Limit::MaxAgentsPerVault, 6)]);
+    assert!(cli(&v, &k, &["agent", "add", "--name", "a6"], &[("CLAVITOR_LICENSE_TOKEN", &grace)]).status.success());
+    let err = cap_refusal(&cli(&v, &k, &["agent", "add", "--name", "a7"], &[("CLAVITOR_LICENSE_TOKEN", &grace)]));
+    assert!(err.contains("License expired 2 day(s) ago and is in its grace period"), "{err}");
+    // ACTIVE.
+    let act = active(&k, &[(Limit::MaxAgentsPerVault, 6)]);
+    let err = cap_refusal(&cli(&v, &k, &["agent", "add", "--name", "a7"], &[("CLAVITOR_LICENSE_TOKEN", &act)]));
+    assert!(err.contains("License cap reached: max_agents_per_vault = 6. Current usage is 6."), "{err}");
+    // EXPIRED falls back to the default tier (6 rows stay; none is added).
+    let expired = token(&k, "acme", now() - 40 * DAY, 0, &[(Limit::MaxAgentsPerVault, 50)]);
+    let err = cap_refusal(&cli(&v, &k, &["agent", "add", "--name", "a7"], &[("CLAVITOR_LICENSE_TOKEN", &expired)]));
+    assert!(err.contains("License expired 40 days ago: system reverted to default tier (cap = 5"), "{err}");
+    // INVALID (signed by someone else) falls back too.
+    let other = keys(v.tmp.path(), "other");
+    let forged = active(&other, &[(Limit::MaxAgentsPerVault, 50)]);
+    let err = cap_refusal(&cli(&v, &k, &["agent", "add", "--name", "a7"], &[("CLAVITOR_LICENSE_TOKEN", &forged)]));
+    assert!(err.contains("License rejected (License signature verification failed)"), "{err}");
+    // The existing six keep working.
+    assert_eq!(v.cli_json(&["agent", "list", "--json"], None).as_array().unwrap().len(), 6);
+    assert!(node_actions(&v).iter().any(|a| a == "cap_exceeded"));
+}
+
+#[test]
+fn entry_cap_covers_cli_add_import_and_the_api() {
+    let v = Vault::uninitialised_owner();
+    let k = keys(v.tmp.path(), "vendor");
+    let lines: String = (0..99).map(|n| format!("{}\n", json!({"title": format!("e{n}"), "fields": []}))).collect();
+    // An import over the cap is refused whole.
+    let two_too_many =
+        format!("{lines}{}\n{}\n", json!({"title": "x", "fields": []}), json!({"title": "y", "fields": []}));
+    let out = v.cli_stdin(&["entry", "import", "--file", "-"], Some(&two_too_many));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("max_entries_per_vault"), "{out:?}");
+    let out = v.cli_stdin(&["entry", "import", "--file", "-"], Some(&lines));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        v.cli_stdin(&["entry", "add", "--json-file", "-"], Some(r#"{"title":"e100","fields":[]}"#)).status.success()
+    );
+    let out = v.cli_stdin(&["entry", "add", "--json-file", "-"], Some(r#"{"title":"e101","fields":[]}"#));
+    assert!(cap_refusal(&out).contains("cap = 100 for max_entries_per_vault"));
+
+    // Through the API with a passkey: 403 with the reference's body.
+    let s = start(&v, &k, &[]);
+    let mut owner = Admin::owner(&s, &v.setup_code);
+    let r = owner.write(&s, "POST", "/api/entries", &json!({"title": "over", "fields": []}));
+    assert_eq!(r.status, 403, "{}", r.body);
+    let b = r.json();
+    assert_eq!(b["error"], "license_cap_reached");
+    assert_eq!(b["limit"], "max_entries_per_vault");
+    assert_eq!(b["current"], 100);
+    assert_eq!(b["cap"], 100);
+    assert_eq!(b["state"], "ABSENT");
+    assert!(b["message"].as_str().unwrap().starts_with("No license installed"));
+
+    // A license lifts it at run time.
+    let mgmt = mgmt_token(&v, "license");
+    assert_eq!(install(&s, &mgmt, &active(&k, &[(Limit::MaxEntriesPerVault, 101)])).status, 200);
+    let r = owner.write(&s, "POST", "/api/entries", &json!({"title": "fits", "fields": []}));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = owner.write(&s, "POST", "/api/entries", &json!({"title": "over", "fields": []}));
+    assert_eq!(r.status, 403);
+    assert_eq!(r.json()["state"], "ACTIVE");
+}
+
+#[test]
+fn agent_and_passkey_caps_through_the_api() {
+    let v = Vault::uninitialised_owner();
+    let k = keys(v.tmp.path(), "vendor");
+    let s = start(&v, &k, &[]);
+    let mut owner = Admin::owner(&s, &v.setup_code); // agent 1, passkey 1
+    for n in 2..=5 {
+        let r = owner.write(&s, "POST", "/api/agents", &json!({"name": format!("a{n}")}));
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+    let r = owner.write(&s, "POST", "/api/agents", &json!({"name": "a6"}));
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(r.json()["limit"], "max_agents_per_vault");
+    assert_eq!(r.json()["current"], 5);
+
+    let mut enroll = || {
+        let mut other = SoftPasskey::new(true);
+        let r = post_json(&s, "/api/passkeys/options", Some(&owner.token), &json!({}));
+        assert_eq!(r.status, 200, "{}", r.body);
+        let start = r.json();
+        let ccr: CreationChallengeResponse = serde_json::from_value(start["options"].clone()).unwrap();
+        let cred = other.do_registration(origin(), ccr).unwrap();
+        let body = json!({"registration_id": start["registration_id"], "name": "spare", "credential": cred});
+        owner.write(&s, "POST", "/api/passkeys", &body)
+    };
+    assert_eq!(enroll().status, 201, "second passkey fits the default tier's 2");
+    let r = enroll();
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(r.json()["limit"], "max_passkeys_per_vault");
+    assert_eq!(r.json()["cap"], 2);
+}
+
+#[test]
+fn key_rotation_makes_revalidation_move_the_node_to_invalid() {
+    let v = Vault::new();
+    let k = keys(v.tmp.path(), "vendor");
+    let mgmt = mgmt_token(&v, "license");
+    let install_out = {
+        let file = v.tmp.path().join("lic");
+        std::fs::write(&file, active(&k, &[(Limit::MaxAgentsPerVault, 20)])).unwrap();
+        cli(&v, &k, &["license", "install", file.to_str().unwrap()], &[])
+    };
+    assert!(install_out.status.success(), "{}", String::from_utf8_lossy(&install_out.stderr));
+    let mut args = node_args(&k);
+    args.extend(["--license-revalidate-after-secs".into(), "2".into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let s = Server::start_env(&v.dir(), &args, &[]);
+    assert_eq!(usage(&s, &mgmt)["state"], "ACTIVE");
+    // The vendor rotates its key and the node's key file gets the new one, without the license
+    // being reissued: the next revalidation notices.
+    let rotated = keys(v.tmp.path(), "rotated");
+    std::fs::copy(&rotated.public_pem, &k.public_pem).unwrap();
+    common::eventually("revalidation ran", || usage(&s, &mgmt)["state"] == "INVALID");
+    assert!(s.stderr().contains("OPERATOR ALERT [license]"));
+    common::eventually("audited", || node_actions(&v).iter().any(|a| a == "revalidate_license"));
+}
+
+#[test]
+fn revalidation_updates_last_validated_at() {
+    let v = Vault::new();
+    let k = keys(v.tmp.path(), "vendor");
+    let mgmt = mgmt_token(&v, "license");
+    let file = v.tmp.path().join("lic");
+    std::fs::write(&file, active(&k, &[])).unwrap();
+    assert!(cli(&v, &k, &["license", "install", file.to_str().unwrap()], &[]).status.success());
+    let conn = rusqlite::Connection::open(v.dir().join("node.db")).unwrap();
+    conn.execute("UPDATE license SET last_validated_at = 1000", []).unwrap();
+    let mut args = node_args(&k);
+    args.extend(["--license-revalidate-after-secs".into(), "1".into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let s = Server::start_env(&v.dir(), &args, &[]);
+    common::eventually("revalidated", || usage(&s, &mgmt)["lastValidatedAt"].as_i64().unwrap_or(0) > 1000);
+    assert_eq!(usage(&s, &mgmt)["state"], "ACTIVE");
+}
+
+#[test]
+fn the_clock_moves_a_running_node_to_expired_with_an_alert() {
+    let v = Vault::new();
+    let k = keys(v.tmp.path(), "vendor");
+    let mgmt = mgmt_token(&v, "license");
+    let soon = token(&k, "acme", now() + 3, 0, &[(Limit::MaxAgentsPerVault, 50)]);
+    let s = start(&v, &k, &[("CLAVITOR_LICENSE_TOKEN", &soon)]);
+    assert_eq!(usage(&s, &mgmt)["state"], "ACTIVE");
+    assert!(!s.stderr().contains("OPERATOR ALERT [license]"));
+    // Bounded: the thread wakes at exp + 1 s.
+    let alerted = (0..200).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        s.stderr().contains("OPERATOR ALERT [license]")
+    });
+    assert!(alerted, "no alert when the license expired: {}", s.stderr());
+    let u = usage(&s, &mgmt);
+    assert_eq!(u["state"], "EXPIRED");
+    assert_eq!(cap_of(&u, "max_agents_per_vault"), (5, "default".into()));
+}
+
+#[test]
+fn boot_warns_once_per_limit_above_the_cap_and_license_show_prints_usage() {
+    let v = Vault::new();
+    let k = keys(v.tmp.path(), "vendor");
+    let big = active(&k, &[(Limit::MaxAgentsPerVault, 10)]);
+    for n in 2..=7 {
+        let out = cli(&v, &k, &["agent", "add", "--name", &format!("a{n}")], &[("CLAVITOR_LICENSE_TOKEN", &big)]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    // No license now: 7 agents against the default 5.
+    let s = start(&v, &k, &[]);
+    common::eventually("started", || s.get("/healthz", None).status == 200);
+    let warnings = s.stderr().matches("usage is above the license cap").count();
+    assert_eq!(warnings, 1, "{}", s.stderr());
+    assert!(s.stderr().contains("max_agents_per_vault"));
+    // The existing agents keep working.
+    assert_eq!(s.get("/api/entries", Some(&v.owner)).status, 200);
+    let out = cli(&v, &k, &["license", "show"], &[]);
+    assert!(out.status.success());
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["state"], "ABSENT");
+    assert_eq!(cap_of(&shown, "max_agents_per_vault"), (5, "default".into()));
+    assert_eq!(shown["limits"][1]["current"], 7);
+}
+
+fn insert_old_audit_row(v: &Vault, days_ago: i64, detail: &str) {
+    let conn = rusqlite::Connection::open(v.vault_file()).unwrap();
+    conn.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+    let ts = (now() - days_ago * DAY) * 1000;
+    conn.execute(
+        "INSERT INTO audit (ts, actor, action, outcome, detail) VALUES (?1, 'local-operator', 'entry.list', 'ok', ?2)",
+        rusqlite::params![ts, detail],
+    )
+    .unwrap();
+}
+
+fn vault_audit_details(v: &Vault) -> Vec<String> {
+    v.audit_rows(false).iter().map(|r| r["detail"].as_str().unwrap_or_default().to_owned()).collect()
+}
+
+#[test]
+fn retention_pruning_follows_a_license_change_without_a_restart() {
+    let v = Vault::new();
+    let k = keys(v.tmp.path(), "vendor");
+    let mgmt = mgmt_token(&v, "license");
+    insert_old_audit_row(&v, 40, "forty-days");
+    insert_old_audit_row(&v, 10, "ten-days");
+    let t30 = active(&k, &[(Limit::MaxAuditRetentionDays, 30)]);
+    let s = start(&v, &k, &[("CLAVITOR_LICENSE_TOKEN", &t30)]);
+    common::eventually("40-day row pruned at start", || !vault_audit_details(&v).contains(&"forty-days".into()));
+    assert!(vault_audit_details(&v).contains(&"ten-days".into()), "within 30 days: kept");
+    // The license now allows 7 days: the 10-day row goes at once, no restart.
+    let r = install(&s, &mgmt, &active(&k, &[(Limit::MaxAuditRetentionDays, 7)]));
+    assert_eq!(r.status, 200);
+    common::eventually("10-day row pruned", || !vault_audit_details(&v).contains(&"ten-days".into()));
+    assert_eq!(usage(&s, &mgmt)["limits"][4]["current"], 7);
+}
+
+#[test]
+fn telemetry_payload_carries_the_license_state() {
+    let v = Vault::new();
+    let k = keys(v.tmp.path(), "vendor");
+    let t = active(&k, &[]);
+    let out = cli(&v, &k, &["telemetry", "show"], &[("CLAVITOR_LICENSE_TOKEN", &t)]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let p: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(p["license_state"], "ACTIVE", "{p}");
+    assert!(p["license_days_remaining"].as_i64().unwrap() >= 364);
+    assert!(p.get("license_last_validated_age_s").is_some());
+}
+
+#[test]
+fn the_node_binary_holds_no_signing_code_path() {
+    let text = String::from_utf8_lossy(&std::fs::read(common::BIN).unwrap()).into_owned();
+    // The minter's own texts (private-key loading, minting, --verify) are absent...
+    for needle in [
+        "clavitor-license",
+        "not an Ed25519 PKCS#8 private key",
+        "verification failed, token discarded",
+        "--private-key",
+        "--gen-keypair",
+        "--grace-days",
+    ] {
+        assert!(!text.contains(needle), "{needle:?} is in the node binary");
+    }
+    // ...and the validator is there, so the check looks at the right binary.
+    assert!(text.contains("License signature verification failed"));
+    // No signing function is linked in (a debug build's debuginfo still names ed25519-dalek's
+    // types, so look at the defined code symbols, not the strings).
+    let nm = Command::new("nm").arg("-C").arg("--defined-only").arg(common::BIN).output().expect("nm (binutils)");
+    assert!(nm.status.success());
+    let symbols = String::from_utf8_lossy(&nm.stdout);
+    let signing: Vec<&str> = symbols
+        .lines()
+        .filter(|l| l.contains("ed25519_dalek::signing") || l.contains("ed25519_dalek::hazmat::raw_sign"))
+        .collect();
+    assert!(signing.is_empty(), "signing code in the node binary: {signing:?}");
+    assert!(symbols.contains("verify_strict"), "nm sees the validator's code");
+}
