@@ -334,6 +334,16 @@ impl VaultDb {
         super::data_version(&self.conn, &self.path)
     }
 
+    /// Runs `f` inside the transaction already open on this connection (the WebAuthn gate's),
+    /// or else in a new IMMEDIATE one: a check that counts rows and the insert it guards then
+    /// see the same file, even with another process writing to it.
+    pub fn in_one_transaction<T, E: From<StoreError>>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<T, E>,
+    ) -> Result<T, E> {
+        if self.outer { f(self) } else { self.atomically(f) }
+    }
+
     pub(super) fn write_tx(&mut self) -> Result<WriteTx<'_>, StoreError> {
         if self.outer {
             return self.conn.savepoint().map(WriteTx::Sp).ctx(&self.path);

@@ -63,10 +63,12 @@ pub fn add_entry(
 ) -> Result<i64, VaultError> {
     let chosen = input.uuid.clone();
     let (data, scopes) = input.into_parts()?;
-    within_cap(db, Capped::EntriesPerVault, 1)?;
     let uuid = chosen.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let sealed = seal(vault, key, &uuid, &data)?;
-    db.insert_entry(&uuid, &scopes.to_db(), &sealed, now(), &event.record()).map_err(VaultError::from_store)
+    db.in_one_transaction(|db| {
+        within_cap(db, Capped::EntriesPerVault, 1)?;
+        db.insert_entry(&uuid, &scopes.to_db(), &sealed, now(), &event.record()).map_err(VaultError::from_store)
+    })
 }
 
 /// Adds many entries in one transaction: all of them or none.
@@ -85,8 +87,10 @@ pub fn import_entries(
         let sealed = seal(vault, key, &uuid, &data)?;
         rows.push((uuid, scopes.to_db(), sealed));
     }
-    within_cap(db, Capped::EntriesPerVault, rows.len() as u64)?;
-    db.insert_entries(&rows, now(), &event.record()).map_err(VaultError::from_store)
+    db.in_one_transaction(|db| {
+        within_cap(db, Capped::EntriesPerVault, rows.len() as u64)?;
+        db.insert_entries(&rows, now(), &event.record()).map_err(VaultError::from_store)
+    })
 }
 
 /// Replaces an entry; `expected_version` guards against overwriting a concurrent change.
@@ -150,10 +154,10 @@ pub fn add_agent(
         return Err(VaultError::Invalid("expires_at must be in the future (unix seconds)".into()));
     }
     let extra = ScopeSet::from_strs(extra_scopes.iter().map(String::as_str))?;
-    within_cap(db, Capped::AgentsPerVault, 1)?;
     let token = NewToken::generate();
-    let row = db
-        .insert_agent(
+    let row = db.in_one_transaction(|db| {
+        within_cap(db, Capped::AgentsPerVault, 1)?;
+        db.insert_agent(
             &NewAgent {
                 name,
                 token_hash: token.hash().as_str(),
@@ -172,7 +176,8 @@ pub fn add_agent(
             },
             &event.record(),
         )
-        .map_err(VaultError::from_store)?;
+        .map_err(VaultError::from_store)
+    })?;
     Ok((agent_from_row(&row)?, token))
 }
 
@@ -348,7 +353,6 @@ pub fn add_passkey(
     if name.chars().count() > MAX_PASSKEY_NAME || name.chars().any(char::is_control) {
         return Err(VaultError::Invalid(format!("passkey name must be at most {MAX_PASSKEY_NAME} characters")));
     }
-    within_cap(db, Capped::PasskeysPerVault, 1)?;
     let id = passkey.id();
     let row = CredentialRow {
         id: id.as_str().to_owned(),
@@ -359,7 +363,10 @@ pub fn add_passkey(
         agent_id: Some(agent.0),
         mac: None,
     };
-    db.insert_credential(&row, &event.record()).map_err(VaultError::from_store)?;
+    db.in_one_transaction(|db| {
+        within_cap(db, Capped::PasskeysPerVault, 1)?;
+        db.insert_credential(&row, &event.record()).map_err(VaultError::from_store)
+    })?;
     Ok(id)
 }
 
