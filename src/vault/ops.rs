@@ -8,8 +8,8 @@ use crate::audit::AuditEvent;
 use crate::auth::webauthn::{CredentialId, StoredPasskey};
 use crate::auth::{Agent, AgentId, NewToken, ScopeSet};
 use crate::crypto::DataKey;
-use crate::store::proxy_requests_db::ProxyRequestRow;
 use crate::edition::Capped;
+use crate::store::proxy_requests_db::ProxyRequestRow;
 use crate::store::vault_db::{AgentChange, AgentRow, EntryRow, NewAgent, VaultDb};
 use crate::store::webauthn_db::CredentialRow;
 
