@@ -200,13 +200,13 @@ fn client(a: &[String]) {
     println!("tunnels_open_secs {:.1}", started.elapsed().as_secs_f64());
     std::thread::sleep(Duration::from_secs(1));
     println!("rss_with_tunnels_kb {}", rss_kb(pid));
-    // One request each: every tunnel then also holds its upstream connection.
+    // One request each: the kept upstream connections are shared by the agent's tunnels.
     for t in &mut open {
         assert_eq!(get(t, port, "/pass/x"), 200);
     }
     std::thread::sleep(Duration::from_secs(1));
     println!("rss_with_tunnels_and_upstreams_kb {}", rss_kb(pid));
-    // The server runs with --proxy-upstream-idle-secs 2: quiet tunnels let their upstreams go.
+    // The server runs with --proxy-upstream-idle-secs 2: quiet kept upstreams are closed.
     std::thread::sleep(Duration::from_secs(5));
     println!("rss_after_upstream_idle_kb {}", rss_kb(pid));
     // Still usable: one more request through the first tunnel.

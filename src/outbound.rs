@@ -60,12 +60,15 @@ pub fn check_url(raw: &str, plain: PlainHttp) -> Result<Uri, OutboundError> {
     }
 }
 
-/// The HTTP client for outgoing requests: a global timeout, statuses as values, no redirects.
+/// The HTTP client for outgoing requests: a global timeout, statuses as values, no redirects,
+/// and no proxy taken from the environment: a service's inherited `HTTP(S)_PROXY` must not
+/// route a push secret or the HQ bearer token through a host the operator never named here.
 pub fn client(timeout: Duration) -> ureq::Agent {
     ureq::Agent::config_builder()
         .timeout_global(Some(timeout))
         .http_status_as_error(false)
         .max_redirects(0)
+        .proxy(None)
         .build()
         .into()
 }

@@ -224,9 +224,12 @@ fn kuma_push_reports_up_with_the_figures_at_the_interval() {
     let (url, rx) = receiver(200, r#"{"ok":true}"#);
     let v = Vault::new();
     let push = format!("{url}/api/push/s3cret-kuma-token?status=up&msg=OK&ping=");
-    let s = Server::start(
+    // A proxy in the environment (nothing listens there) is not used: pushes go direct.
+    let no_proxy = "http://127.0.0.1:9";
+    let s = Server::start_env(
         &v.dir(),
         &["--kuma-push-url", &push, "--kuma-interval-secs", "1", "--kuma-disk-down-pct", "100"],
+        &[("http_proxy", no_proxy), ("HTTP_PROXY", no_proxy), ("ALL_PROXY", no_proxy), ("NO_PROXY", "")],
     );
     // Traffic for the counters: two good reads by the owner, one bad token.
     assert_eq!(s.get("/api/entries", Some(&v.owner)).status, 200);

@@ -713,7 +713,7 @@ fn limits_hold_tunnels_sizes_idle_rate_and_private_upstreams() {
 }
 
 #[test]
-fn a_tunnel_reuses_its_upstream_connection_and_lets_it_go_when_quiet() {
+fn upstream_connections_are_kept_per_agent_and_host_and_let_go_when_quiet() {
     let s = setup_with(&["--proxy-upstream-idle-secs", "1"]);
     let host = format!("api.example.test:{}", s.up.port);
     let conns = || s.up.conns.load(std::sync::atomic::Ordering::SeqCst);
@@ -722,8 +722,24 @@ fn a_tunnel_reuses_its_upstream_connection_and_lets_it_go_when_quiet() {
         assert_eq!(tunnel.get(&host, "/v1/a").expect("answer").0, 200);
     }
     assert_eq!(conns(), 1, "one upstream connection carries a tunnel's requests");
+    // The agent's next tunnel to the same host takes the kept connection: 1,000 tunnels do
+    // not mean 1,000 upstream TLS sessions.
+    let mut second = Tunnel::open(&s, "api.example.test", &s.agent.1).expect("second tunnel");
+    assert_eq!(second.get(&host, "/v1/a").expect("answer").0, 200);
+    assert_eq!(conns(), 1, "the agent's tunnels to one host share kept connections");
+    // Another agent never gets a connection that carried this agent's credentials.
+    let other = s.v.add_agent("other", &[]);
+    let mut third = (0..100)
+        .find_map(|_| {
+            Tunnel::open(&s, "api.example.test", &other.1)
+                .map_err(|_| std::thread::sleep(Duration::from_millis(100)))
+                .ok()
+        })
+        .expect("the new agent's tunnel (once the server saw the agent)");
+    assert_eq!(third.get(&host, "/v1/a").expect("answer").0, 200);
+    assert_eq!(conns(), 2, "another agent's request went on a connection of its own");
     std::thread::sleep(Duration::from_millis(2500));
     assert_eq!(tunnel.get(&host, "/v1/a").expect("the tunnel is still open").0, 200);
-    assert_eq!(conns(), 2, "the quiet upstream connection was closed and opened again");
-    assert_eq!(s.up.take().len(), 4);
+    assert_eq!(conns(), 3, "the quiet upstream connection was closed and a new one opened");
+    assert_eq!(s.up.take().len(), 6);
 }

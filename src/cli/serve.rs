@@ -129,8 +129,8 @@ pub struct ProxyArgs {
     /// Seconds a tunnel may live at most, whatever it does.
     #[arg(long, env = "CLAVITOR_PROXY_LIFETIME_SECS", default_value_t = proxy::DEFAULT_LIFETIME_SECS)]
     pub proxy_lifetime_secs: u64,
-    /// Seconds a tunnel's upstream connection is kept with no bytes moving (then closed; the
-    /// tunnel's next request opens a new one).
+    /// Seconds an upstream connection is kept unused between requests (one agent's tunnels to
+    /// one host share kept connections; the next request after that opens a new one).
     #[arg(long, env = "CLAVITOR_PROXY_UPSTREAM_IDLE_SECS", default_value_t = proxy::DEFAULT_UPSTREAM_IDLE_SECS)]
     pub proxy_upstream_idle_secs: u64,
     /// Largest request body forwarded (bytes); a larger one is refused 413 or cut.

@@ -73,7 +73,7 @@ pub enum BodyError {
 /// Streams an upstream body through the masker and a size limit, and reports the byte count
 /// when it ends.
 pub struct MaskedBody {
-    inner: hyper::body::Incoming,
+    inner: super::pool::PooledBody,
     values: Values,
     /// Bytes seen but not yet passed on (a possible start of a value).
     held: BytesMut,
@@ -85,7 +85,7 @@ pub struct MaskedBody {
 
 impl MaskedBody {
     pub fn new(
-        inner: hyper::body::Incoming,
+        inner: super::pool::PooledBody,
         values: Values,
         limit: u64,
         on_end: Box<dyn FnOnce(u64) + Send + Sync>,

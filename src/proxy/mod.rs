@@ -22,6 +22,7 @@
 
 pub mod ca;
 pub mod mask;
+mod pool;
 mod tunnel;
 
 use std::collections::HashMap;
@@ -70,8 +71,8 @@ pub struct Settings {
     pub idle: Duration,
     /// A tunnel is closed this long after it opened, whatever it is doing.
     pub lifetime: Duration,
-    /// A tunnel's upstream connection is closed after this long without bytes moving (the
-    /// next request opens a new one).
+    /// A kept upstream connection is closed after this long unused (the next request opens a
+    /// new one).
     pub upstream_idle: Duration,
     pub max_request_bytes: u64,
     pub max_response_bytes: u64,
@@ -142,6 +143,7 @@ pub struct Proxy {
     upstream_tls: Arc<rustls::ClientConfig>,
     limiter: AgentLimiter,
     auth_throttle: crate::api::throttle::AuthThrottle,
+    upstreams: Arc<pool::Pool>,
 }
 
 impl Proxy {
@@ -167,6 +169,7 @@ impl Proxy {
             ..Limits::default()
         });
         let _ = CA_PEM.set(ca.pem().to_owned());
+        let settings_upstream_idle = settings.upstream_idle;
         Ok(Arc::new(Self {
             node,
             ca,
@@ -175,6 +178,7 @@ impl Proxy {
             upstream_tls: Arc::new(client),
             limiter: governor::RateLimiter::keyed(quota),
             auth_throttle: crate::api::throttle::AuthThrottle::default(),
+            upstreams: pool::Pool::new(settings_upstream_idle),
         }))
     }
 
@@ -182,6 +186,7 @@ impl Proxy {
     /// runtime; each request inside one has had its audit row committed before it was forwarded.
     pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: impl std::future::Future<Output = ()>) {
         let mut shutdown = std::pin::pin!(shutdown);
+        let sweeper = tokio::spawn(self.upstreams.clone().sweep());
         loop {
             let (stream, remote) = tokio::select! {
                 biased;
@@ -207,6 +212,7 @@ impl Proxy {
                 drop(slot);
             });
         }
+        sweeper.abort();
     }
 
     /// One client connection: CONNECT requests (or refusals) until one opens a tunnel, which

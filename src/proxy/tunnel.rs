@@ -1,6 +1,6 @@
 //! Inside one tunnel: TLS terminated with the CONNECT host's leaf, HTTP/1.1 served, each
-//! request checked, injected, audited and forwarded to the CONNECT host over verified TLS on one
-//! upstream connection kept for the tunnel's life.
+//! request checked, injected, audited and forwarded to the CONNECT host over verified TLS, on an
+//! upstream connection taken from the agent's pool for that host (see `pool`).
 //!
 //! Must never: forward a request whose `Host` (or absolute URI) names another host than the
 //! CONNECT host; forward an injected request before its audit rows are committed; pass a
@@ -21,6 +21,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
 use super::mask::{MaskedBody, Values};
+use super::pool::{Key, PooledBody, Sender};
 use super::{BoxError, Proxy, ProxyBody, Refusal, UPSTREAM_CONNECT_TIMEOUT, refusal};
 use crate::api::serve::{HANDSHAKE_TIMEOUT, MAX_HEAD};
 use crate::audit::{Action, Actor, AuditEvent, Outcome};
@@ -125,8 +126,6 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     }
 }
 
-type Sender = hyper::client::conn::http1::SendRequest<ProxyBody>;
-
 struct Tunnel {
     proxy: Arc<Proxy>,
     host: String,
@@ -134,15 +133,6 @@ struct Tunnel {
     token: TokenHash,
     remote: SocketAddr,
     activity: Arc<Activity>,
-    upstream: tokio::sync::Mutex<Option<(Sender, tokio::task::JoinHandle<()>)>>,
-}
-
-impl Drop for Tunnel {
-    fn drop(&mut self) {
-        if let Some((_, driver)) = self.upstream.get_mut().take() {
-            driver.abort();
-        }
-    }
 }
 
 pub async fn run(proxy: Arc<Proxy>, start: Start, remote: SocketAddr) {
@@ -166,7 +156,6 @@ pub async fn run(proxy: Arc<Proxy>, start: Start, remote: SocketAddr) {
     let activity =
         Arc::new(Activity { origin: Instant::now(), last_ms: AtomicU64::new(0), in_flight: AtomicUsize::new(0) });
     let idle = proxy.settings.idle;
-    let upstream_idle = proxy.settings.upstream_idle;
     let tunnel = Arc::new(Tunnel {
         proxy,
         host: start.host,
@@ -174,9 +163,7 @@ pub async fn run(proxy: Arc<Proxy>, start: Start, remote: SocketAddr) {
         token: start.token,
         remote,
         activity: activity.clone(),
-        upstream: tokio::sync::Mutex::new(None),
     });
-    let releaser = tunnel.clone();
     let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
         let tunnel = tunnel.clone();
         async move { Ok::<_, std::convert::Infallible>(tunnel.handle(req).await) }
@@ -193,31 +180,10 @@ pub async fn run(proxy: Arc<Proxy>, start: Start, remote: SocketAddr) {
             }
         }
         () = idle_watch(&activity, idle) => tracing::debug!(%remote, "proxy tunnel closed: idle"),
-        () = releaser.release_idle_upstream(upstream_idle) => {}
     }
 }
 
 impl Tunnel {
-    /// Closes the upstream connection whenever the tunnel has been quiet for `after` (the next
-    /// request opens a new one): a held but unused tunnel then costs only its own TLS session.
-    /// Never returns.
-    async fn release_idle_upstream(&self, after: Duration) {
-        loop {
-            let due = self.activity.last() + after;
-            if Instant::now() < due {
-                tokio::time::sleep_until(due).await;
-                continue;
-            }
-            if self.activity.in_flight.load(Ordering::Relaxed) == 0
-                && let Ok(mut slot) = self.upstream.try_lock()
-                && let Some((_, driver)) = slot.take()
-            {
-                driver.abort();
-            }
-            tokio::time::sleep(after).await;
-        }
-    }
-
     async fn handle(&self, req: Request<hyper::body::Incoming>) -> Response<ProxyBody> {
         self.activity.in_flight.fetch_add(1, Ordering::Relaxed);
         let _in_flight = InFlight(self.activity.clone());
@@ -424,31 +390,23 @@ impl Tunnel {
         Ok(Request::from_parts(parts, body))
     }
 
-    /// Sends on the tunnel's upstream connection, opening it (again) when needed.
-    async fn send(&self, req: Request<ProxyBody>) -> Result<Response<hyper::body::Incoming>, Refusal> {
-        let mut slot = self.upstream.lock().await;
-        let reusable = match slot.as_mut() {
-            Some((sender, _)) => sender.ready().await.is_ok(),
-            None => false,
+    /// Sends on a kept connection of this agent to this host, or a new one; the answer's body
+    /// hands the connection back when it has been read to the end.
+    async fn send(&self, req: Request<ProxyBody>) -> Result<Response<PooledBody>, Refusal> {
+        let key = Key { agent: self.token.clone(), host: self.host.clone(), port: self.port };
+        let pool = self.proxy.upstreams.clone();
+        let mut sender = match pool.take(&key).await {
+            Some(sender) => sender,
+            None => self.connect_upstream().await?,
         };
-        if !reusable {
-            if let Some((_, driver)) = slot.take() {
-                driver.abort();
-            }
-            *slot = Some(self.connect_upstream().await?);
-        }
-        let Some((sender, _)) = slot.as_mut() else {
-            return Err(refusal(StatusCode::BAD_GATEWAY, "upstream_unreachable", "no upstream connection"));
-        };
-        let fut = sender.send_request(req);
-        drop(slot);
-        fut.await.map_err(|e| {
+        let resp = sender.send_request(req).await.map_err(|e| {
             tracing::debug!(error = %e, host = %self.host, "upstream request failed");
             refusal(StatusCode::BAD_GATEWAY, "upstream_failed", "the upstream did not answer")
-        })
+        })?;
+        Ok(resp.map(|body| PooledBody::new(body, pool, key, sender)))
     }
 
-    async fn connect_upstream(&self) -> Result<(Sender, tokio::task::JoinHandle<()>), Refusal> {
+    async fn connect_upstream(&self) -> Result<Sender, Refusal> {
         let unreachable =
             |msg: &str| refusal(StatusCode::BAD_GATEWAY, "upstream_unreachable", format!("{}: {msg}", self.host));
         let settings = &self.proxy.settings;
@@ -484,17 +442,19 @@ impl Tunnel {
         let tls = tokio::time::timeout(UPSTREAM_CONNECT_TIMEOUT, connect)
             .await
             .map_err(|_| unreachable("connecting timed out"))??;
-        // A small fixed read buffer: a tunnel keeps this connection for its life, and 1,000
-        // tunnels' adaptive 8 KiB+ buffers would be most of the proxy's memory.
+        // A small fixed read buffer: kept connections would otherwise each hold an adaptive
+        // 8 KiB+ one.
         let (sender, conn) = hyper::client::conn::http1::Builder::new()
             .read_buf_exact_size(Some(UPSTREAM_READ_BUF))
             .handshake(TokioIo::new(tls))
             .await
             .map_err(|_| unreachable("HTTP handshake failed"))?;
-        let driver = tokio::spawn(async move {
+        // Ends when the last sender is dropped (the pool let the connection go) or the upstream
+        // closes it.
+        tokio::spawn(async move {
             let _ = conn.await;
         });
-        Ok((sender, driver))
+        Ok(sender)
     }
 }
 
