@@ -25,6 +25,8 @@ struct Setup {
     totp: i64,
     hidden: i64,
     home: tempfile::TempDir,
+    /// The agent's own scope.
+    own: String,
 }
 
 fn setup() -> Setup {
@@ -33,14 +35,14 @@ fn setup() -> Setup {
     let (other, _) = v.add_agent("other", &[]);
     let own = format!("{id:04x}");
     let github = v.add_entry(&json!({
-        "title": "GitHub", "type": "login", "url": "https://github.com", "scopes": [own],
+        "title": "GitHub", "type": "login", "url": "https://github.com", "scopes": [&own],
         "fields": [
             {"name": "username", "kind": "text", "value": "bot"},
             {"name": "password", "kind": "secret", "value": PASSWORD},
         ]
     }));
     let totp = v.add_entry(&json!({
-        "title": "Mail", "scopes": [own],
+        "title": "Mail", "scopes": [&own],
         "fields": [{"name": "otp", "kind": "totp", "value": TOTP_SECRET}]
     }));
     let hidden = v.add_entry(&json!({
@@ -48,7 +50,7 @@ fn setup() -> Setup {
         "fields": [{"name": "password", "kind": "secret", "value": "never-shown"}]
     }));
     let s = v.serve();
-    Setup { v, s, token, github, totp, hidden, home: tempfile::tempdir().expect("home") }
+    Setup { v, s, token, github, totp, hidden, home: tempfile::tempdir().expect("home"), own }
 }
 
 impl Setup {
@@ -372,6 +374,56 @@ fn run_forwards_sigterm_and_reports_signals() {
     }
     assert_eq!(got.ok().as_deref(), Some("got-term"), "the child did not get the SIGTERM");
     assert_eq!(status.and_then(|s| s.code()), Some(5), "clavitor exits with the child's code");
+}
+
+#[test]
+fn run_child_gets_sigterm_when_clavitor_is_killed() {
+    let t = setup();
+    let mut cmd = t.command(
+        &["run", "--", "sh", "-c", "trap 'exit 3' TERM; echo ready $$; while :; do sleep 0.1; done"],
+        &[("CLAVITOR_TOKEN", &t.token)],
+    );
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let ready = lines.next().and_then(Result::ok).expect("the child starts");
+    let sh_pid: i32 = ready.strip_prefix("ready ").and_then(|p| p.parse().ok()).expect("ready <pid>");
+    child.kill().unwrap(); // SIGKILL: nothing to forward, the kernel's parent-death signal acts
+    child.wait().unwrap();
+    // SAFETY: signal 0 only asks whether the process exists.
+    let alive = || unsafe { libc::kill(sh_pid, 0) } == 0;
+    let gone = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        !alive()
+    });
+    if !gone {
+        // SAFETY: cleans up the process this test started.
+        unsafe {
+            libc::kill(sh_pid, libc::SIGKILL);
+        }
+    }
+    assert!(gone, "the command outlived the killed clavitor");
+}
+
+#[test]
+fn ls_escapes_bidirectional_overrides_in_titles() {
+    // Control characters are refused in titles at every write; a right-to-left override is
+    // valid text, but printed raw it makes "evil<U+202E>txt.exe" read as "evilexe.txt".
+    let t = setup();
+    t.v.add_entry(&json!({
+        "title": "evil\u{202e}txt.exe", "scopes": [&t.own],
+        "fields": [{"name": "x", "kind": "text", "value": "y"}],
+    }));
+    // The running server picks the operator's write up within a fraction of a second.
+    let mut ls = String::new();
+    for _ in 0..100 {
+        ls = ok(&t.run(&["ls"]));
+        if ls.contains("evil") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(ls.contains("evil\\u{202e}txt.exe"), "{ls}");
+    assert!(!ls.contains('\u{202e}'), "{ls}");
 }
 
 /// A self-signed certificate for 127.0.0.1 (not a CA: webpki refuses a CA as the server's own).

@@ -13,7 +13,7 @@ use clap::{Args, Subcommand};
 use serde::Serialize;
 use zeroize::Zeroizing;
 
-use super::JsonArg;
+use super::{JsonArg, terminal_safe};
 use crate::client::{ClientConfig, DeriveRequest, EntryRef, EntrySummary, SecretRef, VaultClient, run};
 
 /// Where the vault is and how to authenticate. There is deliberately no `--token` flag: a token
@@ -249,7 +249,15 @@ fn print_summaries(entries: &[EntrySummary], json: bool) -> anyhow::Result<()> {
     }
     let mut out = std::io::stdout().lock();
     for e in entries {
-        writeln!(out, "{}\t{}\t{}\t{}\t{}", e.id, e.entry_type, e.title, e.url, e.scopes.join(","))?;
+        writeln!(
+            out,
+            "{}\t{}\t{}\t{}\t{}",
+            e.id,
+            terminal_safe(&e.entry_type),
+            terminal_safe(&e.title),
+            terminal_safe(&e.url),
+            terminal_safe(&e.scopes.join(","))
+        )?;
     }
     out.flush()?;
     Ok(())

@@ -322,3 +322,38 @@ pub enum AuditCommand {
         out: JsonArg,
     },
 }
+
+/// `text` fit for a terminal line: control characters (escape sequences, tabs, newlines) and
+/// the Unicode bidirectional overrides are written as `\u{..}`. Titles, names, URLs and audit
+/// details come from whoever wrote the entry or made the request; printed raw, an `ESC [` could
+/// rewrite the operator's screen, and a newline or tab forge a row of the listing.
+pub(crate) fn terminal_safe(text: &str) -> std::borrow::Cow<'_, str> {
+    fn unsafe_char(c: char) -> bool {
+        c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}')
+    }
+    if !text.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if unsafe_char(c) {
+            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::terminal_safe;
+
+    #[test]
+    fn terminal_safe_escapes_controls_and_bidi_overrides_only() {
+        assert_eq!(terminal_safe("GitHub – prod ✓"), "GitHub – prod ✓");
+        assert_eq!(terminal_safe("a\x1b[2Jb"), "a\\u{1b}[2Jb");
+        assert_eq!(terminal_safe("x\ty\nz"), "x\\u{9}y\\u{a}z");
+        assert_eq!(terminal_safe("abc\u{202e}fdp.exe"), "abc\\u{202e}fdp.exe");
+    }
+}

@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use serde_json::json;
 
-use super::{AgentCommand, AuditCommand, Command, EntryCommand, GlobalArgs};
+use super::{AgentCommand, AuditCommand, Command, EntryCommand, GlobalArgs, terminal_safe};
 use crate::audit::{Action, Actor, AuditEvent, Outcome};
 use crate::auth::AgentId;
 use crate::store::node_db::NodeDb;
@@ -191,7 +191,13 @@ fn agent(dir: &DataDir, cmd: &AgentCommand) -> anyhow::Result<()> {
                     if a.proxy_only_listed {
                         extra.push_str("  proxy_only_listed");
                     }
-                    println!("{:>5}  {:<24}  {:<12?}  {}{extra}{mark}", a.id, a.name, a.role(), a.scopes.to_db());
+                    println!(
+                        "{:>5}  {:<24}  {:<12?}  {}{extra}{mark}",
+                        a.id,
+                        terminal_safe(&a.name),
+                        a.role(),
+                        a.scopes.to_db()
+                    );
                 }
             }
         }
@@ -304,7 +310,13 @@ fn entry(dir: &DataDir, cmd: &EntryCommand) -> anyhow::Result<()> {
                     } else {
                         "  FORGED: scopes fail their integrity check, shown to no agent"
                     };
-                    println!("{:>6}  {:<32}  {:<10}  {}{mark}", r.id, d.title, d.entry_type, r.scopes);
+                    println!(
+                        "{:>6}  {:<32}  {:<10}  {}{mark}",
+                        r.id,
+                        terminal_safe(&d.title),
+                        terminal_safe(&d.entry_type),
+                        r.scopes
+                    );
                 }
             }
         }
@@ -356,8 +368,8 @@ fn audit(dir: &DataDir, cmd: &AuditCommand) -> anyhow::Result<()> {
                 a.action,
                 a.entry_id.map(|i| i.to_string()).unwrap_or_default(),
                 a.outcome,
-                a.client,
-                a.detail
+                terminal_safe(&a.client),
+                terminal_safe(&a.detail)
             );
         }
     }

@@ -204,7 +204,26 @@ fn spawn(cmd: &mut Command) -> Result<Child, ClientError> {
 /// Runs `cmd` with stdin inherited and its stdout/stderr masked onto clavitor's, forwarding
 /// SIGINT and SIGTERM; returns the exit code to exit with.
 pub fn run_masked(mut cmd: Command, secrets: &Secrets) -> Result<i32, ClientError> {
+    use std::os::unix::process::CommandExt;
     cmd.stdin(Stdio::inherit()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    // If clavitor itself is killed (SIGKILL cannot be forwarded), the child gets SIGTERM rather
+    // than running on with the secrets in its environment and no masker on its output. The
+    // parent-death signal follows the spawning thread: this runs on `clavitor run`'s main thread,
+    // which lives until the child has exited.
+    // SAFETY: only async-signal-safe calls (prctl, getppid) between fork and exec.
+    let parent = std::process::id();
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // Clavitor died before the prctl took effect: do not start the command at all.
+            if u32::try_from(libc::getppid()).ok() != Some(parent) {
+                return Err(io::Error::other("clavitor exited before the command started"));
+            }
+            Ok(())
+        });
+    }
     let mut child = spawn(&mut cmd)?;
     forward_signals_to(child.id());
     let out = child.stdout.take().map(|o| {
