@@ -332,3 +332,32 @@ fn a_child_never_reads_through_its_own_scope_and_one_tree_holds_at_most_100_live
     let (_, grandchild, _) = derived(&s, &child_token, &json!({"name": "g", "ttl_secs": 30}));
     assert_eq!(s.get("/api/whoami", Some(&grandchild)).status, 200);
 }
+
+#[test]
+fn expired_derived_agents_are_removed_with_an_audit_row_and_the_parent_stays() {
+    let v = Vault::new();
+    let (parent, token) = v.add_agent("ci", &["--scopes", "00aa", "--ttl", "1h"]);
+    let s = v.serve();
+    let (child, _, _) = derived(&s, &token, &json!({"name": "blink", "ttl_secs": 1}));
+    let (kept, _, _) = derived(&s, &token, &json!({"name": "hour", "ttl_secs": 3600}));
+    let ids = || -> Vec<i64> {
+        let listed = v.cli_json(&["agent", "list", "--json"], None);
+        listed.as_array().unwrap().iter().map(|a| a["id"].as_i64().unwrap()).collect()
+    };
+    assert!(ids().contains(&child));
+    // The server sweeps every 10 s; the expired child's row goes, nothing else does.
+    let start = Instant::now();
+    while ids().contains(&child) {
+        assert!(start.elapsed() < Duration::from_secs(40), "the expired derived agent was never removed");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let left = ids();
+    assert!(left.contains(&parent) && left.contains(&kept), "{left:?}");
+    let rows = v.audit_rows(false);
+    let expired: Vec<&Value> = rows.iter().filter(|r| r["action"] == "agent.expire").collect();
+    assert_eq!(expired.len(), 1, "{expired:?}");
+    assert_eq!(expired[0]["actor"], "node");
+    assert!(expired[0]["detail"].as_str().unwrap().starts_with(&format!("agent {child} ")), "{expired:?}");
+    // The parent (expiring too, but not derived) still works.
+    assert_eq!(s.get("/api/whoami", Some(&token)).status, 200);
+}

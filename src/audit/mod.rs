@@ -20,6 +20,8 @@ pub enum Actor {
     LocalOperator,
     /// A request that did not authenticate.
     Anonymous,
+    /// The server itself (housekeeping such as removing expired derived tokens).
+    Node,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +39,8 @@ pub enum Action {
     AgentCreate,
     AgentUpdate,
     AgentRevoke,
+    /// An expired derived token's agent was removed (by the node, some time after its expiry).
+    AgentExpire,
     VaultInit,
     /// An operation-bound WebAuthn challenge was issued.
     ChallengeIssue,
@@ -82,6 +86,7 @@ impl Action {
             Action::AgentCreate => "agent.create",
             Action::AgentUpdate => "agent.update",
             Action::AgentRevoke => "agent.revoke",
+            Action::AgentExpire => "agent.expire",
             Action::VaultInit => "vault.init",
             Action::ChallengeIssue => "webauthn.challenge",
             Action::PasskeyList => "passkey.list",
@@ -164,6 +169,7 @@ impl AuditEvent {
             Actor::Agent(id) => ("agent", Some(id.0)),
             Actor::LocalOperator => ("local-operator", None),
             Actor::Anonymous => ("anonymous", None),
+            Actor::Node => ("node", None),
         };
         AuditRecord {
             ts: crate::store::now_ms(),

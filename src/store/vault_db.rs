@@ -695,6 +695,45 @@ impl VaultDb {
         Ok(descendants)
     }
 
+    /// Removes derived agents that expired at or before `expired_by` (unix seconds), at most
+    /// `limit` per call, with one audit row each; their passkeys and access requests go with
+    /// them. A child never outlives its parent, so an expired agent's descendants are expired
+    /// too and go in the same or an earlier pass. Nothing is written when none is due. Returns
+    /// the ids removed.
+    pub fn prune_expired_derived(
+        &mut self,
+        expired_by: i64,
+        limit: u32,
+        audit: &AuditRecord,
+    ) -> Result<Vec<i64>, StoreError> {
+        let path = self.path.clone();
+        let tx = self.write_tx()?;
+        let due: Vec<(i64, i64)> = {
+            let mut st = tx
+                .prepare(
+                    "SELECT id, expires_at FROM agents
+                     WHERE parent_id IS NOT NULL AND expires_at IS NOT NULL AND expires_at <= ?1 AND admin = 0
+                     ORDER BY id LIMIT ?2",
+                )
+                .ctx(&path)?;
+            let rows = st.query_map(params![expired_by, limit], |r| Ok((r.get(0)?, r.get(1)?))).ctx(&path)?;
+            rows.collect::<Result<_, _>>().ctx(&path)?
+        };
+        if due.is_empty() {
+            return Ok(Vec::new());
+        }
+        bump_seq(&tx, &path)?;
+        for (id, expired) in &due {
+            tx.execute("DELETE FROM agents WHERE id = ?1", [id]).ctx(&path)?;
+            tx.execute("DELETE FROM webauthn_credentials WHERE agent_id = ?1", [id]).ctx(&path)?;
+            tx.execute("DELETE FROM proxy_requests WHERE agent_id = ?1", [id]).ctx(&path)?;
+            let detail = format!("agent {id} (derived token, expired at {expired})");
+            audit_sql::insert(&tx, &path, &AuditRecord { detail, ..audit.clone() })?;
+        }
+        tx.commit().ctx(&path)?;
+        Ok(due.into_iter().map(|(id, _)| id).collect())
+    }
+
     /// Unexpired derived agents in the tree `agent` belongs to: every descendant of its root
     /// (the ancestor that was not derived). The cap on derived tokens counts these, so a chain
     /// of derivations cannot multiply it.

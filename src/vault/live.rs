@@ -20,7 +20,7 @@ use super::data_dir::DataDir;
 use super::entry::{EntryData, FieldKind, Tier};
 use super::inject::{InjectRule, InjectionPlan};
 use super::{VaultError, VaultId, ops};
-use crate::audit::{AuditError, AuditEvent, AuditWriter};
+use crate::audit::{Action, Actor, AuditError, AuditEvent, AuditWriter, Outcome};
 use crate::auth::{Agent, AgentId, ScopeSet, TokenHash};
 use crate::crypto::{DataKey, MemoryKey};
 use crate::store::vault_db::VaultDb;
@@ -29,8 +29,11 @@ use crate::store::{AuditRow, AuditSync};
 pub const WATCH_INTERVAL: Duration = Duration::from_millis(200);
 /// How often the WAL of each file is checkpointed (audit connections do not do it themselves).
 pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
-/// Expired WebAuthn challenges are swept every this many watcher ticks (10 s).
+/// Expired WebAuthn challenges and expired derived agents are swept every this many watcher
+/// ticks (10 s).
 const SWEEP_EVERY: u64 = 50;
+/// Expired derived agents removed per vault per sweep (the rest go at the next one).
+const PRUNE_BATCH: u32 = 1000;
 
 /// An entry's metadata, decrypted once, and what agents are shown of it, sealed.
 ///
@@ -491,6 +494,19 @@ impl LiveVault {
         Ok(self.db().sweep_challenges(crate::store::now_ms())?)
     }
 
+    /// Removes derived agents whose tokens have expired, each with an `agent.expire` row: an
+    /// agent deriving short-lived tokens all day must not grow the file (and the tree count
+    /// `live_derived_in_tree` walks) without bound. Expired tokens are refused from the moment
+    /// they expire; this only clears the rows. Returns how many went.
+    pub fn prune_expired_derived(&self) -> Result<usize, VaultError> {
+        let event = AuditEvent::new(Actor::Node, Action::AgentExpire, Outcome::Ok);
+        let gone = self.db().prune_expired_derived(crate::store::now_secs(), PRUNE_BATCH, &event.record())?;
+        if !gone.is_empty() {
+            self.refresh()?;
+        }
+        Ok(gone.len())
+    }
+
     /// True while the vault has no agent: the owner's setup has not happened yet.
     pub fn awaiting_setup(&self) -> bool {
         self.read().agents.is_empty()
@@ -731,6 +747,9 @@ impl Node {
                     for vault in &node.vaults {
                         if let Err(e) = vault.sweep_challenges() {
                             tracing::warn!(error = %e, "cannot sweep expired WebAuthn challenges");
+                        }
+                        if let Err(e) = vault.prune_expired_derived() {
+                            tracing::warn!(error = %e, "cannot remove expired derived agents");
                         }
                     }
                 }
