@@ -28,7 +28,8 @@ let
     cfg.credentials
     // lib.optionalAttrs (cfg.masterKeyFile != null) { master-key = cfg.masterKeyFile; }
     // lib.optionalAttrs (cfg.kumaPushUrlFile != null) { kuma-push-url = cfg.kumaPushUrlFile; }
-    // lib.optionalAttrs (cfg.telemetry.tokenFile != null) { telemetry-token = cfg.telemetry.tokenFile; };
+    // lib.optionalAttrs (cfg.telemetry.tokenFile != null) { telemetry-token = cfg.telemetry.tokenFile; }
+    // lib.optionalAttrs (cfg.proxy.upstreamCaFile != null) { proxy-upstream-ca = cfg.proxy.upstreamCaFile; };
 
   args = clavitorArgs.toArgs {
     inherit (cfg)
@@ -53,6 +54,12 @@ let
     popRegion = cfg.telemetry.popRegion;
     rpId = cfg.webauthn.rpId;
     origin = cfg.webauthn.origin;
+    inherit (cfg.limits) maxConnections maxConnectionsPerIp bodyTimeoutSecs;
+    proxyListen = cfg.proxy.listen;
+    proxyMaxTunnels = cfg.proxy.maxTunnels;
+    proxyMaxTunnelsPerIp = cfg.proxy.maxTunnelsPerIp;
+    proxyUpstreamCa = if cfg.proxy.upstreamCaFile != null then "%d/proxy-upstream-ca" else null;
+    proxyAllowPrivateUpstreams = cfg.proxy.allowPrivateUpstreams;
     extraArgs = cfg.extraArgs;
   };
 
@@ -285,6 +292,71 @@ in
       '';
     };
 
+    limits = {
+      maxConnections = mkOption {
+        type = types.nullOr types.ints.positive;
+        default = null;
+        example = 4096;
+        description = ''
+          Connections the listener holds at once (`--max-connections`); past it new ones are
+          closed at once and open ones keep working. `null` keeps the binary's default, sized
+          for a 1-vCPU node. Applies to the plain and the TLS listener alike.
+        '';
+      };
+      maxConnectionsPerIp = mkOption {
+        type = types.nullOr types.ints.positive;
+        default = null;
+        description = "Connections one client address may hold at once (`--max-connections-per-ip`); `null` keeps the binary's default.";
+      };
+      bodyTimeoutSecs = mkOption {
+        type = types.nullOr types.ints.positive;
+        default = null;
+        description = "Seconds a request body may take to arrive before the answer is 408 (`--body-timeout-secs`); `null` keeps 30.";
+      };
+    };
+
+    proxy = {
+      listen = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "127.0.0.1:8443";
+        description = ''
+          Address of the credential proxy (`--proxy-listen`): agents send their API calls
+          through it (`HTTPS_PROXY`) and it injects the credentials their entries' rules name.
+          Off when `null`. Keep it on loopback or the WireGuard mesh: agents authenticate with
+          their token as proxy credentials.
+        '';
+      };
+      maxTunnels = mkOption {
+        type = types.nullOr types.ints.positive;
+        default = null;
+        description = "Tunnels open at once (`--proxy-max-tunnels`); `null` keeps the binary's default.";
+      };
+      maxTunnelsPerIp = mkOption {
+        type = types.nullOr types.ints.positive;
+        default = null;
+        description = "Tunnels one client address may hold (`--proxy-max-tunnels-per-ip`); `null` keeps the binary's default.";
+      };
+      upstreamCaFile = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "/run/agenix/internal-ca.pem";
+        description = ''
+          PEM file of extra root certificates upstreams may chain to (`--proxy-upstream-ca`,
+          loaded with LoadCredential=); the web PKI roots always count.
+        '';
+      };
+      allowPrivateUpstreams = mkOption {
+        type = types.bool;
+        default = false;
+        description = ''
+          Let upstream names that resolve to loopback, private or link-local addresses be
+          reached (`--proxy-allow-private-upstreams`). Off, an agent cannot use the proxy to
+          reach the node's own network.
+        '';
+      };
+    };
+
     credentials = mkOption {
       type = types.attrsOf types.str;
       default = { };
@@ -320,7 +392,7 @@ in
       }
       {
         assertion = builtins.all (p: !(lib.hasPrefix builtins.storeDir p)) (lib.attrValues credentials);
-        message = "services.clavitor.credentials, kumaPushUrlFile and telemetry.tokenFile must not point into the Nix store.";
+        message = "services.clavitor.credentials, kumaPushUrlFile, telemetry.tokenFile and proxy.upstreamCaFile must not point into the Nix store.";
       }
       {
         assertion = (cfg.telemetry.host == null) == (cfg.telemetry.tokenFile == null);

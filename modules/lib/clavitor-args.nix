@@ -30,6 +30,16 @@ let
     # WebAuthn (issue 4): the relying party the owner's passkeys are bound to.
     rpId = "--rp-id"; # CLAVITOR_RP_ID
     origin = "--origin"; # CLAVITOR_ORIGIN
+    # The hardened listener (issue 12): caps on strangers.
+    maxConnections = "--max-connections"; # CLAVITOR_MAX_CONNECTIONS
+    maxConnectionsPerIp = "--max-connections-per-ip"; # CLAVITOR_MAX_CONNECTIONS_PER_IP
+    bodyTimeoutSecs = "--body-timeout-secs"; # CLAVITOR_BODY_TIMEOUT_SECS
+    # The credential proxy (issue 18), off unless proxyListen is set.
+    proxyListen = "--proxy-listen"; # CLAVITOR_PROXY_LISTEN
+    proxyMaxTunnels = "--proxy-max-tunnels"; # CLAVITOR_PROXY_MAX_TUNNELS
+    proxyMaxTunnelsPerIp = "--proxy-max-tunnels-per-ip"; # CLAVITOR_PROXY_MAX_TUNNELS_PER_IP
+    proxyUpstreamCa = "--proxy-upstream-ca"; # CLAVITOR_PROXY_UPSTREAM_CA
+    proxyAllowPrivateUpstreams = "--proxy-allow-private-upstreams"; # CLAVITOR_PROXY_ALLOW_PRIVATE_UPSTREAMS (bool)
   };
 
   render =

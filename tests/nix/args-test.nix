@@ -29,6 +29,14 @@ let
     wireguardInterface = "wg0";
     rpId = "tokyo.clavitor.com";
     origin = "https://tokyo.clavitor.com";
+    maxConnections = 4096;
+    maxConnectionsPerIp = 64;
+    bodyTimeoutSecs = 20;
+    proxyListen = "127.0.0.1:8443";
+    proxyMaxTunnels = 2000;
+    proxyMaxTunnelsPerIp = 100;
+    proxyUpstreamCa = "%d/proxy-upstream-ca";
+    proxyAllowPrivateUpstreams = true;
   }.${n} or "x") a.flags;
   args = a.toArgs full;
   emitted = map flagOf args;
@@ -43,10 +51,14 @@ in
   (check "args: exact rendering of the full set"
     (args == [
       "--acme-contact=soc@clavitor.com" "--acme-directory=production" "--acme-domain=tokyo.clavitor.com"
-      "--allow-plain-http" "--data-dir=/var/lib/clavitor" "--http-redirect-listen=0.0.0.0:80"
+      "--allow-plain-http" "--body-timeout-secs=20" "--data-dir=/var/lib/clavitor" "--http-redirect-listen=0.0.0.0:80"
       "--kuma-allow-plain-http" "--kuma-interval-secs=30" "--kuma-push-url-file=%d/kuma-push-url" "--listen=127.0.0.1:8080"
-      "--log-format=json" "--master-key-file=%d/master-key" "--origin=https://tokyo.clavitor.com"
-      "--pop-region=ap-northeast" "--rp-id=tokyo.clavitor.com"
+      "--log-format=json" "--master-key-file=%d/master-key"
+      "--max-connections=4096" "--max-connections-per-ip=64" "--origin=https://tokyo.clavitor.com"
+      "--pop-region=ap-northeast"
+      "--proxy-allow-private-upstreams" "--proxy-listen=127.0.0.1:8443" "--proxy-max-tunnels=2000"
+      "--proxy-max-tunnels-per-ip=100" "--proxy-upstream-ca=%d/proxy-upstream-ca"
+      "--rp-id=tokyo.clavitor.com"
       "--telemetry-freq=300" "--telemetry-host=https://hq.clavitor.com" "--telemetry-token-file=%d/telemetry-token"
       "--tls-listen=0.0.0.0:443" "--wg-interface=wg0"
     ])
