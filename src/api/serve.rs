@@ -252,11 +252,36 @@ pub async fn serve(
     // `open` until it closes, so `closed()` on its sender tells when all are gone.
     let (stop_tx, stop_rx) = watch::channel(false);
     let (open_tx, open_rx) = watch::channel(());
+    accept_until(&listener, &gate, shutdown, |stream, remote, slot| {
+        let conn =
+            Conn { remote, slot, gate: gate.clone(), app: app.clone(), stop: stop_rx.clone(), open: open_rx.clone() };
+        tokio::spawn(conn.run(stream, tls.clone()));
+    })
+    .await;
+    drop(listener);
+    stop_tx.send_replace(true);
+    drop(open_rx);
+    if tokio::time::timeout(GRACE, open_tx.closed()).await.is_err() {
+        tracing::warn!(open = open_tx.receiver_count(), "dropping connections still busy after the grace period");
+    }
+    // Returning drops `stop_tx`, which ends every connection task still running.
+}
+
+/// Accepts connections until `shutdown` resolves, admitting each through `gate` (one refused
+/// over a cap is closed before anything is read or allocated for it) and handing it with its
+/// slot to `each`. The one accept loop of every listener (API, TLS, proxy), so none of them
+/// lacks a cap or the back-off.
+pub(crate) async fn accept_until(
+    listener: &TcpListener,
+    gate: &Arc<Gate>,
+    shutdown: impl Future<Output = ()>,
+    mut each: impl FnMut(tokio::net::TcpStream, SocketAddr, Slot),
+) {
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, remote) = tokio::select! {
             biased;
-            () = &mut shutdown => break,
+            () = &mut shutdown => return,
             accepted = listener.accept() => match accepted {
                 Ok(ok) => ok,
                 Err(e) => {
@@ -272,21 +297,11 @@ pub async fn serve(
             },
         };
         let Some(slot) = gate.admit(remote.ip()) else {
-            // Closed before anything is read or allocated for it.
             tracing::debug!(%remote, "connection refused: over the connection cap");
             continue;
         };
-        let conn =
-            Conn { remote, slot, gate: gate.clone(), app: app.clone(), stop: stop_rx.clone(), open: open_rx.clone() };
-        tokio::spawn(conn.run(stream, tls.clone()));
+        each(stream, remote, slot);
     }
-    drop(listener);
-    stop_tx.send_replace(true);
-    drop(open_rx);
-    if tokio::time::timeout(GRACE, open_tx.closed()).await.is_err() {
-        tracing::warn!(open = open_tx.receiver_count(), "dropping connections still busy after the grace period");
-    }
-    // Returning drops `stop_tx`, which ends every connection task still running.
 }
 
 fn is_connection_error(e: &std::io::Error) -> bool {

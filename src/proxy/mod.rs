@@ -185,25 +185,8 @@ impl Proxy {
     /// Accepts until `shutdown` resolves. Open tunnels are then closed (dropped) with the
     /// runtime; each request inside one has had its audit row committed before it was forwarded.
     pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: impl std::future::Future<Output = ()>) {
-        let mut shutdown = std::pin::pin!(shutdown);
         let sweeper = tokio::spawn(self.upstreams.clone().sweep());
-        loop {
-            let (stream, remote) = tokio::select! {
-                biased;
-                () = &mut shutdown => break,
-                accepted = listener.accept() => match accepted {
-                    Ok(ok) => ok,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "proxy accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
-            };
-            let Some(slot) = self.gate.admit(remote.ip()) else {
-                tracing::debug!(%remote, "proxy connection refused: over the tunnel cap");
-                continue;
-            };
+        crate::api::serve::accept_until(&listener, &self.gate, shutdown, |stream, remote, slot| {
             let _ = stream.set_nodelay(true);
             let proxy = self.clone();
             tokio::spawn(async move {
@@ -211,7 +194,8 @@ impl Proxy {
                 let _ = tokio::time::timeout(lifetime, proxy.connection(stream, remote)).await;
                 drop(slot);
             });
-        }
+        })
+        .await;
         sweeper.abort();
     }
 
