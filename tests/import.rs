@@ -4,11 +4,14 @@
 //! line or item at fault.
 
 mod common;
+#[path = "common/passkey.rs"]
+mod passkey;
 
 use std::io::Write;
 use std::path::PathBuf;
 
-use common::Vault;
+use common::{Vault, request};
+use passkey::Admin;
 use serde_json::{Value, json};
 
 fn write(v: &Vault, name: &str, bytes: &[u8]) -> PathBuf {
@@ -281,4 +284,99 @@ fn malformed_files_import_nothing_and_name_the_line_or_item() {
     let out = v.cli_stdin(&["entry", "import", "--file", "-"], Some("{\"title\": \"jsonl\"}\n"));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(entry_count(&v), 2);
+}
+
+const L2: &str = "v2.AAAAAAAAAAAAAAAA.AAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+
+/// The pages' import (`POST /api/entries/import`): one gated batch, owner-only, all or nothing;
+/// and the audit API the views use: names (also of gone items), filters, CSV.
+#[test]
+fn api_import_is_one_gated_batch_and_the_audit_names_and_filters() {
+    let v = Vault::uninitialised_owner();
+    let s = v.serve();
+    let mut owner = Admin::owner(&s, &v.setup_code);
+    let count = |token: &str| s.get("/api/entries", Some(token)).json().as_array().map_or(0, Vec::len);
+
+    // Scopes are refused (imported entries are owner-only), a bad entry anywhere refuses the
+    // batch naming it, and no passkey means no import.
+    let r = owner.write(&s, "POST", "/api/entries/import", &json!({"entries": [{"title": "a", "scopes": ["0002"]}]}));
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.json()["message"].as_str().unwrap().contains("entry 1: imported entries are owner-only"), "{}", r.body);
+    let bad = json!({"entries": [{"title": "ok"}, {"title": "second", "fields": [{"name": "n", "kind": "text", "tier": "l2", "value": "plain"}]}]});
+    let r = owner.write(&s, "POST", "/api/entries/import", &bad);
+    assert!(matches!(r.status, 400 | 422), "{} {}", r.status, r.body);
+    assert!(r.json()["message"].as_str().unwrap().contains("entry 2"), "{}", r.body);
+    let good = json!({"entries": [
+        {"title": "Card", "type": "card", "fields": [{"name": "number", "kind": "secret", "tier": "l2", "value": L2},
+                                                      {"name": "holder", "kind": "text", "value": "Ada"}]},
+        {"title": "Mail", "fields": [{"name": "password", "kind": "secret", "value": "m-pass"}]},
+        {"title": "Old note 7f3a9c", "type": "note"}]});
+    let unsigned =
+        request(&s.url("/api/entries/import"), "POST", Some(&owner.token), Some(good.to_string().as_bytes()));
+    assert_eq!(unsigned.status, 403, "{}", unsigned.body);
+    assert_eq!(count(&owner.token), 0, "nothing was imported");
+    let r = owner.write(&s, "POST", "/api/entries/import", &good);
+    assert_eq!(r.status, 201, "{}", r.body);
+    let ids: Vec<i64> = r.json()["ids"].as_array().unwrap().iter().map(|i| i.as_i64().unwrap()).collect();
+    assert_eq!(ids.len(), 3);
+    common::eventually("the import is served", || count(&owner.token) == 3);
+    let card = s.get(&format!("/api/entries/{}", ids[0]), Some(&owner.token)).json();
+    assert_eq!((field(&card, "number")["ciphertext"].clone(), card["scopes"].clone()), (json!(L2), json!([])));
+
+    // An agent, shared one entry; it reads it; then it is revoked and another entry deleted.
+    let r = owner.write(&s, "POST", "/api/agents", &json!({"name": "deploy-bot"}));
+    let (bot_id, bot) = (r.json()["agent"]["id"].as_i64().unwrap(), r.json()["token"].as_str().unwrap().to_owned());
+    assert_eq!(count(&bot), 0, "imported entries are owner-only");
+    let r = owner.write(&s, "PUT", &format!("/api/entries/{}/scopes", ids[1]), &json!({"scopes": ["0002"]}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    common::eventually("shared", || count(&bot) == 1);
+    assert_eq!(s.get(&format!("/api/entries/{}", ids[1]), Some(&bot)).status, 200);
+    let owner_token = owner.token.clone();
+    let audit = |q: &str| {
+        let r = s.get(&format!("/api/audit?{q}"), Some(&owner_token));
+        assert_eq!(r.status, 200, "{q}: {}", r.body);
+        r.json()["rows"].as_array().unwrap().clone()
+    };
+    let reads = audit(&format!("agent={bot_id}&action=entry.read"));
+    assert_eq!(reads.len(), 1, "{reads:?}");
+    assert_eq!((reads[0]["agent_name"].clone(), reads[0]["entry_title"].clone()), (json!("deploy-bot"), json!("Mail")));
+    assert_eq!(audit(&format!("entry={}&action=entry.read&outcome=ok", ids[1])).len(), 1);
+    assert_eq!(audit(&format!("agent={bot_id}&action=entry.read&outcome=denied")).len(), 0);
+    assert_eq!(audit(&format!("since={}", 4_000_000_000_000i64)).len(), 0, "nothing from the future");
+    assert!(!audit("until=1").iter().any(|r| r["ts"].as_i64().unwrap() >= 1));
+    assert_eq!(audit("limit=2").len(), 2, "paging");
+
+    assert_eq!(owner.write(&s, "DELETE", &format!("/api/agents/{bot_id}"), &Value::Null).status, 200);
+    assert_eq!(owner.write(&s, "DELETE", &format!("/api/entries/{}", ids[2]), &Value::Null).status, 200);
+    let reads = audit(&format!("agent={bot_id}&action=entry.read"));
+    assert_eq!(
+        (reads[0]["agent_name"].clone(), reads[0]["agent_gone"].clone()),
+        (json!("deploy-bot"), json!(true)),
+        "a revoked agent keeps its name"
+    );
+    let deleted = audit(&format!("entry={}&action=entry.delete", ids[2]));
+    assert_eq!(
+        (deleted[0]["entry_title"].clone(), deleted[0]["entry_gone"].clone()),
+        (json!("Old note 7f3a9c"), json!(true)),
+        "a deleted entry keeps its title"
+    );
+    // The title is kept sealed: it is not in the file in the clear (the other titles are not
+    // either; the agent's name is, as in the agents table).
+    let raw = std::fs::read(v.vault_file()).unwrap();
+    assert!(!raw.windows(b"Old note 7f3a9c".len()).any(|w| w == b"Old note 7f3a9c"), "a gone title is sealed at rest");
+
+    // CSV: the same page, with names.
+    let r = s.get(&format!("/api/audit?agent={bot_id}&action=entry.read&format=csv"), Some(&owner.token));
+    assert_eq!(r.status, 200);
+    assert!(r.header("content-type").unwrap().starts_with("text/csv"));
+    let lines: Vec<&str> = r.body.lines().collect();
+    assert_eq!(lines[0], "id,time_ms,actor,agent_id,agent_name,action,entry_id,entry_title,outcome,detail,client");
+    assert_eq!(lines.len(), 2);
+    assert!(lines[1].contains(",deploy-bot,entry.read,") && lines[1].contains(",Mail,ok,"), "{}", lines[1]);
+    // Bad filters are a 400 with a JSON body.
+    for q in ["action=Entry.Read", "since=-5", "agent=0", "entry=x", "format=xml", "outcome=a%20b"] {
+        let r = s.get(&format!("/api/audit?{q}"), Some(&owner.token));
+        assert_eq!(r.status, 400, "{q}: {}", r.body);
+        assert!(r.json()["error"].is_string());
+    }
 }

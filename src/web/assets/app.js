@@ -78,7 +78,7 @@
       el('td', { text: e.title }), el('td', { text: e.type }), el('td', { text: e.url }),
       el('td', {}, scopeChips(e.scopes)),
       el('td', {}, el('button', { class: 'secondary', text: 'Open', onclick: () => openEntry(e.id) }),
-        el('button', { class: 'secondary', text: 'Who can read', onclick: () => { location.hash = '#entry-access/' + e.id; } }))));
+        ' ', el('a', { href: '#entry-access/' + e.id, class: 'who', text: 'Who can read' }))));
     $('entry-list').replaceChildren(...rows);
   }
 
@@ -345,6 +345,7 @@
         onchange: () => agentWrite('PATCH', a.id, { proxy_only_listed: listed.checked }) });
       const act = (label, cls, fn) => el('button', { class: cls, text: label, onclick: fn });
       const name = el('td', { text: (depth ? '\u21b3 '.padStart(depth * 2 + 2, '\u00a0') : '') + a.name });
+      name.append(' ', el('a', { href: '#agent-access/' + a.id, class: 'what', text: 'what it can read' }));
       if (a.parent_id != null) name.append(el('div', { class: 'muted derived-from', text: 'derived from agent ' + a.parent_id }));
       return el('tr', { 'data-agent': String(a.id), 'data-parent': a.parent_id == null ? '' : String(a.parent_id) },
         el('td', { text: String(a.id) }), name, el('td', {}, scopes),
@@ -353,7 +354,6 @@
           el('label', { title: 'the proxy refuses this agent\'s requests to hosts no rule names' }, listed, ' proxy: listed hosts only')),
         el('td', { class: 'expires', text: expiryText(a) }),
         el('td', {},
-          act('What it can read', 'secondary', () => { location.hash = '#agent-access/' + a.id; }),
           act('Save', 'secondary', () => agentWrite('PUT', a.id, { scopes: scopesOf(scopes.value), all_access: all.checked, admin: admin.checked })),
           act('Rotate token', 'secondary', () => agentWrite('PUT', a.id, { rotate_token: true })),
           act('Revoke', 'danger', () => agentWrite('DELETE', a.id))));
