@@ -73,7 +73,9 @@
     loadRequests();
     const q = $('entry-search').value.trim();
     const [list] = await Promise.all([
-      q ? C.get('/api/search?q=' + encodeURIComponent(q) + '&limit=500') : C.get('/api/entries'), loadKnown()]);
+      q ? C.get('/api/search?q=' + encodeURIComponent(q) + '&limit=500') : C.get('/api/entries'),
+      // Names are fetched once per list, not again for every keystroke of a search.
+      q && known.me ? known : loadKnown()]);
     const rows = list.map((e) => el('tr', { 'data-entry': String(e.id) },
       el('td', { text: e.title }), el('td', { text: e.type }), el('td', { text: e.url }),
       el('td', {}, scopeChips(e.scopes)),
@@ -348,7 +350,7 @@
       name.append(' ', el('a', { href: '#agent-access/' + a.id, class: 'what', text: 'what it can read' }));
       if (a.parent_id != null) name.append(el('div', { class: 'muted derived-from', text: 'derived from agent ' + a.parent_id }));
       return el('tr', { 'data-agent': String(a.id), 'data-parent': a.parent_id == null ? '' : String(a.parent_id) },
-        el('td', { text: String(a.id) }), name, el('td', {}, scopes),
+        el('td', { text: String(a.id) }), name, el('td', {}, scopes, scopeChips(a.scopes)),
         el('td', {}, el('label', {}, all, ' all'), el('label', {}, admin, ' admin'),
           el('label', { title: 'clavitor mcp may hand this agent\'s L1 values to the model' }, reveal, ' reveal to model'),
           el('label', { title: 'the proxy refuses this agent\'s requests to hosts no rule names' }, listed, ' proxy: listed hosts only')),
@@ -389,7 +391,7 @@
 
   // ---- passkeys ----
   async function loadPasskeys() {
-    const [{ passkeys }, { keyring }] = await Promise.all([C.get('/api/passkeys'), C.get('/api/keyring')]);
+    const [{ passkeys }, { keyring }] = await Promise.all([C.get('/api/passkeys'), C.get('/api/keyring'), loadKnown()]);
     const wraps = (keyring && Array.isArray(keyring.wraps)) ? keyring.wraps : [];
     const unlocks = (id) => wraps.some((w) => w.kind === 'prf' && w.credential_id === id);
     const pass = wraps.some((w) => w.kind === 'passphrase');
@@ -399,7 +401,7 @@
     $('l2-wrap-actions').classList.toggle('hidden', !keyring);
     $('passkey-list').replaceChildren(...passkeys.map((p) => el('tr', {},
       el('td', { text: p.name || '(unnamed)' }), el('td', {}, el('code', { text: p.id.slice(0, 16) + '…' })),
-      el('td', { text: String(p.sign_count) }), el('td', { text: p.agent_id == null ? '' : 'agent ' + p.agent_id }),
+      el('td', { text: String(p.sign_count) }), el('td', {}, p.agent_id == null ? '' : chip((agentById(p.agent_id) || { name: 'agent ' + p.agent_id }).name, 'agent ' + p.agent_id)),
       el('td', { text: unlocks(p.id) ? 'yes' : 'no' }),
       el('td', {}, el('button', { class: 'danger', text: 'Remove', onclick: () => removePasskey(p.id) })))));
   }
@@ -501,7 +503,8 @@
     if (!known.me) await loadKnown();
     const box = $('entry-share');
     const current = () => scopesOf($('entry-scopes').value);
-    const boxes = known.agents.filter((a) => !a.all_access).map((a) => {
+    // Derived tokens (short-lived, narrower than their parent) are shared through their parent.
+    const boxes = known.agents.filter((a) => !a.all_access && a.parent_id == null).map((a) => {
       const cb = el('input', { type: 'checkbox', class: 'share', checked: current().includes(a.scope) });
       cb.dataset.scope = a.scope;
       cb.addEventListener('change', () => {
@@ -579,7 +582,8 @@
 
   // ---- what an agent can read, and what it read ----
   async function loadAgentAccess(id) {
-    const [entries] = await Promise.all([C.get('/api/entries'), loadKnown()]);
+    // Everything first, then the page is drawn at once (no half-drawn view to act on).
+    const [entries, , allReads] = await Promise.all([C.get('/api/entries'), loadKnown(), readsOf({ agent: String(id) })]);
     const a = agentById(id);
     if (!a) throw new Error('no agent ' + id + ' (revoked, or not yours to see)');
     $('aa-title').textContent = a.name;
@@ -591,7 +595,7 @@
       el('td', { text: e.title }), el('td', { text: through(a, e.scopes) }),
       el('td', {}, a.all_access ? el('span', { class: 'muted', text: 'revoke the agent to stop this' })
         : el('button', { class: 'danger', text: 'Unshare', onclick: () => unshare(e, a, '#agent-access/' + id) })))));
-    const reads = (await readsOf({ agent: String(id) })).slice(0, 200);
+    const reads = allReads.slice(0, 200);
     $('aa-reads').replaceChildren(...reads.map((r) => el('tr', { 'data-entry': String(r.entry_id) },
       el('td', { text: utc(r.ts / 1000) }),
       el('td', {}, chip((r.entry_title || 'entry ' + r.entry_id) + (r.entry_gone ? ' (deleted)' : ''), '#' + r.entry_id, r.entry_gone ? 'gone' : '')),
