@@ -11,6 +11,7 @@ pub mod client;
 pub mod config;
 pub mod crypto;
 pub mod edition;
+pub mod import;
 pub mod mcp;
 // Commercial only: the license envelope, validator and state machine (issue 15); `pub` so the
 // vendor's minter crate verifies with the node's own code.

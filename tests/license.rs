@@ -275,10 +275,16 @@ fn entry_cap_covers_cli_add_import_and_the_api() {
     assert_eq!(b["cap"], 100);
     assert_eq!(b["state"], "ABSENT");
     assert!(b["message"].as_str().unwrap().starts_with("No license installed"));
+    // The pages' import (one batch) is capped the same way.
+    let r = owner.write(&s, "POST", "/api/entries/import", &json!({"entries": [{"title": "batch"}]}));
+    assert_eq!((r.status, r.json()["limit"].clone()), (403, json!("max_entries_per_vault")), "{}", r.body);
 
     // A license lifts it at run time.
     let mgmt = mgmt_token(&v, "license");
     assert_eq!(install(&s, &mgmt, &active(&k, &[(Limit::MaxEntriesPerVault, 101)])).status, 200);
+    // A batch of two with room for one is refused whole.
+    let r = owner.write(&s, "POST", "/api/entries/import", &json!({"entries": [{"title": "b1"}, {"title": "b2"}]}));
+    assert_eq!(r.status, 403, "{}", r.body);
     let r = owner.write(&s, "POST", "/api/entries", &json!({"title": "fits", "fields": []}));
     assert_eq!(r.status, 201, "{}", r.body);
     let r = owner.write(&s, "POST", "/api/entries", &json!({"title": "over", "fields": []}));

@@ -12,6 +12,7 @@ mod entries;
 mod error;
 mod extract;
 mod finish;
+mod import;
 pub mod openapi;
 pub mod serve;
 mod setup;
@@ -76,6 +77,7 @@ pub fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(entries::list, write::create_entry))
         .routes(routes!(entries::get_one, write::update_entry, write::delete_entry))
         .routes(routes!(write::set_entry_scopes))
+        .routes(routes!(import::import))
         .routes(routes!(entries::search))
         .routes(routes!(entries::totp))
         .routes(routes!(admin::agents, write::create_agent))

@@ -176,6 +176,14 @@ pub mod schemas {
         pub client: String,
         pub outcome: String,
         pub detail: String,
+        /// The agent's name as the caller may see it (null: not the caller's to see, or unknown).
+        pub agent_name: Option<String>,
+        /// The entry's title as the caller may see it (null: not the caller's to see, or unknown).
+        pub entry_title: Option<String>,
+        /// The agent is revoked: `agent_name` is what it was called then.
+        pub agent_gone: bool,
+        /// The entry is deleted: `entry_title` is what it was called then.
+        pub entry_gone: bool,
     }
 
     #[derive(ToSchema)]

@@ -33,7 +33,7 @@ use crate::vault::{VaultError, VaultId, gate, ops};
 pub const CHALLENGE_HEADER: &str = "x-webauthn-challenge";
 pub const ASSERTION_HEADER: &str = "x-webauthn-assertion";
 
-fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+pub(super) fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| {
         let msg = match e.classify() {
             serde_json::error::Category::Data => "the JSON does not have the expected shape",
@@ -54,7 +54,7 @@ pub struct Signed {
     method: String,
     path: String,
     headers: HeaderMap,
-    body: Bytes,
+    pub(super) body: Bytes,
 }
 
 impl<S: Send + Sync> FromRequest<S> for Signed {
@@ -75,7 +75,7 @@ impl<S: Send + Sync> FromRequest<S> for Signed {
 }
 
 /// Runs `change` behind the gate. `event` says what is attempted (its outcome is set here).
-async fn gated<T>(
+pub(super) async fn gated<T>(
     state: &AppState,
     caller: &Caller,
     event: AuditEvent,
@@ -279,8 +279,8 @@ pub async fn delete_entry(
     signed: Signed,
 ) -> Result<Response, ApiError> {
     let event = caller.event(Action::EntryDelete, Outcome::Ok).entry(id);
-    gated(&state, &caller, event, &signed, Intent::DeleteEntry { id }, move |db, _, _, ev| {
-        ops::delete_entry(db, id, ev)
+    gated(&state, &caller, event, &signed, Intent::DeleteEntry { id }, move |db, v, k, ev| {
+        ops::delete_entry(db, v, k, id, ev)
     })
     .await?;
     Ok(Json(json!({"deleted": id})).into_response())

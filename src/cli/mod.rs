@@ -280,11 +280,23 @@ pub enum EntryCommand {
         #[command(flatten)]
         out: JsonArg,
     },
-    /// Add many entries in one transaction, from a file of JSON objects (one per line).
+    /// Add many entries in one transaction (all or nothing): from a file of JSON objects (one
+    /// per line, `--file`), or from another password manager's export (`--from FORMAT FILE`).
+    ///
+    /// Exports are imported with every field L1 and every entry owner-only (share them
+    /// afterwards). `--from 1password` reads a 1PUX archive (a zip file) or a CSV export, and
+    /// `--from keepass` an XML export (first character `<`) or a CSV export, told apart by
+    /// content; `--from csv` reads the Chrome/Firefox password CSV.
     Import {
-        /// The file, or `-` for stdin.
-        #[arg(long, env = "CLAVITOR_ENTRY_IMPORT_FILE")]
-        file: PathBuf,
+        /// The file of JSON lines, or `-` for stdin.
+        #[arg(long, env = "CLAVITOR_ENTRY_IMPORT_FILE", conflicts_with_all = ["from", "export"], required_unless_present = "from")]
+        file: Option<PathBuf>,
+        /// The manager whose export FILE is.
+        #[arg(long, env = "CLAVITOR_ENTRY_IMPORT_FROM", requires = "export", value_enum)]
+        from: Option<crate::import::Source>,
+        /// The export file (with `--from`), or `-` for stdin.
+        #[arg(value_name = "FILE")]
+        export: Option<PathBuf>,
         #[command(flatten)]
         vault: VaultArg,
     },

@@ -248,6 +248,16 @@ fn read_source(path: &Path) -> anyhow::Result<String> {
     Ok(s)
 }
 
+fn read_bytes(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let mut b = Vec::new();
+    if path == Path::new("-") {
+        std::io::stdin().read_to_end(&mut b).context("cannot read stdin")?;
+    } else {
+        b = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    }
+    Ok(b)
+}
+
 fn entry(dir: &DataDir, cmd: &EntryCommand) -> anyhow::Result<()> {
     match cmd {
         EntryCommand::Add { json_file, title, entry_type, url, scopes, field, vault, out } => {
@@ -273,7 +283,16 @@ fn entry(dir: &DataDir, cmd: &EntryCommand) -> anyhow::Result<()> {
                 println!("added entry {id}");
             }
         }
-        EntryCommand::Import { file, vault } => {
+        EntryCommand::Import { from: Some(source), export: Some(path), vault, .. } => {
+            let bytes = read_bytes(path)?;
+            let inputs = crate::import::parse(*source, &bytes)
+                .map_err(|e| anyhow::anyhow!("{}: {e}; nothing was imported", path.display()))?;
+            let mut v = open(dir, vault.vault.as_deref())?;
+            let ids = ops::import_entries(&mut v.db, &v.id, &v.key, inputs, &event(Action::EntryCreate))?;
+            println!("imported {} entries (owner-only, every field L1)", ids.len());
+        }
+        EntryCommand::Import { file: None, .. } => bail!("give --file FILE (JSON lines) or --from FORMAT FILE"),
+        EntryCommand::Import { file: Some(file), vault, .. } => {
             let text = read_source(file)?;
             let mut inputs = Vec::new();
             for (n, line) in text.as_bytes().lines().enumerate() {
@@ -322,7 +341,7 @@ fn entry(dir: &DataDir, cmd: &EntryCommand) -> anyhow::Result<()> {
         }
         EntryCommand::Rm { id, vault } => {
             let mut v = open(dir, vault.vault.as_deref())?;
-            ops::delete_entry(&mut v.db, *id, &event(Action::EntryDelete)).map_err(|e| match e {
+            ops::delete_entry(&mut v.db, &v.id, &v.key, *id, &event(Action::EntryDelete)).map_err(|e| match e {
                 crate::vault::VaultError::NotFound => anyhow::anyhow!("no entry {id}"),
                 other => other.into(),
             })?;

@@ -84,6 +84,18 @@ fn insert_rows(conn: &Connection, path: &Path, size: usize, rows: &[&AuditRecord
     Ok(conn.last_insert_rowid())
 }
 
+/// Which rows a reader asks for (issue 17's audit view); `None` matches every row. Times are
+/// the rows' `ts` (unix milliseconds): `since` inclusive, `until` exclusive.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    pub agent: Option<i64>,
+    pub entry: Option<i64>,
+    pub action: Option<String>,
+    pub outcome: Option<String>,
+    pub since: Option<i64>,
+    pub until: Option<i64>,
+}
+
 /// `within`: only rows by one of these agents that name no entry or one of these entries.
 pub(crate) fn list(
     conn: &Connection,
@@ -91,6 +103,18 @@ pub(crate) fn list(
     before: Option<i64>,
     limit: u32,
     within: Option<(&[i64], &[i64])>,
+) -> Result<Vec<AuditRow>, StoreError> {
+    list_filtered(conn, path, before, limit, within, &AuditFilter::default())
+}
+
+/// [`list`] narrowed by `filter`.
+pub(crate) fn list_filtered(
+    conn: &Connection,
+    path: &Path,
+    before: Option<i64>,
+    limit: u32,
+    within: Option<(&[i64], &[i64])>,
+    filter: &AuditFilter,
 ) -> Result<Vec<AuditRow>, StoreError> {
     let ids = |v: &[i64]| format!("[{}]", v.iter().map(i64::to_string).collect::<Vec<_>>().join(","));
     let (filtered, agents, entries) = match within {
@@ -102,25 +126,43 @@ pub(crate) fn list(
             "SELECT id, ts, actor, agent_id, action, entry_id, client, outcome, detail FROM audit
              WHERE id < ?1 AND (?3 = 0 OR (agent_id IN (SELECT value FROM json_each(?4))
                                  AND (entry_id IS NULL OR entry_id IN (SELECT value FROM json_each(?5)))))
+               AND (?6 IS NULL OR agent_id = ?6) AND (?7 IS NULL OR entry_id = ?7)
+               AND (?8 IS NULL OR action = ?8) AND (?9 IS NULL OR outcome = ?9)
+               AND (?10 IS NULL OR ts >= ?10) AND (?11 IS NULL OR ts < ?11)
              ORDER BY id DESC LIMIT ?2",
         )
         .ctx(path)?;
     let rows = st
-        .query_map(params![before.unwrap_or(i64::MAX), limit, filtered, agents, entries], |r| {
-            Ok(AuditRow {
-                id: r.get(0)?,
-                record: AuditRecord {
-                    ts: r.get(1)?,
-                    actor: Cow::Owned(r.get(2)?),
-                    agent_id: r.get(3)?,
-                    action: Cow::Owned(r.get(4)?),
-                    entry_id: r.get(5)?,
-                    client: r.get(6)?,
-                    outcome: Cow::Owned(r.get(7)?),
-                    detail: r.get(8)?,
-                },
-            })
-        })
+        .query_map(
+            params![
+                before.unwrap_or(i64::MAX),
+                limit,
+                filtered,
+                agents,
+                entries,
+                filter.agent,
+                filter.entry,
+                filter.action,
+                filter.outcome,
+                filter.since,
+                filter.until
+            ],
+            |r| {
+                Ok(AuditRow {
+                    id: r.get(0)?,
+                    record: AuditRecord {
+                        ts: r.get(1)?,
+                        actor: Cow::Owned(r.get(2)?),
+                        agent_id: r.get(3)?,
+                        action: Cow::Owned(r.get(4)?),
+                        entry_id: r.get(5)?,
+                        client: r.get(6)?,
+                        outcome: Cow::Owned(r.get(7)?),
+                        detail: r.get(8)?,
+                    },
+                })
+            },
+        )
         .ctx(path)?;
     rows.collect::<Result<_, _>>().ctx(path)
 }

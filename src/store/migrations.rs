@@ -174,6 +174,15 @@ const VAULT: &[&str] = &[
          created_at INTEGER NOT NULL
      );
      CREATE INDEX proxy_requests_agent ON proxy_requests(agent_id);",
+    // (issue 17) What deleted entries and revoked agents were called, for the audit view
+    // (`gone_names_db`): an agent's name as text, an entry's title sealed under the data key.
+    "CREATE TABLE gone_names (
+         kind    TEXT NOT NULL,
+         id      INTEGER NOT NULL,
+         name    BLOB NOT NULL,
+         gone_at INTEGER NOT NULL,
+         PRIMARY KEY (kind, id)
+     );",
 ];
 
 /// Brings the file up to this build's schema, or refuses a file from a newer build.

@@ -5,6 +5,7 @@
 //! arrive and leave as sealed bytes. Callers get plain Rust rows back.
 
 pub mod audit_sql;
+pub mod gone_names_db;
 mod migrations;
 pub mod node_db;
 pub mod proxy_requests_db;

@@ -679,6 +679,7 @@ impl VaultDb {
             return Err(StoreError::Conflict("cannot revoke the last admin agent".into()));
         }
         bump_seq(&tx, &path)?;
+        Self::remember_gone_agents(&tx, &path, &going, audit.ts)?;
         for gone in &going {
             tx.execute("DELETE FROM agents WHERE id = ?1", [gone]).ctx(&path)?;
             // Its passkeys go with it: ids are never reused, but a key nobody holds is no key to keep.
@@ -772,6 +773,17 @@ impl VaultDb {
         entries: &[i64],
     ) -> Result<Vec<AuditRow>, StoreError> {
         audit_sql::list(&self.conn, &self.path, before, limit, Some((agents, entries)))
+    }
+
+    /// [`Self::audit`] or [`Self::audit_within`] (when `within` is given), narrowed by `filter`.
+    pub fn audit_filtered(
+        &self,
+        before: Option<i64>,
+        limit: u32,
+        within: Option<(&[i64], &[i64])>,
+        filter: &audit_sql::AuditFilter,
+    ) -> Result<Vec<AuditRow>, StoreError> {
+        audit_sql::list_filtered(&self.conn, &self.path, before, limit, within, filter)
     }
 
     /// Every live entry's id and stored scopes (no payload): what the authority rules compare.

@@ -38,7 +38,7 @@
 use super::live::LiveVault;
 use super::{VaultError, ops};
 use crate::auth::{Agent, AgentId, ScopeSet};
-use crate::store::audit_sql::AuditRow;
+use crate::store::audit_sql::{AuditFilter, AuditRow};
 use crate::store::vault_db::VaultDb;
 
 /// What an admin write is about to do, as far as the rules care.
@@ -361,9 +361,29 @@ impl LiveVault {
     /// agent its list shows that name no entry, or an entry it can read now. Rows of the local
     /// operator, of unauthenticated callers and about deleted entries are the owner's.
     pub fn audit_page_for(&self, admin: &Agent, before: Option<i64>, limit: u32) -> Result<Vec<AuditRow>, VaultError> {
+        self.audit_page_filtered(admin, before, limit, &AuditFilter::default())
+    }
+
+    /// What gone agents and entries were called, for the audit view: the owner's only (rows
+    /// about gone items are in no scoped admin's slice).
+    pub fn gone_names_for(&self, admin: &Agent) -> Result<ops::GoneNames, VaultError> {
+        if !is_owner(admin) {
+            return Ok(Default::default());
+        }
+        ops::gone_names(&self.db(), self.id(), self.key())
+    }
+
+    /// [`Self::audit_page_for`] narrowed by `filter` (the audit view's filters).
+    pub fn audit_page_filtered(
+        &self,
+        admin: &Agent,
+        before: Option<i64>,
+        limit: u32,
+        filter: &AuditFilter,
+    ) -> Result<Vec<AuditRow>, VaultError> {
         let db = self.db();
         if is_owner(admin) {
-            return Ok(db.audit(before, limit)?);
+            return Ok(db.audit_filtered(before, limit, None, filter)?);
         }
         let mut agents = Vec::new();
         for row in db.agents()? {
@@ -378,6 +398,6 @@ impl LiveVault {
                 entries.push(id);
             }
         }
-        Ok(db.audit_within(before, limit, &agents, &entries)?)
+        Ok(db.audit_filtered(before, limit, Some((&agents, &entries)), filter)?)
     }
 }

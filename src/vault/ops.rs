@@ -114,8 +114,54 @@ pub fn update_entry(
         .map_err(VaultError::from_store)
 }
 
-pub fn delete_entry(db: &mut VaultDb, id: i64, event: &AuditEvent) -> Result<(), VaultError> {
-    db.delete_entry(id, now(), &event.record()).map_err(VaultError::from_store)
+/// Deletes an entry (a tombstone) and keeps its title, sealed, for the audit view.
+pub fn delete_entry(
+    db: &mut VaultDb,
+    vault: &VaultId,
+    key: &DataKey,
+    id: i64,
+    event: &AuditEvent,
+) -> Result<(), VaultError> {
+    let sealed_title = match db.entry(id)?.filter(|r| !r.deleted) {
+        Some(row) => {
+            let title = open_entry(vault, key, &row).map(|d| d.title).unwrap_or_default();
+            Some(key.seal_entry(vault.as_str(), &gone_title_binding(id), title.as_bytes())?)
+        }
+        None => None,
+    };
+    db.in_one_transaction(|db| {
+        if let Some(sealed) = &sealed_title {
+            db.remember_gone_entry(id, sealed, now()).map_err(VaultError::from_store)?;
+        }
+        db.delete_entry(id, now(), &event.record()).map_err(VaultError::from_store)
+    })
+}
+
+/// The associated data a gone entry's title is sealed with: its own, so the blob opens
+/// nowhere else (not as any entry's data).
+fn gone_title_binding(id: i64) -> String {
+    format!("gone-entry-title/{id}")
+}
+
+/// The names of gone items: (agent id → name, entry id → title).
+pub type GoneNames = (std::collections::HashMap<i64, String>, std::collections::HashMap<i64, String>);
+
+/// [`GoneNames`] of the vault. A title that does not open is left out.
+pub fn gone_names(db: &VaultDb, vault: &VaultId, key: &DataKey) -> Result<GoneNames, VaultError> {
+    let (mut agents, mut entries) = (std::collections::HashMap::new(), std::collections::HashMap::new());
+    for g in db.gone_names()? {
+        match g {
+            crate::store::gone_names_db::GoneName::Agent { id, name } => {
+                agents.insert(id, name);
+            }
+            crate::store::gone_names_db::GoneName::Entry { id, sealed_title } => {
+                if let Ok(t) = key.open_entry(vault.as_str(), &gone_title_binding(id), &sealed_title) {
+                    entries.insert(id, String::from_utf8_lossy(&t).into_owned());
+                }
+            }
+        }
+    }
+    Ok((agents, entries))
 }
 
 /// Live (non-deleted) entries with their decrypted data, in id order.

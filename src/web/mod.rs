@@ -1,4 +1,5 @@
-//! The owner's web pages: setup, entries, agents, passkeys, audit. Plain HTML, CSS and JS,
+//! The owner's web pages: setup, entries (with who can read each), agents (with what each can
+//! read), passkeys, audit, import. Plain HTML, CSS and JS,
 //! embedded in the binary with `include_str!` and served from here.
 //!
 //! Owns the page routes (`/`, `/setup`, `/assets/…`) and their security headers: a strict
@@ -31,6 +32,7 @@ struct Asset {
 const ASSETS: &[Asset] = &[
     Asset { name: "style.css", content_type: "text/css; charset=utf-8", body: include_str!("assets/style.css") },
     Asset { name: "common.js", content_type: "text/javascript; charset=utf-8", body: include_str!("assets/common.js") },
+    Asset { name: "import.js", content_type: "text/javascript; charset=utf-8", body: include_str!("assets/import.js") },
     Asset { name: "app.js", content_type: "text/javascript; charset=utf-8", body: include_str!("assets/app.js") },
     Asset { name: "setup.js", content_type: "text/javascript; charset=utf-8", body: include_str!("assets/setup.js") },
 ];

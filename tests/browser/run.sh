@@ -23,3 +23,5 @@ cleanup() {
 }
 trap cleanup EXIT
 CLAVITOR_BIN="$CLAVITOR_BIN" OUT_DIR="$out" timeout --kill-after=10 300 node owner-flow.mjs
+# Issue 17: names, who-can-read views, import of every format.
+CLAVITOR_BIN="$CLAVITOR_BIN" OUT_DIR="$out" timeout --kill-after=10 120 node names-import.mjs
