@@ -213,7 +213,14 @@ fn the_document_says_what_the_routes_take_and_give() {
         // only: it can only narrow), an agent's access request (bearer only: it grants nothing)
         // and the node operator's management routes (a `cvm_` token, commercial; they grant no
         // access to any vault) is gated, and says so.
-        let prepares = ["/api/webauthn/challenge", "/api/passkeys/options", "/api/tokens/derive", "/api/license"];
+        // Autoscope (commercial) only suggests: it changes nothing, so an admin token suffices.
+        let prepares = [
+            "/api/webauthn/challenge",
+            "/api/passkeys/options",
+            "/api/tokens/derive",
+            "/api/license",
+            "/api/autoscope",
+        ];
         let prepares = if m == "post" { [&prepares[..], &["/api/proxy/requests"]].concat() } else { prepares.to_vec() };
         let gated = m != "get" && !open.contains(&p.as_str()) && !prepares.contains(&p.as_str());
         for h in ["X-WebAuthn-Challenge", "X-WebAuthn-Assertion"] {

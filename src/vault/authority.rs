@@ -22,6 +22,8 @@
 //!   owner-only) and each either its own or already on the entry (keeping a scope another team
 //!   shares grants nothing; adding one would).
 //! - **Owner business.** The L2 keyring and other agents' passkeys.
+//! - **Batches** (bulk agents, commercial): every item passes the rule its single write would,
+//!   a created one with the id it will get; one refusal refuses the batch.
 //!
 //! **Derived tokens** (`POST /api/tokens/derive`, bearer only, no passkey: it can only narrow;
 //! [`check_derive`]). Any agent may derive a token from its own: its scopes a subset of the
@@ -84,6 +86,19 @@ pub enum Intent {
     DismissProxyRequest {
         id: i64,
     },
+    /// Many agents created in one write (bulk, commercial): each item is checked as a
+    /// `CreateAgent` with the id it will get (they are inserted in order, in this transaction).
+    CreateAgents(Vec<AgentAsk>),
+    /// Many agents revoked in one write (bulk, commercial): each as a `RevokeAgent`.
+    RevokeAgents(Vec<AgentId>),
+}
+
+/// One agent of a bulk create, as far as the rules care.
+#[derive(Debug, Clone)]
+pub struct AgentAsk {
+    pub scopes: Vec<String>,
+    pub all_access: bool,
+    pub admin: bool,
 }
 
 /// A rule that refused. The code is the 403's `reason` and goes to the audit row.
@@ -202,6 +217,24 @@ fn readable_entry(db: &VaultDb, admin: &Agent, id: i64) -> Result<Result<ScopeSe
     Ok(if admin.can_read(&scopes) { Ok(scopes) } else { Err(Rule::EntryOutsideScopes) })
 }
 
+/// Whether `admin` may create an agent as `ask` describes that will get the id `new_id`.
+fn may_create(db: &VaultDb, admin: &Agent, ask: &AgentAsk, new_id: AgentId) -> Result<Result<(), Rule>, VaultError> {
+    Ok(if ask.all_access {
+        Err(Rule::GrantAllAccess)
+    } else if ask.admin {
+        Err(Rule::GrantAdmin)
+    } else if let Some(mut set) = parse(&ask.scopes) {
+        if !holds_all(admin, &set, None) {
+            Err(Rule::ScopeNotHeld)
+        } else {
+            set.insert(new_id.own_scope());
+            if reads_more(db, admin, &set)? { Err(Rule::NewAgentReadsMore) } else { Ok(()) }
+        }
+    } else {
+        Ok(())
+    })
+}
+
 /// Checks `intent` for `caller` (its agent row as read inside the gate's transaction). The outer
 /// error is a failure of the server; the inner one the rule that refused.
 pub fn check(db: &VaultDb, caller: &Agent, intent: &Intent) -> Result<Result<(), Rule>, VaultError> {
@@ -231,20 +264,29 @@ pub fn check(db: &VaultDb, caller: &Agent, intent: &Intent) -> Result<Result<(),
         }
         Intent::DeleteEntry { id } => readable_entry(db, caller, *id)?.map(drop),
         Intent::CreateAgent { scopes, all_access, admin } => {
-            if *all_access {
-                Err(Rule::GrantAllAccess)
-            } else if *admin {
-                Err(Rule::GrantAdmin)
-            } else if let Some(mut set) = parse(scopes) {
-                if !holds_all(caller, &set, None) {
-                    Err(Rule::ScopeNotHeld)
-                } else {
-                    set.insert(AgentId(db.next_agent_id()?).own_scope());
-                    if reads_more(db, caller, &set)? { Err(Rule::NewAgentReadsMore) } else { Ok(()) }
+            let ask = AgentAsk { scopes: scopes.clone(), all_access: *all_access, admin: *admin };
+            may_create(db, caller, &ask, AgentId(db.next_agent_id()?))?
+        }
+        Intent::CreateAgents(asks) => {
+            let first = db.next_agent_id()?;
+            let mut verdict = Ok(());
+            for (n, ask) in asks.iter().enumerate() {
+                verdict = may_create(db, caller, ask, AgentId(first.saturating_add(n as i64)))?;
+                if verdict.is_err() {
+                    break;
                 }
-            } else {
-                Ok(())
             }
+            verdict
+        }
+        Intent::RevokeAgents(ids) => {
+            let mut verdict = Ok(());
+            for id in ids {
+                verdict = check(db, caller, &Intent::RevokeAgent { id: *id })?;
+                if verdict.is_err() {
+                    break;
+                }
+            }
+            verdict
         }
         // Dropping its own admin flag is allowed (the store keeps the last admin); `Some(true)`
         // is no change for an admin.
