@@ -536,4 +536,16 @@ fn every_success_answer_is_as_documented() {
     assert_eq!(r.status, 200);
     write("DELETE", "/api/agents/2", "/api/agents/{id}", &Value::Null);
     write("DELETE", "/api/entries/1", "/api/entries/{id}", &Value::Null);
+    // Commercial (issue 16): bulk agents and autoscope answer as documented too.
+    #[cfg(feature = "commercial")]
+    {
+        let bulk = "/api/mgmt/agents/bulk";
+        let made = write("POST", bulk, bulk, &json!({"agents": [{"name": "a"}, {"name": "b", "scopes": ["beef"]}]}));
+        let ids: Vec<Value> =
+            made.json()["agents"].as_array().unwrap().iter().map(|a| a["agent"]["id"].clone()).collect();
+        write("DELETE", bulk, bulk, &json!({ "ids": ids }));
+        let ask = json!({"title": "GitHub", "url": "https://github.com", "fields": [{"name": "user", "kind": "text"}]});
+        let r = request(&s.url("/api/autoscope"), "POST", t, Some(ask.to_string().as_bytes()));
+        documented(&doc, "POST", "/api/autoscope", &r);
+    }
 }

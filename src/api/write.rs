@@ -127,7 +127,7 @@ where
     }
 }
 
-pub(crate) fn denied(d: &Denial) -> ApiError {
+fn denied(d: &Denial) -> ApiError {
     match d {
         Denial::Refused(rule) => ApiError::forbidden(
             rule.code(),
@@ -325,7 +325,7 @@ pub struct NewAgentRequest {
     )
 )]
 pub async fn create_agent(State(state): State<AppState>, caller: Caller, signed: Signed) -> Result<Response, ApiError> {
-    let req: NewAgentRequest = parse_body(&signed.body)?;
+    let req: NewAgentRequest = parse_body(signed.body())?;
     if req.expires_at.is_some_and(|t| t <= crate::store::now_secs()) {
         return Err(ApiError::BadRequest("expires_at must be in the future (unix seconds)".into()));
     }

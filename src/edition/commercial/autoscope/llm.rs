@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::{Ask, Candidate, FieldSuggestion, LlmConfig, ScopeSuggestion, Suggestions, Tier};
+use super::{Ask, Candidate, FieldSuggestion, LlmConfig, ScopeSuggestion, SuggestedTier, Suggestions};
 
 /// Largest answer read from the endpoint.
 const MAX_ANSWER: u64 = 256 * 1024;
@@ -138,13 +138,13 @@ pub fn parse_answer(text: &str, ask: &Ask, candidates: &[Candidate]) -> Result<S
             return Err(LlmError::Shape("a field is missing or answered twice"));
         };
         let tier = match g["tier"].as_str().map(str::to_ascii_uppercase).as_deref() {
-            Some("L1") => Tier::L1,
-            Some("L2") => Tier::L2,
+            Some("L1") => SuggestedTier::L1,
+            Some("L2") => SuggestedTier::L2,
             _ => return Err(LlmError::Shape("a tier is not L1 or L2")),
         };
         let scopes = scope_list(&g["scopes"])?;
         // An L2 value is never readable by an agent: a scope for it suggests nothing.
-        let scopes = if tier == Tier::L2 { Vec::new() } else { scopes };
+        let scopes = if tier == SuggestedTier::L2 { Vec::new() } else { scopes };
         fields.push(FieldSuggestion { name: f.name.clone(), tier, scopes, reason: reason(&g["reason"]) });
     }
     if given.len() != ask.fields.len() {
@@ -210,7 +210,7 @@ mod tests {
         let good = r#"{"fields":[{"name":"password","tier":"L1","scopes":["0002"],"reason":"login"},
             {"name":"recovery","tier":"L2","scopes":["0002"],"reason":"recovery"}]}"#;
         let s = parse_answer(&wrap(good), &a, &c).unwrap();
-        assert_eq!(s.fields[0].tier, Tier::L1);
+        assert_eq!(s.fields[0].tier, SuggestedTier::L1);
         assert_eq!(s.fields[1].scopes, Vec::<String>::new());
         assert_eq!(s.scopes.len(), 1);
         let unknown = good.replace("\"0002\"]", "\"ffff\"]");

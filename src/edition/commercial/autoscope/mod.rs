@@ -148,7 +148,7 @@ fn default_type() -> String {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-pub enum Tier {
+pub enum SuggestedTier {
     L1,
     L2,
 }
@@ -163,7 +163,7 @@ pub struct Candidate {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FieldSuggestion {
     pub name: String,
-    pub tier: Tier,
+    pub tier: SuggestedTier,
     /// Scopes whose agents need this field (empty for L2: no agent reads an L2 value).
     pub scopes: Vec<String>,
     pub reason: String,

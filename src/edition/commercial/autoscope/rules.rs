@@ -4,7 +4,7 @@
 //! Pure: no I/O, no clock, no randomness, so the same input always gives the same answer (and
 //! the answer the LLM path falls back to). Never sees a value: its input has none.
 
-use super::{Ask, Candidate, FieldAsk, FieldSuggestion, ScopeSuggestion, Suggestions, Tier};
+use super::{Ask, Candidate, FieldAsk, FieldSuggestion, ScopeSuggestion, SuggestedTier, Suggestions};
 
 /// Field names (as words) that are identity or recovery data: L2 (the owner's browser encrypts
 /// them; no agent ever reads them). Multi-word patterns match adjacent words or the words run
@@ -116,21 +116,24 @@ fn matches(name_words: &[String], patterns: &'static [(&'static str, &'static st
 }
 
 /// A field's tier and why.
-pub fn tier_of(field: &FieldAsk, entry_type: &str) -> (Tier, String) {
+pub fn tier_of(field: &FieldAsk, entry_type: &str) -> (SuggestedTier, String) {
     let w = words(&field.name);
     if field.kind == "totp" {
-        return (Tier::L1, "an agent needs the one-time code to log in (it gets codes, never the seed)".into());
+        return (
+            SuggestedTier::L1,
+            "an agent needs the one-time code to log in (it gets codes, never the seed)".into(),
+        );
     }
     if let Some(reason) = matches(&w, L2_PATTERNS) {
-        return (Tier::L2, format!("\"{}\": {reason}", field.name));
+        return (SuggestedTier::L2, format!("\"{}\": {reason}", field.name));
     }
     if let Some(reason) = matches(&w, L1_PATTERNS) {
-        return (Tier::L1, format!("\"{}\": {reason}", field.name));
+        return (SuggestedTier::L1, format!("\"{}\": {reason}", field.name));
     }
     match (entry_type, field.kind.as_str()) {
-        ("card" | "identity", _) => (Tier::L2, format!("a field of a {entry_type} entry is identity data")),
-        (_, "note") => (Tier::L2, "free-form notes often hold recovery data".into()),
-        _ => (Tier::L1, "no identity or recovery pattern: an agent may need it to act".into()),
+        ("card" | "identity", _) => (SuggestedTier::L2, format!("a field of a {entry_type} entry is identity data")),
+        (_, "note") => (SuggestedTier::L2, "free-form notes often hold recovery data".into()),
+        _ => (SuggestedTier::L1, "no identity or recovery pattern: an agent may need it to act".into()),
     }
 }
 
@@ -166,8 +169,8 @@ pub fn suggest(ask: &Ask, candidates: &[Candidate]) -> Suggestions {
         .map(|f| {
             let (tier, reason) = tier_of(f, &ask.entry_type);
             let field_scopes = match tier {
-                Tier::L1 => scopes.iter().map(|s| s.scope.clone()).collect(),
-                Tier::L2 => Vec::new(),
+                SuggestedTier::L1 => scopes.iter().map(|s| s.scope.clone()).collect(),
+                SuggestedTier::L2 => Vec::new(),
             };
             FieldSuggestion { name: f.name.clone(), tier, scopes: field_scopes, reason }
         })
@@ -193,14 +196,14 @@ mod tests {
             ("Security answer 1", "secret"),
             ("passport_no", "text"),
         ] {
-            assert_eq!(tier_of(&field(name, kind), "login").0, Tier::L2, "{name}");
+            assert_eq!(tier_of(&field(name, kind), "login").0, SuggestedTier::L2, "{name}");
         }
         for (name, kind) in [("username", "text"), ("password", "secret"), ("API key", "secret"), ("otp", "totp")] {
-            assert_eq!(tier_of(&field(name, kind), "login").0, Tier::L1, "{name}");
+            assert_eq!(tier_of(&field(name, kind), "login").0, SuggestedTier::L1, "{name}");
         }
         // "pin" is a word, not a substring: "spinner" says nothing.
-        assert_eq!(tier_of(&field("spinner", "text"), "login").0, Tier::L1);
-        assert_eq!(tier_of(&field("holder", "text"), "card").0, Tier::L2);
+        assert_eq!(tier_of(&field("spinner", "text"), "login").0, SuggestedTier::L1);
+        assert_eq!(tier_of(&field("holder", "text"), "card").0, SuggestedTier::L2);
     }
 
     #[test]
