@@ -48,6 +48,11 @@ const COMMERCIAL_MARKERS: &[&str] = &[
     "reject_license",
     "cap_exceeded",
     "No license installed",
+    // issue 16 §2, §5: bulk agents and autoscope
+    "/api/mgmt/agents/bulk",
+    "/api/autoscope",
+    "CLAVITOR_AUTOSCOPE_LLM_URL",
+    "autoscope never takes values",
 ];
 
 fn binary_text() -> String {

@@ -213,7 +213,14 @@ fn the_document_says_what_the_routes_take_and_give() {
         // only: it can only narrow), an agent's access request (bearer only: it grants nothing)
         // and the node operator's management routes (a `cvm_` token, commercial; they grant no
         // access to any vault) is gated, and says so.
-        let prepares = ["/api/webauthn/challenge", "/api/passkeys/options", "/api/tokens/derive", "/api/license"];
+        // Autoscope (commercial) only suggests: it changes nothing, so an admin token suffices.
+        let prepares = [
+            "/api/webauthn/challenge",
+            "/api/passkeys/options",
+            "/api/tokens/derive",
+            "/api/license",
+            "/api/autoscope",
+        ];
         let prepares = if m == "post" { [&prepares[..], &["/api/proxy/requests"]].concat() } else { prepares.to_vec() };
         let gated = m != "get" && !open.contains(&p.as_str()) && !prepares.contains(&p.as_str());
         for h in ["X-WebAuthn-Challenge", "X-WebAuthn-Assertion"] {
@@ -529,4 +536,16 @@ fn every_success_answer_is_as_documented() {
     assert_eq!(r.status, 200);
     write("DELETE", "/api/agents/2", "/api/agents/{id}", &Value::Null);
     write("DELETE", "/api/entries/1", "/api/entries/{id}", &Value::Null);
+    // Commercial (issue 16): bulk agents and autoscope answer as documented too.
+    #[cfg(feature = "commercial")]
+    {
+        let bulk = "/api/mgmt/agents/bulk";
+        let made = write("POST", bulk, bulk, &json!({"agents": [{"name": "a"}, {"name": "b", "scopes": ["beef"]}]}));
+        let ids: Vec<Value> =
+            made.json()["agents"].as_array().unwrap().iter().map(|a| a["agent"]["id"].clone()).collect();
+        write("DELETE", bulk, bulk, &json!({ "ids": ids }));
+        let ask = json!({"title": "GitHub", "url": "https://github.com", "fields": [{"name": "user", "kind": "text"}]});
+        let r = request(&s.url("/api/autoscope"), "POST", t, Some(ask.to_string().as_bytes()));
+        documented(&doc, "POST", "/api/autoscope", &r);
+    }
 }

@@ -35,7 +35,7 @@ bash tests/schemathesis/run.sh commercial
 # --- end openapi branch ---
 
 # --- webauthn branch: the owner's pages in headless Chromium (tests/browser/run.sh) ---
-step "browser: setup link, passkey, L1/L2 entry, scoped agent (headless Chromium)"
+step "browser: setup link, passkey, L1/L2 entry, scoped agent; commercial bulk agents and autoscope (headless Chromium)"
 bash tests/browser/run.sh
 # --- end webauthn branch ---
 

@@ -15,6 +15,7 @@ fn pages_are_embedded_with_a_strict_csp_and_no_inline_script() {
         ("/assets/common.js", "text/javascript"),
         ("/assets/setup.js", "text/javascript"),
         ("/assets/style.css", "text/css"),
+        ("/assets/edition.js", "text/javascript"),
     ] {
         let r = s.get(path, None);
         assert_eq!(r.status, 200, "{path}");
@@ -32,6 +33,13 @@ fn pages_are_embedded_with_a_strict_csp_and_no_inline_script() {
             assert!(!r.body.contains(" onclick="), "{path}");
             assert!(!r.body.contains("http://") && !r.body.contains("https://"), "{path}: no other origin");
         }
+    }
+    // The edition's controls: the commercial bulk-agents and autoscope UI; nothing in community.
+    let edition = s.get("/assets/edition.js", None).body;
+    if cfg!(feature = "commercial") {
+        assert!(edition.contains("/api/mgmt/agents/bulk") && edition.contains("/api/autoscope"));
+    } else {
+        assert!(edition.is_empty(), "{edition:.80}");
     }
     let r = s.get("/assets/nope.js", None);
     assert_eq!(r.status, 404);

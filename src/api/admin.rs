@@ -18,7 +18,7 @@ use crate::vault::authority;
 const MAX_AUDIT_PAGE: u32 = 1000;
 
 #[derive(Serialize)]
-pub(super) struct AgentView {
+pub(crate) struct AgentView {
     id: i64,
     name: String,
     scope: String,
@@ -37,7 +37,7 @@ pub(super) struct AgentView {
     proxy_only_listed: bool,
 }
 
-pub(super) fn agent_view(a: &Agent) -> AgentView {
+pub(crate) fn agent_view(a: &Agent) -> AgentView {
     AgentView {
         id: a.id.0,
         name: a.name.clone(),

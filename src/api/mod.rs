@@ -6,7 +6,7 @@
 //! audit row is committed. Handlers never touch SQL: they call `vault`.
 
 mod access_requests;
-mod admin;
+pub(crate) mod admin;
 mod caller;
 mod entries;
 mod error;
@@ -18,7 +18,7 @@ pub mod serve;
 mod setup;
 pub(crate) mod throttle;
 mod tokens;
-mod write;
+pub(crate) mod write;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -33,7 +33,7 @@ use crate::vault::{VaultError, VaultId, gate, ops};
 pub const CHALLENGE_HEADER: &str = "x-webauthn-challenge";
 pub const ASSERTION_HEADER: &str = "x-webauthn-assertion";
 
-pub(super) fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| {
         let msg = match e.classify() {
             serde_json::error::Category::Data => "the JSON does not have the expected shape",
@@ -57,6 +57,13 @@ pub struct Signed {
     pub(super) body: Bytes,
 }
 
+impl Signed {
+    /// The exact body bytes the assertion is bound to.
+    pub(crate) fn body(&self) -> &[u8] {
+        &self.body
+    }
+}
+
 impl<S: Send + Sync> FromRequest<S> for Signed {
     type Rejection = Response;
 
@@ -75,7 +82,7 @@ impl<S: Send + Sync> FromRequest<S> for Signed {
 }
 
 /// Runs `change` behind the gate. `event` says what is attempted (its outcome is set here).
-pub(super) async fn gated<T>(
+pub(crate) async fn gated<T>(
     state: &AppState,
     caller: &Caller,
     event: AuditEvent,
@@ -318,7 +325,7 @@ pub struct NewAgentRequest {
     )
 )]
 pub async fn create_agent(State(state): State<AppState>, caller: Caller, signed: Signed) -> Result<Response, ApiError> {
-    let req: NewAgentRequest = parse_body(&signed.body)?;
+    let req: NewAgentRequest = parse_body(signed.body())?;
     if req.expires_at.is_some_and(|t| t <= crate::store::now_secs()) {
         return Err(ApiError::BadRequest("expires_at must be in the future (unix seconds)".into()));
     }

@@ -90,6 +90,11 @@ pub trait Edition: Send + Sync {
     fn documented_routes(&self, router: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
         router
     }
+    /// The edition's script for the owner's pages, served as `/assets/edition.js` (community:
+    /// empty; commercial: the bulk-agents and autoscope controls).
+    fn page_script(&self) -> &'static str {
+        ""
+    }
     /// Adds the edition's handler for unmatched routes and wrong methods.
     fn install_fallback(&self, router: Router<AppState>) -> Router<AppState>;
     /// Starts shutdown: whatever the edition holds open is released within a second.

@@ -387,6 +387,34 @@ impl VaultDb {
         }
     }
 
+    /// Runs `f` so that its writes happen all or not at all: one savepoint inside the open
+    /// transaction (where [`VaultDb::in_one_transaction`] would let each write commit on its
+    /// own, so a batch failing half-way would keep its first half), or its own transaction when
+    /// none is open. Batches (bulk agents) use it inside the WebAuthn gate's transaction.
+    pub fn all_or_nothing<T, E: From<StoreError>>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<T, E>,
+    ) -> Result<T, E> {
+        if !self.outer {
+            return self.atomically(f);
+        }
+        self.conn.execute_batch("SAVEPOINT all_or_nothing").ctx(&self.path)?;
+        match f(self) {
+            Ok(v) => {
+                self.conn.execute_batch("RELEASE all_or_nothing").ctx(&self.path)?;
+                Ok(v)
+            }
+            Err(e) => {
+                // If even the rollback fails, returning an error would let the caller commit the
+                // half-batch; a panic makes `atomically` roll the whole transaction back instead.
+                if let Err(re) = self.conn.execute_batch("ROLLBACK TO all_or_nothing; RELEASE all_or_nothing") {
+                    panic!("rolling back a batch failed ({re}); the transaction is rolled back whole");
+                }
+                Err(e)
+            }
+        }
+    }
+
     pub fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
         self.conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional().ctx(&self.path)
     }

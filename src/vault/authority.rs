@@ -22,6 +22,8 @@
 //!   owner-only) and each either its own or already on the entry (keeping a scope another team
 //!   shares grants nothing; adding one would).
 //! - **Owner business.** The L2 keyring and other agents' passkeys.
+//! - **Batches** (bulk agents, commercial): every item passes the rule its single write would,
+//!   a created one with the id it will get; one refusal refuses the batch.
 //!
 //! **Derived tokens** (`POST /api/tokens/derive`, bearer only, no passkey: it can only narrow;
 //! [`check_derive`]). Any agent may derive a token from its own: its scopes a subset of the
@@ -84,6 +86,19 @@ pub enum Intent {
     DismissProxyRequest {
         id: i64,
     },
+    /// Many agents created in one write (bulk, commercial): each item is checked as a
+    /// `CreateAgent` with the id it will get (they are inserted in order, in this transaction).
+    CreateAgents(Vec<AgentAsk>),
+    /// Many agents revoked in one write (bulk, commercial): each as a `RevokeAgent`.
+    RevokeAgents(Vec<AgentId>),
+}
+
+/// One agent of a bulk create, as far as the rules care.
+#[derive(Debug, Clone)]
+pub struct AgentAsk {
+    pub scopes: Vec<String>,
+    pub all_access: bool,
+    pub admin: bool,
 }
 
 /// A rule that refused. The code is the 403's `reason` and goes to the audit row.
@@ -156,28 +171,43 @@ fn holds_all(admin: &Agent, set: &ScopeSet, except: Option<AgentId>) -> bool {
 
 /// True if an agent holding `scopes` (without all access) would read an entry `admin` cannot.
 fn reads_more(db: &VaultDb, admin: &Agent, scopes: &ScopeSet) -> Result<bool, VaultError> {
+    Ok(reads_more_of(&unreadable_entries(db, admin)?, scopes))
+}
+
+/// The scopes of the live entries `admin` cannot read (read once for a whole batch).
+fn unreadable_entries(db: &VaultDb, admin: &Agent) -> Result<Vec<ScopeSet>, VaultError> {
+    let mut out = Vec::new();
     for (_, stored) in db.live_entry_scopes()? {
         let entry =
             ScopeSet::parse(&stored).map_err(|_| VaultError::Corrupt("an entry has malformed scopes".into()))?;
-        if !entry.is_empty() && scopes.intersects(&entry) && !admin.can_read(&entry) {
-            return Ok(true);
+        if !entry.is_empty() && !admin.can_read(&entry) {
+            out.push(entry);
         }
     }
-    Ok(false)
+    Ok(out)
+}
+
+fn reads_more_of(unreadable: &[ScopeSet], scopes: &ScopeSet) -> bool {
+    unreadable.iter().any(|entry| scopes.intersects(entry))
 }
 
 /// Whether `admin` may change or revoke `target` (another agent), read fresh.
 fn may_manage(db: &VaultDb, admin: &Agent, target: &Agent) -> Result<Result<(), Rule>, VaultError> {
+    Ok(may_manage_of(&unreadable_entries(db, admin)?, admin, target))
+}
+
+/// [`may_manage`] with `unreadable` = [`unreadable_entries`] for `admin` (read once per batch).
+fn may_manage_of(unreadable: &[ScopeSet], admin: &Agent, target: &Agent) -> Result<(), Rule> {
     if target.all_access {
-        return Ok(Err(Rule::AgentHasAllAccess));
+        return Err(Rule::AgentHasAllAccess);
     }
     if target.admin {
-        return Ok(Err(Rule::AgentIsAdmin));
+        return Err(Rule::AgentIsAdmin);
     }
-    if !holds_all(admin, &target.scopes, Some(target.id)) || reads_more(db, admin, &target.scopes)? {
-        return Ok(Err(Rule::AgentOutsideScopes));
+    if !holds_all(admin, &target.scopes, Some(target.id)) || reads_more_of(unreadable, &target.scopes) {
+        return Err(Rule::AgentOutsideScopes);
     }
-    Ok(Ok(()))
+    Ok(())
 }
 
 /// The scopes an admin sets on an entry: not empty, and each one it holds or one the entry
@@ -200,6 +230,25 @@ fn readable_entry(db: &VaultDb, admin: &Agent, id: i64) -> Result<Result<ScopeSe
     let scopes =
         ScopeSet::parse(&row.scopes).map_err(|_| VaultError::Corrupt(format!("entry {id} has malformed scopes")))?;
     Ok(if admin.can_read(&scopes) { Ok(scopes) } else { Err(Rule::EntryOutsideScopes) })
+}
+
+/// Whether `admin` may create an agent as `ask` describes that will get the id `new_id`.
+/// `unreadable`: [`unreadable_entries`] for `admin`.
+fn may_create(admin: &Agent, unreadable: &[ScopeSet], ask: &AgentAsk, new_id: AgentId) -> Result<(), Rule> {
+    if ask.all_access {
+        Err(Rule::GrantAllAccess)
+    } else if ask.admin {
+        Err(Rule::GrantAdmin)
+    } else if let Some(mut set) = parse(&ask.scopes) {
+        if !holds_all(admin, &set, None) {
+            Err(Rule::ScopeNotHeld)
+        } else {
+            set.insert(new_id.own_scope());
+            if reads_more_of(unreadable, &set) { Err(Rule::NewAgentReadsMore) } else { Ok(()) }
+        }
+    } else {
+        Ok(())
+    }
 }
 
 /// Checks `intent` for `caller` (its agent row as read inside the gate's transaction). The outer
@@ -231,20 +280,29 @@ pub fn check(db: &VaultDb, caller: &Agent, intent: &Intent) -> Result<Result<(),
         }
         Intent::DeleteEntry { id } => readable_entry(db, caller, *id)?.map(drop),
         Intent::CreateAgent { scopes, all_access, admin } => {
-            if *all_access {
-                Err(Rule::GrantAllAccess)
-            } else if *admin {
-                Err(Rule::GrantAdmin)
-            } else if let Some(mut set) = parse(scopes) {
-                if !holds_all(caller, &set, None) {
-                    Err(Rule::ScopeNotHeld)
-                } else {
-                    set.insert(AgentId(db.next_agent_id()?).own_scope());
-                    if reads_more(db, caller, &set)? { Err(Rule::NewAgentReadsMore) } else { Ok(()) }
+            let ask = AgentAsk { scopes: scopes.clone(), all_access: *all_access, admin: *admin };
+            may_create(caller, &unreadable_entries(db, caller)?, &ask, AgentId(db.next_agent_id()?))
+        }
+        Intent::CreateAgents(asks) => {
+            let (first, unreadable) = (db.next_agent_id()?, unreadable_entries(db, caller)?);
+            asks.iter()
+                .enumerate()
+                .try_for_each(|(n, ask)| may_create(caller, &unreadable, ask, AgentId(first.saturating_add(n as i64))))
+        }
+        Intent::RevokeAgents(ids) => {
+            let unreadable = unreadable_entries(db, caller)?;
+            let mut verdict = Ok(());
+            for id in ids {
+                verdict = match db.agent(id.0)? {
+                    _ if *id == caller.id => Ok(()),
+                    None => Err(Rule::AgentOutsideScopes),
+                    Some(row) => may_manage_of(&unreadable, caller, &ops::agent_from_row(&row)?),
+                };
+                if verdict.is_err() {
+                    break;
                 }
-            } else {
-                Ok(())
             }
+            verdict
         }
         // Dropping its own admin flag is allowed (the store keeps the last admin); `Some(true)`
         // is no change for an admin.

@@ -227,6 +227,103 @@ pub fn add_agent(
     Ok((agent_from_row(&row)?, token))
 }
 
+/// Most agents one batch creates or revokes (bulk agents, commercial).
+pub const MAX_BATCH_AGENTS: usize = 500;
+
+/// One agent of a batch create, as shape-checked by the caller.
+#[derive(Debug, Clone)]
+pub struct NewAgentSpec {
+    pub name: String,
+    pub scopes: Vec<String>,
+    pub all_access: bool,
+    pub admin: bool,
+    pub expires_at: Option<i64>,
+    pub proxy_only_listed: bool,
+}
+
+/// Checks a batch before anything is spent on it (names, scopes, expiry, size), naming the
+/// first bad item (1-based).
+pub fn check_agent_specs(specs: &[NewAgentSpec]) -> Result<(), VaultError> {
+    if specs.is_empty() || specs.len() > MAX_BATCH_AGENTS {
+        return Err(VaultError::Invalid(format!("a batch holds 1 to {MAX_BATCH_AGENTS} agents, not {}", specs.len())));
+    }
+    let now = crate::store::now_secs();
+    for (n, s) in specs.iter().enumerate() {
+        let at = |e: VaultError| VaultError::Invalid(format!("agent {}: {e}", n + 1));
+        check_name(&s.name).map_err(at)?;
+        ScopeSet::from_strs(s.scopes.iter().map(String::as_str)).map_err(|e| at(e.into()))?;
+        if s.expires_at.is_some_and(|t| t <= now) {
+            return Err(at(VaultError::Invalid("expires_at must be in the future (unix seconds)".into())));
+        }
+    }
+    Ok(())
+}
+
+/// Creates every agent of `specs` with its token, or none: one savepoint, the cap counted for
+/// the whole batch in it, one audit row per agent. Ids are handed out in order from
+/// `next_agent_id` (the authority rules were checked against exactly those ids in this
+/// transaction; a different id refuses the batch).
+pub fn add_agents(
+    db: &mut VaultDb,
+    specs: &[NewAgentSpec],
+    event: &AuditEvent,
+) -> Result<Vec<(Agent, NewToken)>, VaultError> {
+    check_agent_specs(specs)?;
+    let record = event.record();
+    db.all_or_nothing(|db| {
+        within_cap(db, Capped::AgentsPerVault, specs.len() as u64)?;
+        let first = db.next_agent_id()?;
+        let mut out = Vec::with_capacity(specs.len());
+        for (n, s) in specs.iter().enumerate() {
+            let extra = ScopeSet::from_strs(s.scopes.iter().map(String::as_str))?;
+            let token = NewToken::generate();
+            let row = db
+                .insert_agent(
+                    &NewAgent {
+                        name: &s.name,
+                        token_hash: token.hash().as_str(),
+                        all_access: s.all_access,
+                        admin: s.admin,
+                        created_at: now(),
+                        expires_at: s.expires_at,
+                        parent_id: None,
+                        reveal_to_model: false,
+                        proxy_only_listed: s.proxy_only_listed,
+                    },
+                    |id| {
+                        let mut scopes = extra.clone();
+                        scopes.insert(AgentId(id).own_scope());
+                        scopes.to_db()
+                    },
+                    &record,
+                )
+                .map_err(VaultError::from_store)?;
+            if row.id != first.saturating_add(n as i64) {
+                return Err(VaultError::Conflict("agent ids moved during the batch; nothing was created".into()));
+            }
+            out.push((agent_from_row(&row)?, token));
+        }
+        Ok(out)
+    })
+}
+
+/// Revokes every agent of `ids` (and what was derived from each), or none: one savepoint, an
+/// audit row per agent. An id that does not exist (also one already revoked with an earlier
+/// item's parent) refuses the batch. Returns, per id, the derived agents revoked with it.
+pub fn revoke_agents(
+    db: &mut VaultDb,
+    ids: &[AgentId],
+    event: &AuditEvent,
+) -> Result<Vec<(AgentId, Vec<AgentId>)>, VaultError> {
+    db.all_or_nothing(|db| {
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            out.push((*id, revoke_agent(db, *id, event)?));
+        }
+        Ok(out)
+    })
+}
+
 /// What may change about an agent. Scopes given here replace the extra scopes; the agent's own
 /// scope is kept regardless.
 #[derive(Debug, Default, Clone)]

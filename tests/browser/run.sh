@@ -17,11 +17,20 @@ rm -rf "$out"
 mkdir -p "$out"
 # If the test dies or times out before stopping its server, stop that one process here.
 cleanup() {
-  if [[ -f $out/server.pid ]]; then
-    kill -KILL "$(cat "$out/server.pid")" 2>/dev/null || true
-  fi
+  for pidfile in "$out/server.pid" "$out/server-commercial.pid"; do
+    if [[ -f $pidfile ]]; then
+      kill -KILL "$(cat "$pidfile")" 2>/dev/null || true
+    fi
+  done
 }
 trap cleanup EXIT
 CLAVITOR_BIN="$CLAVITOR_BIN" OUT_DIR="$out" timeout --kill-after=10 300 node owner-flow.mjs
 # Issue 17: names, who-can-read views, import of every format.
 CLAVITOR_BIN="$CLAVITOR_BIN" OUT_DIR="$out" timeout --kill-after=10 120 node names-import.mjs
+# The commercial pages (bulk agents, autoscope: issue 16): a commercial build, unless
+# CLAVITOR_COMMERCIAL_BIN names one. About 10 s plus the link of the commercial binary.
+if [[ -z ${CLAVITOR_COMMERCIAL_BIN:-} ]]; then
+  (cd "$root" && cargo build --quiet --features commercial)
+  CLAVITOR_COMMERCIAL_BIN="${CARGO_TARGET_DIR:-$root/target}/debug/clavitor"
+fi
+CLAVITOR_BIN="$CLAVITOR_COMMERCIAL_BIN" OUT_DIR="$out" timeout --kill-after=10 120 node commercial-flow.mjs

@@ -39,6 +39,9 @@ pub struct LicenseArgs {
     /// Seconds after start of the first license revalidation (then daily).
     #[arg(long, env = "CLAVITOR_LICENSE_REVALIDATE_AFTER_SECS", default_value_t = 60, global = true)]
     pub license_revalidate_after_secs: u64,
+    /// Autoscope's optional model endpoint (issue 16 §5).
+    #[command(flatten)]
+    pub autoscope: super::autoscope::AutoscopeArgs,
 }
 
 struct Runtime {

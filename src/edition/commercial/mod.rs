@@ -4,6 +4,8 @@
 //! Everything in this folder exists only in a `--features commercial` build.
 
 mod alerts;
+mod autoscope;
+mod bulk;
 mod license;
 mod license_api;
 mod license_cli;
@@ -49,6 +51,9 @@ impl super::Edition for Commercial {
     }
 
     fn open_node(&self, args: &EditionArgs, node_db: &std::path::Path, serving: bool) -> Result<(), EditionError> {
+        if serving {
+            autoscope::configure(&args.autoscope)?;
+        }
         license::open(args, node_db, serving)
     }
 
@@ -69,7 +74,15 @@ impl super::Edition for Commercial {
     }
 
     fn documented_routes(&self, router: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
-        router.routes(routes!(license_api::install)).routes(routes!(license_api::usage))
+        router
+            .routes(routes!(license_api::install))
+            .routes(routes!(license_api::usage))
+            .routes(routes!(bulk::create, bulk::revoke))
+            .routes(routes!(autoscope::suggest))
+    }
+
+    fn page_script(&self) -> &'static str {
+        include_str!("assets/edition.js")
     }
 
     fn install_fallback(&self, router: Router<AppState>) -> Router<AppState> {
