@@ -33,7 +33,7 @@ use crate::vault::{VaultError, VaultId, gate, ops};
 pub const CHALLENGE_HEADER: &str = "x-webauthn-challenge";
 pub const ASSERTION_HEADER: &str = "x-webauthn-assertion";
 
-fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| {
         let msg = match e.classify() {
             serde_json::error::Category::Data => "the JSON does not have the expected shape",
@@ -50,11 +50,18 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 /// A write as the gate sees it: the exact method, path and body bytes, and the headers that
 /// carry the challenge id and the assertion.
-pub struct Signed {
+pub(crate) struct Signed {
     method: String,
     path: String,
     headers: HeaderMap,
     body: Bytes,
+}
+
+impl Signed {
+    /// The exact body bytes the assertion is bound to.
+    pub(crate) fn body(&self) -> &[u8] {
+        &self.body
+    }
 }
 
 impl<S: Send + Sync> FromRequest<S> for Signed {
@@ -75,7 +82,7 @@ impl<S: Send + Sync> FromRequest<S> for Signed {
 }
 
 /// Runs `change` behind the gate. `event` says what is attempted (its outcome is set here).
-async fn gated<T>(
+pub(crate) async fn gated<T>(
     state: &AppState,
     caller: &Caller,
     event: AuditEvent,

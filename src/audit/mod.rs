@@ -20,6 +20,8 @@ pub enum Actor {
     LocalOperator,
     /// A request that did not authenticate.
     Anonymous,
+    /// The vault's identity provider, through a provisioning (SCIM) token (commercial).
+    IdentityProvider,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +66,13 @@ pub enum Action {
     ProxyRefuse,
     /// The upstream's answer to a request the proxy injected into: status and bytes.
     ProxyResult,
+    /// Identity-provider provisioning (commercial SCIM): groups, tokens, grant approvals.
+    IdpGroupChange,
+    IdpTokenCreate,
+    IdpTokenRevoke,
+    IdpTokenList,
+    IdpGrantList,
+    IdpGrantApprove,
 }
 
 impl Action {
@@ -98,6 +107,12 @@ impl Action {
             Action::ProxyInject => "proxy.inject",
             Action::ProxyRefuse => "proxy.refuse",
             Action::ProxyResult => "proxy.result",
+            Action::IdpGroupChange => "idp.group",
+            Action::IdpTokenCreate => "idp.token_create",
+            Action::IdpTokenRevoke => "idp.token_revoke",
+            Action::IdpTokenList => "idp.token_list",
+            Action::IdpGrantList => "idp.grant_list",
+            Action::IdpGrantApprove => "idp.grant_approve",
         }
     }
 }
@@ -164,6 +179,7 @@ impl AuditEvent {
             Actor::Agent(id) => ("agent", Some(id.0)),
             Actor::LocalOperator => ("local-operator", None),
             Actor::Anonymous => ("anonymous", None),
+            Actor::IdentityProvider => ("idp", None),
         };
         AuditRecord {
             ts: crate::store::now_ms(),

@@ -5,6 +5,8 @@
 //! arrive and leave as sealed bytes. Callers get plain Rust rows back.
 
 pub mod audit_sql;
+#[cfg(feature = "commercial")]
+pub mod idp_db;
 mod migrations;
 pub mod node_db;
 pub mod proxy_requests_db;

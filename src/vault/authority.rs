@@ -73,6 +73,8 @@ pub enum Intent {
     RevokeAgent {
         id: AgentId,
     },
+    /// Identity-provider provisioning settings and grant approvals (commercial): the owner's.
+    Provisioning,
     AddPasskey {
         for_agent: AgentId,
     },
@@ -109,6 +111,7 @@ pub enum Rule {
     DerivedReadsMore,
     TooManyDerived,
     SelfLiftProxyOnly,
+    ProvisioningOwnerOnly,
 }
 
 impl Rule {
@@ -134,6 +137,7 @@ impl Rule {
             Rule::DerivedReadsMore => "derived_token_would_read_entries_outside_caller_scopes",
             Rule::TooManyDerived => "too_many_derived_tokens",
             Rule::SelfLiftProxyOnly => "scoped_admin_cannot_lift_its_own_proxy_restriction",
+            Rule::ProvisioningOwnerOnly => "provisioning_is_owner_only",
         }
     }
 }
@@ -210,6 +214,7 @@ pub fn check(db: &VaultDb, caller: &Agent, intent: &Intent) -> Result<Result<(),
     }
     let verdict = match intent {
         Intent::SetKeyring => Err(Rule::KeyringOwnerOnly),
+        Intent::Provisioning => Err(Rule::ProvisioningOwnerOnly),
         Intent::DismissProxyRequest { id } => match db.proxy_request(*id)?.map(|r| db.agent(r.agent_id)).transpose()? {
             Some(Some(row)) if lists_agent(caller, &ops::agent_from_row(&row)?) => Ok(()),
             _ => Err(Rule::AgentOutsideScopes),

@@ -7,6 +7,7 @@ mod alerts;
 mod license;
 mod license_api;
 mod license_cli;
+mod scim;
 mod tarpit;
 
 use axum::Router;
@@ -69,10 +70,12 @@ impl super::Edition for Commercial {
     }
 
     fn documented_routes(&self, router: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
-        router.routes(routes!(license_api::install)).routes(routes!(license_api::usage))
+        let router = router.routes(routes!(license_api::install)).routes(routes!(license_api::usage));
+        scim::routes(router)
     }
 
     fn install_fallback(&self, router: Router<AppState>) -> Router<AppState> {
-        router.fallback(tarpit::hold).method_not_allowed_fallback(tarpit::hold)
+        // Unknown paths below the SCIM base answer a provisioning token with a SCIM 404.
+        router.fallback(scim::fallback_or_tarpit).method_not_allowed_fallback(tarpit::hold)
     }
 }
