@@ -170,6 +170,19 @@ impl Provisioner {
     }
 }
 
+/// The SCIM error schema (RFC 7644 §3.12), as the OpenAPI document states it.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code, non_snake_case)]
+pub struct ScimErrorBody {
+    /// `["urn:ietf:params:scim:api:messages:2.0:Error"]`
+    schemas: Vec<String>,
+    /// The HTTP status, as a string.
+    status: String,
+    /// RFC 7644's error type (invalidFilter, invalidValue, uniqueness, …), when one applies.
+    scimType: Option<String>,
+    detail: String,
+}
+
 /// A SCIM request body: `application/scim+json` or `application/json`, a JSON object.
 pub struct ScimBody(Value);
 
@@ -282,7 +295,7 @@ fn one(resource: Value, q: &HashMap<String, String>, urn: &str, status: StatusCo
 #[utoipa::path(get, path = "/api/scim/v2/ServiceProviderConfig", summary = "SCIM: service provider configuration (provisioning token)",
     security(("bearer" = [])),
     responses((status = 200, description = "the configuration", body = Object, content_type = "application/scim+json"),
-              (status = "4XX", description = "SCIM error: 401 no valid provisioning token", body = Object, content_type = "application/scim+json")))]
+              (status = "4XX", description = "SCIM error: 401 no valid provisioning token", body = ScimErrorBody, content_type = "application/scim+json")))]
 pub async fn service_provider_config(p: Provisioner) -> Response {
     scim(StatusCode::OK, types::service_provider_config(p.base()))
 }
@@ -290,7 +303,7 @@ pub async fn service_provider_config(p: Provisioner) -> Response {
 #[utoipa::path(get, path = "/api/scim/v2/ResourceTypes", summary = "SCIM: resource types (provisioning token)",
     security(("bearer" = [])),
     responses((status = 200, description = "a ListResponse of resource types", body = Object, content_type = "application/scim+json"),
-              (status = "4XX", description = "SCIM error: 401 no valid provisioning token", body = Object, content_type = "application/scim+json")))]
+              (status = "4XX", description = "SCIM error: 401 no valid provisioning token", body = ScimErrorBody, content_type = "application/scim+json")))]
 pub async fn resource_types(p: Provisioner) -> Response {
     let all = types::resource_types(p.base());
     scim(StatusCode::OK, types::list_response(all.len() as i64, 1, all))
@@ -299,7 +312,7 @@ pub async fn resource_types(p: Provisioner) -> Response {
 #[utoipa::path(get, path = "/api/scim/v2/ResourceTypes/{id}", summary = "SCIM: one resource type (provisioning token)",
     security(("bearer" = [])), params(("id" = String, Path, description = "User or Group")),
     responses((status = 200, description = "the resource type", body = Object, content_type = "application/scim+json"),
-              (status = "4XX", description = "SCIM error: 401 no valid provisioning token, 404 no such type", body = Object, content_type = "application/scim+json")))]
+              (status = "4XX", description = "SCIM error: 401 no valid provisioning token, 404 no such type", body = ScimErrorBody, content_type = "application/scim+json")))]
 pub async fn resource_type(p: Provisioner, Path(id): Path<String>) -> Result<Response, ScimError> {
     let found = types::resource_types(p.base()).into_iter().find(|r| r["id"] == id.as_str());
     found.map(|r| scim(StatusCode::OK, r)).ok_or_else(ScimError::not_found)
@@ -308,7 +321,7 @@ pub async fn resource_type(p: Provisioner, Path(id): Path<String>) -> Result<Res
 #[utoipa::path(get, path = "/api/scim/v2/Schemas", summary = "SCIM: schemas (provisioning token)",
     security(("bearer" = [])),
     responses((status = 200, description = "a ListResponse of schemas", body = Object, content_type = "application/scim+json"),
-              (status = "4XX", description = "SCIM error: 401 no valid provisioning token", body = Object, content_type = "application/scim+json")))]
+              (status = "4XX", description = "SCIM error: 401 no valid provisioning token", body = ScimErrorBody, content_type = "application/scim+json")))]
 pub async fn schemas(p: Provisioner) -> Response {
     let all = types::schemas(p.base());
     scim(StatusCode::OK, types::list_response(all.len() as i64, 1, all))
@@ -317,7 +330,7 @@ pub async fn schemas(p: Provisioner) -> Response {
 #[utoipa::path(get, path = "/api/scim/v2/Schemas/{id}", summary = "SCIM: one schema (provisioning token)",
     security(("bearer" = [])), params(("id" = String, Path, description = "the schema URN")),
     responses((status = 200, description = "the schema", body = Object, content_type = "application/scim+json"),
-              (status = "4XX", description = "SCIM error: 401 no valid provisioning token, 404 no such schema", body = Object, content_type = "application/scim+json")))]
+              (status = "4XX", description = "SCIM error: 401 no valid provisioning token, 404 no such schema", body = ScimErrorBody, content_type = "application/scim+json")))]
 pub async fn schema(p: Provisioner, Path(id): Path<String>) -> Result<Response, ScimError> {
     let found = types::schemas(p.base()).into_iter().find(|s| s["id"] == id.as_str());
     found.map(|s| scim(StatusCode::OK, s)).ok_or_else(ScimError::not_found)
@@ -328,7 +341,7 @@ pub async fn schema(p: Provisioner, Path(id): Path<String>) -> Result<Response, 
 #[utoipa::path(get, path = "/api/scim/v2/Users", summary = "SCIM: list provisioned users (filter userName eq, startIndex, count)",
     security(("bearer" = [])),
     responses((status = 200, description = "a ListResponse", body = Object, content_type = "application/scim+json"),
-              (status = "4XX", description = "SCIM error: 400 invalid filter, 401 no valid provisioning token", body = Object, content_type = "application/scim+json")))]
+              (status = "4XX", description = "SCIM error: 400 invalid filter, 401 no valid provisioning token", body = ScimErrorBody, content_type = "application/scim+json")))]
 pub async fn list_users(p: Provisioner, Query(q): Query<HashMap<String, String>>) -> Result<Response, ScimError> {
     list(&p, ListParams::from_query(&q), true).await
 }
@@ -336,7 +349,7 @@ pub async fn list_users(p: Provisioner, Query(q): Query<HashMap<String, String>>
 #[utoipa::path(post, path = "/api/scim/v2/Users/.search", summary = "SCIM: search provisioned users (SearchRequest)",
     security(("bearer" = [])), request_body(content = Object, content_type = "application/scim+json"),
     responses((status = 200, description = "a ListResponse", body = Object, content_type = "application/scim+json"),
-              (status = "4XX", description = "SCIM error: 400 invalid filter, 401 no valid provisioning token", body = Object, content_type = "application/scim+json")))]
+              (status = "4XX", description = "SCIM error: 400 invalid filter, 401 no valid provisioning token", body = ScimErrorBody, content_type = "application/scim+json")))]
 pub async fn search_users(p: Provisioner, ScimBody(body): ScimBody) -> Result<Response, ScimError> {
     list(&p, ListParams::from_map(&object(&body)), true).await
 }
@@ -344,7 +357,7 @@ pub async fn search_users(p: Provisioner, ScimBody(body): ScimBody) -> Result<Re
 #[utoipa::path(post, path = "/api/scim/v2/Users", summary = "SCIM: provision a user (an agent with only its own scope and no usable token)",
     security(("bearer" = [])), request_body(content = Object, content_type = "application/scim+json"),
     responses((status = 201, description = "the created User", body = Object, content_type = "application/scim+json"),
-              (status = "4XX", description = "SCIM error: 400 invalid, 401 no valid provisioning token, 403 license cap, 409 userName taken", body = Object, content_type = "application/scim+json")))]
+              (status = "4XX", description = "SCIM error: 400 invalid, 401 no valid provisioning token, 403 license cap, 409 userName taken", body = ScimErrorBody, content_type = "application/scim+json")))]
 pub async fn create_user(
     p: Provisioner,
     Query(q): Query<HashMap<String, String>>,
@@ -358,7 +371,7 @@ pub async fn create_user(
 #[utoipa::path(get, path = "/api/scim/v2/Users/{id}", summary = "SCIM: one provisioned user",
     security(("bearer" = [])), params(("id" = String, Path, description = "the User id")),
     responses((status = 200, description = "the User", body = Object, content_type = "application/scim+json"),
-              (status = "4XX", description = "SCIM error: 401 no valid provisioning token, 404 no such User", body = Object, content_type = "application/scim+json")))]
+              (status = "4XX", description = "SCIM error: 401 no valid provisioning token, 404 no such User", body = ScimErrorBody, content_type = "application/scim+json")))]
 pub async fn get_user(
     p: Provisioner,
     Path(id): Path<String>,
@@ -372,7 +385,7 @@ pub async fn get_user(
 #[utoipa::path(put, path = "/api/scim/v2/Users/{id}", summary = "SCIM: replace a provisioned user (active=false revokes its token now)",
     security(("bearer" = [])), params(("id" = String, Path, description = "the User id")), request_body(content = Object, content_type = "application/scim+json"),
     responses((status = 200, description = "the User", body = Object, content_type = "application/scim+json"),
-              (status = "4XX", description = "SCIM error: 400 invalid, 401 no valid provisioning token, 404 no such User, 409 userName taken", body = Object, content_type = "application/scim+json")))]
+              (status = "4XX", description = "SCIM error: 400 invalid, 401 no valid provisioning token, 404 no such User, 409 userName taken", body = ScimErrorBody, content_type = "application/scim+json")))]
 pub async fn replace_user(
     p: Provisioner,
     Path(id): Path<String>,
@@ -388,7 +401,7 @@ pub async fn replace_user(
 #[utoipa::path(patch, path = "/api/scim/v2/Users/{id}", summary = "SCIM: patch a provisioned user (active=false revokes its token now)",
     security(("bearer" = [])), params(("id" = String, Path, description = "the User id")), request_body(content = Object, content_type = "application/scim+json"),
     responses((status = 200, description = "the User", body = Object, content_type = "application/scim+json"),
-              (status = "4XX", description = "SCIM error: 400 invalid, 401 no valid provisioning token, 404 no such User, 409 userName taken", body = Object, content_type = "application/scim+json")))]
+              (status = "4XX", description = "SCIM error: 400 invalid, 401 no valid provisioning token, 404 no such User, 409 userName taken", body = ScimErrorBody, content_type = "application/scim+json")))]
 pub async fn patch_user(
     p: Provisioner,
     Path(id): Path<String>,
@@ -403,7 +416,7 @@ pub async fn patch_user(
 #[utoipa::path(delete, path = "/api/scim/v2/Users/{id}", summary = "SCIM: delete a provisioned user (revokes its agent now)",
     security(("bearer" = [])), params(("id" = String, Path, description = "the User id")),
     responses((status = 204, description = "deleted"),
-              (status = "4XX", description = "SCIM error: 401 no valid provisioning token, 404 no such User", body = Object, content_type = "application/scim+json")))]
+              (status = "4XX", description = "SCIM error: 401 no valid provisioning token, 404 no such User", body = ScimErrorBody, content_type = "application/scim+json")))]
 pub async fn delete_user(p: Provisioner, Path(id): Path<String>) -> Result<Response, ScimError> {
     let id = service::parse_id(&id)?;
     p.run(move |db, ctx| service::delete_user(db, ctx, id)).await?;
@@ -415,7 +428,7 @@ pub async fn delete_user(p: Provisioner, Path(id): Path<String>) -> Result<Respo
 #[utoipa::path(get, path = "/api/scim/v2/Groups", summary = "SCIM: list groups (filter displayName eq, startIndex, count)",
     security(("bearer" = [])),
     responses((status = 200, description = "a ListResponse", body = Object, content_type = "application/scim+json"),
-              (status = "4XX", description = "SCIM error: 400 invalid filter, 401 no valid provisioning token", body = Object, content_type = "application/scim+json")))]
+              (status = "4XX", description = "SCIM error: 400 invalid filter, 401 no valid provisioning token", body = ScimErrorBody, content_type = "application/scim+json")))]
 pub async fn list_groups(p: Provisioner, Query(q): Query<HashMap<String, String>>) -> Result<Response, ScimError> {
     list(&p, ListParams::from_query(&q), false).await
 }
@@ -423,7 +436,7 @@ pub async fn list_groups(p: Provisioner, Query(q): Query<HashMap<String, String>
 #[utoipa::path(post, path = "/api/scim/v2/Groups/.search", summary = "SCIM: search groups (SearchRequest)",
     security(("bearer" = [])), request_body(content = Object, content_type = "application/scim+json"),
     responses((status = 200, description = "a ListResponse", body = Object, content_type = "application/scim+json"),
-              (status = "4XX", description = "SCIM error: 400 invalid filter, 401 no valid provisioning token", body = Object, content_type = "application/scim+json")))]
+              (status = "4XX", description = "SCIM error: 400 invalid filter, 401 no valid provisioning token", body = ScimErrorBody, content_type = "application/scim+json")))]
 pub async fn search_groups(p: Provisioner, ScimBody(body): ScimBody) -> Result<Response, ScimError> {
     list(&p, ListParams::from_map(&object(&body)), false).await
 }
@@ -431,7 +444,7 @@ pub async fn search_groups(p: Provisioner, ScimBody(body): ScimBody) -> Result<R
 #[utoipa::path(post, path = "/api/scim/v2/Groups", summary = "SCIM: create a group (stands for an existing scope; members wait for the owner's approval)",
     security(("bearer" = [])), request_body(content = Object, content_type = "application/scim+json"),
     responses((status = 201, description = "the created Group", body = Object, content_type = "application/scim+json"),
-              (status = "4XX", description = "SCIM error: 400 invalid, 401 no valid provisioning token", body = Object, content_type = "application/scim+json")))]
+              (status = "4XX", description = "SCIM error: 400 invalid, 401 no valid provisioning token", body = ScimErrorBody, content_type = "application/scim+json")))]
 pub async fn create_group(
     p: Provisioner,
     Query(q): Query<HashMap<String, String>>,
@@ -445,7 +458,7 @@ pub async fn create_group(
 #[utoipa::path(get, path = "/api/scim/v2/Groups/{id}", summary = "SCIM: one group",
     security(("bearer" = [])), params(("id" = String, Path, description = "the Group id")),
     responses((status = 200, description = "the Group", body = Object, content_type = "application/scim+json"),
-              (status = "4XX", description = "SCIM error: 401 no valid provisioning token, 404 no such Group", body = Object, content_type = "application/scim+json")))]
+              (status = "4XX", description = "SCIM error: 401 no valid provisioning token, 404 no such Group", body = ScimErrorBody, content_type = "application/scim+json")))]
 pub async fn get_group(
     p: Provisioner,
     Path(id): Path<String>,
@@ -459,7 +472,7 @@ pub async fn get_group(
 #[utoipa::path(put, path = "/api/scim/v2/Groups/{id}", summary = "SCIM: replace a group (removed members lose its scope now)",
     security(("bearer" = [])), params(("id" = String, Path, description = "the Group id")), request_body(content = Object, content_type = "application/scim+json"),
     responses((status = 200, description = "the Group", body = Object, content_type = "application/scim+json"),
-              (status = "4XX", description = "SCIM error: 400 invalid, 401 no valid provisioning token, 404 no such Group", body = Object, content_type = "application/scim+json")))]
+              (status = "4XX", description = "SCIM error: 400 invalid, 401 no valid provisioning token, 404 no such Group", body = ScimErrorBody, content_type = "application/scim+json")))]
 pub async fn replace_group(
     p: Provisioner,
     Path(id): Path<String>,
@@ -475,7 +488,7 @@ pub async fn replace_group(
 #[utoipa::path(patch, path = "/api/scim/v2/Groups/{id}", summary = "SCIM: patch a group's members or name (removed members lose its scope now)",
     security(("bearer" = [])), params(("id" = String, Path, description = "the Group id")), request_body(content = Object, content_type = "application/scim+json"),
     responses((status = 200, description = "the Group", body = Object, content_type = "application/scim+json"),
-              (status = "4XX", description = "SCIM error: 400 invalid, 401 no valid provisioning token, 404 no such Group", body = Object, content_type = "application/scim+json")))]
+              (status = "4XX", description = "SCIM error: 400 invalid, 401 no valid provisioning token, 404 no such Group", body = ScimErrorBody, content_type = "application/scim+json")))]
 pub async fn patch_group(
     p: Provisioner,
     Path(id): Path<String>,
@@ -490,7 +503,7 @@ pub async fn patch_group(
 #[utoipa::path(delete, path = "/api/scim/v2/Groups/{id}", summary = "SCIM: delete a group (its members lose its scope now)",
     security(("bearer" = [])), params(("id" = String, Path, description = "the Group id")),
     responses((status = 204, description = "deleted"),
-              (status = "4XX", description = "SCIM error: 401 no valid provisioning token, 404 no such Group", body = Object, content_type = "application/scim+json")))]
+              (status = "4XX", description = "SCIM error: 401 no valid provisioning token, 404 no such Group", body = ScimErrorBody, content_type = "application/scim+json")))]
 pub async fn delete_group(p: Provisioner, Path(id): Path<String>) -> Result<Response, ScimError> {
     let id = service::parse_id(&id)?;
     p.run(move |db, ctx| service::delete_group(db, ctx, id)).await?;
@@ -499,7 +512,7 @@ pub async fn delete_group(p: Provisioner, Path(id): Path<String>) -> Result<Resp
 
 #[utoipa::path(post, path = "/api/scim/v2/.search", summary = "SCIM: search across resource types (not supported: 501)",
     security(("bearer" = [])), request_body(content = Object, content_type = "application/scim+json"),
-    responses((status = "4XX", description = "SCIM error: 401 no valid provisioning token", body = Object, content_type = "application/scim+json"),
+    responses((status = "4XX", description = "SCIM error: 401 no valid provisioning token", body = ScimErrorBody, content_type = "application/scim+json"),
               (status = 501, description = "not implemented: search /Users/.search or /Groups/.search", body = Object, content_type = "application/scim+json")))]
 pub async fn search_all(_p: Provisioner) -> ScimError {
     ScimError::new(501, None, "search /Users/.search or /Groups/.search")
