@@ -179,14 +179,15 @@ const VAULT: &[&str] = &[
     // resource's other attributes as JSON), its groups (each mapped to at most one scope that
     // existed when the group was named) and their members, each membership granting its scope
     // only once the owner approved it with a passkey (`approved_at`). Empty in a community vault.
-    "CREATE TABLE idp_tokens (
+    // `IF NOT EXISTS`: tests that rewind `user_version` to replay an earlier migration replay this too.
+    "CREATE TABLE IF NOT EXISTS idp_tokens (
          id          INTEGER PRIMARY KEY AUTOINCREMENT,
          token_hash  TEXT NOT NULL UNIQUE,
          name        TEXT NOT NULL DEFAULT '',
          created_at  INTEGER NOT NULL,
          revoked_at  INTEGER
      );
-     CREATE TABLE idp_users (
+     CREATE TABLE IF NOT EXISTS idp_users (
          agent_id    INTEGER PRIMARY KEY,
          user_name   TEXT NOT NULL UNIQUE COLLATE NOCASE,
          external_id TEXT,
@@ -196,7 +197,7 @@ const VAULT: &[&str] = &[
          updated_at  INTEGER NOT NULL,
          version     INTEGER NOT NULL DEFAULT 1
      );
-     CREATE TABLE idp_groups (
+     CREATE TABLE IF NOT EXISTS idp_groups (
          id           INTEGER PRIMARY KEY AUTOINCREMENT,
          display_name TEXT NOT NULL,
          external_id  TEXT,
@@ -206,13 +207,13 @@ const VAULT: &[&str] = &[
          updated_at   INTEGER NOT NULL,
          version      INTEGER NOT NULL DEFAULT 1
      );
-     CREATE TABLE idp_group_members (
+     CREATE TABLE IF NOT EXISTS idp_group_members (
          group_id    INTEGER NOT NULL,
          agent_id    INTEGER NOT NULL,
          approved_at INTEGER,
          PRIMARY KEY (group_id, agent_id)
      );
-     CREATE INDEX idp_group_members_agent ON idp_group_members(agent_id);",
+     CREATE INDEX IF NOT EXISTS idp_group_members_agent ON idp_group_members(agent_id);",
 ];
 
 /// Brings the file up to this build's schema, or refuses a file from a newer build.
