@@ -293,6 +293,8 @@ fn tokens_errors_and_methods() {
     assert_eq!((r.status, r.json()["status"].as_str()), (404, Some("404")), "{}", r.body);
     let r = scim(&st.s, &st.owner.token, "GET", "/Nothing", None);
     assert!(r.status == 404 && r.body.starts_with(' '), "{}", r.body);
+    let r = common::request(&st.s.url("/api/scim/v2Nothing"), "GET", Some(&st.scim), None);
+    assert!(r.status == 404 && r.body.starts_with(' '), "outside the base: {}", r.body);
     // Bad input: a SCIM error, nothing created.
     let r = scim(&st.s, &st.scim, "POST", "/Users", Some(&json!({"displayName": "no userName"})));
     assert_eq!((r.status, r.json()["scimType"].as_str()), (400, Some("invalidValue")), "{}", r.body);

@@ -95,7 +95,8 @@ pub async fn fallback_or_tarpit(
     uri: axum::http::Uri,
     headers: HeaderMap,
 ) -> Response {
-    if uri.path().starts_with(BASE_PATH) && token_vault(&state, &headers).await.is_some() {
+    let below_base = uri.path().strip_prefix(BASE_PATH).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
+    if below_base && token_vault(&state, &headers).await.is_some() {
         return ScimError::not_found().into_response();
     }
     super::tarpit::hold(method, handoff).await
