@@ -53,6 +53,10 @@ const COMMERCIAL_MARKERS: &[&str] = &[
     "/api/autoscope",
     "CLAVITOR_AUTOSCOPE_LLM_URL",
     "autoscope never takes values",
+    // issue 16 §4: SCIM provisioning
+    "/api/scim/v2",
+    "urn:ietf:params:scim:api:messages:2.0:Error",
+    "a valid provisioning token is required",
 ];
 
 fn binary_text() -> String {
@@ -129,6 +133,10 @@ mod community {
             ("GET", "/api/mgmt/audit"),
             ("POST", "/api/scim/v2/Users"),
             ("DELETE", "/api/scim/v2/Users/7"),
+            ("GET", "/api/scim/v2/ServiceProviderConfig"),
+            ("PATCH", "/api/scim/v2/Groups/1"),
+            ("POST", "/api/scim/tokens"),
+            ("POST", "/api/scim/grants"),
             ("POST", "/api/autoscope"),
             ("POST", "/api/replication/apply"),
             ("POST", "/v1/alerts"),

@@ -96,7 +96,9 @@ fn the_document_is_the_router() {
         if documented.contains(&(m.clone(), p.clone())) {
             assert!(!is_unrouted(resp), "{m} {p} is documented but not routed: {} {}", resp.status, resp.body);
             // Every answer of a documented operation is JSON (the error body included).
-            assert_eq!(resp.header("content-type"), Some("application/json"), "{m} {p}");
+            // SCIM (commercial) answers in its own JSON media type (RFC 7644 §3.1).
+            let json = if p.starts_with("/api/scim/v2/") { "application/scim+json" } else { "application/json" };
+            assert_eq!(resp.header("content-type"), Some(json), "{m} {p}");
         } else {
             assert!(is_unrouted(resp), "{m} {p} is routed but not documented: {} {}", resp.status, resp.body);
         }
@@ -192,12 +194,17 @@ fn the_document_says_what_the_routes_take_and_give() {
             let name: String = text[at + 21..].chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
             assert!(doc["components"]["schemas"][&name].is_object(), "{name} is referenced but not defined");
         }
-        // Errors are the one JSON shape.
-        let err = schema_of(&doc, &o["responses"]["4XX"]["content"]["application/json"]["schema"]);
-        assert_eq!(err["required"], json!(["error", "message"]), "{m} {p}");
         // Bearer security exactly where a token is needed.
         let secured = o["security"] == json!([{"bearer": []}]);
         assert_eq!(secured, !open.contains(&p.as_str()), "{m} {p} security");
+        // Errors are the one JSON shape (SCIM's own error schema on SCIM routes).
+        if p.starts_with("/api/scim/v2/") {
+            let err = schema_of(&doc, &o["responses"]["4XX"]["content"]["application/scim+json"]["schema"]);
+            assert_eq!(err["required"], json!(["schemas", "status", "detail"]), "{m} {p}");
+            continue;
+        }
+        let err = schema_of(&doc, &o["responses"]["4XX"]["content"]["application/json"]["schema"]);
+        assert_eq!(err["required"], json!(["error", "message"]), "{m} {p}");
         // Path ids are positive integers (passkey ids are base64url).
         if p.contains("{id}") {
             let id = &param(o, "id")["schema"];

@@ -34,6 +34,11 @@ bash tests/schemathesis/run.sh community
 bash tests/schemathesis/run.sh commercial
 # --- end openapi branch ---
 
+# --- scim branch: issue 16 §4 (commercial) ---
+step "scim: scim2-tester (PyPI, pinned) against the commercial server's /api/scim/v2/"
+bash tests/scim/run.sh
+# --- end scim branch ---
+
 # --- webauthn branch: the owner's pages in headless Chromium (tests/browser/run.sh) ---
 step "browser: setup link, passkey, L1/L2 entry, scoped agent; commercial bulk agents and autoscope (headless Chromium)"
 bash tests/browser/run.sh

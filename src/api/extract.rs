@@ -28,7 +28,7 @@ impl<S: Send + Sync> FromRequestParts<S> for PositiveId {
 }
 
 /// Digits only: no sign, no spaces, no leading `+` that `str::parse` would accept.
-pub(super) fn parse_positive(raw: &str) -> Option<i64> {
+pub(crate) fn parse_positive(raw: &str) -> Option<i64> {
     if raw.is_empty() || !raw.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }

@@ -93,7 +93,8 @@ fn finish(mut resp: Response, seen: Option<Seen>) -> Response {
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
+        // SCIM (RFC 7644) answers carry their own JSON media type.
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("application/scim+json"));
     if (status.is_client_error() || status.is_server_error()) && !is_json {
         let message = status.canonical_reason().unwrap_or("error");
         let body = json!({"error": error::code_for(status), "message": message}).to_string();

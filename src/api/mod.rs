@@ -33,8 +33,12 @@ use utoipa_axum::routes;
 pub use caller::Caller;
 pub use error::ApiError;
 pub use extract::JsonBytes;
+#[cfg(feature = "commercial")]
+pub(crate) use extract::{PositiveId, parse_positive as parse_positive_id};
 pub use throttle::AuthThrottle;
 pub use write::{ASSERTION_HEADER, CHALLENGE_HEADER};
+#[cfg(feature = "commercial")]
+pub(crate) use write::{Signed, gated, parse_body};
 
 use crate::auth::webauthn::RelyingParty;
 use crate::vault::Node;

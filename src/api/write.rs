@@ -50,7 +50,7 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 /// A write as the gate sees it: the exact method, path and body bytes, and the headers that
 /// carry the challenge id and the assertion.
-pub struct Signed {
+pub(crate) struct Signed {
     method: String,
     path: String,
     headers: HeaderMap,
@@ -59,6 +59,14 @@ pub struct Signed {
 
 impl Signed {
     /// The exact body bytes the assertion is bound to.
+    pub(crate) fn body(&self) -> &[u8] {
+        &self.body
+    }
+}
+
+impl Signed {
+    /// The exact body bytes the assertion is bound to.
+    #[cfg_attr(not(feature = "commercial"), allow(dead_code))]
     pub(crate) fn body(&self) -> &[u8] {
         &self.body
     }

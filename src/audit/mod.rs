@@ -22,6 +22,8 @@ pub enum Actor {
     Anonymous,
     /// The server itself (housekeeping such as removing expired derived tokens).
     Node,
+    /// The vault's identity provider, through a provisioning (SCIM) token (commercial).
+    IdentityProvider,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +70,13 @@ pub enum Action {
     ProxyRefuse,
     /// The upstream's answer to a request the proxy injected into: status and bytes.
     ProxyResult,
+    /// Identity-provider provisioning (commercial SCIM): groups, tokens, grant approvals.
+    IdpGroupChange,
+    IdpTokenCreate,
+    IdpTokenRevoke,
+    IdpTokenList,
+    IdpGrantList,
+    IdpGrantApprove,
 }
 
 impl Action {
@@ -103,6 +112,12 @@ impl Action {
             Action::ProxyInject => "proxy.inject",
             Action::ProxyRefuse => "proxy.refuse",
             Action::ProxyResult => "proxy.result",
+            Action::IdpGroupChange => "idp.group",
+            Action::IdpTokenCreate => "idp.token_create",
+            Action::IdpTokenRevoke => "idp.token_revoke",
+            Action::IdpTokenList => "idp.token_list",
+            Action::IdpGrantList => "idp.grant_list",
+            Action::IdpGrantApprove => "idp.grant_approve",
         }
     }
 }
@@ -170,6 +185,7 @@ impl AuditEvent {
             Actor::LocalOperator => ("local-operator", None),
             Actor::Anonymous => ("anonymous", None),
             Actor::Node => ("node", None),
+            Actor::IdentityProvider => ("idp", None),
         };
         AuditRecord {
             ts: crate::store::now_ms(),

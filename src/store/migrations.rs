@@ -176,13 +176,53 @@ const VAULT: &[&str] = &[
      CREATE INDEX proxy_requests_agent ON proxy_requests(agent_id);",
     // (issue 17) What deleted entries and revoked agents were called, for the audit view
     // (`gone_names_db`): an agent's name as text, an entry's title sealed under the data key.
-    "CREATE TABLE gone_names (
+    "CREATE TABLE IF NOT EXISTS gone_names (
          kind    TEXT NOT NULL,
          id      INTEGER NOT NULL,
          name    BLOB NOT NULL,
          gone_at INTEGER NOT NULL,
          PRIMARY KEY (kind, id)
      );",
+    // (issue 16 §4) identity-provider provisioning (the commercial edition's SCIM service): the
+    // owner's provisioning tokens (SHA-256 only), the users it provisioned (each an agent; the
+    // resource's other attributes as JSON), its groups (each mapped to at most one scope that
+    // existed when the group was named) and their members, each membership granting its scope
+    // only once the owner approved it with a passkey (`approved_at`). Empty in a community vault.
+    // `IF NOT EXISTS`: tests that rewind `user_version` to replay an earlier migration replay this too.
+    "CREATE TABLE IF NOT EXISTS idp_tokens (
+         id          INTEGER PRIMARY KEY AUTOINCREMENT,
+         token_hash  TEXT NOT NULL UNIQUE,
+         name        TEXT NOT NULL DEFAULT '',
+         created_at  INTEGER NOT NULL,
+         revoked_at  INTEGER
+     );
+     CREATE TABLE IF NOT EXISTS idp_users (
+         agent_id    INTEGER PRIMARY KEY,
+         user_name   TEXT NOT NULL UNIQUE COLLATE NOCASE,
+         external_id TEXT,
+         active      INTEGER NOT NULL DEFAULT 1,
+         attributes  TEXT NOT NULL DEFAULT '{}',
+         created_at  INTEGER NOT NULL,
+         updated_at  INTEGER NOT NULL,
+         version     INTEGER NOT NULL DEFAULT 1
+     );
+     CREATE TABLE IF NOT EXISTS idp_groups (
+         id           INTEGER PRIMARY KEY AUTOINCREMENT,
+         display_name TEXT NOT NULL,
+         external_id  TEXT,
+         scope        TEXT,
+         attributes   TEXT NOT NULL DEFAULT '{}',
+         created_at   INTEGER NOT NULL,
+         updated_at   INTEGER NOT NULL,
+         version      INTEGER NOT NULL DEFAULT 1
+     );
+     CREATE TABLE IF NOT EXISTS idp_group_members (
+         group_id    INTEGER NOT NULL,
+         agent_id    INTEGER NOT NULL,
+         approved_at INTEGER,
+         PRIMARY KEY (group_id, agent_id)
+     );
+     CREATE INDEX IF NOT EXISTS idp_group_members_agent ON idp_group_members(agent_id);",
 ];
 
 /// Brings the file up to this build's schema, or refuses a file from a newer build.

@@ -6,6 +6,8 @@
 
 pub mod audit_sql;
 pub mod gone_names_db;
+#[cfg(feature = "commercial")]
+pub mod idp_db;
 mod migrations;
 pub mod node_db;
 pub mod proxy_requests_db;

@@ -75,6 +75,8 @@ pub enum Intent {
     RevokeAgent {
         id: AgentId,
     },
+    /// Identity-provider provisioning settings and grant approvals (commercial): the owner's.
+    Provisioning,
     AddPasskey {
         for_agent: AgentId,
     },
@@ -124,6 +126,7 @@ pub enum Rule {
     DerivedReadsMore,
     TooManyDerived,
     SelfLiftProxyOnly,
+    ProvisioningOwnerOnly,
 }
 
 impl Rule {
@@ -149,6 +152,7 @@ impl Rule {
             Rule::DerivedReadsMore => "derived_token_would_read_entries_outside_caller_scopes",
             Rule::TooManyDerived => "too_many_derived_tokens",
             Rule::SelfLiftProxyOnly => "scoped_admin_cannot_lift_its_own_proxy_restriction",
+            Rule::ProvisioningOwnerOnly => "provisioning_is_owner_only",
         }
     }
 }
@@ -259,6 +263,7 @@ pub fn check(db: &VaultDb, caller: &Agent, intent: &Intent) -> Result<Result<(),
     }
     let verdict = match intent {
         Intent::SetKeyring => Err(Rule::KeyringOwnerOnly),
+        Intent::Provisioning => Err(Rule::ProvisioningOwnerOnly),
         Intent::DismissProxyRequest { id } => match db.proxy_request(*id)?.map(|r| db.agent(r.agent_id)).transpose()? {
             Some(Some(row)) if lists_agent(caller, &ops::agent_from_row(&row)?) => Ok(()),
             _ => Err(Rule::AgentOutsideScopes),

@@ -9,6 +9,7 @@ mod bulk;
 mod license;
 mod license_api;
 mod license_cli;
+mod scim;
 mod tarpit;
 
 use axum::Router;
@@ -74,11 +75,12 @@ impl super::Edition for Commercial {
     }
 
     fn documented_routes(&self, router: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
-        router
+        let router = router
             .routes(routes!(license_api::install))
             .routes(routes!(license_api::usage))
             .routes(routes!(bulk::create, bulk::revoke))
-            .routes(routes!(autoscope::suggest))
+            .routes(routes!(autoscope::suggest));
+        scim::routes(router)
     }
 
     fn page_script(&self) -> &'static str {
@@ -86,6 +88,7 @@ impl super::Edition for Commercial {
     }
 
     fn install_fallback(&self, router: Router<AppState>) -> Router<AppState> {
-        router.fallback(tarpit::hold).method_not_allowed_fallback(tarpit::hold)
+        // Unknown paths below the SCIM base answer a provisioning token with a SCIM 404.
+        router.fallback(scim::fallback_or_tarpit).method_not_allowed_fallback(tarpit::hold)
     }
 }

@@ -361,6 +361,7 @@
           act('Revoke', 'danger', () => agentWrite('DELETE', a.id))));
     });
     $('agent-list').replaceChildren(...rows);
+    await loadScim();
   }
 
   async function agentWrite(method, id, body) {
@@ -387,6 +388,48 @@
       $('agent-ttl-hours').value = '';
       await loadAgents();
     } catch (e) { fail(e); }
+  }
+
+  // ---- provisioning (SCIM; the commercial edition only: elsewhere the box stays hidden) ----
+  let edition = null;
+  async function loadScim() {
+    // Asked once; a community server has no such routes (and a 404 would be a console error).
+    if (edition === null) { try { edition = (await C.get('/healthz')).edition; } catch (e) { edition = ''; } }
+    if (edition !== 'commercial') return;
+    let tokens, pending;
+    try {
+      tokens = (await C.get('/api/scim/tokens')).tokens || [];
+      pending = (await C.get('/api/scim/grants')).pending || [];
+    } catch (e) { $('scim-box').classList.add('hidden'); return; }
+    $('scim-box').classList.remove('hidden');
+    const ms = (t) => (t == null ? '' : utc(Math.floor(t / 1000)));
+    $('scim-token-list').replaceChildren(...tokens.map((t) => el('tr', { 'data-scim-token': String(t.id) },
+      el('td', { text: String(t.id) }), el('td', { text: t.name }), el('td', { text: ms(t.created_at) }), el('td', { text: ms(t.revoked_at) }),
+      el('td', {}, t.revoked_at == null ? el('button', { class: 'danger', text: 'Revoke', onclick: () => scimWrite('DELETE', '/api/scim/tokens/' + t.id) }) : ''))));
+    $('scim-grant-list').replaceChildren(...pending.map((g) => el('tr', {},
+      el('td', {}, el('input', { type: 'checkbox', class: 'scim-grant', checked: true, 'data-group': String(g.group_id), 'data-agent': String(g.agent_id) })),
+      el('td', { text: g.agent + ' (agent ' + g.agent_id + ')' }), el('td', { text: g.group }), el('td', {}, el('code', { text: g.scope })))));
+    $('scim-approve').disabled = pending.length === 0;
+  }
+
+  async function scimWrite(method, path, body) {
+    try {
+      say('Approve with your passkey…');
+      const r = await C.write(method, path, body);
+      if (r && r.token) {
+        $('scim-token').textContent = r.token;
+        $('scim-base').textContent = r.scim_base_url;
+        $('scim-token-box').classList.remove('hidden');
+      }
+      say('Done.', 'ok');
+      await loadAgents();
+    } catch (e) { fail(e); }
+  }
+
+  function approveGrants() {
+    const grants = [...document.querySelectorAll('.scim-grant')].filter((c) => c.checked)
+      .map((c) => ({ group_id: Number(c.dataset.group), agent_id: Number(c.dataset.agent) }));
+    if (grants.length) scimWrite('POST', '/api/scim/grants', { grants });
   }
 
   // ---- passkeys ----
@@ -683,6 +726,8 @@
   $('entry-delete').addEventListener('click', deleteEntry);
   $('entry-cancel').addEventListener('click', () => { location.hash = '#entries'; route(); });
   $('agent-create').addEventListener('click', createAgent);
+  $('scim-token-create').addEventListener('click', () => scimWrite('POST', '/api/scim/tokens', { name: $('scim-token-name').value }));
+  $('scim-approve').addEventListener('click', approveGrants);
   $('passkey-add').addEventListener('click', addPasskey);
   $('l2-add-passphrase').addEventListener('click', () => addWrap('passphrase'));
   $('l2-add-prf').addEventListener('click', () => addWrap('prf'));
