@@ -59,13 +59,6 @@ pub(crate) struct Signed {
 
 impl Signed {
     /// The exact body bytes the assertion is bound to.
-    pub(crate) fn body(&self) -> &[u8] {
-        &self.body
-    }
-}
-
-impl Signed {
-    /// The exact body bytes the assertion is bound to.
     #[cfg_attr(not(feature = "commercial"), allow(dead_code))]
     pub(crate) fn body(&self) -> &[u8] {
         &self.body
