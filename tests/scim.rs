@@ -109,6 +109,21 @@ fn a_provisioned_user_is_a_scoped_agent_with_no_usable_token() {
     assert_eq!(dup.json()["scimType"], "uniqueness");
     let r = scim(&st.s, &st.scim, "GET", "/Users?filter=userName%20eq%20%22Alice%40example.com%22", None);
     assert_eq!(r.json()["totalResults"], 1, "{}", r.body);
+    // Searching Users and Groups at once finds the user, and a group, with distinct ids.
+    let g = scim(&st.s, &st.scim, "POST", "/Groups", Some(&json!({"displayName": "beef"})));
+    assert_eq!(g.status, 201, "{}", g.body);
+    let r = scim(
+        &st.s,
+        &st.scim,
+        "POST",
+        "/.search",
+        Some(&json!({"schemas": [], "attributes": ["userName", "displayName"]})),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let found = r.json();
+    let ids: Vec<String> =
+        found["Resources"].as_array().unwrap().iter().map(|x| x["id"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(ids, vec![id.to_string(), g.json()["id"].as_str().unwrap().to_owned()]);
     // Pagination: startIndex/count.
     for n in 0..3 {
         create_user(&st, &format!("u{n}"), json!({}));
@@ -209,7 +224,9 @@ fn pending_membership_grants_only_after_the_owners_tap_and_removal_takes_it_back
         Some(&json!({"displayName": "0002", "members": [{"value": alice.to_string()}]})),
     );
     assert_eq!(r.status, 201, "{}", r.body);
-    let group: i64 = r.json()["id"].as_str().unwrap().parse().unwrap();
+    // Group ids are `g<n>` (unique across all resources, RFC 7643 §3.1); the owner's API uses n.
+    let scim_id = r.json()["id"].as_str().unwrap().to_owned();
+    let group: i64 = scim_id.strip_prefix('g').expect("g<n>").parse().unwrap();
     assert_eq!(r.json()["members"][0]["value"], alice.to_string());
     assert!(titles(&st.s, &token).is_empty(), "an added membership granted before approval");
     let approve = json!({"grants": [{"group_id": group, "agent_id": alice}]});
@@ -220,7 +237,7 @@ fn pending_membership_grants_only_after_the_owners_tap_and_removal_takes_it_back
     let r = st.owner.write(&st.s, "POST", "/api/scim/grants", &approve);
     assert_eq!(r.status, 422, "{}", r.body);
     // Removing the member takes the scope at once (the very next request).
-    let gp = format!("/Groups/{group}");
+    let gp = format!("/Groups/{scim_id}");
     let rm = patch(json!([{"op": "remove", "path": format!("members[value eq \"{alice}\"]")}]));
     assert_eq!(scim(&st.s, &st.scim, "PATCH", &gp, Some(&rm)).status, 200);
     assert!(titles(&st.s, &token).is_empty());

@@ -465,7 +465,7 @@ pub async fn get_group(
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ScimError> {
-    let id = service::parse_id(&id)?;
+    let id = service::parse_group_id(&id)?;
     let group = p.run(move |db, ctx| service::get_group(db, ctx, id)).await?;
     Ok(one(group, &q, types::GROUP_URN, StatusCode::OK))
 }
@@ -480,7 +480,7 @@ pub async fn replace_group(
     Query(q): Query<HashMap<String, String>>,
     ScimBody(body): ScimBody,
 ) -> Result<Response, ScimError> {
-    let id = service::parse_id(&id)?;
+    let id = service::parse_group_id(&id)?;
     let doc = object(&body);
     let group = p.run(move |db, ctx| service::change_group(db, ctx, id, &doc, None)).await?;
     Ok(one(group, &q, types::GROUP_URN, StatusCode::OK))
@@ -496,7 +496,7 @@ pub async fn patch_group(
     Query(q): Query<HashMap<String, String>>,
     ScimBody(body): ScimBody,
 ) -> Result<Response, ScimError> {
-    let id = service::parse_id(&id)?;
+    let id = service::parse_group_id(&id)?;
     let group = p.run(move |db, ctx| service::change_group(db, ctx, id, &Map::new(), Some(&body))).await?;
     Ok(one(group, &q, types::GROUP_URN, StatusCode::OK))
 }
@@ -506,17 +506,57 @@ pub async fn patch_group(
     responses((status = 204, description = "deleted"),
               (status = "4XX", description = "SCIM error: 401 no valid provisioning token, 404 no such Group", body = ScimErrorBody, content_type = "application/scim+json")))]
 pub async fn delete_group(p: Provisioner, Path(id): Path<String>) -> Result<Response, ScimError> {
-    let id = service::parse_id(&id)?;
+    let id = service::parse_group_id(&id)?;
     p.run(move |db, ctx| service::delete_group(db, ctx, id)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[utoipa::path(post, path = "/api/scim/v2/.search", summary = "SCIM: search across resource types (not supported: 501)",
+#[utoipa::path(post, path = "/api/scim/v2/.search", summary = "SCIM: search Users and Groups at once (SearchRequest)",
     security(("bearer" = [])), request_body(content = Object, content_type = "application/scim+json"),
     responses((status = "4XX", description = "SCIM error: 401 no valid provisioning token", body = ScimErrorBody, content_type = "application/scim+json"),
-              (status = 501, description = "not implemented: search /Users/.search or /Groups/.search", body = Object, content_type = "application/scim+json")))]
-pub async fn search_all(_p: Provisioner) -> ScimError {
-    ScimError::new(501, None, "search /Users/.search or /Groups/.search")
+              (status = 200, description = "a ListResponse of Users, then Groups", body = Object, content_type = "application/scim+json")))]
+pub async fn search_all(p: Provisioner, ScimBody(body): ScimBody) -> Result<Response, ScimError> {
+    let params = ListParams::from_map(&object(&body));
+    // A filter on userName searches Users only, on displayName Groups only; others search both.
+    let attr = params.filter.as_deref().and_then(types::parse_eq).map(|(a, _)| a.to_ascii_lowercase());
+    let (users, groups) = match attr.as_deref() {
+        Some("username") => (true, false),
+        Some("displayname") => (false, true),
+        _ => (true, true),
+    };
+    let user_filter = if users { Some(service::parse_filter(params.filter.as_deref(), "userName")?) } else { None };
+    let group_filter =
+        if groups { Some(service::parse_filter(params.filter.as_deref(), "displayName")?) } else { None };
+    let (start, count) = (params.start, params.count);
+    let (total, items) = p
+        .run(move |db, ctx| {
+            // Both kinds in one order (Users, then Groups), paged over the whole.
+            let (mut total, mut items) = (0, Vec::new());
+            if let Some(f) = &user_filter {
+                let (t, v) = service::list_users(db, ctx, f, 1, MAX_RESULTS)?;
+                total += t;
+                items.extend(v);
+            }
+            if let Some(f) = &group_filter {
+                let (t, v) = service::list_groups(db, ctx, f, 1, MAX_RESULTS)?;
+                total += t;
+                items.extend(v);
+            }
+            let page = items
+                .into_iter()
+                .skip(usize::try_from(start - 1).unwrap_or(0))
+                .take(usize::try_from(count).unwrap_or(0));
+            Ok((total, page.collect::<Vec<_>>()))
+        })
+        .await?;
+    let items = items
+        .into_iter()
+        .map(|r| {
+            let urn = if r["schemas"][0] == types::GROUP_URN { types::GROUP_URN } else { types::USER_URN };
+            types::project(r, params.attributes.as_deref(), params.excluded.as_deref(), urn)
+        })
+        .collect();
+    Ok(scim(StatusCode::OK, types::list_response(total, start, items)))
 }
 
 // ---- the owner's side: provisioning tokens and grant approvals ----

@@ -120,7 +120,7 @@ fn render_group(ctx: &Ctx, db: &VaultDb, row: &IdpGroupRow) -> Result<Value, Fai
             m.insert("members".into(), Value::Array(kept));
         }
     }
-    let id = row.id.to_string();
+    let id = group_id_text(row.id);
     m.insert("schemas".into(), json!([GROUP_URN]));
     m.insert("meta".into(), meta(ctx, "Group", &id, row.created_at, row.updated_at, row.version));
     m.insert("id".into(), json!(id));
@@ -131,8 +131,19 @@ fn member_id(item: &Value) -> Option<i64> {
     item.get("value").and_then(Value::as_str).and_then(|s| s.parse::<i64>().ok()).filter(|n| *n > 0)
 }
 
+/// A User's SCIM id: its agent id.
 pub fn parse_id(raw: &str) -> Result<i64, ScimError> {
     crate::api::parse_positive_id(raw).ok_or_else(ScimError::not_found)
+}
+
+/// A Group's SCIM id is `g<n>`: RFC 7643 §3.1 wants ids unique across all resources, and
+/// Users' are their agents' ids.
+fn group_id_text(id: i64) -> String {
+    format!("g{id}")
+}
+
+pub fn parse_group_id(raw: &str) -> Result<i64, ScimError> {
+    raw.strip_prefix('g').and_then(crate::api::parse_positive_id).ok_or_else(ScimError::not_found)
 }
 
 /// The `filter` query parameter: `attr eq "value"` on the attributes a list can match.
@@ -153,7 +164,8 @@ pub fn parse_filter(filter: Option<&str>, name_attr: &str) -> Result<IdpFilter, 
         out.external_id = Some(value);
     } else if attr.eq_ignore_ascii_case("id") {
         // An id that is not ours matches nothing.
-        out.id = Some(crate::api::parse_positive_id(&value).unwrap_or(-1));
+        let id = if name_attr == "userName" { parse_id(&value) } else { parse_group_id(&value) };
+        out.id = Some(id.unwrap_or(-1));
     } else {
         return Err(bad());
     }
