@@ -97,14 +97,17 @@ pub async fn agents(caller: Caller) -> Result<Json<serde_json::Value>, ApiError>
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "rows per page (default 100)"),
         ("agent" = Option<i64>, Query, minimum = 1, maximum = 9223372036854775807i64, description = "only rows by this agent"),
         ("entry" = Option<i64>, Query, minimum = 1, maximum = 9223372036854775807i64, description = "only rows about this entry"),
-        ("action" = Option<String>, Query, max_length = 64, description = "only rows of this action, e.g. entry.read"),
-        ("outcome" = Option<String>, Query, max_length = 32, description = "only rows of this outcome: ok, denied, failed"),
+        ("action" = Option<String>, Query, pattern = "^[a-z0-9._-]{0,64}$", description = "only rows of this action, e.g. entry.read (empty: any)"),
+        ("outcome" = Option<String>, Query, pattern = "^[a-z0-9._-]{0,32}$", description = "only rows of this outcome: ok, denied, not_found, unauthorized, failed (empty: any)"),
         ("since" = Option<i64>, Query, minimum = 0, maximum = 9223372036854775807i64, description = "only rows at or after this time (unix milliseconds)"),
         ("until" = Option<i64>, Query, minimum = 0, maximum = 9223372036854775807i64, description = "only rows before this time (unix milliseconds)"),
-        ("format" = Option<String>, Query, description = "json (default) or csv"),
+        ("format" = Option<String>, Query, pattern = "^(json|csv)$", description = "json (default) or csv"),
     ),
     responses(
-        (status = 200, description = "one page of rows (JSON, or CSV with format=csv)", body = super::openapi::schemas::AuditPage),
+        (status = 200, description = "one page of rows (JSON, or CSV with format=csv)", content(
+            (super::openapi::schemas::AuditPage = "application/json"),
+            (String = "text/csv"),
+        )),
         (status = "4XX", description = "error: 400 bad input, 401 no valid token, 403 refused, 404 missing or not visible, 415 body not JSON, 422 invalid", body = super::openapi::schemas::ErrorBody),
     )
 )]

@@ -27,6 +27,7 @@ pub const MAX_IMPORT: usize = 5000;
 #[serde(deny_unknown_fields)]
 pub struct ImportRequest {
     /// The entries, each without scopes (owner-only). L2 values are the browser's envelopes.
+    #[schema(min_items = 1, max_items = 5000)]
     entries: Vec<EntryInput>,
 }
 

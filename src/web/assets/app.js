@@ -9,7 +9,8 @@
   const status = $('status');
   const VIEWS = ['login', 'entries', 'entry', 'agents', 'passkeys', 'audit', 'entry-access', 'agent-access', 'import'];
   const DAY_MS = 24 * 3600 * 1000;
-  const READS = ['entry.read', 'totp.read'];
+  // What counts as an agent using an entry: reading it, a TOTP code, the proxy injecting it.
+  const READS = ['entry.read', 'totp.read', 'proxy.inject'];
   const KINDS = ['text', 'secret', 'url', 'totp', 'note'];
   const PLACES = ['header', 'basic', 'query'];
   let editing = null; // the entry being edited (null: a new one)
