@@ -48,6 +48,13 @@ const COMMERCIAL_MARKERS: &[&str] = &[
     "reject_license",
     "cap_exceeded",
     "No license installed",
+    // issue 16: hosted vaults and the cross-vault audit feed
+    "/api/mgmt/vaults",
+    "/api/mgmt/audit",
+    "CLAVITOR_VAULT_RETIRE_GRACE_SECS",
+    "clavitor-cursor",
+    "vault-retire",
+    "cannot copy audit rows into the feed",
 ];
 
 fn binary_text() -> String {

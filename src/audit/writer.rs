@@ -40,6 +40,7 @@ impl AuditWriter {
         let mut store = AuditStore::open(path, sync)?;
         let (queue, mut rx) = mpsc::channel::<Job>(QUEUE);
         let name = format!("audit-{}", path.file_stem().and_then(|s| s.to_str()).unwrap_or("db"));
+        let file = path.to_owned();
         let handle = std::thread::Builder::new()
             .name(name)
             .spawn(move || {
@@ -72,6 +73,7 @@ impl AuditWriter {
                             for (job, id) in jobs.drain(..).zip(ids) {
                                 let _ = job.done.send(Ok(id));
                             }
+                            crate::edition::current().audit_committed(&file);
                         }
                         Err(e) => {
                             crate::edition::alert(

@@ -5,6 +5,7 @@
 //! arrive and leave as sealed bytes. Callers get plain Rust rows back.
 
 pub mod audit_sql;
+pub mod feed_db;
 mod migrations;
 pub mod node_db;
 pub mod proxy_requests_db;
@@ -116,6 +117,19 @@ impl Checkpointer {
     pub fn open(paths: &[PathBuf]) -> Result<Self, StoreError> {
         let files = paths.iter().map(|p| Ok((p.clone(), open_connection(p)?))).collect::<Result<_, StoreError>>()?;
         Ok(Self { files })
+    }
+
+    /// Keeps connections to exactly `paths` (vaults come and go on a hosted node).
+    pub fn follow(&mut self, paths: &[PathBuf]) -> Result<(), StoreError> {
+        let wanted: std::collections::HashSet<&PathBuf> = paths.iter().collect();
+        self.files.retain(|(p, _)| wanted.contains(p));
+        if self.files.len() < paths.len() {
+            let have: std::collections::HashSet<PathBuf> = self.files.iter().map(|(p, _)| p.clone()).collect();
+            for p in paths.iter().filter(|p| !have.contains(*p)) {
+                self.files.push((p.clone(), open_connection(p)?));
+            }
+        }
+        Ok(())
     }
 
     pub fn run(&self) -> Result<(), StoreError> {

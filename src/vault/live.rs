@@ -133,6 +133,8 @@ pub struct LiveVault {
     /// Seals what this vault's cache holds of entries (see [`CachedEntry`]).
     memory: MemoryKey,
     db: Mutex<VaultDb>,
+    /// The vault file (for the WAL checkpointer).
+    path: std::path::PathBuf,
     audit: AuditWriter,
     snapshot: RwLock<Snapshot>,
 }
@@ -153,6 +155,7 @@ impl LiveVault {
             index,
             key: open.key,
             memory: MemoryKey::generate()?,
+            path: open.db.path().to_owned(),
             db: Mutex::new(open.db),
             audit,
             snapshot: RwLock::new(Snapshot { seq: -1, ..Snapshot::default() }),
@@ -620,10 +623,19 @@ pub enum AuthFailure {
 }
 
 /// Every vault this node serves, the token index over all of them, and the node-level audit.
+///
+/// The set of vaults follows node.db's registry while the node runs (hosted vaults, issue 16):
+/// [`Node::sync_registry`] opens vaults registered since and drops retired ones. A slot is
+/// never reused: a retired vault's slot stays empty, so an index entry that still names it
+/// (from a refresh racing the retirement) authenticates nothing.
 pub struct Node {
-    vaults: Vec<Arc<LiveVault>>,
+    dir: DataDir,
+    sync: AuditSync,
+    max_vaults: usize,
+    vaults: RwLock<Vec<Option<Arc<LiveVault>>>>,
+    /// Serialises [`Node::sync_registry`] (the watcher's and the API's).
+    registry: Mutex<()>,
     unavailable: Vec<UnavailableVault>,
-    files: Vec<std::path::PathBuf>,
     tokens: Arc<TokenIndex>,
     node_audit: AuditWriter,
     stop: Arc<AtomicBool>,
@@ -646,22 +658,72 @@ impl Node {
         let tokens = Arc::new(TokenIndex::default());
         let mut vaults = Vec::with_capacity(ids.len());
         let mut unavailable = Vec::new();
-        let mut files = Vec::with_capacity(ids.len() + 1);
         for id in &ids {
             let path = dir.vault_path(id);
             let opened = check_at_start(&path)
                 .and_then(|()| LiveVault::open(dir, &master, id, sync, (vaults.len(), tokens.clone())));
             match opened {
-                Ok(vault) => {
-                    vaults.push(Arc::new(vault));
-                    files.push(path);
-                }
+                Ok(vault) => vaults.push(Some(Arc::new(vault))),
                 Err(e) => unavailable.push(UnavailableVault::salvage(id.clone(), &path, &e)),
             }
         }
         let (node_audit, _thread) = AuditWriter::start(&dir.node_db_path(), sync)?;
-        files.push(dir.node_db_path());
-        Ok(Arc::new(Self { vaults, unavailable, files, tokens, node_audit, stop: Arc::new(AtomicBool::new(false)) }))
+        Ok(Arc::new(Self {
+            dir: dir.clone(),
+            sync,
+            max_vaults,
+            vaults: RwLock::new(vaults),
+            registry: Mutex::new(()),
+            unavailable,
+            tokens,
+            node_audit,
+            stop: Arc::new(AtomicBool::new(false)),
+        }))
+    }
+
+    /// Brings the served set in line with node.db's registry: opens vaults registered since
+    /// (by the management API or `clavitor vault add`) and drops retired ones, whose tokens stop
+    /// authenticating at once. Returns (opened, dropped).
+    pub fn sync_registry(&self) -> Result<(usize, usize), VaultError> {
+        let _serial = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        let ids: HashSet<VaultId> = self.dir.vault_ids()?.into_iter().collect();
+        let mut dropped = 0;
+        {
+            let mut vaults = self.vaults.write().unwrap_or_else(|p| p.into_inner());
+            for (slot, v) in vaults.iter_mut().enumerate() {
+                if v.as_ref().is_some_and(|v| !ids.contains(v.id())) {
+                    *v = None;
+                    self.tokens.replace(slot, &[]);
+                    dropped += 1;
+                }
+            }
+        }
+        let served: HashSet<VaultId> = self.vaults().iter().map(|v| v.id().clone()).collect();
+        let mut new: Vec<&VaultId> =
+            ids.iter().filter(|id| !served.contains(*id) && !self.unavailable.iter().any(|u| &u.id == *id)).collect();
+        new.sort();
+        if new.is_empty() {
+            return Ok((0, dropped));
+        }
+        let master = self.dir.load_master_key()?;
+        let mut opened = 0;
+        for id in new {
+            if served.len() + opened >= self.max_vaults {
+                return Err(VaultError::Setup(format!("this edition serves at most {} vaults", self.max_vaults)));
+            }
+            let slot = self.vaults.read().unwrap_or_else(|p| p.into_inner()).len();
+            let vault = LiveVault::open(&self.dir, &master, id, self.sync, (slot, self.tokens.clone()))?;
+            self.vaults.write().unwrap_or_else(|p| p.into_inner()).push(Some(Arc::new(vault)));
+            opened += 1;
+        }
+        Ok((opened, dropped))
+    }
+
+    /// The files whose WAL the checkpointer keeps short: node.db and every served vault.
+    fn files(&self) -> Vec<std::path::PathBuf> {
+        let mut files: Vec<_> = self.vaults().iter().map(|v| v.path.clone()).collect();
+        files.push(self.dir.node_db_path());
+        files
     }
 
     /// The vaults that could not be opened at start, with the reason.
@@ -669,20 +731,35 @@ impl Node {
         &self.unavailable
     }
 
-    pub fn vaults(&self) -> &[Arc<LiveVault>] {
-        &self.vaults
+    /// The data dir this node serves.
+    pub fn data_dir(&self) -> &DataDir {
+        &self.dir
+    }
+
+    /// The vaults served now.
+    pub fn vaults(&self) -> Vec<Arc<LiveVault>> {
+        self.vaults.read().unwrap_or_else(|p| p.into_inner()).iter().flatten().cloned().collect()
+    }
+
+    /// The served vault with this id.
+    pub fn vault(&self, id: &VaultId) -> Option<Arc<LiveVault>> {
+        self.vaults.read().unwrap_or_else(|p| p.into_inner()).iter().flatten().find(|v| v.id() == id).cloned()
+    }
+
+    fn slot(&self, slot: usize) -> Option<Arc<LiveVault>> {
+        self.vaults.read().unwrap_or_else(|p| p.into_inner()).get(slot).cloned().flatten()
     }
 
     pub fn authenticate(&self, hash: &TokenHash) -> Result<Principal, AuthFailure> {
         if let Some((slot, agent)) = self.tokens.get(hash)
-            && let Some(vault) = self.vaults.get(slot)
+            && let Some(vault) = self.slot(slot)
         {
             // Judged by the clock at each request, not only when the sweep has run: an expired
             // token is answered exactly like an unknown one.
             if agent.expired_at(crate::store::now_secs()) {
                 return Err(AuthFailure::Unknown);
             }
-            return Ok(Principal { vault: vault.clone(), agent });
+            return Ok(Principal { vault, agent });
         }
         match self.unavailable.iter().find(|u| u.tokens.as_ref().is_none_or(|t| t.contains(hash))) {
             Some(u) => Err(AuthFailure::Unavailable(u.id.clone())),
@@ -704,7 +781,7 @@ impl Node {
     /// Refreshes every vault (each updates its own part of the token index).
     pub fn refresh(&self) -> Result<(), VaultError> {
         let mut first_error = None;
-        for vault in &self.vaults {
+        for vault in self.vaults() {
             if let Err(e) = vault.refresh() {
                 first_error.get_or_insert(e);
             }
@@ -722,17 +799,25 @@ impl Node {
         let node = Arc::clone(self);
         std::thread::Builder::new().name("vault-watch".into()).spawn(move || {
             let mut failing = false;
+            let mut registry_failing = false;
             let mut ticks: u64 = 0;
             while !node.stop.load(Ordering::Relaxed) {
                 std::thread::sleep(WATCH_INTERVAL);
                 ticks = ticks.wrapping_add(1);
                 node.sweep_expired();
                 if ticks.is_multiple_of(SWEEP_EVERY) {
-                    for vault in &node.vaults {
+                    for vault in node.vaults() {
                         if let Err(e) = vault.sweep_challenges() {
                             tracing::warn!(error = %e, "cannot sweep expired WebAuthn challenges");
                         }
                     }
+                    // Vaults added or retired by `clavitor vault add|rm` on this node.
+                    alert_on_new_failure(
+                        &mut registry_failing,
+                        node.sync_registry().map(drop),
+                        "vault_registry_failed",
+                        "cannot follow the vault registry in node.db",
+                    );
                 }
                 alert_on_new_failure(
                     &mut failing,
@@ -747,7 +832,7 @@ impl Node {
     /// Starts the thread that checkpoints every file's WAL; stops with [`Node::stop`].
     pub fn spawn_checkpointer(self: &Arc<Self>) -> Result<JoinHandle<()>, VaultError> {
         let node = Arc::clone(self);
-        let checkpointer = crate::store::Checkpointer::open(&self.files)?;
+        let mut checkpointer = crate::store::Checkpointer::open(&self.files())?;
         std::thread::Builder::new()
             .name("wal-checkpoint".into())
             .spawn(move || {
@@ -757,7 +842,7 @@ impl Node {
                     std::thread::sleep(CHECKPOINT_INTERVAL);
                     alert_on_new_failure(
                         &mut failing,
-                        checkpointer.run(),
+                        checkpointer.follow(&node.files()).and_then(|()| checkpointer.run()),
                         "wal_checkpoint_failed",
                         "cannot checkpoint a database WAL",
                     );

@@ -39,6 +39,9 @@ pub struct LicenseArgs {
     /// Seconds after start of the first license revalidation (then daily).
     #[arg(long, env = "CLAVITOR_LICENSE_REVALIDATE_AFTER_SECS", default_value_t = 60, global = true)]
     pub license_revalidate_after_secs: u64,
+    /// Hosted vaults (issue 16): the retired file's grace period.
+    #[command(flatten)]
+    pub hosted: super::hosted::HostedArgs,
 }
 
 struct Runtime {

@@ -1,9 +1,12 @@
-//! The commercial edition: many vaults per node, telemetry on when configured, operator alerts
+//! The commercial edition: many vaults per node (hosted vaults and the cross-vault audit feed,
+//! `hosted.rs` and `audit_feed.rs`), telemetry on when configured, operator alerts
 //! also POSTed to HQ, and a tarpit for unrecognised requests.
 //!
 //! Everything in this folder exists only in a `--features commercial` build.
 
 mod alerts;
+mod audit_feed;
+mod hosted;
 mod license;
 mod license_api;
 mod license_cli;
@@ -49,7 +52,16 @@ impl super::Edition for Commercial {
     }
 
     fn open_node(&self, args: &EditionArgs, node_db: &std::path::Path, serving: bool) -> Result<(), EditionError> {
-        license::open(args, node_db, serving)
+        license::open(args, node_db, serving)?;
+        if serving {
+            hosted::start(&args.hosted, node_db).map_err(EditionError::Setting)?;
+            audit_feed::start(node_db).map_err(EditionError::Setting)?;
+        }
+        Ok(())
+    }
+
+    fn audit_committed(&self, file: &std::path::Path) {
+        audit_feed::mark(file);
     }
 
     fn enforces_caps(&self) -> bool {
@@ -69,7 +81,12 @@ impl super::Edition for Commercial {
     }
 
     fn documented_routes(&self, router: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
-        router.routes(routes!(license_api::install)).routes(routes!(license_api::usage))
+        router
+            .routes(routes!(license_api::install))
+            .routes(routes!(license_api::usage))
+            .routes(routes!(hosted::create, hosted::list))
+            .routes(routes!(hosted::remove))
+            .routes(routes!(audit_feed::feed))
     }
 
     fn install_fallback(&self, router: Router<AppState>) -> Router<AppState> {
