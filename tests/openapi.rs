@@ -198,10 +198,10 @@ fn the_document_says_what_the_routes_take_and_give() {
         // Bearer security exactly where a token is needed.
         let secured = o["security"] == json!([{"bearer": []}]);
         assert_eq!(secured, !open.contains(&p.as_str()), "{m} {p} security");
-        // Path ids are positive integers (passkey ids are base64url).
+        // Path ids are positive integers (passkey ids are base64url, vault ids hex).
         if p.contains("{id}") {
             let id = &param(o, "id")["schema"];
-            if p.starts_with("/api/passkeys/") {
+            if p.starts_with("/api/passkeys/") || p.starts_with("/api/mgmt/vaults/") {
                 assert_eq!(id["type"], "string");
                 assert!(id["pattern"].is_string());
             } else {
@@ -213,7 +213,14 @@ fn the_document_says_what_the_routes_take_and_give() {
         // only: it can only narrow), an agent's access request (bearer only: it grants nothing)
         // and the node operator's management routes (a `cvm_` token, commercial; they grant no
         // access to any vault) is gated, and says so.
-        let prepares = ["/api/webauthn/challenge", "/api/passkeys/options", "/api/tokens/derive", "/api/license"];
+        let prepares = [
+            "/api/webauthn/challenge",
+            "/api/passkeys/options",
+            "/api/tokens/derive",
+            "/api/license",
+            "/api/mgmt/vaults",
+            "/api/mgmt/vaults/{id}",
+        ];
         let prepares = if m == "post" { [&prepares[..], &["/api/proxy/requests"]].concat() } else { prepares.to_vec() };
         let gated = m != "get" && !open.contains(&p.as_str()) && !prepares.contains(&p.as_str());
         for h in ["X-WebAuthn-Challenge", "X-WebAuthn-Assertion"] {
@@ -221,7 +228,8 @@ fn the_document_says_what_the_routes_take_and_give() {
             assert_eq!(hp["in"] == "header" && hp["required"] == true, gated, "{m} {p} header {h}");
         }
         // Bodies are declared JSON wherever one is taken.
-        if (m == "post" || m == "put" || m == "patch") && p != "/api/passkeys/options" {
+        // (Creating a hosted vault takes no body: the node chooses everything.)
+        if (m == "post" || m == "put" || m == "patch") && p != "/api/passkeys/options" && p != "/api/mgmt/vaults" {
             assert!(o["requestBody"]["content"]["application/json"]["schema"].is_object(), "{m} {p} body");
             assert_eq!(o["requestBody"]["required"], true, "{m} {p} body");
         }

@@ -223,7 +223,7 @@ pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Result<J
     path = "/api/mgmt/vaults/{id}",
     summary = "Retire a hosted vault: its tokens stop at once, its file is removed after the grace period (management token, scope vaults)",
     security(("bearer" = [])),
-    params(("id" = String, Path, description = "the vault id (32 hex characters)")),
+    params(("id" = String, Path, description = "the vault id (32 hex characters)", pattern = "^[0-9a-f]{32}$")),
     responses(
         (status = 200, description = "retired; when the file will be removed", body = Object),
         (status = "4XX", description = "error: 400 malformed id, 401 no valid management token, 403 wrong scope, 404 no live vault with this id", body = crate::api::openapi::schemas::ErrorBody),
