@@ -417,3 +417,27 @@ fn the_audit_feed_resumes_after_kill_9_and_restart_with_no_gap_and_no_duplicate(
     assert!(got.iter().any(|e| e["action"] == "entry.read"), "{got:?}");
     s.terminate();
 }
+
+fn threads_and_fds(pid: u32) -> (usize, usize) {
+    let count = |d: &str| std::fs::read_dir(format!("/proc/{pid}/{d}")).map(|r| r.count()).unwrap_or(0);
+    (count("task"), count("fd"))
+}
+
+/// Not timed: the node's threads do not grow with its vaults (audit writes go through a shared
+/// pool, not a thread per file). Open files still grow with the vaults served (see the README's
+/// hosted-vault notes).
+#[test]
+fn threads_stay_bounded_with_100_vaults() {
+    let v = Vault::new();
+    let s = serve(&v, &[], &[]);
+    let vaults = mgmt_token(&v, "vaults");
+    let (threads_1, fds_1) = threads_and_fds(s.child.id());
+    for _ in 0..99 {
+        create_vault(&s, &vaults);
+    }
+    assert_eq!(s.get("/healthz", None).json()["vaults"], 100);
+    // Each served vault has its audit writer (and before the shared pool, its own thread).
+    let (threads_n, fds_n) = threads_and_fds(s.child.id());
+    eprintln!("1 vault: {threads_1} threads, {fds_1} fds; 100 vaults: {threads_n} threads, {fds_n} fds");
+    assert!(threads_n <= threads_1 + 16, "threads grew with the vaults: {threads_1} -> {threads_n}");
+}

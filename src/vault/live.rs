@@ -148,7 +148,7 @@ impl LiveVault {
         (slot, index): (usize, Arc<TokenIndex>),
     ) -> Result<Self, VaultError> {
         let open = dir.open_vault(master, id)?;
-        let (audit, _thread) = AuditWriter::start(open.db.path(), sync)?;
+        let audit = AuditWriter::start(open.db.path(), sync)?;
         let vault = Self {
             id: open.id,
             slot,
@@ -667,7 +667,7 @@ impl Node {
                 Err(e) => unavailable.push(UnavailableVault::salvage(id.clone(), &path, &e)),
             }
         }
-        let (node_audit, _thread) = AuditWriter::start(&dir.node_db_path(), sync)?;
+        let node_audit = AuditWriter::start(&dir.node_db_path(), sync)?;
         Ok(Arc::new(Self {
             dir: dir.clone(),
             sync,
