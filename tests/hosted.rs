@@ -441,3 +441,77 @@ fn threads_stay_bounded_with_100_vaults() {
     eprintln!("1 vault: {threads_1} threads, {fds_1} fds; 100 vaults: {threads_n} threads, {fds_n} fds");
     assert!(threads_n <= threads_1 + 16, "threads grew with the vaults: {threads_1} -> {threads_n}");
 }
+
+/// A vault made by the CLI with an admin agent, a reader (agent 2, all access) and one entry;
+/// returns (id, the reader's token).
+fn cli_vault(v: &Vault, title: &str) -> (String, String) {
+    let (args, env) = license(v.tmp.path(), &[]);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let with = |extra: &[&str]| {
+        let mut all: Vec<&str> = args.iter().map(String::as_str).collect();
+        all.extend_from_slice(extra);
+        all.iter().map(|s| s.to_string()).collect::<Vec<String>>()
+    };
+    let before = vault_ids(v);
+    let add = with(&["vault", "add"]);
+    let add: Vec<&str> = add.iter().map(String::as_str).collect();
+    assert!(v.cli_env(&add, &env).status.success());
+    let id = vault_ids(v).into_iter().find(|i| !before.contains(i)).expect("the new vault");
+    let agent = with(&["agent", "add", "--vault", &id, "--name", "o", "--all-access", "--admin", "--json"]);
+    let agent: Vec<&str> = agent.iter().map(String::as_str).collect();
+    assert!(v.cli_env(&agent, &env).status.success());
+    let reader = v.cli_json(&["agent", "add", "--vault", &id, "--name", "r", "--all-access", "--json"], None);
+    let token = reader["token"].as_str().unwrap().to_owned();
+    let entry = json!({"title": title, "fields": [{"name": "pw", "kind": "secret", "value": format!("{title}-v")}]});
+    let out = v.cli_stdin(&["entry", "add", "--vault", &id, "--json-file", "-"], Some(&entry.to_string()));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    (id, token)
+}
+
+#[test]
+fn closed_vaults_reopen_on_demand_keep_open_files_bounded_and_follow_the_cli() {
+    let v = Vault::new();
+    let vaults: Vec<(String, String)> = (0..6).map(|i| cli_vault(&v, &format!("vault-{i}"))).collect();
+    let s = serve(&v, &[], &[("CLAVITOR_MAX_OPEN_VAULTS", "1")]);
+    let read = |token: &str| s.get("/api/entries/1", Some(token));
+    // Warm: the first vault open, the others closed by the watcher.
+    assert!(read(&vaults[0].1).body.contains("vault-0-v"));
+    // The watcher closes within a tick, the checkpointer lets go within its second.
+    std::thread::sleep(Duration::from_millis(1500));
+    let (_, fds_one) = threads_and_fds(s.child.id());
+    for round in 0..3 {
+        for (i, (_, token)) in vaults.iter().enumerate() {
+            let r = read(token);
+            assert_eq!(r.status, 200, "round {round} vault {i}: {}", r.body);
+            assert!(r.body.contains(&format!("vault-{i}-v")), "each token reads its own vault");
+        }
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let (_, fds_after) = threads_and_fds(s.child.id());
+    eprintln!("open files: {fds_one} with one vault open, {fds_after} after reading 7 vaults with a cap of 1");
+    assert!(fds_after <= fds_one + 12, "closed vaults keep no files open: {fds_one} -> {fds_after}");
+
+    // A revocation made while the vault is closed is seen by its next request.
+    let (id, token) = &vaults[2];
+    assert_eq!(read(&vaults[3].1).status, 200);
+    std::thread::sleep(Duration::from_millis(600));
+    let out = v.cli(&["agent", "revoke", "--vault", id, "2"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(read(token).status, 401, "the revoked token of a closed vault is refused at once");
+    // An agent the CLI adds to a closed vault can use its token shortly after.
+    let (_, other) = &vaults[4];
+    assert_eq!(read(other).status, 200);
+    assert_eq!(read(&vaults[5].1).status, 200);
+    std::thread::sleep(Duration::from_millis(600));
+    let new = v.cli_json(&["agent", "add", "--vault", &vaults[4].0, "--name", "late", "--all-access", "--json"], None);
+    let late = new["token"].as_str().unwrap().to_owned();
+    let mut ok = false;
+    for _ in 0..100 {
+        if read(&late).status == 200 {
+            ok = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(ok, "a token the CLI added to a closed vault authenticates within seconds");
+}

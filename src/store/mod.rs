@@ -85,6 +85,13 @@ pub fn salvage_token_hashes(path: &Path) -> Result<Vec<String>, StoreError> {
     rows.collect::<Result<Vec<_>, _>>().ctx(path)
 }
 
+/// A vault file's change sequence, read without keeping a connection (a closed vault's check).
+pub fn read_change_seq(path: &Path) -> Result<i64, StoreError> {
+    let conn = open_connection(path)?;
+    let v: String = conn.query_row("SELECT value FROM meta WHERE key = 'change_seq'", [], |r| r.get(0)).ctx(path)?;
+    Ok(v.parse().unwrap_or(0))
+}
+
 /// `PRAGMA quick_check`: the cheaper check (no index cross-checks), "ok" or the first problem.
 pub fn quick_check(path: &Path) -> Result<String, StoreError> {
     check_connection(path)?.query_row("PRAGMA quick_check", [], |r| r.get(0)).ctx(path)

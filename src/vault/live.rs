@@ -273,13 +273,18 @@ impl LiveVault {
         }
         let agents_changed = snap.agents != agents;
         if agents_changed {
-            self.index.replace(self.slot, &agents);
+            self.index.replace(self.slot, seq, &agents);
         }
         snap.agents = agents;
         snap.seq = seq;
         drop(snap);
         drop(db);
         Ok(agents_changed)
+    }
+
+    /// The change sequence the in-memory view was built from.
+    fn seq(&self) -> i64 {
+        self.read().seq
     }
 
     /// Entries the agent may see, in id order.
@@ -554,21 +559,32 @@ pub struct Principal {
 /// no "rebuild everything" that could run on a stale view and overwrite a newer one.
 struct TokenIndex {
     map: RwLock<HashMap<TokenHash, (usize, Arc<Agent>)>>,
+    /// The change sequence each slot's agents were installed from.
+    installed: Mutex<HashMap<usize, i64>>,
     /// The earliest `expires_at` in `map` (`i64::MAX`: none): the sweep does nothing before it.
     next_expiry: AtomicI64,
 }
 
 impl Default for TokenIndex {
     fn default() -> Self {
-        Self { map: RwLock::default(), next_expiry: AtomicI64::new(i64::MAX) }
+        Self { map: RwLock::default(), installed: Mutex::default(), next_expiry: AtomicI64::new(i64::MAX) }
     }
 }
 
 impl TokenIndex {
     /// Replaces `slot`'s agents; those already expired are left out.
-    fn replace(&self, slot: usize, agents: &[(TokenHash, Arc<Agent>)]) {
+    /// A closed vault's old instance (still serving a request) and its reopened one may both
+    /// refresh: the change sequence `seq` each saw orders them, and an older view never
+    /// replaces a newer one.
+    fn replace(&self, slot: usize, seq: i64, agents: &[(TokenHash, Arc<Agent>)]) {
         let now = crate::store::now_secs();
         let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+        let mut installed = self.installed.lock().unwrap_or_else(|p| p.into_inner());
+        if installed.get(&slot).is_some_and(|newer| *newer > seq) {
+            return;
+        }
+        installed.insert(slot, seq);
+        drop(installed);
         map.retain(|_, (s, _)| *s != slot);
         for (hash, agent) in agents {
             if !agent.expired_at(now) {
@@ -622,17 +638,64 @@ pub enum AuthFailure {
     Unavailable(VaultId),
 }
 
+/// One registered vault in the node: open ([`LiveVault`]) or closed (its agents stay in the
+/// token index, nothing else is held).
+struct Slot {
+    id: VaultId,
+    path: std::path::PathBuf,
+    live: RwLock<Option<Arc<LiveVault>>>,
+    /// Unix ms of the last authentication (for closing the least recently used).
+    last_used: AtomicI64,
+    /// The file's (db, wal) stamps when its change sequence was last read while closed: a
+    /// change makes the watcher read the sequence again.
+    closed_stamp: Mutex<Option<FileStamp>>,
+    /// The change sequence the vault's view had when it was closed: a file whose sequence moved
+    /// since (another process, e.g. the local CLI, changed it) is opened to refresh its agents.
+    closed_seq: AtomicI64,
+}
+
+type FileStamp = [(i64, u64); 2];
+
+fn file_stamp(path: &std::path::Path) -> FileStamp {
+    use std::os::unix::fs::MetadataExt;
+    let of = |p: &std::path::Path| std::fs::metadata(p).map(|m| (m.mtime_nsec() + m.mtime() * 1_000_000_000, m.len()));
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    [of(path).unwrap_or((0, 0)), of(std::path::Path::new(&wal)).unwrap_or((0, 0))]
+}
+
+impl Slot {
+    fn open_now(&self) -> Option<Arc<LiveVault>> {
+        self.live.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Runs `f`, which touches SQLite, without stalling a tokio worker's other tasks.
+fn off_the_runtime<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 /// Every vault this node serves, the token index over all of them, and the node-level audit.
 ///
 /// The set of vaults follows node.db's registry while the node runs (hosted vaults, issue 16):
 /// [`Node::sync_registry`] opens vaults registered since and drops retired ones. A slot is
 /// never reused: a retired vault's slot stays empty, so an index entry that still names it
 /// (from a refresh racing the retirement) authenticates nothing.
+///
+/// At most `max_open` vaults are open (file handles, connections, decrypted cache); the least
+/// recently used beyond that are closed by the watcher. A closed vault's agents stay in the
+/// token index; its first request opens it again (a refresh from the file, so a revocation made
+/// meanwhile is seen before the request is admitted), and a closed file another process writes
+/// to is opened to refresh its agents. A vault still awaiting its owner's setup stays open.
 pub struct Node {
     dir: DataDir,
     sync: AuditSync,
     max_vaults: usize,
-    vaults: RwLock<Vec<Option<Arc<LiveVault>>>>,
+    max_open: std::sync::atomic::AtomicUsize,
+    vaults: RwLock<Vec<Option<Arc<Slot>>>>,
     /// Serialises [`Node::sync_registry`] (the watcher's and the API's).
     registry: Mutex<()>,
     unavailable: Vec<UnavailableVault>,
@@ -641,9 +704,23 @@ pub struct Node {
     stop: Arc<AtomicBool>,
 }
 
+/// Default for `--max-open-vaults`.
+pub const DEFAULT_MAX_OPEN_VAULTS: usize = 256;
+
 impl Node {
     /// Opens every registered vault. `max_vaults` is the edition's limit (community: one).
     pub fn start(dir: &DataDir, max_vaults: usize, sync: AuditSync) -> Result<Arc<Self>, VaultError> {
+        Self::start_with(dir, max_vaults, sync, DEFAULT_MAX_OPEN_VAULTS)
+    }
+
+    /// Like [`Node::start`], keeping at most `max_open` vaults open (each is opened once at
+    /// start to index its agents; those beyond `max_open` are closed again at once).
+    pub fn start_with(
+        dir: &DataDir,
+        max_vaults: usize,
+        sync: AuditSync,
+        max_open: usize,
+    ) -> Result<Arc<Self>, VaultError> {
         let master = dir.load_master_key()?;
         let ids = dir.vault_ids()?;
         if ids.is_empty() {
@@ -655,15 +732,29 @@ impl Node {
                 ids.len()
             )));
         }
+        let max_open = max_open.max(1);
         let tokens = Arc::new(TokenIndex::default());
         let mut vaults = Vec::with_capacity(ids.len());
         let mut unavailable = Vec::new();
+        let mut open = 0;
         for id in &ids {
             let path = dir.vault_path(id);
             let opened = check_at_start(&path)
                 .and_then(|()| LiveVault::open(dir, &master, id, sync, (vaults.len(), tokens.clone())));
             match opened {
-                Ok(vault) => vaults.push(Some(Arc::new(vault))),
+                Ok(vault) => {
+                    let keep = open < max_open || vault.awaiting_setup();
+                    let seq = vault.seq();
+                    open += usize::from(keep);
+                    vaults.push(Some(Arc::new(Slot {
+                        id: id.clone(),
+                        path,
+                        live: RwLock::new(keep.then(|| Arc::new(vault))),
+                        last_used: AtomicI64::new(0),
+                        closed_stamp: Mutex::new(None),
+                        closed_seq: AtomicI64::new(seq),
+                    })));
+                }
                 Err(e) => unavailable.push(UnavailableVault::salvage(id.clone(), &path, &e)),
             }
         }
@@ -672,6 +763,7 @@ impl Node {
             dir: dir.clone(),
             sync,
             max_vaults,
+            max_open: std::sync::atomic::AtomicUsize::new(max_open),
             vaults: RwLock::new(vaults),
             registry: Mutex::new(()),
             unavailable,
@@ -679,6 +771,82 @@ impl Node {
             node_audit,
             stop: Arc::new(AtomicBool::new(false)),
         }))
+    }
+
+    fn slots(&self) -> Vec<(usize, Arc<Slot>)> {
+        let vaults = self.vaults.read().unwrap_or_else(|p| p.into_inner());
+        vaults.iter().enumerate().filter_map(|(i, s)| s.clone().map(|s| (i, s))).collect()
+    }
+
+    /// Opens a closed vault (no-op if open); touches SQLite.
+    fn open_slot(&self, slot: usize, s: &Slot) -> Result<Arc<LiveVault>, VaultError> {
+        let mut live = s.live.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(v) = live.as_ref() {
+            return Ok(v.clone());
+        }
+        let master = self.dir.load_master_key()?;
+        let vault = Arc::new(LiveVault::open(&self.dir, &master, &s.id, self.sync, (slot, self.tokens.clone()))?);
+        *live = Some(vault.clone());
+        *s.closed_stamp.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        Ok(vault)
+    }
+
+    /// Closes the least recently used open vaults beyond the cap (never one awaiting setup).
+    /// Returns how many were closed.
+    pub fn close_idle(&self) -> usize {
+        let cap = self.max_open.load(Ordering::Relaxed);
+        let mut open: Vec<(i64, Arc<Slot>)> = self
+            .slots()
+            .into_iter()
+            .filter_map(|(_, s)| s.open_now().map(|v| (v, s)))
+            .filter(|(v, _)| !v.awaiting_setup())
+            .map(|(_, s)| (s.last_used.load(Ordering::Relaxed), s))
+            .collect();
+        let pinned = self.vaults().len().saturating_sub(open.len());
+        let excess = (open.len() + pinned).saturating_sub(cap).min(open.len());
+        if excess == 0 {
+            return 0;
+        }
+        open.sort_by_key(|(used, _)| *used);
+        for (_, s) in open.iter().take(excess) {
+            let mut live = s.live.write().unwrap_or_else(|p| p.into_inner());
+            if let Some(v) = live.take() {
+                s.closed_seq.store(v.seq(), Ordering::Relaxed);
+                *s.closed_stamp.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            }
+        }
+        excess
+    }
+
+    /// Opens closed vaults whose files another process changed (and stamps the newly closed),
+    /// so their agents in the token index follow the file. Returns how many were opened.
+    fn reopen_changed(&self) -> Result<usize, VaultError> {
+        let mut opened = 0;
+        for (slot, s) in self.slots() {
+            if s.open_now().is_some() {
+                continue;
+            }
+            // Stamped before the read, so a write landing after it is seen next time. Closing
+            // the vault (and this read) may checkpoint the file: that costs one more read, and
+            // the sequence tells it from a real change.
+            let now = file_stamp(&s.path);
+            let touched = {
+                let mut stamp = s.closed_stamp.lock().unwrap_or_else(|p| p.into_inner());
+                let touched = *stamp != Some(now);
+                *stamp = Some(now);
+                touched
+            };
+            if touched && crate::store::read_change_seq(&s.path)? != s.closed_seq.load(Ordering::Relaxed) {
+                self.open_slot(slot, &s)?;
+                opened += 1;
+            }
+        }
+        Ok(opened)
+    }
+
+    /// Sets the open-vault cap (`--max-open-vaults`).
+    pub fn set_max_open_vaults(&self, n: usize) {
+        self.max_open.store(n.max(1), Ordering::Relaxed);
     }
 
     /// Brings the served set in line with node.db's registry: opens vaults registered since
@@ -691,14 +859,14 @@ impl Node {
         {
             let mut vaults = self.vaults.write().unwrap_or_else(|p| p.into_inner());
             for (slot, v) in vaults.iter_mut().enumerate() {
-                if v.as_ref().is_some_and(|v| !ids.contains(v.id())) {
+                if v.as_ref().is_some_and(|v| !ids.contains(&v.id)) {
                     *v = None;
-                    self.tokens.replace(slot, &[]);
+                    self.tokens.replace(slot, i64::MAX, &[]);
                     dropped += 1;
                 }
             }
         }
-        let served: HashSet<VaultId> = self.vaults().iter().map(|v| v.id().clone()).collect();
+        let served: HashSet<VaultId> = self.slots().into_iter().map(|(_, s)| s.id.clone()).collect();
         let mut new: Vec<&VaultId> =
             ids.iter().filter(|id| !served.contains(*id) && !self.unavailable.iter().any(|u| &u.id == *id)).collect();
         new.sort();
@@ -713,13 +881,20 @@ impl Node {
             }
             let slot = self.vaults.read().unwrap_or_else(|p| p.into_inner()).len();
             let vault = LiveVault::open(&self.dir, &master, id, self.sync, (slot, self.tokens.clone()))?;
-            self.vaults.write().unwrap_or_else(|p| p.into_inner()).push(Some(Arc::new(vault)));
+            self.vaults.write().unwrap_or_else(|p| p.into_inner()).push(Some(Arc::new(Slot {
+                id: id.clone(),
+                path: self.dir.vault_path(id),
+                live: RwLock::new(Some(Arc::new(vault))),
+                last_used: AtomicI64::new(crate::store::now_ms()),
+                closed_stamp: Mutex::new(None),
+                closed_seq: AtomicI64::new(-1),
+            })));
             opened += 1;
         }
         Ok((opened, dropped))
     }
 
-    /// The files whose WAL the checkpointer keeps short: node.db and every served vault.
+    /// The files whose WAL the checkpointer keeps short: node.db and every open vault.
     fn files(&self) -> Vec<std::path::PathBuf> {
         let mut files: Vec<_> = self.vaults().iter().map(|v| v.path.clone()).collect();
         files.push(self.dir.node_db_path());
@@ -736,24 +911,36 @@ impl Node {
         &self.dir
     }
 
-    /// The vaults served now.
+    /// The vaults open now (see [`Node::served_vaults`] for all).
     pub fn vaults(&self) -> Vec<Arc<LiveVault>> {
-        self.vaults.read().unwrap_or_else(|p| p.into_inner()).iter().flatten().cloned().collect()
+        self.slots().into_iter().filter_map(|(_, s)| s.open_now()).collect()
     }
 
-    /// The served vault with this id.
-    pub fn vault(&self, id: &VaultId) -> Option<Arc<LiveVault>> {
-        self.vaults.read().unwrap_or_else(|p| p.into_inner()).iter().flatten().find(|v| v.id() == id).cloned()
-    }
-
-    fn slot(&self, slot: usize) -> Option<Arc<LiveVault>> {
-        self.vaults.read().unwrap_or_else(|p| p.into_inner()).get(slot).cloned().flatten()
+    /// How many vaults this node serves, open or closed.
+    pub fn served_vaults(&self) -> usize {
+        self.slots().len()
     }
 
     pub fn authenticate(&self, hash: &TokenHash) -> Result<Principal, AuthFailure> {
         if let Some((slot, agent)) = self.tokens.get(hash)
-            && let Some(vault) = self.slot(slot)
+            && let Some(s) = self.vaults.read().unwrap_or_else(|p| p.into_inner()).get(slot).cloned().flatten()
         {
+            let (vault, agent) = match s.open_now() {
+                Some(v) => (v, agent),
+                None => {
+                    // Opening refreshes the agents from the file: the token is looked up again,
+                    // so one revoked while the vault was closed is refused.
+                    let vault = off_the_runtime(|| self.open_slot(slot, &s)).map_err(|e| {
+                        tracing::error!(vault = %s.id, error = %e, "cannot open a closed vault");
+                        AuthFailure::Unavailable(s.id.clone())
+                    })?;
+                    match self.tokens.get(hash) {
+                        Some((again, agent)) if again == slot => (vault, agent),
+                        _ => return Err(AuthFailure::Unknown),
+                    }
+                }
+            };
+            s.last_used.store(crate::store::now_ms(), Ordering::Relaxed);
             // Judged by the clock at each request, not only when the sweep has run: an expired
             // token is answered exactly like an unknown one.
             if agent.expired_at(crate::store::now_secs()) {
@@ -778,7 +965,7 @@ impl Node {
         self.tokens.len()
     }
 
-    /// Refreshes every vault (each updates its own part of the token index).
+    /// Refreshes every open vault (each updates its own part of the token index).
     pub fn refresh(&self) -> Result<(), VaultError> {
         let mut first_error = None;
         for vault in self.vaults() {
@@ -800,6 +987,7 @@ impl Node {
         std::thread::Builder::new().name("vault-watch".into()).spawn(move || {
             let mut failing = false;
             let mut registry_failing = false;
+            let mut closed_failing = false;
             let mut ticks: u64 = 0;
             while !node.stop.load(Ordering::Relaxed) {
                 std::thread::sleep(WATCH_INTERVAL);
@@ -819,6 +1007,15 @@ impl Node {
                         "cannot follow the vault registry in node.db",
                     );
                 }
+                if ticks.is_multiple_of(5) {
+                    alert_on_new_failure(
+                        &mut closed_failing,
+                        node.reopen_changed().map(drop),
+                        "vault_refresh_failed",
+                        "cannot open a closed vault another process changed",
+                    );
+                }
+                node.close_idle();
                 alert_on_new_failure(
                     &mut failing,
                     node.refresh(),
@@ -958,7 +1155,7 @@ mod tests {
         let index = TokenIndex::default();
         let (forever, soon, later, past) =
             (agent(1, None), agent(2, Some(now + 100)), agent(3, Some(now + 200)), agent(4, Some(now - 1)));
-        index.replace(0, &[forever.clone(), soon.clone(), later.clone(), past.clone()]);
+        index.replace(0, 1, &[forever.clone(), soon.clone(), later.clone(), past.clone()]);
         assert_eq!(index.len(), 3, "an agent already expired is never indexed");
         assert!(index.get(&past.0).is_none());
         assert_eq!(index.next_expiry.load(Ordering::Relaxed), now + 100);
