@@ -5,7 +5,8 @@
 # the audit feed's throughput to a collector (events/s, pages of 1000). Figures are printed,
 # not asserted. Targets (issue 16): threads and open files bounded whatever N, idle RSS <= 64 MB,
 # p99 of a read on a closed vault <= 20 ms.
-#   Usage: bash bench/hosted.sh [vaults] [sampled vaults]    BENCH_PROFILE=ci-release|release|dev
+#   Usage: bash bench/hosted.sh [vaults] [sampled vaults]
+#          BENCH_PROFILE=ci-release|release|dev (default ci-release), MAX_OPEN (default 64)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-10000}
@@ -35,7 +36,8 @@ vaults_tok=$("$bin" --data-dir "$data" mgmt token add --name bench --scope vault
 feed_tok=$("$bin" --data-dir "$data" mgmt token add --name bench --scope audit-feed 2>/dev/null)
 
 start() {
-  CLAVITOR_LOG=warn "$bin" --data-dir "$data" serve --listen 127.0.0.1:0 >"$work/out" 2>"$work/err" &
+  CLAVITOR_LOG=warn CLAVITOR_MAX_OPEN_VAULTS=${MAX_OPEN:-64} "$bin" --data-dir "$data" serve --listen 127.0.0.1:0 \
+    >"$work/out" 2>"$work/err" &
   pid=$!
   addr=""
   for _ in $(seq 1 12000); do
@@ -51,17 +53,19 @@ start
 t0=$(date +%s.%N)
 seq 2 "$n" | xargs -P 4 -I{} curl -sf -o /dev/null -X POST -H "Authorization: Bearer $vaults_tok" "http://$addr/api/mgmt/vaults"
 t1=$(date +%s.%N)
-# One agent (all access) in each of the first sampled vaults, with one entry, for the reads.
+# Every vault gets an owner-like agent and one entry (a hosted vault has an owner; one still
+# awaiting its setup stays open by design). The tokens of the first `sampled` vaults are read.
 ids=$(curl -sf -H "Authorization: Bearer $vaults_tok" "http://$addr/api/mgmt/vaults" | python3 -c \
   'import json,sys; print("\n".join(v["id"] for v in json.load(sys.stdin)["vaults"]))')
 stop
-: >"$work/tokens"
-for id in $(echo "$ids" | head -n "$sampled"); do
-  "$bin" --data-dir "$data" agent add --vault "$id" --name reader --all-access --json 2>/dev/null |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])' >>"$work/tokens"
-  echo '{"title":"bench","fields":[{"name":"pw","kind":"secret","value":"bench-value"}]}' |
-    "$bin" --data-dir "$data" entry add --vault "$id" --json-file - >/dev/null 2>&1
-done
+mkdir -p "$work/tok"
+export bin data work
+echo "$ids" | xargs -P 4 -I{} sh -c '
+  "$bin" --data-dir "$data" agent add --vault {} --name owner --all-access --admin --json 2>/dev/null |
+    python3 -c "import json,sys; print(json.load(sys.stdin)[\"token\"])" >"$work/tok/{}"
+  echo "{\"title\":\"bench\",\"fields\":[{\"name\":\"pw\",\"kind\":\"secret\",\"value\":\"bench-value\"}]}" |
+    "$bin" --data-dir "$data" entry add --vault {} --json-file - >/dev/null 2>&1'
+for id in $(echo "$ids" | head -n "$sampled"); do cat "$work/tok/$id"; done >"$work/tokens"
 
 ts=$(date +%s.%N)
 start
@@ -71,7 +75,8 @@ threads=$(ls "/proc/$pid/task" | wc -l)
 fds=$(ls "/proc/$pid/fd" | wc -l)
 rss=$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status")
 
-# Entry reads, one per sampled vault in turn (each a different vault, as a closed one would be).
+# Entry reads, one per sampled vault in turn: with more sampled vaults than MAX_OPEN (default
+# 64), each read finds its vault closed (least recently used) and opens it.
 lat=$(python3 - "$addr" "$work/tokens" <<'PY'
 import http.client, sys, time
 addr, tokens = sys.argv[1], [t.strip() for t in open(sys.argv[2]) if t.strip()]
@@ -120,6 +125,6 @@ Hosted vaults (commercial edition, profile $profile)
   idle threads                 : $threads   (target: bounded whatever the vault count)
   idle open files              : $fds   (target: bounded whatever the vault count)
   idle RSS                     : $((rss / 1024)) MB   (target <= 64 MB)
-  entry reads over $sampled vaults : $lat   (every vault is open: closing idle vaults is not implemented)
+  reads of closed vaults       : $lat   ($sampled vaults in turn, at most ${MAX_OPEN:-64} open; target p99 <= 20 ms)
   audit feed to a collector    : $feed
 REPORT
