@@ -191,7 +191,16 @@ pub async fn create(State(state): State<AppState>, headers: HeaderMap) -> Result
     let (id, code) = crate::api::blocking(move || {
         let dir = node.data_dir().clone();
         let master = dir.load_master_key().map_err(vault_error)?;
-        let made = dir.add_vault(&master, &format!("mgmt:{token_id}")).map_err(vault_error)?;
+        // A registration racing another's is refused by SQLite (see `register_vault_checked`);
+        // a few retries make concurrent creates succeed without the caller seeing it.
+        let mut tries = 0;
+        let made = loop {
+            tries += 1;
+            match dir.add_vault(&master, &format!("mgmt:{token_id}")).map_err(vault_error) {
+                Err(ApiError::Conflict(_)) if tries < 5 => std::thread::sleep(Duration::from_millis(20 * tries)),
+                other => break other?,
+            }
+        };
         node.sync_registry().map_err(vault_error)?;
         Ok::<_, ApiError>(made)
     })
