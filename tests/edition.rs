@@ -57,6 +57,13 @@ const COMMERCIAL_MARKERS: &[&str] = &[
     "/api/scim/v2",
     "urn:ietf:params:scim:api:messages:2.0:Error",
     "a valid provisioning token is required",
+    // issue 16: hosted vaults and the cross-vault audit feed
+    "/api/mgmt/vaults",
+    "/api/mgmt/audit",
+    "CLAVITOR_VAULT_RETIRE_GRACE_SECS",
+    "clavitor-cursor",
+    "vault-retire",
+    "cannot copy audit rows into the feed",
 ];
 
 fn binary_text() -> String {

@@ -205,10 +205,10 @@ fn the_document_says_what_the_routes_take_and_give() {
         }
         let err = schema_of(&doc, &o["responses"]["4XX"]["content"]["application/json"]["schema"]);
         assert_eq!(err["required"], json!(["error", "message"]), "{m} {p}");
-        // Path ids are positive integers (passkey ids are base64url).
+        // Path ids are positive integers (passkey ids are base64url, vault ids hex).
         if p.contains("{id}") {
             let id = &param(o, "id")["schema"];
-            if p.starts_with("/api/passkeys/") {
+            if p.starts_with("/api/passkeys/") || p.starts_with("/api/mgmt/vaults/") {
                 assert_eq!(id["type"], "string");
                 assert!(id["pattern"].is_string());
             } else {
@@ -227,6 +227,8 @@ fn the_document_says_what_the_routes_take_and_give() {
             "/api/tokens/derive",
             "/api/license",
             "/api/autoscope",
+            "/api/mgmt/vaults",
+            "/api/mgmt/vaults/{id}",
         ];
         let prepares = if m == "post" { [&prepares[..], &["/api/proxy/requests"]].concat() } else { prepares.to_vec() };
         let gated = m != "get" && !open.contains(&p.as_str()) && !prepares.contains(&p.as_str());
@@ -235,7 +237,8 @@ fn the_document_says_what_the_routes_take_and_give() {
             assert_eq!(hp["in"] == "header" && hp["required"] == true, gated, "{m} {p} header {h}");
         }
         // Bodies are declared JSON wherever one is taken.
-        if (m == "post" || m == "put" || m == "patch") && p != "/api/passkeys/options" {
+        // (Creating a hosted vault takes no body: the node chooses everything.)
+        if (m == "post" || m == "put" || m == "patch") && p != "/api/passkeys/options" && p != "/api/mgmt/vaults" {
             assert!(o["requestBody"]["content"]["application/json"]["schema"].is_object(), "{m} {p} body");
             assert_eq!(o["requestBody"]["required"], true, "{m} {p} body");
         }

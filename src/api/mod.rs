@@ -135,7 +135,7 @@ async fn health(State(state): State<AppState>) -> impl IntoResponse {
         "status": if unavailable == 0 { "ok" } else { "degraded" },
         "edition": crate::edition::current().name(),
         "version": env!("CARGO_PKG_VERSION"),
-        "vaults": state.node.vaults().len(),
+        "vaults": state.node.served_vaults(),
         "vaults_unavailable": unavailable,
         "uptime_s": state.started.elapsed().as_secs(),
     }));

@@ -115,6 +115,10 @@ pub struct ServeArgs {
     /// batch; `full` also survives a power cut, at the cost of an fsync per batch.
     #[arg(long, env = "CLAVITOR_AUDIT_SYNC", value_enum, default_value_t = AuditSyncArg::Normal)]
     pub audit_sync: AuditSyncArg,
+    /// Most vaults kept open at once (a hosted node serves thousands): the least recently used
+    /// beyond it are closed (their tokens stay indexed) and reopened by their next request.
+    #[arg(long, env = "CLAVITOR_MAX_OPEN_VAULTS", default_value_t = crate::vault::live::DEFAULT_MAX_OPEN_VAULTS)]
+    pub max_open_vaults: usize,
     /// Send node telemetry to this HQ base URL (https://; opt-in in the community edition).
     #[arg(long, env = "CLAVITOR_TELEMETRY_HOST")]
     pub telemetry_host: Option<String>,

@@ -226,7 +226,8 @@ pub async fn serve(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<()> 
     if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
         tracing::warn!(error = %e, "cannot raise the open-file limit");
     }
-    let node = Node::start(dir, edition.max_vaults(), args.audit_sync.into()).context("cannot open the vault")?;
+    let node = Node::start_with(dir, edition.max_vaults(), args.audit_sync.into(), args.max_open_vaults)
+        .context("cannot open the vault")?;
     // Kuma's message is short: the reason without the file's path (the id names it).
     crate::node::set_unavailable_vaults(
         node.unavailable()

@@ -86,6 +86,9 @@ pub trait Edition: Send + Sync {
     fn telemetry_fields(&self) -> Vec<(&'static str, serde_json::Value)> {
         Vec::new()
     }
+    /// Told after an audit batch of `file` (a vault file or node.db) committed. Must not block
+    /// (commercial: marks the file for the cross-vault audit feed; community: nothing).
+    fn audit_committed(&self, _file: &std::path::Path) {}
     /// Adds the edition's own API routes, each with `routes!` so it is documented.
     fn documented_routes(&self, router: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
         router

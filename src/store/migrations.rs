@@ -72,6 +72,28 @@ const NODE: &[&str] = &[
          revoked_at  INTEGER
      );
      CREATE INDEX audit_ts ON audit(ts);",
+    // (issue 16, hosted vaults and the audit feed) A retired vault leaves the registry's live
+    // set at once and its file is removed after `remove_after` (unix seconds). `audit_feed`
+    // is the node-wide copy of every file's audit rows in the order they were copied (each
+    // file's rows in id order, which is its commit order); `seq` is AUTOINCREMENT so a cursor
+    // stays valid when retention empties the table. `audit_feed_progress` says how far each
+    // source (a vault id, or "node") has been copied, updated in the copy's transaction.
+    "ALTER TABLE vaults ADD COLUMN retired_at INTEGER;
+     ALTER TABLE vaults ADD COLUMN remove_after INTEGER;
+     CREATE TABLE audit_feed (
+         seq       INTEGER PRIMARY KEY AUTOINCREMENT,
+         vault_id  TEXT,
+         row_id    INTEGER NOT NULL,
+         ts        INTEGER NOT NULL,
+         actor     TEXT NOT NULL,
+         agent_id  INTEGER,
+         action    TEXT NOT NULL,
+         entry_id  INTEGER,
+         client    TEXT NOT NULL DEFAULT '',
+         outcome   TEXT NOT NULL
+     );
+     CREATE INDEX audit_feed_ts ON audit_feed(ts);
+     CREATE TABLE audit_feed_progress (source TEXT PRIMARY KEY, upto INTEGER NOT NULL);",
 ];
 
 const VAULT: &[&str] = &[

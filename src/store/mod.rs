@@ -8,6 +8,7 @@ pub mod audit_sql;
 pub mod gone_names_db;
 #[cfg(feature = "commercial")]
 pub mod idp_db;
+pub mod feed_db;
 mod migrations;
 pub mod node_db;
 pub mod proxy_requests_db;
@@ -87,6 +88,13 @@ pub fn salvage_token_hashes(path: &Path) -> Result<Vec<String>, StoreError> {
     rows.collect::<Result<Vec<_>, _>>().ctx(path)
 }
 
+/// A vault file's change sequence, read without keeping a connection (a closed vault's check).
+pub fn read_change_seq(path: &Path) -> Result<i64, StoreError> {
+    let conn = open_connection(path)?;
+    let v: String = conn.query_row("SELECT value FROM meta WHERE key = 'change_seq'", [], |r| r.get(0)).ctx(path)?;
+    Ok(v.parse().unwrap_or(0))
+}
+
 /// `PRAGMA quick_check`: the cheaper check (no index cross-checks), "ok" or the first problem.
 pub fn quick_check(path: &Path) -> Result<String, StoreError> {
     check_connection(path)?.query_row("PRAGMA quick_check", [], |r| r.get(0)).ctx(path)
@@ -119,6 +127,19 @@ impl Checkpointer {
     pub fn open(paths: &[PathBuf]) -> Result<Self, StoreError> {
         let files = paths.iter().map(|p| Ok((p.clone(), open_connection(p)?))).collect::<Result<_, StoreError>>()?;
         Ok(Self { files })
+    }
+
+    /// Keeps connections to exactly `paths` (vaults come and go on a hosted node).
+    pub fn follow(&mut self, paths: &[PathBuf]) -> Result<(), StoreError> {
+        let wanted: std::collections::HashSet<&PathBuf> = paths.iter().collect();
+        self.files.retain(|(p, _)| wanted.contains(p));
+        if self.files.len() < paths.len() {
+            let have: std::collections::HashSet<PathBuf> = self.files.iter().map(|(p, _)| p.clone()).collect();
+            for p in paths.iter().filter(|p| !have.contains(*p)) {
+                self.files.push((p.clone(), open_connection(p)?));
+            }
+        }
+        Ok(())
     }
 
     pub fn run(&self) -> Result<(), StoreError> {

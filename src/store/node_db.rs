@@ -29,8 +29,8 @@ pub struct MgmtTokenRow {
 }
 
 pub struct NodeDb {
-    conn: Connection,
-    path: PathBuf,
+    pub(super) conn: Connection,
+    pub(super) path: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -54,7 +54,10 @@ impl NodeDb {
     pub fn vaults(&self) -> Result<Vec<VaultRegistration>, StoreError> {
         let mut st = self
             .conn
-            .prepare("SELECT vault_id, file_name, created_at FROM vaults ORDER BY created_at, vault_id")
+            .prepare(
+                "SELECT vault_id, file_name, created_at FROM vaults WHERE retired_at IS NULL
+                 ORDER BY created_at, vault_id",
+            )
             .ctx(&self.path)?;
         let rows = st
             .query_map([], |r| {
@@ -72,6 +75,82 @@ impl NodeDb {
             )
             .ctx(&self.path)?;
         Ok(())
+    }
+
+    /// Registers a vault if `check` accepts the number of live vaults, counted in the same
+    /// transaction as the insert (two concurrent creates cannot both pass a cap).
+    /// The outer error is the store's; the inner one is `check`'s refusal (nothing written).
+    pub fn register_vault_checked<E>(
+        &mut self,
+        reg: &VaultRegistration,
+        audit: &AuditRecord,
+        check: impl FnOnce(u64) -> Result<(), E>,
+    ) -> Result<Result<(), E>, StoreError> {
+        // Deferred, not IMMEDIATE: `check` may itself write node.db (a cap refusal's audit row)
+        // through another connection while this one holds only a read snapshot. If any write
+        // lands between the count and the insert, the insert fails (SQLITE_BUSY_SNAPSHOT) and
+        // nothing is registered: the count the decision used is the one the insert commits on.
+        let tx = self.conn.transaction().ctx(&self.path)?;
+        let live: i64 =
+            tx.query_row("SELECT COUNT(*) FROM vaults WHERE retired_at IS NULL", [], |r| r.get(0)).ctx(&self.path)?;
+        if let Err(e) = check(live.max(0) as u64) {
+            return Ok(Err(e));
+        }
+        tx.execute(
+            "INSERT INTO vaults (vault_id, file_name, created_at) VALUES (?1, ?2, ?3)",
+            params![reg.vault_id, reg.file_name, reg.created_at],
+        )
+        .ctx(&self.path)?;
+        audit_sql::insert(&tx, &self.path, audit)?;
+        tx.commit().ctx(&self.path)?;
+        Ok(Ok(()))
+    }
+
+    /// Takes a live vault out of the registry's live set; its file may be removed from
+    /// `remove_after` (unix seconds). `NotFound` if no live vault has this id.
+    pub fn retire_vault(
+        &mut self,
+        vault_id: &str,
+        now: i64,
+        remove_after: i64,
+        audit: &AuditRecord,
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.transaction().ctx(&self.path)?;
+        let n = tx
+            .execute(
+                "UPDATE vaults SET retired_at = ?2, remove_after = ?3 WHERE vault_id = ?1 AND retired_at IS NULL",
+                params![vault_id, now, remove_after],
+            )
+            .ctx(&self.path)?;
+        if n == 0 {
+            return Err(StoreError::NotFound);
+        }
+        audit_sql::insert(&tx, &self.path, audit)?;
+        tx.commit().ctx(&self.path)
+    }
+
+    /// Retired vaults whose grace period is over at `now` and that were retired no later than
+    /// `retired_before`: (vault id, file name).
+    pub fn retired_due(&self, now: i64, retired_before: i64) -> Result<Vec<(String, String)>, StoreError> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT vault_id, file_name FROM vaults
+                 WHERE retired_at IS NOT NULL AND remove_after <= ?1 AND retired_at <= ?2",
+            )
+            .ctx(&self.path)?;
+        let rows = st.query_map(params![now, retired_before], |r| Ok((r.get(0)?, r.get(1)?))).ctx(&self.path)?;
+        rows.collect::<Result<_, _>>().ctx(&self.path)
+    }
+
+    /// Forgets a retired vault whose file is gone (with its audit row).
+    pub fn forget_retired_vault(&mut self, vault_id: &str, audit: &AuditRecord) -> Result<(), StoreError> {
+        let tx = self.conn.transaction().ctx(&self.path)?;
+        tx.execute("DELETE FROM vaults WHERE vault_id = ?1 AND retired_at IS NOT NULL", params![vault_id])
+            .ctx(&self.path)?;
+        tx.execute("DELETE FROM audit_feed_progress WHERE source = ?1", params![vault_id]).ctx(&self.path)?;
+        audit_sql::insert(&tx, &self.path, audit)?;
+        tx.commit().ctx(&self.path)
     }
 
     pub fn append_audit(&self, record: &AuditRecord) -> Result<i64, StoreError> {
@@ -162,7 +241,9 @@ impl NodeDb {
     }
 
     /// Deletes node-level audit rows older than `before_ms`; returns how many.
+    /// The node-wide audit feed's copies age out with the rows they copy.
     pub fn prune_audit(&self, before_ms: i64) -> Result<usize, StoreError> {
+        self.conn.execute("DELETE FROM audit_feed WHERE ts < ?1", params![before_ms]).ctx(&self.path)?;
         audit_sql::prune(&self.conn, &self.path, before_ms)
     }
 }

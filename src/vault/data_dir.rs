@@ -125,6 +125,65 @@ impl DataDir {
         Ok(InitReport { created_master_key, vault_id, created_vault, owner_exists, setup_code })
     }
 
+    /// Creates one more vault (hosted vaults, issue 16): its file and wrapped data key, its
+    /// registry row (refused past the edition's vault cap, counted in the insert's
+    /// transaction), its `vault.init` row, and a one-time owner setup code. `actor` names who
+    /// asked (`local-operator`, `mgmt:<token id>`) in the audit rows. Nothing is left behind
+    /// when it fails.
+    pub fn add_vault(&self, master: &MasterKey, actor: &str) -> Result<(VaultId, SetupCode), VaultError> {
+        self.ensure_dirs()?;
+        let id = VaultId::generate();
+        let path = self.vault_path(&id);
+        let created = (|| {
+            let key = DataKey::generate();
+            let wrapped = master.wrap(&key, &rows_authenticated(&id))?;
+            let mut db = VaultDb::open(&path)?;
+            db.set_identity(id.as_str(), &hex::encode(wrapped)).map_err(VaultError::from_store)?;
+            drop(db);
+            let mut node = NodeDb::open(&self.node_db_path())?;
+            let reg = VaultRegistration {
+                vault_id: id.to_string(),
+                file_name: format!("{id}.db"),
+                created_at: crate::store::now_ms(),
+            };
+            let row = crate::store::AuditRecord {
+                ts: crate::store::now_ms(),
+                actor: actor.to_owned().into(),
+                agent_id: None,
+                action: "vault.create".into(),
+                entry_id: None,
+                client: String::new(),
+                outcome: "ok".into(),
+                detail: format!("vault={id}"),
+            };
+            node.register_vault_checked(&reg, &row, |live| {
+                crate::edition::current()
+                    .assert_within_cap(crate::edition::Capped::Vaults, live, 1)
+                    .map_err(|e| VaultError::CapExceeded(e.0))
+            })??;
+            let mut open = self.open_vault(master, &id)?;
+            let mut init = AuditEvent::new(Actor::LocalOperator, Action::VaultInit, Outcome::Ok).record();
+            init.actor = actor.to_owned().into();
+            open.db.append_audit(&init)?;
+            gate::issue_setup_code(&mut open.db)
+        })();
+        match created {
+            Ok(code) => Ok((id, code)),
+            Err(e) => {
+                // A file nobody registered is removed. One registered but not finished (the
+                // disk filled after the insert) stays listed, so the operator sees and retires it.
+                let registered = NodeDb::open(&self.node_db_path())
+                    .and_then(|n| n.vaults())
+                    .map(|v| v.iter().any(|r| r.vault_id == id.as_str()))
+                    .unwrap_or(true);
+                if !registered {
+                    remove_vault_files(&path);
+                }
+                Err(e)
+            }
+        }
+    }
+
     /// Registered vault ids, in creation order.
     pub fn vault_ids(&self) -> Result<Vec<VaultId>, VaultError> {
         if self.is_uninitialised() {
@@ -194,6 +253,21 @@ impl DataDir {
         }
         Ok(OpenVault { id: id.clone(), key, db })
     }
+}
+
+/// Removes a vault's file and its WAL and shared-memory companions (missing ones are fine).
+pub fn remove_vault_files(path: &Path) -> bool {
+    let mut ok = true;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        match fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(_) => ok = false,
+        }
+    }
+    ok
 }
 
 /// The wrap context of a vault whose granting rows carry MACs (see `open_vault`).

@@ -136,6 +136,8 @@ pub struct LiveVault {
     /// Seals what this vault's cache holds of entries (see [`CachedEntry`]).
     memory: MemoryKey,
     db: Mutex<VaultDb>,
+    /// The vault file (for the WAL checkpointer).
+    path: std::path::PathBuf,
     audit: AuditWriter,
     snapshot: RwLock<Snapshot>,
 }
@@ -149,13 +151,14 @@ impl LiveVault {
         (slot, index): (usize, Arc<TokenIndex>),
     ) -> Result<Self, VaultError> {
         let open = dir.open_vault(master, id)?;
-        let (audit, _thread) = AuditWriter::start(open.db.path(), sync)?;
+        let audit = AuditWriter::start(open.db.path(), sync)?;
         let vault = Self {
             id: open.id,
             slot,
             index,
             key: open.key,
             memory: MemoryKey::generate()?,
+            path: open.db.path().to_owned(),
             db: Mutex::new(open.db),
             audit,
             snapshot: RwLock::new(Snapshot { seq: -1, ..Snapshot::default() }),
@@ -273,13 +276,18 @@ impl LiveVault {
         }
         let agents_changed = snap.agents != agents;
         if agents_changed {
-            self.index.replace(self.slot, &agents);
+            self.index.replace(self.slot, seq, &agents);
         }
         snap.agents = agents;
         snap.seq = seq;
         drop(snap);
         drop(db);
         Ok(agents_changed)
+    }
+
+    /// The change sequence the in-memory view was built from.
+    fn seq(&self) -> i64 {
+        self.read().seq
     }
 
     /// Entries the agent may see, in id order.
@@ -567,21 +575,32 @@ pub struct Principal {
 /// no "rebuild everything" that could run on a stale view and overwrite a newer one.
 struct TokenIndex {
     map: RwLock<HashMap<TokenHash, (usize, Arc<Agent>)>>,
+    /// The change sequence each slot's agents were installed from.
+    installed: Mutex<HashMap<usize, i64>>,
     /// The earliest `expires_at` in `map` (`i64::MAX`: none): the sweep does nothing before it.
     next_expiry: AtomicI64,
 }
 
 impl Default for TokenIndex {
     fn default() -> Self {
-        Self { map: RwLock::default(), next_expiry: AtomicI64::new(i64::MAX) }
+        Self { map: RwLock::default(), installed: Mutex::default(), next_expiry: AtomicI64::new(i64::MAX) }
     }
 }
 
 impl TokenIndex {
     /// Replaces `slot`'s agents; those already expired are left out.
-    fn replace(&self, slot: usize, agents: &[(TokenHash, Arc<Agent>)]) {
+    /// A closed vault's old instance (still serving a request) and its reopened one may both
+    /// refresh: the change sequence `seq` each saw orders them, and an older view never
+    /// replaces a newer one.
+    fn replace(&self, slot: usize, seq: i64, agents: &[(TokenHash, Arc<Agent>)]) {
         let now = crate::store::now_secs();
         let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+        let mut installed = self.installed.lock().unwrap_or_else(|p| p.into_inner());
+        if installed.get(&slot).is_some_and(|newer| *newer > seq) {
+            return;
+        }
+        installed.insert(slot, seq);
+        drop(installed);
         map.retain(|_, (s, _)| *s != slot);
         for (hash, agent) in agents {
             if !agent.expired_at(now) {
@@ -635,19 +654,89 @@ pub enum AuthFailure {
     Unavailable(VaultId),
 }
 
+/// One registered vault in the node: open ([`LiveVault`]) or closed (its agents stay in the
+/// token index, nothing else is held).
+struct Slot {
+    id: VaultId,
+    path: std::path::PathBuf,
+    live: RwLock<Option<Arc<LiveVault>>>,
+    /// Unix ms of the last authentication (for closing the least recently used).
+    last_used: AtomicI64,
+    /// The file's (db, wal) stamps when its change sequence was last read while closed: a
+    /// change makes the watcher read the sequence again.
+    closed_stamp: Mutex<Option<FileStamp>>,
+    /// The change sequence the vault's view had when it was closed: a file whose sequence moved
+    /// since (another process, e.g. the local CLI, changed it) is opened to refresh its agents.
+    closed_seq: AtomicI64,
+}
+
+type FileStamp = [(i64, u64); 2];
+
+fn file_stamp(path: &std::path::Path) -> FileStamp {
+    use std::os::unix::fs::MetadataExt;
+    let of = |p: &std::path::Path| std::fs::metadata(p).map(|m| (m.mtime_nsec() + m.mtime() * 1_000_000_000, m.len()));
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    [of(path).unwrap_or((0, 0)), of(std::path::Path::new(&wal)).unwrap_or((0, 0))]
+}
+
+impl Slot {
+    fn open_now(&self) -> Option<Arc<LiveVault>> {
+        self.live.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Runs `f`, which touches SQLite, without stalling a tokio worker's other tasks.
+fn off_the_runtime<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 /// Every vault this node serves, the token index over all of them, and the node-level audit.
+///
+/// The set of vaults follows node.db's registry while the node runs (hosted vaults, issue 16):
+/// [`Node::sync_registry`] opens vaults registered since and drops retired ones. A slot is
+/// never reused: a retired vault's slot stays empty, so an index entry that still names it
+/// (from a refresh racing the retirement) authenticates nothing.
+///
+/// At most `max_open` vaults are open (file handles, connections, decrypted cache); the least
+/// recently used beyond that are closed by the watcher. A closed vault's agents stay in the
+/// token index; its first request opens it again (a refresh from the file, so a revocation made
+/// meanwhile is seen before the request is admitted), and a closed file another process writes
+/// to is opened to refresh its agents. A vault still awaiting its owner's setup stays open.
 pub struct Node {
-    vaults: Vec<Arc<LiveVault>>,
+    dir: DataDir,
+    sync: AuditSync,
+    max_vaults: usize,
+    max_open: std::sync::atomic::AtomicUsize,
+    vaults: RwLock<Vec<Option<Arc<Slot>>>>,
+    /// Serialises [`Node::sync_registry`] (the watcher's and the API's).
+    registry: Mutex<()>,
     unavailable: Vec<UnavailableVault>,
-    files: Vec<std::path::PathBuf>,
     tokens: Arc<TokenIndex>,
     node_audit: AuditWriter,
     stop: Arc<AtomicBool>,
 }
 
+/// Default for `--max-open-vaults`.
+pub const DEFAULT_MAX_OPEN_VAULTS: usize = 256;
+
 impl Node {
     /// Opens every registered vault. `max_vaults` is the edition's limit (community: one).
     pub fn start(dir: &DataDir, max_vaults: usize, sync: AuditSync) -> Result<Arc<Self>, VaultError> {
+        Self::start_with(dir, max_vaults, sync, DEFAULT_MAX_OPEN_VAULTS)
+    }
+
+    /// Like [`Node::start`], keeping at most `max_open` vaults open (each is opened once at
+    /// start to index its agents; those beyond `max_open` are closed again at once).
+    pub fn start_with(
+        dir: &DataDir,
+        max_vaults: usize,
+        sync: AuditSync,
+        max_open: usize,
+    ) -> Result<Arc<Self>, VaultError> {
         let master = dir.load_master_key()?;
         let ids = dir.vault_ids()?;
         if ids.is_empty() {
@@ -659,25 +748,173 @@ impl Node {
                 ids.len()
             )));
         }
+        let max_open = max_open.max(1);
         let tokens = Arc::new(TokenIndex::default());
         let mut vaults = Vec::with_capacity(ids.len());
         let mut unavailable = Vec::new();
-        let mut files = Vec::with_capacity(ids.len() + 1);
+        let mut open = 0;
         for id in &ids {
             let path = dir.vault_path(id);
             let opened = check_at_start(&path)
                 .and_then(|()| LiveVault::open(dir, &master, id, sync, (vaults.len(), tokens.clone())));
             match opened {
                 Ok(vault) => {
-                    vaults.push(Arc::new(vault));
-                    files.push(path);
+                    let keep = open < max_open || vault.awaiting_setup();
+                    let seq = vault.seq();
+                    open += usize::from(keep);
+                    vaults.push(Some(Arc::new(Slot {
+                        id: id.clone(),
+                        path,
+                        live: RwLock::new(keep.then(|| Arc::new(vault))),
+                        last_used: AtomicI64::new(0),
+                        closed_stamp: Mutex::new(None),
+                        closed_seq: AtomicI64::new(seq),
+                    })));
                 }
                 Err(e) => unavailable.push(UnavailableVault::salvage(id.clone(), &path, &e)),
             }
         }
-        let (node_audit, _thread) = AuditWriter::start(&dir.node_db_path(), sync)?;
-        files.push(dir.node_db_path());
-        Ok(Arc::new(Self { vaults, unavailable, files, tokens, node_audit, stop: Arc::new(AtomicBool::new(false)) }))
+        let node_audit = AuditWriter::start(&dir.node_db_path(), sync)?;
+        Ok(Arc::new(Self {
+            dir: dir.clone(),
+            sync,
+            max_vaults,
+            max_open: std::sync::atomic::AtomicUsize::new(max_open),
+            vaults: RwLock::new(vaults),
+            registry: Mutex::new(()),
+            unavailable,
+            tokens,
+            node_audit,
+            stop: Arc::new(AtomicBool::new(false)),
+        }))
+    }
+
+    fn slots(&self) -> Vec<(usize, Arc<Slot>)> {
+        let vaults = self.vaults.read().unwrap_or_else(|p| p.into_inner());
+        vaults.iter().enumerate().filter_map(|(i, s)| s.clone().map(|s| (i, s))).collect()
+    }
+
+    /// Opens a closed vault (no-op if open); touches SQLite.
+    fn open_slot(&self, slot: usize, s: &Slot) -> Result<Arc<LiveVault>, VaultError> {
+        let mut live = s.live.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(v) = live.as_ref() {
+            return Ok(v.clone());
+        }
+        let master = self.dir.load_master_key()?;
+        let vault = Arc::new(LiveVault::open(&self.dir, &master, &s.id, self.sync, (slot, self.tokens.clone()))?);
+        *live = Some(vault.clone());
+        *s.closed_stamp.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        Ok(vault)
+    }
+
+    /// Closes the least recently used open vaults beyond the cap (never one awaiting setup).
+    /// Returns how many were closed.
+    pub fn close_idle(&self) -> usize {
+        let cap = self.max_open.load(Ordering::Relaxed);
+        let mut open: Vec<(i64, Arc<Slot>)> = self
+            .slots()
+            .into_iter()
+            .filter_map(|(_, s)| s.open_now().map(|v| (v, s)))
+            .filter(|(v, _)| !v.awaiting_setup())
+            .map(|(_, s)| (s.last_used.load(Ordering::Relaxed), s))
+            .collect();
+        let pinned = self.vaults().len().saturating_sub(open.len());
+        let excess = (open.len() + pinned).saturating_sub(cap).min(open.len());
+        if excess == 0 {
+            return 0;
+        }
+        open.sort_by_key(|(used, _)| *used);
+        for (_, s) in open.iter().take(excess) {
+            let mut live = s.live.write().unwrap_or_else(|p| p.into_inner());
+            if let Some(v) = live.take() {
+                s.closed_seq.store(v.seq(), Ordering::Relaxed);
+                *s.closed_stamp.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            }
+        }
+        excess
+    }
+
+    /// Opens closed vaults whose files another process changed (and stamps the newly closed),
+    /// so their agents in the token index follow the file. Returns how many were opened.
+    fn reopen_changed(&self) -> Result<usize, VaultError> {
+        let mut opened = 0;
+        for (slot, s) in self.slots() {
+            if s.open_now().is_some() {
+                continue;
+            }
+            // Stamped before the read, so a write landing after it is seen next time. Closing
+            // the vault (and this read) may checkpoint the file: that costs one more read, and
+            // the sequence tells it from a real change.
+            let now = file_stamp(&s.path);
+            let touched = {
+                let mut stamp = s.closed_stamp.lock().unwrap_or_else(|p| p.into_inner());
+                let touched = *stamp != Some(now);
+                *stamp = Some(now);
+                touched
+            };
+            if touched && crate::store::read_change_seq(&s.path)? != s.closed_seq.load(Ordering::Relaxed) {
+                self.open_slot(slot, &s)?;
+                opened += 1;
+            }
+        }
+        Ok(opened)
+    }
+
+    /// Sets the open-vault cap (`--max-open-vaults`).
+    pub fn set_max_open_vaults(&self, n: usize) {
+        self.max_open.store(n.max(1), Ordering::Relaxed);
+    }
+
+    /// Brings the served set in line with node.db's registry: opens vaults registered since
+    /// (by the management API or `clavitor vault add`) and drops retired ones, whose tokens stop
+    /// authenticating at once. Returns (opened, dropped).
+    pub fn sync_registry(&self) -> Result<(usize, usize), VaultError> {
+        let _serial = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        let ids: HashSet<VaultId> = self.dir.vault_ids()?.into_iter().collect();
+        let mut dropped = 0;
+        {
+            let mut vaults = self.vaults.write().unwrap_or_else(|p| p.into_inner());
+            for (slot, v) in vaults.iter_mut().enumerate() {
+                if v.as_ref().is_some_and(|v| !ids.contains(&v.id)) {
+                    *v = None;
+                    self.tokens.replace(slot, i64::MAX, &[]);
+                    dropped += 1;
+                }
+            }
+        }
+        let served: HashSet<VaultId> = self.slots().into_iter().map(|(_, s)| s.id.clone()).collect();
+        let mut new: Vec<&VaultId> =
+            ids.iter().filter(|id| !served.contains(*id) && !self.unavailable.iter().any(|u| &u.id == *id)).collect();
+        new.sort();
+        if new.is_empty() {
+            return Ok((0, dropped));
+        }
+        let master = self.dir.load_master_key()?;
+        let mut opened = 0;
+        for id in new {
+            if served.len() + opened >= self.max_vaults {
+                return Err(VaultError::Setup(format!("this edition serves at most {} vaults", self.max_vaults)));
+            }
+            let slot = self.vaults.read().unwrap_or_else(|p| p.into_inner()).len();
+            let vault = LiveVault::open(&self.dir, &master, id, self.sync, (slot, self.tokens.clone()))?;
+            self.vaults.write().unwrap_or_else(|p| p.into_inner()).push(Some(Arc::new(Slot {
+                id: id.clone(),
+                path: self.dir.vault_path(id),
+                live: RwLock::new(Some(Arc::new(vault))),
+                last_used: AtomicI64::new(crate::store::now_ms()),
+                closed_stamp: Mutex::new(None),
+                closed_seq: AtomicI64::new(-1),
+            })));
+            opened += 1;
+        }
+        Ok((opened, dropped))
+    }
+
+    /// The files whose WAL the checkpointer keeps short: node.db and every open vault.
+    fn files(&self) -> Vec<std::path::PathBuf> {
+        let mut files: Vec<_> = self.vaults().iter().map(|v| v.path.clone()).collect();
+        files.push(self.dir.node_db_path());
+        files
     }
 
     /// The vaults that could not be opened at start, with the reason.
@@ -685,20 +922,47 @@ impl Node {
         &self.unavailable
     }
 
-    pub fn vaults(&self) -> &[Arc<LiveVault>] {
-        &self.vaults
+    /// The data dir this node serves.
+    pub fn data_dir(&self) -> &DataDir {
+        &self.dir
+    }
+
+    /// The vaults open now (see [`Node::served_vaults`] for all).
+    pub fn vaults(&self) -> Vec<Arc<LiveVault>> {
+        self.slots().into_iter().filter_map(|(_, s)| s.open_now()).collect()
+    }
+
+    /// How many vaults this node serves, open or closed.
+    pub fn served_vaults(&self) -> usize {
+        self.slots().len()
     }
 
     pub fn authenticate(&self, hash: &TokenHash) -> Result<Principal, AuthFailure> {
         if let Some((slot, agent)) = self.tokens.get(hash)
-            && let Some(vault) = self.vaults.get(slot)
+            && let Some(s) = self.vaults.read().unwrap_or_else(|p| p.into_inner()).get(slot).cloned().flatten()
         {
+            let (vault, agent) = match s.open_now() {
+                Some(v) => (v, agent),
+                None => {
+                    // Opening refreshes the agents from the file: the token is looked up again,
+                    // so one revoked while the vault was closed is refused.
+                    let vault = off_the_runtime(|| self.open_slot(slot, &s)).map_err(|e| {
+                        tracing::error!(vault = %s.id, error = %e, "cannot open a closed vault");
+                        AuthFailure::Unavailable(s.id.clone())
+                    })?;
+                    match self.tokens.get(hash) {
+                        Some((again, agent)) if again == slot => (vault, agent),
+                        _ => return Err(AuthFailure::Unknown),
+                    }
+                }
+            };
+            s.last_used.store(crate::store::now_ms(), Ordering::Relaxed);
             // Judged by the clock at each request, not only when the sweep has run: an expired
             // token is answered exactly like an unknown one.
             if agent.expired_at(crate::store::now_secs()) {
                 return Err(AuthFailure::Unknown);
             }
-            return Ok(Principal { vault: vault.clone(), agent });
+            return Ok(Principal { vault, agent });
         }
         match self.unavailable.iter().find(|u| u.tokens.as_ref().is_none_or(|t| t.contains(hash))) {
             Some(u) => Err(AuthFailure::Unavailable(u.id.clone())),
@@ -717,10 +981,10 @@ impl Node {
         self.tokens.len()
     }
 
-    /// Refreshes every vault (each updates its own part of the token index).
+    /// Refreshes every open vault (each updates its own part of the token index).
     pub fn refresh(&self) -> Result<(), VaultError> {
         let mut first_error = None;
-        for vault in &self.vaults {
+        for vault in self.vaults() {
             if let Err(e) = vault.refresh() {
                 first_error.get_or_insert(e);
             }
@@ -738,13 +1002,15 @@ impl Node {
         let node = Arc::clone(self);
         std::thread::Builder::new().name("vault-watch".into()).spawn(move || {
             let mut failing = false;
+            let mut registry_failing = false;
+            let mut closed_failing = false;
             let mut ticks: u64 = 0;
             while !node.stop.load(Ordering::Relaxed) {
                 std::thread::sleep(WATCH_INTERVAL);
                 ticks = ticks.wrapping_add(1);
                 node.sweep_expired();
                 if ticks.is_multiple_of(SWEEP_EVERY) {
-                    for vault in &node.vaults {
+                    for vault in node.vaults() {
                         if let Err(e) = vault.sweep_challenges() {
                             tracing::warn!(error = %e, "cannot sweep expired WebAuthn challenges");
                         }
@@ -752,7 +1018,23 @@ impl Node {
                             tracing::warn!(error = %e, "cannot remove expired derived agents");
                         }
                     }
+                    // Vaults added or retired by `clavitor vault add|rm` on this node.
+                    alert_on_new_failure(
+                        &mut registry_failing,
+                        node.sync_registry().map(drop),
+                        "vault_registry_failed",
+                        "cannot follow the vault registry in node.db",
+                    );
                 }
+                if ticks.is_multiple_of(5) {
+                    alert_on_new_failure(
+                        &mut closed_failing,
+                        node.reopen_changed().map(drop),
+                        "vault_refresh_failed",
+                        "cannot open a closed vault another process changed",
+                    );
+                }
+                node.close_idle();
                 alert_on_new_failure(
                     &mut failing,
                     node.refresh(),
@@ -766,7 +1048,7 @@ impl Node {
     /// Starts the thread that checkpoints every file's WAL; stops with [`Node::stop`].
     pub fn spawn_checkpointer(self: &Arc<Self>) -> Result<JoinHandle<()>, VaultError> {
         let node = Arc::clone(self);
-        let checkpointer = crate::store::Checkpointer::open(&self.files)?;
+        let mut checkpointer = crate::store::Checkpointer::open(&self.files())?;
         std::thread::Builder::new()
             .name("wal-checkpoint".into())
             .spawn(move || {
@@ -776,7 +1058,7 @@ impl Node {
                     std::thread::sleep(CHECKPOINT_INTERVAL);
                     alert_on_new_failure(
                         &mut failing,
-                        checkpointer.run(),
+                        checkpointer.follow(&node.files()).and_then(|()| checkpointer.run()),
                         "wal_checkpoint_failed",
                         "cannot checkpoint a database WAL",
                     );
@@ -892,7 +1174,7 @@ mod tests {
         let index = TokenIndex::default();
         let (forever, soon, later, past) =
             (agent(1, None), agent(2, Some(now + 100)), agent(3, Some(now + 200)), agent(4, Some(now - 1)));
-        index.replace(0, &[forever.clone(), soon.clone(), later.clone(), past.clone()]);
+        index.replace(0, 1, &[forever.clone(), soon.clone(), later.clone(), past.clone()]);
         assert_eq!(index.len(), 3, "an agent already expired is never indexed");
         assert!(index.get(&past.0).is_none());
         assert_eq!(index.next_expiry.load(Ordering::Relaxed), now + 100);

@@ -23,7 +23,7 @@ pub use data_dir::DataDir;
 pub use live::{AuthFailure, CachedEntry, LiveVault, Node, Principal, TotpSecret, UnavailableVault};
 
 /// A vault's id: 32 lowercase hex characters, also the stem of its file name.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct VaultId(String);
 
 impl VaultId {

@@ -42,6 +42,9 @@ pub struct LicenseArgs {
     /// Autoscope's optional model endpoint (issue 16 §5).
     #[command(flatten)]
     pub autoscope: super::autoscope::AutoscopeArgs,
+    /// Hosted vaults (issue 16): the retired file's grace period.
+    #[command(flatten)]
+    pub hosted: super::hosted::HostedArgs,
 }
 
 struct Runtime {

@@ -20,7 +20,7 @@ pub fn hash_mgmt_token(token: &str) -> String {
 }
 
 /// Checks the bearer is an unrevoked management token holding `scope`; returns its id.
-async fn mgmt_caller(headers: &HeaderMap, scope: &'static str) -> Result<i64, ApiError> {
+pub(super) async fn mgmt_caller(headers: &HeaderMap, scope: &'static str) -> Result<i64, ApiError> {
     let token = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

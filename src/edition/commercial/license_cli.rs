@@ -21,6 +21,9 @@ pub enum CommercialCommand {
     /// Node management tokens (`cvm_`) for the hosted operator's machines.
     #[command(subcommand)]
     Mgmt(MgmtCommand),
+    /// Hosted vaults on this node (commercial): add, list, retire.
+    #[command(subcommand)]
+    Vault(super::hosted::VaultCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -75,6 +78,7 @@ pub fn run(cmd: &CommercialCommand, args: &LicenseArgs, node_db: &Path) -> anyho
         bail!("{} does not exist; run `clavitor init` first", node_db.display());
     }
     match cmd {
+        CommercialCommand::Vault(v) => super::hosted::run_cli(v, args, node_db)?,
         CommercialCommand::License(LicenseCommand::Install { file }) => {
             license::open(args, node_db, false)?;
             let token = if file.as_os_str() == "-" {

@@ -1,4 +1,5 @@
-//! The commercial edition: many vaults per node, telemetry on when configured, operator alerts
+//! The commercial edition: many vaults per node (hosted vaults and the cross-vault audit feed,
+//! `hosted.rs` and `audit_feed.rs`), telemetry on when configured, operator alerts
 //! also POSTed to HQ, and a tarpit for unrecognised requests.
 //!
 //! Everything in this folder exists only in a `--features commercial` build.
@@ -6,6 +7,8 @@
 mod alerts;
 mod autoscope;
 mod bulk;
+mod audit_feed;
+mod hosted;
 mod license;
 mod license_api;
 mod license_cli;
@@ -52,10 +55,17 @@ impl super::Edition for Commercial {
     }
 
     fn open_node(&self, args: &EditionArgs, node_db: &std::path::Path, serving: bool) -> Result<(), EditionError> {
+        license::open(args, node_db, serving)?;
         if serving {
             autoscope::configure(&args.autoscope)?;
+            hosted::start(&args.hosted, node_db).map_err(EditionError::Setting)?;
+            audit_feed::start(node_db).map_err(EditionError::Setting)?;
         }
-        license::open(args, node_db, serving)
+        Ok(())
+    }
+
+    fn audit_committed(&self, file: &std::path::Path) {
+        audit_feed::mark(file);
     }
 
     fn enforces_caps(&self) -> bool {
@@ -78,6 +88,9 @@ impl super::Edition for Commercial {
         let router = router
             .routes(routes!(license_api::install))
             .routes(routes!(license_api::usage))
+            .routes(routes!(hosted::create, hosted::list))
+            .routes(routes!(hosted::remove))
+            .routes(routes!(audit_feed::feed))
             .routes(routes!(bulk::create, bulk::revoke))
             .routes(routes!(autoscope::suggest));
         scim::routes(router)
