@@ -48,6 +48,18 @@ const COMMERCIAL_MARKERS: &[&str] = &[
     "reject_license",
     "cap_exceeded",
     "No license installed",
+    // issue 14: replication to a backup POP (every route and config key)
+    "/api/replication/apply",
+    "replication-config",
+    "clavitor-replication-v1",
+    "x-clavitor-signature",
+    "signing_key_file",
+    "max_request_age_s",
+    "rate_limit_per_s",
+    "ban_after_failures",
+    "ban_duration_s",
+    "max_body_bytes",
+    "this node is not a replication backup",
 ];
 
 fn binary_text() -> String {

@@ -174,7 +174,15 @@ fn param<'a>(o: &'a Value, name: &str) -> &'a Value {
 #[test]
 fn the_document_says_what_the_routes_take_and_give() {
     let doc: Value = serde_json::from_str(clavitor::api::openapi::json()).unwrap();
-    let open = ["/healthz", "/api/openapi.json", "/api/setup/start", "/api/setup/finish", "/api/webauthn/info"];
+    // The replication apply route (commercial) needs no bearer: a source POP's Ed25519 signature.
+    let open = [
+        "/healthz",
+        "/api/openapi.json",
+        "/api/setup/start",
+        "/api/setup/finish",
+        "/api/webauthn/info",
+        "/api/replication/apply",
+    ];
     for (m, p) in operations(&doc) {
         let o = op(&doc, &m, &p);
         // Every $ref resolves.

@@ -80,6 +80,10 @@ pub trait Edition: Send + Sync {
     fn assert_within_cap(&self, _what: Capped, _current: u64, _delta: u64) -> Result<(), CapExceeded> {
         Ok(())
     }
+    /// Why this node refuses every write (commercial: it is a replication backup), if it does.
+    fn refuses_writes(&self) -> Option<String> {
+        None
+    }
     /// Runs one of the edition's own subcommands (community has none).
     fn run_command(&self, cmd: &EditionCommand, args: &EditionArgs, node_db: &std::path::Path) -> anyhow::Result<()>;
     /// Extra telemetry fields (commercial: the license state), as JSON pairs.

@@ -21,6 +21,9 @@ pub enum CommercialCommand {
     /// Node management tokens (`cvm_`) for the hosted operator's machines.
     #[command(subcommand)]
     Mgmt(MgmtCommand),
+    /// Replication to a backup POP (commercial).
+    #[command(subcommand)]
+    Replication(super::replication::cli::ReplicationCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -75,6 +78,8 @@ pub fn run(cmd: &CommercialCommand, args: &LicenseArgs, node_db: &Path) -> anyho
         bail!("{} does not exist; run `clavitor init` first", node_db.display());
     }
     match cmd {
+        // Dispatched by the edition, which loads the replication file first.
+        CommercialCommand::Replication(_) => bail!("not a license command"),
         CommercialCommand::License(LicenseCommand::Install { file }) => {
             license::open(args, node_db, false)?;
             let token = if file.as_os_str() == "-" {

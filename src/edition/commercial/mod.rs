@@ -7,6 +7,7 @@ mod alerts;
 mod license;
 mod license_api;
 mod license_cli;
+mod replication;
 mod tarpit;
 
 use axum::Router;
@@ -17,7 +18,14 @@ use super::telemetry::TelemetryInputs;
 use super::{CapExceeded, Capped, EditionError};
 use crate::api::AppState;
 
-pub use license::LicenseArgs as EditionArgs;
+/// The commercial edition's flags (global, so `serve` and the local CLI share them).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct EditionArgs {
+    #[command(flatten)]
+    pub license: license::LicenseArgs,
+    #[command(flatten)]
+    pub replication: replication::ReplicationArgs,
+}
 pub use license_cli::CommercialCommand as EditionCommand;
 
 pub struct Commercial;
@@ -43,13 +51,18 @@ impl super::Edition for Commercial {
         Ok(())
     }
 
+    fn refuses_writes(&self) -> Option<String> {
+        replication::backup_mode::refusal()
+    }
+
     fn alert_operator(&self, kind: &str, message: &str, details: &[(&str, String)]) {
         super::log_alert(self.name(), kind, message, details);
         alerts::enqueue(kind, message, details);
     }
 
     fn open_node(&self, args: &EditionArgs, node_db: &std::path::Path, serving: bool) -> Result<(), EditionError> {
-        license::open(args, node_db, serving)
+        license::open(&args.license, node_db, serving)?;
+        replication::open(&args.replication, node_db)
     }
 
     fn enforces_caps(&self) -> bool {
@@ -61,7 +74,11 @@ impl super::Edition for Commercial {
     }
 
     fn run_command(&self, cmd: &EditionCommand, args: &EditionArgs, node_db: &std::path::Path) -> anyhow::Result<()> {
-        license_cli::run(cmd, args, node_db)
+        if let EditionCommand::Replication(c) = cmd {
+            replication::open(&args.replication, node_db)?;
+            return replication::cli::run(c, node_db);
+        }
+        license_cli::run(cmd, &args.license, node_db)
     }
 
     fn telemetry_fields(&self) -> Vec<(&'static str, serde_json::Value)> {
@@ -69,10 +86,13 @@ impl super::Edition for Commercial {
     }
 
     fn documented_routes(&self, router: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
-        router.routes(routes!(license_api::install)).routes(routes!(license_api::usage))
+        router
+            .routes(routes!(license_api::install))
+            .routes(routes!(license_api::usage))
+            .routes(routes!(replication::apply::apply))
     }
 
     fn install_fallback(&self, router: Router<AppState>) -> Router<AppState> {
-        router.fallback(tarpit::hold).method_not_allowed_fallback(tarpit::hold)
+        replication::guard_router(router.fallback(tarpit::hold).method_not_allowed_fallback(tarpit::hold))
     }
 }

@@ -1,0 +1,97 @@
+//! Replication to a backup POP (commercial, issue 14): the POP's role and peers from its
+//! replication file, and the backup side's gate for signed apply requests.
+//!
+//! Owns the one loaded [`config::Config`] and the gate's memory (seen nonces, per-POP rates,
+//! failure counts and bans). The role comes from the file only, never from the environment
+//! (review item 3). Never logs or audits entry data, only POP ids, counts and outcomes
+//! (review item 16); never holds another POP's private key.
+
+pub mod apply;
+pub mod backup_mode;
+pub mod cli;
+pub mod config;
+mod gate;
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use crate::edition::EditionError;
+
+pub use config::{Config, Role};
+
+/// The replication flags. The file alone says a node is a backup, so it has no environment
+/// variable (review item 3: nothing in the environment makes a node a backup).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ReplicationArgs {
+    /// This POP's replication file (TOML): role, peers, keys, limits. Without it the node
+    /// neither replicates nor accepts replication.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub replication_config: Option<PathBuf>,
+}
+
+struct Runtime {
+    config: Config,
+    node_db: PathBuf,
+    gate: gate::Gate,
+}
+
+static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+
+fn runtime() -> Option<&'static Runtime> {
+    RUNTIME.get()
+}
+
+/// This node's replication role, if it has a replication file.
+pub fn role() -> Option<Role> {
+    runtime().map(|r| r.config.role)
+}
+
+/// Installs the backup's write guard on a backup's router; any other router is unchanged.
+pub fn guard_router<S: Clone + Send + Sync + 'static>(router: axum::Router<S>) -> axum::Router<S> {
+    if role() == Some(Role::Backup) { router.layer(axum::middleware::from_fn(backup_mode::guard)) } else { router }
+}
+
+/// Loads and validates the replication file at start. A bad file stops the node: a POP that
+/// is meant to be a backup must never serve as a primary by accident.
+pub fn open(args: &ReplicationArgs, node_db: &Path) -> Result<(), EditionError> {
+    let Some(path) = &args.replication_config else {
+        return Ok(());
+    };
+    let config = config::load(path).map_err(|e| EditionError::Setting(e.to_string()))?;
+    tracing::info!(
+        pop_id = %config.pop_id,
+        role = config.role.as_str(),
+        backups = config.backups.len(),
+        sources = config.sources.len(),
+        "replication configured"
+    );
+    if config.role == Role::Backup && !config.backups.is_empty() {
+        // Review item 8: a backup never replicates onward, whatever its file lists.
+        tracing::warn!("this POP is a backup: its backups list is ignored (no cascade replication)");
+    }
+    // A second open in one process (tests) keeps the first.
+    let _ = RUNTIME.set(Runtime { config, node_db: node_db.to_owned(), gate: gate::Gate::new() });
+    Ok(())
+}
+
+/// One replication audit row in node.db (both sides audit every attempt, review item 7).
+fn audit(actor: &str, outcome: &'static str, detail: String) {
+    let Some(rt) = runtime() else { return };
+    let rec = crate::store::AuditRecord {
+        ts: crate::store::now_ms(),
+        actor: actor.to_owned().into(),
+        agent_id: None,
+        action: "replication.apply".into(),
+        entry_id: None,
+        client: String::new(),
+        outcome: outcome.into(),
+        detail,
+    };
+    if let Err(e) = crate::store::node_db::NodeDb::open(&rt.node_db).and_then(|db| db.append_audit(&rec)) {
+        crate::edition::alert(
+            "audit_unavailable",
+            "a replication audit row could not be written",
+            &[("error", e.to_string())],
+        );
+    }
+}

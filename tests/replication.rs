@@ -1,0 +1,330 @@
+//! Replication (commercial, issue 14): the replication file's validation and the backup's gate
+//! for signed apply requests, against the real binary. Each test is named after the item of the
+//! security review (security-review-replication.md) it closes.
+#![cfg(feature = "commercial")]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use common::{Server, Vault};
+use ed25519_dalek::{Signer, SigningKey};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+const SOURCE: &str = "calgary-01";
+
+/// `openssl pkey -pubout`'s base64 line for an Ed25519 key.
+fn spki_b64(key: &SigningKey) -> String {
+    let mut der = vec![0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
+    der.extend_from_slice(key.verifying_key().as_bytes());
+    STANDARD.encode(der)
+}
+
+/// The backup's own signing key, made by openssl as an operator makes it, mode 0600.
+fn openssl_key(dir: &Path) -> PathBuf {
+    let path = dir.join("pop.key.pem");
+    let out = Command::new("openssl")
+        .args(["genpkey", "-algorithm", "ed25519", "-out"])
+        .arg(&path)
+        .output()
+        .expect("openssl");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    set_mode(&path, 0o600);
+    path
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+/// A backup POP `zurich-01` that accepts `calgary-01` signing with `source`.
+struct Backup {
+    v: Vault,
+    s: Server,
+    source: SigningKey,
+}
+
+fn backup_config(v: &Vault, source: &SigningKey, extra: &str) -> PathBuf {
+    let key = openssl_key(v.tmp.path());
+    let text = format!(
+        "pop_id = \"zurich-01\"\nrole = \"backup\"\nsigning_key_file = \"{}\"\n{extra}\n\n[[sources]]\nid = \"{SOURCE}\"\npublic_key = \"{}\"\n",
+        key.display(),
+        spki_b64(source)
+    );
+    let path = v.tmp.path().join("replication.toml");
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+fn backup(extra: &str) -> Backup {
+    let v = Vault::new();
+    let source = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
+    let cfg = backup_config(&v, &source, extra);
+    let s = Server::start(&v.dir(), &["--replication-config", cfg.to_str().unwrap()]);
+    Backup { v, s, source }
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+/// A signed request as a primary sends it: (headers, body).
+struct Signed {
+    pop: String,
+    ts: i64,
+    nonce: String,
+    sig: String,
+    body: Vec<u8>,
+}
+
+fn sign_with(key: &SigningKey, pop: &str, ts: i64, rows: Value) -> Signed {
+    let nonce = hex::encode(rand::random::<[u8; 16]>());
+    let body =
+        serde_json::to_vec(&json!({"source_pop": pop, "vault": "v1", "timestamp": ts, "nonce": nonce, "rows": rows}))
+            .unwrap();
+    let msg = format!(
+        "clavitor-replication-v1\nPOST\n/api/replication/apply\n{ts}\n{nonce}\n{}",
+        hex::encode(Sha256::digest(&body))
+    );
+    let sig = hex::encode(key.sign(msg.as_bytes()).to_bytes());
+    Signed { pop: pop.into(), ts, nonce, sig, body }
+}
+
+fn send(s: &Server, r: &Signed) -> common::Resp {
+    let ts = r.ts.to_string();
+    common::request_with(
+        &s.url("/api/replication/apply"),
+        "POST",
+        None,
+        &[
+            ("x-clavitor-pop", &r.pop),
+            ("x-clavitor-timestamp", &ts),
+            ("x-clavitor-nonce", &r.nonce),
+            ("x-clavitor-signature", &r.sig),
+        ],
+        Some(&r.body),
+    )
+}
+
+fn replication_audit(v: &Vault) -> Vec<Value> {
+    v.audit_rows(true).into_iter().filter(|r| r["action"] == "replication.apply").collect()
+}
+
+fn refused_with(b: &Backup, r: &Signed, status: u16, code: &str) {
+    let before = replication_audit(&b.v).len();
+    let resp = send(&b.s, r);
+    assert_eq!(resp.status, status, "{}", resp.body);
+    assert_eq!(resp.json()["error"], code, "{}", resp.body);
+    let rows = replication_audit(&b.v);
+    assert_eq!(rows.len(), before + 1, "one audit row per attempt");
+    let last = rows.iter().max_by_key(|r| r["id"].as_i64()).unwrap();
+    assert_eq!(last["outcome"], "refused");
+    assert!(last["detail"].as_str().unwrap().contains(code), "{last}");
+}
+
+#[test]
+fn item_1_2_signed_batch_from_an_authorised_pop_is_accepted_and_audited() {
+    let b = backup("rate_limit_per_s = 0");
+    let r = sign_with(&b.source, SOURCE, now(), json!([]));
+    let resp = send(&b.s, &r);
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    let rows = replication_audit(&b.v);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["outcome"], "ok");
+    assert_eq!(rows[0]["actor"], "pop:calgary-01");
+    assert!(rows[0]["detail"].as_str().unwrap().contains("count=0"));
+}
+
+#[test]
+fn item_1_2_14_unknown_pop_wrong_key_tampered_body_and_unsigned_are_refused() {
+    let b = backup("rate_limit_per_s = 0");
+    let stranger = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
+    refused_with(&b, &sign_with(&b.source, "evil-01", now(), json!([])), 401, "unknown_pop");
+    refused_with(&b, &sign_with(&stranger, SOURCE, now(), json!([])), 401, "bad_signature");
+    let mut tampered = sign_with(&b.source, SOURCE, now(), json!([]));
+    tampered.body = String::from_utf8(tampered.body).unwrap().replace("\"v1\"", "\"v2\"").into_bytes();
+    refused_with(&b, &tampered, 401, "bad_signature");
+    let mut unsigned = sign_with(&b.source, SOURCE, now(), json!([]));
+    unsigned.sig = String::new();
+    refused_with(&b, &unsigned, 401, "unsigned");
+    // Authentication failures alert the operator.
+    common::eventually("alert", || b.s.stderr().contains("OPERATOR ALERT [replication_auth]"));
+}
+
+#[test]
+fn item_4_replayed_request_is_refused() {
+    let b = backup("rate_limit_per_s = 0");
+    let r = sign_with(&b.source, SOURCE, now(), json!([]));
+    assert_eq!(send(&b.s, &r).status, 200);
+    refused_with(&b, &r, 401, "replayed");
+}
+
+#[test]
+fn item_4_timestamp_window_4_minutes_accepted_6_minutes_refused_with_reason() {
+    let b = backup("rate_limit_per_s = 0");
+    for skew in [-240, 240] {
+        let resp = send(&b.s, &sign_with(&b.source, SOURCE, now() + skew, json!([])));
+        assert_eq!(resp.status, 200, "skew {skew}: {}", resp.body);
+    }
+    for skew in [-360, 360] {
+        refused_with(&b, &sign_with(&b.source, SOURCE, now() + skew, json!([])), 401, "clock_skew");
+    }
+    let last = replication_audit(&b.v).into_iter().max_by_key(|r| r["id"].as_i64()).unwrap();
+    assert!(last["detail"].as_str().unwrap().contains("off this POP's clock"), "{last}");
+    // A skewed clock is not an attack: no ban, and the next in-window request goes through.
+    let resp = send(&b.s, &sign_with(&b.source, SOURCE, now(), json!([])));
+    assert_eq!(resp.status, 200, "{}", resp.body);
+}
+
+#[test]
+fn item_15_oversized_body_is_refused_before_it_is_read() {
+    let b = backup("rate_limit_per_s = 0\nmax_body_bytes = 2048");
+    let big = json!([{"pad": "x".repeat(4096)}]);
+    refused_with(&b, &sign_with(&b.source, SOURCE, now(), big), 413, "body_too_large");
+}
+
+#[test]
+fn item_10_flood_past_the_rate_limit_is_refused() {
+    let b = backup("");
+    let statuses: Vec<u16> =
+        (0..6).map(|_| send(&b.s, &sign_with(&b.source, SOURCE, now(), json!([]))).status).collect();
+    assert!(statuses.contains(&429), "{statuses:?}");
+    assert!(statuses.contains(&200), "{statuses:?}");
+    let rows = replication_audit(&b.v);
+    assert_eq!(rows.len(), 6, "every attempt audited");
+    assert!(rows.iter().any(|r| r["detail"].as_str().unwrap().contains("rate_limited")));
+}
+
+#[test]
+fn item_10_ban_after_repeated_failed_authentications() {
+    let b = backup("rate_limit_per_s = 0\nban_after_failures = 3");
+    let stranger = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
+    for _ in 0..3 {
+        refused_with(&b, &sign_with(&stranger, SOURCE, now(), json!([])), 401, "bad_signature");
+    }
+    // Even a correctly signed request from that address is now refused, and audited.
+    refused_with(&b, &sign_with(&b.source, SOURCE, now(), json!([])), 403, "banned");
+    common::eventually("ban alert", || b.s.stderr().contains("OPERATOR ALERT [replication_ban]"));
+}
+
+#[test]
+fn rows_are_not_applied_yet_and_say_so() {
+    let b = backup("rate_limit_per_s = 0");
+    let r = sign_with(&b.source, SOURCE, now(), json!([{"id": 1}]));
+    refused_with(&b, &r, 501, "apply_unavailable");
+}
+
+#[test]
+fn item_3_backup_mode_environment_variable_has_no_effect() {
+    let v = Vault::new();
+    let s = Server::start_env(&v.dir(), &[], &[("CLAVITOR_BACKUP_MODE", "true")]);
+    let source = SigningKey::from_bytes(&[5; 32]);
+    let resp = send(&s, &sign_with(&source, SOURCE, now(), json!([])));
+    assert_eq!(resp.status, 404, "{}", resp.body);
+    assert_eq!(resp.json()["message"], "this node is not a replication backup");
+    // Local writes still work: the variable did not make this node a backup.
+    let out = v.cli_env(&["agent", "add", "--name", "still-primary", "--json"], &[("CLAVITOR_BACKUP_MODE", "true")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn item_9_bad_files_stop_the_start_naming_the_problem_not_the_path() {
+    let v = Vault::new();
+    let source = SigningKey::from_bytes(&[6; 32]);
+    let cfg = backup_config(&v, &source, "");
+    let key = v.tmp.path().join("pop.key.pem");
+    set_mode(&key, 0o644);
+    let start = |cfg: &Path| {
+        Command::new(common::BIN)
+            .arg("--data-dir")
+            .arg(v.dir())
+            .args(["serve", "--listen", "127.0.0.1:0", "--replication-config"])
+            .arg(cfg)
+            .output()
+            .expect("run")
+    };
+    let out = start(&cfg);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("mode 0600"), "{err}");
+    // The error itself names the problem, not the path (that is in the log lines only).
+    let error_line = err.lines().find(|l| l.starts_with("clavitor: error:")).unwrap_or_default();
+    assert!(error_line.contains("mode 0600") && !error_line.contains("pop.key.pem"), "{err}");
+    set_mode(&key, 0o600);
+    std::fs::write(&cfg, std::fs::read_to_string(&cfg).unwrap().replace("role = \"backup\"", "role = \"leader\""))
+        .unwrap();
+    let out = start(&cfg);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("replication configuration error"), "{err}");
+}
+
+fn config_of(b: &Backup) -> String {
+    b.v.tmp.path().join("replication.toml").display().to_string()
+}
+
+#[test]
+fn item_8_backup_refuses_api_and_cli_writes_naming_the_primary() {
+    let b = backup("rate_limit_per_s = 0");
+    let r = common::request(
+        &b.s.url("/api/entries"),
+        "POST",
+        Some(&b.v.owner),
+        Some(br#"{"title":"t","fields":[{"name":"u","kind":"text","value":"x"}]}"#),
+    );
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(r.json()["reason"], "backup_pop");
+    assert!(r.json()["message"].as_str().unwrap().contains("calgary-01"), "{}", r.body);
+    // Reads are served: DNS may move the vault's agents here.
+    assert_eq!(b.s.get("/api/entries", Some(&b.v.owner)).status, 200);
+    let cfg = config_of(&b);
+    let out = b.v.cli(&["--replication-config", &cfg, "agent", "add", "--name", "x", "--json"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("make changes on the primary (calgary-01)"));
+    let out = b.v.cli(&["--replication-config", &cfg, "agent", "list", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn item_8_a_backup_never_replicates_onward_even_if_its_file_lists_backups() {
+    let v = Vault::new();
+    let source = SigningKey::from_bytes(&[8; 32]);
+    let onward = SigningKey::from_bytes(&[9; 32]);
+    let extra = format!(
+        "rate_limit_per_s = 0\n\n[[backups]]\nid = \"tokyo-01\"\nurl = \"https://127.0.0.1:9\"\npublic_key = \"{}\"\n",
+        spki_b64(&onward)
+    );
+    let cfg = backup_config(&v, &source, &extra);
+    let s = Server::start(&v.dir(), &["--replication-config", cfg.to_str().unwrap()]);
+    common::eventually("no-cascade warning", || s.stderr().contains("no cascade replication"));
+    let status = v.cli_json(&["--replication-config", cfg.to_str().unwrap(), "replication", "status"], None);
+    assert_eq!(status["backups"], json!([]), "{status}");
+    assert!(status["worker"].as_str().unwrap().starts_with("none"), "{status}");
+}
+
+#[test]
+fn replication_status_shows_role_key_peers_and_last_outcomes() {
+    let b = backup("rate_limit_per_s = 0");
+    assert_eq!(send(&b.s, &sign_with(&b.source, SOURCE, now(), json!([]))).status, 200);
+    refused_with(&b, &sign_with(&b.source, SOURCE, now() - 3600, json!([])), 401, "clock_skew");
+    let cfg = config_of(&b);
+    let status = b.v.cli_json(&["--replication-config", &cfg, "replication", "status"], None);
+    assert_eq!(status["role"], "backup");
+    assert_eq!(status["pop_id"], "zurich-01");
+    assert_eq!(status["sources"][0]["id"], SOURCE);
+    assert_eq!(status["limits"]["batch_size"], 100);
+    // The public key is what `openssl pkey -pubout` prints for the POP's key file.
+    let out = Command::new("openssl")
+        .args(["pkey", "-pubout", "-in"])
+        .arg(b.v.tmp.path().join("pop.key.pem"))
+        .output()
+        .expect("openssl");
+    assert!(String::from_utf8_lossy(&out.stdout).contains(status["public_key"].as_str().unwrap()), "{status}");
+    assert_eq!(status["last_success"]["outcome"], "ok", "{status}");
+    assert!(status["last_error"]["detail"].as_str().unwrap().contains("clock_skew"), "{status}");
+}
