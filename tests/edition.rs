@@ -60,6 +60,9 @@ const COMMERCIAL_MARKERS: &[&str] = &[
     "ban_duration_s",
     "max_body_bytes",
     "this node is not a replication backup",
+    "replication.send",
+    "replication-worker",
+    "poll_interval_s",
 ];
 
 fn binary_text() -> String {

@@ -305,6 +305,9 @@ fn item_8_a_backup_never_replicates_onward_even_if_its_file_lists_backups() {
     let status = v.cli_json(&["--replication-config", cfg.to_str().unwrap(), "replication", "status"], None);
     assert_eq!(status["backups"], json!([]), "{status}");
     assert!(status["worker"].as_str().unwrap().starts_with("none"), "{status}");
+    // Had a worker started, it would have tried (and audited) a send within its first second.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert!(sends(&v).is_empty(), "a backup sent onward: {:?}", sends(&v));
 }
 
 #[test]
@@ -327,4 +330,156 @@ fn replication_status_shows_role_key_peers_and_last_outcomes() {
     assert!(String::from_utf8_lossy(&out.stdout).contains(status["public_key"].as_str().unwrap()), "{status}");
     assert_eq!(status["last_success"]["outcome"], "ok", "{status}");
     assert!(status["last_error"]["detail"].as_str().unwrap().contains("clock_skew"), "{status}");
+}
+
+/// `openssl pkey -pubout`'s base64 line for a POP key file.
+fn openssl_pub(key: &Path) -> String {
+    let out = Command::new("openssl").args(["pkey", "-pubout", "-in"]).arg(key).output().expect("openssl");
+    String::from_utf8_lossy(&out.stdout).lines().nth(1).expect("PEM body").to_owned()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn openssl(args: &[&str]) {
+    let out = Command::new("openssl").args(args).output().expect("openssl");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A test CA and a certificate it issued for 127.0.0.1: (CA PEM, leaf cert, leaf key).
+fn tls_cert(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let p = |n: &str| dir.join(n).display().to_string();
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    let (ca_key, ca_pem, key, csr, cert, ext) =
+        (p("ca-key.pem"), p("ca.pem"), p("tls-key.pem"), p("tls.csr"), p("tls-cert.pem"), p("tls.ext"));
+    ca.extend(["-keyout", &ca_key, "-out", &ca_pem, "-days", "2", "-subj", "/CN=clavitor test CA"]);
+    ca.extend(["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign"]);
+    openssl(&ca);
+    let mut req = vec!["req"];
+    req.extend(ec);
+    req.extend(["-keyout", &key, "-out", &csr, "-subj", "/CN=127.0.0.1"]);
+    openssl(&req);
+    std::fs::write(&ext, "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n").unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &ca_pem,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-out",
+        &cert,
+        "-extfile",
+        &ext,
+    ]);
+    (PathBuf::from(ca_pem), PathBuf::from(cert), PathBuf::from(key))
+}
+
+/// A real pair on loopback: a TLS backup `zurich-01` and a primary `calgary-01` whose backups are
+/// `first` (if any) and then the real backup. `ca`: whether the primary trusts the backup's CA.
+struct Pair {
+    primary_vault: Vault,
+    backup_vault: Vault,
+    primary: Server,
+    _backup: Server,
+}
+
+fn pair(first: Option<&str>, ca: bool) -> Pair {
+    let (pv, bv) = (Vault::new(), Vault::new());
+    let (pkey, bkey) = (openssl_key(pv.tmp.path()), openssl_key(bv.tmp.path()));
+    let (ca_pem, cert, tls_key) = tls_cert(bv.tmp.path());
+    let tls_port = free_port();
+    let bcfg = bv.tmp.path().join("replication.toml");
+    std::fs::write(
+        &bcfg,
+        format!(
+            "pop_id = \"zurich-01\"\nrole = \"backup\"\nsigning_key_file = \"{}\"\nrate_limit_per_s = 5\n\n[[sources]]\nid = \"{SOURCE}\"\npublic_key = \"{}\"\n",
+            bkey.display(),
+            openssl_pub(&pkey)
+        ),
+    )
+    .unwrap();
+    let tls_listen = format!("127.0.0.1:{tls_port}");
+    let backup = Server::start(
+        &bv.dir(),
+        &[
+            "--replication-config",
+            bcfg.to_str().unwrap(),
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            tls_key.to_str().unwrap(),
+            "--tls-listen",
+            &tls_listen,
+        ],
+    );
+    common::eventually("the backup's TLS listener", || std::net::TcpStream::connect(&tls_listen).is_ok());
+    let mut backups = String::new();
+    if let Some(url) = first {
+        let other = SigningKey::from_bytes(&[3; 32]);
+        backups +=
+            &format!("[[backups]]\nid = \"dead-01\"\nurl = \"{url}\"\npublic_key = \"{}\"\n\n", spki_b64(&other));
+    }
+    backups += &format!(
+        "[[backups]]\nid = \"zurich-01\"\nurl = \"https://127.0.0.1:{tls_port}\"\npublic_key = \"{}\"\n",
+        openssl_pub(&bkey)
+    );
+    let ca_line = if ca { format!("ca_file = \"{}\"\n", ca_pem.display()) } else { String::new() };
+    let pcfg = pv.tmp.path().join("replication.toml");
+    std::fs::write(
+        &pcfg,
+        format!(
+            "pop_id = \"{SOURCE}\"\nrole = \"primary\"\nsigning_key_file = \"{}\"\nretries = 1\npoll_interval_s = 1\n{ca_line}\n{backups}",
+            pkey.display()
+        ),
+    )
+    .unwrap();
+    let primary = Server::start(&pv.dir(), &["--replication-config", pcfg.to_str().unwrap()]);
+    Pair { primary_vault: pv, backup_vault: bv, primary, _backup: backup }
+}
+
+fn sends(v: &Vault) -> Vec<Value> {
+    v.audit_rows(true).into_iter().filter(|r| r["action"] == "replication.send").collect()
+}
+
+#[test]
+fn item_6_11_primary_reaches_its_backup_over_verified_tls_and_fails_over_from_a_dead_one() {
+    let dead = format!("https://127.0.0.1:{}", free_port());
+    let p = pair(Some(&dead), true);
+    // The dead backup is tried, retried once after the table's first step (1 s), then the
+    // worker fails over to the live one, which accepts the signed batch.
+    let accepted = (0..60).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        replication_audit(&p.backup_vault).iter().any(|r| r["outcome"] == "ok" && r["actor"] == "pop:calgary-01")
+    });
+    assert!(accepted, "primary: {:?}\nbackup: {:?}", sends(&p.primary_vault), replication_audit(&p.backup_vault));
+    // The primary audits the acknowledged send once the backup's answer arrived.
+    common::eventually("the primary's ok row", || {
+        sends(&p.primary_vault).iter().any(|r| r["actor"] == "pop:zurich-01" && r["outcome"] == "ok")
+    });
+    let rows = sends(&p.primary_vault);
+    // Item 11: the retry waited the table's first step (1 s) after the first failure.
+    let dead: Vec<i64> = rows.iter().filter(|r| r["actor"] == "pop:dead-01").filter_map(|r| r["ts"].as_i64()).collect();
+    assert!(dead.len() >= 2, "{rows:?}");
+    let (lo, hi) = (dead.iter().min().unwrap(), dead.iter().max().unwrap());
+    assert!(hi - lo >= 1000, "retry after {} ms", hi - lo);
+    assert!(p.primary.stderr().contains("OPERATOR ALERT [replication_unreachable]"));
+}
+
+#[test]
+fn item_6_an_unverifiable_backup_certificate_is_never_accepted() {
+    let p = pair(None, false);
+    common::eventually("a failed send", || sends(&p.primary_vault).iter().any(|r| r["outcome"] == "failed"));
+    let rows = sends(&p.primary_vault);
+    assert!(rows.iter().all(|r| r["outcome"] == "failed"), "{rows:?}");
+    assert!(rows[0]["detail"].as_str().unwrap().contains("transport"), "{rows:?}");
+    assert!(replication_audit(&p.backup_vault).is_empty(), "the backup received nothing");
 }

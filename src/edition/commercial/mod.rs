@@ -62,7 +62,7 @@ impl super::Edition for Commercial {
 
     fn open_node(&self, args: &EditionArgs, node_db: &std::path::Path, serving: bool) -> Result<(), EditionError> {
         license::open(&args.license, node_db, serving)?;
-        replication::open(&args.replication, node_db)
+        replication::open(&args.replication, node_db, serving)
     }
 
     fn enforces_caps(&self) -> bool {
@@ -75,7 +75,7 @@ impl super::Edition for Commercial {
 
     fn run_command(&self, cmd: &EditionCommand, args: &EditionArgs, node_db: &std::path::Path) -> anyhow::Result<()> {
         if let EditionCommand::Replication(c) = cmd {
-            replication::open(&args.replication, node_db)?;
+            replication::open(&args.replication, node_db, false)?;
             return replication::cli::run(c, node_db);
         }
         license_cli::run(cmd, &args.license, node_db)

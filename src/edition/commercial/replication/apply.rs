@@ -130,7 +130,7 @@ pub async fn apply(req: Request) -> Response {
         }
     };
     let actor2 = actor.clone();
-    let _ = tokio::task::spawn_blocking(move || super::audit(&actor2, outcome, detail)).await;
+    let _ = tokio::task::spawn_blocking(move || super::audit("replication.apply", &actor2, outcome, detail)).await;
     resp
 }
 

@@ -37,12 +37,14 @@ pub fn run(cmd: &ReplicationCommand, node_db: &std::path::Path) -> anyhow::Resul
     let peer = |p: &super::config::Peer| json!({"id": p.id, "url": p.url});
     // The newest apply attempts in node.db (both outcomes); bounded, newest first.
     let rows = NodeDb::open(node_db)?.audit(None, 1000)?;
-    let applies: Vec<_> = rows.iter().filter(|r| r.record.action == "replication.apply").collect();
+    // A backup's attempts are `replication.apply`, a primary's `replication.send`.
+    let applies: Vec<_> =
+        rows.iter().filter(|r| matches!(r.record.action.as_ref(), "replication.apply" | "replication.send")).collect();
     let last_success = applies.iter().find(|r| r.record.outcome == "ok").map(|r| row_json(r));
     let last_error = applies.iter().find(|r| r.record.outcome != "ok").map(|r| row_json(r));
     let worker = match c.role {
         Role::Backup => "none: a backup never replicates onward",
-        Role::Primary => "not running: shipping rows to backups is not implemented in this build",
+        Role::Primary => "heartbeats only: batches carry no rows yet in this build",
     };
     let report = json!({
         "pop_id": c.pop_id,

@@ -121,6 +121,8 @@ struct RawConfig {
     max_body_bytes: usize,
     #[serde(default)]
     ca_file: Option<PathBuf>,
+    #[serde(default = "d_timeout")]
+    poll_interval_s: u64,
 }
 
 /// Another POP: a primary's backup (with its URL) or a backup's authorised source.
@@ -150,6 +152,10 @@ pub struct Config {
     pub ban_duration_s: u64,
     pub max_body_bytes: usize,
     pub ca_file: Option<PathBuf>,
+    /// The private CA's certificates (PEM), read at start.
+    pub ca_pem: Option<Vec<u8>>,
+    /// Seconds between a primary's sends when nothing woke it (the reference's 30 s backstop).
+    pub poll_interval_s: u64,
 }
 
 impl std::fmt::Debug for Config {
@@ -197,6 +203,16 @@ fn read_signing_key(path: &Path) -> Result<SigningKey, ConfigError> {
         ConfigError::KeyUnreadable
     })?);
     parse_private_key(&pem).ok_or(ConfigError::KeyFormat)
+}
+
+fn read_ca(path: &Path) -> Result<Vec<u8>, ConfigError> {
+    let pem = std::fs::read(path).map_err(|e| {
+        tracing::error!(path = %path.display(), error = %e, "replication CA file unreadable");
+        ConfigError::Invalid("ca_file cannot be read (details in the log)".into())
+    })?;
+    crate::outbound::vault_client(std::time::Duration::from_secs(1), Some(&pem))
+        .map_err(|_| ConfigError::Invalid("ca_file holds no PEM certificate".into()))?;
+    Ok(pem)
 }
 
 fn peers(raw: Vec<RawPeer>, what: &str, own: &str, need_url: bool) -> Result<Vec<Peer>, ConfigError> {
@@ -265,6 +281,11 @@ pub fn parse(
         ban_after_failures: in_range("ban_after_failures", raw.ban_after_failures, 1, 1_000_000)?,
         ban_duration_s: in_range("ban_duration_s", raw.ban_duration_s, 1, 30 * 86_400)?,
         max_body_bytes: in_range("max_body_bytes", raw.max_body_bytes, 1024, MAX_BODY_CEILING)?,
+        poll_interval_s: in_range("poll_interval_s", raw.poll_interval_s, 1, 3600)?,
+        ca_pem: match &raw.ca_file {
+            Some(path) => Some(read_ca(path)?),
+            None => None,
+        },
         signing_key: read_key(&raw.signing_key_file)?,
         pop_id: raw.pop_id,
         role: raw.role,

@@ -11,6 +11,7 @@ pub mod backup_mode;
 pub mod cli;
 pub mod config;
 mod gate;
+mod worker;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -53,7 +54,7 @@ pub fn guard_router<S: Clone + Send + Sync + 'static>(router: axum::Router<S>) -
 
 /// Loads and validates the replication file at start. A bad file stops the node: a POP that
 /// is meant to be a backup must never serve as a primary by accident.
-pub fn open(args: &ReplicationArgs, node_db: &Path) -> Result<(), EditionError> {
+pub fn open(args: &ReplicationArgs, node_db: &Path, serving: bool) -> Result<(), EditionError> {
     let Some(path) = &args.replication_config else {
         return Ok(());
     };
@@ -71,17 +72,20 @@ pub fn open(args: &ReplicationArgs, node_db: &Path) -> Result<(), EditionError> 
     }
     // A second open in one process (tests) keeps the first.
     let _ = RUNTIME.set(Runtime { config, node_db: node_db.to_owned(), gate: gate::Gate::new() });
+    if serving && let Some(rt) = runtime() {
+        worker::start(rt);
+    }
     Ok(())
 }
 
 /// One replication audit row in node.db (both sides audit every attempt, review item 7).
-fn audit(actor: &str, outcome: &'static str, detail: String) {
+fn audit(action: &'static str, actor: &str, outcome: &'static str, detail: String) {
     let Some(rt) = runtime() else { return };
     let rec = crate::store::AuditRecord {
         ts: crate::store::now_ms(),
         actor: actor.to_owned().into(),
         agent_id: None,
-        action: "replication.apply".into(),
+        action: action.into(),
         entry_id: None,
         client: String::new(),
         outcome: outcome.into(),
