@@ -18,9 +18,9 @@ pub enum ReplicationCommand {
 }
 
 /// `openssl pkey -pubout`'s base64 line for this POP's key: what the peers' files list.
-fn public_key_b64(key: &ed25519_dalek::VerifyingKey) -> String {
+fn public_key_b64(key: &[u8]) -> String {
     let mut der = vec![0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
-    der.extend_from_slice(key.as_bytes());
+    der.extend_from_slice(key);
     STANDARD.encode(der)
 }
 
@@ -49,7 +49,7 @@ pub fn run(cmd: &ReplicationCommand, node_db: &std::path::Path) -> anyhow::Resul
     let report = json!({
         "pop_id": c.pop_id,
         "role": c.role.as_str(),
-        "public_key": public_key_b64(&c.signing_key.verifying_key()),
+        "public_key": public_key_b64(ring::signature::KeyPair::public_key(&c.signing_key).as_ref()),
         "backups": if c.role == Role::Primary { c.backups.iter().map(peer).collect::<Vec<_>>() } else { Vec::new() },
         "sources": c.sources.iter().map(peer).collect::<Vec<_>>(),
         "worker": worker,

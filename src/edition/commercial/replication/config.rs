@@ -9,15 +9,12 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use ed25519_dalek::{SigningKey, VerifyingKey};
+use ed25519_dalek::VerifyingKey;
+use ring::signature::Ed25519KeyPair;
 use serde::Deserialize;
 
 /// DER prefix of an Ed25519 SubjectPublicKeyInfo (RFC 8410); the 32 key bytes follow.
 const SPKI_ED25519_PREFIX: [u8; 12] = [0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
-/// DER prefix of an Ed25519 PKCS#8 v1 private key (`openssl genpkey -algorithm ed25519`); the
-/// 32-byte seed follows.
-const PKCS8_ED25519_PREFIX: [u8; 16] =
-    [0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
 
 // Split so the repository's secret scan (tests/nix/run.sh) does not take the labels for a key.
 const PEM_BEGIN: &str = concat!("-----BEGIN ", "PRIVATE KEY-----");
@@ -137,7 +134,7 @@ pub struct Peer {
 pub struct Config {
     pub pop_id: String,
     pub role: Role,
-    pub signing_key: SigningKey,
+    pub signing_key: Ed25519KeyPair,
     /// A primary's backups, in failover order (a backup's list is ignored: no cascade).
     pub backups: Vec<Peer>,
     /// A backup's authorised source POPs.
@@ -178,17 +175,18 @@ pub fn parse_public_key(text: &str) -> Option<VerifyingKey> {
     VerifyingKey::from_bytes(&bytes).ok()
 }
 
-/// An Ed25519 PKCS#8 PEM private key (`openssl genpkey -algorithm ed25519`).
-pub fn parse_private_key(pem: &str) -> Option<SigningKey> {
+/// An Ed25519 PKCS#8 PEM private key (`openssl genpkey -algorithm ed25519`, PKCS#8 v1).
+///
+/// Signing uses ring, not ed25519-dalek: the node binary links no ed25519-dalek signing code
+/// (tests/license.rs checks that for the license's sake); dalek only verifies.
+pub fn parse_private_key(pem: &str) -> Option<Ed25519KeyPair> {
     let b64: String =
         pem.lines().map(str::trim).skip_while(|l| *l != PEM_BEGIN).skip(1).take_while(|l| *l != PEM_END).collect();
     let der = zeroize::Zeroizing::new(STANDARD.decode(b64.as_bytes()).ok()?);
-    let raw = der.strip_prefix(&PKCS8_ED25519_PREFIX[..])?;
-    let seed: zeroize::Zeroizing<[u8; 32]> = zeroize::Zeroizing::new(raw.try_into().ok()?);
-    Some(SigningKey::from_bytes(&seed))
+    Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der).ok()
 }
 
-fn read_signing_key(path: &Path) -> Result<SigningKey, ConfigError> {
+fn read_signing_key(path: &Path) -> Result<Ed25519KeyPair, ConfigError> {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(path).map_err(|e| {
         tracing::error!(path = %path.display(), error = %e, "replication signing key unreadable");
@@ -251,7 +249,7 @@ fn in_range<T: PartialOrd + std::fmt::Display + Copy>(name: &str, v: T, lo: T, h
 /// Parses and validates the file's text; `read_key` loads the signing key (tests pass a stub).
 pub fn parse(
     text: &str,
-    read_key: impl FnOnce(&Path) -> Result<SigningKey, ConfigError>,
+    read_key: impl FnOnce(&Path) -> Result<Ed25519KeyPair, ConfigError>,
 ) -> Result<Config, ConfigError> {
     let raw: RawConfig = toml::from_str(text).map_err(|e| {
         tracing::error!(error = %e, "replication file is not valid");
@@ -311,8 +309,8 @@ mod tests {
 
     const PUB: &str = "MCowBQYDK2VwAyEAIBry8IfjWP45gFufBBDc6EX86zQ2vg+WjkSnLnXDtpk=";
 
-    fn stub(_: &Path) -> Result<SigningKey, ConfigError> {
-        Ok(SigningKey::from_bytes(&[7; 32]))
+    fn stub(_: &Path) -> Result<Ed25519KeyPair, ConfigError> {
+        Ed25519KeyPair::from_seed_unchecked(&[7; 32]).map_err(|_| ConfigError::KeyFormat)
     }
 
     fn backup_file(extra: &str) -> String {
@@ -354,11 +352,15 @@ mod tests {
 
     #[test]
     fn pkcs8_seed_round_trips() {
-        let key = SigningKey::from_bytes(&[9; 32]);
-        let mut der = PKCS8_ED25519_PREFIX.to_vec();
+        use ring::signature::KeyPair;
+        // openssl's PKCS#8 v1 layout: this prefix, then the 32-byte seed.
+        let mut der =
+            vec![0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
         der.extend_from_slice(&[9; 32]);
         let pem = format!("{PEM_BEGIN}\n{}\n{PEM_END}\n", STANDARD.encode(der));
-        assert_eq!(parse_private_key(&pem).map(|k| k.verifying_key()), Some(key.verifying_key()));
+        let want = Ed25519KeyPair::from_seed_unchecked(&[9; 32]).expect("seed");
+        let got = parse_private_key(&pem).expect("parses");
+        assert_eq!(got.public_key().as_ref(), want.public_key().as_ref());
         assert!(parse_private_key(&format!("{PEM_BEGIN}\nAAAA\n{PEM_END}")).is_none());
     }
 }

@@ -9,7 +9,6 @@
 
 use std::time::Duration;
 
-use ed25519_dalek::Signer;
 use serde_json::json;
 
 use super::Role;
@@ -100,7 +99,7 @@ fn send_once(rt: &super::Runtime, agent: &ureq::Agent, backup: &Peer) -> Result<
         &json!({"source_pop": cfg.pop_id, "vault": "node", "timestamp": ts, "nonce": nonce, "rows": []}),
     )
     .map_err(|e| e.to_string())?;
-    let sig = hex::encode(cfg.signing_key.sign(&signed_message(ts, &nonce, &body)).to_bytes());
+    let sig = hex::encode(cfg.signing_key.sign(&signed_message(ts, &nonce, &body)).as_ref());
     let req = ureq::http::Request::builder()
         .method("POST")
         .uri(format!("{url}{PATH}"))
