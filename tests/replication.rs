@@ -393,6 +393,11 @@ struct Pair {
 }
 
 fn pair(first: Option<&str>, ca: bool) -> Pair {
+    pair_env(first, ca, &[])
+}
+
+/// Like [`pair`], with extra environment for the backup process (e.g. a fake clock).
+fn pair_env(first: Option<&str>, ca: bool, backup_env: &[(&str, &str)]) -> Pair {
     let (pv, bv) = (Vault::new(), Vault::new());
     let (pkey, bkey) = (openssl_key(pv.tmp.path()), openssl_key(bv.tmp.path()));
     let (ca_pem, cert, tls_key) = tls_cert(bv.tmp.path());
@@ -408,7 +413,7 @@ fn pair(first: Option<&str>, ca: bool) -> Pair {
     )
     .unwrap();
     let tls_listen = format!("127.0.0.1:{tls_port}");
-    let backup = Server::start(
+    let backup = Server::start_env(
         &bv.dir(),
         &[
             "--replication-config",
@@ -420,6 +425,7 @@ fn pair(first: Option<&str>, ca: bool) -> Pair {
             "--tls-listen",
             &tls_listen,
         ],
+        backup_env,
     );
     common::eventually("the backup's TLS listener", || std::net::TcpStream::connect(&tls_listen).is_ok());
     let mut backups = String::new();
@@ -482,4 +488,50 @@ fn item_6_an_unverifiable_backup_certificate_is_never_accepted() {
     assert!(rows.iter().all(|r| r["outcome"] == "failed"), "{rows:?}");
     assert!(rows[0]["detail"].as_str().unwrap().contains("transport"), "{rows:?}");
     assert!(replication_audit(&p.backup_vault).is_empty(), "the backup received nothing");
+}
+
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+#[test]
+fn clock_skew_4_minutes_works_6_minutes_is_refused_with_the_reason_and_replication_resumes() {
+    assert!(Path::new(LIBFAKETIME).exists(), "libfaketime missing: run scripts/install-test-deps.sh");
+    let dir = tempfile::tempdir().unwrap();
+    let clock = dir.path().join("backup-clock");
+    std::fs::write(&clock, "+240\n").unwrap();
+    let clock_s = clock.display().to_string();
+    // The backup's wall clock is read from `clock` on every call (libfaketime, no cache).
+    let p = pair_env(
+        None,
+        true,
+        &[
+            ("LD_PRELOAD", LIBFAKETIME),
+            ("FAKETIME_TIMESTAMP_FILE", &clock_s),
+            ("FAKETIME_NO_CACHE", "1"),
+            // Only the wall clock moves: tokio's timers run on the monotonic clock.
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+        ],
+    );
+    let ok_count = |v: &Vault| replication_audit(v).iter().filter(|r| r["outcome"] == "ok").count();
+    let wait = |what: &str, f: &dyn Fn() -> bool| {
+        let held = (0..80).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(250));
+            f()
+        });
+        assert!(
+            held,
+            "{what}: backup audit {:?}\nprimary {:?}",
+            replication_audit(&p.backup_vault),
+            sends(&p.primary_vault)
+        );
+    };
+    wait("accepted 4 minutes off", &|| ok_count(&p.backup_vault) > 0);
+    std::fs::write(&clock, "+360\n").unwrap();
+    wait("refused 6 minutes off", &|| {
+        replication_audit(&p.backup_vault).iter().any(|r| {
+            r["outcome"] == "refused" && r["detail"].as_str().unwrap_or_default().contains("off this POP's clock")
+        })
+    });
+    std::fs::write(&clock, "+0\n").unwrap();
+    let before = ok_count(&p.backup_vault);
+    wait("resumed once the clocks agree", &|| ok_count(&p.backup_vault) > before);
 }
