@@ -63,6 +63,7 @@ const COMMERCIAL_MARKERS: &[&str] = &[
     "replication.send",
     "replication-worker",
     "poll_interval_s",
+    "replication_lag_s",
 ];
 
 fn binary_text() -> String {

@@ -330,6 +330,11 @@ fn replication_status_shows_role_key_peers_and_last_outcomes() {
     assert!(String::from_utf8_lossy(&out.stdout).contains(status["public_key"].as_str().unwrap()), "{status}");
     assert_eq!(status["last_success"]["outcome"], "ok", "{status}");
     assert!(status["last_error"]["detail"].as_str().unwrap().contains("clock_skew"), "{status}");
+    // The same figures go into the telemetry payload.
+    let t = b.v.cli_json(&["--replication-config", &cfg, "telemetry", "show"], None);
+    assert_eq!(t["replication_role"], "backup", "{t}");
+    assert!(t["replication_lag_s"].as_i64().is_some_and(|s| (0..60).contains(&s)), "{t}");
+    assert!(t.get("replication_backlog").is_some(), "{t}");
 }
 
 /// `openssl pkey -pubout`'s base64 line for a POP key file.

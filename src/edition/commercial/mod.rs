@@ -82,7 +82,9 @@ impl super::Edition for Commercial {
     }
 
     fn telemetry_fields(&self) -> Vec<(&'static str, serde_json::Value)> {
-        license::telemetry_fields()
+        let mut fields = license::telemetry_fields();
+        fields.extend(replication::telemetry_fields());
+        fields
     }
 
     fn documented_routes(&self, router: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {

@@ -99,3 +99,28 @@ fn audit(action: &'static str, actor: &str, outcome: &'static str, detail: Strin
         );
     }
 }
+
+/// The telemetry figures (issue 14): this POP's role and `replication_lag_s`, the seconds since
+/// the last batch the peer acknowledged (primary: `replication.send` ok; backup:
+/// `replication.apply` ok), from node.db's audit so the local CLI reports what the server did.
+/// `replication_backlog` is null: batches carry no rows yet, so no row backlog is tracked.
+/// Called on the telemetry thread, never on a request.
+pub fn telemetry_fields() -> Vec<(&'static str, serde_json::Value)> {
+    use serde_json::json;
+    let Some(rt) = runtime() else { return Vec::new() };
+    let action = match rt.config.role {
+        Role::Primary => "replication.send",
+        Role::Backup => "replication.apply",
+    };
+    let last_ok = crate::store::node_db::NodeDb::open(&rt.node_db)
+        .and_then(|db| db.audit(None, 1000))
+        .ok()
+        .and_then(|rows| rows.into_iter().find(|r| r.record.action == action && r.record.outcome == "ok"))
+        .map(|r| r.record.ts);
+    let lag = last_ok.map(|ts| (crate::store::now_ms().saturating_sub(ts) / 1000).max(0));
+    vec![
+        ("replication_role", json!(rt.config.role.as_str())),
+        ("replication_lag_s", json!(lag)),
+        ("replication_backlog", serde_json::Value::Null),
+    ]
+}
