@@ -200,6 +200,28 @@ fn item_10_flood_past_the_rate_limit_is_refused() {
     assert!(rows.iter().any(|r| r["detail"].as_str().unwrap().contains("rate_limited")));
 }
 
+/// Sleeps to just after the next second boundary, so two requests sent at once share a
+/// second of the backup's per-second rate window.
+fn at_second_start() {
+    let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_millis();
+    std::thread::sleep(std::time::Duration::from_millis(u64::from(1000 - ms) + 10));
+}
+
+#[test]
+fn item_10_a_stranger_spoofing_a_pop_id_cannot_spend_its_rate_budget() {
+    // 1 request/s: a stranger's bad signature in the same second used to be charged first,
+    // leaving the real POP a 429.
+    let b = backup("rate_limit_per_s = 1");
+    let stranger = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
+    for _ in 0..3 {
+        at_second_start();
+        let spoofed = send(&b.s, &sign_with(&stranger, SOURCE, now(), json!([])));
+        assert_eq!(spoofed.status, 401, "{}", spoofed.body);
+        let real = send(&b.s, &sign_with(&b.source, SOURCE, now(), json!([])));
+        assert_eq!(real.status, 200, "{}", real.body);
+    }
+}
+
 #[test]
 fn item_10_ban_after_repeated_failed_authentications() {
     let b = backup("rate_limit_per_s = 0\nban_after_failures = 3");

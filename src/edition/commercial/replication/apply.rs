@@ -2,9 +2,11 @@
 //! that costs an attacker most and the backup least (review items 1, 2, 4, 7, 10, 14, 15, 16).
 //!
 //! Order: body size declared (before any read), headers well formed, source POP authorised,
-//! not banned, within its rate, timestamp within the window, body read under the size limit,
-//! Ed25519 signature (`verify_strict`) over method, path, timestamp, nonce and the body's
-//! SHA-256, nonce unseen, body agrees with the signed headers. Every attempt is one audit row;
+//! not banned, timestamp within the window, body read under the size limit, Ed25519 signature
+//! (`verify_strict`) over method, path, timestamp, nonce and the body's SHA-256, within the
+//! POP's rate (charged only after the signature verified, so a stranger spoofing a POP id
+//! cannot spend that POP's budget; strangers are held off by the per-address ban), nonce
+//! unseen, body agrees with the signed headers. Every attempt is one audit row;
 //! authentication failures also alert the operator. Never logs entry data; never answers a
 //! non-backup node (the route exists, but refuses).
 
@@ -168,13 +170,6 @@ async fn check(
             format!("banned after repeated failed authentications; {left} s left"),
         ));
     }
-    if !rt.gate.within_rate(pop, cfg.rate_limit_per_s, now) {
-        return Err(refuse(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            format!("more than {} requests per second from this POP", cfg.rate_limit_per_s),
-        ));
-    }
     let (Ok(ts), Some(nonce)) = (ts.parse::<i64>(), hex16(nonce_hex)) else {
         return Err(auth_fail("malformed", "timestamp must be Unix seconds and nonce 16 bytes of hex"));
     };
@@ -206,6 +201,15 @@ async fn check(
     };
     if peer.key.verify_strict(&signed_message(ts, nonce_hex, &body), &sig).is_err() {
         return Err(auth_fail("bad_signature", "the signature does not verify with this POP's key"));
+    }
+    // Charged only once the POP proved who it is: a stranger who claims a real POP's id must
+    // not use up that POP's budget (its bad signatures count towards its own ban instead).
+    if !rt.gate.within_rate(pop, cfg.rate_limit_per_s, now) {
+        return Err(refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("more than {} requests per second from this POP", cfg.rate_limit_per_s),
+        ));
     }
     if !rt.gate.fresh_nonce(nonce, now, window) {
         return Err(auth_fail("replayed", "this nonce was already used"));
