@@ -64,6 +64,7 @@ const COMMERCIAL_MARKERS: &[&str] = &[
     "replication-worker",
     "poll_interval_s",
     "replication_lag_s",
+    "transport_key_file",
 ];
 
 fn binary_text() -> String {

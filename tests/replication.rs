@@ -359,6 +359,25 @@ fn replication_status_shows_role_key_peers_and_last_outcomes() {
     assert!(t.get("replication_backlog").is_some(), "{t}");
 }
 
+#[test]
+fn status_shows_the_backups_transport_key_for_its_primaries_files() {
+    let v = Vault::new();
+    let source = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
+    let key = v.tmp.path().join("transport.key");
+    std::fs::write(&key, format!("{}\n", hex::encode(rand::random::<[u8; 32]>()))).expect("write");
+    set_mode(&key, 0o600);
+    let with = backup_config(&v, &source, &format!("transport_key_file = \"{}\"", key.display()));
+    let status = v.cli_json(&["--replication-config", with.to_str().unwrap(), "replication", "status"], None);
+    let hex = status["transport_key"].as_str().expect("transport_key").to_owned();
+    assert!(hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()), "{status}");
+    let again = v.cli_json(&["--replication-config", with.to_str().unwrap(), "replication", "status"], None);
+    assert_eq!(again["transport_key"], hex.as_str(), "derived from the file, so stable");
+
+    let without = backup_config(&v, &source, "");
+    let status = v.cli_json(&["--replication-config", without.to_str().unwrap(), "replication", "status"], None);
+    assert!(status["transport_key"].is_null(), "{status}");
+}
+
 /// `openssl pkey -pubout`'s base64 line for a POP key file.
 fn openssl_pub(key: &Path) -> String {
     let out = Command::new("openssl").args(["pkey", "-pubout", "-in"]).arg(key).output().expect("openssl");

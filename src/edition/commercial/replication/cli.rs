@@ -34,7 +34,7 @@ pub fn run(cmd: &ReplicationCommand, node_db: &std::path::Path) -> anyhow::Resul
         bail!("this node has no replication file: pass --replication-config FILE");
     };
     let c = &rt.config;
-    let peer = |p: &super::config::Peer| json!({"id": p.id, "url": p.url});
+    let peer = |p: &super::config::Peer| json!({"id": p.id, "url": p.url, "transport_key": p.transport_key.as_ref().map(|k| k.to_hex())});
     // The newest apply attempts in node.db (both outcomes); bounded, newest first.
     let rows = NodeDb::open(node_db)?.audit(None, 1000)?;
     // A backup's attempts are `replication.apply`, a primary's `replication.send`.
@@ -50,6 +50,8 @@ pub fn run(cmd: &ReplicationCommand, node_db: &std::path::Path) -> anyhow::Resul
         "pop_id": c.pop_id,
         "role": c.role.as_str(),
         "public_key": public_key_b64(ring::signature::KeyPair::public_key(&c.signing_key).as_ref()),
+        // What a primary's `[[backups]] transport_key` lists for this POP (null: none configured).
+        "transport_key": c.transport_secret.as_ref().map(|s| s.public().to_hex()),
         "backups": if c.role == Role::Primary { c.backups.iter().map(peer).collect::<Vec<_>>() } else { Vec::new() },
         "sources": c.sources.iter().map(peer).collect::<Vec<_>>(),
         "worker": worker,

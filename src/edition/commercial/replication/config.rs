@@ -13,6 +13,8 @@ use ed25519_dalek::VerifyingKey;
 use ring::signature::Ed25519KeyPair;
 use serde::Deserialize;
 
+use crate::crypto::key_transport::{TransportPublic, TransportSecret};
+
 /// DER prefix of an Ed25519 SubjectPublicKeyInfo (RFC 8410); the 32 key bytes follow.
 const SPKI_ED25519_PREFIX: [u8; 12] = [0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
 
@@ -63,6 +65,10 @@ struct RawPeer {
     #[serde(default)]
     url: Option<String>,
     public_key: String,
+    /// A backup's HPKE (X25519) public key, 64 hex digits: a vault's data key travels sealed to
+    /// it (issue 14 item 2).
+    #[serde(default)]
+    transport_key: Option<String>,
 }
 
 fn d_batch() -> u32 {
@@ -120,6 +126,9 @@ struct RawConfig {
     ca_file: Option<PathBuf>,
     #[serde(default = "d_timeout")]
     poll_interval_s: u64,
+    /// A backup's HPKE secret: a 0600 file holding 64 hex digits (`openssl rand -hex 32`).
+    #[serde(default)]
+    transport_key_file: Option<PathBuf>,
 }
 
 /// Another POP: a primary's backup (with its URL) or a backup's authorised source.
@@ -128,6 +137,8 @@ pub struct Peer {
     pub id: String,
     pub url: Option<String>,
     pub key: VerifyingKey,
+    /// The backup's HPKE public key (a primary's backups only).
+    pub transport_key: Option<TransportPublic>,
 }
 
 /// The validated replication file.
@@ -153,6 +164,8 @@ pub struct Config {
     pub ca_pem: Option<Vec<u8>>,
     /// Seconds between a primary's sends when nothing woke it (the reference's 30 s backstop).
     pub poll_interval_s: u64,
+    /// A backup's HPKE secret, which opens the data keys its sources send it.
+    pub transport_secret: Option<TransportSecret>,
 }
 
 impl std::fmt::Debug for Config {
@@ -213,6 +226,25 @@ fn read_ca(path: &Path) -> Result<Vec<u8>, ConfigError> {
     Ok(pem)
 }
 
+/// The backup's HPKE secret: 64 hex digits in a file only its owner can read.
+fn read_transport_secret(path: &Path) -> Result<TransportSecret, ConfigError> {
+    use std::os::unix::fs::MetadataExt;
+    let unreadable = |e: std::io::Error| {
+        tracing::error!(path = %path.display(), error = %e, "replication transport key unreadable");
+        ConfigError::Invalid("transport_key_file cannot be read (details in the log)".into())
+    };
+    let meta = std::fs::metadata(path).map_err(unreadable)?;
+    if meta.mode() & 0o077 != 0 {
+        return Err(ConfigError::Invalid("transport_key_file must be readable by its owner only (mode 0600)".into()));
+    }
+    let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(unreadable)?);
+    let mut seed = zeroize::Zeroizing::new([0u8; 32]);
+    hex::decode_to_slice(text.trim(), seed.as_mut_slice()).map_err(|_| {
+        ConfigError::Invalid("transport_key_file must hold 64 hex digits (openssl rand -hex 32)".into())
+    })?;
+    Ok(TransportSecret::from_seed(&seed))
+}
+
 fn peers(raw: Vec<RawPeer>, what: &str, own: &str, need_url: bool) -> Result<Vec<Peer>, ConfigError> {
     let mut out: Vec<Peer> = Vec::with_capacity(raw.len());
     for (i, p) in raw.into_iter().enumerate() {
@@ -234,7 +266,13 @@ fn peers(raw: Vec<RawPeer>, what: &str, own: &str, need_url: bool) -> Result<Vec
             (true, _) => return Err(ConfigError::Invalid(format!("{what}[{i}].url must be an https:// URL"))),
             (false, u) => u,
         };
-        out.push(Peer { id: p.id, url, key });
+        let transport_key = match p.transport_key {
+            Some(hex) => Some(TransportPublic::from_hex(&hex).ok_or_else(|| {
+                ConfigError::Invalid(format!("{what}[{i}].transport_key must be an X25519 public key (64 hex digits)"))
+            })?),
+            None => None,
+        };
+        out.push(Peer { id: p.id, url, key, transport_key });
     }
     Ok(out)
 }
@@ -285,6 +323,10 @@ pub fn parse(
             None => None,
         },
         signing_key: read_key(&raw.signing_key_file)?,
+        transport_secret: match &raw.transport_key_file {
+            Some(path) => Some(read_transport_secret(path)?),
+            None => None,
+        },
         pop_id: raw.pop_id,
         role: raw.role,
         backups,
@@ -348,6 +390,41 @@ mod tests {
             assert!(e.contains(want), "{e} should name {want}");
             assert!(!e.contains("/secret/dir"), "{e} names a path");
         }
+    }
+
+    #[test]
+    fn transport_keys_are_read_checked_and_refused_without_naming_the_path() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("transport.key");
+        let seed = [5u8; 32];
+        std::fs::write(&file, format!("{}\n", hex::encode(seed))).expect("write");
+        let set_mode = |m: u32| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(m)).expect("chmod");
+        };
+        set_mode(0o600);
+        let want = TransportSecret::from_seed(&seed).public().to_hex();
+        let line = format!("transport_key_file = \"{}\"", file.display());
+        let c = parse(&backup_file(&line), stub).expect("valid");
+        assert_eq!(c.transport_secret.expect("secret").public().to_hex(), want);
+
+        set_mode(0o644);
+        let e = parse(&backup_file(&line), stub).expect_err("too open").to_string();
+        assert!(e.contains("0600") && !e.contains(&dir.path().display().to_string()), "{e}");
+        set_mode(0o600);
+        std::fs::write(&file, "not hex").expect("write");
+        let e = parse(&backup_file(&line), stub).expect_err("not hex").to_string();
+        assert!(e.contains("64 hex digits") && !e.contains(&dir.path().display().to_string()), "{e}");
+
+        let primary = |key: &str| {
+            format!(
+                "pop_id = \"a\"\nrole = \"primary\"\nsigning_key_file = \"/k\"\n[[backups]]\nid = \"b\"\nurl = \"https://b\"\npublic_key = \"{PUB}\"\ntransport_key = \"{key}\"\n"
+            )
+        };
+        let c = parse(&primary(&want), stub).expect("valid primary");
+        assert_eq!(c.backups[0].transport_key.as_ref().map(TransportPublic::to_hex), Some(want));
+        let e = parse(&primary("abcd"), stub).expect_err("short key").to_string();
+        assert!(e.contains("backups[0].transport_key"), "{e}");
     }
 
     #[test]
