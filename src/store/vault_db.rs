@@ -767,7 +767,7 @@ fn other_admins(tx: &Connection, path: &Path, auth: &RowAuth, id: i64) -> Result
     Ok(rows.iter().filter(|r| auth.agent_ok(r)).count())
 }
 
-fn bump_seq(tx: &Connection, path: &Path) -> Result<i64, StoreError> {
+pub(super) fn bump_seq(tx: &Connection, path: &Path) -> Result<i64, StoreError> {
     let v: String = tx
         .query_row(
             "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'change_seq' RETURNING value",
