@@ -1,5 +1,10 @@
-//! A backup POP's side of replicated entry rows (commercial, issue 14 item 5): applying a batch
-//! of rows exactly as the primary stored them, in one transaction.
+//! Replicated entry rows (commercial, issue 14 items 3 and 5): the primary's dirty rows and
+//! their acknowledgement, and a backup's apply of a batch exactly as the primary stored it.
+//!
+//! Primary: [`VaultDb::dirty_entries`] reads the oldest dirty rows (tombstones included) in
+//! change order; [`VaultDb::mark_replicated`] clears `dirty` only for a row whose `change_seq`
+//! is still the one that was sent, so a row changed while its batch was in flight stays dirty
+//! and goes again. The backlog is the dirty rows on disk; nothing is held in memory.
 //!
 //! Rows keep the primary's id, uuid, sealed payload and MAC: the MAC covers the id, so a row is
 //! valid here only under the same data key (which the backup received sealed to it, see
@@ -33,6 +38,59 @@ fn newer(incoming: &EntryRow, stored: (i64, i64, bool)) -> bool {
 }
 
 impl VaultDb {
+    /// The oldest `limit` dirty entry rows, in change order.
+    pub fn dirty_entries(&self, limit: u32) -> Result<Vec<EntryRow>, StoreError> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT id, uuid, scopes, created_at, updated_at, version, deleted, change_seq, data, mac
+                 FROM entries WHERE dirty = 1 ORDER BY change_seq LIMIT ?1",
+            )
+            .ctx(&self.path)?;
+        let rows = st
+            .query_map([limit], |r| {
+                Ok(EntryRow {
+                    id: r.get(0)?,
+                    uuid: r.get(1)?,
+                    scopes: r.get(2)?,
+                    created_at: r.get(3)?,
+                    updated_at: r.get(4)?,
+                    version: r.get(5)?,
+                    deleted: r.get(6)?,
+                    change_seq: r.get(7)?,
+                    data: r.get(8)?,
+                    mac: r.get(9)?,
+                })
+            })
+            .ctx(&self.path)?;
+        rows.collect::<Result<_, _>>().ctx(&self.path)
+    }
+
+    /// How many entry rows wait to be replicated (the `replication_backlog` figure).
+    pub fn dirty_count(&self) -> Result<u64, StoreError> {
+        let n: i64 =
+            self.conn.query_row("SELECT count(*) FROM entries WHERE dirty = 1", [], |r| r.get(0)).ctx(&self.path)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    /// Marks the acknowledged rows, given as (id, change_seq as sent), replicated. A row whose
+    /// change_seq moved on since it was sent stays dirty. Returns how many were marked.
+    pub fn mark_replicated(&mut self, acked: &[(i64, i64)], now_ms: i64) -> Result<usize, StoreError> {
+        let path = self.path.clone();
+        let tx = self.write_tx()?;
+        let mut marked = 0;
+        for (id, seq) in acked {
+            marked += tx
+                .execute(
+                    "UPDATE entries SET dirty = 0, replicated_at = ?3 WHERE id = ?1 AND change_seq = ?2 AND dirty = 1",
+                    params![id, seq, now_ms],
+                )
+                .ctx(&path)?;
+        }
+        tx.commit().ctx(&path)?;
+        Ok(marked)
+    }
+
     /// Applies replicated entry rows in one transaction (see the module docs). Refused whole,
     /// with nothing changed, if a row's MAC does not verify under this vault's key or its uuid
     /// belongs to another id here.
@@ -177,6 +235,30 @@ mod tests {
         assert_eq!(p.backup.apply_replicated_entries(&second, 6).unwrap(), Applied { written: 0, skipped: 1 });
         let got = p.backup.entry(id).unwrap().unwrap();
         assert!(got.deleted && got.data.is_empty(), "{got:?}");
+    }
+
+    #[test]
+    fn only_acknowledged_unchanged_rows_stop_being_dirty() {
+        let dk0 = DataKey::generate();
+        let (mut p, _dk) = pair(&dk0);
+        let a = p.primary.insert_entry("a", "s", b"1", 1000, &audit()).unwrap();
+        let b = p.primary.insert_entry("b", "s", b"2", 1000, &audit()).unwrap();
+        let c = p.primary.insert_entry("c", "s", b"3", 1000, &audit()).unwrap();
+        let batch = p.primary.dirty_entries(2).unwrap();
+        assert_eq!(batch.iter().map(|r| r.id).collect::<Vec<_>>(), vec![a, b], "oldest first, batch-sized");
+        // `b` changes while the batch is in flight: its acknowledgement must not clear it.
+        p.primary.update_entry(b, "s", b"2b", None, 1001, &audit()).unwrap();
+        let acked: Vec<_> = batch.iter().map(|r| (r.id, r.change_seq)).collect();
+        assert_eq!(p.primary.mark_replicated(&acked, 5).unwrap(), 1);
+        assert_eq!(p.primary.dirty_count().unwrap(), 2);
+        let next = p.primary.dirty_entries(10).unwrap();
+        assert_eq!(next.iter().map(|r| r.id).collect::<Vec<_>>(), vec![c, b]);
+        assert_eq!(next[1].data, b"2b");
+        // A second acknowledgement of the same rows is harmless.
+        assert_eq!(p.primary.mark_replicated(&acked, 6).unwrap(), 0);
+        // A delete makes the row dirty again, and the tombstone goes.
+        p.primary.delete_entry(a, 1002, &audit()).unwrap();
+        assert!(p.primary.dirty_entries(10).unwrap().iter().any(|r| r.id == a && r.deleted));
     }
 
     #[test]
