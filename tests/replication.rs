@@ -378,6 +378,30 @@ fn status_shows_the_backups_transport_key_for_its_primaries_files() {
     assert!(status["transport_key"].is_null(), "{status}");
 }
 
+#[test]
+fn a_primarys_backlog_is_its_dirty_rows_on_disk() {
+    let v = Vault::new();
+    let key = openssl_key(v.tmp.path());
+    let cfg = v.tmp.path().join("replication.toml");
+    let other = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
+    std::fs::write(
+        &cfg,
+        format!(
+            "pop_id = \"{SOURCE}\"\nrole = \"primary\"\nsigning_key_file = \"{}\"\n\n[[backups]]\nid = \"zurich-01\"\nurl = \"https://127.0.0.1:9\"\npublic_key = \"{}\"\n",
+            key.display(),
+            spki_b64(&other)
+        ),
+    )
+    .unwrap();
+    let cfg = cfg.to_str().unwrap();
+    let t = v.cli_json(&["--replication-config", cfg, "telemetry", "show"], None);
+    assert_eq!(t["replication_backlog"], 0, "{t}");
+    v.add_entry(&json!({"title": "a", "url": "https://a.example"}));
+    v.add_entry(&json!({"title": "b", "url": "https://b.example"}));
+    let t = v.cli_json(&["--replication-config", cfg, "telemetry", "show"], None);
+    assert_eq!(t["replication_backlog"], 2, "nothing acknowledged yet: {t}");
+}
+
 /// `openssl pkey -pubout`'s base64 line for a POP key file.
 fn openssl_pub(key: &Path) -> String {
     let out = Command::new("openssl").args(["pkey", "-pubout", "-in"]).arg(key).output().expect("openssl");

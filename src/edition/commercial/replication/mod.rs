@@ -103,7 +103,8 @@ fn audit(action: &'static str, actor: &str, outcome: &'static str, detail: Strin
 /// The telemetry figures (issue 14): this POP's role and `replication_lag_s`, the seconds since
 /// the last batch the peer acknowledged (primary: `replication.send` ok; backup:
 /// `replication.apply` ok), from node.db's audit so the local CLI reports what the server did.
-/// `replication_backlog` is null: batches carry no rows yet, so no row backlog is tracked.
+/// `replication_backlog` (a primary's): entry rows still dirty, summed over its vaults, read
+/// from the files (the backlog lives on disk only); null on a backup, or if a file cannot be read.
 /// Called on the telemetry thread, never on a request.
 pub fn telemetry_fields() -> Vec<(&'static str, serde_json::Value)> {
     use serde_json::json;
@@ -121,6 +122,16 @@ pub fn telemetry_fields() -> Vec<(&'static str, serde_json::Value)> {
     vec![
         ("replication_role", json!(rt.config.role.as_str())),
         ("replication_lag_s", json!(lag)),
-        ("replication_backlog", serde_json::Value::Null),
+        ("replication_backlog", json!(if rt.config.role == Role::Primary { backlog(rt) } else { None })),
     ]
+}
+
+/// Dirty entry rows over every vault of this node; `None` if any file cannot be read.
+fn backlog(rt: &Runtime) -> Option<u64> {
+    let root = rt.node_db.parent()?;
+    let dir = crate::vault::data_dir::DataDir::new(root.to_owned(), None);
+    let ids = dir.vault_ids().ok()?;
+    ids.iter()
+        .map(|id| crate::store::vault_db::VaultDb::open(&dir.vault_path(id)).and_then(|db| db.dirty_count()).ok())
+        .sum()
 }
