@@ -10,7 +10,7 @@ packages=(
   shellcheck       # the deploy app and the scripts
   jq               # shell tests read JSON
   wrk              # bench/read.sh load generator
-  curl             # bench/read.sh probes; tests/node.rs fetches over HTTPS
+  curl             # bench/read.sh probes; tests/node.rs fetches over HTTPS; tests/proxy.rs is an agent
   chromium         # tests/browser: the owner's pages in a real browser
   nodejs           # tests/browser: playwright-core drives chromium
   pebble           # tests/node.rs: ACME test CA (pebble + pebble-challtestsrv)
@@ -22,7 +22,7 @@ packages=(
   wireguard-tools  # tests/node.rs: `wg set` configures the tunnels from clavitor's keys
   iproute2         # tests/node.rs: network namespaces and the veth pair
   iputils-ping     # tests/node.rs: ping across the tunnel
-  python3-venv     # tests/schemathesis: the fuzzer (from PyPI, pinned) runs in its own venv
+  python3-venv     # tests/schemathesis, tests/proxy.rs: the fuzzer and Python requests (PyPI, pinned) in venvs
 )
 # tests/browser installs playwright-core with npm. Debian ships it as its own package, which
 # conflicts with a nodejs build that bundles npm (e.g. NodeSource's): add it only when missing.

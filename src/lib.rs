@@ -18,6 +18,7 @@ pub mod mcp;
 pub mod license;
 pub mod node;
 pub mod outbound;
+pub mod proxy;
 pub mod store;
 pub mod vault;
 pub mod web;

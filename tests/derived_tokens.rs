@@ -18,15 +18,6 @@ fn login(title: &str, scopes: &[&str]) -> Value {
            "fields": [{"name": "password", "kind": "secret", "value": format!("p-{title}")}]})
 }
 
-fn titles(s: &Server, token: &str) -> Vec<String> {
-    let r = s.get("/api/entries", Some(token));
-    assert_eq!(r.status, 200, "{}", r.body);
-    let mut t: Vec<String> =
-        r.json().as_array().expect("list").iter().map(|e| e["title"].as_str().unwrap_or_default().to_owned()).collect();
-    t.sort();
-    t
-}
-
 fn derive(s: &Server, token: &str, body: &Value) -> Resp {
     post_json(s, "/api/tokens/derive", Some(token), body)
 }
@@ -59,7 +50,7 @@ fn a_derived_token_reads_only_what_it_was_given_and_says_who_it_is() {
     v.add_entry(&login("Team", &["00aa"]));
     v.add_entry(&login("Owner only", &[]));
     let s = v.serve();
-    assert_eq!(titles(&s, &token), vec!["Own", "Team"]);
+    assert_eq!(common::titles(&s, &token), vec!["Own", "Team"]);
 
     let before = now();
     let (child, child_token, body) = derived(&s, &token, &json!({"name": "sub", "ttl_secs": 3600, "scopes": ["00aa"]}));
@@ -69,7 +60,7 @@ fn a_derived_token_reads_only_what_it_was_given_and_says_who_it_is() {
     assert_eq!(body["reveal_to_model"], false);
     let expires = body["expires_at"].as_i64().unwrap();
     assert!((before + 3600..=now() + 3600).contains(&expires), "{body}");
-    assert_eq!(titles(&s, &child_token), vec!["Team"], "only the scope it was given");
+    assert_eq!(common::titles(&s, &child_token), vec!["Team"], "only the scope it was given");
 
     let who = s.get("/api/whoami", Some(&child_token));
     assert_eq!(who.status, 200, "{}", who.body);
@@ -89,10 +80,10 @@ fn a_derived_token_reads_only_what_it_was_given_and_says_who_it_is() {
 
     // Omitted scopes: the caller's; a derived token derives further (narrowing again).
     let (_, all, _) = derived(&s, &token, &json!({"name": "same", "ttl_secs": 60}));
-    assert_eq!(titles(&s, &all), vec!["Own", "Team"]);
+    assert_eq!(common::titles(&s, &all), vec!["Own", "Team"]);
     let (_, grandchild, g) = derived(&s, &child_token, &json!({"name": "grandchild", "ttl_secs": 30}));
     assert!(g["expires_at"].as_i64().unwrap() <= expires);
-    assert_eq!(titles(&s, &grandchild), vec!["Team"]);
+    assert_eq!(common::titles(&s, &grandchild), vec!["Team"]);
 
     // The derivation is audited: actor the caller, the row names the child.
     let rows = v.audit_rows(false);
@@ -166,10 +157,10 @@ fn the_owner_derives_any_scope_and_all_access_only_when_asked() {
     let s = v.serve();
     let (_, narrow, body) = derived(&s, &v.owner, &json!({"name": "n", "ttl_secs": 60, "scopes": ["00aa"]}));
     assert_eq!(body["all_access"], false);
-    assert_eq!(titles(&s, &narrow), vec!["Team"]);
+    assert_eq!(common::titles(&s, &narrow), vec!["Team"]);
     let (_, wide, body) = derived(&s, &v.owner, &json!({"name": "w", "ttl_secs": 60, "all_access": true}));
     assert_eq!(body["all_access"], true);
-    assert_eq!(titles(&s, &wide), vec!["Owner only", "Team"]);
+    assert_eq!(common::titles(&s, &wide), vec!["Owner only", "Team"]);
     let who = s.get("/api/whoami", Some(&wide)).json();
     assert_eq!(who["admin"], false, "a derived token is never admin: {who}");
     assert_eq!(s.get("/api/agents", Some(&wide)).status, 403, "so it reads no admin route");
@@ -219,7 +210,7 @@ fn an_expired_token_is_refused_like_an_unknown_one() {
     drop(s);
     let s = v.serve();
     assert_eq!(s.get("/api/entries", Some(&child)).status, 401);
-    assert_eq!(titles(&s, &token), vec!["Team"]);
+    assert_eq!(common::titles(&s, &token), vec!["Team"]);
     let out = v.cli(&["agent", "add", "--name", "zero", "--ttl", "0s"]);
     assert!(!out.status.success(), "a zero ttl is refused");
 }
@@ -323,7 +314,7 @@ fn a_child_never_reads_through_its_own_scope_and_one_tree_holds_at_most_100_live
     // The owner may: it reads that entry anyway.
     let (child, child_token, _) = derived(&s, &v.owner, &json!({"name": "o", "ttl_secs": 60, "scopes": ["00aa"]}));
     assert_eq!(child, a + 1);
-    assert_eq!(titles(&s, &child_token), vec!["Tagged for the next id"]);
+    assert_eq!(common::titles(&s, &child_token), vec!["Tagged for the next id"]);
 
     // 100 live derived tokens under agent `a`, half of them one level further down: a chain
     // does not multiply the cap.

@@ -269,7 +269,7 @@ fn entry_cap_covers_cli_add_import_and_the_api() {
     let r = owner.write(&s, "POST", "/api/entries", &json!({"title": "over", "fields": []}));
     assert_eq!(r.status, 403, "{}", r.body);
     let b = r.json();
-    assert_eq!(b["error"], "license_cap_reached");
+    assert_eq!(b["error"], "license cap reached");
     assert_eq!(b["limit"], "max_entries_per_vault");
     assert_eq!(b["current"], 100);
     assert_eq!(b["cap"], 100);

@@ -391,3 +391,34 @@ fn http_transport_is_loopback_only_and_needs_the_agents_token() {
     }
     assert!(status.is_some_and(|s| s.success()), "no clean exit on SIGTERM: {status:?}");
 }
+
+/// Issue 18: an inject-only entry's values reach no model, even for an agent the owner marked
+/// `reveal_to_model`: `get_field`, `get_totp` and `run_with_secrets` refuse and point at the
+/// proxy; the metadata tools still list the entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inject_only_values_never_reach_the_model() {
+    let v = Vault::new();
+    let (agent, token) = v.add_agent("model", &["--reveal-to-model"]);
+    let own = format!("{agent:04x}");
+    v.add_entry(&json!({"title": "Model API", "scopes": [own], "inject_only": true,
+        "fields": [{"name": "api_key", "kind": "secret", "value": PASSWORD},
+                   {"name": "otp", "kind": "totp", "value": TOTP_SECRET}],
+        "inject": [{"host": "api.example.test",
+                    "place": {"kind": "header", "name": "Authorization", "template": "Bearer {{api_key}}"}}]}));
+    let s = v.serve();
+    let log = v.tmp.path().join("mcp.log");
+    let c = connect(&s, &token, &["--allow-run", "printenv"], &log).await;
+
+    let (err, text) = call(&c, "list_entries", json!({})).await.unwrap();
+    assert!(!err && text.contains("Model API") && !text.contains(PASSWORD), "{text}");
+    let (err, text) = call(&c, "get_field", json!({"entry": "Model API", "field": "api_key"})).await.unwrap();
+    assert!(err && text.contains("inject-only") && !text.contains(PASSWORD), "{text}");
+    let (err, text) = call(&c, "get_totp", json!({"entry": "Model API"})).await.unwrap();
+    assert!(err && text.contains("inject-only"), "{text}");
+    let env = json!({"K": "clavitor://Model API/api_key"});
+    let (err, text) =
+        call(&c, "run_with_secrets", json!({"command": "printenv", "args": ["K"], "env": env})).await.unwrap();
+    assert!(err && text.contains("inject-only") && !text.contains(PASSWORD), "{text}");
+    c.cancel().await.expect("close");
+    assert_clean_log(&log, &token, &[PASSWORD]);
+}

@@ -26,7 +26,15 @@ impl Drop for Proc {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    free_ports::<1>()[0]
+}
+
+/// `N` distinct free loopback ports. Every listener is held until all are picked: ports taken
+/// one after another can repeat (the kernel hands a just-closed port out again), and two
+/// servers of one test told the same port fail to start.
+fn free_ports<const N: usize>() -> [u16; N] {
+    let held: Vec<TcpListener> = (0..N).map(|_| TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    std::array::from_fn(|i| held[i].local_addr().unwrap().port())
 }
 
 fn run(cmd: &mut Command) -> (bool, String) {
@@ -498,8 +506,7 @@ fn start_pebble(dir: &Path) -> Pebble {
             .arg(&ext),
     );
 
-    let (api, management, tls_port, http_port, dns_port, chall_mgmt) =
-        (free_port(), free_port(), free_port(), free_port(), free_port(), free_port());
+    let [api, management, tls_port, http_port, dns_port, chall_mgmt] = free_ports::<6>();
     let config = dir.join("pebble.json");
     let cfg = serde_json::json!({"pebble": {
         "listenAddress": format!("127.0.0.1:{api}"),

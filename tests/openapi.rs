@@ -109,7 +109,8 @@ fn the_document_is_the_router() {
 }
 
 /// Routes can be added only through `routes!` (documented) or as the owner's pages: no bare
-/// `.route(...)` anywhere else in the source, so no route can bypass the document.
+/// `.route(...)` anywhere else in the source (but the MCP server's own listener), so no route
+/// can bypass the document.
 #[test]
 fn no_route_is_added_outside_the_document() {
     fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
@@ -175,6 +176,7 @@ fn param<'a>(o: &'a Value, name: &str) -> &'a Value {
 fn the_document_says_what_the_routes_take_and_give() {
     let doc: Value = serde_json::from_str(clavitor::api::openapi::json()).unwrap();
     // The replication apply route (commercial) needs no bearer: a source POP's Ed25519 signature.
+    // The proxy's CA certificate is public (an agent needs it before it trusts anything).
     let open = [
         "/healthz",
         "/api/openapi.json",
@@ -182,6 +184,7 @@ fn the_document_says_what_the_routes_take_and_give() {
         "/api/setup/finish",
         "/api/webauthn/info",
         "/api/replication/apply",
+        "/api/proxy/ca.pem",
     ];
     for (m, p) in operations(&doc) {
         let o = op(&doc, &m, &p);
@@ -209,9 +212,11 @@ fn the_document_says_what_the_routes_take_and_give() {
             }
         }
         // Every write but the two that prepare one, an agent's own token derivation (bearer
-        // only: it can only narrow) and the node operator's management routes (a `cvm_` token,
-        // commercial; they grant no access to any vault) is gated, and says so.
+        // only: it can only narrow), an agent's access request (bearer only: it grants nothing)
+        // and the node operator's management routes (a `cvm_` token, commercial; they grant no
+        // access to any vault) is gated, and says so.
         let prepares = ["/api/webauthn/challenge", "/api/passkeys/options", "/api/tokens/derive", "/api/license"];
+        let prepares = if m == "post" { [&prepares[..], &["/api/proxy/requests"]].concat() } else { prepares.to_vec() };
         let gated = m != "get" && !open.contains(&p.as_str()) && !prepares.contains(&p.as_str());
         for h in ["X-WebAuthn-Challenge", "X-WebAuthn-Assertion"] {
             let hp = param(o, h);
@@ -246,6 +251,15 @@ fn the_document_says_what_the_routes_take_and_give() {
     let body = &op(&doc, "post", "/api/webauthn/challenge")["requestBody"]["content"]["application/json"]["schema"];
     let method = schema_of(&doc, &schema_of(&doc, body)["properties"]["method"]);
     assert_eq!(method["enum"], json!(["POST", "PUT", "PATCH", "DELETE"]));
+    // Inject rules (issue 18): a host is a DNS name or a one-label wildcard, as the server
+    // parses it; a placement admits no keys but its kind's (the server refuses others).
+    let host = &doc["components"]["schemas"]["InjectRule"]["properties"]["host"];
+    assert!(host["pattern"].as_str().is_some_and(|p| p.starts_with(r"^(\*\.")), "{host}");
+    let places = doc["components"]["schemas"]["Placement"]["oneOf"].as_array().cloned().unwrap_or_default();
+    assert_eq!(places.len(), 3);
+    assert!(places.iter().all(|p| p["additionalProperties"] == false), "{places:?}");
+    let ask = &op(&doc, "post", "/api/proxy/requests")["requestBody"]["content"]["application/json"]["schema"];
+    assert_eq!(schema_of(&doc, ask)["properties"]["host"]["pattern"], host["pattern"]);
     // The keyring is an object.
     let body = &op(&doc, "put", "/api/keyring")["requestBody"]["content"]["application/json"]["schema"];
     assert_eq!(schema_of(&doc, body)["type"], "object");

@@ -44,6 +44,11 @@ step "strangers: RSS < 64 MB and agent p99 < 50 ms under 5,000 stalled connectio
 bash bench/strangers.sh --check
 # --- end listener branch ---
 
+# --- proxy branch: issue 18's figures (printed, not asserted; ci-release build shared with the above) ---
+step "proxy: proxied vs direct latency p50/p99, RSS with 1,000 tunnels"
+bash bench/proxy.sh
+# --- end proxy branch ---
+
 step "nix: parse, evaluate, secrets, deploy orchestration"
 cargo build --quiet
 CLAVITOR_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/clavitor" bash tests/nix/run.sh

@@ -29,15 +29,6 @@ fn login(title: &str, scopes: &[&str], password: &str) -> Value {
            "fields": [{"name": "password", "kind": "secret", "value": password}]})
 }
 
-fn titles(s: &Server, token: &str) -> Vec<String> {
-    let r = s.get("/api/entries", Some(token));
-    assert_eq!(r.status, 200, "{}", r.body);
-    let mut t: Vec<String> =
-        r.json().as_array().expect("list").iter().map(|e| e["title"].as_str().unwrap_or_default().to_owned()).collect();
-    t.sort();
-    t
-}
-
 fn forged_alert(s: &Server) -> bool {
     s.stderr().contains("vault_rows_forged")
 }
@@ -52,7 +43,7 @@ fn a_copied_owner_row_with_a_new_token_is_refused_and_alerted() {
     let file = v.vault_file();
     let hash = sqlite(&file, &format!("SELECT token_hash FROM agents WHERE id = {id}"));
     let s = v.serve();
-    assert_eq!(titles(&s, &token), Vec::<String>::new(), "the real agent sees nothing owner-only");
+    assert_eq!(common::titles(&s, &token), Vec::<String>::new(), "the real agent sees nothing owner-only");
     sqlite(
         &file,
         &format!(
@@ -64,7 +55,7 @@ fn a_copied_owner_row_with_a_new_token_is_refused_and_alerted() {
     );
     eventually("the forged row is noticed", || forged_alert(&s));
     assert_eq!(s.get("/api/entries", Some(&token)).status, 401, "a copied owner row does not authenticate");
-    assert_eq!(titles(&s, &v.owner), vec!["Owner only"], "the real owner is untouched");
+    assert_eq!(common::titles(&s, &v.owner), vec!["Owner only"], "the real owner is untouched");
     assert!(s.stderr().contains("agent 3"), "the alert names the row: {}", s.stderr());
     // The CLI's view flags it too.
     let list = v.cli_json(&["agent", "list", "--json"], None);
@@ -81,12 +72,12 @@ fn flipping_all_access_in_the_file_refuses_the_agent() {
     v.add_entry(&login("Shared", &[&own], "p-shared"));
     v.add_entry(&login("Owner only", &[], "p-owner"));
     let s = v.serve();
-    assert_eq!(titles(&s, &token), vec!["Shared"]);
+    assert_eq!(common::titles(&s, &token), vec!["Shared"]);
     sqlite(&v.vault_file(), &format!("UPDATE agents SET all_access = 1 WHERE id = {id}; {BUMP}"));
     // Refused entirely (401), not silently reduced: the row as a whole is not the owner's.
     eventually("the flipped agent is refused", || s.get("/api/entries", Some(&token)).status == 401);
     assert!(forged_alert(&s), "{}", s.stderr());
-    assert_eq!(titles(&s, &v.owner), vec!["Owner only", "Shared"]);
+    assert_eq!(common::titles(&s, &v.owner), vec!["Owner only", "Shared"]);
 }
 
 #[test]
@@ -97,7 +88,7 @@ fn changing_an_entrys_scopes_in_the_file_withholds_it() {
     v.add_entry(&login("Shared", &[&own], "p-shared"));
     let secret = v.add_entry(&login("Owner only", &[], "p-owner"));
     let s = v.serve();
-    assert_eq!(titles(&s, &token), vec!["Shared"]);
+    assert_eq!(common::titles(&s, &token), vec!["Shared"]);
     sqlite(
         &v.vault_file(),
         &format!(
@@ -107,9 +98,9 @@ fn changing_an_entrys_scopes_in_the_file_withholds_it() {
         ),
     );
     eventually("the forged entry is noticed", || forged_alert(&s));
-    assert_eq!(titles(&s, &token), vec!["Shared"], "the agent gains nothing");
+    assert_eq!(common::titles(&s, &token), vec!["Shared"], "the agent gains nothing");
     assert_eq!(s.get(&format!("/api/entries/{secret}"), Some(&token)).status, 404);
-    assert_eq!(titles(&s, &v.owner), vec!["Shared"], "withheld from everyone until the owner saves it again");
+    assert_eq!(common::titles(&s, &v.owner), vec!["Shared"], "withheld from everyone until the owner saves it again");
     let list = v.cli_json(&["entry", "list", "--json"], None);
     let flagged: Vec<i64> = list
         .as_array()
@@ -144,6 +135,7 @@ fn a_vault_from_before_row_macs_is_upgraded_once() {
         &format!(
             "DROP INDEX agents_parent; ALTER TABLE agents DROP COLUMN expires_at;
              ALTER TABLE agents DROP COLUMN parent_id; ALTER TABLE agents DROP COLUMN reveal_to_model;
+             ALTER TABLE agents DROP COLUMN proxy_only_listed; DROP TABLE proxy_requests;
              ALTER TABLE agents DROP COLUMN mac; ALTER TABLE entries DROP COLUMN mac;
              ALTER TABLE webauthn_credentials DROP COLUMN mac;
              UPDATE meta SET value = '{old}' WHERE key = 'wrapped_key'; PRAGMA user_version = 3;"
@@ -152,8 +144,8 @@ fn a_vault_from_before_row_macs_is_upgraded_once() {
     assert_eq!(sqlite(&file, "PRAGMA user_version"), "3");
 
     let mut s = v.serve();
-    assert_eq!(titles(&s, &v.owner), vec!["Owner only", "Shared"]);
-    assert_eq!(titles(&s, &token), vec!["Shared"]);
+    assert_eq!(common::titles(&s, &v.owner), vec!["Owner only", "Shared"]);
+    assert_eq!(common::titles(&s, &token), vec!["Shared"]);
     assert!(!forged_alert(&s), "{}", s.stderr());
     assert_eq!(sqlite(&file, "SELECT count(*) FROM agents WHERE mac IS NULL"), "0");
     assert_eq!(sqlite(&file, "SELECT count(*) FROM entries WHERE mac IS NULL"), "0");
@@ -167,7 +159,7 @@ fn a_vault_from_before_row_macs_is_upgraded_once() {
     let s = v.serve();
     assert_eq!(s.get("/api/entries", Some(&token)).status, 401, "a restart does not MAC a forged row");
     assert!(forged_alert(&s));
-    assert_eq!(titles(&s, &v.owner), vec!["Owner only", "Shared"]);
+    assert_eq!(common::titles(&s, &v.owner), vec!["Owner only", "Shared"]);
 }
 
 /// A forged admin row cannot authenticate, so it must not count as "another admin" either:
@@ -231,11 +223,12 @@ fn the_columns_of_migration_5_are_under_the_agent_mac() {
         &file,
         "DROP INDEX agents_parent; ALTER TABLE agents DROP COLUMN expires_at;
          ALTER TABLE agents DROP COLUMN parent_id; ALTER TABLE agents DROP COLUMN reveal_to_model;
+         ALTER TABLE agents DROP COLUMN proxy_only_listed; DROP TABLE proxy_requests;
          PRAGMA user_version = 4;",
     );
     let s = v.serve();
-    assert_eq!(sqlite(&file, "PRAGMA user_version"), "5");
-    assert_eq!(titles(&s, &token), vec!["Team"], "existing MACs stay valid");
+    assert_eq!(sqlite(&file, "PRAGMA user_version"), "6");
+    assert_eq!(common::titles(&s, &token), vec!["Team"], "existing MACs stay valid");
     assert!(!forged_alert(&s), "{}", s.stderr());
 
     // A derived, expiring token, and each column changed behind the server's back.
@@ -247,7 +240,7 @@ fn the_columns_of_migration_5_are_under_the_agent_mac() {
     );
     assert_eq!(r.status, 201, "{}", r.body);
     let (child, child_token) = (r.json()["id"].as_i64().unwrap(), r.json()["token"].as_str().unwrap().to_owned());
-    assert_eq!(titles(&s, &child_token), vec!["Team"]);
+    assert_eq!(common::titles(&s, &child_token), vec!["Team"]);
     sqlite(&file, &format!("UPDATE agents SET expires_at = NULL WHERE id = {child}; {BUMP}"));
     eventually("the un-expired token is refused", || s.get("/api/entries", Some(&child_token)).status == 401);
     assert!(forged_alert(&s), "{}", s.stderr());
@@ -259,5 +252,39 @@ fn the_columns_of_migration_5_are_under_the_agent_mac() {
     eventually("back as it was, it is served again", || s.get("/api/entries", Some(&token)).status == 200);
     sqlite(&file, &format!("UPDATE agents SET parent_id = 1 WHERE id = {id}; {BUMP}"));
     eventually("a re-parented agent is refused", || s.get("/api/entries", Some(&token)).status == 401);
-    assert_eq!(titles(&s, &v.owner), vec!["Team"], "the owner is untouched");
+    assert_eq!(common::titles(&s, &v.owner), vec!["Team"], "the owner is untouched");
+}
+
+/// Migration 6 (`proxy_only_listed`, issue 18) re-MACs nothing: a file from schema 5 opens with
+/// every MAC valid. After it, lifting the flag in the file withholds the agent as forged, so
+/// the proxy restriction cannot be removed without the master key.
+#[test]
+fn proxy_only_listed_is_under_the_agent_mac() {
+    let v = Vault::new();
+    let (id, token) = v.add_agent("Strict", &["--scopes", "00aa", "--proxy-only-listed"]);
+    let (_, plain) = v.add_agent("Plain", &["--scopes", "00aa"]);
+    v.add_entry(&login("Team", &["00aa"], "p-team"));
+    let file = v.vault_file();
+    let s = v.serve();
+    assert_eq!(sqlite(&file, "PRAGMA user_version"), "6");
+    assert_eq!(common::titles(&s, &token), vec!["Team"]);
+    assert_eq!(common::titles(&s, &plain), vec!["Team"]);
+    drop(s);
+    // Back to schema 5, the column's values set aside: migration 6 adds it again at its default.
+    sqlite(
+        &file,
+        "ALTER TABLE agents RENAME COLUMN proxy_only_listed TO kept; DROP TABLE proxy_requests; PRAGMA user_version = 5;",
+    );
+    let s = v.serve();
+    assert_eq!(sqlite(&file, "PRAGMA user_version"), "6");
+    assert_eq!(common::titles(&s, &plain), vec!["Team"], "a row at the default keeps its MAC across migration 6");
+    assert_eq!(s.get("/api/entries", Some(&token)).status, 401, "the strict agent, its flag lost, is withheld");
+    assert!(forged_alert(&s), "{}", s.stderr());
+    // Put back as it was written, it is served again; lifted on the running server, refused.
+    sqlite(&file, &format!("UPDATE agents SET proxy_only_listed = 1 WHERE id = {id}; {BUMP}"));
+    eventually("the agent with its flag back is served", || s.get("/api/entries", Some(&token)).status == 200);
+    assert_eq!(s.get("/api/whoami", Some(&token)).json()["proxy_only_listed"], true);
+    sqlite(&file, &format!("UPDATE agents SET proxy_only_listed = 0 WHERE id = {id}; {BUMP}"));
+    eventually("the agent with its flag lifted is refused", || s.get("/api/entries", Some(&token)).status == 401);
+    assert_eq!(common::titles(&s, &plain), vec!["Team"], "other agents are untouched");
 }

@@ -30,6 +30,9 @@ pub(super) struct AgentView {
     /// The agent this one was derived from.
     parent_id: Option<i64>,
     reveal_to_model: bool,
+    /// The proxy refuses this agent's requests to hosts no inject rule names (also when an
+    /// agent it was derived from is so marked).
+    proxy_only_listed: bool,
 }
 
 pub(super) fn agent_view(a: &Agent) -> AgentView {
@@ -45,6 +48,7 @@ pub(super) fn agent_view(a: &Agent) -> AgentView {
         expires_at: a.expires_at,
         parent_id: a.parent_id.map(|p| p.0),
         reveal_to_model: a.reveal_to_model,
+        proxy_only_listed: a.proxy_only_listed,
     }
 }
 

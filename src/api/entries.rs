@@ -62,7 +62,7 @@ pub async fn list(caller: Caller) -> Result<Response, ApiError> {
 #[utoipa::path(
     get,
     path = "/api/entries/{id}",
-    summary = "One entry: L1 values, L2 ciphertexts",
+    summary = "One entry: L1 values (none for an inject-only entry), L2 ciphertexts, inject rules",
     security(("bearer" = [])),
     params(("id" = i64, Path, minimum = 1, maximum = 9223372036854775807i64, description = "a positive integer id")),
     responses(
@@ -122,7 +122,7 @@ pub async fn search(caller: Caller, Query(params): Query<HashMap<String, String>
 #[utoipa::path(
     get,
     path = "/api/ext/totp/{id}",
-    summary = "The current TOTP code of an entry (422 if it has no L1 TOTP field)",
+    summary = "The current TOTP code of an entry (422 if it has no L1 TOTP field, 403 if it is inject-only)",
     security(("bearer" = [])),
     params(("id" = i64, Path, minimum = 1, maximum = 9223372036854775807i64, description = "a positive integer id")),
     responses(
@@ -133,6 +133,13 @@ pub async fn search(caller: Caller, Query(params): Query<HashMap<String, String>
 pub async fn totp(caller: Caller, PositiveId(id): PositiveId) -> Result<Response, ApiError> {
     let entry = visible(&caller, id, Action::TotpRead).await?;
     let vault = &caller.principal.vault;
+    if entry.inject_only {
+        vault.audit(caller.event(Action::TotpRead, Outcome::Denied).entry(id).detail("inject_only")).await?;
+        return Err(ApiError::forbidden(
+            "inject_only",
+            "inject-only: this entry's values are only injected by the proxy, never handed out; use the proxy",
+        ));
+    }
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let code = match vault.totp_secret(&entry)? {
         TotpSecret::Absent => Err("this entry has no TOTP field".to_owned()),

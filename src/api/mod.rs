@@ -5,6 +5,7 @@
 //! the caller may not see answers exactly like a missing one; a secret leaves only after its
 //! audit row is committed. Handlers never touch SQL: they call `vault`.
 
+mod access_requests;
 mod admin;
 mod caller;
 mod entries;
@@ -14,7 +15,7 @@ mod finish;
 pub mod openapi;
 pub mod serve;
 mod setup;
-mod throttle;
+pub(crate) mod throttle;
 mod tokens;
 mod write;
 
@@ -71,6 +72,7 @@ pub fn documented_routes() -> OpenApiRouter<AppState> {
     let shared = OpenApiRouter::new()
         .routes(routes!(health))
         .routes(routes!(openapi::serve))
+        .routes(routes!(proxy_ca))
         .routes(routes!(entries::list, write::create_entry))
         .routes(routes!(entries::get_one, write::update_entry, write::delete_entry))
         .routes(routes!(write::set_entry_scopes))
@@ -81,6 +83,8 @@ pub fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(admin::audit))
         .routes(routes!(tokens::whoami))
         .routes(routes!(tokens::derive))
+        .routes(routes!(access_requests::create, access_requests::list))
+        .routes(routes!(write::dismiss_access_request))
         .routes(routes!(write::challenge))
         .routes(routes!(write::passkeys, write::add_passkey))
         .routes(routes!(write::passkey_options))
@@ -130,6 +134,25 @@ async fn health(State(state): State<AppState>) -> impl IntoResponse {
         "uptime_s": state.started.elapsed().as_secs(),
     }));
     (status, body)
+}
+
+/// The proxy's CA certificate, for agents to trust (`HTTPS_PROXY` with the vault's proxy). It
+/// is public: no token is needed. 404 when this server runs no proxy (`--proxy-listen`).
+#[utoipa::path(
+    get,
+    path = "/api/proxy/ca.pem",
+    summary = "The credential proxy's CA certificate (PEM)",
+    responses(
+        (status = 200, description = "the CA certificate", body = String, content_type = "application/x-pem-file"),
+        (status = "4XX", description = "error; 404: no proxy runs here", body = openapi::schemas::ErrorBody),
+    )
+)]
+async fn proxy_ca() -> Result<axum::response::Response, ApiError> {
+    let pem = crate::proxy::ca_pem().ok_or(ApiError::NotFound)?;
+    let mut resp = pem.to_owned().into_response();
+    resp.headers_mut()
+        .insert(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static("application/x-pem-file"));
+    Ok(resp)
 }
 
 /// Runs `f`, which touches SQLite, on tokio's blocking pool rather than on a worker thread: a

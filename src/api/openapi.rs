@@ -93,6 +93,8 @@ pub mod schemas {
         pub parent_id: Option<i64>,
         /// Whether the MCP server may hand this agent's L1 values to the model.
         pub reveal_to_model: bool,
+        /// Whether the proxy refuses this agent's requests to hosts no inject rule names.
+        pub proxy_only_listed: bool,
     }
 
     /// The calling agent, as `GET /api/whoami` describes it.
@@ -104,6 +106,8 @@ pub mod schemas {
         pub all_access: bool,
         pub admin: bool,
         pub reveal_to_model: bool,
+        /// The proxy refuses this agent's requests to hosts no inject rule names.
+        pub proxy_only_listed: bool,
         /// Unix seconds; null: never expires.
         #[schema(required = true)]
         pub expires_at: Option<i64>,
@@ -120,6 +124,8 @@ pub mod schemas {
         pub scopes: Vec<String>,
         pub all_access: bool,
         pub reveal_to_model: bool,
+        /// Inherited from the caller.
+        pub proxy_only_listed: bool,
         /// Unix seconds.
         pub expires_at: i64,
         pub parent_id: i64,
@@ -142,6 +148,14 @@ pub mod schemas {
     pub struct AgentUpdated {
         pub agent: Agent,
         pub token: Option<String>,
+    }
+
+    /// A dismissed access request.
+    #[derive(ToSchema)]
+    pub struct Dismissed {
+        pub dismissed: i64,
+        pub host: String,
+        pub agent_id: i64,
     }
 
     #[derive(ToSchema)]
@@ -274,10 +288,25 @@ fn build() -> OpenApi {
              Request bodies must be sent with Content-Type: application/json (else 415).",
         ))
         .build();
-    doc.components
-        .get_or_insert_with(Default::default)
-        .add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+    let components = doc.components.get_or_insert_with(Default::default);
+    components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+    close_variants(components, "Placement");
     doc
+}
+
+/// Marks each object of a tagged enum's `oneOf` `additionalProperties: false`: the enum is
+/// `deny_unknown_fields`, which utoipa states for structs but not for enum variants, and a
+/// document that admits extra keys the server refuses is wrong about the API.
+fn close_variants(components: &mut utoipa::openapi::Components, name: &str) {
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::schema::{AdditionalProperties, Schema};
+    if let Some(RefOr::T(Schema::OneOf(one_of))) = components.schemas.get_mut(name) {
+        for item in &mut one_of.items {
+            if let RefOr::T(Schema::Object(object)) = item {
+                object.additional_properties = Some(Box::new(AdditionalProperties::FreeForm(false)));
+            }
+        }
+    }
 }
 
 /// The document (built once).

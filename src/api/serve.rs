@@ -140,7 +140,7 @@ impl Gate {
     }
 
     /// A slot for a connection from `ip`, or None past either cap.
-    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Slot> {
+    pub(crate) fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Slot> {
         let key = ip_key(ip);
         let mut per_ip = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
         let from_ip = per_ip.get(&key).copied().unwrap_or(0);
@@ -187,7 +187,7 @@ impl Drop for BodyShare {
 }
 
 /// One admitted connection; gives its place back when dropped.
-struct Slot {
+pub(crate) struct Slot {
     gate: Arc<Gate>,
     key: IpAddr,
 }

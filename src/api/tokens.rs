@@ -38,6 +38,7 @@ pub async fn whoami(caller: Caller) -> Json<serde_json::Value> {
         "all_access": a.all_access,
         "admin": a.admin,
         "reveal_to_model": a.reveal_to_model,
+        "proxy_only_listed": a.proxy_only_listed,
         "expires_at": a.expires_at,
         "parent_id": a.parent_id.map(|p| p.0),
     }))
@@ -140,6 +141,7 @@ pub async fn derive(caller: Caller, JsonBytes(body): JsonBytes) -> Result<Respon
                 "scopes": agent.scopes.to_vec(),
                 "all_access": agent.all_access,
                 "reveal_to_model": agent.reveal_to_model,
+                "proxy_only_listed": agent.proxy_only_listed,
                 "expires_at": agent.expires_at,
                 "parent_id": agent.parent_id.map(|p| p.0),
             });

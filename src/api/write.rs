@@ -300,6 +300,9 @@ pub struct NewAgentRequest {
     #[serde(default)]
     #[schema(minimum = 1)]
     expires_at: Option<i64>,
+    /// The proxy refuses this agent's requests to hosts no inject rule names. Default off.
+    #[serde(default)]
+    proxy_only_listed: bool,
 }
 
 #[utoipa::path(
@@ -322,7 +325,15 @@ pub async fn create_agent(State(state): State<AppState>, caller: Caller, signed:
     let event = caller.event(Action::AgentCreate, Outcome::Ok);
     let intent = Intent::CreateAgent { scopes: req.scopes.clone(), all_access: req.all_access, admin: req.admin };
     let (agent, token) = gated(&state, &caller, event, &signed, intent, move |db, _, _, ev| {
-        ops::add_agent(db, &req.name, &req.scopes, (req.all_access, req.admin), req.expires_at, ev)
+        ops::add_agent(
+            db,
+            &req.name,
+            &req.scopes,
+            (req.all_access, req.admin),
+            req.expires_at,
+            req.proxy_only_listed,
+            ev,
+        )
     })
     .await?;
     let body = json!({"agent": agent_view(&agent), "token": token.reveal()});
@@ -340,6 +351,9 @@ pub struct UpdateAgentRequest {
     rotate_token: bool,
     /// Let the MCP server hand this agent's L1 values to the model (`get_field`). Default off.
     reveal_to_model: Option<bool>,
+    /// Make the proxy refuse this agent's requests to hosts no inject rule names. A scoped
+    /// admin cannot lift it from itself.
+    proxy_only_listed: Option<bool>,
 }
 
 #[utoipa::path(
@@ -395,10 +409,16 @@ async fn change_agent(state: AppState, caller: Caller, id: AgentId, signed: Sign
         admin: req.admin,
         rotate_token: req.rotate_token,
         reveal_to_model: req.reveal_to_model,
+        proxy_only_listed: req.proxy_only_listed,
     };
     let event = caller.event(Action::AgentUpdate, Outcome::Ok).detail(format!("agent {id}"));
-    let intent =
-        Intent::UpdateAgent { id, scopes: update.scopes.clone(), all_access: update.all_access, admin: update.admin };
+    let intent = Intent::UpdateAgent {
+        id,
+        scopes: update.scopes.clone(),
+        all_access: update.all_access,
+        admin: update.admin,
+        proxy_only_listed: update.proxy_only_listed,
+    };
     let (agent, token) =
         gated(&state, &caller, event, &signed, intent, move |db, _, _, ev| ops::update_agent(db, id, &update, ev))
             .await?;
@@ -609,4 +629,29 @@ pub async fn set_keyring(State(state): State<AppState>, caller: Caller, signed: 
     gated(&state, &caller, event, &signed, Intent::SetKeyring, move |db, _, _, ev| ops::set_keyring(db, &keyring, ev))
         .await?;
     Ok(Json(json!({"ok": true})).into_response())
+}
+
+#[utoipa::path(
+    delete,
+    path = "/api/proxy/requests/{id}",
+    summary = "Dismiss an agent's access request (granting is writing an entry with a rule)",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, minimum = 1, maximum = 9223372036854775807i64, description = "a positive integer id"), ("X-WebAuthn-Challenge" = String, Header, description = "id of a challenge from POST /api/webauthn/challenge bound to this exact request"), ("X-WebAuthn-Assertion" = String, Header, description = "the assertion (PublicKeyCredential JSON) over that challenge")),
+    responses(
+        (status = 200, description = "dismissed", body = super::openapi::schemas::Dismissed),
+        (status = "4XX", description = "error: 400 bad input, 401 no valid token, 403 refused, 404 missing or not visible, 415 body not JSON, 422 invalid", body = super::openapi::schemas::ErrorBody),
+    )
+)]
+pub async fn dismiss_access_request(
+    State(state): State<AppState>,
+    caller: Caller,
+    PositiveId(id): PositiveId,
+    signed: Signed,
+) -> Result<Response, ApiError> {
+    let event = caller.event(Action::ProxyRequestDismiss, Outcome::Ok);
+    let intent = Intent::DismissProxyRequest { id };
+    let gone =
+        gated(&state, &caller, event, &signed, intent, move |db, _, _, ev| ops::dismiss_proxy_request(db, id, ev))
+            .await?;
+    Ok(Json(json!({"dismissed": gone.id, "host": gone.host, "agent_id": gone.agent_id})).into_response())
 }

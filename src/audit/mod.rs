@@ -51,6 +51,19 @@ pub enum Action {
     Setup,
     /// An agent derived a narrower, expiring token from its own (the row names the child).
     TokenDerive,
+    /// An agent asked the owner for access to a host through the proxy (grants nothing).
+    ProxyRequest,
+    ProxyRequestList,
+    /// An admin dismissed an access request (a passkey-approved write).
+    ProxyRequestDismiss,
+    /// The proxy put an entry's credential into an agent's request (one row per entry, committed
+    /// before the request is forwarded).
+    ProxyInject,
+    /// The proxy refused an agent's tunnel or request (no or bad credentials, host not allowed,
+    /// rate limit).
+    ProxyRefuse,
+    /// The upstream's answer to a request the proxy injected into: status and bytes.
+    ProxyResult,
 }
 
 impl Action {
@@ -79,6 +92,12 @@ impl Action {
             Action::KeyringUpdate => "keyring.update",
             Action::Setup => "setup",
             Action::TokenDerive => "token.derive",
+            Action::ProxyRequest => "proxy.request",
+            Action::ProxyRequestList => "proxy.request_list",
+            Action::ProxyRequestDismiss => "proxy.request_dismiss",
+            Action::ProxyInject => "proxy.inject",
+            Action::ProxyRefuse => "proxy.refuse",
+            Action::ProxyResult => "proxy.result",
         }
     }
 }

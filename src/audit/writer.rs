@@ -24,6 +24,8 @@ pub enum AuditError {
 struct Job {
     record: AuditRecord,
     done: oneshot::Sender<Result<i64, String>>,
+    /// Nobody is waiting to answer a request on it (see [`AuditWriter::commit_background`]).
+    background: bool,
 }
 
 /// Handle to a file's audit writer thread. Dropping every handle lets the thread drain and stop.
@@ -62,7 +64,9 @@ impl AuditWriter {
                             Err(_) => break,
                         }
                     }
-                    busy = jobs.len() > 1;
+                    // Background rows do not count: one arriving beside a request's row is not
+                    // concurrency, and must not make the next lone request pay for a yield.
+                    busy = jobs.iter().filter(|j| !j.background).count() > 1;
                     match store.append_batch(jobs.iter().map(|j| &j.record)) {
                         Ok(ids) => {
                             for (job, id) in jobs.drain(..).zip(ids) {
@@ -88,8 +92,22 @@ impl AuditWriter {
 
     /// Queues the event and waits until it is committed; returns the row id.
     pub async fn commit(&self, event: AuditEvent) -> Result<i64, AuditError> {
+        self.send(event, false).await
+    }
+
+    /// Like [`commit`](Self::commit), for a row no request waits on (the proxy's `proxy.result`,
+    /// written after the answer has gone): it is committed as promptly, but does not count as
+    /// concurrent load in the writer's batching heuristic.
+    pub async fn commit_background(&self, event: AuditEvent) -> Result<i64, AuditError> {
+        self.send(event, true).await
+    }
+
+    async fn send(&self, event: AuditEvent, background: bool) -> Result<i64, AuditError> {
         let (done, wait) = oneshot::channel();
-        self.queue.send(Job { record: event.into_record(), done }).await.map_err(|_| AuditError::Stopped)?;
+        self.queue
+            .send(Job { record: event.into_record(), done, background })
+            .await
+            .map_err(|_| AuditError::Stopped)?;
         match wait.await {
             Ok(Ok(id)) => Ok(id),
             Ok(Err(msg)) => Err(AuditError::Store(StoreError::Conflict(msg))),

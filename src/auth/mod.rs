@@ -44,6 +44,9 @@ pub struct Agent {
     pub parent_id: Option<AgentId>,
     /// The owner lets the MCP server hand this agent's L1 values to the model.
     pub reveal_to_model: bool,
+    /// The proxy refuses this agent's requests to hosts no inject rule names. In memory it is
+    /// also set when any agent this one was derived from has it (`LiveVault::refresh`).
+    pub proxy_only_listed: bool,
 }
 
 /// The four combinations of `all_access` and `admin` (spec-dual-build.md).
@@ -100,6 +103,7 @@ mod tests {
             expires_at: None,
             parent_id: None,
             reveal_to_model: false,
+            proxy_only_listed: false,
         }
     }
 

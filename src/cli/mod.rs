@@ -84,6 +84,9 @@ pub enum Command {
     Wg(WgCommand),
     /// Serve MCP to an agent's model (stdio, or Streamable HTTP with --http) with the agent's token.
     Mcp(McpArgs),
+    /// The credential-brokering proxy's CA.
+    #[command(subcommand)]
+    Proxy(ProxyCommand),
     /// The agent's side (get, totp, ls, search, run, token): talks to a vault over HTTP.
     #[command(flatten)]
     Client(ClientCommand),
@@ -130,6 +133,9 @@ pub struct ServeArgs {
     /// Connection caps and request limits (see src/cli/serve.rs).
     #[command(flatten)]
     pub limits: serve::ListenerArgs,
+    /// The credential-brokering proxy (see src/proxy/).
+    #[command(flatten)]
+    pub proxy: Box<serve::ProxyArgs>,
 }
 
 impl ServeArgs {
@@ -142,6 +148,13 @@ impl ServeArgs {
             pop_region: self.pop_region.clone(),
         }
     }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProxyCommand {
+    /// Print the proxy's CA certificate (PEM), creating the CA if the data dir has none yet.
+    /// Agents trust it to let the proxy terminate their TLS.
+    Ca,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -212,6 +225,11 @@ pub enum AgentCommand {
         /// environment variable (grants privilege).
         #[arg(long)]
         reveal_to_model: bool,
+        /// The proxy (`serve --proxy-listen`) refuses this agent's requests to hosts no inject
+        /// rule names, instead of passing them through. No environment variable: it is part of
+        /// what the agent is granted.
+        #[arg(long)]
+        proxy_only_listed: bool,
         #[command(flatten)]
         vault: VaultArg,
         #[command(flatten)]

@@ -70,6 +70,11 @@ pub fn run_operator(global: &GlobalArgs, command: &Command) -> anyhow::Result<()
         Command::SetupLink => setup_link(&dir)?,
         Command::Telemetry(cmd) => super::node::telemetry(&dir, cmd)?,
         Command::Wg(cmd) => super::node::wg(cmd)?,
+        Command::Proxy(super::ProxyCommand::Ca) => {
+            let master = dir.load_master_key().context("cannot load the master key")?;
+            let (ca, _) = crate::proxy::ca::load_or_create(&dir, &master)?;
+            print!("{}", ca.pem());
+        }
         Command::Serve(_) | Command::Version => bail!("not an operator command"),
         Command::Client(_) | Command::Mcp(_) | Command::Edition(_) => bail!("not an operator command"),
     }
@@ -114,7 +119,7 @@ fn url_host(origin: &str) -> Option<String> {
 
 fn agent(dir: &DataDir, cmd: &AgentCommand) -> anyhow::Result<()> {
     match cmd {
-        AgentCommand::Add { name, scopes, all_access, admin, ttl, reveal_to_model, vault, out } => {
+        AgentCommand::Add { name, scopes, all_access, admin, ttl, reveal_to_model, proxy_only_listed, vault, out } => {
             let mut v = open(dir, vault.vault.as_deref())?;
             let extra: Vec<String> =
                 scopes.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
@@ -130,8 +135,15 @@ fn agent(dir: &DataDir, cmd: &AgentCommand) -> anyhow::Result<()> {
             };
             // One transaction: an agent never exists without the reveal flag it was made with.
             let (agent, token) = v.db.atomically(|db| {
-                let (agent, token) =
-                    ops::add_agent(db, name, &extra, (*all_access, *admin), expires_at, &event(Action::AgentCreate))?;
+                let (agent, token) = ops::add_agent(
+                    db,
+                    name,
+                    &extra,
+                    (*all_access, *admin),
+                    expires_at,
+                    *proxy_only_listed,
+                    &event(Action::AgentCreate),
+                )?;
                 if !*reveal_to_model {
                     return Ok::<_, crate::vault::VaultError>((agent, token));
                 }
@@ -144,6 +156,7 @@ fn agent(dir: &DataDir, cmd: &AgentCommand) -> anyhow::Result<()> {
                     "id": agent.id.0, "name": agent.name, "scopes": agent.scopes.to_vec(),
                     "all_access": agent.all_access, "admin": agent.admin, "expires_at": agent.expires_at,
                     "reveal_to_model": agent.reveal_to_model,
+                    "proxy_only_listed": agent.proxy_only_listed,
                     "token": token.reveal(),
                 }));
             } else {
@@ -168,7 +181,7 @@ fn agent(dir: &DataDir, cmd: &AgentCommand) -> anyhow::Result<()> {
             if out.json {
                 let list: Vec<_> = agents
                     .iter()
-                    .map(|(a, ok)| json!({"id": a.id.0, "name": a.name, "scopes": a.scopes.to_vec(), "all_access": a.all_access, "admin": a.admin, "created_at": a.created_at, "expires_at": a.expires_at, "parent_id": a.parent_id, "reveal_to_model": a.reveal_to_model, "authentic": ok}))
+                    .map(|(a, ok)| json!({"id": a.id.0, "name": a.name, "scopes": a.scopes.to_vec(), "all_access": a.all_access, "admin": a.admin, "created_at": a.created_at, "expires_at": a.expires_at, "parent_id": a.parent_id, "reveal_to_model": a.reveal_to_model, "proxy_only_listed": a.proxy_only_listed, "authentic": ok}))
                     .collect();
                 print_json(&json!(list));
             } else {
@@ -184,6 +197,9 @@ fn agent(dir: &DataDir, cmd: &AgentCommand) -> anyhow::Result<()> {
                     }
                     if a.reveal_to_model {
                         extra.push_str("  reveal_to_model");
+                    }
+                    if a.proxy_only_listed {
+                        extra.push_str("  proxy_only_listed");
                     }
                     println!("{:>5}  {:<24}  {:<12?}  {}{extra}{mark}", a.id, a.name, a.role(), a.scopes.to_db());
                 }
@@ -248,6 +264,8 @@ fn entry(dir: &DataDir, cmd: &EntryCommand) -> anyhow::Result<()> {
                     url: url.clone(),
                     scopes: scopes.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect(),
                     fields: field.iter().map(|f| parse_field(f)).collect::<anyhow::Result<_>>()?,
+                    inject: Vec::new(),
+                    inject_only: false,
                 },
                 (None, None) => bail!("give --title (and --field ...) or --json-file"),
             };

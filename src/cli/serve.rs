@@ -8,6 +8,7 @@ use super::{GlobalArgs, ServeArgs};
 use crate::api::serve::{DEFAULT_BODY_MIN_RATE, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_IP, Gate};
 use crate::api::{AppState, router};
 use crate::config::{Config, WebauthnConfig};
+use crate::proxy;
 use crate::vault::data_dir::{DataDir, InitReport};
 use crate::vault::{Node, data_dir};
 
@@ -109,6 +110,86 @@ pub struct ListenerArgs {
     pub body_min_rate: u64,
 }
 
+/// The credential-brokering proxy (`src/proxy/`): off unless `--proxy-listen` is given.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ProxyArgs {
+    /// Run the HTTPS proxy that injects credentials (CONNECT) on this address. Loopback only
+    /// unless --allow-plain-http: agents send their token to it in the clear.
+    #[arg(long, env = "CLAVITOR_PROXY_LISTEN")]
+    pub proxy_listen: Option<std::net::SocketAddr>,
+    /// Open proxy connections (tunnels) at most; past it, new ones are closed at once.
+    #[arg(long, env = "CLAVITOR_PROXY_MAX_TUNNELS", default_value_t = proxy::DEFAULT_MAX_TUNNELS)]
+    pub proxy_max_tunnels: usize,
+    /// Open proxy connections at most from one IPv4 address or IPv6 /64.
+    #[arg(long, env = "CLAVITOR_PROXY_MAX_TUNNELS_PER_IP", default_value_t = proxy::DEFAULT_MAX_TUNNELS_PER_IP)]
+    pub proxy_max_tunnels_per_ip: usize,
+    /// Seconds a tunnel may sit with no request in flight and no bytes moving before it is closed.
+    #[arg(long, env = "CLAVITOR_PROXY_IDLE_SECS", default_value_t = proxy::DEFAULT_IDLE_SECS)]
+    pub proxy_idle_secs: u64,
+    /// Seconds a tunnel may live at most, whatever it does.
+    #[arg(long, env = "CLAVITOR_PROXY_LIFETIME_SECS", default_value_t = proxy::DEFAULT_LIFETIME_SECS)]
+    pub proxy_lifetime_secs: u64,
+    /// Seconds a tunnel's upstream connection is kept with no bytes moving (then closed; the
+    /// tunnel's next request opens a new one).
+    #[arg(long, env = "CLAVITOR_PROXY_UPSTREAM_IDLE_SECS", default_value_t = proxy::DEFAULT_UPSTREAM_IDLE_SECS)]
+    pub proxy_upstream_idle_secs: u64,
+    /// Largest request body forwarded (bytes); a larger one is refused 413 or cut.
+    #[arg(long, env = "CLAVITOR_PROXY_MAX_REQUEST_BYTES", default_value_t = proxy::DEFAULT_MAX_REQUEST_BYTES)]
+    pub proxy_max_request_bytes: u64,
+    /// Largest upstream response passed back (bytes); a larger one is refused 502 or cut.
+    #[arg(long, env = "CLAVITOR_PROXY_MAX_RESPONSE_BYTES", default_value_t = proxy::DEFAULT_MAX_RESPONSE_BYTES)]
+    pub proxy_max_response_bytes: u64,
+    /// Proxied requests (CONNECTs included) per second per agent, sustained.
+    #[arg(long, env = "CLAVITOR_PROXY_RATE", default_value_t = proxy::DEFAULT_RATE_PER_AGENT)]
+    pub proxy_rate: u32,
+    /// Proxied requests per agent allowed in a burst above the sustained rate.
+    #[arg(long, env = "CLAVITOR_PROXY_BURST", default_value_t = proxy::DEFAULT_RATE_BURST)]
+    pub proxy_burst: u32,
+    /// PEM file of extra root certificates upstreams may chain to (private CAs, tests); the web
+    /// PKI roots are always trusted.
+    #[arg(long, env = "CLAVITOR_PROXY_UPSTREAM_CA")]
+    pub proxy_upstream_ca: Option<std::path::PathBuf>,
+    /// NAME=IP: connect to IP for upstream NAME instead of asking DNS (repeatable; the env var
+    /// takes a comma-separated list). The upstream must still prove to be NAME over TLS.
+    #[arg(long, env = "CLAVITOR_PROXY_RESOLVE", value_delimiter = ',')]
+    pub proxy_resolve: Vec<String>,
+    /// Let upstream names that DNS resolves to loopback, private or link-local addresses be
+    /// reached through the proxy (off: agents cannot use it to reach the node's own network).
+    #[arg(long, env = "CLAVITOR_PROXY_ALLOW_PRIVATE_UPSTREAMS")]
+    pub proxy_allow_private_upstreams: bool,
+}
+
+impl ProxyArgs {
+    fn settings(&self) -> anyhow::Result<proxy::Settings> {
+        let mut resolve = std::collections::HashMap::new();
+        for item in &self.proxy_resolve {
+            let (name, ip) = item.split_once('=').context("--proxy-resolve takes NAME=IP")?;
+            let ip: std::net::IpAddr =
+                ip.trim().parse().with_context(|| format!("--proxy-resolve: {ip:?} is no IP"))?;
+            resolve.insert(name.trim().trim_end_matches('.').to_ascii_lowercase(), ip);
+        }
+        anyhow::ensure!(self.proxy_max_tunnels > 0 && self.proxy_max_tunnels_per_ip > 0, "tunnel caps must be > 0");
+        anyhow::ensure!(
+            self.proxy_idle_secs > 0 && self.proxy_lifetime_secs > 0 && self.proxy_upstream_idle_secs > 0,
+            "proxy timeouts must be > 0"
+        );
+        Ok(proxy::Settings {
+            max_tunnels: self.proxy_max_tunnels,
+            max_tunnels_per_ip: self.proxy_max_tunnels_per_ip,
+            idle: std::time::Duration::from_secs(self.proxy_idle_secs),
+            lifetime: std::time::Duration::from_secs(self.proxy_lifetime_secs),
+            upstream_idle: std::time::Duration::from_secs(self.proxy_upstream_idle_secs),
+            max_request_bytes: self.proxy_max_request_bytes,
+            max_response_bytes: self.proxy_max_response_bytes,
+            rate_per_agent: self.proxy_rate,
+            rate_burst: self.proxy_burst,
+            upstream_ca: self.proxy_upstream_ca.clone(),
+            resolve,
+            allow_private_upstreams: self.proxy_allow_private_upstreams,
+        })
+    }
+}
+
 pub async fn serve(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<()> {
     let config =
         Config::new(global.data_dir.clone(), global.master_key_file.clone(), args.listen, args.allow_plain_http)?;
@@ -120,6 +201,16 @@ pub async fn serve(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<()> 
     )?;
     let webauthn = WebauthnConfig::new(&args.rp_id, &args.origin.origin, args.challenge_ttl_secs)?;
     let node_settings = args.node.settings()?;
+    let proxy_settings = args.proxy.settings()?;
+    if let Some(addr) = args.proxy.proxy_listen
+        && !addr.ip().is_loopback()
+        && !args.allow_plain_http
+    {
+        anyhow::bail!(
+            "--proxy-listen {addr} is not loopback: agents send their tokens to it in the clear; \
+             pass --allow-plain-http only if that network is trusted"
+        );
+    }
     let dir = &config.data_dir;
     if dir.is_uninitialised() {
         let report = dir.init().context("first-run initialisation failed")?;
@@ -162,6 +253,30 @@ pub async fn serve(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<()> 
     // in a task of its own, so registering there left a moment in which SIGTERM still killed the
     // process outright instead of shutting it down gracefully.
     let signals = Signals::register().context("cannot listen for SIGINT/SIGTERM")?;
+    // The proxy's address is printed before the API's: tests and scripts read up to the latter.
+    let (stop_proxy, proxy_stopped) = tokio::sync::oneshot::channel::<()>();
+    let proxy_task = match args.proxy.proxy_listen {
+        None => None,
+        Some(addr) => {
+            let master = dir.load_master_key().context("cannot load the master key")?;
+            let (ca, created) = proxy::ca::load_or_create(dir, &master).context("cannot load the proxy CA")?;
+            drop(master);
+            if created {
+                tracing::info!(path = %proxy::ca::cert_path(dir).display(), "created the proxy CA");
+            }
+            let proxy = proxy::Proxy::new(node.clone(), ca, proxy_settings).context("cannot start the proxy")?;
+            let proxy_listener =
+                tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+            let local = proxy_listener.local_addr().context("cannot read the bound address")?;
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "clavitor proxy listening on {local}");
+            let _ = out.flush();
+            tracing::info!(%local, "proxy serving");
+            Some(tokio::spawn(proxy.serve(proxy_listener, async {
+                let _ = proxy_stopped.await;
+            })))
+        }
+    };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -188,6 +303,10 @@ pub async fn serve(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<()> 
     }
     crate::node::start_reporting(node_settings, dir).context("cannot start node reporting")?;
     crate::api::serve::serve(listener, None, gate, app, shutdown_signal(signals)).await;
+    let _ = stop_proxy.send(());
+    if let Some(task) = proxy_task {
+        let _ = task.await;
+    }
     tls.wait().await;
     node.stop();
     let _ = watcher.join();

@@ -352,12 +352,20 @@ fn secret_string<'de, D: Deserializer<'de>>(d: D) -> Result<Zeroizing<String>, D
     String::deserialize(d).map(Zeroizing::new)
 }
 
+/// Why `get`, `run` and MCP refuse a field of an inject-only entry.
+pub const INJECT_ONLY: &str = "inject-only: use the proxy (HTTPS_PROXY=http://x:<token>@<vault proxy>, trusting \
+                               `clavitor proxy ca`); the vault injects this value into requests to the hosts its rules \
+                               name and never hands it out";
+
 /// The agent's view of an entry as the client reads it; wiped on drop.
 #[derive(Deserialize, Zeroize, ZeroizeOnDrop)]
 struct EntryBody {
     id: i64,
     title: String,
     fields: Vec<FieldBody>,
+    /// The entry's values are only injected by the vault's proxy, never handed out.
+    #[serde(default)]
+    inject_only: bool,
 }
 
 #[derive(Deserialize, Zeroize, ZeroizeOnDrop)]
@@ -455,6 +463,8 @@ impl VaultClient {
             return Err(ClientError::FieldMissing { entry: entry_name, field: r.field.clone(), available });
         };
         let reason = match (f.tier.as_str(), f.kind.as_str(), f.value.is_some()) {
+            // Checked first: even if a value came, an inject-only entry is not used here.
+            _ if entry.inject_only => Some(INJECT_ONLY),
             (_, _, true) => None,
             ("l2", _, _) | ("L2", _, _) => {
                 Some("it is L2 (encrypted in the owner's browser); only the owner's pages can open it")

@@ -120,6 +120,22 @@ impl MasterKey {
     }
 }
 
+impl MasterKey {
+    /// Seals a node-level secret kept in a file (the proxy CA's key); `context` names what it
+    /// is and is bound as associated data, so one sealed file cannot stand in for another.
+    pub fn seal_secret(&self, plain: &[u8], context: &str) -> Result<Vec<u8>, CryptoError> {
+        seal_raw(&self.0, plain, &secret_aad(context))
+    }
+
+    pub fn open_secret(&self, sealed: &[u8], context: &str) -> Result<zeroize::Zeroizing<Vec<u8>>, CryptoError> {
+        open_raw(&self.0, sealed, &secret_aad(context)).map(zeroize::Zeroizing::new)
+    }
+}
+
+fn secret_aad(context: &str) -> Vec<u8> {
+    [b"clavitor/node-secret/v1\0".as_slice(), context.as_bytes()].concat()
+}
+
 fn wrap_aad(context: &str) -> Vec<u8> {
     [b"clavitor/vault-key/v1\0".as_slice(), context.as_bytes()].concat()
 }

@@ -146,7 +146,9 @@ fn not_revealed(entry: &str, field: &str, allowed: &[String]) -> String {
          Hand the value to the program that needs it instead; it then goes straight into that program's \
          environment and is masked in its output:\n\
          \n  {var}='{reference}' clavitor run -- <command> [args...]\n\
-         \nor put `{var}={reference}` in an env file and run `clavitor run --env-file <file> -- <command>`."
+         \nor put `{var}={reference}` in an env file and run `clavitor run --env-file <file> -- <command>`.\n\
+         (An inject-only entry's values leave the vault by no tool or command: send the program's HTTPS \
+         requests through the vault's proxy instead, with HTTPS_PROXY, and the vault adds the credential.)"
     );
     if !allowed.is_empty() {
         text.push_str(&format!(

@@ -247,7 +247,7 @@ pub fn leaf_not_after(pem: &[u8]) -> Option<i64> {
     None
 }
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
@@ -255,7 +255,7 @@ fn read(path: &Path) -> Result<Vec<u8>, NodeError> {
     std::fs::read(path).map_err(|e| NodeError::Read { path: path.to_owned(), reason: e.to_string() })
 }
 
-fn load_roots(path: &Path) -> Result<Vec<CertificateDer<'static>>, NodeError> {
+pub(crate) fn load_roots(path: &Path) -> Result<Vec<CertificateDer<'static>>, NodeError> {
     let pem = read(path)?;
     let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem).collect::<Result<_, _>>().map_err(|e| {
         NodeError::Certificate { path: path.to_owned(), reason: format!("not a PEM certificate file: {e}") }

@@ -161,6 +161,19 @@ const VAULT: &[&str] = &[
      ALTER TABLE agents ADD COLUMN parent_id INTEGER;
      ALTER TABLE agents ADD COLUMN reveal_to_model INTEGER NOT NULL DEFAULT 0;
      CREATE INDEX agents_parent ON agents(parent_id) WHERE parent_id IS NOT NULL;",
+    // 6 (issue 18): `proxy_only_listed` makes the proxy refuse an agent's requests to hosts no
+    // inject rule names; covered by the agent MAC only when set (so existing MACs stay valid).
+    // `proxy_requests`: an agent's pending requests for access to a host, which the owner
+    // grants by creating an entry and rule (a passkey-approved write) or dismisses.
+    "ALTER TABLE agents ADD COLUMN proxy_only_listed INTEGER NOT NULL DEFAULT 0;
+     CREATE TABLE proxy_requests (
+         id         INTEGER PRIMARY KEY AUTOINCREMENT,
+         agent_id   INTEGER NOT NULL,
+         host       TEXT NOT NULL,
+         reason     TEXT NOT NULL DEFAULT '',
+         created_at INTEGER NOT NULL
+     );
+     CREATE INDEX proxy_requests_agent ON proxy_requests(agent_id);",
 ];
 
 /// Brings the file up to this build's schema, or refuses a file from a newer build.

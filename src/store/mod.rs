@@ -10,6 +10,7 @@ pub mod node_db;
 // A backup POP's apply of replicated rows (issue 14); commercial builds only.
 #[cfg(feature = "commercial")]
 pub mod replica;
+pub mod proxy_requests_db;
 pub mod vault_db;
 pub mod webauthn_db;
 

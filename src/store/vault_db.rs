@@ -70,9 +70,10 @@ fn bool_str(b: bool) -> &'static str {
 
 /// The columns of an agent that grant something: id, token hash, scopes, all_access, admin;
 /// then, each only when it differs from its default, a tagged part for `expires_at`,
-/// `parent_id` and `reveal_to_model` (migration 5). Every part is length-prefixed, so a row at
-/// the defaults encodes exactly as before migration 5 (its MAC stays valid) and any change to
-/// one of these columns (un-expiring a token, turning reveal on) breaks the MAC.
+/// `parent_id` and `reveal_to_model` (migration 5) and `proxy_only_listed` (migration 6). Every
+/// part is length-prefixed, so a row at the defaults encodes exactly as before migration 5 (its
+/// MAC stays valid) and any change to one of these columns (un-expiring a token, turning reveal
+/// on, lifting the proxy restriction) breaks the MAC.
 fn agent_parts(r: &AgentRow) -> Vec<String> {
     let mut parts = vec![
         r.id.to_string(),
@@ -89,6 +90,9 @@ fn agent_parts(r: &AgentRow) -> Vec<String> {
     }
     if r.reveal_to_model {
         parts.push("reveal_to_model:1".into());
+    }
+    if r.proxy_only_listed {
+        parts.push("proxy_only_listed:1".into());
     }
     parts
 }
@@ -150,6 +154,8 @@ pub struct AgentRow {
     pub parent_id: Option<i64>,
     /// The owner lets the MCP server hand this agent's L1 values to the model.
     pub reveal_to_model: bool,
+    /// The proxy refuses this agent's requests to hosts no rule names (migration 6).
+    pub proxy_only_listed: bool,
     /// The row's MAC (see the module docs); `None` in a row written without the key.
     pub mac: Option<Vec<u8>>,
 }
@@ -165,6 +171,7 @@ pub struct NewAgent<'a> {
     pub expires_at: Option<i64>,
     pub parent_id: Option<i64>,
     pub reveal_to_model: bool,
+    pub proxy_only_listed: bool,
 }
 
 /// What an agent update changes; `None` leaves a column as it is.
@@ -176,11 +183,12 @@ pub struct AgentChange {
     pub admin: Option<bool>,
     pub token_hash: Option<String>,
     pub reveal_to_model: Option<bool>,
+    pub proxy_only_listed: Option<bool>,
 }
 
 const ENTRY_COLS: &str = "id, uuid, scopes, created_at, updated_at, version, deleted, change_seq, data, mac";
-const AGENT_COLS: &str =
-    "id, token_hash, name, scopes, all_access, admin, created_at, mac, expires_at, parent_id, reveal_to_model";
+const AGENT_COLS: &str = "id, token_hash, name, scopes, all_access, admin, created_at, mac, expires_at, parent_id, reveal_to_model, \
+     proxy_only_listed";
 
 fn entry_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EntryRow> {
     Ok(EntryRow {
@@ -210,6 +218,7 @@ fn agent_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AgentRow> {
         expires_at: r.get(8)?,
         parent_id: r.get(9)?,
         reveal_to_model: r.get(10)?,
+        proxy_only_listed: r.get(11)?,
     })
 }
 
@@ -323,6 +332,16 @@ impl VaultDb {
 
     pub fn data_version(&self) -> Result<i64, StoreError> {
         super::data_version(&self.conn, &self.path)
+    }
+
+    /// Runs `f` inside the transaction already open on this connection (the WebAuthn gate's),
+    /// or else in a new IMMEDIATE one: a check that counts rows and the insert it guards then
+    /// see the same file, even with another process writing to it.
+    pub fn in_one_transaction<T, E: From<StoreError>>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<T, E>,
+    ) -> Result<T, E> {
+        if self.outer { f(self) } else { self.atomically(f) }
     }
 
     pub(super) fn write_tx(&mut self) -> Result<WriteTx<'_>, StoreError> {
@@ -569,7 +588,7 @@ impl VaultDb {
         bump_seq(&tx, &path)?;
         tx.execute(
             "INSERT INTO agents (token_hash, name, scopes, all_access, admin, created_at, expires_at, parent_id,
-             reveal_to_model) VALUES (?1, ?2, '', ?3, ?4, ?5, ?6, ?7, ?8)",
+             reveal_to_model, proxy_only_listed) VALUES (?1, ?2, '', ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             params![
                 new.token_hash,
                 new.name,
@@ -578,7 +597,8 @@ impl VaultDb {
                 new.created_at,
                 new.expires_at,
                 new.parent_id,
-                new.reveal_to_model
+                new.reveal_to_model,
+                new.proxy_only_listed
             ],
         )
         .ctx(&path)?;
@@ -608,7 +628,8 @@ impl VaultDb {
         tx.execute(
             "UPDATE agents SET name = coalesce(?2, name), scopes = coalesce(?3, scopes),
              all_access = coalesce(?4, all_access), admin = coalesce(?5, admin),
-             token_hash = coalesce(?6, token_hash), reveal_to_model = coalesce(?7, reveal_to_model) WHERE id = ?1",
+             token_hash = coalesce(?6, token_hash), reveal_to_model = coalesce(?7, reveal_to_model),
+             proxy_only_listed = coalesce(?8, proxy_only_listed) WHERE id = ?1",
             params![
                 id,
                 change.name,
@@ -616,7 +637,8 @@ impl VaultDb {
                 change.all_access,
                 change.admin,
                 change.token_hash,
-                change.reveal_to_model
+                change.reveal_to_model,
+                change.proxy_only_listed
             ],
         )
         .ctx(&path)?;
@@ -661,6 +683,8 @@ impl VaultDb {
             tx.execute("DELETE FROM agents WHERE id = ?1", [gone]).ctx(&path)?;
             // Its passkeys go with it: ids are never reused, but a key nobody holds is no key to keep.
             tx.execute("DELETE FROM webauthn_credentials WHERE agent_id = ?1", [gone]).ctx(&path)?;
+            // Its access requests too: nobody is left to grant them to.
+            tx.execute("DELETE FROM proxy_requests WHERE agent_id = ?1", [gone]).ctx(&path)?;
         }
         audit_sql::insert(&tx, &path, &AuditRecord { detail: format!("agent {id}"), ..audit.clone() })?;
         for child in &descendants {

@@ -67,6 +67,8 @@ pub enum Intent {
         scopes: Option<Vec<String>>,
         all_access: Option<bool>,
         admin: Option<bool>,
+        /// `Some(false)` lifts the proxy restriction: a scoped admin cannot lift its own.
+        proxy_only_listed: Option<bool>,
     },
     RevokeAgent {
         id: AgentId,
@@ -78,6 +80,10 @@ pub enum Intent {
         id: String,
     },
     SetKeyring,
+    /// Dismissing an agent's access request: only of an agent the admin lists.
+    DismissProxyRequest {
+        id: i64,
+    },
 }
 
 /// A rule that refused. The code is the 403's `reason` and goes to the audit row.
@@ -102,6 +108,7 @@ pub enum Rule {
     ExpiryExceedsParent,
     DerivedReadsMore,
     TooManyDerived,
+    SelfLiftProxyOnly,
 }
 
 impl Rule {
@@ -126,6 +133,7 @@ impl Rule {
             Rule::ExpiryExceedsParent => "expiry_exceeds_parent",
             Rule::DerivedReadsMore => "derived_token_would_read_entries_outside_caller_scopes",
             Rule::TooManyDerived => "too_many_derived_tokens",
+            Rule::SelfLiftProxyOnly => "scoped_admin_cannot_lift_its_own_proxy_restriction",
         }
     }
 }
@@ -202,6 +210,10 @@ pub fn check(db: &VaultDb, caller: &Agent, intent: &Intent) -> Result<Result<(),
     }
     let verdict = match intent {
         Intent::SetKeyring => Err(Rule::KeyringOwnerOnly),
+        Intent::DismissProxyRequest { id } => match db.proxy_request(*id)?.map(|r| db.agent(r.agent_id)).transpose()? {
+            Some(Some(row)) if lists_agent(caller, &ops::agent_from_row(&row)?) => Ok(()),
+            _ => Err(Rule::AgentOutsideScopes),
+        },
         Intent::AddPasskey { for_agent } => {
             if *for_agent == caller.id {
                 Ok(())
@@ -236,9 +248,11 @@ pub fn check(db: &VaultDb, caller: &Agent, intent: &Intent) -> Result<Result<(),
         }
         // Dropping its own admin flag is allowed (the store keeps the last admin); `Some(true)`
         // is no change for an admin.
-        Intent::UpdateAgent { id, scopes, all_access, admin: _ } if *id == caller.id => {
+        Intent::UpdateAgent { id, scopes, all_access, admin: _, proxy_only_listed } if *id == caller.id => {
             if *all_access == Some(true) {
                 Err(Rule::GrantAllAccess)
+            } else if caller.proxy_only_listed && *proxy_only_listed == Some(false) {
+                Err(Rule::SelfLiftProxyOnly)
             } else {
                 match scopes.as_deref().and_then(parse) {
                     Some(set) if !holds_all(caller, &set, Some(caller.id)) => Err(Rule::SelfOnlyNarrower),
@@ -246,7 +260,7 @@ pub fn check(db: &VaultDb, caller: &Agent, intent: &Intent) -> Result<Result<(),
                 }
             }
         }
-        Intent::UpdateAgent { id, scopes, all_access, admin } => match db.agent(id.0)? {
+        Intent::UpdateAgent { id, scopes, all_access, admin, proxy_only_listed: _ } => match db.agent(id.0)? {
             None => Err(Rule::AgentOutsideScopes),
             Some(row) => {
                 let target = ops::agent_from_row(&row)?;
@@ -326,6 +340,7 @@ pub fn check_derive(
         scopes,
         all_access: ask.all_access,
         reveal_to_model: ask.reveal_to_model,
+        proxy_only_listed: caller.proxy_only_listed,
         expires_at,
     }))
 }

@@ -11,6 +11,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::inject::InjectRule;
 use super::totp;
 use crate::auth::ScopeSet;
 
@@ -83,6 +84,12 @@ pub struct EntryData {
     pub url: String,
     #[serde(default)]
     pub fields: Vec<Field>,
+    /// Where the proxy may put this entry's credential (`vault::inject`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inject: Vec<InjectRule>,
+    /// The L1 values are only ever injected by the proxy, never returned to an agent.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub inject_only: bool,
 }
 
 fn default_type() -> String {
@@ -107,6 +114,10 @@ pub struct EntryInput {
     pub scopes: Vec<String>,
     #[serde(default)]
     pub fields: Vec<Field>,
+    #[serde(default)]
+    pub inject: Vec<InjectRule>,
+    #[serde(default)]
+    pub inject_only: bool,
 }
 
 impl EntryInput {
@@ -116,7 +127,14 @@ impl EntryInput {
             check_uuid(u)?;
         }
         let scopes = ScopeSet::from_strs(self.scopes.iter().map(String::as_str)).map_err(|e| invalid(e.to_string()))?;
-        let data = EntryData { title: self.title, entry_type: self.entry_type, url: self.url, fields: self.fields };
+        let data = EntryData {
+            title: self.title,
+            entry_type: self.entry_type,
+            url: self.url,
+            fields: self.fields,
+            inject: self.inject,
+            inject_only: self.inject_only,
+        };
         data.validate()?;
         Ok((data, scopes))
     }
@@ -152,7 +170,7 @@ impl EntryData {
                 return Err(invalid(format!("field {i}: two L2 fields are both named {:?}", f.name)));
             }
         }
-        Ok(())
+        super::inject::validate(self)
     }
 }
 
@@ -208,7 +226,8 @@ pub fn check_uuid(text: &str) -> Result<(), EntryError> {
 }
 
 /// A field as an agent receives it: L1 value in the clear, L2 as ciphertext. TOTP seeds are
-/// never handed out; the agent asks `/api/ext/totp/{id}` for the current code instead.
+/// never handed out; the agent asks `/api/ext/totp/{id}` for the current code instead. The L1
+/// values of an inject-only entry are never handed out either (only the proxy injects them).
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct FieldView<'a> {
     pub name: &'a str,
@@ -221,10 +240,12 @@ pub struct FieldView<'a> {
 }
 
 impl<'a> FieldView<'a> {
-    pub fn of(field: &'a Field) -> Self {
+    /// `inject_only`: the entry's `inject_only`; its L1 values are then left out.
+    pub fn of(field: &'a Field, inject_only: bool) -> Self {
         let (value, ciphertext) = match (field.tier, field.kind) {
             (Tier::L2, _) => (None, Some(field.value.as_str())),
             (Tier::L1, FieldKind::Totp) => (None, None),
+            (Tier::L1, _) if inject_only => (None, None),
             (Tier::L1, _) => (Some(field.value.as_str()), None),
         };
         FieldView { name: &field.name, kind: field.kind, tier: field.tier, value, ciphertext }
@@ -288,9 +309,14 @@ mod tests {
     fn views_hide_totp_seeds_and_pass_l2_ciphertext() {
         let seed =
             Field { name: "otp".into(), kind: FieldKind::Totp, tier: Tier::L1, value: "JBSWY3DPEHPK3PXP".into() };
-        let v = FieldView::of(&seed);
+        let v = FieldView::of(&seed, false);
         assert!(v.value.is_none() && v.ciphertext.is_none());
         let l2 = Field { name: "n".into(), kind: FieldKind::Note, tier: Tier::L2, value: "AAAA".into() };
-        assert_eq!(FieldView::of(&l2).ciphertext, Some("AAAA"));
+        assert_eq!(FieldView::of(&l2, false).ciphertext, Some("AAAA"));
+        assert_eq!(FieldView::of(&l2, true).ciphertext, Some("AAAA"), "L2 is the owner's ciphertext either way");
+        let key = Field { name: "k".into(), kind: FieldKind::Secret, tier: Tier::L1, value: "sk-1".into() };
+        assert_eq!(FieldView::of(&key, false).value, Some("sk-1"));
+        let hidden = FieldView::of(&key, true);
+        assert!(hidden.value.is_none() && hidden.ciphertext.is_none() && hidden.name == "k");
     }
 }

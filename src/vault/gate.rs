@@ -393,7 +393,7 @@ impl LiveVault {
                     // whose owner was made with the break-glass CLI, its first owner agent.
                     let agents = db.agents()?;
                     let (owner, created) = if agents.is_empty() {
-                        let (agent, token) = ops::add_agent(db, "Owner", &[], (true, true), None, &ok)?;
+                        let (agent, token) = ops::add_agent(db, "Owner", &[], (true, true), None, false, &ok)?;
                         (agent.id, Some((agent, token)))
                     } else {
                         match agents.iter().find(|a| a.all_access && a.admin) {

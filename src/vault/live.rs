@@ -18,9 +18,10 @@ use std::time::Duration;
 
 use super::data_dir::DataDir;
 use super::entry::{EntryData, FieldKind, Tier};
+use super::inject::{InjectRule, InjectionPlan};
 use super::{VaultError, VaultId, ops};
 use crate::audit::{AuditError, AuditEvent, AuditWriter};
-use crate::auth::{Agent, ScopeSet, TokenHash};
+use crate::auth::{Agent, AgentId, ScopeSet, TokenHash};
 use crate::crypto::{DataKey, MemoryKey};
 use crate::store::vault_db::VaultDb;
 use crate::store::{AuditRow, AuditSync};
@@ -50,6 +51,17 @@ pub struct CachedEntry {
     /// `view::render`'s JSON, sealed under the vault's memory key.
     view: Box<[u8]>,
     totp: CachedTotp,
+    /// The entry's inject rules and the values they read (sealed); `None` for most entries.
+    inject: Option<Box<CachedInject>>,
+    /// The entry's L1 values are only injected, never shown to an agent.
+    pub inject_only: bool,
+}
+
+#[derive(Debug)]
+struct CachedInject {
+    rules: Box<[InjectRule]>,
+    /// JSON `[[name, value], ...]` of the fields the rules read, sealed under the memory key.
+    values: Box<[u8]>,
 }
 
 /// The entry's first TOTP field, as the TOTP route needs it.
@@ -234,6 +246,7 @@ impl LiveVault {
                 Err(e) => damaged.push(e.to_string()),
             }
         }
+        inherit_proxy_restriction(&mut agents);
         if !damaged.is_empty() {
             crate::edition::alert(
                 "vault_rows_damaged",
@@ -317,6 +330,15 @@ impl LiveVault {
             Some(f) if f.tier == Tier::L2 => CachedTotp::L2,
             Some(f) => CachedTotp::L1(self.memory.seal(f.value.as_bytes()).map_err(|_| corrupt("cannot seal"))?),
         };
+        let inject = if data.inject.is_empty() {
+            None
+        } else {
+            let values = zeroize::Zeroizing::new(
+                serde_json::to_vec(&super::inject::referenced_values(data)).map_err(|_| corrupt("cannot render"))?,
+            );
+            let values = self.memory.seal(&values).map_err(|_| corrupt("cannot seal"))?;
+            Some(Box::new(CachedInject { rules: data.inject.clone().into_boxed_slice(), values }))
+        };
         let mut entry = CachedEntry {
             id,
             scopes,
@@ -327,6 +349,8 @@ impl LiveVault {
             ends,
             view: Box::default(),
             totp,
+            inject,
+            inject_only: data.inject_only,
         };
         let json = super::view::render(&entry, data).map_err(|_| corrupt("cannot render"))?;
         entry.view = self.memory.seal(&json).map_err(|_| corrupt("cannot seal"))?;
@@ -357,6 +381,81 @@ impl LiveVault {
         })
     }
 
+    /// The injections for one request the agent sends through the proxy: the rules of entries
+    /// the agent can read whose host pattern matches `host` (a bare DNS name, the CONNECT
+    /// host) and whose methods and path prefix match, filled with their values, in entry-id and
+    /// rule order; when two set the same header or parameter the first wins. `path` is the
+    /// request path without its query.
+    pub fn injections(&self, agent: &Agent, host: &str, method: &str, path: &str) -> Result<InjectionPlan, VaultError> {
+        let matching: Vec<(Arc<CachedEntry>, Vec<usize>)> = self
+            .read()
+            .entries
+            .values()
+            .filter_map(|e| {
+                let inject = e.inject.as_ref()?;
+                if !agent.can_read(&e.scopes) {
+                    return None;
+                }
+                let rules: Vec<usize> = (inject.rules.iter().enumerate())
+                    .filter(|(_, r)| r.host.matches(host) && r.matches_request(method, path))
+                    .map(|(i, _)| i)
+                    .collect();
+                (!rules.is_empty()).then(|| (e.clone(), rules))
+            })
+            .collect();
+        let mut plan = InjectionPlan::default();
+        for (entry, rules) in matching {
+            let Some(inject) = entry.inject.as_ref() else { continue };
+            let plain = zeroize::Zeroizing::new(self.unseal(&entry, &inject.values)?);
+            let values: Vec<(String, zeroize::Zeroizing<String>)> =
+                serde_json::from_slice::<Vec<(String, String)>>(&plain)
+                    .map_err(|_| VaultError::Corrupt(format!("entry {} inject values do not parse", entry.id)))?
+                    .into_iter()
+                    .map(|(n, v)| (n, zeroize::Zeroizing::new(v)))
+                    .collect();
+            for i in rules {
+                plan.add((entry.id, entry.uuid()), &inject.rules[i].place, &values);
+            }
+        }
+        Ok(plan)
+    }
+
+    /// Records `agent`'s access request (see `ops::request_proxy_access`); touches SQLite.
+    pub fn request_proxy_access(
+        &self,
+        agent: &Agent,
+        host: &str,
+        reason: &str,
+        event: &AuditEvent,
+    ) -> Result<(crate::store::proxy_requests_db::ProxyRequestRow, bool), VaultError> {
+        ops::request_proxy_access(&mut self.db(), agent.id, host, reason, event)
+    }
+
+    /// The pending access requests `admin` may see (those of the agents it lists), with the
+    /// requesting agent, oldest first; touches SQLite.
+    pub fn proxy_requests_for(
+        &self,
+        admin: &Agent,
+    ) -> Result<Vec<(crate::store::proxy_requests_db::ProxyRequestRow, Arc<Agent>)>, VaultError> {
+        let rows = self.db().proxy_requests()?;
+        let agents: HashMap<i64, Arc<Agent>> = self.agents().into_iter().map(|a| (a.id.0, a)).collect();
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| {
+                let agent = agents.get(&r.agent_id)?;
+                super::authority::lists_agent(admin, agent).then(|| (r, agent.clone()))
+            })
+            .collect())
+    }
+
+    /// True if some entry the agent can read has a rule naming `host` (any method and path):
+    /// what a `proxy_only_listed` agent needs to open a tunnel to it.
+    pub fn has_rules_for(&self, agent: &Agent, host: &str) -> bool {
+        self.read().entries.values().any(|e| {
+            e.inject.as_ref().is_some_and(|i| agent.can_read(&e.scopes) && i.rules.iter().any(|r| r.host.matches(host)))
+        })
+    }
+
     pub fn agents(&self) -> Vec<Arc<Agent>> {
         self.read().agents.iter().map(|(_, a)| a.clone()).collect()
     }
@@ -364,6 +463,11 @@ impl LiveVault {
     /// Records an event and waits for it to be committed; returns the audit row id.
     pub async fn audit(&self, event: AuditEvent) -> Result<i64, AuditError> {
         self.audit.commit(event).await
+    }
+
+    /// Commits a row no request waits on (see `AuditWriter::commit_background`).
+    pub async fn audit_background(&self, event: AuditEvent) -> Result<i64, AuditError> {
+        self.audit.commit_background(event).await
     }
 
     /// The registered passkeys (rows as stored: id, name, counter, the public passkey JSON).
@@ -408,6 +512,28 @@ impl LiveVault {
         };
         self.refresh()?;
         Ok(out)
+    }
+}
+
+/// Marks every agent derived (at any depth) from a `proxy_only_listed` agent as such too: a
+/// derived token copies the flag when it is made, and this keeps it so when the flag is set on
+/// its parent later. The stored row is left as it is; only the in-memory agent is restricted.
+fn inherit_proxy_restriction(agents: &mut [(TokenHash, Arc<Agent>)]) {
+    let rows: HashMap<AgentId, (Option<AgentId>, bool)> =
+        agents.iter().map(|(_, a)| (a.id, (a.parent_id, a.proxy_only_listed))).collect();
+    for (_, agent) in agents.iter_mut() {
+        let mut parent = agent.parent_id;
+        // Bounded: parent ids only ever name older agents, but a forged file could loop.
+        for _ in 0..rows.len() {
+            let Some((grand, restricted)) = parent.and_then(|p| rows.get(&p)) else { break };
+            if *restricted {
+                if !agent.proxy_only_listed {
+                    Arc::make_mut(agent).proxy_only_listed = true;
+                }
+                break;
+            }
+            parent = *grand;
+        }
     }
 }
 
@@ -702,7 +828,6 @@ fn alert_on_new_failure<E: std::fmt::Display>(failing: &mut bool, result: Result
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::AgentId;
 
     fn agent(id: i64, expires_at: Option<i64>) -> (TokenHash, Arc<Agent>) {
         let agent = Agent {
@@ -715,8 +840,31 @@ mod tests {
             expires_at,
             parent_id: None,
             reveal_to_model: false,
+            proxy_only_listed: false,
         };
         (TokenHash::from_stored(format!("{id:064x}")), Arc::new(agent))
+    }
+
+    #[test]
+    fn agents_derived_from_a_proxy_restricted_agent_are_restricted_too() {
+        let mut list: Vec<_> = (1..=5).map(|i| agent(i, None)).collect();
+        let with = |(h, a): &(TokenHash, Arc<Agent>), parent: Option<i64>, restricted: bool| {
+            let mut a = (**a).clone();
+            a.parent_id = parent.map(AgentId);
+            a.proxy_only_listed = restricted;
+            (h.clone(), Arc::new(a))
+        };
+        // 1 -> 2 -> 3 (restricted at 2), 4 on its own, 5 derived from the unrestricted 1.
+        list[1] = with(&list[1], Some(1), true);
+        list[2] = with(&list[2], Some(2), false);
+        list[4] = with(&list[4], Some(1), false);
+        inherit_proxy_restriction(&mut list);
+        let flags: Vec<bool> = list.iter().map(|(_, a)| a.proxy_only_listed).collect();
+        assert_eq!(flags, [false, true, true, false, false]);
+        // A loop in a forged file ends.
+        let mut looped = vec![with(&agent(7, None), Some(8), false), with(&agent(8, None), Some(7), false)];
+        inherit_proxy_restriction(&mut looped);
+        assert!(!looped[0].1.proxy_only_listed);
     }
 
     #[test]
@@ -736,5 +884,88 @@ mod tests {
         assert_eq!(index.sweep_expired(now + 1000), 1);
         assert_eq!(index.next_expiry.load(Ordering::Relaxed), i64::MAX);
         assert!(index.get(&forever.0).is_some() && index.len() == 1);
+    }
+
+    #[test]
+    fn an_access_request_alone_injects_nothing() {
+        use crate::audit::{Action, Actor, AuditEvent, Outcome};
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = DataDir::new(tmp.path().join("data"), None);
+        dir.init().unwrap();
+        let node = Node::start(&dir, 1, AuditSync::Normal).unwrap();
+        let vault = node.vaults()[0].clone();
+        let mut asker = (*agent(5, None).1).clone();
+        asker.scopes = ScopeSet::parse("0005").unwrap();
+        let event = AuditEvent::new(Actor::Agent(asker.id), Action::ProxyRequest, Outcome::Ok);
+        let (row, new) = vault.request_proxy_access(&asker, "api.example.test", "please", &event).unwrap();
+        assert!(new && row.host == "api.example.test");
+        assert!(vault.injections(&asker, "api.example.test", "GET", "/").unwrap().injections.is_empty());
+        assert!(vault.visible_entries(&asker).is_empty());
+        node.stop();
+    }
+
+    #[test]
+    fn injections_follow_scopes_host_method_and_path() {
+        use crate::audit::{Action, Actor, AuditEvent, Outcome};
+        use crate::vault::entry::EntryInput;
+        use crate::vault::inject::Filled;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = DataDir::new(tmp.path().join("data"), None);
+        dir.init().unwrap();
+        let node = Node::start(&dir, 1, AuditSync::Normal).unwrap();
+        let vault = node.vaults()[0].clone();
+        let event = AuditEvent::new(Actor::LocalOperator, Action::EntryCreate, Outcome::Ok);
+        let add = |json: &str| {
+            let input: EntryInput = serde_json::from_str(json).unwrap();
+            vault.change(|db, id, key| ops::add_entry(db, id, key, input, &event)).unwrap()
+        };
+        let fields = r#""fields":[{"name":"api_key","kind":"secret","value":"sk-first-0001"}]"#;
+        let first = add(&format!(
+            r#"{{"title":"a","scopes":["00aa"],{fields},"inject_only":true,"inject":[{{"host":"api.example.test","path_prefix":"/v1/","methods":["GET"],"place":{{"kind":"header","name":"Authorization","template":"Bearer {{{{api_key}}}}"}}}}]}}"#
+        ));
+        // Same header from a later entry: loses to the first. A query rule: added.
+        let fields2 = r#""fields":[{"name":"k","kind":"secret","value":"sk-second-002"}]"#;
+        add(&format!(
+            r#"{{"title":"b","scopes":["00aa"],{fields2},"inject":[{{"host":"*.example.test","place":{{"kind":"header","name":"authorization","template":"{{{{k}}}}"}}}},{{"host":"api.example.test","place":{{"kind":"query","param":"key","field":"k"}}}}]}}"#
+        ));
+        // Not readable by the agent.
+        add(&format!(
+            r#"{{"title":"c","scopes":["00bb"],{fields},"inject":[{{"host":"api.example.test","place":{{"kind":"header","name":"X-Other","template":"{{{{api_key}}}}"}}}}]}}"#
+        ));
+        let mut reader = (*agent(5, None).1).clone();
+        reader.scopes = ScopeSet::parse("0005,00aa").unwrap();
+        let plan = vault.injections(&reader, "api.example.test", "GET", "/v1/models").unwrap();
+        let got: Vec<(i64, String)> = plan
+            .injections
+            .iter()
+            .map(|i| match &i.place {
+                Filled::Header { name, value } => (i.entry_id, format!("{name}: {}", value.as_str())),
+                Filled::Query { param, value } => (i.entry_id, format!("?{param}={}", value.as_str())),
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [(first, "Authorization: Bearer sk-first-0001".to_owned()), (first + 1, "?key=sk-second-002".to_owned())]
+        );
+        assert!(plan.mask.iter().any(|m| m.as_str() == "sk-second-002"), "a losing rule's value is not injected");
+        assert!(!plan.mask.iter().any(|m| m.as_str().contains("X-Other")));
+        // Method and path outside the first rule: only the second entry's rules apply.
+        let plan = vault.injections(&reader, "api.example.test", "POST", "/v1/models").unwrap();
+        assert!(matches!(&plan.injections[0].place, Filled::Header { value, .. } if value.as_str() == "sk-second-002"));
+        // Another host: only the wildcard; a look-alike host: nothing.
+        let plan = vault.injections(&reader, "evil.example.test", "GET", "/v1/models").unwrap();
+        assert_eq!(plan.injections.len(), 1);
+        for host in ["example.test", "api.example.test.evil.test", "a.b.example.test"] {
+            assert!(vault.injections(&reader, host, "GET", "/v1/").unwrap().injections.is_empty(), "{host}");
+        }
+        // An agent without the scope gets nothing.
+        let stranger = agent(6, None).1;
+        assert!(vault.injections(&stranger, "api.example.test", "GET", "/v1/x").unwrap().injections.is_empty());
+        let cached = match vault.lookup(&reader, first) {
+            Lookup::Visible(e) => e,
+            _ => panic!("visible"),
+        };
+        assert!(cached.inject_only);
+        node.stop();
     }
 }

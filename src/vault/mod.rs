@@ -10,6 +10,7 @@ pub mod authority;
 pub mod data_dir;
 pub mod entry;
 pub mod gate;
+pub mod inject;
 pub mod live;
 pub mod ops;
 pub mod totp;

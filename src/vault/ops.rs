@@ -9,10 +9,12 @@ use crate::auth::webauthn::{CredentialId, StoredPasskey};
 use crate::auth::{Agent, AgentId, NewToken, ScopeSet};
 use crate::crypto::DataKey;
 use crate::edition::Capped;
+use crate::store::proxy_requests_db::ProxyRequestRow;
 use crate::store::vault_db::{AgentChange, AgentRow, EntryRow, NewAgent, VaultDb};
 use crate::store::webauthn_db::CredentialRow;
 
 use super::entry::{EntryData, EntryInput};
+use super::inject::HostPattern;
 use super::{VaultError, VaultId};
 
 pub const MAX_AGENT_NAME: usize = 128;
@@ -61,10 +63,12 @@ pub fn add_entry(
 ) -> Result<i64, VaultError> {
     let chosen = input.uuid.clone();
     let (data, scopes) = input.into_parts()?;
-    within_cap(db, Capped::EntriesPerVault, 1)?;
     let uuid = chosen.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let sealed = seal(vault, key, &uuid, &data)?;
-    db.insert_entry(&uuid, &scopes.to_db(), &sealed, now(), &event.record()).map_err(VaultError::from_store)
+    db.in_one_transaction(|db| {
+        within_cap(db, Capped::EntriesPerVault, 1)?;
+        db.insert_entry(&uuid, &scopes.to_db(), &sealed, now(), &event.record()).map_err(VaultError::from_store)
+    })
 }
 
 /// Adds many entries in one transaction: all of them or none.
@@ -83,8 +87,10 @@ pub fn import_entries(
         let sealed = seal(vault, key, &uuid, &data)?;
         rows.push((uuid, scopes.to_db(), sealed));
     }
-    within_cap(db, Capped::EntriesPerVault, rows.len() as u64)?;
-    db.insert_entries(&rows, now(), &event.record()).map_err(VaultError::from_store)
+    db.in_one_transaction(|db| {
+        within_cap(db, Capped::EntriesPerVault, rows.len() as u64)?;
+        db.insert_entries(&rows, now(), &event.record()).map_err(VaultError::from_store)
+    })
 }
 
 /// Replaces an entry; `expected_version` guards against overwriting a concurrent change.
@@ -140,6 +146,7 @@ pub fn add_agent(
     extra_scopes: &[String],
     (all_access, admin): (bool, bool),
     expires_at: Option<i64>,
+    proxy_only_listed: bool,
     event: &AuditEvent,
 ) -> Result<(Agent, NewToken), VaultError> {
     check_name(name)?;
@@ -147,10 +154,10 @@ pub fn add_agent(
         return Err(VaultError::Invalid("expires_at must be in the future (unix seconds)".into()));
     }
     let extra = ScopeSet::from_strs(extra_scopes.iter().map(String::as_str))?;
-    within_cap(db, Capped::AgentsPerVault, 1)?;
     let token = NewToken::generate();
-    let row = db
-        .insert_agent(
+    let row = db.in_one_transaction(|db| {
+        within_cap(db, Capped::AgentsPerVault, 1)?;
+        db.insert_agent(
             &NewAgent {
                 name,
                 token_hash: token.hash().as_str(),
@@ -160,6 +167,7 @@ pub fn add_agent(
                 expires_at,
                 parent_id: None,
                 reveal_to_model: false,
+                proxy_only_listed,
             },
             |id| {
                 let mut scopes = extra.clone();
@@ -168,7 +176,8 @@ pub fn add_agent(
             },
             &event.record(),
         )
-        .map_err(VaultError::from_store)?;
+        .map_err(VaultError::from_store)
+    })?;
     Ok((agent_from_row(&row)?, token))
 }
 
@@ -182,6 +191,7 @@ pub struct AgentUpdate {
     pub admin: Option<bool>,
     pub rotate_token: bool,
     pub reveal_to_model: Option<bool>,
+    pub proxy_only_listed: Option<bool>,
 }
 
 pub fn update_agent(
@@ -209,6 +219,7 @@ pub fn update_agent(
         admin: update.admin,
         token_hash: token.as_ref().map(|t| t.hash().as_str().to_owned()),
         reveal_to_model: update.reveal_to_model,
+        proxy_only_listed: update.proxy_only_listed,
     };
     let row = db.update_agent(id.0, &change, &event.record()).map_err(VaultError::from_store)?;
     Ok((agent_from_row(&row)?, token))
@@ -236,6 +247,8 @@ pub struct Derivation {
     pub scopes: ScopeSet,
     pub all_access: bool,
     pub reveal_to_model: bool,
+    /// Always the caller's: a derived token is never less restricted at the proxy.
+    pub proxy_only_listed: bool,
     pub expires_at: i64,
 }
 
@@ -260,6 +273,7 @@ pub fn derive_agent(
                 expires_at: Some(d.expires_at),
                 parent_id: Some(parent.0),
                 reveal_to_model: d.reveal_to_model,
+                proxy_only_listed: d.proxy_only_listed,
             },
             |id| {
                 let mut scopes = d.scopes.clone();
@@ -284,6 +298,7 @@ pub fn agent_from_row(row: &AgentRow) -> Result<Agent, VaultError> {
         expires_at: row.expires_at,
         parent_id: row.parent_id.map(AgentId),
         reveal_to_model: row.reveal_to_model,
+        proxy_only_listed: row.proxy_only_listed,
     })
 }
 
@@ -338,7 +353,6 @@ pub fn add_passkey(
     if name.chars().count() > MAX_PASSKEY_NAME || name.chars().any(char::is_control) {
         return Err(VaultError::Invalid(format!("passkey name must be at most {MAX_PASSKEY_NAME} characters")));
     }
-    within_cap(db, Capped::PasskeysPerVault, 1)?;
     let id = passkey.id();
     let row = CredentialRow {
         id: id.as_str().to_owned(),
@@ -349,7 +363,10 @@ pub fn add_passkey(
         agent_id: Some(agent.0),
         mac: None,
     };
-    db.insert_credential(&row, &event.record()).map_err(VaultError::from_store)?;
+    db.in_one_transaction(|db| {
+        within_cap(db, Capped::PasskeysPerVault, 1)?;
+        db.insert_credential(&row, &event.record()).map_err(VaultError::from_store)
+    })?;
     Ok(id)
 }
 
@@ -435,4 +452,44 @@ pub fn set_keyring(db: &mut VaultDb, keyring: &serde_json::Value, event: &AuditE
         }
     }
     db.set_keyring(&text, &event.record()).map_err(VaultError::from_store)
+}
+
+/// Pending access requests one agent may hold at a time.
+pub const MAX_PENDING_REQUESTS: i64 = 20;
+/// Longest reason an agent may give, in characters.
+pub const MAX_REQUEST_REASON: usize = 500;
+
+/// Records an agent's request for access to `host` through the proxy (issue 18 §5). It grants
+/// nothing: the owner grants by writing an entry with an inject rule for the host, with a
+/// passkey. `host` is checked like a rule's host; `reason` is at most
+/// [`MAX_REQUEST_REASON`] characters without control characters other than newlines and tabs.
+pub fn request_proxy_access(
+    db: &mut VaultDb,
+    agent: AgentId,
+    host: &str,
+    reason: &str,
+    event: &AuditEvent,
+) -> Result<(ProxyRequestRow, bool), VaultError> {
+    let host =
+        HostPattern::parse(host.trim()).map_err(|super::entry::EntryError::Invalid(m)| VaultError::Invalid(m))?;
+    let reason = reason.trim();
+    if reason.chars().count() > MAX_REQUEST_REASON || reason.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        return Err(VaultError::Invalid(format!(
+            "reason must be at most {MAX_REQUEST_REASON} characters without control characters"
+        )));
+    }
+    db.add_proxy_request(
+        agent.0,
+        host.as_str(),
+        reason,
+        crate::store::now_secs(),
+        MAX_PENDING_REQUESTS,
+        &event.record(),
+    )
+    .map_err(VaultError::from_store)
+}
+
+/// Removes a pending access request (dismissed, or granted by a rule written separately).
+pub fn dismiss_proxy_request(db: &mut VaultDb, id: i64, event: &AuditEvent) -> Result<ProxyRequestRow, VaultError> {
+    db.delete_proxy_request(id, &event.record()).map_err(VaultError::from_store)
 }

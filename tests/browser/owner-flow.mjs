@@ -56,7 +56,8 @@ const L2_NOTE = 'L2note-' + randomBytes(12).toString('hex');
 const secret = (label) => label + '-' + randomBytes(12).toString('hex');
 const LEGACY = secret('L2legacy');
 const BANK = { note: secret('L2banknote'), pin: secret('L2pin'), answer: secret('L2answer'), hint: secret('L2hint') };
-const PLAINTEXTS = [L1_PASSWORD, L2_NOTE, LEGACY, ...Object.values(BANK)];
+const API_KEY = secret('L1inject');
+const PLAINTEXTS = [L1_PASSWORD, L2_NOTE, LEGACY, API_KEY, ...Object.values(BANK)];
 const PASSPHRASE = 'correct horse battery staple';
 
 const tmp = mkdtempSync(join(tmpdir(), 'clavitor-browser-'));
@@ -211,6 +212,41 @@ try {
   for (let i = 0; i < 100 && !(await whoami(agentToken)).reveal_to_model; i++) await sleep(100);
   check((await whoami(agentToken)).reveal_to_model === true, 'the page turns reveal_to_model on with a passkey');
   await page.screenshot({ path: join(OUT, '04b-derived-token.png'), fullPage: true });
+
+  // Issue 18: the agent asks for a host; the entries page shows the request; the owner creates
+  // an inject-only entry with a rule from it (passkey) and restricts the agent to listed hosts.
+  const asked = await fetch(`http://127.0.0.1:${port}/api/proxy/requests`, { method: 'POST',
+    headers: { Authorization: 'Bearer ' + agentToken, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ host: 'api.example.test', reason: 'the model API' }) });
+  check(asked.status === 201, 'the agent asks for access to a host');
+  await page.goto(origin + '/#audit');
+  await page.waitForSelector('#view-audit:not(.hidden)');
+  await page.goto(origin + '/#entries');
+  await page.waitForSelector('#request-list tr');
+  check((await page.textContent('#request-list')).includes('api.example.test'), 'the entries page shows the pending request');
+  await page.locator('#request-list tr button', { hasText: 'Create entry with rule' }).click();
+  await page.waitForSelector('#view-entry:not(.hidden)');
+  check(await page.inputValue('#entry-rules .r-host') === 'api.example.test' && await page.isChecked('#entry-inject-only'),
+    'the editor is prefilled with the host, a rule and inject-only');
+  await page.locator('#entry-fields tr').nth(0).locator('.f-value').fill(API_KEY);
+  await page.click('#entry-save');
+  for (let i = 0; i < 100; i++) {
+    const s = (await page.textContent('#status')) || '';
+    if (s.startsWith('Saved') || s.startsWith('Failed')) break;
+    await sleep(100);
+  }
+  check(((await page.textContent('#status')) || '').startsWith('Saved'), 'the entry and its rule are saved with a passkey');
+  const injected = (await (await api('/api/entries', agentToken)).json()).find((e) => e.title === 'api.example.test');
+  const inj = await (await api('/api/entries/' + injected.id, agentToken)).json();
+  check(inj.inject_only === true && inj.inject[0].host === 'api.example.test' && inj.inject[0].place.template === 'Bearer {{api_key}}',
+    'the agent sees the rule');
+  check(!JSON.stringify(inj).includes(API_KEY) && inj.fields[0].name === 'api_key', 'and the field name, never the value');
+  await page.screenshot({ path: join(OUT, '04c-inject-only-entry.png'), fullPage: true });
+  await page.goto(origin + '/#agents');
+  await page.waitForSelector('tr[data-agent="2"] input.proxy-only-listed');
+  await page.locator('tr[data-agent="2"] input.proxy-only-listed').check();
+  for (let i = 0; i < 100 && !(await whoami(agentToken)).proxy_only_listed; i++) await sleep(100);
+  check((await whoami(agentToken)).proxy_only_listed === true, 'the agents page restricts the agent to listed hosts (passkey)');
 
   // The agents page rotates and revokes (each with a passkey assertion).
   await page.locator('tr[data-agent="2"] button', { hasText: 'Rotate token' }).click();

@@ -402,3 +402,13 @@ pub fn roomy_license(dir: &Path) -> (Vec<String>, Vec<(String, String)>) {
         (Vec::new(), Vec::new())
     }
 }
+
+/// The titles of the entries `token` lists, sorted.
+pub fn titles(s: &Server, token: &str) -> Vec<String> {
+    let r = s.get("/api/entries", Some(token));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let mut t: Vec<String> =
+        r.json().as_array().expect("list").iter().map(|e| e["title"].as_str().unwrap_or_default().to_owned()).collect();
+    t.sort();
+    t
+}

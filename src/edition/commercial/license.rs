@@ -246,7 +246,7 @@ pub fn assert_within_cap(what: Capped, current: u64, delta: u64) -> Result<(), C
         audit(&node_db, &record("cap_exceeded", "failed", "node", detail));
     }
     Err(CapExceeded(Box::new(json!({
-        "error": "license_cap_reached",
+        "error": "license cap reached",
         "limit": limit.key(),
         "current": current,
         "cap": cap,

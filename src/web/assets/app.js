@@ -9,6 +9,7 @@
   const status = $('status');
   const VIEWS = ['login', 'entries', 'entry', 'agents', 'passkeys', 'audit'];
   const KINDS = ['text', 'secret', 'url', 'totp', 'note'];
+  const PLACES = ['header', 'basic', 'query'];
   let editing = null; // the entry being edited (null: a new one)
   let newUuid = null; // a new entry's uuid, chosen here so its L2 values can be bound to it
   let auditBefore = null;
@@ -39,6 +40,7 @@
 
   // ---- entries ----
   async function loadEntries() {
+    loadRequests();
     const q = $('entry-search').value.trim();
     const list = q ? await C.get('/api/search?q=' + encodeURIComponent(q) + '&limit=500') : await C.get('/api/entries');
     const rows = list.map((e) => el('tr', {},
@@ -46,6 +48,67 @@
       el('td', { text: e.scopes.join(', ') || '(owner only)' }),
       el('td', {}, el('button', { class: 'secondary', text: 'Open', onclick: () => openEntry(e.id) }))));
     $('entry-list').replaceChildren(...rows);
+  }
+
+  // ---- access requests (agents asking for a rule for a host) ----
+  const utc = (secs) => new Date(secs * 1000).toISOString().replace('T', ' ').replace(/\.\d+Z$/, ' UTC');
+
+  async function loadRequests() {
+    let list = [];
+    try { list = (await C.get('/api/proxy/requests')).requests || []; } catch (e) { list = []; }
+    $('requests-box').classList.toggle('hidden', list.length === 0);
+    $('request-list').replaceChildren(...list.map((r) => el('tr', { 'data-request': String(r.id) },
+      el('td', { text: r.agent_name + ' (agent ' + r.agent_id + ')' }), el('td', {}, el('code', { text: r.host })),
+      el('td', { text: r.reason }), el('td', { text: utc(r.created_at) }),
+      el('td', {},
+        el('button', { class: 'secondary', text: 'Create entry with rule', onclick: () => newEntry({ host: r.host, agent: r.agent_id }) }),
+        el('button', { class: 'danger', text: 'Dismiss', onclick: () => dismissRequest(r.id) })))));
+  }
+
+  async function dismissRequest(id) {
+    try {
+      say('Approve the dismissal with your passkey…');
+      await C.write('DELETE', '/api/proxy/requests/' + id);
+      say('Request dismissed.', 'ok');
+      await loadRequests();
+    } catch (e) { fail(e); }
+  }
+
+  // ---- proxy rules of the entry being edited ----
+  function ruleRow(r) {
+    const place = r.place || { kind: 'header', name: 'Authorization', template: 'Bearer {{api_key}}' };
+    const kind = el('select', { class: 'r-kind' }, ...PLACES.map((k) => el('option', { value: k, text: k, selected: k === place.kind })));
+    const a = el('input', { type: 'text', class: 'r-a', value: place.name || place.username_field || place.param || '' });
+    const b = el('input', { type: 'text', class: 'r-b', value: place.template || place.password_field || place.field || '' });
+    const hints = () => {
+      const k = kind.value;
+      a.placeholder = k === 'header' ? 'header name' : k === 'basic' ? 'username field' : 'query parameter';
+      b.placeholder = k === 'header' ? 'Bearer {{api_key}}' : k === 'basic' ? 'password field' : 'field';
+    };
+    kind.addEventListener('change', hints);
+    hints();
+    const row = el('tr', { class: 'rule' },
+      el('td', {}, el('input', { type: 'text', class: 'r-host', value: r.host || '', placeholder: 'api.example.com' })),
+      el('td', {}, el('input', { type: 'text', class: 'r-path', value: r.path_prefix || '', placeholder: '/v1/ (optional)' })),
+      el('td', {}, el('input', { type: 'text', class: 'r-methods', value: (r.methods || []).join(','), placeholder: 'any' })),
+      el('td', {}, kind), el('td', {}, a), el('td', {}, b),
+      el('td', {}, el('button', { class: 'danger', text: 'Remove', onclick: () => row.remove() })));
+    return row;
+  }
+
+  function rulesBody() {
+    return Array.from($('entry-rules').children).map((r) => {
+      const q = (c) => r.querySelector(c).value.trim();
+      const kind = q('.r-kind');
+      const place = kind === 'header' ? { kind, name: q('.r-a'), template: q('.r-b') }
+        : kind === 'basic' ? { kind, username_field: q('.r-a'), password_field: q('.r-b') }
+          : { kind, param: q('.r-a'), field: q('.r-b') };
+      const rule = { host: q('.r-host'), place };
+      if (q('.r-path')) rule.path_prefix = q('.r-path');
+      const methods = q('.r-methods').split(',').map((m) => m.trim().toUpperCase()).filter(Boolean);
+      if (methods.length) rule.methods = methods;
+      return rule;
+    });
   }
 
   // f.error: an L2 value that did not open here (shown instead of the value, never the value);
@@ -56,7 +119,9 @@
       el('option', { value: 'l2', text: 'L2 (browser-encrypted)', selected: f.tier === 'l2' }));
     const value = el('input', { type: f.kind === 'secret' ? 'password' : 'text', class: 'f-value', value: f.value || '' });
     const cell = el('td', {}, value);
-    if (f.error) {
+    if (f.blank) {
+      value.placeholder = 'inject-only: never sent back; re-enter it to save';
+    } else if (f.error) {
       value.placeholder = 'enter a new value, or remove this field';
       cell.append(el('div', { class: 'l2-error status error', text: f.error }));
     } else if (f.legacy) {
@@ -67,16 +132,30 @@
       el('td', {}, kind), el('td', {}, tier), cell,
       el('td', {}, el('button', { class: 'danger', text: 'Remove', onclick: () => row.remove() })));
     if (f.error) row.dataset.refused = '1';
+    if (f.blank) row.dataset.blank = '1';
     return row;
   }
 
-  function newEntry() {
+  // from: an access request ({host, agent}) to prefill the entry and its rule from.
+  function newEntry(from) {
     editing = null;
     newUuid = crypto.randomUUID();
     $('entry-heading').textContent = 'New entry';
     for (const id of ['entry-title', 'entry-url', 'entry-scopes']) $(id).value = '';
     $('entry-type').value = 'login';
     $('entry-fields').replaceChildren(fieldRow({ name: 'username', kind: 'text' }), fieldRow({ name: 'password', kind: 'secret' }));
+    $('entry-rules').replaceChildren();
+    $('entry-inject-only').checked = false;
+    if (from) {
+      $('entry-title').value = from.host;
+      $('entry-type').value = 'api';
+      if (!from.host.startsWith('*.')) $('entry-url').value = 'https://' + from.host;
+      $('entry-scopes').value = from.agent.toString(16).padStart(4, '0');
+      $('entry-fields').replaceChildren(fieldRow({ name: 'api_key', kind: 'secret' }));
+      $('entry-rules').replaceChildren(ruleRow({ host: from.host }));
+      $('entry-inject-only').checked = true;
+      say('Enter the key, check the rule, and save: your passkey approves it. Then dismiss the request.');
+    }
     $('entry-delete').classList.add('hidden');
     $('entry-save-scopes').classList.add('hidden');
     show('entry');
@@ -93,6 +172,7 @@
       let refused = 0;
       for (const f of e.fields) {
         const field = { name: f.name, kind: f.kind, tier: f.tier, value: f.value || '' };
+        if (e.inject_only && f.tier !== 'l2' && f.kind !== 'totp') field.blank = true;
         if (f.tier === 'l2') {
           try {
             const opened = await C.decryptL2(f.ciphertext, e.uuid, f.name);
@@ -112,9 +192,12 @@
       $('entry-url').value = e.url;
       $('entry-scopes').value = e.scopes.join(',');
       $('entry-fields').replaceChildren(...fields.map(fieldRow));
+      $('entry-rules').replaceChildren(...(e.inject || []).map(ruleRow));
+      $('entry-inject-only').checked = !!e.inject_only;
       $('entry-delete').classList.remove('hidden');
       $('entry-save-scopes').classList.remove('hidden');
       if (refused) say(refused + ' L2 value(s) could not be opened here and are not shown: they were moved or altered.', 'error');
+      else if (e.inject_only) say('Inject-only: its values are never sent back, not even to you. Re-enter them to save the entry, or use "Save scopes only".');
       else say(e.fields.some((f) => f.kind === 'totp' && f.tier === 'l1')
         ? 'TOTP seeds are never sent back: re-enter a TOTP field before saving, or use "Save scopes only".' : '');
       show('entry');
@@ -128,6 +211,9 @@
     for (const r of rows) {
       if (r.dataset.refused && r.querySelector('.f-value').value === '') {
         throw new Error('the field "' + r.querySelector('.f-name').value + '" could not be opened: enter a new value or remove it before saving');
+      }
+      if (r.dataset.blank && r.querySelector('.f-value').value === '') {
+        throw new Error('re-enter the value of "' + r.querySelector('.f-name').value + '": inject-only values are never sent back');
       }
     }
     const l2Names = rows.filter((r) => r.querySelector('.f-tier').value === 'l2').map((r) => r.querySelector('.f-name').value);
@@ -146,7 +232,8 @@
         value: tier === 'l2' ? await C.encryptL2(plain, uuid, r.querySelector('.f-name').value) : plain,
       });
     }
-    return { uuid, title: $('entry-title').value, type: $('entry-type').value || 'login', url: $('entry-url').value, scopes: scopesOf($('entry-scopes').value), fields };
+    return { uuid, title: $('entry-title').value, type: $('entry-type').value || 'login', url: $('entry-url').value,
+      scopes: scopesOf($('entry-scopes').value), fields, inject: rulesBody(), inject_only: $('entry-inject-only').checked };
   }
 
   async function saveEntry() {
@@ -220,13 +307,16 @@
       const admin = el('input', { type: 'checkbox', checked: a.admin });
       const reveal = el('input', { type: 'checkbox', checked: a.reveal_to_model, class: 'reveal-to-model',
         onchange: () => agentWrite('PATCH', a.id, { reveal_to_model: reveal.checked }) });
+      const listed = el('input', { type: 'checkbox', checked: a.proxy_only_listed, class: 'proxy-only-listed',
+        onchange: () => agentWrite('PATCH', a.id, { proxy_only_listed: listed.checked }) });
       const act = (label, cls, fn) => el('button', { class: cls, text: label, onclick: fn });
       const name = el('td', { text: (depth ? '\u21b3 '.padStart(depth * 2 + 2, '\u00a0') : '') + a.name });
       if (a.parent_id != null) name.append(el('div', { class: 'muted derived-from', text: 'derived from agent ' + a.parent_id }));
       return el('tr', { 'data-agent': String(a.id), 'data-parent': a.parent_id == null ? '' : String(a.parent_id) },
         el('td', { text: String(a.id) }), name, el('td', {}, scopes),
         el('td', {}, el('label', {}, all, ' all'), el('label', {}, admin, ' admin'),
-          el('label', { title: 'clavitor mcp may hand this agent\'s L1 values to the model' }, reveal, ' reveal to model')),
+          el('label', { title: 'clavitor mcp may hand this agent\'s L1 values to the model' }, reveal, ' reveal to model'),
+          el('label', { title: 'the proxy refuses this agent\'s requests to hosts no rule names' }, listed, ' proxy: listed hosts only')),
         el('td', { class: 'expires', text: expiryText(a) }),
         el('td', {},
           act('Save', 'secondary', () => agentWrite('PUT', a.id, { scopes: scopesOf(scopes.value), all_access: all.checked, admin: admin.checked })),
@@ -248,7 +338,8 @@
 
   async function createAgent() {
     try {
-      const body = { name: $('agent-name').value, scopes: scopesOf($('agent-scopes').value), all_access: $('agent-all-access').checked, admin: $('agent-admin').checked };
+      const body = { name: $('agent-name').value, scopes: scopesOf($('agent-scopes').value), all_access: $('agent-all-access').checked, admin: $('agent-admin').checked,
+        proxy_only_listed: $('agent-proxy-only-listed').checked };
       const hours = Number($('agent-ttl-hours').value);
       if ($('agent-ttl-hours').value !== '' && hours > 0) body.expires_at = Math.floor(Date.now() / 1000 + hours * 3600);
       say('Approve the new agent with your passkey…');
@@ -329,8 +420,9 @@
   });
   $('sign-out').addEventListener('click', () => { C.clearToken(); location.reload(); });
   $('entry-search').addEventListener('input', () => loadEntries().catch(fail));
-  $('entry-new').addEventListener('click', newEntry);
+  $('entry-new').addEventListener('click', () => newEntry());
   $('field-add').addEventListener('click', () => $('entry-fields').append(fieldRow({ kind: 'text' })));
+  $('rule-add').addEventListener('click', () => $('entry-rules').append(ruleRow({})));
   $('entry-save').addEventListener('click', saveEntry);
   $('entry-save-scopes').addEventListener('click', saveScopes);
   $('entry-delete').addEventListener('click', deleteEntry);
