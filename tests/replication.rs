@@ -82,11 +82,16 @@ struct Signed {
     body: Vec<u8>,
 }
 
-fn sign_with(key: &SigningKey, pop: &str, ts: i64, rows: Value) -> Signed {
+fn sign_with(key: &SigningKey, pop: &str, ts: i64, entries: Value) -> Signed {
+    sign_batch(key, pop, ts, "v1", entries)
+}
+
+fn sign_batch(key: &SigningKey, pop: &str, ts: i64, vault: &str, entries: Value) -> Signed {
     let nonce = hex::encode(rand::random::<[u8; 16]>());
-    let body =
-        serde_json::to_vec(&json!({"source_pop": pop, "vault": "v1", "timestamp": ts, "nonce": nonce, "rows": rows}))
-            .unwrap();
+    let body = serde_json::to_vec(
+        &json!({"source_pop": pop, "vault": vault, "timestamp": ts, "nonce": nonce, "entries": entries}),
+    )
+    .unwrap();
     let msg = format!(
         "clavitor-replication-v1\nPOST\n/api/replication/apply\n{ts}\n{nonce}\n{}",
         hex::encode(Sha256::digest(&body))
@@ -234,11 +239,24 @@ fn item_10_ban_after_repeated_failed_authentications() {
     common::eventually("ban alert", || b.s.stderr().contains("OPERATOR ALERT [replication_ban]"));
 }
 
+/// A replicated entry row as the wire carries it (sealed data, MAC), here forged by a test.
+fn wire_entry(id: i64) -> Value {
+    json!({"id": id, "uuid": format!("u{id}"), "scopes": "", "created_at": 0, "updated_at": 0, "version": 1,
+           "deleted": false, "change_seq": id, "data": "AAAA", "mac": null})
+}
+
 #[test]
-fn rows_are_not_applied_yet_and_say_so() {
+fn a_batch_for_a_vault_the_backup_cannot_open_or_does_not_replicate_changes_nothing() {
     let b = backup("rate_limit_per_s = 0");
-    let r = sign_with(&b.source, SOURCE, now(), json!([{"id": 1}]));
-    refused_with(&b, &r, 501, "apply_unavailable");
+    // No data key sealed to this backup: it cannot hold the vault, so nothing is applied.
+    let unknown = "0123456789abcdef0123456789abcdef";
+    refused_with(&b, &sign_batch(&b.source, SOURCE, now(), unknown, json!([wire_entry(1)])), 409, "unknown_vault");
+    assert!(!b.v.dir().join("vaults").join(format!("{unknown}.db")).exists());
+    // The backup's own vault is never written by a source, even a signed one.
+    let own = b.v.vault_file().file_stem().unwrap().to_str().unwrap().to_owned();
+    refused_with(&b, &sign_batch(&b.source, SOURCE, now(), &own, json!([wire_entry(1)])), 409, "not_a_replica");
+    // A malformed row is refused whole.
+    refused_with(&b, &sign_batch(&b.source, SOURCE, now(), &own, json!([{"id": 1}])), 400, "bad_body");
 }
 
 #[test]
@@ -459,7 +477,23 @@ struct Pair {
     primary_vault: Vault,
     backup_vault: Vault,
     primary: Server,
-    _backup: Server,
+    backup: Server,
+    primary_args: Vec<String>,
+    backup_args: Vec<String>,
+}
+
+impl Pair {
+    fn restart_backup(&mut self) {
+        let args: Vec<&str> = self.backup_args.iter().map(String::as_str).collect();
+        self.backup = Server::start(&self.backup_vault.dir(), &args);
+        let listen = self.backup_args.last().expect("tls listen").clone();
+        common::eventually("the backup's TLS listener", || std::net::TcpStream::connect(&listen).is_ok());
+    }
+
+    fn restart_primary(&mut self) {
+        let args: Vec<&str> = self.primary_args.iter().map(String::as_str).collect();
+        self.primary = Server::start(&self.primary_vault.dir(), &args);
+    }
 }
 
 fn pair(first: Option<&str>, ca: bool) -> Pair {
@@ -468,35 +502,44 @@ fn pair(first: Option<&str>, ca: bool) -> Pair {
 
 /// Like [`pair`], with extra environment for the backup process (e.g. a fake clock).
 fn pair_env(first: Option<&str>, ca: bool, backup_env: &[(&str, &str)]) -> Pair {
+    pair_full(first, ca, backup_env, "")
+}
+
+/// Like [`pair_env`], with extra lines for the primary's replication file.
+fn pair_full(first: Option<&str>, ca: bool, backup_env: &[(&str, &str)], primary_extra: &str) -> Pair {
     let (pv, bv) = (Vault::new(), Vault::new());
     let (pkey, bkey) = (openssl_key(pv.tmp.path()), openssl_key(bv.tmp.path()));
     let (ca_pem, cert, tls_key) = tls_cert(bv.tmp.path());
     let tls_port = free_port();
     let bcfg = bv.tmp.path().join("replication.toml");
+    let transport = bv.tmp.path().join("transport.key");
+    std::fs::write(&transport, format!("{}\n", hex::encode(rand::random::<[u8; 32]>()))).unwrap();
+    set_mode(&transport, 0o600);
     std::fs::write(
         &bcfg,
         format!(
-            "pop_id = \"zurich-01\"\nrole = \"backup\"\nsigning_key_file = \"{}\"\nrate_limit_per_s = 5\n\n[[sources]]\nid = \"{SOURCE}\"\npublic_key = \"{}\"\n",
+            "pop_id = \"zurich-01\"\nrole = \"backup\"\nsigning_key_file = \"{}\"\nrate_limit_per_s = 5\ntransport_key_file = \"{}\"\n\n[[sources]]\nid = \"{SOURCE}\"\npublic_key = \"{}\"\n",
             bkey.display(),
+            transport.display(),
             openssl_pub(&pkey)
         ),
     )
     .unwrap();
+    let status = bv.cli_json(&["--replication-config", bcfg.to_str().unwrap(), "replication", "status"], None);
+    let transport_pub = status["transport_key"].as_str().expect("transport key").to_owned();
+    let backup_args: Vec<String> = vec![
+        "--replication-config".into(),
+        bcfg.display().to_string(),
+        "--tls-cert".into(),
+        cert.display().to_string(),
+        "--tls-key".into(),
+        tls_key.display().to_string(),
+        "--tls-listen".into(),
+        format!("127.0.0.1:{tls_port}"),
+    ];
     let tls_listen = format!("127.0.0.1:{tls_port}");
-    let backup = Server::start_env(
-        &bv.dir(),
-        &[
-            "--replication-config",
-            bcfg.to_str().unwrap(),
-            "--tls-cert",
-            cert.to_str().unwrap(),
-            "--tls-key",
-            tls_key.to_str().unwrap(),
-            "--tls-listen",
-            &tls_listen,
-        ],
-        backup_env,
-    );
+    let args: Vec<&str> = backup_args.iter().map(String::as_str).collect();
+    let backup = Server::start_env(&bv.dir(), &args, backup_env);
     common::eventually("the backup's TLS listener", || std::net::TcpStream::connect(&tls_listen).is_ok());
     let mut backups = String::new();
     if let Some(url) = first {
@@ -505,7 +548,7 @@ fn pair_env(first: Option<&str>, ca: bool, backup_env: &[(&str, &str)]) -> Pair 
             &format!("[[backups]]\nid = \"dead-01\"\nurl = \"{url}\"\npublic_key = \"{}\"\n\n", spki_b64(&other));
     }
     backups += &format!(
-        "[[backups]]\nid = \"zurich-01\"\nurl = \"https://127.0.0.1:{tls_port}\"\npublic_key = \"{}\"\n",
+        "[[backups]]\nid = \"zurich-01\"\nurl = \"https://127.0.0.1:{tls_port}\"\npublic_key = \"{}\"\ntransport_key = \"{transport_pub}\"\n",
         openssl_pub(&bkey)
     );
     let ca_line = if ca { format!("ca_file = \"{}\"\n", ca_pem.display()) } else { String::new() };
@@ -513,13 +556,15 @@ fn pair_env(first: Option<&str>, ca: bool, backup_env: &[(&str, &str)]) -> Pair 
     std::fs::write(
         &pcfg,
         format!(
-            "pop_id = \"{SOURCE}\"\nrole = \"primary\"\nsigning_key_file = \"{}\"\nretries = 1\npoll_interval_s = 1\n{ca_line}\n{backups}",
+            "pop_id = \"{SOURCE}\"\nrole = \"primary\"\nsigning_key_file = \"{}\"\nretries = 1\npoll_interval_s = 1\nrate_limit_per_s = 5\n{primary_extra}\n{ca_line}\n{backups}",
             pkey.display()
         ),
     )
     .unwrap();
-    let primary = Server::start(&pv.dir(), &["--replication-config", pcfg.to_str().unwrap()]);
-    Pair { primary_vault: pv, backup_vault: bv, primary, _backup: backup }
+    let primary_args = vec!["--replication-config".to_owned(), pcfg.display().to_string()];
+    let pa: Vec<&str> = primary_args.iter().map(String::as_str).collect();
+    let primary = Server::start(&pv.dir(), &pa);
+    Pair { primary_vault: pv, backup_vault: bv, primary, backup, primary_args, backup_args }
 }
 
 fn sends(v: &Vault) -> Vec<Value> {
@@ -604,4 +649,141 @@ fn clock_skew_4_minutes_works_6_minutes_is_refused_with_the_reason_and_replicati
     std::fs::write(&clock, "+0\n").unwrap();
     let before = ok_count(&p.backup_vault);
     wait("resumed once the clocks agree", &|| ok_count(&p.backup_vault) > before);
+}
+
+/// Every entry `token` lists, each as `GET /api/entries/{id}` returns it (L1 values, L2
+/// ciphertexts), by id; `None` while the token is refused.
+fn content(s: &Server, token: &str) -> Option<std::collections::BTreeMap<i64, Value>> {
+    let list = s.get("/api/entries", Some(token));
+    if list.status != 200 {
+        return None;
+    }
+    let mut out = std::collections::BTreeMap::new();
+    for e in list.json().as_array()? {
+        let id = e["id"].as_i64()?;
+        let one = s.get(&format!("/api/entries/{id}"), Some(token));
+        if one.status != 200 {
+            return None;
+        }
+        out.insert(id, one.json());
+    }
+    Some(out)
+}
+
+/// Waits (bounded) until the primary serves `token` its `n` entries (it picks up the local CLI's
+/// writes within moments), then until the backup serves that token exactly the same.
+fn converges(p: &Pair, token: &str, n: usize, what: &str) {
+    let mut want = None;
+    for _ in 0..200 {
+        want = content(&p.primary, token).filter(|c| c.len() == n);
+        if want.is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let want = want.unwrap_or_else(|| panic!("{what}: the primary does not serve {n} entries"));
+    let same = (0..120).any(|_| {
+        if content(&p.backup, token).as_ref() == Some(&want) {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        false
+    });
+    assert!(
+        same,
+        "{what}: backup {:?}\nwant {want:?}\nsends {:?}\napplies {:?}",
+        content(&p.backup, token),
+        sends(&p.primary_vault),
+        replication_audit(&p.backup_vault)
+    );
+}
+
+fn l2_value() -> String {
+    format!("v2.{}.{}", "A".repeat(16), "B".repeat(24))
+}
+
+#[test]
+fn rows_travel_entries_agents_revocation_and_deletes_reach_the_backup_for_the_same_token() {
+    let p = pair(None, true);
+    let pv = &p.primary_vault;
+    let kept = pv.add_entry(&json!({"title": "kept", "url": "https://k.example",
+        "fields": [{"name": "user", "kind": "text", "value": "alice"}, {"name": "pw", "kind": "secret", "value": "l1-secret"},
+                   {"name": "note", "kind": "note", "tier": "l2", "value": l2_value()}]}));
+    let gone = pv.add_entry(&json!({"title": "gone", "url": "https://g.example"}));
+    let (agent, token) = pv.add_agent("reader", &["--all-access"]);
+    // The same tokens read the same L1 values and L2 ciphertexts on the backup.
+    converges(&p, &pv.owner, 2, "owner after add");
+    converges(&p, &token, 2, "agent after add");
+    let on_backup = content(&p.backup, &token).unwrap();
+    assert_eq!(on_backup[&kept]["fields"][1]["value"], "l1-secret", "{on_backup:?}");
+    assert_eq!(on_backup[&kept]["fields"][2]["ciphertext"], l2_value().as_str(), "{on_backup:?}");
+    // The backup's own vault and its owner are untouched, and writes there are still refused.
+    assert_eq!(p.backup.get("/api/entries", Some(&p.backup_vault.owner)).status, 200);
+
+    // Revocation reaches the backup: the token is refused there too.
+    assert!(pv.cli(&["agent", "revoke", &agent.to_string()]).status.success());
+    let refused = (0..120).any(|_| {
+        if p.backup.get("/api/entries", Some(&token)).status == 401 {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        false
+    });
+    assert!(refused, "the revoked token still reads on the backup");
+
+    // A delete travels as a tombstone.
+    assert!(pv.cli(&["entry", "rm", &gone.to_string()]).status.success());
+    converges(&p, &pv.owner, 1, "owner after delete");
+    assert_eq!(p.backup.get(&format!("/api/entries/{gone}"), Some(&pv.owner)).status, 404);
+    // The primary's audit rows travelled too, and the primary's backlog drained.
+    let status = |v: &Vault| {
+        let cfg = v.tmp.path().join("replication.toml");
+        v.cli_json(&["--replication-config", cfg.to_str().unwrap(), "telemetry", "show"], None)
+    };
+    common::eventually("backlog drained", || status(pv)["replication_backlog"] == 0);
+    let backup_audit = p.backup.get("/api/audit?limit=1000", Some(&pv.owner));
+    assert!(backup_audit.body.contains("entry.create"), "{}", backup_audit.body);
+}
+
+#[test]
+fn backup_down_then_kill_9_of_either_side_mid_stream_loses_and_duplicates_nothing() {
+    let mut p = pair_full(None, true, &[], "batch_size = 3");
+    let pv = &p.primary_vault;
+    pv.add_entry(&json!({"title": "first", "url": "https://f.example"}));
+    converges(&p, &pv.owner, 1, "first entry");
+
+    // A write made while the backup is down arrives once it is up.
+    p.backup.kill9();
+    let lines: String =
+        (0..25).map(|i| format!("{}\n", json!({"title": format!("down-{i}"), "url": "https://d.example"}))).collect();
+    let out = p.primary_vault.cli_stdin(&["entry", "import", "--file", "-"], Some(&lines));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    p.restart_backup();
+    converges(&p, &p.primary_vault.owner, 26, "after the backup came back");
+
+    // kill -9 of the backup while a backlog streams in batches of 3 (at 5 requests/s). Under the
+    // default license's 100 entries: 1 + 25 + 35 + 35.
+    let ok = |v: &Vault| replication_audit(v).iter().filter(|r| r["outcome"] == "ok").count();
+    let before = ok(&p.backup_vault);
+    let lines: String =
+        (0..35).map(|i| format!("{}\n", json!({"title": format!("b-{i}"), "url": "https://b.example"}))).collect();
+    assert!(p.primary_vault.cli_stdin(&["entry", "import", "--file", "-"], Some(&lines)).status.success());
+    common::eventually("the stream started", || ok(&p.backup_vault) > before + 1);
+    p.backup.kill9();
+    p.restart_backup();
+    converges(&p, &p.primary_vault.owner, 61, "after kill -9 of the backup");
+
+    // kill -9 of the primary mid-batch: its unacknowledged rows stay dirty on disk and go again.
+    let lines: String =
+        (0..35).map(|i| format!("{}\n", json!({"title": format!("p-{i}"), "url": "https://p.example"}))).collect();
+    assert!(p.primary_vault.cli_stdin(&["entry", "import", "--file", "-"], Some(&lines)).status.success());
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    p.primary.kill9();
+    p.restart_primary();
+    converges(&p, &p.primary_vault.owner, 96, "after kill -9 of the primary");
+    let titles = common::titles(&p.backup, &p.primary_vault.owner);
+    let mut unique = titles.clone();
+    unique.dedup();
+    assert_eq!(titles.len(), 96, "nothing lost");
+    assert_eq!(unique.len(), titles.len(), "nothing duplicated");
 }

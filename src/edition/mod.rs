@@ -72,6 +72,9 @@ pub trait Edition: Send + Sync {
     fn open_node(&self, _args: &EditionArgs, _node_db: &std::path::Path, _serving: bool) -> Result<(), EditionError> {
         Ok(())
     }
+    /// The server's vaults are open (commercial: a primary's replication worker starts here,
+    /// on the server's own data dir and store).
+    fn node_started(&self, _node: &std::sync::Arc<crate::vault::live::Node>) {}
     /// Whether the edition caps creates at all (community: no, so nothing is counted).
     fn enforces_caps(&self) -> bool {
         false

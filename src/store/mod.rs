@@ -8,9 +8,9 @@ pub mod audit_sql;
 mod migrations;
 pub mod node_db;
 // A backup POP's apply of replicated rows (issue 14); commercial builds only.
+pub mod proxy_requests_db;
 #[cfg(feature = "commercial")]
 pub mod replica;
-pub mod proxy_requests_db;
 pub mod vault_db;
 pub mod webauthn_db;
 

@@ -16,7 +16,9 @@
 
 use rusqlite::{OptionalExtension, params};
 
-use super::vault_db::{EntryRow, VaultDb, bump_seq};
+use super::audit_sql::{AuditRecord, AuditRow};
+use super::vault_db::{AgentRow, EntryRow, VaultDb, bump_seq};
+use super::webauthn_db::CredentialRow;
 use super::{Ctx, StoreError};
 
 /// What one batch did: rows written, and rows skipped because the stored row was as new or newer.
@@ -24,6 +26,40 @@ use super::{Ctx, StoreError};
 pub struct Applied {
     pub written: usize,
     pub skipped: usize,
+    /// The batch's auth snapshot replaced the held one.
+    pub auth: bool,
+    /// Audit rows inserted (a resent row is not counted).
+    pub audit: usize,
+}
+
+/// Which watermark a primary keeps per backup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MarkKind {
+    /// The last acknowledged entry row's change_seq, and with `EntryId` its id.
+    Entries,
+    EntryId,
+    Auth,
+    Audit,
+}
+
+impl MarkKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            MarkKind::Entries => "entries",
+            MarkKind::EntryId => "entry_id",
+            MarkKind::Auth => "auth",
+            MarkKind::Audit => "audit",
+        }
+    }
+}
+
+/// Agents, passkeys and the wrapped L2 keyring as stored, with the `auth_seq` they belong to.
+#[derive(Debug, Clone)]
+pub struct AuthSnapshot {
+    pub seq: i64,
+    pub agents: Vec<AgentRow>,
+    pub passkeys: Vec<CredentialRow>,
+    pub keyring: Option<String>,
 }
 
 /// True if `incoming` should replace the stored row with (updated_at, version, deleted).
@@ -150,6 +186,289 @@ impl VaultDb {
         tx.commit().ctx(&path)?;
         Ok(out)
     }
+
+    /// At most `limit` entry rows after the watermark `(seq, id)` in (change_seq, id) order. Rows
+    /// written in one transaction share a change_seq (an import), so the id breaks the tie and
+    /// a batch may end inside one transaction's rows without skipping any.
+    pub fn entries_after(&self, (seq, id): (i64, i64), limit: u32) -> Result<Vec<EntryRow>, StoreError> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT id, uuid, scopes, created_at, updated_at, version, deleted, change_seq, data, mac
+                 FROM entries WHERE change_seq > ?1 OR (change_seq = ?1 AND id > ?2)
+                 ORDER BY change_seq, id LIMIT ?3",
+            )
+            .ctx(&self.path)?;
+        let rows = st
+            .query_map(params![seq, id, limit.max(1)], |r| {
+                Ok(EntryRow {
+                    id: r.get(0)?,
+                    uuid: r.get(1)?,
+                    scopes: r.get(2)?,
+                    created_at: r.get(3)?,
+                    updated_at: r.get(4)?,
+                    version: r.get(5)?,
+                    deleted: r.get(6)?,
+                    change_seq: r.get(7)?,
+                    data: r.get(8)?,
+                    mac: r.get(9)?,
+                })
+            })
+            .ctx(&self.path)?;
+        rows.collect::<Result<_, _>>().ctx(&self.path)
+    }
+
+    /// `meta.auth_seq`: advanced by triggers on every change to agents, passkeys and the keyring.
+    pub fn auth_seq(&self) -> Result<i64, StoreError> {
+        let v: Option<String> = self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'auth_seq'", [], |r| r.get(0))
+            .optional()
+            .ctx(&self.path)?;
+        Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
+    }
+
+    /// Everything that lets an agent in, as stored (MACs included): agents, passkeys and the
+    /// wrapped L2 keyring, read in one transaction with the `auth_seq` they belong to.
+    pub fn auth_snapshot(&mut self) -> Result<AuthSnapshot, StoreError> {
+        let path = self.path.clone();
+        let tx = self.conn.transaction().ctx(&path)?;
+        let seq: String = tx.query_row("SELECT value FROM meta WHERE key = 'auth_seq'", [], |r| r.get(0)).ctx(&path)?;
+        let agents = {
+            let mut st =
+                tx.prepare(&format!("SELECT {} FROM agents ORDER BY id", super::vault_db::AGENT_COLS)).ctx(&path)?;
+            let rows = st.query_map([], super::vault_db::agent_row).ctx(&path)?;
+            rows.collect::<Result<Vec<_>, _>>().ctx(&path)?
+        };
+        let passkeys = {
+            let mut st = tx
+                .prepare(
+                    "SELECT id, CAST(public_key AS TEXT), sign_count, name, created_at, agent_id, mac
+                     FROM webauthn_credentials ORDER BY id",
+                )
+                .ctx(&path)?;
+            let rows = st
+                .query_map([], |r| {
+                    Ok(CredentialRow {
+                        id: r.get(0)?,
+                        passkey: r.get(1)?,
+                        sign_count: r.get(2)?,
+                        name: r.get(3)?,
+                        created_at: r.get(4)?,
+                        agent_id: r.get(5)?,
+                        mac: r.get(6)?,
+                    })
+                })
+                .ctx(&path)?;
+            rows.collect::<Result<Vec<_>, _>>().ctx(&path)?
+        };
+        let keyring: Option<String> =
+            tx.query_row("SELECT value FROM meta WHERE key = 'l2_keyring'", [], |r| r.get(0)).optional().ctx(&path)?;
+        tx.commit().ctx(&path)?;
+        Ok(AuthSnapshot { seq: seq.parse().unwrap_or(0), agents, passkeys, keyring })
+    }
+
+    /// The vault's own audit rows after id `after` (never rows replicated into it), oldest first.
+    pub fn audit_after(&self, after: i64, limit: u32) -> Result<Vec<AuditRow>, StoreError> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT id, ts, actor, agent_id, action, entry_id, client, outcome, detail FROM audit
+                 WHERE id > ?1 AND source_pop IS NULL ORDER BY id LIMIT ?2",
+            )
+            .ctx(&self.path)?;
+        let rows = st
+            .query_map(params![after, limit], |r| {
+                Ok(AuditRow {
+                    id: r.get(0)?,
+                    record: AuditRecord {
+                        ts: r.get(1)?,
+                        actor: r.get::<_, String>(2)?.into(),
+                        agent_id: r.get(3)?,
+                        action: r.get::<_, String>(4)?.into(),
+                        entry_id: r.get(5)?,
+                        client: r.get(6)?,
+                        outcome: r.get::<_, String>(7)?.into(),
+                        detail: r.get(8)?,
+                    },
+                })
+            })
+            .ctx(&self.path)?;
+        rows.collect::<Result<_, _>>().ctx(&self.path)
+    }
+
+    /// The watermark this primary holds for `backup` and `kind` (0: nothing acknowledged).
+    pub fn replication_mark(&self, backup: &str, kind: MarkKind) -> Result<i64, StoreError> {
+        let v: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT seq FROM replication_marks WHERE backup_id = ?1 AND kind = ?2",
+                params![backup, kind.as_str()],
+                |r| r.get(0),
+            )
+            .optional()
+            .ctx(&self.path)?;
+        Ok(v.unwrap_or(0))
+    }
+
+    /// Records what `backup` acknowledged, in one transaction: the watermarks (one worker
+    /// sends to a backup, in order, so each is the newer one) and the acknowledged entry rows, given as (id, change_seq as sent), stop being dirty
+    /// unless they changed since.
+    pub fn acknowledge(
+        &mut self,
+        backup: &str,
+        marks: &[(MarkKind, i64)],
+        entries: &[(i64, i64)],
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let tx = self.write_tx()?;
+        for (kind, seq) in marks {
+            tx.execute(
+                "INSERT INTO replication_marks (backup_id, kind, seq, acked_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(backup_id, kind) DO UPDATE SET seq = excluded.seq, acked_at = excluded.acked_at",
+                params![backup, kind.as_str(), seq, now_ms],
+            )
+            .ctx(&path)?;
+        }
+        for (id, seq) in entries {
+            tx.execute(
+                "UPDATE entries SET dirty = 0, replicated_at = ?3 WHERE id = ?1 AND change_seq = ?2 AND dirty = 1",
+                params![id, seq, now_ms],
+            )
+            .ctx(&path)?;
+        }
+        tx.commit().ctx(&path)
+    }
+
+    /// The source POP this vault is a replica of (`None`: a vault of this node's own).
+    pub fn replica_of(&self) -> Result<Option<String>, StoreError> {
+        self.meta("replica_of")
+    }
+
+    /// A backup's apply of one batch, in one transaction (see the module docs): entries (last
+    /// write wins), the auth snapshot if newer than the one held (agents and passkeys replaced
+    /// whole, so a revoked agent is gone here too), and audit rows (a resend is ignored).
+    /// Refused whole, with nothing changed, if any entry, agent or passkey MAC does not verify.
+    pub fn apply_replicated_batch(
+        &mut self,
+        source_pop: &str,
+        entries: &[EntryRow],
+        auth: Option<&AuthSnapshot>,
+        audit: &[AuditRow],
+        now_ms: i64,
+    ) -> Result<Applied, StoreError> {
+        if let Some(a) = auth {
+            if let Some(bad) = a.agents.iter().find(|r| !self.agent_authentic(r)) {
+                return Err(StoreError::Conflict(format!(
+                    "replicated agent {} does not verify under this vault's key",
+                    bad.id
+                )));
+            }
+            if let Some(bad) = a.passkeys.iter().find(|r| !self.credential_authentic(r)) {
+                return Err(StoreError::Conflict(format!(
+                    "replicated passkey {} does not verify under this vault's key",
+                    bad.id
+                )));
+            }
+        }
+        let source = source_pop.to_owned();
+        self.in_one_transaction(|db| {
+            let mut out = db.apply_replicated_entries(entries, now_ms)?;
+            let path = db.path.clone();
+            let tx = db.write_tx()?;
+            let held: Option<String> = tx
+                .query_row("SELECT value FROM meta WHERE key = 'replica_auth_seq'", [], |r| r.get(0))
+                .optional()
+                .ctx(&path)?;
+            let held: i64 = held.and_then(|v| v.parse().ok()).unwrap_or(-1);
+            if let Some(a) = auth.filter(|a| a.seq > held) {
+                bump_seq(&tx, &path)?;
+                tx.execute("DELETE FROM agents", []).ctx(&path)?;
+                for r in &a.agents {
+                    tx.execute(
+                        "INSERT INTO agents (id, token_hash, name, scopes, all_access, admin, created_at, mac,
+                             expires_at, parent_id, reveal_to_model, proxy_only_listed)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                        params![
+                            r.id,
+                            r.token_hash,
+                            r.name,
+                            r.scopes,
+                            r.all_access,
+                            r.admin,
+                            r.created_at,
+                            r.mac,
+                            r.expires_at,
+                            r.parent_id,
+                            r.reveal_to_model,
+                            r.proxy_only_listed
+                        ],
+                    )
+                    .ctx(&path)?;
+                }
+                tx.execute("DELETE FROM webauthn_credentials", []).ctx(&path)?;
+                for p in &a.passkeys {
+                    tx.execute(
+                        "INSERT INTO webauthn_credentials (id, public_key, sign_count, name, created_at, agent_id, mac)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                        params![p.id, p.passkey.as_bytes(), p.sign_count, p.name, p.created_at, p.agent_id, p.mac],
+                    )
+                    .ctx(&path)?;
+                }
+                match &a.keyring {
+                    Some(k) => tx.execute(
+                        "INSERT INTO meta (key, value) VALUES ('l2_keyring', ?1) ON CONFLICT(key) DO UPDATE SET value = ?1",
+                        [k],
+                    ),
+                    None => tx.execute("DELETE FROM meta WHERE key = 'l2_keyring'", []),
+                }
+                .ctx(&path)?;
+                tx.execute(
+                    "INSERT INTO meta (key, value) VALUES ('replica_auth_seq', ?1) ON CONFLICT(key) DO UPDATE SET value = ?1",
+                    [a.seq.to_string()],
+                )
+                .ctx(&path)?;
+                out.auth = true;
+            }
+            for r in audit {
+                let rec = &r.record;
+                out.audit += tx
+                    .execute(
+                        "INSERT OR IGNORE INTO audit (ts, actor, agent_id, action, entry_id, client, outcome, detail,
+                             source_pop, source_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                        params![
+                            rec.ts,
+                            rec.actor,
+                            rec.agent_id,
+                            rec.action,
+                            rec.entry_id,
+                            rec.client,
+                            rec.outcome,
+                            rec.detail,
+                            source,
+                            r.id
+                        ],
+                    )
+                    .ctx(&path)?;
+            }
+            tx.commit().ctx(&path)?;
+            Ok(out)
+        })
+    }
+
+    /// Makes this (new, empty) vault file a replica of `source_pop`: its writes come only from
+    /// that POP's batches.
+    pub fn set_replica_of(&mut self, source_pop: &str) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let tx = self.write_tx()?;
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('replica_of', ?1) ON CONFLICT(key) DO UPDATE SET value = ?1",
+            [source_pop],
+        )
+        .ctx(&path)?;
+        tx.commit().ctx(&path)
+    }
 }
 
 #[cfg(test)]
@@ -212,10 +531,16 @@ mod tests {
         let id = p.primary.insert_entry("u1", "s1", b"sealed-1", 1000, &audit()).unwrap();
         let first = p.primary.entries_since(0).unwrap();
         let before = p.backup.change_seq().unwrap();
-        assert_eq!(p.backup.apply_replicated_entries(&first, 1).unwrap(), Applied { written: 1, skipped: 0 });
+        assert_eq!(
+            p.backup.apply_replicated_entries(&first, 1).unwrap(),
+            Applied { written: 1, skipped: 0, ..Applied::default() }
+        );
         assert!(p.backup.change_seq().unwrap() > before, "the backup's watcher sees the change");
         // A resend changes nothing.
-        assert_eq!(p.backup.apply_replicated_entries(&first, 2).unwrap(), Applied { written: 0, skipped: 1 });
+        assert_eq!(
+            p.backup.apply_replicated_entries(&first, 2).unwrap(),
+            Applied { written: 0, skipped: 1, ..Applied::default() }
+        );
         let got = p.backup.entry(id).unwrap().unwrap();
         assert_eq!((got.uuid.as_str(), got.data.as_slice(), got.version), ("u1", b"sealed-1".as_slice(), 1));
         assert!(p.backup.entry_authentic(&got), "the MAC verifies on the backup");
@@ -224,7 +549,10 @@ mod tests {
         let second = p.primary.entries_since(0).unwrap();
         p.backup.apply_replicated_entries(&second, 3).unwrap();
         // An older write arriving late loses.
-        assert_eq!(p.backup.apply_replicated_entries(&first, 4).unwrap(), Applied { written: 0, skipped: 1 });
+        assert_eq!(
+            p.backup.apply_replicated_entries(&first, 4).unwrap(),
+            Applied { written: 0, skipped: 1, ..Applied::default() }
+        );
         let got = p.backup.entry(id).unwrap().unwrap();
         assert_eq!((got.scopes.as_str(), got.data.as_slice(), got.version), ("s2", b"sealed-2".as_slice(), 2));
 
@@ -232,7 +560,10 @@ mod tests {
         p.primary.delete_entry(id, 2000, &audit()).unwrap();
         let tomb = p.primary.entries_since(0).unwrap();
         p.backup.apply_replicated_entries(&tomb, 5).unwrap();
-        assert_eq!(p.backup.apply_replicated_entries(&second, 6).unwrap(), Applied { written: 0, skipped: 1 });
+        assert_eq!(
+            p.backup.apply_replicated_entries(&second, 6).unwrap(),
+            Applied { written: 0, skipped: 1, ..Applied::default() }
+        );
         let got = p.backup.entry(id).unwrap().unwrap();
         assert!(got.deleted && got.data.is_empty(), "{got:?}");
     }

@@ -32,6 +32,40 @@ pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 /// Expired WebAuthn challenges are swept every this many watcher ticks (10 s).
 const SWEEP_EVERY: u64 = 50;
 
+/// Rung each time a refresh installs a new change sequence of any vault (an API write, or the
+/// watcher seeing another process's commit), so a background worker (a primary's replication,
+/// commercial) wakes on every committed change without polling the files itself.
+pub static CHANGES: ChangeBell = ChangeBell::new();
+
+pub struct ChangeBell {
+    rung: Mutex<u64>,
+    cv: std::sync::Condvar,
+}
+
+impl ChangeBell {
+    const fn new() -> Self {
+        Self { rung: Mutex::new(0), cv: std::sync::Condvar::new() }
+    }
+
+    fn ring(&self) {
+        let mut n = self.rung.lock().unwrap_or_else(|p| p.into_inner());
+        *n = n.wrapping_add(1);
+        self.cv.notify_all();
+    }
+
+    /// How often it has rung so far.
+    pub fn count(&self) -> u64 {
+        *self.rung.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits until it has rung more than `seen` times, or `timeout` passed; returns the count.
+    pub fn wait_past(&self, seen: u64, timeout: Duration) -> u64 {
+        let guard = self.rung.lock().unwrap_or_else(|p| p.into_inner());
+        let (n, _) = self.cv.wait_timeout_while(guard, timeout, |n| *n == seen).unwrap_or_else(|p| p.into_inner());
+        *n
+    }
+}
+
 /// An entry's metadata, decrypted once, and what agents are shown of it, sealed.
 ///
 /// Laid out for a small heap: a node may cache tens of thousands of these. The texts share one
@@ -276,6 +310,7 @@ impl LiveVault {
         snap.seq = seq;
         drop(snap);
         drop(db);
+        CHANGES.ring();
         Ok(agents_changed)
     }
 
@@ -621,7 +656,11 @@ pub enum AuthFailure {
 
 /// Every vault this node serves, the token index over all of them, and the node-level audit.
 pub struct Node {
-    vaults: Vec<Arc<LiveVault>>,
+    /// Grows only: a backup POP adopts a replicated vault while running (commercial, issue 14);
+    /// a vault's index here is its token index slot.
+    vaults: RwLock<Vec<Arc<LiveVault>>>,
+    dir: DataDir,
+    sync: AuditSync,
     unavailable: Vec<UnavailableVault>,
     files: Vec<std::path::PathBuf>,
     tokens: Arc<TokenIndex>,
@@ -661,7 +700,16 @@ impl Node {
         }
         let (node_audit, _thread) = AuditWriter::start(&dir.node_db_path(), sync)?;
         files.push(dir.node_db_path());
-        Ok(Arc::new(Self { vaults, unavailable, files, tokens, node_audit, stop: Arc::new(AtomicBool::new(false)) }))
+        Ok(Arc::new(Self {
+            vaults: RwLock::new(vaults),
+            dir: dir.clone(),
+            sync,
+            unavailable,
+            files,
+            tokens,
+            node_audit,
+            stop: Arc::new(AtomicBool::new(false)),
+        }))
     }
 
     /// The vaults that could not be opened at start, with the reason.
@@ -669,20 +717,43 @@ impl Node {
         &self.unavailable
     }
 
-    pub fn vaults(&self) -> &[Arc<LiveVault>] {
-        &self.vaults
+    /// The vaults served, in slot order (a copy of the list: a vault may be adopted meanwhile).
+    pub fn vaults(&self) -> Vec<Arc<LiveVault>> {
+        self.vaults.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The vault with this id, if this node serves it.
+    pub fn vault(&self, id: &str) -> Option<Arc<LiveVault>> {
+        self.vaults.read().unwrap_or_else(|p| p.into_inner()).iter().find(|v| v.id.as_str() == id).cloned()
+    }
+
+    pub fn data_dir(&self) -> &DataDir {
+        &self.dir
+    }
+
+    /// Starts serving a vault registered after start (a backup POP's new replica): opened with
+    /// the master key like the others, its agents join the token index at once.
+    pub fn adopt(&self, id: &VaultId) -> Result<Arc<LiveVault>, VaultError> {
+        let mut vaults = self.vaults.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(v) = vaults.iter().find(|v| &v.id == id) {
+            return Ok(v.clone());
+        }
+        let master = self.dir.load_master_key()?;
+        let vault = Arc::new(LiveVault::open(&self.dir, &master, id, self.sync, (vaults.len(), self.tokens.clone()))?);
+        vaults.push(vault.clone());
+        Ok(vault)
     }
 
     pub fn authenticate(&self, hash: &TokenHash) -> Result<Principal, AuthFailure> {
         if let Some((slot, agent)) = self.tokens.get(hash)
-            && let Some(vault) = self.vaults.get(slot)
+            && let Some(vault) = self.vaults.read().unwrap_or_else(|p| p.into_inner()).get(slot).cloned()
         {
             // Judged by the clock at each request, not only when the sweep has run: an expired
             // token is answered exactly like an unknown one.
             if agent.expired_at(crate::store::now_secs()) {
                 return Err(AuthFailure::Unknown);
             }
-            return Ok(Principal { vault: vault.clone(), agent });
+            return Ok(Principal { vault, agent });
         }
         match self.unavailable.iter().find(|u| u.tokens.as_ref().is_none_or(|t| t.contains(hash))) {
             Some(u) => Err(AuthFailure::Unavailable(u.id.clone())),
@@ -704,7 +775,7 @@ impl Node {
     /// Refreshes every vault (each updates its own part of the token index).
     pub fn refresh(&self) -> Result<(), VaultError> {
         let mut first_error = None;
-        for vault in &self.vaults {
+        for vault in &self.vaults() {
             if let Err(e) = vault.refresh() {
                 first_error.get_or_insert(e);
             }
@@ -728,7 +799,7 @@ impl Node {
                 ticks = ticks.wrapping_add(1);
                 node.sweep_expired();
                 if ticks.is_multiple_of(SWEEP_EVERY) {
-                    for vault in &node.vaults {
+                    for vault in &node.vaults() {
                         if let Err(e) = vault.sweep_challenges() {
                             tracing::warn!(error = %e, "cannot sweep expired WebAuthn challenges");
                         }

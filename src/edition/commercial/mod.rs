@@ -65,6 +65,10 @@ impl super::Edition for Commercial {
         replication::open(&args.replication, node_db, serving)
     }
 
+    fn node_started(&self, node: &std::sync::Arc<crate::vault::live::Node>) {
+        replication::node_started(node);
+    }
+
     fn enforces_caps(&self) -> bool {
         true
     }

@@ -17,11 +17,16 @@ use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use ed25519_dalek::Signature;
-use serde_json::{Value, json};
+use serde_json::json;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::config::{Role, valid_pop_id};
+use super::wire::Batch;
+use crate::api::AppState;
+use crate::store::replica::Applied;
+use crate::vault::live::Node;
+use crate::vault::{VaultError, VaultId};
 
 pub const PATH: &str = "/api/replication/apply";
 pub const H_POP: &str = "x-clavitor-pop";
@@ -33,18 +38,6 @@ pub const H_SIG: &str = "x-clavitor-signature";
 pub fn signed_message(ts: i64, nonce_hex: &str, body: &[u8]) -> Vec<u8> {
     format!("clavitor-replication-v1\nPOST\n{PATH}\n{ts}\n{nonce_hex}\n{}", hex::encode(Sha256::digest(body)))
         .into_bytes()
-}
-
-/// The body of an apply request (the signed headers repeat its source, timestamp and nonce).
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ApplyBody {
-    pub source_pop: String,
-    pub vault: String,
-    pub timestamp: i64,
-    pub nonce: String,
-    /// The replicated rows (still sealed); applying them is the next step of issue 14.
-    pub rows: Vec<Value>,
 }
 
 /// One refusal: status, error code and a message that says why (never entry data).
@@ -89,7 +82,7 @@ fn hex16(s: &str) -> Option<[u8; 16]> {
         (status = "4XX", description = "refused (signature, POP, window, nonce, size, rate, ban); audited", body = crate::api::openapi::schemas::ErrorBody),
     )
 )]
-pub async fn apply(req: Request) -> Response {
+pub async fn apply(axum::extract::State(state): axum::extract::State<AppState>, req: Request) -> Response {
     let Some(rt) = super::runtime().filter(|rt| rt.config.role == Role::Backup) else {
         return (
             StatusCode::NOT_FOUND,
@@ -100,12 +93,24 @@ pub async fn apply(req: Request) -> Response {
     let ip: Option<IpAddr> = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
     let claimed = header(req.headers(), H_POP).filter(|p| valid_pop_id(p)).map(str::to_owned);
     let actor = format!("pop:{}", claimed.as_deref().unwrap_or("unknown"));
-    let result = check(rt, req, ip, claimed.as_deref()).await;
+    let result = match check(rt, req, ip, claimed.as_deref()).await {
+        Ok(batch) => {
+            let node = state.node.clone();
+            tokio::task::spawn_blocking(move || store(rt, &node, batch))
+                .await
+                .unwrap_or_else(|_| Err(refuse(StatusCode::INTERNAL_SERVER_ERROR, "apply_failed", "the apply stopped")))
+        }
+        Err(r) => Err(r),
+    };
     let (outcome, detail, resp) = match result {
-        Ok((count, vault)) => (
+        Ok((a, count, vault)) => (
             "ok",
-            format!("count={count} vault={vault}"),
-            (StatusCode::OK, Json(json!({"applied": count}))).into_response(),
+            format!("count={count} vault={vault} written={} skipped={} auth={} audit={}", a.written, a.skipped, a.auth, a.audit),
+            (
+                StatusCode::OK,
+                Json(json!({"applied": count, "written": a.written, "skipped": a.skipped, "auth": a.auth, "audit": a.audit})),
+            )
+                .into_response(),
         ),
         Err(r) => {
             if r.auth_failure {
@@ -141,7 +146,7 @@ async fn check(
     req: Request,
     ip: Option<IpAddr>,
     claimed: Option<&str>,
-) -> Result<(usize, String), Refusal> {
+) -> Result<Batch, Refusal> {
     let cfg = &rt.config;
     let max = cfg.max_body_bytes;
     // Review item 15: a declared size over the limit is refused before any of the body is read.
@@ -215,7 +220,7 @@ async fn check(
         return Err(auth_fail("replayed", "this nonce was already used"));
     }
     rt.gate.succeed(pop, ip);
-    let parsed: ApplyBody = serde_json::from_slice(&body)
+    let parsed: Batch = serde_json::from_slice(&body)
         .map_err(|_| refuse(StatusCode::BAD_REQUEST, "bad_body", "the body is not a replication batch"))?;
     // The signature covers the body's digest, so these only catch a confused sender.
     let agrees = parsed.source_pop.as_bytes().ct_eq(pop.as_bytes()).unwrap_u8() == 1
@@ -231,12 +236,91 @@ async fn check(
     if !valid_pop_id(&parsed.vault) {
         return Err(refuse(StatusCode::BAD_REQUEST, "bad_body", "vault must be a vault id"));
     }
-    if !parsed.rows.is_empty() {
-        return Err(refuse(
-            StatusCode::NOT_IMPLEMENTED,
-            "apply_unavailable",
-            "this backup authenticates batches but does not apply rows yet; nothing was applied",
-        ));
+    Ok(parsed)
+}
+
+/// Serialises the creation of replica vaults (two batches for one new vault must not race).
+static ADOPTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Applies an authenticated batch in one transaction of its vault's file; creates the vault
+/// first (its data key opened with this POP's transport secret and re-wrapped under this
+/// node's master key) if this node does not hold it yet. A vault of this node's own, or a
+/// replica of another source, is never written. Runs on a blocking thread.
+fn store(rt: &super::Runtime, node: &Node, batch: Batch) -> Result<(Applied, usize, String), Refusal> {
+    let count = batch.entries.len() + batch.audit.len() + usize::from(batch.auth.is_some());
+    if batch.is_heartbeat() {
+        return Ok((Applied::default(), 0, batch.vault));
     }
-    Ok((0, parsed.vault))
+    let bad = |m: String| refuse(StatusCode::BAD_REQUEST, "bad_body", m);
+    let id = VaultId::parse(&batch.vault).map_err(|_| bad("vault must be a vault id".into()))?;
+    let source = batch.source_pop.as_str();
+    let entries = batch.entries.iter().map(|e| e.to_row()).collect::<Result<Vec<_>, _>>().map_err(bad)?;
+    let auth = batch.auth.as_ref().map(|a| a.to_snapshot()).transpose().map_err(bad)?;
+    let audit: Vec<_> = batch.audit.iter().map(|a| a.to_row()).collect();
+    let vault = match node.vault(id.as_str()) {
+        Some(v) => v,
+        None => {
+            let _one = ADOPTING.lock().unwrap_or_else(|p| p.into_inner());
+            match node.vault(id.as_str()) {
+                Some(v) => v,
+                None => adopt(rt, node, &id, source, batch.data_key.as_deref())?,
+            }
+        }
+    };
+    let now = crate::store::now_ms();
+    let applied = vault.change(|db, _, _| {
+        let of = db.replica_of()?;
+        if of.as_deref() != Some(source) {
+            return Err(VaultError::Conflict("not_a_replica".into()));
+        }
+        db.apply_replicated_batch(source, &entries, auth.as_ref(), &audit, now).map_err(VaultError::from_store)
+    });
+    match applied {
+        Ok(a) => Ok((a, count, batch.vault)),
+        Err(VaultError::Conflict(m)) if m == "not_a_replica" => Err(refuse(
+            StatusCode::CONFLICT,
+            "not_a_replica",
+            "this vault is not a replica of the source POP here; nothing was applied",
+        )),
+        Err(VaultError::Conflict(m)) => {
+            Err(refuse(StatusCode::CONFLICT, "rows_rejected", format!("{m}; nothing was applied")))
+        }
+        Err(e) => {
+            tracing::error!(vault = %id, error = %e, "a replicated batch could not be stored");
+            Err(refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "apply_failed",
+                "the batch could not be stored; nothing was applied",
+            ))
+        }
+    }
+}
+
+fn adopt(
+    rt: &super::Runtime,
+    node: &Node,
+    id: &VaultId,
+    source: &str,
+    sealed: Option<&str>,
+) -> Result<std::sync::Arc<crate::vault::live::LiveVault>, Refusal> {
+    let unknown = || {
+        refuse(
+            StatusCode::CONFLICT,
+            "unknown_vault",
+            "this backup does not hold the vault and the batch carries no data key it can open; nothing was applied",
+        )
+    };
+    let sealed = sealed.and_then(|h| hex::decode(h).ok()).ok_or_else(unknown)?;
+    let secret = rt.config.transport_secret.as_ref().ok_or_else(unknown)?;
+    let key = crate::crypto::key_transport::open_data_key(secret, &sealed, id.as_str(), source, &rt.config.pop_id)
+        .map_err(|_| unknown())?;
+    let created = node.data_dir().create_vault_with_key(id, &key, |db| db.set_replica_of(source));
+    let failed = |e: VaultError| {
+        tracing::error!(vault = %id, error = %e, "a replica vault could not be created");
+        refuse(StatusCode::SERVICE_UNAVAILABLE, "apply_failed", "the replica vault could not be created")
+    };
+    created.map_err(failed)?;
+    let vault = node.adopt(id).map_err(failed)?;
+    tracing::info!(vault = %id, source = %source, "replica vault created");
+    Ok(vault)
 }

@@ -44,7 +44,7 @@ pub fn run(cmd: &ReplicationCommand, node_db: &std::path::Path) -> anyhow::Resul
     let last_error = applies.iter().find(|r| r.record.outcome != "ok").map(|r| row_json(r));
     let worker = match c.role {
         Role::Backup => "none: a backup never replicates onward",
-        Role::Primary => "heartbeats only: batches carry no rows yet in this build",
+        Role::Primary => "ships dirty rows on every change (30 s poll as backstop)",
     };
     let report = json!({
         "pop_id": c.pop_id,

@@ -11,6 +11,7 @@ pub mod backup_mode;
 pub mod cli;
 pub mod config;
 mod gate;
+pub mod wire;
 mod worker;
 
 use std::path::{Path, PathBuf};
@@ -70,12 +71,18 @@ pub fn open(args: &ReplicationArgs, node_db: &Path, serving: bool) -> Result<(),
         // Review item 8: a backup never replicates onward, whatever its file lists.
         tracing::warn!("this POP is a backup: its backups list is ignored (no cascade replication)");
     }
-    // A second open in one process (tests) keeps the first.
+    // A second open in one process (tests) keeps the first. The worker starts once the
+    // server's vaults are open (`node_started`); a local CLI run (`serving` false) has none.
+    let _ = serving;
     let _ = RUNTIME.set(Runtime { config, node_db: node_db.to_owned(), gate: gate::Gate::new() });
-    if serving && let Some(rt) = runtime() {
-        worker::start(rt);
-    }
     Ok(())
+}
+
+/// The server is up: a primary starts its replication worker on the server's data dir.
+pub fn node_started(node: &std::sync::Arc<crate::vault::live::Node>) {
+    if let Some(rt) = runtime() {
+        worker::start(rt, node.data_dir().clone());
+    }
 }
 
 /// One replication audit row in node.db (both sides audit every attempt, review item 7).
