@@ -787,3 +787,42 @@ fn backup_down_then_kill_9_of_either_side_mid_stream_loses_and_duplicates_nothin
     assert_eq!(titles.len(), 96, "nothing lost");
     assert_eq!(unique.len(), titles.len(), "nothing duplicated");
 }
+
+#[test]
+fn divergence_a_row_changed_behind_replication_is_reported_and_the_resend_repairs_it() {
+    let p = pair(None, true);
+    let pv = &p.primary_vault;
+    let first = pv.add_entry(&json!({"title": "one", "url": "https://1.example"}));
+    pv.add_entry(&json!({"title": "two", "url": "https://2.example"}));
+    converges(&p, &pv.owner, 2, "before the change");
+    let vault = pv.vault_file().file_stem().unwrap().to_str().unwrap().to_owned();
+    let cfg = p.backup_vault.tmp.path().join("replication.toml");
+    let status =
+        || p.backup_vault.cli_json(&["--replication-config", cfg.to_str().unwrap(), "replication", "status"], None);
+    common::eventually("in sync", || status()["divergence"][&vault]["state"] == "in sync");
+
+    // Someone changes a row in the backup's file with sqlite3, behind replication's back.
+    let replica = p.backup_vault.dir().join("vaults").join(format!("{vault}.db"));
+    let sql = format!("UPDATE entries SET scopes = 'ffff' WHERE id = {first};");
+    let out = Command::new("sqlite3").arg(&replica).arg(&sql).output().expect("sqlite3");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let diverged = |v: &Vault| {
+        v.audit_rows(true)
+            .into_iter()
+            .any(|r| r["detail"].as_str().unwrap_or_default().contains("digest=diverged ids=0..255"))
+    };
+    common::eventually("the check reports the range", || diverged(&p.backup_vault));
+    assert!(diverged(&p.primary_vault), "the primary records it too");
+    // The primary's resend repairs it, and the next check finds the two in sync again.
+    let scopes = || {
+        let out = Command::new("sqlite3")
+            .arg(&replica)
+            .arg(format!("SELECT scopes FROM entries WHERE id = {first};"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    common::eventually("repaired", || scopes().is_empty());
+    common::eventually("in sync again", || status()["divergence"][&vault]["state"] == "in sync");
+    converges(&p, &pv.owner, 2, "after the repair");
+}

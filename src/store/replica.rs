@@ -131,6 +131,13 @@ impl VaultDb {
     /// with nothing changed, if a row's MAC does not verify under this vault's key or its uuid
     /// belongs to another id here.
     pub fn apply_replicated_entries(&mut self, rows: &[EntryRow], now_ms: i64) -> Result<Applied, StoreError> {
+        self.apply_entries(rows, now_ms, false)
+    }
+
+    /// Like [`Self::apply_replicated_entries`]; with `repair` (the primary resends a range the
+    /// divergence check found different) the primary's row replaces the stored one whatever its
+    /// stamp says, since the stored one was changed behind replication's back.
+    fn apply_entries(&mut self, rows: &[EntryRow], now_ms: i64, repair: bool) -> Result<Applied, StoreError> {
         if let Some(bad) = rows.iter().find(|r| !self.entry_authentic(r)) {
             return Err(StoreError::Conflict(format!(
                 "replicated entry {} does not verify under this vault's key",
@@ -154,7 +161,7 @@ impl VaultDb {
             if uuid_owner.is_some_and(|id| id != r.id) {
                 return Err(StoreError::Conflict(format!("replicated entry {} reuses another entry's uuid", r.id)));
             }
-            if stored.is_some_and(|s| !newer(r, s)) {
+            if !repair && stored.is_some_and(|s| !newer(r, s)) {
                 out.skipped += 1;
                 continue;
             }
@@ -357,6 +364,7 @@ impl VaultDb {
         auth: Option<&AuthSnapshot>,
         audit: &[AuditRow],
         now_ms: i64,
+        repair: bool,
     ) -> Result<Applied, StoreError> {
         if let Some(a) = auth {
             if let Some(bad) = a.agents.iter().find(|r| !self.agent_authentic(r)) {
@@ -374,7 +382,7 @@ impl VaultDb {
         }
         let source = source_pop.to_owned();
         self.in_one_transaction(|db| {
-            let mut out = db.apply_replicated_entries(entries, now_ms)?;
+            let mut out = db.apply_entries(entries, now_ms, repair)?;
             let path = db.path.clone();
             let tx = db.write_tx()?;
             let held: Option<String> = tx
@@ -455,6 +463,90 @@ impl VaultDb {
             tx.commit().ctx(&path)?;
             Ok(out)
         })
+    }
+
+    /// The divergence digest: for each range of `width` entry ids that holds rows, the SHA-256
+    /// over its rows as stored (every column replication carries), as (first id of the range,
+    /// hex). Equal on both sides when the backup holds exactly what the primary sent.
+    pub fn entry_digests(&self, width: i64) -> Result<Vec<(i64, String)>, StoreError> {
+        use sha2::{Digest, Sha256};
+        let width = width.max(1);
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT id, uuid, scopes, created_at, updated_at, version, deleted, data, coalesce(mac, x'')
+                 FROM entries ORDER BY id",
+            )
+            .ctx(&self.path)?;
+        let mut rows = st.query([]).ctx(&self.path)?;
+        let mut out: Vec<(i64, String)> = Vec::new();
+        let mut current: Option<(i64, Sha256)> = None;
+        while let Some(r) = rows.next().ctx(&self.path)? {
+            let id: i64 = r.get(0).ctx(&self.path)?;
+            let lo = id.div_euclid(width) * width;
+            if current.as_ref().is_none_or(|(l, _)| *l != lo) {
+                if let Some((l, h)) = current.take() {
+                    out.push((l, hex::encode(h.finalize())));
+                }
+                current = Some((lo, Sha256::new()));
+            }
+            let Some((_, h)) = current.as_mut() else { continue };
+            let text = |i: usize| r.get::<_, String>(i);
+            let int = |i: usize| r.get::<_, i64>(i);
+            let blob = |i: usize| r.get::<_, Vec<u8>>(i);
+            let (uuid, scopes, data, mac) = (text(1), text(2), blob(7), blob(8));
+            let nums = [
+                id,
+                int(3).ctx(&self.path)?,
+                int(4).ctx(&self.path)?,
+                int(5).ctx(&self.path)?,
+                int(6).ctx(&self.path)?,
+            ];
+            for n in nums {
+                h.update(n.to_le_bytes());
+            }
+            for part in [
+                uuid.ctx(&self.path)?.into_bytes(),
+                scopes.ctx(&self.path)?.into_bytes(),
+                data.ctx(&self.path)?,
+                mac.ctx(&self.path)?,
+            ] {
+                h.update((part.len() as u64).to_le_bytes());
+                h.update(&part);
+            }
+        }
+        if let Some((l, h)) = current.take() {
+            out.push((l, hex::encode(h.finalize())));
+        }
+        Ok(out)
+    }
+
+    /// The entry rows with ids in `lo..=hi`, as stored (a repair resend).
+    pub fn entries_in(&self, lo: i64, hi: i64) -> Result<Vec<EntryRow>, StoreError> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT id, uuid, scopes, created_at, updated_at, version, deleted, change_seq, data, mac
+                 FROM entries WHERE id BETWEEN ?1 AND ?2 ORDER BY id",
+            )
+            .ctx(&self.path)?;
+        let rows = st
+            .query_map(params![lo, hi], |r| {
+                Ok(EntryRow {
+                    id: r.get(0)?,
+                    uuid: r.get(1)?,
+                    scopes: r.get(2)?,
+                    created_at: r.get(3)?,
+                    updated_at: r.get(4)?,
+                    version: r.get(5)?,
+                    deleted: r.get(6)?,
+                    change_seq: r.get(7)?,
+                    data: r.get(8)?,
+                    mac: r.get(9)?,
+                })
+            })
+            .ctx(&self.path)?;
+        rows.collect::<Result<_, _>>().ctx(&self.path)
     }
 
     /// Makes this (new, empty) vault file a replica of `source_pop`: its writes come only from

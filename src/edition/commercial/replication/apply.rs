@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::config::{Role, valid_pop_id};
-use super::wire::Batch;
+use super::wire::{Batch, DIGEST_RANGE};
 use crate::api::AppState;
 use crate::store::replica::Applied;
 use crate::vault::live::Node;
@@ -103,15 +103,26 @@ pub async fn apply(axum::extract::State(state): axum::extract::State<AppState>, 
         Err(r) => Err(r),
     };
     let (outcome, detail, resp) = match result {
-        Ok((a, count, vault)) => (
-            "ok",
-            format!("count={count} vault={vault} written={} skipped={} auth={} audit={}", a.written, a.skipped, a.auth, a.audit),
+        Ok(Stored { applied: a, count, vault, digest }) => {
+            let (check, diverged) = match digest {
+                None => (String::new(), None),
+                Some(None) => (" digest=in_sync".to_owned(), None),
+                Some(Some((lo, hi))) => (format!(" digest=diverged ids={lo}..{hi}"), Some([lo, hi])),
+            };
             (
-                StatusCode::OK,
-                Json(json!({"applied": count, "written": a.written, "skipped": a.skipped, "auth": a.auth, "audit": a.audit})),
+                "ok",
+                format!(
+                    "count={count} vault={vault} written={} skipped={} auth={} audit={}{check}",
+                    a.written, a.skipped, a.auth, a.audit
+                ),
+                (
+                    StatusCode::OK,
+                    Json(json!({"applied": count, "written": a.written, "skipped": a.skipped, "auth": a.auth,
+                                "audit": a.audit, "diverged": diverged})),
+                )
+                    .into_response(),
             )
-                .into_response(),
-        ),
+        }
         Err(r) => {
             if r.auth_failure {
                 let now = crate::store::now_secs();
@@ -246,10 +257,19 @@ static ADOPTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// first (its data key opened with this POP's transport secret and re-wrapped under this
 /// node's master key) if this node does not hold it yet. A vault of this node's own, or a
 /// replica of another source, is never written. Runs on a blocking thread.
-fn store(rt: &super::Runtime, node: &Node, batch: Batch) -> Result<(Applied, usize, String), Refusal> {
+/// What an accepted batch did; `digest`: `None` if it asked for no divergence check, else the
+/// first range of entry ids that differs (`Some(None)`: in sync).
+struct Stored {
+    applied: Applied,
+    count: usize,
+    vault: String,
+    digest: Option<Option<(i64, i64)>>,
+}
+
+fn store(rt: &super::Runtime, node: &Node, batch: Batch) -> Result<Stored, Refusal> {
     let count = batch.entries.len() + batch.audit.len() + usize::from(batch.auth.is_some());
     if batch.is_heartbeat() {
-        return Ok((Applied::default(), 0, batch.vault));
+        return Ok(Stored { applied: Applied::default(), count: 0, vault: batch.vault, digest: None });
     }
     let bad = |m: String| refuse(StatusCode::BAD_REQUEST, "bad_body", m);
     let id = VaultId::parse(&batch.vault).map_err(|_| bad("vault must be a vault id".into()))?;
@@ -273,10 +293,17 @@ fn store(rt: &super::Runtime, node: &Node, batch: Batch) -> Result<(Applied, usi
         if of.as_deref() != Some(source) {
             return Err(VaultError::Conflict("not_a_replica".into()));
         }
-        db.apply_replicated_batch(source, &entries, auth.as_ref(), &audit, now).map_err(VaultError::from_store)
+        let a = db
+            .apply_replicated_batch(source, &entries, auth.as_ref(), &audit, now, batch.repair)
+            .map_err(VaultError::from_store)?;
+        let digest = match &batch.digest {
+            None => None,
+            Some(theirs) => Some(first_difference(theirs, &db.entry_digests(DIGEST_RANGE)?)),
+        };
+        Ok((a, digest))
     });
     match applied {
-        Ok(a) => Ok((a, count, batch.vault)),
+        Ok((applied, digest)) => Ok(Stored { applied, count, vault: batch.vault, digest }),
         Err(VaultError::Conflict(m)) if m == "not_a_replica" => Err(refuse(
             StatusCode::CONFLICT,
             "not_a_replica",
@@ -294,6 +321,20 @@ fn store(rt: &super::Runtime, node: &Node, batch: Batch) -> Result<(Applied, usi
             ))
         }
     }
+}
+
+/// The first range of entry ids (lo, hi) whose digest differs between the two lists (a range
+/// only one side has differs too); `None` if they are equal.
+fn first_difference(theirs: &[(i64, String)], ours: &[(i64, String)]) -> Option<(i64, i64)> {
+    let a: std::collections::BTreeMap<i64, &str> = theirs.iter().map(|(lo, h)| (*lo, h.as_str())).collect();
+    let b: std::collections::BTreeMap<i64, &str> = ours.iter().map(|(lo, h)| (*lo, h.as_str())).collect();
+    a.keys()
+        .chain(b.keys())
+        .copied()
+        .collect::<std::collections::BTreeSet<i64>>()
+        .into_iter()
+        .find(|lo| a.get(lo) != b.get(lo))
+        .map(|lo| (lo, lo.saturating_add(DIGEST_RANGE - 1)))
 }
 
 fn adopt(

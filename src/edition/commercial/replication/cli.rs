@@ -24,6 +24,11 @@ fn public_key_b64(key: &[u8]) -> String {
     STANDARD.encode(der)
 }
 
+/// The value of `key` (e.g. `vault=`) in an audit detail of space-separated `key=value` parts.
+fn field<'a>(detail: &'a str, key: &str) -> Option<&'a str> {
+    detail.split(' ').find_map(|part| part.strip_prefix(key))
+}
+
 fn row_json(r: &crate::store::AuditRow) -> Value {
     json!({"ts_ms": r.record.ts, "actor": r.record.actor, "outcome": r.record.outcome, "detail": r.record.detail})
 }
@@ -42,6 +47,21 @@ pub fn run(cmd: &ReplicationCommand, node_db: &std::path::Path) -> anyhow::Resul
         rows.iter().filter(|r| matches!(r.record.action.as_ref(), "replication.apply" | "replication.send")).collect();
     let last_success = applies.iter().find(|r| r.record.outcome == "ok").map(|r| row_json(r));
     let last_error = applies.iter().find(|r| r.record.outcome != "ok").map(|r| row_json(r));
+    // The newest divergence check per vault: "in sync" or the first range of entry ids that
+    // differs (both sides record it: the backup's apply row, the primary's send row).
+    let mut divergence = serde_json::Map::new();
+    for r in applies.iter().filter(|r| r.record.outcome == "ok") {
+        let d = &r.record.detail;
+        let (Some(vault), Some(check)) = (field(d, "vault="), field(d, "digest=")) else { continue };
+        if divergence.contains_key(vault) {
+            continue;
+        }
+        let state = match check {
+            "in_sync" => "in sync".to_owned(),
+            _ => format!("differs at entry ids {}", field(d, "ids=").unwrap_or("?")),
+        };
+        divergence.insert(vault.to_owned(), json!({"state": state, "ts_ms": r.record.ts}));
+    }
     let worker = match c.role {
         Role::Backup => "none: a backup never replicates onward",
         Role::Primary => "ships dirty rows on every change (30 s poll as backstop)",
@@ -68,6 +88,7 @@ pub fn run(cmd: &ReplicationCommand, node_db: &std::path::Path) -> anyhow::Resul
         },
         "last_success": last_success,
         "last_error": last_error,
+        "divergence": divergence,
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())

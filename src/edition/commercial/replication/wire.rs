@@ -36,11 +36,21 @@ pub struct Batch {
     pub auth: Option<WireAuth>,
     #[serde(default)]
     pub audit: Vec<WireAudit>,
+    /// The divergence check: the primary's [`crate::store::vault_db::VaultDb::entry_digests`]
+    /// (first id of each range, SHA-256 hex), sent once it has nothing left to ship.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<Vec<(i64, String)>>,
+    /// These entries repair a range the check found different: applied whatever their stamp.
+    #[serde(default)]
+    pub repair: bool,
 }
+
+/// Entry ids per range of the divergence digest.
+pub const DIGEST_RANGE: i64 = 256;
 
 impl Batch {
     pub fn is_heartbeat(&self) -> bool {
-        self.entries.is_empty() && self.auth.is_none() && self.audit.is_empty()
+        self.entries.is_empty() && self.auth.is_none() && self.audit.is_empty() && self.digest.is_none()
     }
 }
 

@@ -21,7 +21,7 @@ use std::time::Instant;
 use super::Role;
 use super::apply::{H_NONCE, H_POP, H_SIG, H_TS, PATH, signed_message};
 use super::config::Peer;
-use super::wire::{Batch, HEARTBEAT_VAULT, WireAudit, WireAuth, WireEntry};
+use super::wire::{Batch, DIGEST_RANGE, HEARTBEAT_VAULT, WireAudit, WireAuth, WireEntry};
 use crate::store::replica::MarkKind;
 use crate::vault::VaultId;
 use crate::vault::data_dir::{DataDir, OpenVault};
@@ -51,6 +51,18 @@ struct Shipper<'a> {
     dir: DataDir,
     open: HashMap<VaultId, OpenVault>,
     last_send: Option<Instant>,
+    /// When each (backup, vault) pair's divergence was last checked.
+    checked: HashMap<(String, VaultId), Instant>,
+}
+
+/// The vault's data key sealed to `backup`'s HPKE key (hex); `None` if its entry lists none.
+fn seal_for(backup: &Peer, v: &OpenVault, id: &VaultId, pop_id: &str) -> Result<Option<String>, String> {
+    match &backup.transport_key {
+        Some(to) => crate::crypto::key_transport::seal_data_key(to, &v.key, id.as_str(), pop_id, &backup.id)
+            .map(|k| Some(hex::encode(k)))
+            .map_err(|e| e.to_string()),
+        None => Ok(None),
+    }
 }
 
 fn run(rt: &'static super::Runtime, dir: DataDir) {
@@ -68,7 +80,7 @@ fn run(rt: &'static super::Runtime, dir: DataDir) {
             return;
         }
     };
-    let mut shipper = Shipper { rt, agent, dir, open: HashMap::new(), last_send: None };
+    let mut shipper = Shipper { rt, agent, dir, open: HashMap::new(), last_send: None, checked: HashMap::new() };
     let mut current = 0usize;
     loop {
         let Some(backup) = cfg.backups.get(current % cfg.backups.len().max(1)) else { return };
@@ -110,12 +122,52 @@ impl Shipper<'_> {
         let mut sent = false;
         for id in ids {
             sent |= self.ship_vault(backup, &id)?;
+            sent |= self.check_vault(backup, &id)?;
         }
         if !sent {
             let batch = self.batch(HEARTBEAT_VAULT, None, Vec::new(), None, Vec::new());
             self.send(backup, &batch, 0)?;
         }
         Ok(())
+    }
+
+    /// The divergence check of one vault, once per poll interval when it has nothing left to
+    /// ship: the backup compares the digests with its own copy and names the first range that
+    /// differs, which is then resent as a repair (and checked again next time).
+    fn check_vault(&mut self, backup: &Peer, id: &VaultId) -> Result<bool, String> {
+        let interval = Duration::from_secs(self.rt.config.poll_interval_s.max(1));
+        let key = (backup.id.clone(), id.clone());
+        if self.checked.get(&key).is_some_and(|t| t.elapsed() < interval) {
+            return Ok(false);
+        }
+        self.checked.insert(key, Instant::now());
+        let pop_id = self.rt.config.pop_id.clone();
+        let v = self.vault(id)?;
+        let digest = v.db.entry_digests(DIGEST_RANGE).map_err(|e| e.to_string())?;
+        let data_key = seal_for(backup, v, id, &pop_id)?;
+        let mut batch = self.batch(id.as_str(), data_key.clone(), Vec::new(), None, Vec::new());
+        batch.digest = Some(digest);
+        let answer = self.send(backup, &batch, 0)?;
+        let Some(range) = answer.get("diverged").and_then(|d| d.as_array()) else { return Ok(true) };
+        let (Some(lo), Some(hi)) = (range.first().and_then(|v| v.as_i64()), range.get(1).and_then(|v| v.as_i64()))
+        else {
+            return Ok(true);
+        };
+        let rows = self.vault(id)?.db.entries_in(lo, hi).map_err(|e| e.to_string())?;
+        for chunk in rows.chunks(self.rt.config.batch_size.max(1) as usize) {
+            let mut repair = self.batch(
+                id.as_str(),
+                data_key.clone(),
+                chunk.iter().map(WireEntry::from).collect(),
+                None,
+                Vec::new(),
+            );
+            repair.repair = true;
+            self.send(backup, &repair, chunk.len())?;
+        }
+        // Checked again at the next round rather than after the interval.
+        self.checked.remove(&(backup.id.clone(), id.clone()));
+        Ok(true)
     }
 
     fn vault(&mut self, id: &VaultId) -> Result<&mut OpenVault, String> {
@@ -144,6 +196,8 @@ impl Shipper<'_> {
             entries,
             auth,
             audit,
+            digest: None,
+            repair: false,
         }
     }
 
@@ -169,13 +223,7 @@ impl Shipper<'_> {
             if entries.is_empty() && auth.is_none() && audit.is_empty() {
                 return Ok(sent);
             }
-            let data_key = match &backup.transport_key {
-                Some(to) => Some(hex::encode(
-                    crate::crypto::key_transport::seal_data_key(to, &v.key, id.as_str(), &pop_id, &backup.id)
-                        .map_err(|e| e.to_string())?,
-                )),
-                None => None,
-            };
+            let data_key = seal_for(backup, v, id, &pop_id)?;
             let full = entries.len() >= limit as usize || audit.len() >= limit as usize;
             let marks = [
                 (MarkKind::Entries, entries.last().map_or(w_entries, |r| r.change_seq)),
@@ -193,7 +241,7 @@ impl Shipper<'_> {
                 audit.iter().map(WireAudit::from).collect(),
             );
             match self.send(backup, &batch, count) {
-                Ok(()) => {}
+                Ok(_) => {}
                 // Too big for the backup's body limit: halve the batch and try again at once.
                 Err(reason) if reason.starts_with("status 413") && limit > 1 => {
                     limit /= 2;
@@ -212,7 +260,7 @@ impl Shipper<'_> {
 
     /// Signs and sends one batch, paced to the backup's rate (`rate_limit_per_s`, the same
     /// figure both sides' files carry); a 429 waits a second and goes again, uncounted. Audited.
-    fn send(&mut self, backup: &Peer, batch: &Batch, count: usize) -> Result<(), String> {
+    fn send(&mut self, backup: &Peer, batch: &Batch, count: usize) -> Result<serde_json::Value, String> {
         let cfg = &self.rt.config;
         let actor = format!("pop:{}", backup.id);
         for _ in 0..5 {
@@ -228,9 +276,24 @@ impl Shipper<'_> {
             let result = send_once(self.rt, &self.agent, backup, batch);
             let vault = &batch.vault;
             match result {
-                Ok(()) => {
-                    super::audit("replication.send", &actor, "ok", format!("count={count} vault={vault}"));
-                    return Ok(());
+                Ok(answer) => {
+                    let digest = match (&batch.digest, answer.get("diverged").and_then(|d| d.as_array())) {
+                        (None, _) => String::new(),
+                        (Some(_), None) => " digest=in_sync".to_owned(),
+                        (Some(_), Some(r)) => format!(
+                            " digest=diverged ids={}..{}",
+                            r.first().and_then(|v| v.as_i64()).unwrap_or(0),
+                            r.get(1).and_then(|v| v.as_i64()).unwrap_or(0)
+                        ),
+                    };
+                    let repair = if batch.repair { " repair=1" } else { "" };
+                    super::audit(
+                        "replication.send",
+                        &actor,
+                        "ok",
+                        format!("count={count} vault={vault}{digest}{repair}"),
+                    );
+                    return Ok(answer);
                 }
                 Err(reason) if reason.starts_with("status 429") => {
                     std::thread::sleep(Duration::from_secs(1));
@@ -251,7 +314,12 @@ impl Shipper<'_> {
     }
 }
 
-fn send_once(rt: &super::Runtime, agent: &ureq::Agent, backup: &Peer, batch: &Batch) -> Result<(), String> {
+fn send_once(
+    rt: &super::Runtime,
+    agent: &ureq::Agent,
+    backup: &Peer,
+    batch: &Batch,
+) -> Result<serde_json::Value, String> {
     let cfg = &rt.config;
     let url = backup.url.as_deref().ok_or("no url")?;
     let ts = crate::store::now_secs();
@@ -265,6 +333,8 @@ fn send_once(rt: &super::Runtime, agent: &ureq::Agent, backup: &Peer, batch: &Ba
         entries: Vec::new(),
         auth: None,
         audit: Vec::new(),
+        digest: None,
+        repair: false,
     };
     let body = serialize_with(&signed, batch).map_err(|e| e.to_string())?;
     let sig = hex::encode(cfg.signing_key.sign(&signed_message(ts, &nonce, &body)).as_ref());
@@ -280,11 +350,11 @@ fn send_once(rt: &super::Runtime, agent: &ureq::Agent, backup: &Peer, batch: &Ba
         .map_err(|e| e.to_string())?;
     let mut resp = agent.run(req).map_err(|e| format!("transport: {e}"))?;
     let status = resp.status().as_u16();
-    if status == 200 {
-        return Ok(());
-    }
-    // The backup's error code only (its message may be long); never entry data.
+    // The backup's answer is short (counts, the divergence range) or its error code.
     let text = resp.body_mut().with_config().limit(4096).read_to_string().unwrap_or_default();
+    if status == 200 {
+        return Ok(serde_json::from_str(&text).unwrap_or_default());
+    }
     let code = serde_json::from_str::<serde_json::Value>(&text)
         .ok()
         .and_then(|v| v["error"].as_str().map(str::to_owned))
@@ -307,6 +377,9 @@ fn serialize_with(head: &Batch, rows: &Batch) -> serde_json::Result<Vec<u8>> {
         #[serde(skip_serializing_if = "Option::is_none")]
         auth: Option<&'a WireAuth>,
         audit: &'a [WireAudit],
+        #[serde(skip_serializing_if = "Option::is_none")]
+        digest: Option<&'a [(i64, String)]>,
+        repair: bool,
     }
     serde_json::to_vec(&View {
         source_pop: &head.source_pop,
@@ -317,5 +390,7 @@ fn serialize_with(head: &Batch, rows: &Batch) -> serde_json::Result<Vec<u8>> {
         entries: &rows.entries,
         auth: rows.auth.as_ref(),
         audit: &rows.audit,
+        digest: rows.digest.as_deref(),
+        repair: rows.repair,
     })
 }
