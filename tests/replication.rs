@@ -480,6 +480,7 @@ struct Pair {
     backup: Server,
     primary_args: Vec<String>,
     backup_args: Vec<String>,
+    primary_env: Vec<(String, String)>,
 }
 
 impl Pair {
@@ -492,7 +493,8 @@ impl Pair {
 
     fn restart_primary(&mut self) {
         let args: Vec<&str> = self.primary_args.iter().map(String::as_str).collect();
-        self.primary = Server::start(&self.primary_vault.dir(), &args);
+        let env: Vec<(&str, &str)> = self.primary_env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        self.primary = Server::start_env(&self.primary_vault.dir(), &args, &env);
     }
 }
 
@@ -502,11 +504,19 @@ fn pair(first: Option<&str>, ca: bool) -> Pair {
 
 /// Like [`pair`], with extra environment for the backup process (e.g. a fake clock).
 fn pair_env(first: Option<&str>, ca: bool, backup_env: &[(&str, &str)]) -> Pair {
-    pair_full(first, ca, backup_env, "")
+    pair_full(first, ca, backup_env, "", false, (5, 1))
 }
 
 /// Like [`pair_env`], with extra lines for the primary's replication file.
-fn pair_full(first: Option<&str>, ca: bool, backup_env: &[(&str, &str)], primary_extra: &str) -> Pair {
+/// `(rate, poll)`: both sides' `rate_limit_per_s`, the primary's `poll_interval_s`.
+fn pair_full(
+    first: Option<&str>,
+    ca: bool,
+    backup_env: &[(&str, &str)],
+    primary_extra: &str,
+    licensed: bool,
+    (rate, poll): (u32, u64),
+) -> Pair {
     let (pv, bv) = (Vault::new(), Vault::new());
     let (pkey, bkey) = (openssl_key(pv.tmp.path()), openssl_key(bv.tmp.path()));
     let (ca_pem, cert, tls_key) = tls_cert(bv.tmp.path());
@@ -518,7 +528,7 @@ fn pair_full(first: Option<&str>, ca: bool, backup_env: &[(&str, &str)], primary
     std::fs::write(
         &bcfg,
         format!(
-            "pop_id = \"zurich-01\"\nrole = \"backup\"\nsigning_key_file = \"{}\"\nrate_limit_per_s = 5\ntransport_key_file = \"{}\"\n\n[[sources]]\nid = \"{SOURCE}\"\npublic_key = \"{}\"\n",
+            "pop_id = \"zurich-01\"\nrole = \"backup\"\nsigning_key_file = \"{}\"\nrate_limit_per_s = {rate}\ntransport_key_file = \"{}\"\n\n[[sources]]\nid = \"{SOURCE}\"\npublic_key = \"{}\"\n",
             bkey.display(),
             transport.display(),
             openssl_pub(&pkey)
@@ -556,15 +566,22 @@ fn pair_full(first: Option<&str>, ca: bool, backup_env: &[(&str, &str)], primary
     std::fs::write(
         &pcfg,
         format!(
-            "pop_id = \"{SOURCE}\"\nrole = \"primary\"\nsigning_key_file = \"{}\"\nretries = 1\npoll_interval_s = 1\nrate_limit_per_s = 5\n{primary_extra}\n{ca_line}\n{backups}",
+            "pop_id = \"{SOURCE}\"\nrole = \"primary\"\nsigning_key_file = \"{}\"\nretries = 1\npoll_interval_s = {poll}\nrate_limit_per_s = {rate}\n{primary_extra}\n{ca_line}\n{backups}",
             pkey.display()
         ),
     )
     .unwrap();
-    let primary_args = vec!["--replication-config".to_owned(), pcfg.display().to_string()];
+    let mut primary_args = vec!["--replication-config".to_owned(), pcfg.display().to_string()];
+    let mut primary_env = Vec::new();
+    if licensed {
+        let (args, env) = common::roomy_license(pv.tmp.path());
+        primary_args.extend(args);
+        primary_env = env;
+    }
     let pa: Vec<&str> = primary_args.iter().map(String::as_str).collect();
-    let primary = Server::start(&pv.dir(), &pa);
-    Pair { primary_vault: pv, backup_vault: bv, primary, backup, primary_args, backup_args }
+    let pe: Vec<(&str, &str)> = primary_env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let primary = Server::start_env(&pv.dir(), &pa, &pe);
+    Pair { primary_vault: pv, backup_vault: bv, primary, backup, primary_args, backup_args, primary_env }
 }
 
 fn sends(v: &Vault) -> Vec<Value> {
@@ -747,7 +764,7 @@ fn rows_travel_entries_agents_revocation_and_deletes_reach_the_backup_for_the_sa
 
 #[test]
 fn backup_down_then_kill_9_of_either_side_mid_stream_loses_and_duplicates_nothing() {
-    let mut p = pair_full(None, true, &[], "batch_size = 3");
+    let mut p = pair_full(None, true, &[], "batch_size = 3", false, (5, 1));
     let pv = &p.primary_vault;
     pv.add_entry(&json!({"title": "first", "url": "https://f.example"}));
     converges(&p, &pv.owner, 1, "first entry");
@@ -825,4 +842,88 @@ fn divergence_a_row_changed_behind_replication_is_reported_and_the_resend_repair
     common::eventually("repaired", || scopes().is_empty());
     common::eventually("in sync again", || status()["divergence"][&vault]["state"] == "in sync");
     converges(&p, &pv.owner, 2, "after the repair");
+}
+
+/// Entries the backup serves `token` (0 while it refuses the token).
+fn count_on(s: &Server, token: &str) -> usize {
+    let r = s.get("/api/entries", Some(token));
+    if r.status != 200 {
+        return 0;
+    }
+    r.json().as_array().map_or(0, Vec::len)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted.get(i).copied().unwrap_or(f64::NAN)
+}
+
+/// bench/replication.sh: the catch-up rate of a backlog (default 10,000 entries) and the lag of
+/// single writes under a steady write load (one every 250 ms), at the review's defaults and with
+/// the limits lifted. Prints figures, asserts none.
+#[test]
+#[ignore = "a benchmark: bench/replication.sh runs it"]
+fn bench_replication() {
+    use std::time::{Duration, Instant};
+    let env_or = |k: &str, d: usize| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
+    let (backlog, writes) = (env_or("BENCH_BACKLOG", 10_000), env_or("BENCH_WRITES", 40));
+    let cases = [
+        ("defaults (1 request/s per POP, 100 entries a batch)", "", 1),
+        ("lifted (batch_size = 1000, no rate limit)", "batch_size = 1000", 0),
+    ];
+    for (label, extra, rate) in cases {
+        let mut p = pair_full(None, true, &[], extra, true, (rate, 30));
+        let owner = p.primary_vault.owner.clone();
+        let cli = |p: &Pair, args: &[&str], stdin: Option<&str>| {
+            use std::io::Write;
+            let mut cmd = Command::new(common::BIN);
+            cmd.arg("--data-dir").arg(p.primary_vault.dir()).args(&p.primary_args).args(args);
+            cmd.envs(p.primary_env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            cmd.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::null());
+            let mut child = cmd.spawn().expect("cli");
+            if let Some(text) = stdin {
+                child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+            }
+            drop(child.stdin.take());
+            assert!(child.wait().unwrap().success(), "{args:?}");
+        };
+        // The backlog: written while the backup is down, then timed from the backup's start.
+        p.backup.kill9();
+        let lines: String = (0..backlog)
+            .map(|i| format!("{}\n", json!({"title": format!("e{i}"), "url": "https://e.example"})))
+            .collect();
+        cli(&p, &["entry", "import", "--file", "-"], Some(&lines));
+        let start = Instant::now();
+        p.restart_backup();
+        let limit = Duration::from_secs(600);
+        while count_on(&p.backup, &owner) < backlog && start.elapsed() < limit {
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        let secs = start.elapsed().as_secs_f64();
+        let got = count_on(&p.backup, &owner);
+        println!("{label}: catch-up of {got}/{backlog} entries in {secs:.1} s = {:.0} entries/s", got as f64 / secs);
+        // Lag: one write every 250 ms; each timed from the CLI's commit to the backup serving it.
+        let mut lags = Vec::new();
+        for i in 0..writes {
+            let want = count_on(&p.backup, &owner) + 1;
+            cli(&p, &["entry", "add", "--title", &format!("lag-{i}"), "--url", "https://l.example"], None);
+            let t = Instant::now();
+            while count_on(&p.backup, &owner) < want && t.elapsed() < Duration::from_secs(30) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            lags.push(t.elapsed().as_secs_f64() * 1000.0);
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        if std::env::var_os("BENCH_TRACE").is_some() {
+            for r in sends(&p.primary_vault).iter().take(12) {
+                println!("  send {} {} {}", r["ts"], r["outcome"], r["detail"]);
+            }
+        }
+        lags.sort_by(f64::total_cmp);
+        println!(
+            "{label}: lag of {writes} single writes: p50 {:.0} ms, p99 {:.0} ms",
+            percentile(&lags, 0.5),
+            percentile(&lags, 0.99)
+        );
+    }
 }
