@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Issue 14: replication's figures between two real commercial servers on loopback (TLS with a
 # test CA): the catch-up rate of a 10,000-entry backlog written while the backup was down, and
-# the lag (CLI commit on the primary → served by the backup) of single writes under a steady
-# write load, at the review's defaults (1 request/s per POP, 100 entries a batch) and with
-# batch_size = 1000 and the rate limit lifted. Targets: lag p99 <= 1 s; catch-up at the defaults
+# the lag (CLI commit on the primary -> seen on the backup) of single writes (deletes: the test
+# license caps live entries at 10,000) under a steady write load (one every 250 ms), at the
+# review's defaults (1 request/s per POP, 100 entries a batch) and with batch_size = 1000 and the
+# rate limit lifted. Targets: lag p99 <= 1 s; catch-up at the defaults
 # within 10 % of the 100 entries/s they allow; lifted >= 5,000 entries/s. Prints, asserts nothing.
 # It is tests/replication.rs's ignored `bench_replication` (it reuses the pair set-up there).
 #

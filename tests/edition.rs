@@ -65,6 +65,10 @@ const COMMERCIAL_MARKERS: &[&str] = &[
     "poll_interval_s",
     "replication_lag_s",
     "transport_key_file",
+    // rows travel: the apply's refusals and the divergence check
+    "not_a_replica",
+    "unknown_vault",
+    "digest=in_sync",
 ];
 
 fn binary_text() -> String {
