@@ -27,7 +27,11 @@ let
   # signing key is a LoadCredential= file; the file names it by systemd's credentials path (only
   # Exec lines expand %d).
   replicationFile = tomlFormat.generate "clavitor-replication.toml" (
-    cfg.replication.settings // { signing_key_file = "/run/credentials/clavitor.service/replication-key"; }
+    cfg.replication.settings
+    // { signing_key_file = "/run/credentials/clavitor.service/replication-key"; }
+    // lib.optionalAttrs (cfg.replication.transportKeyFile != null) {
+      transport_key_file = "/run/credentials/clavitor.service/replication-transport-key";
+    }
   );
 
   # Files handed to the service with LoadCredential= (readable by root only on the host; the
@@ -39,6 +43,9 @@ let
     // lib.optionalAttrs (cfg.telemetry.tokenFile != null) { telemetry-token = cfg.telemetry.tokenFile; }
     // lib.optionalAttrs (cfg.replication.enable && cfg.replication.signingKeyFile != null) {
       replication-key = cfg.replication.signingKeyFile;
+    }
+    // lib.optionalAttrs (cfg.replication.enable && cfg.replication.transportKeyFile != null) {
+      replication-transport-key = cfg.replication.transportKeyFile;
     };
 
   args = clavitorArgs.toArgs {
@@ -323,6 +330,16 @@ in
         description = ''
           This POP's Ed25519 private key (PKCS#8 PEM, `openssl genpkey -algorithm ed25519`), e.g. an
           agenix secret; loaded with LoadCredential= as `replication-key`. Never in the Nix store.
+        '';
+      };
+      transportKeyFile = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "/run/agenix/clavitor-replication-transport-key";
+        description = ''
+          A backup's HPKE transport secret (64 hex digits, `openssl rand -hex 32`): the vaults' data
+          keys travel sealed to it. Loaded with LoadCredential= as `replication-transport-key` and
+          named in the file as `transport_key_file`. Never in the Nix store.
         '';
       };
     };

@@ -184,6 +184,9 @@ in
         (mkIf (hasSecret "replication-key") {
           clavitor-replication-key.file = secretFile "replication-key";
         })
+        (mkIf (hasSecret "replication-transport-key") {
+          clavitor-replication-transport-key.file = secretFile "replication-transport-key";
+        })
       ];
       services.clavitor = mkMerge [
         (mkIf (hasSecret "master-key") {
@@ -197,6 +200,10 @@ in
         })
         (mkIf (hasSecret "replication-key") {
           replication.signingKeyFile = mkDefault config.age.secrets.clavitor-replication-key.path;
+        })
+        # A backup's HPKE transport secret (the vaults' data keys arrive sealed to it).
+        (mkIf (hasSecret "replication-transport-key") {
+          replication.transportKeyFile = mkDefault config.age.secrets.clavitor-replication-transport-key.path;
         })
       ];
     })

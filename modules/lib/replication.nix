@@ -4,7 +4,8 @@
 #
 # A host may name one backup POP: `replication = { backup = "<host>"; publicKey = "<its key>"; }`
 # where publicKey is this host's own Ed25519 replication public key (`openssl pkey -pubout`'s
-# base64 line). Both sides' peer lists come from that one line, never typed twice: the primary's
+# base64 line). A backup's line may also carry `transportKey`, its HPKE public key (64 hex digits,
+# `clavitor replication status`'s `transport_key`): its primaries seal the vaults' data keys to it. Both sides' peer lists come from that one line, never typed twice: the primary's
 # `backups` and the backup's `sources`. A host that is some host's backup is role "backup"; a
 # backup naming a backup of its own is refused (no cascade, review item 8).
 inventory:
@@ -55,7 +56,12 @@ let
         {
           pop_id = name;
           role = "primary";
-          backups = [ { id = b.name; url = "https://${b.fqdn}"; public_key = keyOf b; } ];
+          backups = [
+            (
+              { id = b.name; url = "https://${b.fqdn}"; public_key = keyOf b; }
+              // (if (repl b) ? transportKey then { transport_key = (repl b).transportKey; } else { })
+            )
+          ];
         }
     else
       null;

@@ -7,7 +7,7 @@ let
     hosts = [
       (host "calgary" { replication = { backup = "zurich"; publicKey = "KEY-calgary"; }; })
       (host "tokyo" { replication = { backup = "zurich"; publicKey = "KEY-tokyo"; }; })
-      (host "zurich" { replication = { publicKey = "KEY-zurich"; }; })
+      (host "zurich" { replication = { publicKey = "KEY-zurich"; transportKey = "TK-zurich"; }; })
       (host "lonely" { })
     ];
   };
@@ -26,7 +26,7 @@ in
     (d.settingsFor "calgary" == {
       pop_id = "calgary";
       role = "primary";
-      backups = [ { id = "zurich"; url = "https://zurich.example"; public_key = "KEY-zurich"; } ];
+      backups = [ { id = "zurich"; url = "https://zurich.example"; public_key = "KEY-zurich"; transport_key = "TK-zurich"; } ];
     })
     (builtins.toJSON (d.settingsFor "calgary")))
   (check "replication: the backup's sources are every host naming it"
