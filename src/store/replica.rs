@@ -725,4 +725,87 @@ mod tests {
         assert!(err.to_string().contains("99"), "{err}");
         assert!(p.backup.entries_since(0).unwrap().is_empty(), "nothing applied");
     }
+    #[test]
+    fn the_auth_snapshot_travels_whole_a_revocation_with_it_and_an_older_one_never_wins() {
+        use crate::store::vault_db::NewAgent;
+        let dk0 = DataKey::generate();
+        let (mut p, dk) = pair(&dk0);
+        p.backup.set_row_key(same_key(&dk).row_key(), "v1");
+        let new = |name: &'static str, hash: &'static str| NewAgent {
+            name,
+            token_hash: hash,
+            all_access: true,
+            admin: true,
+            created_at: 0,
+            expires_at: None,
+            parent_id: None,
+            reveal_to_model: false,
+            proxy_only_listed: false,
+        };
+        let seq0 = p.primary.auth_seq().unwrap();
+        p.primary.insert_agent(&new("owner", "h1"), |id| format!("{id:04x}"), &audit()).unwrap();
+        let second = p.primary.insert_agent(&new("second", "h2"), |id| format!("{id:04x}"), &audit()).unwrap();
+        let passkey = CredentialRow {
+            id: "cred".into(),
+            passkey: "{}".into(),
+            sign_count: 3,
+            name: "key".into(),
+            created_at: 0,
+            agent_id: Some(second.id),
+            mac: None,
+        };
+        p.primary.insert_credential(&passkey, &audit()).unwrap();
+        p.primary.set_keyring("{\"wraps\":[]}", &audit()).unwrap();
+        let first = p.primary.auth_snapshot().unwrap();
+        assert!(first.seq > seq0 + 3, "triggers advanced auth_seq for agents, passkey and keyring");
+        let a = p.backup.apply_replicated_batch("paris-01", &[], Some(&first), &[], 1, false).unwrap();
+        assert!(a.auth);
+        assert_eq!(p.backup.agents().unwrap().len(), 2);
+        assert!(p.backup.agents().unwrap().iter().all(|r| p.backup.agent_authentic(r)), "MACs verify here");
+        assert_eq!(p.backup.credentials().unwrap()[0].sign_count, 3);
+        assert_eq!(p.backup.meta("l2_keyring").unwrap().as_deref(), Some("{\"wraps\":[]}"));
+
+        // The revocation (and its passkey going with it) travels as the next snapshot.
+        p.primary.delete_agent(second.id, &audit()).unwrap();
+        let after = p.primary.auth_snapshot().unwrap();
+        p.backup.apply_replicated_batch("paris-01", &[], Some(&after), &[], 2, false).unwrap();
+        assert_eq!(p.backup.agents().unwrap().iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), vec!["owner"]);
+        assert!(p.backup.credentials().unwrap().is_empty());
+        // A late resend of the older snapshot does not bring the revoked agent back.
+        let late = p.backup.apply_replicated_batch("paris-01", &[], Some(&first), &[], 3, false).unwrap();
+        assert!(!late.auth);
+        assert_eq!(p.backup.agents().unwrap().len(), 1);
+
+        // Audit rows arrive once, however often they are sent.
+        let rows = p.primary.audit_after(0, 100).unwrap();
+        assert!(!rows.is_empty());
+        let once = p.backup.apply_replicated_batch("paris-01", &[], None, &rows, 4, false).unwrap();
+        let twice = p.backup.apply_replicated_batch("paris-01", &[], None, &rows, 5, false).unwrap();
+        assert_eq!((once.audit, twice.audit), (rows.len(), 0));
+
+        // A forged agent row (not MACed under the vault's key) is refused with the whole batch.
+        let mut forged = after.clone();
+        forged.seq += 10;
+        forged.agents[0].admin = false;
+        assert!(p.backup.apply_replicated_batch("paris-01", &[], Some(&forged), &[], 6, false).is_err());
+        assert!(p.backup.agents().unwrap()[0].admin, "nothing changed");
+    }
+
+    #[test]
+    fn entries_after_splits_one_transactions_rows_across_batches_without_skipping() {
+        let dk0 = DataKey::generate();
+        let (mut p, _dk) = pair(&dk0);
+        let rows: Vec<(String, String, Vec<u8>)> = (0..7).map(|i| (format!("u{i}"), String::new(), vec![i])).collect();
+        p.primary.insert_entries(&rows, 1000, &audit()).unwrap();
+        let (mut mark, mut seen) = ((0, 0), Vec::new());
+        loop {
+            let batch = p.primary.entries_after(mark, 3).unwrap();
+            let Some(last) = batch.last() else { break };
+            mark = (last.change_seq, last.id);
+            seen.extend(batch.iter().map(|r| r.id));
+        }
+        assert_eq!(seen.len(), 7, "{seen:?}");
+        seen.dedup();
+        assert_eq!(seen.len(), 7);
+    }
 }
