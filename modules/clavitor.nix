@@ -21,6 +21,18 @@ let
     ;
   cfg = config.services.clavitor;
   clavitorArgs = import ./lib/clavitor-args.nix;
+  tomlFormat = pkgs.formats.toml { };
+
+  # Replication (commercial, issue 14): the POP's file, written from `replication.settings`. The
+  # signing key is a LoadCredential= file; the file names it by systemd's credentials path (only
+  # Exec lines expand %d).
+  replicationFile = tomlFormat.generate "clavitor-replication.toml" (
+    cfg.replication.settings
+    // { signing_key_file = "/run/credentials/clavitor.service/replication-key"; }
+    // lib.optionalAttrs (cfg.replication.transportKeyFile != null) {
+      transport_key_file = "/run/credentials/clavitor.service/replication-transport-key";
+    }
+  );
 
   # Files handed to the service with LoadCredential= (readable by root only on the host; the
   # dynamic user reads its private copy under %d = $CREDENTIALS_DIRECTORY).
@@ -29,7 +41,13 @@ let
     // lib.optionalAttrs (cfg.masterKeyFile != null) { master-key = cfg.masterKeyFile; }
     // lib.optionalAttrs (cfg.kumaPushUrlFile != null) { kuma-push-url = cfg.kumaPushUrlFile; }
     // lib.optionalAttrs (cfg.telemetry.tokenFile != null) { telemetry-token = cfg.telemetry.tokenFile; }
-    // lib.optionalAttrs (cfg.proxy.upstreamCaFile != null) { proxy-upstream-ca = cfg.proxy.upstreamCaFile; };
+    // lib.optionalAttrs (cfg.proxy.upstreamCaFile != null) { proxy-upstream-ca = cfg.proxy.upstreamCaFile; }
+    // lib.optionalAttrs (cfg.replication.enable && cfg.replication.signingKeyFile != null) {
+      replication-key = cfg.replication.signingKeyFile;
+    }
+    // lib.optionalAttrs (cfg.replication.enable && cfg.replication.transportKeyFile != null) {
+      replication-transport-key = cfg.replication.transportKeyFile;
+    };
 
   args = clavitorArgs.toArgs {
     inherit (cfg)
@@ -60,7 +78,8 @@ let
     proxyMaxTunnelsPerIp = cfg.proxy.maxTunnelsPerIp;
     proxyUpstreamCa = if cfg.proxy.upstreamCaFile != null then "%d/proxy-upstream-ca" else null;
     proxyAllowPrivateUpstreams = cfg.proxy.allowPrivateUpstreams;
-    extraArgs = cfg.extraArgs;
+    # Commercial only, so not in the shared flag table (checked against either edition's help).
+    extraArgs = lib.optional cfg.replication.enable "--replication-config=${replicationFile}" ++ cfg.extraArgs;
   };
 
   # Reading a kernel WireGuard interface (netlink) needs CAP_NET_ADMIN; granted only when the
@@ -353,6 +372,42 @@ in
           Let upstream names that resolve to loopback, private or link-local addresses be
           reached (`--proxy-allow-private-upstreams`). Off, an agent cannot use the proxy to
           reach the node's own network.
+    replication = {
+      enable = mkEnableOption "replication between POPs (commercial edition; see docs/operations.md, Replication)";
+      settings = mkOption {
+        type = tomlFormat.type;
+        default = { };
+        example = literalExpression ''
+          {
+            pop_id = "zurich-01";
+            role = "backup";
+            sources = [ { id = "calgary-01"; public_key = "MCowBQYDK2VwAyEA..."; } ];
+          }
+        '';
+        description = ''
+          The replication file (`--replication-config`, TOML): `pop_id`, `role` ("primary" or
+          "backup"), `backups` (primary: id, https url, public_key) or `sources` (backup: id,
+          public_key), and the limits. `signing_key_file` is set from `signingKeyFile`. The role
+          comes from this file only.
+        '';
+      };
+      signingKeyFile = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "/run/agenix/clavitor-replication-key";
+        description = ''
+          This POP's Ed25519 private key (PKCS#8 PEM, `openssl genpkey -algorithm ed25519`), e.g. an
+          agenix secret; loaded with LoadCredential= as `replication-key`. Never in the Nix store.
+        '';
+      };
+      transportKeyFile = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "/run/agenix/clavitor-replication-transport-key";
+        description = ''
+          A backup's HPKE transport secret (64 hex digits, `openssl rand -hex 32`): the vaults' data
+          keys travel sealed to it. Loaded with LoadCredential= as `replication-transport-key` and
+          named in the file as `transport_key_file`. Never in the Nix store.
         '';
       };
     };
@@ -397,6 +452,14 @@ in
       {
         assertion = (cfg.telemetry.host == null) == (cfg.telemetry.tokenFile == null);
         message = "services.clavitor.telemetry.host and telemetry.tokenFile go together.";
+      }
+      {
+        assertion = !cfg.replication.enable || (cfg.edition == "commercial" && cfg.replication.signingKeyFile != null);
+        message = "services.clavitor.replication needs edition = \"commercial\" and replication.signingKeyFile.";
+      }
+      {
+        assertion = !cfg.replication.enable || builtins.elem (cfg.replication.settings.role or null) [ "primary" "backup" ];
+        message = "services.clavitor.replication.settings.role must be \"primary\" or \"backup\".";
       }
     ];
 

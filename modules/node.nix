@@ -31,6 +31,8 @@ let
 
   secretFile = name: fleet.secretsDir + "/${name}-${fleet.name}.age";
   hasSecret = name: builtins.pathExists (secretFile name);
+  # Replication (commercial, issue 14): this host's side of its pair, derived from the inventory.
+  replicationSettings = (import ./lib/replication.nix fleet.inventory).settingsFor fleet.name;
   haveAgenix = options ? age;
   keep = toString cfg.keepGenerations;
 in
@@ -159,6 +161,11 @@ in
         webauthn.origin = mkDefault (if host ? fqdn then "https://${host.fqdn}" else null);
         # The telemetry reports the age of the latest handshake with the hub.
         wireguardInterface = mkDefault wgIf;
+        # Both sides' peer lists come from the inventory's `replication.backup` lines.
+        replication = lib.optionalAttrs (replicationSettings != null) {
+          enable = mkDefault true;
+          settings = replicationSettings;
+        };
       };
 
       clavitor.wireguardMesh.enable = mkDefault true;
@@ -174,6 +181,12 @@ in
         (mkIf (hasSecret "kuma-push") {
           clavitor-kuma-push-url.file = secretFile "kuma-push";
         })
+        (mkIf (hasSecret "replication-key") {
+          clavitor-replication-key.file = secretFile "replication-key";
+        })
+        (mkIf (hasSecret "replication-transport-key") {
+          clavitor-replication-transport-key.file = secretFile "replication-transport-key";
+        })
       ];
       services.clavitor = mkMerge [
         (mkIf (hasSecret "master-key") {
@@ -184,6 +197,13 @@ in
           kumaPushUrlFile = mkDefault config.age.secrets.clavitor-kuma-push-url.path;
           # The push goes to the hub's WireGuard address: the tunnel is the encryption.
           kumaAllowPlainHttp = mkDefault true;
+        })
+        (mkIf (hasSecret "replication-key") {
+          replication.signingKeyFile = mkDefault config.age.secrets.clavitor-replication-key.path;
+        })
+        # A backup's HPKE transport secret (the vaults' data keys arrive sealed to it).
+        (mkIf (hasSecret "replication-transport-key") {
+          replication.transportKeyFile = mkDefault config.age.secrets.clavitor-replication-transport-key.path;
         })
       ];
     })

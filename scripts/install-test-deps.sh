@@ -16,6 +16,7 @@ packages=(
   pebble           # tests/node.rs: ACME test CA (pebble + pebble-challtestsrv)
   openssl          # tests/node.rs, tests/client.rs: test certificates, the served certificate's expiry;
                    # tests/license.rs, license-minter/tests: Ed25519 vendor keys (genpkey)
+  faketime         # tests/replication.rs: a backup POP's clock 4 and 6 minutes off (libfaketime)
   binutils         # tests/license.rs: `nm` shows the node binary defines no signing function
   wireguard-go     # tests/node.rs: userspace WireGuard in network namespaces
   wireguard-tools  # tests/node.rs: `wg set` configures the tunnels from clavitor's keys

@@ -64,6 +64,27 @@ const COMMERCIAL_MARKERS: &[&str] = &[
     "clavitor-cursor",
     "vault-retire",
     "cannot copy audit rows into the feed",
+    // issue 14: replication to a backup POP (every route and config key)
+    "/api/replication/apply",
+    "replication-config",
+    "clavitor-replication-v1",
+    "x-clavitor-signature",
+    "signing_key_file",
+    "max_request_age_s",
+    "rate_limit_per_s",
+    "ban_after_failures",
+    "ban_duration_s",
+    "max_body_bytes",
+    "this node is not a replication backup",
+    "replication.send",
+    "replication-worker",
+    "poll_interval_s",
+    "replication_lag_s",
+    "transport_key_file",
+    // rows travel: the apply's refusals and the divergence check
+    "not_a_replica",
+    "unknown_vault",
+    "digest=in_sync",
 ];
 
 fn binary_text() -> String {

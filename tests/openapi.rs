@@ -177,6 +177,7 @@ fn param<'a>(o: &'a Value, name: &str) -> &'a Value {
 #[test]
 fn the_document_says_what_the_routes_take_and_give() {
     let doc: Value = serde_json::from_str(clavitor::api::openapi::json()).unwrap();
+    // The replication apply route (commercial) needs no bearer: a source POP's Ed25519 signature.
     // The proxy's CA certificate is public (an agent needs it before it trusts anything).
     let open = [
         "/healthz",
@@ -184,6 +185,7 @@ fn the_document_says_what_the_routes_take_and_give() {
         "/api/setup/start",
         "/api/setup/finish",
         "/api/webauthn/info",
+        "/api/replication/apply",
         "/api/proxy/ca.pem",
     ];
     for (m, p) in operations(&doc) {

@@ -42,6 +42,16 @@ pub fn run_operator(global: &GlobalArgs, command: &Command) -> anyhow::Result<()
     if !dir.is_uninitialised() {
         // The edition's caps apply to the CLI's creates as to the API's.
         edition.open_node(&global.edition, &dir.node_db_path(), false)?;
+        // A replication backup changes only through its primary's batches (issue 14).
+        let writes = matches!(
+            command,
+            Command::Agent(AgentCommand::Add { .. } | AgentCommand::Revoke { .. })
+                | Command::Entry(EntryCommand::Add { .. } | EntryCommand::Import { .. } | EntryCommand::Rm { .. })
+                | Command::SetupLink
+        );
+        if let Some(why) = edition.refuses_writes().filter(|_| writes) {
+            bail!("{why}");
+        }
     }
     match command {
         Command::Init(args) => {

@@ -248,6 +248,7 @@ pub async fn serve(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<()> 
             "a vault has no owner yet: open the setup link `clavitor init` printed (run it again for a fresh one)"
         );
     }
+    edition.node_started(&node);
     let watcher = node.spawn_watcher().context("cannot start the change watcher")?;
     let checkpointer = node.spawn_checkpointer().context("cannot start WAL checkpoints")?;
     // Take over SIGINT/SIGTERM before anyone can see the address: axum polls the shutdown future

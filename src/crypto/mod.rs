@@ -17,6 +17,10 @@
 //! with a counter nonce, which is several times cheaper than XChaCha20 for a read-path-sized
 //! value; nothing sealed with it is ever written anywhere.
 
+// HPKE transport of data keys to backup POPs (issue 14); commercial builds only.
+#[cfg(feature = "commercial")]
+pub mod key_transport;
+
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};

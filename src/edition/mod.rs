@@ -72,6 +72,9 @@ pub trait Edition: Send + Sync {
     fn open_node(&self, _args: &EditionArgs, _node_db: &std::path::Path, _serving: bool) -> Result<(), EditionError> {
         Ok(())
     }
+    /// The server's vaults are open (commercial: a primary's replication worker starts here,
+    /// on the server's own data dir and store).
+    fn node_started(&self, _node: &std::sync::Arc<crate::vault::live::Node>) {}
     /// Whether the edition caps creates at all (community: no, so nothing is counted).
     fn enforces_caps(&self) -> bool {
         false
@@ -79,6 +82,10 @@ pub trait Edition: Send + Sync {
     /// Refuses a create that would take `what` past the edition's cap (community: never).
     fn assert_within_cap(&self, _what: Capped, _current: u64, _delta: u64) -> Result<(), CapExceeded> {
         Ok(())
+    }
+    /// Why this node refuses every write (commercial: it is a replication backup), if it does.
+    fn refuses_writes(&self) -> Option<String> {
+        None
     }
     /// Runs one of the edition's own subcommands (community has none).
     fn run_command(&self, cmd: &EditionCommand, args: &EditionArgs, node_db: &std::path::Path) -> anyhow::Result<()>;

@@ -245,6 +245,40 @@ const VAULT: &[&str] = &[
          PRIMARY KEY (group_id, agent_id)
      );
      CREATE INDEX IF NOT EXISTS idp_group_members_agent ON idp_group_members(agent_id);",
+    // (issue 14, replication; appended last, so nothing depends on its number.) A primary's
+    // acknowledged watermarks per backup and kind (`entries`: change_seq, `auth`: auth_seq,
+    // `audit`: audit id); `meta.auth_seq`, advanced by triggers on every change to agents,
+    // passkeys and the wrapped L2 keyring, so no writer can forget to mark them for
+    // replication; and on a backup, the source POP and id of each replicated audit row (a
+    // resend is ignored by the unique index). Challenges and setup codes have no marker: they
+    // are never replicated.
+    "CREATE TABLE replication_marks (
+         backup_id TEXT NOT NULL,
+         kind      TEXT NOT NULL,
+         seq       INTEGER NOT NULL,
+         acked_at  INTEGER NOT NULL,
+         PRIMARY KEY (backup_id, kind)
+     );
+     ALTER TABLE audit ADD COLUMN source_pop TEXT;
+     ALTER TABLE audit ADD COLUMN source_id INTEGER;
+     CREATE UNIQUE INDEX audit_source ON audit(source_pop, source_id) WHERE source_pop IS NOT NULL;
+     INSERT OR IGNORE INTO meta (key, value) VALUES ('auth_seq', '0');
+     CREATE TRIGGER auth_seq_agents_i AFTER INSERT ON agents BEGIN
+         UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'auth_seq'; END;
+     CREATE TRIGGER auth_seq_agents_u AFTER UPDATE ON agents BEGIN
+         UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'auth_seq'; END;
+     CREATE TRIGGER auth_seq_agents_d AFTER DELETE ON agents BEGIN
+         UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'auth_seq'; END;
+     CREATE TRIGGER auth_seq_passkeys_i AFTER INSERT ON webauthn_credentials BEGIN
+         UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'auth_seq'; END;
+     CREATE TRIGGER auth_seq_passkeys_u AFTER UPDATE ON webauthn_credentials BEGIN
+         UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'auth_seq'; END;
+     CREATE TRIGGER auth_seq_passkeys_d AFTER DELETE ON webauthn_credentials BEGIN
+         UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'auth_seq'; END;
+     CREATE TRIGGER auth_seq_keyring_i AFTER INSERT ON meta WHEN NEW.key = 'l2_keyring' BEGIN
+         UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'auth_seq'; END;
+     CREATE TRIGGER auth_seq_keyring_u AFTER UPDATE ON meta WHEN NEW.key = 'l2_keyring' BEGIN
+         UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'auth_seq'; END;",
 ];
 
 /// Brings the file up to this build's schema, or refuses a file from a newer build.

@@ -11,7 +11,10 @@ pub mod idp_db;
 pub mod feed_db;
 mod migrations;
 pub mod node_db;
+// A backup POP's apply of replicated rows (issue 14); commercial builds only.
 pub mod proxy_requests_db;
+#[cfg(feature = "commercial")]
+pub mod replica;
 pub mod vault_db;
 pub mod webauthn_db;
 

@@ -187,7 +187,7 @@ pub struct AgentChange {
 }
 
 const ENTRY_COLS: &str = "id, uuid, scopes, created_at, updated_at, version, deleted, change_seq, data, mac";
-const AGENT_COLS: &str = "id, token_hash, name, scopes, all_access, admin, created_at, mac, expires_at, parent_id, reveal_to_model, \
+pub(super) const AGENT_COLS: &str = "id, token_hash, name, scopes, all_access, admin, created_at, mac, expires_at, parent_id, reveal_to_model, \
      proxy_only_listed";
 
 fn entry_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EntryRow> {
@@ -205,7 +205,7 @@ fn entry_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EntryRow> {
     })
 }
 
-fn agent_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AgentRow> {
+pub(super) fn agent_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AgentRow> {
     Ok(AgentRow {
         id: r.get(0)?,
         token_hash: r.get(1)?,
@@ -870,7 +870,7 @@ fn other_admins(tx: &Connection, path: &Path, auth: &RowAuth, id: i64) -> Result
     Ok(rows.iter().filter(|r| auth.agent_ok(r)).count())
 }
 
-fn bump_seq(tx: &Connection, path: &Path) -> Result<i64, StoreError> {
+pub(super) fn bump_seq(tx: &Connection, path: &Path) -> Result<i64, StoreError> {
     let v: String = tx
         .query_row(
             "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'change_seq' RETURNING value",

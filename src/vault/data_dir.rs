@@ -212,6 +212,33 @@ impl DataDir {
         }
     }
 
+    /// Creates and registers a vault with a given id and data key (a replica, issue 14: the
+    /// source's vault id and its data key, received sealed to this POP and opened by the
+    /// caller), wrapped under this node's own master key. `prepare` marks the new file before
+    /// it is registered. Refuses an id this node already has.
+    pub fn create_vault_with_key(
+        &self,
+        id: &VaultId,
+        key: &DataKey,
+        prepare: impl FnOnce(&mut VaultDb) -> Result<(), crate::store::StoreError>,
+    ) -> Result<(), VaultError> {
+        let master = self.load_master_key()?;
+        let node = NodeDb::open(&self.node_db_path())?;
+        if node.vaults()?.iter().any(|r| r.vault_id == id.as_str()) || self.vault_path(id).exists() {
+            return Err(VaultError::Setup(format!("vault {id} already exists on this node")));
+        }
+        let wrapped = master.wrap(key, &rows_authenticated(id))?;
+        let mut db = VaultDb::open(&self.vault_path(id))?;
+        db.set_identity(id.as_str(), &hex::encode(wrapped)).map_err(VaultError::from_store)?;
+        prepare(&mut db).map_err(VaultError::from_store)?;
+        node.register_vault(&VaultRegistration {
+            vault_id: id.to_string(),
+            file_name: format!("{id}.db"),
+            created_at: crate::store::now_ms(),
+        })?;
+        Ok(())
+    }
+
     pub fn open_vault(&self, master: &MasterKey, id: &VaultId) -> Result<OpenVault, VaultError> {
         let path = self.vault_path(id);
         if !path.exists() {

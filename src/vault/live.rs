@@ -35,6 +35,40 @@ const SWEEP_EVERY: u64 = 50;
 /// Expired derived agents removed per vault per sweep (the rest go at the next one).
 const PRUNE_BATCH: u32 = 1000;
 
+/// Rung each time a refresh installs a new change sequence of any vault (an API write, or the
+/// watcher seeing another process's commit), so a background worker (a primary's replication,
+/// commercial) wakes on every committed change without polling the files itself.
+pub static CHANGES: ChangeBell = ChangeBell::new();
+
+pub struct ChangeBell {
+    rung: Mutex<u64>,
+    cv: std::sync::Condvar,
+}
+
+impl ChangeBell {
+    const fn new() -> Self {
+        Self { rung: Mutex::new(0), cv: std::sync::Condvar::new() }
+    }
+
+    fn ring(&self) {
+        let mut n = self.rung.lock().unwrap_or_else(|p| p.into_inner());
+        *n = n.wrapping_add(1);
+        self.cv.notify_all();
+    }
+
+    /// How often it has rung so far.
+    pub fn count(&self) -> u64 {
+        *self.rung.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits until it has rung more than `seen` times, or `timeout` passed; returns the count.
+    pub fn wait_past(&self, seen: u64, timeout: Duration) -> u64 {
+        let guard = self.rung.lock().unwrap_or_else(|p| p.into_inner());
+        let (n, _) = self.cv.wait_timeout_while(guard, timeout, |n| *n == seen).unwrap_or_else(|p| p.into_inner());
+        *n
+    }
+}
+
 /// An entry's metadata, decrypted once, and what agents are shown of it, sealed.
 ///
 /// Laid out for a small heap: a node may cache tens of thousands of these. The texts share one
@@ -282,6 +316,7 @@ impl LiveVault {
         snap.seq = seq;
         drop(snap);
         drop(db);
+        CHANGES.ring();
         Ok(agents_changed)
     }
 
@@ -935,6 +970,28 @@ impl Node {
     /// How many vaults this node serves, open or closed.
     pub fn served_vaults(&self) -> usize {
         self.slots().len()
+    }
+
+    /// The vault with this id, opened if it was closed (`None` if this node does not serve it
+    /// or it cannot be opened).
+    pub fn vault(&self, id: &str) -> Option<Arc<LiveVault>> {
+        let (slot, s) = self.slots().into_iter().find(|(_, s)| s.id.as_str() == id)?;
+        off_the_runtime(|| self.open_slot(slot, &s))
+            .map_err(|e| tracing::error!(vault = %s.id, error = %e, "cannot open a vault"))
+            .ok()
+    }
+
+    /// Starts serving a vault registered after start (a backup POP's new replica, commercial):
+    /// the registry is read again, and the vault is opened with the master key like the others,
+    /// its agents joining the token index at once.
+    pub fn adopt(&self, id: &VaultId) -> Result<Arc<LiveVault>, VaultError> {
+        self.sync_registry()?;
+        let (slot, s) = self
+            .slots()
+            .into_iter()
+            .find(|(_, s)| &s.id == id)
+            .ok_or_else(|| VaultError::Setup(format!("vault {id} is not registered on this node")))?;
+        off_the_runtime(|| self.open_slot(slot, &s))
     }
 
     pub fn authenticate(&self, hash: &TokenHash) -> Result<Principal, AuthFailure> {

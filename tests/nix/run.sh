@@ -78,6 +78,7 @@ done
 # -----------------------------------------------------------------------------------------------
 section "inventory (hosts/inventory.nix)"
 nix_checks tests/nix/inventory-test.nix
+nix_checks tests/nix/replication-test.nix
 inventory_json="$tmp/inventory.json"
 if nix-instantiate --eval --strict --json hosts/inventory.nix >"$inventory_json" 2>"$tmp/nix.err"; then
   bad=""

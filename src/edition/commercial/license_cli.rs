@@ -24,6 +24,9 @@ pub enum CommercialCommand {
     /// Hosted vaults on this node (commercial): add, list, retire.
     #[command(subcommand)]
     Vault(super::hosted::VaultCommand),
+    /// Replication to a backup POP (commercial).
+    #[command(subcommand)]
+    Replication(super::replication::cli::ReplicationCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -79,6 +82,8 @@ pub fn run(cmd: &CommercialCommand, args: &LicenseArgs, node_db: &Path) -> anyho
     }
     match cmd {
         CommercialCommand::Vault(v) => super::hosted::run_cli(v, args, node_db)?,
+        // Dispatched by the edition, which loads the replication file first.
+        CommercialCommand::Replication(_) => bail!("not a license command"),
         CommercialCommand::License(LicenseCommand::Install { file }) => {
             license::open(args, node_db, false)?;
             let token = if file.as_os_str() == "-" {

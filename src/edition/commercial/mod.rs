@@ -13,6 +13,7 @@ mod license;
 mod license_api;
 mod license_cli;
 mod scim;
+mod replication;
 mod tarpit;
 
 use axum::Router;
@@ -23,7 +24,14 @@ use super::telemetry::TelemetryInputs;
 use super::{CapExceeded, Capped, EditionError};
 use crate::api::AppState;
 
-pub use license::LicenseArgs as EditionArgs;
+/// The commercial edition's flags (global, so `serve` and the local CLI share them).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct EditionArgs {
+    #[command(flatten)]
+    pub license: license::LicenseArgs,
+    #[command(flatten)]
+    pub replication: replication::ReplicationArgs,
+}
 pub use license_cli::CommercialCommand as EditionCommand;
 
 pub struct Commercial;
@@ -49,23 +57,31 @@ impl super::Edition for Commercial {
         Ok(())
     }
 
+    fn refuses_writes(&self) -> Option<String> {
+        replication::backup_mode::refusal()
+    }
+
     fn alert_operator(&self, kind: &str, message: &str, details: &[(&str, String)]) {
         super::log_alert(self.name(), kind, message, details);
         alerts::enqueue(kind, message, details);
     }
 
     fn open_node(&self, args: &EditionArgs, node_db: &std::path::Path, serving: bool) -> Result<(), EditionError> {
-        license::open(args, node_db, serving)?;
+        license::open(&args.license, node_db, serving)?;
         if serving {
-            autoscope::configure(&args.autoscope)?;
-            hosted::start(&args.hosted, node_db).map_err(EditionError::Setting)?;
+            autoscope::configure(&args.license.autoscope)?;
+            hosted::start(&args.license.hosted, node_db).map_err(EditionError::Setting)?;
             audit_feed::start(node_db).map_err(EditionError::Setting)?;
         }
-        Ok(())
+        replication::open(&args.replication, node_db, serving)
     }
 
     fn audit_committed(&self, file: &std::path::Path) {
         audit_feed::mark(file);
+    }
+
+    fn node_started(&self, node: &std::sync::Arc<crate::vault::live::Node>) {
+        replication::node_started(node);
     }
 
     fn enforces_caps(&self) -> bool {
@@ -77,11 +93,17 @@ impl super::Edition for Commercial {
     }
 
     fn run_command(&self, cmd: &EditionCommand, args: &EditionArgs, node_db: &std::path::Path) -> anyhow::Result<()> {
-        license_cli::run(cmd, args, node_db)
+        if let EditionCommand::Replication(c) = cmd {
+            replication::open(&args.replication, node_db, false)?;
+            return replication::cli::run(c, node_db);
+        }
+        license_cli::run(cmd, &args.license, node_db)
     }
 
     fn telemetry_fields(&self) -> Vec<(&'static str, serde_json::Value)> {
-        license::telemetry_fields()
+        let mut fields = license::telemetry_fields();
+        fields.extend(replication::telemetry_fields());
+        fields
     }
 
     fn documented_routes(&self, router: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
@@ -92,7 +114,8 @@ impl super::Edition for Commercial {
             .routes(routes!(hosted::remove))
             .routes(routes!(audit_feed::feed))
             .routes(routes!(bulk::create, bulk::revoke))
-            .routes(routes!(autoscope::suggest));
+            .routes(routes!(autoscope::suggest))
+            .routes(routes!(replication::apply::apply));
         scim::routes(router)
     }
 
@@ -101,7 +124,10 @@ impl super::Edition for Commercial {
     }
 
     fn install_fallback(&self, router: Router<AppState>) -> Router<AppState> {
-        // Unknown paths below the SCIM base answer a provisioning token with a SCIM 404.
-        router.fallback(scim::fallback_or_tarpit).method_not_allowed_fallback(tarpit::hold)
+        // Unknown paths below the SCIM base answer a provisioning token with a SCIM 404; a
+        // backup POP refuses writes (replication's guard).
+        replication::guard_router(
+            router.fallback(scim::fallback_or_tarpit).method_not_allowed_fallback(tarpit::hold),
+        )
     }
 }
