@@ -5,10 +5,10 @@
 //! arrive and leave as sealed bytes. Callers get plain Rust rows back.
 
 pub mod audit_sql;
+pub mod feed_db;
 pub mod gone_names_db;
 #[cfg(feature = "commercial")]
 pub mod idp_db;
-pub mod feed_db;
 mod migrations;
 pub mod node_db;
 // A backup POP's apply of replicated rows (issue 14); commercial builds only.

@@ -1071,7 +1071,11 @@ impl Node {
                         if let Err(e) = vault.sweep_challenges() {
                             tracing::warn!(error = %e, "cannot sweep expired WebAuthn challenges");
                         }
-                        if let Err(e) = vault.prune_expired_derived() {
+                        // A replication backup changes only through its primary's batches: the
+                        // primary's own pruning reaches it.
+                        if crate::edition::current().refuses_writes().is_none()
+                            && let Err(e) = vault.prune_expired_derived()
+                        {
                             tracing::warn!(error = %e, "cannot remove expired derived agents");
                         }
                     }

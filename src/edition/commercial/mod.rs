@@ -5,15 +5,15 @@
 //! Everything in this folder exists only in a `--features commercial` build.
 
 mod alerts;
+mod audit_feed;
 mod autoscope;
 mod bulk;
-mod audit_feed;
 mod hosted;
 mod license;
 mod license_api;
 mod license_cli;
-mod scim;
 mod replication;
+mod scim;
 mod tarpit;
 
 use axum::Router;
@@ -126,8 +126,6 @@ impl super::Edition for Commercial {
     fn install_fallback(&self, router: Router<AppState>) -> Router<AppState> {
         // Unknown paths below the SCIM base answer a provisioning token with a SCIM 404; a
         // backup POP refuses writes (replication's guard).
-        replication::guard_router(
-            router.fallback(scim::fallback_or_tarpit).method_not_allowed_fallback(tarpit::hold),
-        )
+        replication::guard_router(router.fallback(scim::fallback_or_tarpit).method_not_allowed_fallback(tarpit::hold))
     }
 }

@@ -117,7 +117,8 @@ async fn token_vault(state: &AppState, headers: &HeaderMap) -> Option<Arc<LiveVa
         return None;
     }
     let id = VaultId::parse(vault_id).ok()?;
-    let vault = state.node.vaults().iter().find(|v| *v.id() == id)?.clone();
+    // Opened on demand: a hosted vault may be closed while its IdP provisions.
+    let vault = state.node.vault(id.as_str())?;
     let hash = crate::crypto::sha256_hex(token.as_bytes());
     let v = vault.clone();
     let found = tokio::task::spawn_blocking(move || v.change(|db, _, _| Ok(db.idp_token_valid(&hash)?))).await;
