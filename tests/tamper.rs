@@ -24,6 +24,15 @@ fn sqlite(file: &std::path::Path, sql: &str) -> String {
 /// What a forger runs after a change so that a running server picks it up.
 const BUMP: &str = "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'change_seq';";
 
+/// Undoes the replication migration (issue 14; it adds columns, so it cannot replay as the
+/// `IF NOT EXISTS` migrations after 6 do): the first step of turning a file back into what an
+/// older build wrote.
+const UNDO_REPLICATION: &str = "DROP TRIGGER auth_seq_agents_i; DROP TRIGGER auth_seq_agents_u;
+     DROP TRIGGER auth_seq_agents_d; DROP TRIGGER auth_seq_passkeys_i; DROP TRIGGER auth_seq_passkeys_u;
+     DROP TRIGGER auth_seq_passkeys_d; DROP TRIGGER auth_seq_keyring_i; DROP TRIGGER auth_seq_keyring_u;
+     DROP TABLE replication_marks; DROP INDEX audit_source; ALTER TABLE audit DROP COLUMN source_pop;
+     ALTER TABLE audit DROP COLUMN source_id; DELETE FROM meta WHERE key = 'auth_seq';";
+
 fn login(title: &str, scopes: &[&str], password: &str) -> Value {
     json!({"title": title, "scopes": scopes,
            "fields": [{"name": "password", "kind": "secret", "value": password}]})
@@ -133,7 +142,7 @@ fn a_vault_from_before_row_macs_is_upgraded_once() {
     sqlite(
         &file,
         &format!(
-            "DROP INDEX agents_parent; ALTER TABLE agents DROP COLUMN expires_at;
+            "{UNDO_REPLICATION} DROP INDEX agents_parent; ALTER TABLE agents DROP COLUMN expires_at;
              ALTER TABLE agents DROP COLUMN parent_id; ALTER TABLE agents DROP COLUMN reveal_to_model;
              ALTER TABLE agents DROP COLUMN proxy_only_listed; DROP TABLE proxy_requests;
              ALTER TABLE agents DROP COLUMN mac; ALTER TABLE entries DROP COLUMN mac;
@@ -223,10 +232,12 @@ fn the_columns_of_migration_5_are_under_the_agent_mac() {
     // A file as schema 4 left it.
     sqlite(
         &file,
-        "DROP INDEX agents_parent; ALTER TABLE agents DROP COLUMN expires_at;
-         ALTER TABLE agents DROP COLUMN parent_id; ALTER TABLE agents DROP COLUMN reveal_to_model;
-         ALTER TABLE agents DROP COLUMN proxy_only_listed; DROP TABLE proxy_requests;
-         PRAGMA user_version = 4;",
+        &format!(
+            "{UNDO_REPLICATION} DROP INDEX agents_parent; ALTER TABLE agents DROP COLUMN expires_at;
+             ALTER TABLE agents DROP COLUMN parent_id; ALTER TABLE agents DROP COLUMN reveal_to_model;
+             ALTER TABLE agents DROP COLUMN proxy_only_listed; DROP TABLE proxy_requests;
+             PRAGMA user_version = 4;"
+        ),
     );
     let s = v.serve();
     assert_eq!(sqlite(&file, "PRAGMA user_version"), latest);
@@ -276,7 +287,10 @@ fn proxy_only_listed_is_under_the_agent_mac() {
     // Back to schema 5, the column's values set aside: migration 6 adds it again at its default.
     sqlite(
         &file,
-        "ALTER TABLE agents RENAME COLUMN proxy_only_listed TO kept; DROP TABLE proxy_requests; PRAGMA user_version = 5;",
+        &format!(
+            "{UNDO_REPLICATION} ALTER TABLE agents RENAME COLUMN proxy_only_listed TO kept;
+             DROP TABLE proxy_requests; PRAGMA user_version = 5;"
+        ),
     );
     let s = v.serve();
     assert_eq!(sqlite(&file, "PRAGMA user_version"), latest);
