@@ -372,6 +372,10 @@ in
           Let upstream names that resolve to loopback, private or link-local addresses be
           reached (`--proxy-allow-private-upstreams`). Off, an agent cannot use the proxy to
           reach the node's own network.
+        '';
+      };
+    };
+
     replication = {
       enable = mkEnableOption "replication between POPs (commercial edition; see docs/operations.md, Replication)";
       settings = mkOption {
