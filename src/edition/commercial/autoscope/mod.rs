@@ -137,7 +137,7 @@ pub struct Ask {
     #[schema(max_length = 2048)]
     pub url: String,
     #[serde(rename = "type", default = "default_type")]
-    #[schema(max_length = 32)]
+    #[schema(min_length = 1, max_length = 32)]
     pub entry_type: String,
     #[schema(max_items = 64)]
     pub fields: Vec<FieldAsk>,
@@ -214,7 +214,7 @@ fn check(ask: &Ask) -> Result<(), ApiError> {
         return bad(format!("at most {MAX_FIELDS} fields"));
     }
     for f in &ask.fields {
-        if f.name.trim().is_empty() || f.name.chars().count() > MAX_FIELD_NAME {
+        if f.name.is_empty() || f.name.chars().count() > MAX_FIELD_NAME {
             return bad(format!("field names are 1 to {MAX_FIELD_NAME} characters"));
         }
         if !["text", "secret", "url", "totp", "note"].contains(&f.kind.as_str()) {
