@@ -29,7 +29,10 @@ cargo test -p clavitor-license
 # --- openapi branch: the live server fuzzed against its own OpenAPI document ---
 step "schemathesis: no 5xx, every response as documented (community, then commercial)"
 # A fixed seed keeps CI reproducible; SCHEMATHESIS_SEED=<n> (or a fresh number) explores further.
-export SCHEMATHESIS_SEED="${SCHEMATHESIS_SEED:-20261128}"
+# (20261128 made the community run hit a CPython 3.11 ast bug inside hypothesis, "AST constructor
+# recursion depth mismatch", once the merged API changed the generation sequence: a tool error,
+# not a finding, so the seed moved on by one.)
+export SCHEMATHESIS_SEED="${SCHEMATHESIS_SEED:-20261129}"
 bash tests/schemathesis/run.sh community
 bash tests/schemathesis/run.sh commercial
 # --- end openapi branch ---
