@@ -96,7 +96,10 @@ fuzz() {
 }
 status=0
 echo "--- every check but the two token checks$([[ -n $tarpit ]] && echo ' and the two 405 checks')"
-fuzz --checks all --exclude-checks "$auth_checks$tarpit" --workers 2 \
+# One worker: with two threads, hypothesis' lambda descriptions call ast.parse concurrently,
+# and CPython 3.11 (Debian's) then raises "AST constructor recursion depth mismatch" at random
+# (CPython gh-106905, fixed in 3.12): a tool error reported as a failed operation.
+fuzz --checks all --exclude-checks "$auth_checks$tarpit" --workers 1 \
   --max-examples "${SCHEMATHESIS_MAX_EXAMPLES:-40}" --phases examples,coverage,fuzzing || status=$?
 # Let the failed-authentication quota refill (the main run's setup calls count against it).
 sleep 6
