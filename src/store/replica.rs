@@ -83,22 +83,7 @@ impl VaultDb {
                  FROM entries WHERE dirty = 1 ORDER BY change_seq LIMIT ?1",
             )
             .ctx(&self.path)?;
-        let rows = st
-            .query_map([limit], |r| {
-                Ok(EntryRow {
-                    id: r.get(0)?,
-                    uuid: r.get(1)?,
-                    scopes: r.get(2)?,
-                    created_at: r.get(3)?,
-                    updated_at: r.get(4)?,
-                    version: r.get(5)?,
-                    deleted: r.get(6)?,
-                    change_seq: r.get(7)?,
-                    data: r.get(8)?,
-                    mac: r.get(9)?,
-                })
-            })
-            .ctx(&self.path)?;
+        let rows = st.query_map([limit], super::vault_db::entry_row).ctx(&self.path)?;
         rows.collect::<Result<_, _>>().ctx(&self.path)
     }
 
@@ -206,22 +191,7 @@ impl VaultDb {
                  ORDER BY change_seq, id LIMIT ?3",
             )
             .ctx(&self.path)?;
-        let rows = st
-            .query_map(params![seq, id, limit.max(1)], |r| {
-                Ok(EntryRow {
-                    id: r.get(0)?,
-                    uuid: r.get(1)?,
-                    scopes: r.get(2)?,
-                    created_at: r.get(3)?,
-                    updated_at: r.get(4)?,
-                    version: r.get(5)?,
-                    deleted: r.get(6)?,
-                    change_seq: r.get(7)?,
-                    data: r.get(8)?,
-                    mac: r.get(9)?,
-                })
-            })
-            .ctx(&self.path)?;
+        let rows = st.query_map(params![seq, id, limit.max(1)], super::vault_db::entry_row).ctx(&self.path)?;
         rows.collect::<Result<_, _>>().ctx(&self.path)
     }
 
@@ -530,22 +500,7 @@ impl VaultDb {
                  FROM entries WHERE id BETWEEN ?1 AND ?2 ORDER BY id",
             )
             .ctx(&self.path)?;
-        let rows = st
-            .query_map(params![lo, hi], |r| {
-                Ok(EntryRow {
-                    id: r.get(0)?,
-                    uuid: r.get(1)?,
-                    scopes: r.get(2)?,
-                    created_at: r.get(3)?,
-                    updated_at: r.get(4)?,
-                    version: r.get(5)?,
-                    deleted: r.get(6)?,
-                    change_seq: r.get(7)?,
-                    data: r.get(8)?,
-                    mac: r.get(9)?,
-                })
-            })
-            .ctx(&self.path)?;
+        let rows = st.query_map(params![lo, hi], super::vault_db::entry_row).ctx(&self.path)?;
         rows.collect::<Result<_, _>>().ctx(&self.path)
     }
 

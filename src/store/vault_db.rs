@@ -186,11 +186,11 @@ pub struct AgentChange {
     pub proxy_only_listed: Option<bool>,
 }
 
-const ENTRY_COLS: &str = "id, uuid, scopes, created_at, updated_at, version, deleted, change_seq, data, mac";
+pub(super) const ENTRY_COLS: &str = "id, uuid, scopes, created_at, updated_at, version, deleted, change_seq, data, mac";
 pub(super) const AGENT_COLS: &str = "id, token_hash, name, scopes, all_access, admin, created_at, mac, expires_at, parent_id, reveal_to_model, \
      proxy_only_listed";
 
-fn entry_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EntryRow> {
+pub(super) fn entry_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EntryRow> {
     Ok(EntryRow {
         id: r.get(0)?,
         uuid: r.get(1)?,
