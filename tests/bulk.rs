@@ -200,6 +200,27 @@ fn the_license_cap_counts_the_whole_batch() {
 }
 
 #[test]
+fn a_proxy_restricted_admin_makes_only_proxy_restricted_agents() {
+    let mut w = World::new(true);
+    let lead = w.scoped_admin(&["beef"]);
+    let lead_id = w.agents().as_array().unwrap().iter().find(|a| a["name"] == "lead").unwrap()["id"].clone();
+    let r = w.owner_write("PATCH", &format!("/api/agents/{lead_id}"), &json!({"proxy_only_listed": true}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let mut lead = lead;
+    let before = w.agents();
+    let mixed = json!({"agents": [{"name": "a", "scopes": ["beef"], "proxy_only_listed": true},
+        {"name": "b", "scopes": ["beef"]}]});
+    let r = lead.write(&w.s, "POST", BULK, &mixed);
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(r.json()["reason"], "proxy_restricted_admin_cannot_grant_unrestricted_proxy");
+    assert_eq!(w.agents(), before, "nothing of the batch was made");
+    let restricted = json!({"agents": [{"name": "a", "scopes": ["beef"], "proxy_only_listed": true}]});
+    let r = lead.write(&w.s, "POST", BULK, &restricted);
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.json()["agents"][0]["agent"]["proxy_only_listed"], true);
+}
+
+#[test]
 fn no_batch_gives_more_than_the_calling_admin_holds() {
     let mut w = World::new(true);
     let mut lead = w.scoped_admin(&["beef"]);

@@ -287,6 +287,20 @@ fn proxy_only_listed_is_set_by_cli_and_passkey_shown_and_inherited() {
     assert_eq!(r.status, 403, "{}", r.body);
     assert_eq!(r.json()["reason"], "scoped_admin_cannot_lift_its_own_proxy_restriction");
     assert_eq!(whoami(&s, &lead.token)["proxy_only_listed"], true);
+    // Nor hand out more than it holds: every agent it makes is restricted too, and it cannot
+    // lift the restriction of one it manages.
+    let before = s.get("/api/agents", Some(&owner.token)).json()["agents"].as_array().unwrap().len();
+    let r = lead.write(&s, "POST", "/api/agents", &json!({"name": "unrestricted"}));
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(r.json()["reason"], "proxy_restricted_admin_cannot_grant_unrestricted_proxy");
+    assert_eq!(s.get("/api/agents", Some(&owner.token)).json()["agents"].as_array().unwrap().len(), before);
+    let r = lead.write(&s, "POST", "/api/agents", &json!({"name": "restricted", "proxy_only_listed": true}));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let made = r.json()["agent"]["id"].as_i64().unwrap();
+    let r = lead.write(&s, "PATCH", &format!("/api/agents/{made}"), &json!({"proxy_only_listed": false}));
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(r.json()["reason"], "proxy_restricted_admin_cannot_grant_unrestricted_proxy");
+    assert_eq!(listed(&s, &owner.token, made)["proxy_only_listed"], true);
     let r = owner.write(&s, "PATCH", &format!("/api/agents/{team_admin}"), &json!({"proxy_only_listed": false}));
     assert_eq!(r.status, 200, "{}", r.body);
 }

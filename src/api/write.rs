@@ -25,7 +25,7 @@ use crate::auth::AgentId;
 use crate::auth::webauthn::{CredentialId, Operation};
 use crate::crypto::DataKey;
 use crate::store::vault_db::VaultDb;
-use crate::vault::authority::{self, Intent};
+use crate::vault::authority::{self, AgentAsk, Intent};
 use crate::vault::entry::EntryInput;
 use crate::vault::gate::{Denial, Presented};
 use crate::vault::{VaultError, VaultId, gate, ops};
@@ -331,7 +331,12 @@ pub async fn create_agent(State(state): State<AppState>, caller: Caller, signed:
         return Err(ApiError::BadRequest("expires_at must be in the future (unix seconds)".into()));
     }
     let event = caller.event(Action::AgentCreate, Outcome::Ok);
-    let intent = Intent::CreateAgent { scopes: req.scopes.clone(), all_access: req.all_access, admin: req.admin };
+    let intent = Intent::CreateAgent(AgentAsk {
+        scopes: req.scopes.clone(),
+        all_access: req.all_access,
+        admin: req.admin,
+        proxy_only_listed: req.proxy_only_listed,
+    });
     let (agent, token) = gated(&state, &caller, event, &signed, intent, move |db, _, _, ev| {
         ops::add_agent(
             db,

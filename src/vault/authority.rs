@@ -57,11 +57,7 @@ pub enum Intent {
     DeleteEntry {
         id: i64,
     },
-    CreateAgent {
-        scopes: Vec<String>,
-        all_access: bool,
-        admin: bool,
-    },
+    CreateAgent(AgentAsk),
     /// Name changes and token rotation do not widen anything; they still need authority over
     /// the target (a rotated token is handed to the caller).
     UpdateAgent {
@@ -101,6 +97,8 @@ pub struct AgentAsk {
     pub scopes: Vec<String>,
     pub all_access: bool,
     pub admin: bool,
+    /// Whether the new agent may open proxy tunnels only to hosts its entries list.
+    pub proxy_only_listed: bool,
 }
 
 /// A rule that refused. The code is the 403's `reason` and goes to the audit row.
@@ -126,6 +124,7 @@ pub enum Rule {
     DerivedReadsMore,
     TooManyDerived,
     SelfLiftProxyOnly,
+    LiftProxyOnly,
     ProvisioningOwnerOnly,
 }
 
@@ -152,6 +151,7 @@ impl Rule {
             Rule::DerivedReadsMore => "derived_token_would_read_entries_outside_caller_scopes",
             Rule::TooManyDerived => "too_many_derived_tokens",
             Rule::SelfLiftProxyOnly => "scoped_admin_cannot_lift_its_own_proxy_restriction",
+            Rule::LiftProxyOnly => "proxy_restricted_admin_cannot_grant_unrestricted_proxy",
             Rule::ProvisioningOwnerOnly => "provisioning_is_owner_only",
         }
     }
@@ -243,6 +243,10 @@ fn may_create(admin: &Agent, unreadable: &[ScopeSet], ask: &AgentAsk, new_id: Ag
         Err(Rule::GrantAllAccess)
     } else if ask.admin {
         Err(Rule::GrantAdmin)
+    } else if admin.proxy_only_listed && !ask.proxy_only_listed {
+        // An admin whose own tunnels are limited to listed hosts cannot mint an agent that
+        // tunnels anywhere: that would be more than the admin holds.
+        Err(Rule::LiftProxyOnly)
     } else if let Some(mut set) = parse(&ask.scopes) {
         if !holds_all(admin, &set, None) {
             Err(Rule::ScopeNotHeld)
@@ -284,9 +288,8 @@ pub fn check(db: &VaultDb, caller: &Agent, intent: &Intent) -> Result<Result<(),
             readable_entry(db, caller, *id)?.and_then(|current| entry_scopes_ok(caller, scopes, &current))
         }
         Intent::DeleteEntry { id } => readable_entry(db, caller, *id)?.map(drop),
-        Intent::CreateAgent { scopes, all_access, admin } => {
-            let ask = AgentAsk { scopes: scopes.clone(), all_access: *all_access, admin: *admin };
-            may_create(caller, &unreadable_entries(db, caller)?, &ask, AgentId(db.next_agent_id()?))
+        Intent::CreateAgent(ask) => {
+            may_create(caller, &unreadable_entries(db, caller)?, ask, AgentId(db.next_agent_id()?))
         }
         Intent::CreateAgents(asks) => {
             let (first, unreadable) = (db.next_agent_id()?, unreadable_entries(db, caller)?);
@@ -323,7 +326,7 @@ pub fn check(db: &VaultDb, caller: &Agent, intent: &Intent) -> Result<Result<(),
                 }
             }
         }
-        Intent::UpdateAgent { id, scopes, all_access, admin, proxy_only_listed: _ } => match db.agent(id.0)? {
+        Intent::UpdateAgent { id, scopes, all_access, admin, proxy_only_listed } => match db.agent(id.0)? {
             None => Err(Rule::AgentOutsideScopes),
             Some(row) => {
                 let target = ops::agent_from_row(&row)?;
@@ -332,6 +335,9 @@ pub fn check(db: &VaultDb, caller: &Agent, intent: &Intent) -> Result<Result<(),
                         Err(Rule::GrantAllAccess)
                     } else if admin.is_some_and(|a| a && !target.admin) {
                         Err(Rule::GrantAdmin)
+                    } else if caller.proxy_only_listed && *proxy_only_listed == Some(false) && target.proxy_only_listed
+                    {
+                        Err(Rule::LiftProxyOnly)
                     } else {
                         match scopes.as_deref().and_then(parse) {
                             Some(set) if !holds_all(caller, &set, Some(target.id)) => Err(Rule::ScopeNotHeld),

@@ -120,7 +120,15 @@ pub async fn create(State(state): State<AppState>, caller: Caller, signed: Signe
     // Bad items are refused before the gate: no challenge is spent, nothing changes.
     ops::check_agent_specs(&specs)?;
     let intent = Intent::CreateAgents(
-        specs.iter().map(|s| AgentAsk { scopes: s.scopes.clone(), all_access: s.all_access, admin: s.admin }).collect(),
+        specs
+            .iter()
+            .map(|s| AgentAsk {
+                scopes: s.scopes.clone(),
+                all_access: s.all_access,
+                admin: s.admin,
+                proxy_only_listed: s.proxy_only_listed,
+            })
+            .collect(),
     );
     let event = caller.event(Action::AgentCreate, Outcome::Ok).detail(format!("bulk of {}", specs.len()));
     let created =
