@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-step() { printf '\n==> %s\n' "$*"; }
+step() { printf '\n==> %s (%s, %ss into the run)\n' "$*" "$(date -u +%H:%M:%S)" "$SECONDS"; }
 
 step "installing test dependencies (Debian packages)"
 bash scripts/install-test-deps.sh
