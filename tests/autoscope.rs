@@ -229,6 +229,14 @@ fn the_model_never_receives_a_value_and_any_failure_falls_back_to_the_rules() {
     }
     // The key is not in the server's logs.
     assert!(!s.stderr().contains("sk-test-key"));
+
+    // Each accepted ask is an audit row saying who answered, and nothing of the entry.
+    let rows = s.get("/api/audit?action=autoscope.suggest&limit=50", Some(&v.owner)).json();
+    let details: Vec<String> = rows["rows"].as_array().expect("rows").iter().map(|r| r["detail"].to_string()).collect();
+    assert_eq!(details.len(), 5, "{rows}");
+    assert_eq!(details.iter().filter(|d| d.contains("answered by llm")).count(), 1, "{details:?}");
+    assert_eq!(details.iter().filter(|d| d.contains("answered by rules")).count(), 4, "{details:?}");
+    assert!(!rows.to_string().contains("GitHub deploy") && !rows.to_string().contains("recovery codes"));
 }
 
 #[test]

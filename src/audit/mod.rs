@@ -77,6 +77,9 @@ pub enum Action {
     IdpTokenList,
     IdpGrantList,
     IdpGrantApprove,
+    /// An admin asked autoscope for suggestions (commercial); the detail says whether the rules
+    /// or the configured model answered. Nothing of the entry is recorded.
+    AutoscopeSuggest,
 }
 
 impl Action {
@@ -118,6 +121,7 @@ impl Action {
             Action::IdpTokenList => "idp.token_list",
             Action::IdpGrantList => "idp.grant_list",
             Action::IdpGrantApprove => "idp.grant_approve",
+            Action::AutoscopeSuggest => "autoscope.suggest",
         }
     }
 }

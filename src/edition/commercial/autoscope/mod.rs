@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::api::{ApiError, Caller, JsonBytes};
+use crate::audit::{Action, Outcome};
 use crate::auth::Agent;
 use crate::edition::EditionError;
 use crate::vault::authority;
@@ -282,6 +283,13 @@ pub async fn suggest(caller: Caller, JsonBytes(body): JsonBytes) -> Result<Respo
     if let Some(why) = &fallback {
         tracing::warn!(reason = %why, "autoscope: the model's answer was not used; the rules answered");
     }
+    // Who asked and who answered is the owner's to know (the model is a third party when one is
+    // configured); the title, URL and field names are not recorded.
+    let detail = match &fallback {
+        None => format!("answered by {source}"),
+        Some(_) => "answered by rules (the model's answer was not used; the log says why)".to_owned(),
+    };
+    caller.principal.vault.audit(caller.event(Action::AutoscopeSuggest, Outcome::Ok).detail(detail)).await?;
     Ok(Json(json!({"fields": chosen.fields, "scopes": chosen.scopes, "source": source, "fallback": fallback}))
         .into_response())
 }
