@@ -10,7 +10,7 @@
 // vault's page with the passkey's PRF; after the session is revoked on the agents page the popup
 // shows the 401. Also the bundled public-suffix rules. Loopback only; every wait is bounded.
 import { spawn, spawnSync } from 'node:child_process';
-import { cpSync, mkdtempSync, readFileSync, writeFileSync, createWriteStream } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync, createWriteStream } from 'node:fs';
 import { createServer as createNetServer } from 'node:net';
 import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
@@ -105,8 +105,17 @@ await until('the server', async () => { try { return (await fetch(`http://127.0.
 // The copy differs from extension/ in one line: the vault's origin is pre-granted in
 // host_permissions, because a headless browser cannot answer the permission prompt that the
 // connect page's request raises. The request itself still runs (and resolves granted).
+// It is loaded from the Chromium zip that scripts/package-extension.sh builds.
+const dist = join(tmp, 'dist');
+const pack = spawnSync(join(EXT_SRC, '..', 'scripts', 'package-extension.sh'), [], { encoding: 'utf8', env: { ...process.env, DIST_DIR: dist } });
+check(pack.status === 0, 'scripts/package-extension.sh builds the zips (' + pack.stderr + ')');
+const version = JSON.parse(readFileSync(join(EXT_SRC, 'manifest.json'), 'utf8')).version;
+const listing = (zip) => spawnSync('python3', ['-m', 'zipfile', '-l', join(dist, zip)], { encoding: 'utf8' }).stdout
+  .split('\n').slice(1).map((l) => l.split(/\s+/)[0]).filter(Boolean).sort().join(',');
+check(listing(`clavitor-extension-${version}.zip`) !== '' && listing(`clavitor-extension-${version}.zip`) === listing(`clavitor-extension-${version}-firefox.zip`),
+  'the Chromium and Firefox zips hold the same files');
 const extDir = join(tmp, 'extension');
-cpSync(EXT_SRC, extDir, { recursive: true });
+check(spawnSync('python3', ['-m', 'zipfile', '-e', join(dist, `clavitor-extension-${version}.zip`), extDir]).status === 0, 'the Chromium zip unpacks');
 const manifest = JSON.parse(readFileSync(join(extDir, 'manifest.json'), 'utf8'));
 manifest.host_permissions = ['http://localhost/*'];
 writeFileSync(join(extDir, 'manifest.json'), JSON.stringify(manifest, null, 2));
