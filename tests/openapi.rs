@@ -20,7 +20,7 @@ const METHODS: &[&str] = &["get", "post", "put", "delete", "patch"];
 
 /// Routes that are deliberately not in the document: the owner's HTML pages and their assets.
 const PAGES: &[(&str, &str)] =
-    &[("get", "/"), ("get", "/setup"), ("get", "/assets/style.css"), ("get", "/favicon.ico")];
+    &[("get", "/"), ("get", "/setup"), ("get", "/extension"), ("get", "/assets/style.css"), ("get", "/favicon.ico")];
 
 fn start(v: &Vault) -> Server {
     // The commercial edition tarpits unmatched requests: hold them 1 s, not 30. The probes run

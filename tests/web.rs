@@ -11,7 +11,9 @@ fn pages_are_embedded_with_a_strict_csp_and_no_inline_script() {
     for (path, kind) in [
         ("/", "text/html"),
         ("/setup", "text/html"),
+        ("/extension", "text/html"),
         ("/assets/app.js", "text/javascript"),
+        ("/assets/extension.js", "text/javascript"),
         ("/assets/common.js", "text/javascript"),
         ("/assets/setup.js", "text/javascript"),
         ("/assets/style.css", "text/css"),

@@ -76,8 +76,20 @@ pub async fn agents(caller: Caller) -> Result<Json<serde_json::Value>, ApiError>
     admin_only(&caller, Action::AgentList).await?;
     let vault = &caller.principal.vault;
     let me = &caller.principal.agent;
-    let agents: Vec<AgentView> =
-        vault.agents().iter().filter(|a| authority::lists_agent(me, a)).map(|a| agent_view(a)).collect();
+    let sessions = {
+        let vault = vault.clone();
+        super::blocking(move || vault.extension_sessions()).await?
+    };
+    let agents: Vec<serde_json::Value> = vault
+        .agents()
+        .iter()
+        .filter(|a| authority::lists_agent(me, a))
+        .map(|a| {
+            let mut v = serde_json::to_value(agent_view(a)).unwrap_or_default();
+            v["extension_session"] = json!(sessions.binary_search(&a.id.0).is_ok());
+            v
+        })
+        .collect();
     vault.audit(caller.event(Action::AgentList, Outcome::Ok)).await?;
     Ok(Json(json!({ "agents": agents })))
 }

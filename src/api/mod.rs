@@ -15,6 +15,7 @@ mod finish;
 mod import;
 pub mod openapi;
 pub mod serve;
+mod sessions;
 mod setup;
 pub(crate) mod throttle;
 mod tokens;
@@ -55,6 +56,8 @@ pub struct AppState {
     /// How long an operation-bound challenge stays valid (`--challenge-ttl-secs`).
     pub challenge_ttl: Duration,
     pub auth_throttle: Arc<AuthThrottle>,
+    /// Life of a browser-extension session token (`--extension-session-ttl-secs`).
+    pub session_ttl_secs: u64,
 }
 
 impl AppState {
@@ -65,7 +68,15 @@ impl AppState {
             rp: Arc::new(webauthn.rp),
             challenge_ttl: webauthn.challenge_ttl,
             auth_throttle: Arc::new(AuthThrottle::default()),
+            session_ttl_secs: crate::vault::sessions::DEFAULT_SESSION_TTL_SECS,
         }
+    }
+
+    /// Sets the extension sessions' life (the flag's bounds are checked by the CLI).
+    pub fn with_session_ttl(mut self, secs: u64) -> Self {
+        use crate::vault::sessions::{MAX_SESSION_TTL_SECS, MIN_SESSION_TTL_SECS};
+        self.session_ttl_secs = secs.clamp(MIN_SESSION_TTL_SECS, MAX_SESSION_TTL_SECS);
+        self
     }
 }
 
@@ -89,6 +100,7 @@ pub fn documented_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(admin::audit))
         .routes(routes!(tokens::whoami))
         .routes(routes!(tokens::derive))
+        .routes(routes!(sessions::create))
         .routes(routes!(access_requests::create, access_requests::list))
         .routes(routes!(write::dismiss_access_request))
         .routes(routes!(write::challenge))

@@ -95,6 +95,9 @@ pub mod schemas {
         pub reveal_to_model: bool,
         /// Whether the proxy refuses this agent's requests to hosts no inject rule names.
         pub proxy_only_listed: bool,
+        /// In the agents list: whether this agent is a browser-extension session (`POST
+        /// /api/sessions`).
+        pub extension_session: Option<bool>,
     }
 
     /// The calling agent, as `GET /api/whoami` describes it.

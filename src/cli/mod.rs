@@ -111,6 +111,11 @@ pub struct ServeArgs {
     /// How long an operation-bound WebAuthn challenge stays valid, in seconds (1 to 300).
     #[arg(long, env = "CLAVITOR_CHALLENGE_TTL_SECS", default_value_t = 60)]
     pub challenge_ttl_secs: u64,
+    /// Life of a browser-extension session token, in seconds (60 to 86400; default 12 hours).
+    #[arg(long, env = "CLAVITOR_EXTENSION_SESSION_TTL_SECS",
+          default_value_t = crate::vault::sessions::DEFAULT_SESSION_TTL_SECS,
+          value_parser = clap::value_parser!(u64).range(60..=86400))]
+    pub extension_session_ttl_secs: u64,
     /// Audit durability: `normal` survives the process dying (even SIGKILL) without an fsync per
     /// batch; `full` also survives a power cut, at the cost of an fsync per batch.
     #[arg(long, env = "CLAVITOR_AUDIT_SYNC", value_enum, default_value_t = AuditSyncArg::Normal)]

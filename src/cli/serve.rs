@@ -291,7 +291,7 @@ pub async fn serve(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<()> 
     }
     tracing::info!(%local, edition = edition.name(), "serving");
     tracing::info!(rp_id = webauthn.rp.rp_id(), origin = %webauthn.rp.origin(), "WebAuthn relying party");
-    let app = router(AppState::new(node.clone(), webauthn));
+    let app = router(AppState::new(node.clone(), webauthn).with_session_ttl(args.extension_session_ttl_secs));
     // One gate for every listener: the caps count connections of the process, not of a port.
     let gate = Gate::new(limits);
     // The node room: TLS listeners beside the plain one, integrity checks, Kuma and HQ reports.

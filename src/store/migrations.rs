@@ -279,6 +279,16 @@ const VAULT: &[&str] = &[
          UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'auth_seq'; END;
      CREATE TRIGGER auth_seq_keyring_u AFTER UPDATE ON meta WHEN NEW.key = 'l2_keyring' BEGIN
          UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'auth_seq'; END;",
+    // (issue 17 §3) Which agents are browser-extension sessions (`sessions_db`): a mark for the
+    // agents page only, it grants nothing. The trigger drops the mark with its agent, whatever
+    // deletes it (revoke, expiry sweep, replication), so a later agent given a reused id never
+    // inherits it.
+    "CREATE TABLE IF NOT EXISTS extension_sessions (
+         agent_id   INTEGER PRIMARY KEY,
+         created_at INTEGER NOT NULL
+     );
+     CREATE TRIGGER IF NOT EXISTS extension_sessions_gone AFTER DELETE ON agents BEGIN
+         DELETE FROM extension_sessions WHERE agent_id = OLD.id; END;",
 ];
 
 /// Brings the file up to this build's schema, or refuses a file from a newer build.

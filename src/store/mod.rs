@@ -15,6 +15,7 @@ pub mod node_db;
 pub mod proxy_requests_db;
 #[cfg(feature = "commercial")]
 pub mod replica;
+pub mod sessions_db;
 pub mod vault_db;
 pub mod webauthn_db;
 

@@ -13,6 +13,7 @@ pub mod gate;
 pub mod inject;
 pub mod live;
 pub mod ops;
+pub mod sessions;
 pub mod totp;
 pub mod view;
 

@@ -1,8 +1,8 @@
 //! The owner's web pages: setup, entries (with who can read each), agents (with what each can
-//! read), passkeys, audit, import. Plain HTML, CSS and JS,
-//! embedded in the binary with `include_str!` and served from here.
+//! read), passkeys, audit, import, and the browser extension's sign-in page (`/extension`).
+//! Plain HTML, CSS and JS, embedded in the binary with `include_str!` and served from here.
 //!
-//! Owns the page routes (`/`, `/setup`, `/assets/…`) and their security headers: a strict
+//! Owns the page routes (`/`, `/setup`, `/extension`, `/assets/…`) and their security headers: a strict
 //! Content-Security-Policy (only this origin's own scripts and styles; no inline script, no
 //! eval, no framing, no plugins), `X-Frame-Options: DENY`, and no caching (set for every
 //! response by the API's last middleware). It must never serve anything but these embedded
@@ -35,15 +35,23 @@ const ASSETS: &[Asset] = &[
     Asset { name: "import.js", content_type: "text/javascript; charset=utf-8", body: include_str!("assets/import.js") },
     Asset { name: "app.js", content_type: "text/javascript; charset=utf-8", body: include_str!("assets/app.js") },
     Asset { name: "setup.js", content_type: "text/javascript; charset=utf-8", body: include_str!("assets/setup.js") },
+    Asset {
+        name: "extension.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_str!("assets/extension.js"),
+    },
 ];
 
 const APP_HTML: &str = include_str!("assets/app.html");
 const SETUP_HTML: &str = include_str!("assets/setup.html");
+/// The page the browser extension opens to sign in with the passkey (issue 17 §3).
+const EXTENSION_HTML: &str = include_str!("assets/extension.html");
 
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/", get(|| async { page("text/html; charset=utf-8", APP_HTML) }))
         .route("/setup", get(|| async { page("text/html; charset=utf-8", SETUP_HTML) }))
+        .route("/extension", get(|| async { page("text/html; charset=utf-8", EXTENSION_HTML) }))
         .route("/assets/{name}", get(asset))
         // Browsers ask for it on every page; there is none, and a 404 would be noise.
         .route("/favicon.ico", get(|| async { axum::http::StatusCode::NO_CONTENT }))

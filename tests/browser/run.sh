@@ -17,7 +17,7 @@ rm -rf "$out"
 mkdir -p "$out"
 # If the test dies or times out before stopping its server, stop that one process here.
 cleanup() {
-  for pidfile in "$out/server.pid" "$out/server-commercial.pid"; do
+  for pidfile in "$out/server.pid" "$out/server-commercial.pid" "$out/chromium-extension.pid"; do
     if [[ -f $pidfile ]]; then
       kill -KILL "$(cat "$pidfile")" 2>/dev/null || true
     fi
@@ -27,6 +27,9 @@ trap cleanup EXIT
 CLAVITOR_BIN="$CLAVITOR_BIN" OUT_DIR="$out" timeout --kill-after=10 300 node owner-flow.mjs
 # Issue 17: names, who-can-read views, import of every format.
 CLAVITOR_BIN="$CLAVITOR_BIN" OUT_DIR="$out" timeout --kill-after=10 120 node names-import.mjs
+# Issue 17 §3: the browser extension loaded unpacked (sign-in, fill, iframe refusal, revoke).
+# About 25 s.
+CLAVITOR_BIN="$CLAVITOR_BIN" OUT_DIR="$out" timeout --kill-after=10 120 node extension.mjs
 # The commercial pages (bulk agents, autoscope: issue 16): a commercial build, unless
 # CLAVITOR_COMMERCIAL_BIN names one. About 10 s plus the link of the commercial binary.
 if [[ -z ${CLAVITOR_COMMERCIAL_BIN:-} ]]; then

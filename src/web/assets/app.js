@@ -350,7 +350,10 @@
       const name = el('td', { text: (depth ? '\u21b3 '.padStart(depth * 2 + 2, '\u00a0') : '') + a.name });
       name.append(' ', el('a', { href: '#agent-access/' + a.id, class: 'what', text: 'what it can read' }));
       if (a.parent_id != null) name.append(el('div', { class: 'muted derived-from', text: 'derived from agent ' + a.parent_id }));
-      return el('tr', { 'data-agent': String(a.id), 'data-parent': a.parent_id == null ? '' : String(a.parent_id) },
+      // Issue 17 §3: the browser extension's session (read-only, expiring; revoke ends it).
+      if (a.extension_session) name.append(' ', el('span', { class: 'chip extension-session', text: 'browser extension session' }));
+      return el('tr', { 'data-agent': String(a.id), 'data-parent': a.parent_id == null ? '' : String(a.parent_id),
+        'data-extension-session': a.extension_session ? '1' : '' },
         el('td', { text: String(a.id) }), name, el('td', {}, scopes, scopeChips(a.scopes)),
         el('td', {}, el('label', {}, all, ' all'), el('label', {}, admin, ' admin'),
           el('label', { title: 'clavitor mcp may hand this agent\'s L1 values to the model' }, reveal, ' reveal to model'),
