@@ -18,7 +18,7 @@ use serde_json::json;
 use super::write::{Signed, gated, parse_body};
 use super::{ApiError, AppState, Caller};
 use crate::audit::{Action, Outcome};
-use crate::vault::authority::Intent;
+use crate::vault::authority::{AgentAsk, Intent};
 use crate::vault::sessions;
 
 /// Longest label the owner may give a session (it becomes part of the agent's name).
@@ -78,11 +78,12 @@ pub async fn create(State(state): State<AppState>, caller: Caller, signed: Signe
     let me = caller.principal.agent.id;
     // What a session may read is the caller's own (the derivation rules re-check it in the
     // transaction): the intent the authority rules see is "an agent holding what I hold".
-    let intent = Intent::CreateAgent {
+    let intent = Intent::CreateAgent(AgentAsk {
         scopes: caller.principal.agent.scopes.to_vec(),
         all_access: caller.principal.agent.all_access,
         admin: false,
-    };
+        proxy_only_listed: caller.principal.agent.proxy_only_listed,
+    });
     let label = req.label;
     let (agent, token) =
         gated(&state, &caller, event, &signed, intent, move |db, _, _, ev| sessions::create(db, me, &label, ttl, ev))
