@@ -30,8 +30,12 @@ const QUEUE: usize = 8192;
 /// A worker that stays busy wakes the writer itself once this many rows wait, rather than only
 /// when it goes idle.
 const EAGER: usize = 64;
-/// The longest a pool thread sleeps without being woken; only a safety net (see [`defer_wake`]).
+/// The longest a pool thread sleeps without being woken while rows have been arriving; only a
+/// safety net (see [`defer_wake`]). After [`QUIET_RECHECKS`] empty rechecks it sleeps for
+/// [`QUIET_SLEEP`] instead, so an idle node's pool threads wake about once a second.
 const IDLE_RECHECK: Duration = Duration::from_millis(5);
+const QUIET_RECHECKS: u32 = 200;
+const QUIET_SLEEP: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
@@ -147,6 +151,7 @@ fn defer_wake(lane: &Lane, queued: usize) -> bool {
 /// One pool thread: gathers queued rows, commits each file's in one transaction.
 fn serve(lane: &'static Lane) {
     let mut jobs = Vec::with_capacity(MAX_BATCH);
+    let mut empty_rechecks = 0u32;
     loop {
         {
             let mut queued = lane.jobs.lock().unwrap_or_else(|p| p.into_inner());
@@ -154,10 +159,12 @@ fn serve(lane: &'static Lane) {
             jobs.extend(queued.drain(..take));
         }
         if jobs.is_empty() {
-            // Woken by a caller, by a worker's park hook, or after IDLE_RECHECK.
-            std::thread::park_timeout(IDLE_RECHECK);
+            // Woken by a caller, by a worker's park hook, or after the recheck interval.
+            empty_rechecks = empty_rechecks.saturating_add(1);
+            std::thread::park_timeout(if empty_rechecks > QUIET_RECHECKS { QUIET_SLEEP } else { IDLE_RECHECK });
             continue;
         }
+        empty_rechecks = 0;
         let taken = jobs.len();
         while !jobs.is_empty() {
             // The first file's rows, in queue order; the others wait for the next round. One
