@@ -139,6 +139,6 @@ $(line bare 64)
   idle RSS                                  : $((idle_kb / 1024)) MB   (target <= 20 MB)
   peak RSS under load                       : $((load_kb / 1024)) MB   (target <= 64 MB)
   search over 10,000 entries, 1 conn        : p99 $search_p99 ms, $search_rps req/s   (target p99 <= 5 ms)
-  $profile binary                  : $bin_mb MB   (target <= 15 MB, stripped release build)
+$(printf '  %-42s: %s MB   (target <= 15 MB, stripped release build)' "$profile binary" "$bin_mb")
 REPORT
 [[ -z $errors ]] || echo "  wrk reported: $errors"
