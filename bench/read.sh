@@ -5,17 +5,22 @@
 #     the max latency (bench/latency.lua), and the vault/bare ratios
 #   - idle RSS, RSS under that load with a 10,000-entry vault
 #   - search latency over 10,000 entries (p99)
+#   - the server CPU time per request (process CPU ticks / requests: far steadier than req/s on a
+#     shared machine) and the machine's load average when the runs started and ended
 #   - the stripped release binary size
 # Usage: bash bench/read.sh [seconds-per-run]   (default 4; the issue's figures use 10)
+# Profile: BENCH_PROFILE=release (default; full LTO, the shipped build) or ci-release (no LTO:
+# minutes less to build, the same code paths; the binary size line then is not the shipped one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-4}
+profile=${BENCH_PROFILE:-release}
 
 bash scripts/install-test-deps.sh >/dev/null
-cargo build --release --quiet --bin clavitor --example bare_axum
+cargo build --profile "$profile" --quiet --bin clavitor --example bare_axum
 target=${CARGO_TARGET_DIR:-target}
-bin=$target/release/clavitor
-bare=$target/release/examples/bare_axum
+bin=$target/$profile/clavitor
+bare=$target/$profile/examples/bare_axum
 
 work=$(mktemp -d)
 pids=()
@@ -40,6 +45,8 @@ start() {
   echo "server did not start: $(cat "$out.err")" >&2
   exit 1
 }
+# Process CPU time (user + system) in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 hwm_kb() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
 # wrk prints e.g. "Requests/sec:  12345.67" and, with --latency, "99%  1.23ms".
@@ -61,30 +68,43 @@ idle_kb=$(rss_kb "$vault_pid")
 size=$(curl -s -o /dev/null -w '%{size_download}' -H "Authorization: Bearer $token" "http://$vault_addr/api/entries/5000")
 
 start "$work/bare.out" "$bare" 127.0.0.1:0 "$size"
-bare_addr=$addr
+bare_addr=$addr bare_pid=$pid
 
 # Alternate vault and bare runs so that load from anything else on the machine hits both alike.
 # Each figure is the median over rounds of the per-round value (ratios too): each round pairs two
 # runs seconds apart, which cancels most of the drift a shared machine shows over a minute.
 rounds=5
 lua=bench/latency.lua
+hz=$(getconf CLK_TCK)
+# wrk_run NAME CONNS ROUND PID wrk-args...: one run; appends "CPU_US_PER_REQ x" to its output.
+wrk_run() {
+  local out="$work/$1.c$2.$3.wrk" pid=$4 before after
+  shift 4
+  before=$(cpu_ticks "$pid")
+  wrk "$@" >"$out"
+  after=$(cpu_ticks "$pid")
+  awk -v d=$((after - before)) -v hz="$hz" '/requests in/ { n = $1 } END { if (n > 0) printf "CPU_US_PER_REQ %.2f\n", d * 1e6 / hz / n }' "$out" >>"$out"
+}
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 for round in $(seq 1 $rounds); do
   for c in 1 64; do
     t=$((c == 1 ? 1 : 2))
-    wrk -t$t -c$c -d"${secs}s" -s "$lua" -H "Authorization: Bearer $token" "http://$vault_addr/api/entries/5000" >"$work/vault.c$c.$round.wrk"
-    wrk -t$t -c$c -d"${secs}s" -s "$lua" "http://$bare_addr/x" >"$work/bare.c$c.$round.wrk"
+    wrk_run vault $c "$round" "$vault_pid" -t$t -c$c -d"${secs}s" -s "$lua" -H "Authorization: Bearer $token" "http://$vault_addr/api/entries/5000"
+    wrk_run bare $c "$round" "$bare_pid" -t$t -c$c -d"${secs}s" -s "$lua" "http://$bare_addr/x"
   done
 done
+load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 load_kb=$(hwm_kb "$vault_pid")
 wrk -t1 -c1 -d"${secs}s" --latency -H "Authorization: Bearer $token" "http://$vault_addr/api/search?q=svc9999.example" >"$work/search.wrk"
 
 median() { sort -g | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
 # lat FILE KEY: one LATENCY_US figure of a run, in ms.
 lat() { awk -v k="$2" '/^LATENCY_US/ { for (i = 2; i <= NF; i++) { split($i, kv, "="); if (kv[1] == k) printf "%.3f\n", kv[2] / 1000 } }' "$1"; }
-# fig KIND CONNS KEY: the median over rounds (KEY rps, or a LATENCY_US key).
+cpu_of() { awk '/^CPU_US_PER_REQ/ {print $2}' "$1"; }
+# fig KIND CONNS KEY: the median over rounds (KEY rps, cpu, or a LATENCY_US key).
 fig() {
   for f in "$work/$1.c$2".*.wrk; do
-    if [[ $3 == rps ]]; then rps_of "$f"; else lat "$f" "$3"; fi
+    if [[ $3 == rps ]]; then rps_of "$f"; elif [[ $3 == cpu ]]; then cpu_of "$f"; else lat "$f" "$3"; fi
   done | median
 }
 # ratio CONNS KEY: the median over rounds of vault/bare.
@@ -97,25 +117,28 @@ ratio() {
   done | median
 }
 rounds_of() { for round in $(seq 1 $rounds); do awk -v a="$(rps_of "$work/vault.c$1.$round.wrk")" -v b="$(rps_of "$work/bare.c$1.$round.wrk")" 'BEGIN { printf "%.2f ", a / b }'; done; }
-line() { printf '  %-5s %2s conns: %9s req/s  p50 %6s  p99 %6s  p99.9 %6s  max %7s ms\n' "$1" "$2" "$(fig "$1" "$2" rps)" "$(fig "$1" "$2" p50)" "$(fig "$1" "$2" p99)" "$(fig "$1" "$2" p999)" "$(fig "$1" "$2" max)"; }
+line() { printf '  %-5s %2s conns: %9s req/s  p50 %6s  p99 %6s  p99.9 %6s  max %7s ms  cpu %6s us/req\n' "$1" "$2" "$(fig "$1" "$2" rps)" "$(fig "$1" "$2" p50)" "$(fig "$1" "$2" p99)" "$(fig "$1" "$2" p999)" "$(fig "$1" "$2" max)" "$(fig "$1" "$2" cpu)"; }
+# rounds_lat CONNS KEY: each round's vault/bare for one latency key.
+rounds_lat() { for round in $(seq 1 $rounds); do awk -v a="$(lat "$work/vault.c$1.$round.wrk" "$2")" -v b="$(lat "$work/bare.c$1.$round.wrk" "$2")" 'BEGIN { printf "%.2f ", (b > 0 ? a / b : 0) }'; done; }
 search_p99=$(to_ms "$(p99_of "$work/search.wrk")") search_rps=$(rps_of "$work/search.wrk")
 bin_mb=$(awk -v s="$(stat -c %s "$bin")" 'BEGIN { printf "%.1f", s / 1048576 }')
 errors=$(grep -h 'Non-2xx\|Socket errors' "$work"/*.wrk || true)
 
 cat <<REPORT
 
-Clavitor read benchmark ($(nproc) cores, $rounds alternating ${secs}s runs each, medians over rounds; 10,000 entries, body $size bytes)
+Clavitor read benchmark ($(nproc) cores, $profile build, $rounds alternating ${secs}s runs each, medians over rounds; 10,000 entries, body $size bytes)
+Machine load average (1, 5, 15 min): $load_before at the start, $load_after at the end
 GET /api/entries/{id} with audit on ("vault") vs a bare axum handler with the same body ("bare"):
 $(line vault 1)
 $(line bare 1)
 $(line vault 64)
 $(line bare 64)
-  1 conn, vault/bare p99.9                  : $(ratio 1 p999)   (target <= 2)
-  1 conn, vault/bare max                    : $(ratio 1 max)   (target <= 2)
+  1 conn, vault/bare p99.9                  : $(ratio 1 p999)   (target <= 2; rounds: $(rounds_lat 1 p999))
+  1 conn, vault/bare max                    : $(ratio 1 max)   (target <= 2; rounds: $(rounds_lat 1 max))
   64 conns, vault/bare throughput           : $(ratio 64 rps)   (target >= 0.75; rounds: $(rounds_of 64))
   idle RSS                                  : $((idle_kb / 1024)) MB   (target <= 20 MB)
   peak RSS under load                       : $((load_kb / 1024)) MB   (target <= 64 MB)
   search over 10,000 entries, 1 conn        : p99 $search_p99 ms, $search_rps req/s   (target p99 <= 5 ms)
-  release binary (stripped)                 : $bin_mb MB   (target <= 15 MB)
+$(printf '  %-42s: %s MB   (target <= 15 MB, stripped release build)' "$profile binary" "$bin_mb")
 REPORT
 [[ -z $errors ]] || echo "  wrk reported: $errors"

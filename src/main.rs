@@ -39,6 +39,8 @@ fn main() -> std::process::ExitCode {
         }
         Command::Serve(args) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
+            // Audit rows are handed to their writer when a worker goes idle (one wake per batch).
+            .on_thread_park(clavitor::audit::before_worker_park)
             .build()
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(clavitor::cli::serve(&cli.global, args))),
