@@ -10,7 +10,7 @@
 # driving the `ci-release` build (optimised; see Cargo.toml) through CLAVITOR_TEST_BIN.
 #
 # Usage: bash bench/replication.sh [backlog] [writes]      (default 10000 entries, 40 writes)
-#        BENCH_PROFILE=ci-release (default) | release
+#        BENCH_PROFILE=ci-release (default) | release; BENCH_ONLY=defaults|lifted runs one case
 # Not in tests/run-all.sh: at the defaults the catch-up alone takes about 100 s.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1242,7 +1242,12 @@ fn bench_replication() {
         ("defaults (1 request/s per POP, 100 entries a batch)", "", 1),
         ("lifted (batch_size = 1000, no rate limit)", "batch_size = 1000", 0),
     ];
+    // BENCH_ONLY=defaults|lifted runs one of the two.
+    let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     for (label, extra, rate) in cases {
+        if !only.is_empty() && !label.starts_with(only.as_str()) {
+            continue;
+        }
         println!("{label}: load average before {}", load());
         let mut p = pair_full(None, true, &[], extra, true, (rate, 30));
         let owner = p.primary_vault.owner.clone();

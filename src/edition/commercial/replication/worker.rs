@@ -26,6 +26,13 @@ use crate::store::replica::MarkKind;
 use crate::vault::VaultId;
 use crate::vault::data_dir::{DataDir, OpenVault};
 
+/// A vault that ships rows in every round is still checked for divergence once in this many
+/// poll intervals.
+const BUSY_CHECK_EVERY: u32 = 10;
+
+/// Bytes of a batch body kept free for what `send_once` fills in (timestamp, nonce).
+const BODY_MARGIN: usize = 512;
+
 /// Seconds to wait after the 1st, 2nd, … failed attempt (review item 11: no float math).
 pub const BACKOFF_S: [u64; 5] = [1, 5, 25, 125, 625];
 
@@ -121,8 +128,9 @@ impl Shipper<'_> {
         let ids = self.dir.vault_ids().map_err(|e| format!("vaults: {e}"))?;
         let mut sent = false;
         for id in ids {
-            sent |= self.ship_vault(backup, &id)?;
-            sent |= self.check_vault(backup, &id)?;
+            let shipped = self.ship_vault(backup, &id)?;
+            sent |= shipped;
+            sent |= self.check_vault(backup, &id, shipped)?;
         }
         if !sent {
             let batch = self.batch(HEARTBEAT_VAULT, None, Vec::new(), None, Vec::new());
@@ -133,11 +141,15 @@ impl Shipper<'_> {
 
     /// The divergence check of one vault, once per poll interval when it has nothing left to
     /// ship: the backup compares the digests with its own copy and names the first range that
-    /// differs, which is then resent as a repair (and checked again next time).
-    fn check_vault(&mut self, backup: &Peer, id: &VaultId) -> Result<bool, String> {
+    /// differs, which is then resent as a repair (and checked again next time). A round that
+    /// just shipped rows of the vault (`busy`) leaves the check to an idle round, since the
+    /// check's request takes a slot of the backup's rate that the next write may need, unless
+    /// [`BUSY_CHECK_EVERY`] intervals passed (a vault written to without pause is checked too).
+    fn check_vault(&mut self, backup: &Peer, id: &VaultId, busy: bool) -> Result<bool, String> {
         let interval = Duration::from_secs(self.rt.config.poll_interval_s.max(1));
         let key = (backup.id.clone(), id.clone());
-        if self.checked.get(&key).is_some_and(|t| t.elapsed() < interval) {
+        let due = if busy { interval.saturating_mul(BUSY_CHECK_EVERY) } else { interval };
+        if self.checked.get(&key).is_some_and(|t| t.elapsed() < due) {
             return Ok(false);
         }
         let pop_id = self.rt.config.pop_id.clone();
@@ -244,6 +256,17 @@ impl Shipper<'_> {
                 auth.as_ref().map(WireAuth::from),
                 audit.iter().map(WireAudit::from).collect(),
             );
+            // Fitted to the body limit here rather than by the backup's 413: a refused body is a
+            // round trip (and the listener closes that connection), and at a large `batch_size`
+            // every call would pay it again. The limit shrinks in proportion, with a margin for
+            // the timestamp and nonce the send fills in.
+            let size = serde_json::to_vec(&batch).map_or(0, |b| b.len());
+            let room = cfg.max_body_bytes.saturating_sub(BODY_MARGIN).max(1);
+            if size > room && limit > 1 {
+                let scaled = u64::from(limit).saturating_mul(room as u64) / (size as u64).max(1);
+                limit = u32::try_from(scaled).unwrap_or(1).clamp(1, limit - 1);
+                continue;
+            }
             match self.send(backup, &batch, count) {
                 Ok(_) => {}
                 // Too big for the backup's body limit: halve the batch and try again at once.
