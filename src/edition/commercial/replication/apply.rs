@@ -385,11 +385,21 @@ fn adopt(
     let secret = rt.config.transport_secret.as_ref().ok_or_else(unknown)?;
     let key = crate::crypto::key_transport::open_data_key(secret, &sealed, id.as_str(), source, &rt.config.pop_id)
         .map_err(|_| unknown())?;
-    let created = node.data_dir().create_vault_with_key(id, &key, |db| db.set_replica_of(source));
     let failed = |e: VaultError| {
         tracing::error!(vault = %id, error = %e, "a replica vault could not be created");
         refuse(StatusCode::SERVICE_UNAVAILABLE, "apply_failed", "the replica vault could not be created")
     };
+    // A file left by an adoption that was killed before it registered the vault (its replica
+    // mark is this source's, or it never got that far) is removed and the adoption done again;
+    // otherwise the backup would refuse this vault for ever.
+    let leftover = node
+        .data_dir()
+        .remove_unregistered_vault(id, |db| db.replica_of().is_ok_and(|of| of.is_none_or(|of| of == source)))
+        .map_err(failed)?;
+    if leftover {
+        tracing::warn!(vault = %id, source = %source, "an interrupted replica adoption is done again");
+    }
+    let created = node.data_dir().create_vault_with_key(id, &key, |db| db.set_replica_of(source));
     created.map_err(failed)?;
     let vault = node.adopt(id).map_err(failed)?;
     tracing::info!(vault = %id, source = %source, "replica vault created");

@@ -7,8 +7,10 @@
 //! rows after its watermark, the auth snapshot if it changed, audit rows) in batches of
 //! `batch_size`, paced to the backup's rate, and advances the watermarks and clears the dirty
 //! marks only when the backup acknowledged the batch. Unacknowledged rows stay on disk (review
-//! item 13), nothing is held in memory between rounds. With nothing to ship it sends a signed
-//! empty batch (a heartbeat that proves keys, clocks, TLS and reachability). Uses the server's
+//! item 13), nothing is held in memory between rounds. An idle round (the poll interval passed
+//! with no change) with nothing to ship sends a signed empty batch (a heartbeat that proves keys,
+//! clocks, TLS and reachability); a round a change started never does, so that at 1 request/s
+//! no heartbeat takes the slot the next write needs. Uses the server's
 //! own store code and connection settings (item 12). Never runs on a backup; never skips TLS
 //! verification; every attempt is a node audit row (`replication.send`); logs carry only POP
 //! ids, counts and outcomes.
@@ -89,11 +91,17 @@ fn run(rt: &'static super::Runtime, dir: DataDir) {
     };
     let mut shipper = Shipper { rt, agent, dir, open: HashMap::new(), last_send: None, checked: HashMap::new() };
     let mut current = 0usize;
+    // The first round, and every round the poll interval started (no change rang for that
+    // long), is idle: only an idle round sends a heartbeat or an idle vault's divergence check.
+    // A round a change started may find its rows shipped already (the bell rang while the last
+    // round sent them); a heartbeat then would take the backup's next rate slot from a write.
+    let mut idle = true;
     loop {
         let Some(backup) = cfg.backups.get(current % cfg.backups.len().max(1)) else { return };
         let seen = crate::vault::live::CHANGES.count();
-        if shipper.round_with_retries(backup) {
-            crate::vault::live::CHANGES.wait_past(seen, Duration::from_secs(cfg.poll_interval_s.max(1)));
+        if shipper.round_with_retries(backup, idle) {
+            let rung = crate::vault::live::CHANGES.wait_past(seen, Duration::from_secs(cfg.poll_interval_s.max(1)));
+            idle = rung == seen;
         } else {
             crate::edition::alert(
                 "replication_unreachable",
@@ -101,16 +109,18 @@ fn run(rt: &'static super::Runtime, dir: DataDir) {
                 &[("backup", backup.id.clone())],
             );
             current = current.wrapping_add(1);
+            // The next backup is greeted with a heartbeat if there is nothing to ship.
+            idle = true;
         }
     }
 }
 
 impl Shipper<'_> {
     /// One round plus `retries` retries, waiting `BACKOFF_S[i]` after the i-th failure.
-    fn round_with_retries(&mut self, backup: &Peer) -> bool {
+    fn round_with_retries(&mut self, backup: &Peer, idle: bool) -> bool {
         let retries = usize::try_from(self.rt.config.retries).unwrap_or(BACKOFF_S.len()).min(BACKOFF_S.len());
         for attempt in 0..=retries {
-            match self.round(backup) {
+            match self.round(backup, idle) {
                 Ok(()) => return true,
                 Err(reason) => {
                     tracing::warn!(backup = %backup.id, attempt, reason = %reason, "replication send failed");
@@ -123,16 +133,17 @@ impl Shipper<'_> {
         false
     }
 
-    /// Ships everything `backup` has not acknowledged, vault by vault; a heartbeat if nothing.
-    fn round(&mut self, backup: &Peer) -> Result<(), String> {
+    /// Ships everything `backup` has not acknowledged, vault by vault; a heartbeat if nothing
+    /// went and the round is `idle`.
+    fn round(&mut self, backup: &Peer, idle: bool) -> Result<(), String> {
         let ids = self.dir.vault_ids().map_err(|e| format!("vaults: {e}"))?;
         let mut sent = false;
         for id in ids {
             let shipped = self.ship_vault(backup, &id)?;
             sent |= shipped;
-            sent |= self.check_vault(backup, &id, shipped)?;
+            sent |= self.check_vault(backup, &id, !idle || shipped)?;
         }
-        if !sent {
+        if !sent && idle {
             let batch = self.batch(HEARTBEAT_VAULT, None, Vec::new(), None, Vec::new());
             self.send(backup, &batch, 0)?;
         }
@@ -141,10 +152,11 @@ impl Shipper<'_> {
 
     /// The divergence check of one vault, once per poll interval when it has nothing left to
     /// ship: the backup compares the digests with its own copy and names the first range that
-    /// differs, which is then resent as a repair (and checked again next time). A round that
-    /// just shipped rows of the vault (`busy`) leaves the check to an idle round, since the
-    /// check's request takes a slot of the backup's rate that the next write may need, unless
-    /// [`BUSY_CHECK_EVERY`] intervals passed (a vault written to without pause is checked too).
+    /// differs, which is then resent as a repair (and checked again next time). A round a change
+    /// started, or that just shipped rows of the vault (`busy`), leaves the check to an idle
+    /// round, since the check's request takes a slot of the backup's rate that the next write
+    /// may need, unless [`BUSY_CHECK_EVERY`] intervals passed (a vault written to without pause
+    /// is checked too).
     fn check_vault(&mut self, backup: &Peer, id: &VaultId, busy: bool) -> Result<bool, String> {
         let interval = Duration::from_secs(self.rt.config.poll_interval_s.max(1));
         let key = (backup.id.clone(), id.clone());
