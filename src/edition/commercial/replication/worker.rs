@@ -62,6 +62,7 @@ struct Shipper<'a> {
     last_send: Option<Instant>,
     /// When each (backup, vault) pair's divergence was last checked.
     checked: HashMap<(String, VaultId), Instant>,
+    started: Instant,
 }
 
 /// The vault's data key sealed to `backup`'s HPKE key (hex); `None` if its entry lists none.
@@ -89,7 +90,15 @@ fn run(rt: &'static super::Runtime, dir: DataDir) {
             return;
         }
     };
-    let mut shipper = Shipper { rt, agent, dir, open: HashMap::new(), last_send: None, checked: HashMap::new() };
+    let mut shipper = Shipper {
+        rt,
+        agent,
+        dir,
+        open: HashMap::new(),
+        last_send: None,
+        checked: HashMap::new(),
+        started: Instant::now(),
+    };
     let mut current = 0usize;
     // The first round, and every round the poll interval started (no change rang for that
     // long), is idle: only an idle round sends a heartbeat or an idle vault's divergence check.
@@ -161,7 +170,10 @@ impl Shipper<'_> {
         let interval = Duration::from_secs(self.rt.config.poll_interval_s.max(1));
         let key = (backup.id.clone(), id.clone());
         let due = if busy { interval.saturating_mul(BUSY_CHECK_EVERY) } else { interval };
-        if self.checked.get(&key).is_some_and(|t| t.elapsed() < due) {
+        // Never checked: counted from the worker's start, so a backlog shipped at start is not
+        // followed at once by a check that takes the next write's slot.
+        let last = *self.checked.entry(key.clone()).or_insert(self.started);
+        if last.elapsed() < due {
             return Ok(false);
         }
         let pop_id = self.rt.config.pop_id.clone();
