@@ -53,6 +53,31 @@ impl MarkKind {
     }
 }
 
+/// What one backup has not acknowledged of a vault yet, by its watermarks: entry rows after the
+/// (change_seq, id) mark, the vault's own audit rows after the audit mark, and whether the auth
+/// snapshot moved past the auth mark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Backlog {
+    pub entries: u64,
+    pub audit: u64,
+    pub auth: bool,
+}
+
+impl Backlog {
+    /// Rows still to ship, the auth snapshot counting as one.
+    pub fn rows(&self) -> u64 {
+        self.entries.saturating_add(self.audit).saturating_add(u64::from(self.auth))
+    }
+
+    pub fn plus(self, other: Backlog) -> Backlog {
+        Backlog {
+            entries: self.entries.saturating_add(other.entries),
+            audit: self.audit.saturating_add(other.audit),
+            auth: self.auth || other.auth,
+        }
+    }
+}
+
 /// Agents, passkeys and the wrapped L2 keyring as stored, with the `auth_seq` they belong to.
 #[derive(Debug, Clone)]
 pub struct AuthSnapshot {
@@ -87,7 +112,8 @@ impl VaultDb {
         rows.collect::<Result<_, _>>().ctx(&self.path)
     }
 
-    /// How many entry rows wait to be replicated (the `replication_backlog` figure).
+    /// How many entry rows wait for their first acknowledgement (`dirty`; the backlog per backup
+    /// is [`VaultDb::backlog_for`]).
     pub fn dirty_count(&self) -> Result<u64, StoreError> {
         let n: i64 =
             self.conn.query_row("SELECT count(*) FROM entries WHERE dirty = 1", [], |r| r.get(0)).ctx(&self.path)?;
@@ -132,48 +158,56 @@ impl VaultDb {
         let path = self.path.clone();
         let tx = self.write_tx()?;
         let mut out = Applied::default();
-        for r in rows {
-            let stored: Option<(i64, i64, bool)> = tx
-                .query_row("SELECT updated_at, version, deleted FROM entries WHERE id = ?1", [r.id], |x| {
-                    Ok((x.get(0)?, x.get(1)?, x.get(2)?))
-                })
-                .optional()
+        // One change sequence for the whole batch (as an import's rows share one): the running
+        // server's watcher reads every row after its last sequence either way. Statements are
+        // prepared once per connection, not per row: a batch of 1000 rows is 3000 statements.
+        let mut seq = None;
+        {
+            let mut stored_q =
+                tx.prepare_cached("SELECT updated_at, version, deleted FROM entries WHERE id = ?1").ctx(&path)?;
+            let mut uuid_q = tx.prepare_cached("SELECT id FROM entries WHERE uuid = ?1").ctx(&path)?;
+            let mut upsert = tx
+                .prepare_cached(
+                    "INSERT INTO entries (id, uuid, scopes, created_at, updated_at, version, deleted, change_seq,
+                                          dirty, replicated_at, data, mac)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, ?9, ?10, ?11)
+                     ON CONFLICT(id) DO UPDATE SET scopes = excluded.scopes, updated_at = excluded.updated_at,
+                         version = excluded.version, deleted = excluded.deleted, change_seq = excluded.change_seq,
+                         dirty = 0, replicated_at = excluded.replicated_at, data = excluded.data, mac = excluded.mac",
+                )
                 .ctx(&path)?;
-            let uuid_owner: Option<i64> = tx
-                .query_row("SELECT id FROM entries WHERE uuid = ?1", [&r.uuid], |x| x.get(0))
-                .optional()
-                .ctx(&path)?;
-            if uuid_owner.is_some_and(|id| id != r.id) {
-                return Err(StoreError::Conflict(format!("replicated entry {} reuses another entry's uuid", r.id)));
+            for r in rows {
+                let stored: Option<(i64, i64, bool)> =
+                    stored_q.query_row([r.id], |x| Ok((x.get(0)?, x.get(1)?, x.get(2)?))).optional().ctx(&path)?;
+                let uuid_owner: Option<i64> = uuid_q.query_row([&r.uuid], |x| x.get(0)).optional().ctx(&path)?;
+                if uuid_owner.is_some_and(|id| id != r.id) {
+                    return Err(StoreError::Conflict(format!("replicated entry {} reuses another entry's uuid", r.id)));
+                }
+                if !repair && stored.is_some_and(|s| !newer(r, s)) {
+                    out.skipped += 1;
+                    continue;
+                }
+                let seq = match seq {
+                    Some(s) => s,
+                    None => *seq.insert(bump_seq(&tx, &path)?),
+                };
+                upsert
+                    .execute(params![
+                        r.id,
+                        r.uuid,
+                        r.scopes,
+                        r.created_at,
+                        r.updated_at,
+                        r.version,
+                        r.deleted,
+                        seq,
+                        now_ms,
+                        r.data,
+                        r.mac
+                    ])
+                    .ctx(&path)?;
+                out.written += 1;
             }
-            if !repair && stored.is_some_and(|s| !newer(r, s)) {
-                out.skipped += 1;
-                continue;
-            }
-            let seq = bump_seq(&tx, &path)?;
-            tx.execute(
-                "INSERT INTO entries (id, uuid, scopes, created_at, updated_at, version, deleted, change_seq,
-                                      dirty, replicated_at, data, mac)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, ?9, ?10, ?11)
-                 ON CONFLICT(id) DO UPDATE SET scopes = excluded.scopes, updated_at = excluded.updated_at,
-                     version = excluded.version, deleted = excluded.deleted, change_seq = excluded.change_seq,
-                     dirty = 0, replicated_at = excluded.replicated_at, data = excluded.data, mac = excluded.mac",
-                params![
-                    r.id,
-                    r.uuid,
-                    r.scopes,
-                    r.created_at,
-                    r.updated_at,
-                    r.version,
-                    r.deleted,
-                    seq,
-                    now_ms,
-                    r.data,
-                    r.mac
-                ],
-            )
-            .ctx(&path)?;
-            out.written += 1;
         }
         tx.commit().ctx(&path)?;
         Ok(out)
@@ -274,6 +308,48 @@ impl VaultDb {
         rows.collect::<Result<_, _>>().ctx(&self.path)
     }
 
+    /// What `backup` has not acknowledged of this vault (see [`Backlog`]), read in one
+    /// transaction so the three parts agree.
+    pub fn backlog_for(&mut self, backup: &str) -> Result<Backlog, StoreError> {
+        let path = self.path.clone();
+        let tx = self.conn.transaction().ctx(&path)?;
+        let mark = |kind: MarkKind| -> Result<i64, StoreError> {
+            let v: Option<i64> = tx
+                .query_row(
+                    "SELECT seq FROM replication_marks WHERE backup_id = ?1 AND kind = ?2",
+                    params![backup, kind.as_str()],
+                    |r| r.get(0),
+                )
+                .optional()
+                .ctx(&path)?;
+            Ok(v.unwrap_or(0))
+        };
+        let (seq, id, auth, audit) =
+            (mark(MarkKind::Entries)?, mark(MarkKind::EntryId)?, mark(MarkKind::Auth)?, mark(MarkKind::Audit)?);
+        let count = |sql: &str, p: &[&dyn rusqlite::ToSql]| -> Result<u64, StoreError> {
+            let n: i64 = tx.query_row(sql, p, |r| r.get(0)).ctx(&path)?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        };
+        let entries =
+            count("SELECT count(*) FROM entries WHERE change_seq > ?1 OR (change_seq = ?1 AND id > ?2)", &[&seq, &id])?;
+        let audit = count("SELECT count(*) FROM audit WHERE id > ?1 AND source_pop IS NULL", &[&audit])?;
+        let auth_seq: Option<String> =
+            tx.query_row("SELECT value FROM meta WHERE key = 'auth_seq'", [], |r| r.get(0)).optional().ctx(&path)?;
+        let auth = auth_seq.and_then(|v| v.parse::<i64>().ok()).unwrap_or(0) > auth;
+        drop(tx);
+        Ok(Backlog { entries, audit, auth })
+    }
+
+    /// The watermarks this primary holds for `backup`: (entries change_seq, entry id, auth, audit).
+    pub fn replication_marks(&self, backup: &str) -> Result<[i64; 4], StoreError> {
+        Ok([
+            self.replication_mark(backup, MarkKind::Entries)?,
+            self.replication_mark(backup, MarkKind::EntryId)?,
+            self.replication_mark(backup, MarkKind::Auth)?,
+            self.replication_mark(backup, MarkKind::Audit)?,
+        ])
+    }
+
     /// The watermark this primary holds for `backup` and `kind` (0: nothing acknowledged).
     pub fn replication_mark(&self, backup: &str, kind: MarkKind) -> Result<i64, StoreError> {
         let v: Option<i64> = self
@@ -308,12 +384,15 @@ impl VaultDb {
             )
             .ctx(&path)?;
         }
-        for (id, seq) in entries {
-            tx.execute(
-                "UPDATE entries SET dirty = 0, replicated_at = ?3 WHERE id = ?1 AND change_seq = ?2 AND dirty = 1",
-                params![id, seq, now_ms],
-            )
-            .ctx(&path)?;
+        {
+            let mut clear = tx
+                .prepare_cached(
+                    "UPDATE entries SET dirty = 0, replicated_at = ?3 WHERE id = ?1 AND change_seq = ?2 AND dirty = 1",
+                )
+                .ctx(&path)?;
+            for (id, seq) in entries {
+                clear.execute(params![id, seq, now_ms]).ctx(&path)?;
+            }
         }
         tx.commit().ctx(&path)
     }
@@ -409,13 +488,16 @@ impl VaultDb {
                 .ctx(&path)?;
                 out.auth = true;
             }
+            let mut insert_audit = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO audit (ts, actor, agent_id, action, entry_id, client, outcome, detail,
+                         source_pop, source_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                )
+                .ctx(&path)?;
             for r in audit {
                 let rec = &r.record;
-                out.audit += tx
-                    .execute(
-                        "INSERT OR IGNORE INTO audit (ts, actor, agent_id, action, entry_id, client, outcome, detail,
-                             source_pop, source_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                        params![
+                out.audit += insert_audit
+                    .execute(params![
                             rec.ts,
                             rec.actor,
                             rec.agent_id,
@@ -426,10 +508,10 @@ impl VaultDb {
                             rec.detail,
                             source,
                             r.id
-                        ],
-                    )
+                        ])
                     .ctx(&path)?;
             }
+            drop(insert_audit);
             tx.commit().ctx(&path)?;
             Ok(out)
         })
@@ -439,58 +521,87 @@ impl VaultDb {
     /// over its rows as stored (every column replication carries), as (first id of the range,
     /// hex). Equal on both sides when the backup holds exactly what the primary sent.
     pub fn entry_digests(&self, width: i64) -> Result<Vec<(i64, String)>, StoreError> {
-        use sha2::{Digest, Sha256};
-        let width = width.max(1);
-        let mut st = self
-            .conn
-            .prepare(
-                "SELECT id, uuid, scopes, created_at, updated_at, version, deleted, data, coalesce(mac, x'')
-                 FROM entries ORDER BY id",
-            )
-            .ctx(&self.path)?;
-        let mut rows = st.query([]).ctx(&self.path)?;
-        let mut out: Vec<(i64, String)> = Vec::new();
-        let mut current: Option<(i64, Sha256)> = None;
-        while let Some(r) = rows.next().ctx(&self.path)? {
-            let id: i64 = r.get(0).ctx(&self.path)?;
-            let lo = id.div_euclid(width) * width;
-            if current.as_ref().is_none_or(|(l, _)| *l != lo) {
-                if let Some((l, h)) = current.take() {
-                    out.push((l, hex::encode(h.finalize())));
-                }
-                current = Some((lo, Sha256::new()));
-            }
-            let Some((_, h)) = current.as_mut() else { continue };
-            let text = |i: usize| r.get::<_, String>(i);
-            let int = |i: usize| r.get::<_, i64>(i);
-            let blob = |i: usize| r.get::<_, Vec<u8>>(i);
-            let (uuid, scopes, data, mac) = (text(1), text(2), blob(7), blob(8));
-            let nums = [
-                id,
-                int(3).ctx(&self.path)?,
-                int(4).ctx(&self.path)?,
-                int(5).ctx(&self.path)?,
-                int(6).ctx(&self.path)?,
-            ];
-            for n in nums {
-                h.update(n.to_le_bytes());
-            }
-            for part in [
-                uuid.ctx(&self.path)?.into_bytes(),
-                scopes.ctx(&self.path)?.into_bytes(),
-                data.ctx(&self.path)?,
-                mac.ctx(&self.path)?,
-            ] {
-                h.update((part.len() as u64).to_le_bytes());
-                h.update(&part);
-            }
-        }
-        if let Some((l, h)) = current.take() {
-            out.push((l, hex::encode(h.finalize())));
-        }
-        Ok(out)
+        digests(&self.conn, &self.path, width)
     }
 
+    /// [`Self::entry_digests`], but only if `backup` has acknowledged every entry row, checked in
+    /// the same read transaction; `None` while rows wait. A digest taken while a write is still on
+    /// its way to the backup would report a difference that is only lag.
+    pub fn settled_entry_digests(
+        &mut self,
+        backup: &str,
+        width: i64,
+    ) -> Result<Option<Vec<(i64, String)>>, StoreError> {
+        let path = self.path.clone();
+        let tx = self.conn.transaction().ctx(&path)?;
+        let mark = |kind: MarkKind| -> Result<i64, StoreError> {
+            let v: Option<i64> = tx
+                .query_row(
+                    "SELECT seq FROM replication_marks WHERE backup_id = ?1 AND kind = ?2",
+                    params![backup, kind.as_str()],
+                    |r| r.get(0),
+                )
+                .optional()
+                .ctx(&path)?;
+            Ok(v.unwrap_or(0))
+        };
+        let (seq, id) = (mark(MarkKind::Entries)?, mark(MarkKind::EntryId)?);
+        let waiting: bool = tx
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM entries WHERE change_seq > ?1 OR (change_seq = ?1 AND id > ?2))",
+                params![seq, id],
+                |r| r.get(0),
+            )
+            .ctx(&path)?;
+        let out = if waiting { None } else { Some(digests(&tx, &path, width)?) };
+        drop(tx);
+        Ok(out)
+    }
+}
+
+/// See [`VaultDb::entry_digests`].
+fn digests(conn: &rusqlite::Connection, path: &std::path::Path, width: i64) -> Result<Vec<(i64, String)>, StoreError> {
+    use sha2::{Digest, Sha256};
+    let width = width.max(1);
+    let mut st = conn
+        .prepare(
+            "SELECT id, uuid, scopes, created_at, updated_at, version, deleted, data, coalesce(mac, x'')
+                 FROM entries ORDER BY id",
+        )
+        .ctx(path)?;
+    let mut rows = st.query([]).ctx(path)?;
+    let mut out: Vec<(i64, String)> = Vec::new();
+    let mut current: Option<(i64, Sha256)> = None;
+    while let Some(r) = rows.next().ctx(path)? {
+        let id: i64 = r.get(0).ctx(path)?;
+        let lo = id.div_euclid(width) * width;
+        if current.as_ref().is_none_or(|(l, _)| *l != lo) {
+            if let Some((l, h)) = current.take() {
+                out.push((l, hex::encode(h.finalize())));
+            }
+            current = Some((lo, Sha256::new()));
+        }
+        let Some((_, h)) = current.as_mut() else { continue };
+        let text = |i: usize| r.get::<_, String>(i);
+        let int = |i: usize| r.get::<_, i64>(i);
+        let blob = |i: usize| r.get::<_, Vec<u8>>(i);
+        let (uuid, scopes, data, mac) = (text(1), text(2), blob(7), blob(8));
+        let nums = [id, int(3).ctx(path)?, int(4).ctx(path)?, int(5).ctx(path)?, int(6).ctx(path)?];
+        for n in nums {
+            h.update(n.to_le_bytes());
+        }
+        for part in [uuid.ctx(path)?.into_bytes(), scopes.ctx(path)?.into_bytes(), data.ctx(path)?, mac.ctx(path)?] {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(&part);
+        }
+    }
+    if let Some((l, h)) = current.take() {
+        out.push((l, hex::encode(h.finalize())));
+    }
+    Ok(out)
+}
+
+impl VaultDb {
     /// The entry rows with ids in `lo..=hi`, as stored (a repair resend).
     pub fn entries_in(&self, lo: i64, hi: i64) -> Result<Vec<EntryRow>, StoreError> {
         let mut st = self

@@ -239,6 +239,35 @@ impl DataDir {
         Ok(())
     }
 
+    /// Removes the file of a vault whose creation stopped before its registration (a process
+    /// killed in between, e.g. a backup adopting a replica): no node serves an unregistered file,
+    /// and [`Self::create_vault_with_key`] would refuse the id for ever. `ours` decides from the
+    /// file whether it is such a leftover; a registered vault is never touched. True if removed.
+    pub fn remove_unregistered_vault(
+        &self,
+        id: &VaultId,
+        ours: impl FnOnce(&VaultDb) -> bool,
+    ) -> Result<bool, VaultError> {
+        let node = NodeDb::open(&self.node_db_path())?;
+        let path = self.vault_path(id);
+        if node.vaults()?.iter().any(|r| r.vault_id == id.as_str()) || !path.exists() {
+            return Ok(false);
+        }
+        if !ours(&VaultDb::open(&path)?) {
+            return Ok(false);
+        }
+        for suffix in ["", "-wal", "-shm"] {
+            let mut name = path.clone().into_os_string();
+            name.push(suffix);
+            match std::fs::remove_file(&name) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(VaultError::Setup(format!("cannot remove an unregistered vault file: {e}"))),
+            }
+        }
+        Ok(true)
+    }
+
     pub fn open_vault(&self, master: &MasterKey, id: &VaultId) -> Result<OpenVault, VaultError> {
         let path = self.vault_path(id);
         if !path.exists() {

@@ -13,6 +13,12 @@ use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_clavitor");
 
+/// The binary the harness runs: `CLAVITOR_TEST_BIN` if set (a benchmark points it at an
+/// optimised build), else the one cargo built for the tests.
+pub fn bin() -> String {
+    std::env::var("CLAVITOR_TEST_BIN").unwrap_or_else(|_| BIN.to_owned())
+}
+
 /// A data dir initialised with `clavitor init`; `owner` is the owner's token.
 pub struct Vault {
     pub tmp: tempfile::TempDir,
@@ -63,14 +69,14 @@ impl Vault {
 
     /// Runs the CLI with extra environment variables.
     pub fn cli_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        let mut cmd = Command::new(BIN);
+        let mut cmd = Command::new(bin());
         cmd.arg("--data-dir").arg(self.dir()).args(args).env_remove("CLAVITOR_LOG");
         cmd.envs(env.iter().copied()).stdin(Stdio::null());
         cmd.output().expect("run clavitor")
     }
 
     pub fn cli_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut cmd = Command::new(BIN);
+        let mut cmd = Command::new(bin());
         cmd.arg("--data-dir").arg(self.dir()).args(args).env_remove("CLAVITOR_LOG");
         cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -146,7 +152,7 @@ impl Server {
             std::fs::create_dir_all(parent).expect("mkdir");
         }
         let err = std::fs::File::create(&stderr_file).expect("stderr file");
-        let mut child = Command::new(BIN)
+        let mut child = Command::new(bin())
             .arg("--data-dir")
             .arg(data_dir)
             .args(["serve", "--listen", "127.0.0.1:0"])

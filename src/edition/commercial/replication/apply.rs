@@ -61,6 +61,19 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty())
 }
 
+/// Whether reading the body failed because it passed the size limit (rather than because the
+/// connection broke off mid-body).
+fn over_limit(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
 fn hex16(s: &str) -> Option<[u8; 16]> {
     let v = hex::decode(s).ok()?;
     v.try_into().ok()
@@ -83,6 +96,19 @@ fn hex16(s: &str) -> Option<[u8; 16]> {
     )
 )]
 pub async fn apply(axum::extract::State(state): axum::extract::State<AppState>, req: Request) -> Response {
+    // The attempt runs to its end on a task of its own: when the source's connection breaks
+    // (reset mid-body, or a primary that stopped waiting for the answer), hyper drops this
+    // handler, and a batch already applied would be left without its audit row (item 7).
+    match tokio::spawn(attempt(state, req)).await {
+        Ok(resp) => resp,
+        Err(_) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({"error": "apply_failed", "message": "the apply stopped"})))
+                .into_response()
+        }
+    }
+}
+
+async fn attempt(state: AppState, req: Request) -> Response {
     let Some(rt) = super::runtime().filter(|rt| rt.config.role == Role::Backup) else {
         return (
             StatusCode::NOT_FOUND,
@@ -207,12 +233,16 @@ async fn check(
     };
     let body = match axum::body::to_bytes(body, max).await {
         Ok(b) => b,
-        Err(_) => {
+        Err(e) if over_limit(&e) => {
             return Err(refuse(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "body_too_large",
                 format!("the body exceeds {max} bytes"),
             ));
+        }
+        // The connection ended (or was reset) before the whole body arrived: nothing to apply.
+        Err(_) => {
+            return Err(refuse(StatusCode::BAD_REQUEST, "incomplete_body", "the body ended before it was complete"));
         }
     };
     if peer.key.verify_strict(&signed_message(ts, nonce_hex, &body), &sig).is_err() {
@@ -355,11 +385,21 @@ fn adopt(
     let secret = rt.config.transport_secret.as_ref().ok_or_else(unknown)?;
     let key = crate::crypto::key_transport::open_data_key(secret, &sealed, id.as_str(), source, &rt.config.pop_id)
         .map_err(|_| unknown())?;
-    let created = node.data_dir().create_vault_with_key(id, &key, |db| db.set_replica_of(source));
     let failed = |e: VaultError| {
         tracing::error!(vault = %id, error = %e, "a replica vault could not be created");
         refuse(StatusCode::SERVICE_UNAVAILABLE, "apply_failed", "the replica vault could not be created")
     };
+    // A file left by an adoption that was killed before it registered the vault (its replica
+    // mark is this source's, or it never got that far) is removed and the adoption done again;
+    // otherwise the backup would refuse this vault for ever.
+    let leftover = node
+        .data_dir()
+        .remove_unregistered_vault(id, |db| db.replica_of().is_ok_and(|of| of.is_none_or(|of| of == source)))
+        .map_err(failed)?;
+    if leftover {
+        tracing::warn!(vault = %id, source = %source, "an interrupted replica adoption is done again");
+    }
+    let created = node.data_dir().create_vault_with_key(id, &key, |db| db.set_replica_of(source));
     created.map_err(failed)?;
     let vault = node.adopt(id).map_err(failed)?;
     tracing::info!(vault = %id, source = %source, "replica vault created");

@@ -62,6 +62,11 @@ pub fn run(cmd: &ReplicationCommand, node_db: &std::path::Path) -> anyhow::Resul
         };
         divergence.insert(vault.to_owned(), json!({"state": state, "ts_ms": r.record.ts}));
     }
+    // A primary's backlog per backup (rows not yet acknowledged) and its watermarks per vault.
+    let (backlog, watermarks) = match c.role {
+        Role::Primary => (backlog_json(rt), watermarks_json(rt, node_db)),
+        Role::Backup => (Value::Null, Value::Null),
+    };
     let worker = match c.role {
         Role::Backup => "none: a backup never replicates onward",
         Role::Primary => "ships dirty rows on every change (30 s poll as backstop)",
@@ -86,10 +91,41 @@ pub fn run(cmd: &ReplicationCommand, node_db: &std::path::Path) -> anyhow::Resul
             "max_body_bytes": c.max_body_bytes,
             "private_ca": c.ca_file.is_some(),
         },
+        "backlog": backlog,
+        "watermarks": watermarks,
         "last_success": last_success,
         "last_error": last_error,
         "divergence": divergence,
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
+}
+
+/// `{backup id: {entries, audit, auth, rows}}`; null if a vault file cannot be read.
+fn backlog_json(rt: &super::Runtime) -> Value {
+    let Some(per) = super::backlogs(rt) else { return Value::Null };
+    let map: serde_json::Map<String, Value> = per
+        .into_iter()
+        .map(|(id, b)| (id, json!({"entries": b.entries, "audit": b.audit, "auth": b.auth, "rows": b.rows()})))
+        .collect();
+    Value::Object(map)
+}
+
+/// `{vault id: {backup id: {entries: [change_seq, id], auth, audit}}}`: the last acknowledged
+/// positions; null if a vault file cannot be read.
+fn watermarks_json(rt: &super::Runtime, node_db: &std::path::Path) -> Value {
+    let Some(root) = node_db.parent() else { return Value::Null };
+    let dir = crate::vault::data_dir::DataDir::new(root.to_owned(), None);
+    let Ok(ids) = dir.vault_ids() else { return Value::Null };
+    let mut out = serde_json::Map::new();
+    for id in ids {
+        let Ok(db) = crate::store::vault_db::VaultDb::open(&dir.vault_path(&id)) else { return Value::Null };
+        let mut per = serde_json::Map::new();
+        for b in &rt.config.backups {
+            let Ok([seq, entry, auth, audit]) = db.replication_marks(&b.id) else { return Value::Null };
+            per.insert(b.id.clone(), json!({"entries": [seq, entry], "auth": auth, "audit": audit}));
+        }
+        out.insert(id.to_string(), Value::Object(per));
+    }
+    Value::Object(out)
 }

@@ -110,8 +110,10 @@ fn audit(action: &'static str, actor: &str, outcome: &'static str, detail: Strin
 /// The telemetry figures (issue 14): this POP's role and `replication_lag_s`, the seconds since
 /// the last batch the peer acknowledged (primary: `replication.send` ok; backup:
 /// `replication.apply` ok), from node.db's audit so the local CLI reports what the server did.
-/// `replication_backlog` (a primary's): entry rows still dirty, summed over its vaults, read
-/// from the files (the backlog lives on disk only); null on a backup, or if a file cannot be read.
+/// `replication_backlog` (a primary's): the rows its backup still has to acknowledge (entries,
+/// the vault's own audit rows, and an auth snapshot that moved counting as one) summed over its
+/// vaults, for the backup that has the least left (the one in use), read from the files (the
+/// backlog lives on disk only); null on a backup, or if a file cannot be read.
 /// Called on the telemetry thread, never on a request.
 pub fn telemetry_fields() -> Vec<(&'static str, serde_json::Value)> {
     use serde_json::json;
@@ -126,19 +128,35 @@ pub fn telemetry_fields() -> Vec<(&'static str, serde_json::Value)> {
         .and_then(|rows| rows.into_iter().find(|r| r.record.action == action && r.record.outcome == "ok"))
         .map(|r| r.record.ts);
     let lag = last_ok.map(|ts| (crate::store::now_ms().saturating_sub(ts) / 1000).max(0));
+    let backlog = match rt.config.role {
+        Role::Primary => backlogs(rt).and_then(|b| b.iter().map(|(_, b)| b.rows()).min()),
+        Role::Backup => None,
+    };
     vec![
         ("replication_role", json!(rt.config.role.as_str())),
         ("replication_lag_s", json!(lag)),
-        ("replication_backlog", json!(if rt.config.role == Role::Primary { backlog(rt) } else { None })),
+        ("replication_backlog", json!(backlog)),
     ]
 }
 
-/// Dirty entry rows over every vault of this node; `None` if any file cannot be read.
-fn backlog(rt: &Runtime) -> Option<u64> {
+/// A primary's backlog per backup (in file order), summed over its vaults; `None` if any file
+/// cannot be read.
+fn backlogs(rt: &Runtime) -> Option<Vec<(String, crate::store::replica::Backlog)>> {
     let root = rt.node_db.parent()?;
     let dir = crate::vault::data_dir::DataDir::new(root.to_owned(), None);
-    let ids = dir.vault_ids().ok()?;
-    ids.iter()
-        .map(|id| crate::store::vault_db::VaultDb::open(&dir.vault_path(id)).and_then(|db| db.dirty_count()).ok())
-        .sum()
+    let mut dbs = Vec::new();
+    for id in dir.vault_ids().ok()? {
+        dbs.push(crate::store::vault_db::VaultDb::open(&dir.vault_path(&id)).ok()?);
+    }
+    rt.config
+        .backups
+        .iter()
+        .map(|b| {
+            let mut sum = crate::store::replica::Backlog::default();
+            for db in &mut dbs {
+                sum = sum.plus(db.backlog_for(&b.id).ok()?);
+            }
+            Some((b.id.clone(), sum))
+        })
+        .collect()
 }

@@ -7,8 +7,10 @@
 //! rows after its watermark, the auth snapshot if it changed, audit rows) in batches of
 //! `batch_size`, paced to the backup's rate, and advances the watermarks and clears the dirty
 //! marks only when the backup acknowledged the batch. Unacknowledged rows stay on disk (review
-//! item 13), nothing is held in memory between rounds. With nothing to ship it sends a signed
-//! empty batch (a heartbeat that proves keys, clocks, TLS and reachability). Uses the server's
+//! item 13), nothing is held in memory between rounds. An idle round (the poll interval passed
+//! with no change) with nothing to ship sends a signed empty batch (a heartbeat that proves keys,
+//! clocks, TLS and reachability); a round a change started never does, so that at 1 request/s
+//! no heartbeat takes the slot the next write needs. Uses the server's
 //! own store code and connection settings (item 12). Never runs on a backup; never skips TLS
 //! verification; every attempt is a node audit row (`replication.send`); logs carry only POP
 //! ids, counts and outcomes.
@@ -25,6 +27,13 @@ use super::wire::{Batch, DIGEST_RANGE, HEARTBEAT_VAULT, WireAudit, WireAuth, Wir
 use crate::store::replica::MarkKind;
 use crate::vault::VaultId;
 use crate::vault::data_dir::{DataDir, OpenVault};
+
+/// A vault that ships rows in every round is still checked for divergence once in this many
+/// poll intervals.
+const BUSY_CHECK_EVERY: u32 = 10;
+
+/// Bytes of a batch body kept free for what `send_once` fills in (timestamp, nonce).
+const BODY_MARGIN: usize = 512;
 
 /// Seconds to wait after the 1st, 2nd, … failed attempt (review item 11: no float math).
 pub const BACKOFF_S: [u64; 5] = [1, 5, 25, 125, 625];
@@ -53,6 +62,7 @@ struct Shipper<'a> {
     last_send: Option<Instant>,
     /// When each (backup, vault) pair's divergence was last checked.
     checked: HashMap<(String, VaultId), Instant>,
+    started: Instant,
 }
 
 /// The vault's data key sealed to `backup`'s HPKE key (hex); `None` if its entry lists none.
@@ -80,13 +90,27 @@ fn run(rt: &'static super::Runtime, dir: DataDir) {
             return;
         }
     };
-    let mut shipper = Shipper { rt, agent, dir, open: HashMap::new(), last_send: None, checked: HashMap::new() };
+    let mut shipper = Shipper {
+        rt,
+        agent,
+        dir,
+        open: HashMap::new(),
+        last_send: None,
+        checked: HashMap::new(),
+        started: Instant::now(),
+    };
     let mut current = 0usize;
+    // The first round, and every round the poll interval started (no change rang for that
+    // long), is idle: only an idle round sends a heartbeat or an idle vault's divergence check.
+    // A round a change started may find its rows shipped already (the bell rang while the last
+    // round sent them); a heartbeat then would take the backup's next rate slot from a write.
+    let mut idle = true;
     loop {
         let Some(backup) = cfg.backups.get(current % cfg.backups.len().max(1)) else { return };
         let seen = crate::vault::live::CHANGES.count();
-        if shipper.round_with_retries(backup) {
-            crate::vault::live::CHANGES.wait_past(seen, Duration::from_secs(cfg.poll_interval_s.max(1)));
+        if shipper.round_with_retries(backup, idle) {
+            let rung = crate::vault::live::CHANGES.wait_past(seen, Duration::from_secs(cfg.poll_interval_s.max(1)));
+            idle = rung == seen;
         } else {
             crate::edition::alert(
                 "replication_unreachable",
@@ -94,16 +118,18 @@ fn run(rt: &'static super::Runtime, dir: DataDir) {
                 &[("backup", backup.id.clone())],
             );
             current = current.wrapping_add(1);
+            // The next backup is greeted with a heartbeat if there is nothing to ship.
+            idle = true;
         }
     }
 }
 
 impl Shipper<'_> {
     /// One round plus `retries` retries, waiting `BACKOFF_S[i]` after the i-th failure.
-    fn round_with_retries(&mut self, backup: &Peer) -> bool {
+    fn round_with_retries(&mut self, backup: &Peer, idle: bool) -> bool {
         let retries = usize::try_from(self.rt.config.retries).unwrap_or(BACKOFF_S.len()).min(BACKOFF_S.len());
         for attempt in 0..=retries {
-            match self.round(backup) {
+            match self.round(backup, idle) {
                 Ok(()) => return true,
                 Err(reason) => {
                     tracing::warn!(backup = %backup.id, attempt, reason = %reason, "replication send failed");
@@ -116,15 +142,17 @@ impl Shipper<'_> {
         false
     }
 
-    /// Ships everything `backup` has not acknowledged, vault by vault; a heartbeat if nothing.
-    fn round(&mut self, backup: &Peer) -> Result<(), String> {
+    /// Ships everything `backup` has not acknowledged, vault by vault; a heartbeat if nothing
+    /// went and the round is `idle`.
+    fn round(&mut self, backup: &Peer, idle: bool) -> Result<(), String> {
         let ids = self.dir.vault_ids().map_err(|e| format!("vaults: {e}"))?;
         let mut sent = false;
         for id in ids {
-            sent |= self.ship_vault(backup, &id)?;
-            sent |= self.check_vault(backup, &id)?;
+            let shipped = self.ship_vault(backup, &id)?;
+            sent |= shipped;
+            sent |= self.check_vault(backup, &id, !idle || shipped)?;
         }
-        if !sent {
+        if !sent && idle {
             let batch = self.batch(HEARTBEAT_VAULT, None, Vec::new(), None, Vec::new());
             self.send(backup, &batch, 0)?;
         }
@@ -133,18 +161,30 @@ impl Shipper<'_> {
 
     /// The divergence check of one vault, once per poll interval when it has nothing left to
     /// ship: the backup compares the digests with its own copy and names the first range that
-    /// differs, which is then resent as a repair (and checked again next time).
-    fn check_vault(&mut self, backup: &Peer, id: &VaultId) -> Result<bool, String> {
+    /// differs, which is then resent as a repair (and checked again next time). A round a change
+    /// started, or that just shipped rows of the vault (`busy`), leaves the check to an idle
+    /// round, since the check's request takes a slot of the backup's rate that the next write
+    /// may need, unless [`BUSY_CHECK_EVERY`] intervals passed (a vault written to without pause
+    /// is checked too).
+    fn check_vault(&mut self, backup: &Peer, id: &VaultId, busy: bool) -> Result<bool, String> {
         let interval = Duration::from_secs(self.rt.config.poll_interval_s.max(1));
         let key = (backup.id.clone(), id.clone());
-        if self.checked.get(&key).is_some_and(|t| t.elapsed() < interval) {
+        let due = if busy { interval.saturating_mul(BUSY_CHECK_EVERY) } else { interval };
+        // Never checked: counted from the worker's start, so a backlog shipped at start is not
+        // followed at once by a check that takes the next write's slot.
+        let last = *self.checked.entry(key.clone()).or_insert(self.started);
+        if last.elapsed() < due {
             return Ok(false);
         }
-        self.checked.insert(key, Instant::now());
         let pop_id = self.rt.config.pop_id.clone();
         let v = self.vault(id)?;
-        let digest = v.db.entry_digests(DIGEST_RANGE).map_err(|e| e.to_string())?;
+        // Only over rows the backup acknowledged all of: a write still on its way is lag, not
+        // divergence. Rows waiting: checked after the next round ships them.
+        let Some(digest) = v.db.settled_entry_digests(&backup.id, DIGEST_RANGE).map_err(|e| e.to_string())? else {
+            return Ok(false);
+        };
         let data_key = seal_for(backup, v, id, &pop_id)?;
+        self.checked.insert(key, Instant::now());
         let mut batch = self.batch(id.as_str(), data_key.clone(), Vec::new(), None, Vec::new());
         batch.digest = Some(digest);
         let answer = self.send(backup, &batch, 0)?;
@@ -240,6 +280,17 @@ impl Shipper<'_> {
                 auth.as_ref().map(WireAuth::from),
                 audit.iter().map(WireAudit::from).collect(),
             );
+            // Fitted to the body limit here rather than by the backup's 413: a refused body is a
+            // round trip (and the listener closes that connection), and at a large `batch_size`
+            // every call would pay it again. The limit shrinks in proportion, with a margin for
+            // the timestamp and nonce the send fills in.
+            let size = serde_json::to_vec(&batch).map_or(0, |b| b.len());
+            let room = cfg.max_body_bytes.saturating_sub(BODY_MARGIN).max(1);
+            if size > room && limit > 1 {
+                let scaled = u64::from(limit).saturating_mul(room as u64) / (size as u64).max(1);
+                limit = u32::try_from(scaled).unwrap_or(1).clamp(1, limit - 1);
+                continue;
+            }
             match self.send(backup, &batch, count) {
                 Ok(_) => {}
                 // Too big for the backup's body limit: halve the batch and try again at once.
