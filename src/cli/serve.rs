@@ -242,7 +242,7 @@ pub async fn serve(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<()> 
         tracing::error!(vault = %u.id, reason = %u.reason, "vault unavailable: its requests get 503");
     }
     release_startup_scratch();
-    if node.vaults().iter().any(|v| v.awaiting_setup()) {
+    if node.awaiting_setup_at_start() > 0 {
         let _ = writeln!(
             std::io::stdout().lock(),
             "a vault has no owner yet: open the setup link `clavitor init` printed (run it again for a fresh one)"

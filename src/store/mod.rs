@@ -91,6 +91,35 @@ pub fn salvage_token_hashes(path: &Path) -> Result<Vec<String>, StoreError> {
     rows.collect::<Result<Vec<_>, _>>().ctx(path)
 }
 
+/// What a node needs of a vault file it does not open at start (hosted vaults, issue 16): its
+/// agents' token hashes and its change sequence, read in one read-only connection that is
+/// closed again, without migrating, unwrapping a key or checking a MAC. The hashes only say
+/// which vault to open for a token: the open re-reads and checks the agents before any request
+/// is admitted.
+pub fn scan_vault_file(path: &Path) -> Result<(Vec<String>, i64), StoreError> {
+    let conn = rusqlite::Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .ctx(path)?;
+    conn.busy_timeout(Duration::from_secs(10)).ctx(path)?;
+    // A small page cache: a few pages are read, once, for each of possibly thousands of files.
+    conn.pragma_update(None, "cache_size", -64).ctx(path)?;
+    let tx = conn.unchecked_transaction().ctx(path)?;
+    let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0)).ctx(path)?;
+    let known = Schema::Vault.known();
+    if version > known {
+        return Err(StoreError::TooNew { path: path.to_owned(), found: version, known });
+    }
+    let seq: Option<String> = {
+        use rusqlite::OptionalExtension;
+        tx.query_row("SELECT value FROM meta WHERE key = 'change_seq'", [], |r| r.get(0)).optional().ctx(path)?
+    };
+    let mut st = tx.prepare("SELECT token_hash FROM agents").ctx(path)?;
+    let hashes = st.query_map([], |r| r.get::<_, String>(0)).ctx(path)?.collect::<Result<Vec<_>, _>>().ctx(path)?;
+    Ok((hashes, seq.and_then(|s| s.parse().ok()).unwrap_or(0)))
+}
+
 /// A vault file's change sequence, read without keeping a connection (a closed vault's check).
 pub fn read_change_seq(path: &Path) -> Result<i64, StoreError> {
     let conn = open_connection(path)?;
