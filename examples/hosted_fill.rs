@@ -96,7 +96,8 @@ mod fill {
         };
         let mut v = dir.open_vault(master, &id)?;
         let event = |a| AuditEvent::new(Actor::LocalOperator, a, Outcome::Ok).client("local");
-        let (_, token) = ops::add_agent(&mut v.db, "owner", &[], (true, true), None, false, &event(Action::AgentCreate))?;
+        let (_, token) =
+            ops::add_agent(&mut v.db, "owner", &[], (true, true), None, false, &event(Action::AgentCreate))?;
         let input: EntryInput = serde_json::from_value(serde_json::json!({
             "title": "bench",
             "fields": [{"name": "pw", "kind": "secret", "value": "bench-value"}],
