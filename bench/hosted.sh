@@ -11,7 +11,7 @@
 # vault <= 20 ms.
 #   Usage: bash bench/hosted.sh [vaults] [sampled vaults]
 #          BENCH_PROFILE=ci-release|release|dev (default ci-release), MAX_OPEN (default 64),
-#          FILL_THREADS (default 4)
+#          FILL_THREADS (default 4), VAULT_IDLE (the node's --vault-idle-secs, default 10)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-10000}
@@ -42,7 +42,7 @@ vaults_tok=$("$bin" --data-dir "$data" mgmt token add --name bench --scope vault
 feed_tok=$("$bin" --data-dir "$data" mgmt token add --name bench --scope audit-feed 2>/dev/null)
 
 start() {
-  CLAVITOR_LOG=warn CLAVITOR_MAX_OPEN_VAULTS=${MAX_OPEN:-64} "$bin" --data-dir "$data" serve --listen 127.0.0.1:0 \
+  CLAVITOR_VAULT_IDLE_SECS=${VAULT_IDLE:-10} CLAVITOR_LOG=warn CLAVITOR_MAX_OPEN_VAULTS=${MAX_OPEN:-64} "$bin" --data-dir "$data" serve --listen 127.0.0.1:0 \
     >"$work/out" 2>"$work/err" &
   pid=$!
   addr=""
@@ -103,6 +103,11 @@ sleep 2
 threads2=$(ls "/proc/$pid/task" | wc -l)
 fds2=$(ls "/proc/$pid/fd" | wc -l)
 rss2=$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status")
+# Idle again: every vault unused for VAULT_IDLE seconds (default 10) has been closed.
+sleep $(( ${VAULT_IDLE:-10} + 6 ))
+threads3=$(ls "/proc/$pid/task" | wc -l)
+fds3=$(ls "/proc/$pid/fd" | wc -l)
+rss3=$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status")
 tl0=$(date +%s.%N)
 listed=$(curl -sf -H "Authorization: Bearer $vaults_tok" "http://$addr/api/mgmt/vaults?limit=1000" | python3 -c \
   'import json,sys; print(len(json.load(sys.stdin)["vaults"]))')
@@ -136,9 +141,9 @@ cat <<REPORT
 Hosted vaults (commercial edition, profile $profile)
   vaults                       : $n  ($api_n through the API in $(python3 -c "print(f'{$t1-$t0:.1f}')") s, $bulk by hosted_fill in $(python3 -c "print(f'{$t3-$t2:.1f}')") s)
   start with $n vaults         : $(python3 -c "print(f'{$te-$ts:.1f}')") s
-  idle threads                 : $threads after start, $threads2 after the reads   (target: bounded whatever the vault count)
-  idle open files              : $fds after start, $fds2 after the reads   (target: bounded whatever the vault count)
-  idle RSS                     : $((rss / 1024)) MB after start, $((rss2 / 1024)) MB after the reads   (target <= 64 MB)
+  threads                      : $threads idle after start, $threads2 just after the reads, $threads3 idle again   (target: bounded whatever the vault count)
+  open files                   : $fds idle after start, $fds2 just after the reads, $fds3 idle again   (target: bounded whatever the vault count)
+  RSS                          : $((rss / 1024)) MB idle after start, $((rss2 / 1024)) MB just after the reads (${MAX_OPEN:-64} vaults open), $((rss3 / 1024)) MB idle again   (target: idle <= 64 MB)
   reads of closed vaults       : $lat   ($sampled vaults in turn, at most ${MAX_OPEN:-64} open; target p99 <= 20 ms)
   machine load                 : $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min) on $(nproc) cores
   list, first page of $listed    : $(python3 -c "print(f'{$tl1-$tl0:.2f}')") s

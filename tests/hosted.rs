@@ -619,3 +619,16 @@ fn the_vault_list_pages_with_an_opaque_cursor() {
     let all: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(all.iter().map(|v| v["id"].as_str().unwrap().to_owned()).collect::<Vec<_>>(), made);
 }
+
+/// A vault nobody used for `--vault-idle-secs` is closed (files and connections let go) and
+/// its next request opens it again.
+#[test]
+fn a_vault_nobody_uses_is_closed_after_the_idle_time() {
+    let v = Vault::new();
+    let s = serve(&v, &[], &[("CLAVITOR_VAULT_IDLE_SECS", "1")]);
+    let pid = s.child.id();
+    assert_eq!(s.get("/api/entries", Some(&v.owner)).status, 200);
+    assert_eq!(open_vault_files(pid).len(), 1, "open while in use");
+    common::eventually("the idle vault closed", || open_vault_files(pid).is_empty());
+    assert_eq!(s.get("/api/entries", Some(&v.owner)).status, 200, "and reopened by its next request");
+}

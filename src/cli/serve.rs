@@ -228,6 +228,7 @@ pub async fn serve(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<()> 
     }
     let node = Node::start_with(dir, edition.max_vaults(), args.audit_sync.into(), args.max_open_vaults)
         .context("cannot open the vault")?;
+    node.set_vault_idle(std::time::Duration::from_secs(args.vault_idle_secs));
     // Kuma's message is short: the reason without the file's path (the id names it).
     crate::node::set_unavailable_vaults(
         node.unavailable()

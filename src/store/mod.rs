@@ -151,32 +151,57 @@ pub fn ping(path: &Path) -> Result<(), StoreError> {
 
 /// Runs passive WAL checkpoints off the request path, for files whose audit connection leaves
 /// them to it. Passive checkpoints never block readers or writers.
+///
+/// node.db keeps a connection here. A vault file gets one only for the moment of a checkpoint,
+/// and only when its WAL changed since the last: a hosted node has hundreds of vaults open,
+/// and a connection held for each would cost its memory and file handles for nothing while
+/// the vault is idle.
 pub struct Checkpointer {
     files: Vec<(PathBuf, Connection)>,
+    /// Vault files followed, with their WAL's (mtime ns, length) at the last checkpoint.
+    transient: std::collections::HashMap<PathBuf, Option<(i128, u64)>>,
+}
+
+fn wal_stamp(path: &Path) -> Option<(i128, u64)> {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    let m = std::fs::metadata(PathBuf::from(wal)).ok()?;
+    let mtime = m.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?.as_nanos() as i128;
+    Some((mtime, m.len()))
 }
 
 impl Checkpointer {
+    /// Keeps a connection to each of `paths` (node.db).
     pub fn open(paths: &[PathBuf]) -> Result<Self, StoreError> {
         let files = paths.iter().map(|p| Ok((p.clone(), open_connection(p)?))).collect::<Result<_, StoreError>>()?;
-        Ok(Self { files })
+        Ok(Self { files, transient: std::collections::HashMap::new() })
     }
 
-    /// Keeps connections to exactly `paths` (vaults come and go on a hosted node).
+    /// Follows exactly these vault files (the open ones: vaults come and go on a hosted node).
     pub fn follow(&mut self, paths: &[PathBuf]) -> Result<(), StoreError> {
         let wanted: std::collections::HashSet<&PathBuf> = paths.iter().collect();
-        self.files.retain(|(p, _)| wanted.contains(p));
-        if self.files.len() < paths.len() {
-            let have: std::collections::HashSet<PathBuf> = self.files.iter().map(|(p, _)| p.clone()).collect();
-            for p in paths.iter().filter(|p| !have.contains(*p)) {
-                self.files.push((p.clone(), open_connection(p)?));
-            }
+        self.transient.retain(|p, _| wanted.contains(p));
+        for p in paths {
+            self.transient.entry(p.clone()).or_insert(None);
         }
         Ok(())
     }
 
-    pub fn run(&self) -> Result<(), StoreError> {
+    pub fn run(&mut self) -> Result<(), StoreError> {
         for (path, conn) in &self.files {
             conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())).ctx(path)?;
+        }
+        for (path, last) in &mut self.transient {
+            let now = wal_stamp(path);
+            if now.is_none() || now == *last {
+                continue;
+            }
+            let conn = open_connection(path)?;
+            conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())).ctx(path)?;
+            drop(conn);
+            // The stamp from before the checkpoint: a write landing during it is checkpointed
+            // at the next run.
+            *last = now;
         }
         Ok(())
     }

@@ -32,6 +32,9 @@ pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 /// Expired WebAuthn challenges and expired derived agents are swept every this many watcher
 /// ticks (10 s).
 const SWEEP_EVERY: u64 = 50;
+/// Freed heap is returned to the kernel at most every this many watcher ticks (5 s), after
+/// vaults were closed.
+const TRIM_EVERY: u64 = 25;
 /// Expired derived agents removed per vault per sweep (the rest go at the next one).
 const PRUNE_BATCH: u32 = 1000;
 
@@ -796,6 +799,8 @@ pub struct Node {
     sync: AuditSync,
     max_vaults: usize,
     max_open: std::sync::atomic::AtomicUsize,
+    /// Vaults unused this long (ms) are closed; 0: never for idleness.
+    idle_ms: AtomicI64,
     vaults: RwLock<Vec<Option<Arc<Slot>>>>,
     /// Serialises [`Node::sync_registry`] (the watcher's and the API's).
     registry: Mutex<()>,
@@ -808,6 +813,9 @@ pub struct Node {
 
 /// Default for `--max-open-vaults`.
 pub const DEFAULT_MAX_OPEN_VAULTS: usize = 256;
+/// Default for `--vault-idle-secs`: an open vault costs its connections and cache; one nobody
+/// used for this long is closed (reopening costs a few milliseconds).
+pub const DEFAULT_VAULT_IDLE: Duration = Duration::from_secs(300);
 
 impl Node {
     /// Serves every registered vault (opened on demand). `max_vaults` is the edition's limit
@@ -858,6 +866,7 @@ impl Node {
             sync,
             max_vaults,
             max_open: std::sync::atomic::AtomicUsize::new(max_open),
+            idle_ms: AtomicI64::new(i64::try_from(DEFAULT_VAULT_IDLE.as_millis()).unwrap_or(i64::MAX)),
             vaults: RwLock::new(vaults),
             registry: Mutex::new(()),
             unavailable,
@@ -907,25 +916,30 @@ impl Node {
         };
         *live = Some(vault.clone());
         *s.closed_stamp.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        // Opened for a reason (a request, a setup, another process's change): not idle yet.
+        s.last_used.store(crate::store::now_ms(), Ordering::Relaxed);
         Ok(vault)
     }
 
-    /// Closes the least recently used open vaults beyond the cap (one awaiting its owner's
-    /// setup too: its setup link finds it through node.db's setup-code index). Returns how
-    /// many were closed.
+    /// Closes the least recently used open vaults beyond the cap, and those unused for the
+    /// idle time (one awaiting its owner's setup too: its setup link finds it through node.db's
+    /// setup-code index). Returns how many were closed.
     pub fn close_idle(&self) -> usize {
         let cap = self.max_open.load(Ordering::Relaxed);
+        let idle_ms = self.idle_ms.load(Ordering::Relaxed);
         let mut open: Vec<(i64, Arc<Slot>)> = self
             .slots()
             .into_iter()
             .filter(|(_, s)| s.open_now().is_some())
             .map(|(_, s)| (s.last_used.load(Ordering::Relaxed), s))
             .collect();
-        let excess = open.len().saturating_sub(cap);
+        open.sort_by_key(|(used, _)| *used);
+        let idle_before = if idle_ms > 0 { crate::store::now_ms().saturating_sub(idle_ms) } else { i64::MIN };
+        let idle = open.iter().take_while(|(used, _)| *used < idle_before).count();
+        let excess = open.len().saturating_sub(cap).max(idle);
         if excess == 0 {
             return 0;
         }
-        open.sort_by_key(|(used, _)| *used);
         for (_, s) in open.iter().take(excess) {
             let mut live = s.live.write().unwrap_or_else(|p| p.into_inner());
             if let Some(v) = live.take() {
@@ -934,6 +948,11 @@ impl Node {
             }
         }
         excess
+    }
+
+    /// Closes vaults unused for `idle` (`--vault-idle-secs`; zero: only the cap closes them).
+    pub fn set_vault_idle(&self, idle: Duration) {
+        self.idle_ms.store(i64::try_from(idle.as_millis()).unwrap_or(i64::MAX), Ordering::Relaxed);
     }
 
     /// Opens closed vaults whose files another process changed (and stamps the newly closed),
@@ -1005,11 +1024,9 @@ impl Node {
         Ok((added, dropped))
     }
 
-    /// The files whose WAL the checkpointer keeps short: node.db and every open vault.
+    /// The vault files whose WAL the checkpointer keeps short (besides node.db): the open ones.
     fn files(&self) -> Vec<std::path::PathBuf> {
-        let mut files: Vec<_> = self.vaults().iter().map(|v| v.path.clone()).collect();
-        files.push(self.dir.node_db_path());
-        files
+        self.vaults().iter().map(|v| v.path.clone()).collect()
     }
 
     /// The vaults that could not be opened at start, with the reason.
@@ -1139,6 +1156,7 @@ impl Node {
             let mut registry_failing = false;
             let mut closed_failing = false;
             let mut ticks: u64 = 0;
+            let mut closed = 0;
             while !node.stop.load(Ordering::Relaxed) {
                 std::thread::sleep(WATCH_INTERVAL);
                 ticks = ticks.wrapping_add(1);
@@ -1172,7 +1190,13 @@ impl Node {
                         "cannot open a closed vault another process changed",
                     );
                 }
-                node.close_idle();
+                closed += node.close_idle();
+                // Not at every close: under churn (more vaults in use than may be open) a trim
+                // at every tick would take the allocator's locks from the requests for nothing.
+                if closed > 0 && ticks.is_multiple_of(TRIM_EVERY) {
+                    release_freed_memory();
+                    closed = 0;
+                }
                 alert_on_new_failure(
                     &mut failing,
                     node.refresh(),
@@ -1186,7 +1210,7 @@ impl Node {
     /// Starts the thread that checkpoints every file's WAL; stops with [`Node::stop`].
     pub fn spawn_checkpointer(self: &Arc<Self>) -> Result<JoinHandle<()>, VaultError> {
         let node = Arc::clone(self);
-        let mut checkpointer = crate::store::Checkpointer::open(&self.files())?;
+        let mut checkpointer = crate::store::Checkpointer::open(&[self.dir.node_db_path()])?;
         std::thread::Builder::new()
             .name("wal-checkpoint".into())
             .spawn(move || {
@@ -1207,6 +1231,17 @@ impl Node {
 
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Returns the heap pages closed vaults freed to the kernel: their connections and caches are
+/// many small allocations, which glibc would otherwise keep (in the arena of whichever thread
+/// made them) and the process's RSS with them.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim has no preconditions; it only returns free heap pages to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
