@@ -649,12 +649,7 @@ impl TokenIndex {
         }
         installed.insert(slot, seq);
         drop(installed);
-        {
-            let mut hints = self.hints.write().unwrap_or_else(|p| p.into_inner());
-            if !hints.is_empty() {
-                hints.retain(|_, s| *s != slot);
-            }
-        }
+        self.drop_hints(slot);
         map.retain(|_, (s, _)| *s != slot);
         for (hash, agent) in agents {
             if !agent.expired_at(now) {
@@ -672,6 +667,14 @@ impl TokenIndex {
     fn hint(&self, slot: usize, hashes: Vec<String>) {
         let mut hints = self.hints.write().unwrap_or_else(|p| p.into_inner());
         hints.extend(hashes.into_iter().map(|h| (TokenHash::from_stored(h), slot)));
+    }
+
+    /// Forgets `slot`'s hints (its agents, if any, are installed; or it was retired).
+    fn drop_hints(&self, slot: usize) {
+        let mut hints = self.hints.write().unwrap_or_else(|p| p.into_inner());
+        if !hints.is_empty() {
+            hints.retain(|_, s| *s != slot);
+        }
     }
 
     /// The slot whose file named this hash when it was scanned, if it has not been opened since.
@@ -827,7 +830,9 @@ impl Node {
     /// Like [`Node::start`], keeping at most `max_open` vaults open. No vault is opened here:
     /// each file is scanned read-only for its token hashes and change sequence (so its tokens
     /// find it) and opened by its first request, the setup of its owner, or a change another
-    /// process makes to it. A file that does not scan is unavailable (503) from the start.
+    /// process makes to it. A file that does not scan, or fails `quick_check` when the node
+    /// has no more vaults than `max_open` (beyond that, each is checked at its first open), is
+    /// unavailable (503) from the start.
     pub fn start_with(
         dir: &DataDir,
         max_vaults: usize,
@@ -850,8 +855,14 @@ impl Node {
         let mut vaults = Vec::with_capacity(ids.len());
         let mut unavailable = Vec::new();
         let mut without_agents = 0;
+        // A node that could hold all its vaults open checks every file before it serves (the
+        // operator learns of a damaged one at once); a larger one checks each at its first open.
+        let check_now = ids.len() <= max_open;
         for id in &ids {
-            match scan(dir, id) {
+            let scanned = if check_now { check_at_start(&dir.vault_path(id)) } else { Ok(()) }
+                .and_then(|()| scan(dir, id))
+                .inspect(|(slot, _)| slot.checked.store(check_now, Ordering::Relaxed));
+            match scanned {
                 Ok((slot, hashes)) => {
                     without_agents += usize::from(hashes.is_empty());
                     tokens.hint(vaults.len(), hashes);
@@ -915,6 +926,9 @@ impl Node {
             }
         };
         *live = Some(vault.clone());
+        // Its agents are in the index now (a file without agents installs none: its hints
+        // must go all the same).
+        self.tokens.drop_hints(slot);
         *s.closed_stamp.lock().unwrap_or_else(|p| p.into_inner()) = None;
         // Opened for a reason (a request, a setup, another process's change): not idle yet.
         s.last_used.store(crate::store::now_ms(), Ordering::Relaxed);
