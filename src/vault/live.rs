@@ -32,6 +32,8 @@ pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 /// Expired WebAuthn challenges and expired derived agents are swept every this many watcher
 /// ticks (10 s).
 const SWEEP_EVERY: u64 = 50;
+/// Change sequences of closed vaults read per pass of [`Node::reopen_changed`] at most.
+const SEQ_READS_PER_PASS: usize = 200;
 /// Freed heap is returned to the kernel at most every this many watcher ticks (5 s), after
 /// vaults were closed.
 const TRIM_EVERY: u64 = 25;
@@ -761,12 +763,15 @@ impl Slot {
 
 type FileStamp = [(i64, u64); 2];
 
+/// The (mtime ns, length) of a vault file and of its WAL. An empty WAL counts as none: any
+/// connection's open creates one and its close removes it, which changes nothing in the file.
 fn file_stamp(path: &std::path::Path) -> FileStamp {
     use std::os::unix::fs::MetadataExt;
     let of = |p: &std::path::Path| std::fs::metadata(p).map(|m| (m.mtime_nsec() + m.mtime() * 1_000_000_000, m.len()));
     let mut wal = path.as_os_str().to_owned();
     wal.push("-wal");
-    [of(path).unwrap_or((0, 0)), of(std::path::Path::new(&wal)).unwrap_or((0, 0))]
+    let wal = of(std::path::Path::new(&wal)).ok().filter(|(_, len)| *len > 0).unwrap_or((0, 0));
+    [of(path).unwrap_or((0, 0)), wal]
 }
 
 impl Slot {
@@ -973,6 +978,7 @@ impl Node {
     /// so their agents in the token index follow the file. Returns how many were opened.
     fn reopen_changed(&self) -> Result<usize, VaultError> {
         let mut opened = 0;
+        let mut reads = 0;
         for (slot, s) in self.slots() {
             if s.open_now().is_some() {
                 continue;
@@ -984,10 +990,20 @@ impl Node {
             let touched = {
                 let mut stamp = s.closed_stamp.lock().unwrap_or_else(|p| p.into_inner());
                 let touched = *stamp != Some(now);
+                // Past this pass's budget a touched file keeps its old stamp: the next pass
+                // reads it. A node-wide job touching every file (a check, a retention run)
+                // must not hold the watcher, which also closes idle vaults, for seconds.
+                if touched && reads >= SEQ_READS_PER_PASS {
+                    continue;
+                }
                 *stamp = Some(now);
                 touched
             };
-            if touched && crate::store::read_change_seq(&s.path)? != s.closed_seq.load(Ordering::Relaxed) {
+            if !touched {
+                continue;
+            }
+            reads += 1;
+            if crate::store::read_change_seq(&s.path)? != s.closed_seq.load(Ordering::Relaxed) {
                 self.open_slot(slot, &s)?;
                 opened += 1;
             }
