@@ -120,7 +120,7 @@ fn remove_due(node_db: &Path) -> Result<(), StoreError> {
 /// One vault as listed: never a title, URL, value, agent name or token.
 fn describe(dir: &Path, reg: &crate::store::node_db::VaultRegistration) -> Result<Value, StoreError> {
     let path = dir.join("vaults").join(&reg.file_name);
-    let (entries, agents, passkeys) = VaultDb::open(&path)?.usage_counts()?;
+    let (entries, agents, passkeys) = VaultDb::usage_counts_of(&path)?;
     let size: u64 = ["", "-wal"]
         .iter()
         .filter_map(|s| {

@@ -268,7 +268,7 @@ fn usage(node_db: &Path) -> Result<Vec<(Limit, u64)>, StoreError> {
     let (mut entries, mut agents, mut passkeys) = (0, 0, 0);
     for reg in &regs {
         let path = dir.join("vaults").join(&reg.file_name);
-        let (e, a, p) = VaultDb::open(&path)?.usage_counts()?;
+        let (e, a, p) = VaultDb::usage_counts_of(&path)?;
         entries = entries.max(e);
         agents = agents.max(a);
         passkeys = passkeys.max(p);
