@@ -455,11 +455,9 @@ impl VaultDb {
     /// (those are ephemeral and bounded by their own rule), passkeys.
     pub fn usage_counts(&self) -> Result<(u64, u64, u64), StoreError> {
         self.conn
-            .query_row(
-                USAGE_COUNTS,
-                [],
-                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64)),
-            )
+            .query_row(USAGE_COUNTS, [], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64))
+            })
             .ctx(&self.path)
     }
 
