@@ -97,9 +97,37 @@ pub fn salvage_token_hashes(path: &Path) -> Result<Vec<String>, StoreError> {
 /// which vault to open for a token: the open re-reads and checks the agents before any request
 /// is admitted.
 pub fn scan_vault_file(path: &Path) -> Result<(Vec<String>, i64), StoreError> {
+    // A file at rest (no WAL with content: its last connection checkpointed it) is read as
+    // immutable: no lock, no `-wal`/`-shm` created and removed again, which for thousands of
+    // files at start is most of the cost. If that read fails (a writer raced it), the file is
+    // read the ordinary way.
+    if let Some(uri) = immutable_uri(path)
+        && let Ok(found) = scan_with(path, &uri, rusqlite::OpenFlags::SQLITE_OPEN_URI)
+    {
+        return Ok(found);
+    }
+    scan_with(path, &path.to_string_lossy(), rusqlite::OpenFlags::empty())
+}
+
+/// `file:PATH?immutable=1` for a file whose WAL is absent or empty and whose path needs no
+/// escaping in a URI.
+fn immutable_uri(path: &Path) -> Option<String> {
+    let text = path.to_str()?;
+    if !text.starts_with('/') || text.contains(['?', '#', '%']) {
+        return None;
+    }
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    match std::fs::metadata(PathBuf::from(wal)) {
+        Ok(m) if m.len() > 0 => None,
+        _ => Some(format!("file:{text}?immutable=1")),
+    }
+}
+
+fn scan_with(path: &Path, name: &str, flags: rusqlite::OpenFlags) -> Result<(Vec<String>, i64), StoreError> {
     let conn = rusqlite::Connection::open_with_flags(
-        path,
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        name,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX | flags,
     )
     .ctx(path)?;
     conn.busy_timeout(Duration::from_secs(10)).ctx(path)?;
