@@ -515,3 +515,120 @@ fn closed_vaults_reopen_on_demand_keep_open_files_bounded_and_follow_the_cli() {
     }
     assert!(ok, "a token the CLI added to a closed vault authenticates within seconds");
 }
+
+/// The vault files (`vaults/*.db`) the process holds open now (each once, whatever the number
+/// of connections to it).
+fn open_vault_files(pid: u32) -> Vec<String> {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return Vec::new() };
+    let files: std::collections::BTreeSet<String> = fds
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .map(|p| p.display().to_string())
+        .filter(|p| p.contains("/vaults/") && p.ends_with(".db"))
+        .collect();
+    files.into_iter().collect()
+}
+
+/// Gaps 1 and 2 of issue 16's scale work: a node starts without opening its vaults (their
+/// tokens still find them, a token revoked while it was down is refused), and a vault awaiting
+/// its owner is closed like any other: its setup link finds it through node.db's index, which
+/// holds the code's SHA-256, never the code.
+#[test]
+fn a_node_starts_with_its_vaults_closed_and_a_setup_link_opens_a_closed_vault() {
+    let v = Vault::new();
+    let (_, doomed) = v.add_agent("doomed", &["--all-access"]);
+    let mut s = serve(&v, &[], &[("CLAVITOR_MAX_OPEN_VAULTS", "1")]);
+    let vaults = mgmt_token(&v, "vaults");
+    let made: Vec<(String, String)> = (0..3).map(|_| create_vault(&s, &vaults)).collect();
+    s.terminate();
+    let out = v.cli(&["agent", "revoke", "--vault", &vault_ids(&v)[0], "2"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let s = serve(&v, &[], &[("CLAVITOR_MAX_OPEN_VAULTS", "1")]);
+    let pid = s.child.id();
+    // Before, start opened every vault and kept the first `--max-open-vaults` open. (The audit
+    // feed's first pass reads each file briefly, so "none" is waited for, not sampled once.)
+    common::eventually("no vault file open after start", || open_vault_files(pid).is_empty());
+    assert_eq!(s.get("/healthz", None).json()["vaults"], 4);
+    assert_eq!(s.get("/api/entries", Some(&v.owner)).status, 200, "a token finds its unopened vault");
+    assert_eq!(s.get("/api/entries", Some(&doomed)).status, 401, "revoked while the node was down");
+
+    // The owner's vault is the one open (cap 1); the vaults awaiting setup are all closed.
+    common::eventually("only one vault file open", || open_vault_files(pid).len() <= 1);
+    let (id, code) = &made[1];
+    assert!(!open_vault_files(pid).iter().any(|p| p.contains(id.as_str())), "the vault is closed");
+    let owner = Admin::owner(&s, code);
+    assert_eq!(titles(&s, &owner.token), Vec::<String>::new());
+    assert_eq!(s.get("/api/entries", Some(&v.owner)).status, 200, "the first vault reopens");
+    let owner_b = Admin::owner(&s, &made[2].1);
+    assert_eq!(titles(&s, &owner_b.token), Vec::<String>::new());
+    let r = passkey::post_json(&s, "/api/setup/start", None, &json!({"code": code}));
+    assert_eq!(r.status, 403, "a link works once: {}", r.body);
+
+    let conn = rusqlite::Connection::open(v.dir().join("node.db")).unwrap();
+    let rows: Vec<(String, String)> = conn
+        .prepare("SELECT code_hash, vault_id FROM setup_code_index")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(rows.len() >= made.len(), "{rows:?}");
+    for (id, code) in &made {
+        assert!(rows.iter().all(|(h, _)| !h.contains(code.as_str())), "the index holds a code");
+        assert!(rows.contains(&(clavitor::crypto::sha256_hex(code.as_bytes()), id.clone())), "{rows:?}");
+    }
+}
+
+/// `GET /api/mgmt/vaults` pages (`limit`, opaque `cursor`); bad paging is a 400 with a JSON body;
+/// `clavitor vault list` pages through all.
+#[test]
+fn the_vault_list_pages_with_an_opaque_cursor() {
+    let v = Vault::new();
+    let s = serve(&v, &[], &[]);
+    let vaults = mgmt_token(&v, "vaults");
+    let mut made = vault_ids(&v);
+    made.extend((0..4).map(|_| create_vault(&s, &vaults).0));
+    let (mut seen, mut cursor, mut pages) = (Vec::new(), None::<String>, 0);
+    loop {
+        let q = cursor.as_ref().map_or("?limit=2".to_owned(), |c| format!("?limit=2&cursor={c}"));
+        let r = s.get(&format!("/api/mgmt/vaults{q}"), Some(&vaults));
+        assert_eq!(r.status, 200, "{}", r.body);
+        let page = r.json();
+        let ids: Vec<String> =
+            page["vaults"].as_array().unwrap().iter().map(|v| v["id"].as_str().unwrap().to_owned()).collect();
+        assert!(ids.len() <= 2);
+        seen.extend(ids);
+        pages += 1;
+        assert!(pages <= 5, "the cursor moves on");
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(seen, made, "every vault once, in creation order");
+    assert_eq!(listed(&s, &vaults).len(), 5, "the default page holds them all");
+    let forged = URL_SAFE_NO_PAD.encode("1.not-a-vault-id");
+    for q in ["limit=0", "limit=1001", "limit=x", "cursor=%%%", &format!("cursor={forged}"), "colour=red"] {
+        let r = s.get(&format!("/api/mgmt/vaults?{q}"), Some(&vaults));
+        assert_eq!(r.status, 400, "{q}: {}", r.body);
+        assert_eq!(r.json()["error"], "bad_request", "{q}: {}", r.body);
+    }
+    let out = v.cli(&["vault", "list"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let all: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(all.iter().map(|v| v["id"].as_str().unwrap().to_owned()).collect::<Vec<_>>(), made);
+}
+
+/// A vault nobody used for `--vault-idle-secs` is closed (files and connections let go) and
+/// its next request opens it again.
+#[test]
+fn a_vault_nobody_uses_is_closed_after_the_idle_time() {
+    let v = Vault::new();
+    let s = serve(&v, &[], &[("CLAVITOR_VAULT_IDLE_SECS", "1")]);
+    let pid = s.child.id();
+    assert_eq!(s.get("/api/entries", Some(&v.owner)).status, 200);
+    assert_eq!(open_vault_files(pid).len(), 1, "open while in use");
+    common::eventually("the idle vault closed", || open_vault_files(pid).is_empty());
+    assert_eq!(s.get("/api/entries", Some(&v.owner)).status, 200, "and reopened by its next request");
+}

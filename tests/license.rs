@@ -399,6 +399,8 @@ fn boot_warns_once_per_limit_above_the_cap_and_license_show_prints_usage() {
     // No license now: 7 agents against the default 5.
     let s = start(&v, &k, &[]);
     common::eventually("started", || s.get("/healthz", None).status == 200);
+    // Warned by the license-jobs thread (it reads every vault's counts), not before serving.
+    common::eventually("the over-cap warning", || s.stderr().contains("usage is above the license cap"));
     let warnings = s.stderr().matches("usage is above the license cap").count();
     assert_eq!(warnings, 1, "{}", s.stderr());
     assert!(s.stderr().contains("max_agents_per_vault"));

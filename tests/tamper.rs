@@ -240,8 +240,9 @@ fn the_columns_of_migration_5_are_under_the_agent_mac() {
         ),
     );
     let s = v.serve();
-    assert_eq!(sqlite(&file, "PRAGMA user_version"), latest);
+    // A vault is opened (and migrated) by its first request, not at start.
     assert_eq!(common::titles(&s, &token), vec!["Team"], "existing MACs stay valid");
+    assert_eq!(sqlite(&file, "PRAGMA user_version"), latest);
     assert!(!forged_alert(&s), "{}", s.stderr());
 
     // A derived, expiring token, and each column changed behind the server's back.
@@ -293,8 +294,9 @@ fn proxy_only_listed_is_under_the_agent_mac() {
         ),
     );
     let s = v.serve();
-    assert_eq!(sqlite(&file, "PRAGMA user_version"), latest);
+    // A vault is opened (and migrated) by its first request, not at start.
     assert_eq!(common::titles(&s, &plain), vec!["Team"], "a row at the default keeps its MAC across migration 6");
+    assert_eq!(sqlite(&file, "PRAGMA user_version"), latest);
     assert_eq!(s.get("/api/entries", Some(&token)).status, 401, "the strict agent, its flag lost, is withheld");
     assert!(forged_alert(&s), "{}", s.stderr());
     // Put back as it was written, it is served again; lifted on the running server, refused.

@@ -48,15 +48,7 @@ async fn vault_for(
     client: &str,
 ) -> Result<std::sync::Arc<crate::vault::LiveVault>, ApiError> {
     let (node, owned) = (state.node.clone(), code.to_owned());
-    let found = super::blocking(move || {
-        for v in node.vaults() {
-            if v.knows_setup_code(&owned)? {
-                return Ok(Some(v.clone()));
-            }
-        }
-        Ok::<_, crate::vault::VaultError>(None)
-    })
-    .await?;
+    let found = super::blocking(move || crate::vault::gate::vault_for_setup_code(&node, &owned)).await?;
     if let Some(v) = found {
         return Ok(v);
     }

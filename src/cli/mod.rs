@@ -124,6 +124,10 @@ pub struct ServeArgs {
     /// beyond it are closed (their tokens stay indexed) and reopened by their next request.
     #[arg(long, env = "CLAVITOR_MAX_OPEN_VAULTS", default_value_t = crate::vault::live::DEFAULT_MAX_OPEN_VAULTS)]
     pub max_open_vaults: usize,
+    /// Seconds after which a vault nobody used is closed (0: only --max-open-vaults closes
+    /// vaults). Its next request reopens it.
+    #[arg(long, env = "CLAVITOR_VAULT_IDLE_SECS", default_value_t = crate::vault::live::DEFAULT_VAULT_IDLE.as_secs())]
+    pub vault_idle_secs: u64,
     /// Send node telemetry to this HQ base URL (https://; opt-in in the community edition).
     #[arg(long, env = "CLAVITOR_TELEMETRY_HOST")]
     pub telemetry_host: Option<String>,

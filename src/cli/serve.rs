@@ -228,6 +228,7 @@ pub async fn serve(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<()> 
     }
     let node = Node::start_with(dir, edition.max_vaults(), args.audit_sync.into(), args.max_open_vaults)
         .context("cannot open the vault")?;
+    node.set_vault_idle(std::time::Duration::from_secs(args.vault_idle_secs));
     // Kuma's message is short: the reason without the file's path (the id names it).
     crate::node::set_unavailable_vaults(
         node.unavailable()
@@ -242,7 +243,7 @@ pub async fn serve(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<()> 
         tracing::error!(vault = %u.id, reason = %u.reason, "vault unavailable: its requests get 503");
     }
     release_startup_scratch();
-    if node.vaults().iter().any(|v| v.awaiting_setup()) {
+    if node.awaiting_setup_at_start() > 0 {
         let _ = writeln!(
             std::io::stdout().lock(),
             "a vault has no owner yet: open the setup link `clavitor init` printed (run it again for a fresh one)"

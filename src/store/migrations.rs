@@ -25,6 +25,12 @@ impl Schema {
         }
     }
 
+    /// How many migrations this build knows for the kind (a file's `user_version` above it
+    /// was written by a newer build).
+    pub(crate) fn known(self) -> i64 {
+        self.steps().len() as i64
+    }
+
     fn steps(self) -> &'static [&'static str] {
         match self {
             Schema::Node => NODE,
@@ -94,6 +100,15 @@ const NODE: &[&str] = &[
      );
      CREATE INDEX audit_feed_ts ON audit_feed(ts);
      CREATE TABLE audit_feed_progress (source TEXT PRIMARY KEY, upto INTEGER NOT NULL);",
+    // (issue 16, hosted vaults at scale) Which vault issued a setup code, so a setup link finds
+    // its vault without opening every vault: the code's SHA-256 (as the vault file stores it),
+    // never the code. At most one row per vault (a new code replaces the vault's old row); the
+    // vault file stays the authority on whether the code is still good.
+    "CREATE TABLE setup_code_index (
+         code_hash TEXT PRIMARY KEY,
+         vault_id  TEXT NOT NULL
+     );
+     CREATE INDEX setup_code_index_vault ON setup_code_index(vault_id);",
 ];
 
 const VAULT: &[&str] = &[

@@ -92,6 +92,63 @@ pub fn salvage_token_hashes(path: &Path) -> Result<Vec<String>, StoreError> {
     rows.collect::<Result<Vec<_>, _>>().ctx(path)
 }
 
+/// What a node needs of a vault file it does not open at start (hosted vaults, issue 16): its
+/// agents' token hashes and its change sequence, read in one read-only connection that is
+/// closed again, without migrating, unwrapping a key or checking a MAC. The hashes only say
+/// which vault to open for a token: the open re-reads and checks the agents before any request
+/// is admitted.
+pub fn scan_vault_file(path: &Path) -> Result<(Vec<String>, i64), StoreError> {
+    // A file at rest (no WAL with content: its last connection checkpointed it) is read as
+    // immutable: no lock, no `-wal`/`-shm` created and removed again, which for thousands of
+    // files at start is most of the cost. If that read fails (a writer raced it), the file is
+    // read the ordinary way.
+    if let Some(uri) = immutable_uri(path)
+        && let Ok(found) = scan_with(path, &uri, rusqlite::OpenFlags::SQLITE_OPEN_URI)
+    {
+        return Ok(found);
+    }
+    scan_with(path, &path.to_string_lossy(), rusqlite::OpenFlags::empty())
+}
+
+/// `file:PATH?immutable=1` for a file whose WAL is absent or empty and whose path needs no
+/// escaping in a URI.
+fn immutable_uri(path: &Path) -> Option<String> {
+    let text = path.to_str()?;
+    if !text.starts_with('/') || text.contains(['?', '#', '%']) {
+        return None;
+    }
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    match std::fs::metadata(PathBuf::from(wal)) {
+        Ok(m) if m.len() > 0 => None,
+        _ => Some(format!("file:{text}?immutable=1")),
+    }
+}
+
+fn scan_with(path: &Path, name: &str, flags: rusqlite::OpenFlags) -> Result<(Vec<String>, i64), StoreError> {
+    let conn = rusqlite::Connection::open_with_flags(
+        name,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX | flags,
+    )
+    .ctx(path)?;
+    conn.busy_timeout(Duration::from_secs(10)).ctx(path)?;
+    // A small page cache: a few pages are read, once, for each of possibly thousands of files.
+    conn.pragma_update(None, "cache_size", -64).ctx(path)?;
+    let tx = conn.unchecked_transaction().ctx(path)?;
+    let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0)).ctx(path)?;
+    let known = Schema::Vault.known();
+    if version > known {
+        return Err(StoreError::TooNew { path: path.to_owned(), found: version, known });
+    }
+    let seq: Option<String> = {
+        use rusqlite::OptionalExtension;
+        tx.query_row("SELECT value FROM meta WHERE key = 'change_seq'", [], |r| r.get(0)).optional().ctx(path)?
+    };
+    let mut st = tx.prepare("SELECT token_hash FROM agents").ctx(path)?;
+    let hashes = st.query_map([], |r| r.get::<_, String>(0)).ctx(path)?.collect::<Result<Vec<_>, _>>().ctx(path)?;
+    Ok((hashes, seq.and_then(|s| s.parse().ok()).unwrap_or(0)))
+}
+
 /// A vault file's change sequence, read without keeping a connection (a closed vault's check).
 pub fn read_change_seq(path: &Path) -> Result<i64, StoreError> {
     let conn = open_connection(path)?;
@@ -123,32 +180,57 @@ pub fn ping(path: &Path) -> Result<(), StoreError> {
 
 /// Runs passive WAL checkpoints off the request path, for files whose audit connection leaves
 /// them to it. Passive checkpoints never block readers or writers.
+///
+/// node.db keeps a connection here. A vault file gets one only for the moment of a checkpoint,
+/// and only when its WAL changed since the last: a hosted node has hundreds of vaults open,
+/// and a connection held for each would cost its memory and file handles for nothing while
+/// the vault is idle.
 pub struct Checkpointer {
     files: Vec<(PathBuf, Connection)>,
+    /// Vault files followed, with their WAL's (mtime ns, length) at the last checkpoint.
+    transient: std::collections::HashMap<PathBuf, Option<(i128, u64)>>,
+}
+
+fn wal_stamp(path: &Path) -> Option<(i128, u64)> {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    let m = std::fs::metadata(PathBuf::from(wal)).ok()?;
+    let mtime = m.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?.as_nanos() as i128;
+    Some((mtime, m.len()))
 }
 
 impl Checkpointer {
+    /// Keeps a connection to each of `paths` (node.db).
     pub fn open(paths: &[PathBuf]) -> Result<Self, StoreError> {
         let files = paths.iter().map(|p| Ok((p.clone(), open_connection(p)?))).collect::<Result<_, StoreError>>()?;
-        Ok(Self { files })
+        Ok(Self { files, transient: std::collections::HashMap::new() })
     }
 
-    /// Keeps connections to exactly `paths` (vaults come and go on a hosted node).
+    /// Follows exactly these vault files (the open ones: vaults come and go on a hosted node).
     pub fn follow(&mut self, paths: &[PathBuf]) -> Result<(), StoreError> {
         let wanted: std::collections::HashSet<&PathBuf> = paths.iter().collect();
-        self.files.retain(|(p, _)| wanted.contains(p));
-        if self.files.len() < paths.len() {
-            let have: std::collections::HashSet<PathBuf> = self.files.iter().map(|(p, _)| p.clone()).collect();
-            for p in paths.iter().filter(|p| !have.contains(*p)) {
-                self.files.push((p.clone(), open_connection(p)?));
-            }
+        self.transient.retain(|p, _| wanted.contains(p));
+        for p in paths {
+            self.transient.entry(p.clone()).or_insert(None);
         }
         Ok(())
     }
 
-    pub fn run(&self) -> Result<(), StoreError> {
+    pub fn run(&mut self) -> Result<(), StoreError> {
         for (path, conn) in &self.files {
             conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())).ctx(path)?;
+        }
+        for (path, last) in &mut self.transient {
+            let now = wal_stamp(path);
+            if now.is_none() || now == *last {
+                continue;
+            }
+            let conn = open_connection(path)?;
+            conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())).ctx(path)?;
+            drop(conn);
+            // The stamp from before the checkpoint: a write landing during it is checkpointed
+            // at the next run.
+            *last = now;
         }
         Ok(())
     }

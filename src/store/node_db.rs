@@ -1,6 +1,7 @@
 //! node.db: the registry of vaults this node serves, node settings, node-level audit, the
 //! installed license token (verified by the commercial edition, never here) and node
-//! management tokens (stored as SHA-256 only).
+//! management tokens (stored as SHA-256 only), and which vault issued each live setup code
+//! (its SHA-256, never the code).
 
 use std::path::{Path, PathBuf};
 
@@ -67,6 +68,48 @@ impl NodeDb {
         rows.collect::<Result<_, _>>().ctx(&self.path)
     }
 
+    /// One page of live vaults in (created_at, vault_id) order, after the registration `after`
+    /// names (its created_at and id), at most `limit` of them.
+    pub fn vaults_page(&self, after: Option<(i64, &str)>, limit: u32) -> Result<Vec<VaultRegistration>, StoreError> {
+        let (ts, id) = after.unwrap_or((i64::MIN, ""));
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT vault_id, file_name, created_at FROM vaults
+                 WHERE retired_at IS NULL AND (created_at, vault_id) > (?1, ?2)
+                 ORDER BY created_at, vault_id LIMIT ?3",
+            )
+            .ctx(&self.path)?;
+        let rows = st
+            .query_map(params![ts, id, limit], |r| {
+                Ok(VaultRegistration { vault_id: r.get(0)?, file_name: r.get(1)?, created_at: r.get(2)? })
+            })
+            .ctx(&self.path)?;
+        rows.collect::<Result<_, _>>().ctx(&self.path)
+    }
+
+    /// Records that `vault_id` issued the setup code with this SHA-256 (replacing the vault's
+    /// earlier row: a vault has one live code).
+    pub fn index_setup_code(&mut self, code_hash: &str, vault_id: &str) -> Result<(), StoreError> {
+        let tx = self.conn.transaction().ctx(&self.path)?;
+        tx.execute("DELETE FROM setup_code_index WHERE vault_id = ?1", params![vault_id]).ctx(&self.path)?;
+        tx.execute(
+            "INSERT OR REPLACE INTO setup_code_index (code_hash, vault_id) VALUES (?1, ?2)",
+            params![code_hash, vault_id],
+        )
+        .ctx(&self.path)?;
+        tx.commit().ctx(&self.path)
+    }
+
+    /// The vault that issued the setup code with this SHA-256, if the index knows it.
+    pub fn setup_code_vault(&self, code_hash: &str) -> Result<Option<String>, StoreError> {
+        use rusqlite::OptionalExtension;
+        self.conn
+            .query_row("SELECT vault_id FROM setup_code_index WHERE code_hash = ?1", params![code_hash], |r| r.get(0))
+            .optional()
+            .ctx(&self.path)
+    }
+
     pub fn register_vault(&self, reg: &VaultRegistration) -> Result<(), StoreError> {
         self.conn
             .execute(
@@ -125,6 +168,7 @@ impl NodeDb {
         if n == 0 {
             return Err(StoreError::NotFound);
         }
+        tx.execute("DELETE FROM setup_code_index WHERE vault_id = ?1", params![vault_id]).ctx(&self.path)?;
         audit_sql::insert(&tx, &self.path, audit)?;
         tx.commit().ctx(&self.path)
     }

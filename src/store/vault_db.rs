@@ -21,6 +21,11 @@ use super::migrations::{Schema, migrate};
 use super::{Ctx, StoreError};
 use crate::crypto::RowKey;
 
+/// Live entries, agents that are not derived tokens, passkeys: what the license caps count.
+const USAGE_COUNTS: &str = "SELECT (SELECT COUNT(*) FROM entries WHERE deleted = 0),
+        (SELECT COUNT(*) FROM agents WHERE parent_id IS NULL),
+        (SELECT COUNT(*) FROM webauthn_credentials)";
+
 pub struct VaultDb {
     pub(super) conn: Connection,
     pub(super) path: PathBuf,
@@ -450,14 +455,34 @@ impl VaultDb {
     /// (those are ephemeral and bounded by their own rule), passkeys.
     pub fn usage_counts(&self) -> Result<(u64, u64, u64), StoreError> {
         self.conn
-            .query_row(
-                "SELECT (SELECT COUNT(*) FROM entries WHERE deleted = 0),
-                        (SELECT COUNT(*) FROM agents WHERE parent_id IS NULL),
-                        (SELECT COUNT(*) FROM webauthn_credentials)",
-                [],
-                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64)),
-            )
+            .query_row(USAGE_COUNTS, [], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64))
+            })
             .ctx(&self.path)
+    }
+
+    /// [`VaultDb::usage_counts`] of a file, read through a read-only connection (no migration
+    /// check, a small cache): listing a thousand hosted vaults reads a thousand files. A file
+    /// this read cannot count (one from before the columns it counts) is opened and migrated.
+    pub fn usage_counts_of(path: &Path) -> Result<(u64, u64, u64), StoreError> {
+        let read_only = || -> Result<(u64, u64, u64), StoreError> {
+            let conn = rusqlite::Connection::open_with_flags(
+                path,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .ctx(path)?;
+            conn.busy_timeout(std::time::Duration::from_secs(10)).ctx(path)?;
+            conn.pragma_update(None, "cache_size", -64).ctx(path)?;
+            let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).ctx(path)?;
+            if version != super::Schema::Vault.known() {
+                return Err(StoreError::Conflict("not at this build's schema".into()));
+            }
+            conn.query_row(USAGE_COUNTS, [], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64))
+            })
+            .ctx(path)
+        };
+        read_only().or_else(|_| Self::open(path)?.usage_counts())
     }
 
     /// Deletes audit rows older than `before_ms` (audit retention); returns how many.

@@ -120,8 +120,11 @@ impl DataDir {
             open.db.append_audit(&event.record())?;
         }
         let owner_exists = !open.db.agents()?.is_empty();
-        let setup_code =
-            if open.db.credentials()?.is_empty() { Some(gate::issue_setup_code(&mut open.db)?) } else { None };
+        let setup_code = if open.db.credentials()?.is_empty() {
+            Some(self.issue_setup_code(&mut open.db, &vault_id)?)
+        } else {
+            None
+        };
         Ok(InitReport { created_master_key, vault_id, created_vault, owner_exists, setup_code })
     }
 
@@ -165,7 +168,7 @@ impl DataDir {
             let mut init = AuditEvent::new(Actor::LocalOperator, Action::VaultInit, Outcome::Ok).record();
             init.actor = actor.to_owned().into();
             open.db.append_audit(&init)?;
-            gate::issue_setup_code(&mut open.db)
+            self.issue_setup_code(&mut open.db, &id)
         })();
         match created {
             Ok(code) => Ok((id, code)),
@@ -182,6 +185,16 @@ impl DataDir {
                 Err(e)
             }
         }
+    }
+
+    /// Issues a vault's one-time setup code and records in node.db which vault issued it (its
+    /// SHA-256, never the code), so a setup link finds its vault without the node opening every
+    /// vault it serves.
+    fn issue_setup_code(&self, db: &mut VaultDb, id: &VaultId) -> Result<SetupCode, VaultError> {
+        let code = gate::issue_setup_code(db)?;
+        let hash = crate::crypto::sha256_hex(code.reveal().as_bytes());
+        NodeDb::open(&self.node_db_path())?.index_setup_code(&hash, id.as_str())?;
+        Ok(code)
     }
 
     /// Registered vault ids, in creation order.

@@ -15,6 +15,7 @@
 //! re-read and re-checked (token, MAC, expiry) and the rules of `vault::authority` applied in
 //! the same transaction as the insert.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use webauthn_rs::prelude::{CreationChallengeResponse, RequestChallengeResponse, Uuid};
@@ -182,6 +183,32 @@ fn check_code(db: &VaultDb, hash: &str, t: i64) -> Result<Result<(), SetupRefusa
         Some(_) if !db.credentials()?.is_empty() => Err(SetupRefusal::AlreadySetUp),
         Some(_) => Ok(()),
     })
+}
+
+/// The vault that issued `code` (used or not), opened: looked up in node.db's setup-code index
+/// (by the code's SHA-256), confirmed by the vault file. A code issued before the index existed
+/// is looked for in the open vaults, and in the only vault of a single-vault node.
+pub fn vault_for_setup_code(node: &super::Node, code: &str) -> Result<Option<Arc<LiveVault>>, VaultError> {
+    let Ok(hash) = SetupCode::hash_of(code) else { return Ok(None) };
+    let indexed = crate::store::node_db::NodeDb::open(&node.data_dir().node_db_path())?.setup_code_vault(&hash)?;
+    if let Some(v) = indexed.and_then(|id| node.vault(&id))
+        && v.knows_setup_code(code)?
+    {
+        return Ok(Some(v));
+    }
+    for v in node.vaults() {
+        if v.knows_setup_code(code)? {
+            return Ok(Some(v));
+        }
+    }
+    if node.served_vaults() == 1
+        && let Ok(id) = node.data_dir().pick_vault(None)
+        && let Some(v) = node.vault(id.as_str())
+        && v.knows_setup_code(code)?
+    {
+        return Ok(Some(v));
+    }
+    Ok(None)
 }
 
 impl LiveVault {

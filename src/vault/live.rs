@@ -32,6 +32,11 @@ pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 /// Expired WebAuthn challenges and expired derived agents are swept every this many watcher
 /// ticks (10 s).
 const SWEEP_EVERY: u64 = 50;
+/// Change sequences of closed vaults read per pass of [`Node::reopen_changed`] at most.
+const SEQ_READS_PER_PASS: usize = 200;
+/// Freed heap is returned to the kernel at most every this many watcher ticks (5 s), after
+/// vaults were closed.
+const TRIM_EVERY: u64 = 25;
 /// Expired derived agents removed per vault per sweep (the rest go at the next one).
 const PRUNE_BATCH: u32 = 1000;
 
@@ -610,6 +615,11 @@ pub struct Principal {
 /// no "rebuild everything" that could run on a stale view and overwrite a newer one.
 struct TokenIndex {
     map: RwLock<HashMap<TokenHash, (usize, Arc<Agent>)>>,
+    /// Token hashes of vaults not opened since start, read from their files unchecked
+    /// ([`crate::store::scan_vault_file`]): they only say which vault to open. A slot's hints
+    /// go when its agents are installed in `map` (its first open), which from then on is the
+    /// authority for it.
+    hints: RwLock<HashMap<TokenHash, usize>>,
     /// The change sequence each slot's agents were installed from.
     installed: Mutex<HashMap<usize, i64>>,
     /// The earliest `expires_at` in `map` (`i64::MAX`: none): the sweep does nothing before it.
@@ -618,7 +628,12 @@ struct TokenIndex {
 
 impl Default for TokenIndex {
     fn default() -> Self {
-        Self { map: RwLock::default(), installed: Mutex::default(), next_expiry: AtomicI64::new(i64::MAX) }
+        Self {
+            map: RwLock::default(),
+            hints: RwLock::default(),
+            installed: Mutex::default(),
+            next_expiry: AtomicI64::new(i64::MAX),
+        }
     }
 }
 
@@ -636,6 +651,7 @@ impl TokenIndex {
         }
         installed.insert(slot, seq);
         drop(installed);
+        self.drop_hints(slot);
         map.retain(|_, (s, _)| *s != slot);
         for (hash, agent) in agents {
             if !agent.expired_at(now) {
@@ -647,6 +663,25 @@ impl TokenIndex {
 
     fn get(&self, hash: &TokenHash) -> Option<(usize, Arc<Agent>)> {
         self.map.read().unwrap_or_else(|p| p.into_inner()).get(hash).cloned()
+    }
+
+    /// Records the unchecked token hashes of `slot`, a vault not opened yet.
+    fn hint(&self, slot: usize, hashes: Vec<String>) {
+        let mut hints = self.hints.write().unwrap_or_else(|p| p.into_inner());
+        hints.extend(hashes.into_iter().map(|h| (TokenHash::from_stored(h), slot)));
+    }
+
+    /// Forgets `slot`'s hints (its agents, if any, are installed; or it was retired).
+    fn drop_hints(&self, slot: usize) {
+        let mut hints = self.hints.write().unwrap_or_else(|p| p.into_inner());
+        if !hints.is_empty() {
+            hints.retain(|_, s| *s != slot);
+        }
+    }
+
+    /// The slot whose file named this hash when it was scanned, if it has not been opened since.
+    fn hinted(&self, hash: &TokenHash) -> Option<usize> {
+        self.hints.read().unwrap_or_else(|p| p.into_inner()).get(hash).copied()
     }
 
     /// Drops expired agents once the earliest expiry has come; returns how many went.
@@ -703,16 +738,40 @@ struct Slot {
     /// The change sequence the vault's view had when it was closed: a file whose sequence moved
     /// since (another process, e.g. the local CLI, changed it) is opened to refresh its agents.
     closed_seq: AtomicI64,
+    /// The file passed `quick_check` (done at its first open, not at start: a node with
+    /// thousands of vaults would read every file whole before serving).
+    checked: AtomicBool,
+    /// Its first open failed and the operator was told (once).
+    reported: AtomicBool,
+}
+
+impl Slot {
+    /// A slot for a vault not opened yet, from its file's scan (closed, its tokens hinted).
+    fn closed(id: VaultId, path: std::path::PathBuf, stamp: FileStamp, seq: i64) -> Self {
+        Self {
+            id,
+            path,
+            live: RwLock::new(None),
+            last_used: AtomicI64::new(0),
+            closed_stamp: Mutex::new(Some(stamp)),
+            closed_seq: AtomicI64::new(seq),
+            checked: AtomicBool::new(false),
+            reported: AtomicBool::new(false),
+        }
+    }
 }
 
 type FileStamp = [(i64, u64); 2];
 
+/// The (mtime ns, length) of a vault file and of its WAL. An empty WAL counts as none: any
+/// connection's open creates one and its close removes it, which changes nothing in the file.
 fn file_stamp(path: &std::path::Path) -> FileStamp {
     use std::os::unix::fs::MetadataExt;
     let of = |p: &std::path::Path| std::fs::metadata(p).map(|m| (m.mtime_nsec() + m.mtime() * 1_000_000_000, m.len()));
     let mut wal = path.as_os_str().to_owned();
     wal.push("-wal");
-    [of(path).unwrap_or((0, 0)), of(std::path::Path::new(&wal)).unwrap_or((0, 0))]
+    let wal = of(std::path::Path::new(&wal)).ok().filter(|(_, len)| *len > 0).unwrap_or((0, 0));
+    [of(path).unwrap_or((0, 0)), wal]
 }
 
 impl Slot {
@@ -740,16 +799,21 @@ fn off_the_runtime<T>(f: impl FnOnce() -> T) -> T {
 /// recently used beyond that are closed by the watcher. A closed vault's agents stay in the
 /// token index; its first request opens it again (a refresh from the file, so a revocation made
 /// meanwhile is seen before the request is admitted), and a closed file another process writes
-/// to is opened to refresh its agents. A vault still awaiting its owner's setup stays open.
+/// to is opened to refresh its agents. No vault is opened at start (see [`Node::start_with`]);
+/// one awaiting its owner's setup is found by its setup link through node.db's index and may
+/// be closed like any other.
 pub struct Node {
     dir: DataDir,
     sync: AuditSync,
     max_vaults: usize,
     max_open: std::sync::atomic::AtomicUsize,
+    /// Vaults unused this long (ms) are closed; 0: never for idleness.
+    idle_ms: AtomicI64,
     vaults: RwLock<Vec<Option<Arc<Slot>>>>,
     /// Serialises [`Node::sync_registry`] (the watcher's and the API's).
     registry: Mutex<()>,
     unavailable: Vec<UnavailableVault>,
+    without_agents_at_start: usize,
     tokens: Arc<TokenIndex>,
     node_audit: AuditWriter,
     stop: Arc<AtomicBool>,
@@ -757,22 +821,30 @@ pub struct Node {
 
 /// Default for `--max-open-vaults`.
 pub const DEFAULT_MAX_OPEN_VAULTS: usize = 256;
+/// Default for `--vault-idle-secs`: an open vault costs its connections and cache; one nobody
+/// used for this long is closed (reopening costs a few milliseconds).
+pub const DEFAULT_VAULT_IDLE: Duration = Duration::from_secs(300);
 
 impl Node {
-    /// Opens every registered vault. `max_vaults` is the edition's limit (community: one).
+    /// Serves every registered vault (opened on demand). `max_vaults` is the edition's limit
+    /// (community: one).
     pub fn start(dir: &DataDir, max_vaults: usize, sync: AuditSync) -> Result<Arc<Self>, VaultError> {
         Self::start_with(dir, max_vaults, sync, DEFAULT_MAX_OPEN_VAULTS)
     }
 
-    /// Like [`Node::start`], keeping at most `max_open` vaults open (each is opened once at
-    /// start to index its agents; those beyond `max_open` are closed again at once).
+    /// Like [`Node::start`], keeping at most `max_open` vaults open. No vault is opened here:
+    /// each file is scanned read-only for its token hashes and change sequence (so its tokens
+    /// find it) and opened by its first request, the setup of its owner, or a change another
+    /// process makes to it. A file that does not scan, or fails `quick_check` when the node
+    /// has no more vaults than `max_open` (beyond that, each is checked at its first open), is
+    /// unavailable (503) from the start.
     pub fn start_with(
         dir: &DataDir,
         max_vaults: usize,
         sync: AuditSync,
         max_open: usize,
     ) -> Result<Arc<Self>, VaultError> {
-        let master = dir.load_master_key()?;
+        dir.load_master_key()?;
         let ids = dir.vault_ids()?;
         if ids.is_empty() {
             return Err(VaultError::Setup("the data dir holds no vault; run `clavitor init`".into()));
@@ -787,26 +859,21 @@ impl Node {
         let tokens = Arc::new(TokenIndex::default());
         let mut vaults = Vec::with_capacity(ids.len());
         let mut unavailable = Vec::new();
-        let mut open = 0;
+        let mut without_agents = 0;
+        // A node that could hold all its vaults open checks every file before it serves (the
+        // operator learns of a damaged one at once); a larger one checks each at its first open.
+        let check_now = ids.len() <= max_open;
         for id in &ids {
-            let path = dir.vault_path(id);
-            let opened = check_at_start(&path)
-                .and_then(|()| LiveVault::open(dir, &master, id, sync, (vaults.len(), tokens.clone())));
-            match opened {
-                Ok(vault) => {
-                    let keep = open < max_open || vault.awaiting_setup();
-                    let seq = vault.seq();
-                    open += usize::from(keep);
-                    vaults.push(Some(Arc::new(Slot {
-                        id: id.clone(),
-                        path,
-                        live: RwLock::new(keep.then(|| Arc::new(vault))),
-                        last_used: AtomicI64::new(0),
-                        closed_stamp: Mutex::new(None),
-                        closed_seq: AtomicI64::new(seq),
-                    })));
+            let scanned = if check_now { check_at_start(&dir.vault_path(id)) } else { Ok(()) }
+                .and_then(|()| scan(dir, id))
+                .inspect(|(slot, _)| slot.checked.store(check_now, Ordering::Relaxed));
+            match scanned {
+                Ok((slot, hashes)) => {
+                    without_agents += usize::from(hashes.is_empty());
+                    tokens.hint(vaults.len(), hashes);
+                    vaults.push(Some(Arc::new(slot)));
                 }
-                Err(e) => unavailable.push(UnavailableVault::salvage(id.clone(), &path, &e)),
+                Err(e) => unavailable.push(UnavailableVault::salvage(id.clone(), &dir.vault_path(id), &e)),
             }
         }
         let node_audit = AuditWriter::start(&dir.node_db_path(), sync)?;
@@ -815,13 +882,20 @@ impl Node {
             sync,
             max_vaults,
             max_open: std::sync::atomic::AtomicUsize::new(max_open),
+            idle_ms: AtomicI64::new(i64::try_from(DEFAULT_VAULT_IDLE.as_millis()).unwrap_or(i64::MAX)),
             vaults: RwLock::new(vaults),
             registry: Mutex::new(()),
             unavailable,
+            without_agents_at_start: without_agents,
             tokens,
             node_audit,
             stop: Arc::new(AtomicBool::new(false)),
         }))
+    }
+
+    /// How many vaults had no agent when the node started (awaiting their owner's setup).
+    pub fn awaiting_setup_at_start(&self) -> usize {
+        self.without_agents_at_start
     }
 
     fn slots(&self) -> Vec<(usize, Arc<Slot>)> {
@@ -835,30 +909,56 @@ impl Node {
         if let Some(v) = live.as_ref() {
             return Ok(v.clone());
         }
-        let master = self.dir.load_master_key()?;
-        let vault = Arc::new(LiveVault::open(&self.dir, &master, &s.id, self.sync, (slot, self.tokens.clone()))?);
+        let opened = (|| {
+            if !s.checked.load(Ordering::Relaxed) {
+                check_at_start(&s.path)?;
+                s.checked.store(true, Ordering::Relaxed);
+            }
+            let master = self.dir.load_master_key()?;
+            LiveVault::open(&self.dir, &master, &s.id, self.sync, (slot, self.tokens.clone()))
+        })();
+        let vault = match opened {
+            Ok(v) => Arc::new(v),
+            Err(e) => {
+                if !s.reported.swap(true, Ordering::Relaxed) {
+                    crate::edition::alert(
+                        "vault_unavailable",
+                        "a vault cannot be opened; its requests are answered 503 until it is repaired",
+                        &[("vault", s.id.to_string()), ("error", e.to_string())],
+                    );
+                }
+                return Err(e);
+            }
+        };
         *live = Some(vault.clone());
+        // Its agents are in the index now (a file without agents installs none: its hints
+        // must go all the same).
+        self.tokens.drop_hints(slot);
         *s.closed_stamp.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        // Opened for a reason (a request, a setup, another process's change): not idle yet.
+        s.last_used.store(crate::store::now_ms(), Ordering::Relaxed);
         Ok(vault)
     }
 
-    /// Closes the least recently used open vaults beyond the cap (never one awaiting setup).
-    /// Returns how many were closed.
+    /// Closes the least recently used open vaults beyond the cap, and those unused for the
+    /// idle time (one awaiting its owner's setup too: its setup link finds it through node.db's
+    /// setup-code index). Returns how many were closed.
     pub fn close_idle(&self) -> usize {
         let cap = self.max_open.load(Ordering::Relaxed);
+        let idle_ms = self.idle_ms.load(Ordering::Relaxed);
         let mut open: Vec<(i64, Arc<Slot>)> = self
             .slots()
             .into_iter()
-            .filter_map(|(_, s)| s.open_now().map(|v| (v, s)))
-            .filter(|(v, _)| !v.awaiting_setup())
+            .filter(|(_, s)| s.open_now().is_some())
             .map(|(_, s)| (s.last_used.load(Ordering::Relaxed), s))
             .collect();
-        let pinned = self.vaults().len().saturating_sub(open.len());
-        let excess = (open.len() + pinned).saturating_sub(cap).min(open.len());
+        open.sort_by_key(|(used, _)| *used);
+        let idle_before = if idle_ms > 0 { crate::store::now_ms().saturating_sub(idle_ms) } else { i64::MIN };
+        let idle = open.iter().take_while(|(used, _)| *used < idle_before).count();
+        let excess = open.len().saturating_sub(cap).max(idle);
         if excess == 0 {
             return 0;
         }
-        open.sort_by_key(|(used, _)| *used);
         for (_, s) in open.iter().take(excess) {
             let mut live = s.live.write().unwrap_or_else(|p| p.into_inner());
             if let Some(v) = live.take() {
@@ -869,10 +969,16 @@ impl Node {
         excess
     }
 
+    /// Closes vaults unused for `idle` (`--vault-idle-secs`; zero: only the cap closes them).
+    pub fn set_vault_idle(&self, idle: Duration) {
+        self.idle_ms.store(i64::try_from(idle.as_millis()).unwrap_or(i64::MAX), Ordering::Relaxed);
+    }
+
     /// Opens closed vaults whose files another process changed (and stamps the newly closed),
     /// so their agents in the token index follow the file. Returns how many were opened.
     fn reopen_changed(&self) -> Result<usize, VaultError> {
         let mut opened = 0;
+        let mut reads = 0;
         for (slot, s) in self.slots() {
             if s.open_now().is_some() {
                 continue;
@@ -884,10 +990,20 @@ impl Node {
             let touched = {
                 let mut stamp = s.closed_stamp.lock().unwrap_or_else(|p| p.into_inner());
                 let touched = *stamp != Some(now);
+                // Past this pass's budget a touched file keeps its old stamp: the next pass
+                // reads it. A node-wide job touching every file (a check, a retention run)
+                // must not hold the watcher, which also closes idle vaults, for seconds.
+                if touched && reads >= SEQ_READS_PER_PASS {
+                    continue;
+                }
                 *stamp = Some(now);
                 touched
             };
-            if touched && crate::store::read_change_seq(&s.path)? != s.closed_seq.load(Ordering::Relaxed) {
+            if !touched {
+                continue;
+            }
+            reads += 1;
+            if crate::store::read_change_seq(&s.path)? != s.closed_seq.load(Ordering::Relaxed) {
                 self.open_slot(slot, &s)?;
                 opened += 1;
             }
@@ -900,9 +1016,9 @@ impl Node {
         self.max_open.store(n.max(1), Ordering::Relaxed);
     }
 
-    /// Brings the served set in line with node.db's registry: opens vaults registered since
-    /// (by the management API or `clavitor vault add`) and drops retired ones, whose tokens stop
-    /// authenticating at once. Returns (opened, dropped).
+    /// Brings the served set in line with node.db's registry: serves vaults registered since
+    /// (by the management API or `clavitor vault add`; scanned, opened on demand) and drops
+    /// retired ones, whose tokens stop authenticating at once. Returns (added, dropped).
     pub fn sync_registry(&self) -> Result<(usize, usize), VaultError> {
         let _serial = self.registry.lock().unwrap_or_else(|p| p.into_inner());
         let ids: HashSet<VaultId> = self.dir.vault_ids()?.into_iter().collect();
@@ -924,32 +1040,23 @@ impl Node {
         if new.is_empty() {
             return Ok((0, dropped));
         }
-        let master = self.dir.load_master_key()?;
-        let mut opened = 0;
+        let mut added = 0;
         for id in new {
-            if served.len() + opened >= self.max_vaults {
+            if served.len() + added >= self.max_vaults {
                 return Err(VaultError::Setup(format!("this edition serves at most {} vaults", self.max_vaults)));
             }
-            let slot = self.vaults.read().unwrap_or_else(|p| p.into_inner()).len();
-            let vault = LiveVault::open(&self.dir, &master, id, self.sync, (slot, self.tokens.clone()))?;
-            self.vaults.write().unwrap_or_else(|p| p.into_inner()).push(Some(Arc::new(Slot {
-                id: id.clone(),
-                path: self.dir.vault_path(id),
-                live: RwLock::new(Some(Arc::new(vault))),
-                last_used: AtomicI64::new(crate::store::now_ms()),
-                closed_stamp: Mutex::new(None),
-                closed_seq: AtomicI64::new(-1),
-            })));
-            opened += 1;
+            let (slot, hashes) = scan(&self.dir, id)?;
+            let mut vaults = self.vaults.write().unwrap_or_else(|p| p.into_inner());
+            self.tokens.hint(vaults.len(), hashes);
+            vaults.push(Some(Arc::new(slot)));
+            added += 1;
         }
-        Ok((opened, dropped))
+        Ok((added, dropped))
     }
 
-    /// The files whose WAL the checkpointer keeps short: node.db and every open vault.
+    /// The vault files whose WAL the checkpointer keeps short (besides node.db): the open ones.
     fn files(&self) -> Vec<std::path::PathBuf> {
-        let mut files: Vec<_> = self.vaults().iter().map(|v| v.path.clone()).collect();
-        files.push(self.dir.node_db_path());
-        files
+        self.vaults().iter().map(|v| v.path.clone()).collect()
     }
 
     /// The vaults that could not be opened at start, with the reason.
@@ -1021,6 +1128,23 @@ impl Node {
             }
             return Ok(Principal { vault, agent });
         }
+        // A token of a vault not opened since start: open it, then look the token up among the
+        // agents the open read and checked.
+        if let Some(slot) = self.tokens.hinted(hash)
+            && let Some(s) = self.vaults.read().unwrap_or_else(|p| p.into_inner()).get(slot).cloned().flatten()
+        {
+            let vault = off_the_runtime(|| self.open_slot(slot, &s)).map_err(|e| {
+                tracing::error!(vault = %s.id, error = %e, "cannot open a vault");
+                AuthFailure::Unavailable(s.id.clone())
+            })?;
+            s.last_used.store(crate::store::now_ms(), Ordering::Relaxed);
+            return match self.tokens.get(hash) {
+                Some((again, agent)) if again == slot && !agent.expired_at(crate::store::now_secs()) => {
+                    Ok(Principal { vault, agent })
+                }
+                _ => Err(AuthFailure::Unknown),
+            };
+        }
         match self.unavailable.iter().find(|u| u.tokens.as_ref().is_none_or(|t| t.contains(hash))) {
             Some(u) => Err(AuthFailure::Unavailable(u.id.clone())),
             None => Err(AuthFailure::Unknown),
@@ -1062,6 +1186,7 @@ impl Node {
             let mut registry_failing = false;
             let mut closed_failing = false;
             let mut ticks: u64 = 0;
+            let mut closed = 0;
             while !node.stop.load(Ordering::Relaxed) {
                 std::thread::sleep(WATCH_INTERVAL);
                 ticks = ticks.wrapping_add(1);
@@ -1095,7 +1220,13 @@ impl Node {
                         "cannot open a closed vault another process changed",
                     );
                 }
-                node.close_idle();
+                closed += node.close_idle();
+                // Not at every close: under churn (more vaults in use than may be open) a trim
+                // at every tick would take the allocator's locks from the requests for nothing.
+                if closed > 0 && ticks.is_multiple_of(TRIM_EVERY) {
+                    release_freed_memory();
+                    closed = 0;
+                }
                 alert_on_new_failure(
                     &mut failing,
                     node.refresh(),
@@ -1109,7 +1240,7 @@ impl Node {
     /// Starts the thread that checkpoints every file's WAL; stops with [`Node::stop`].
     pub fn spawn_checkpointer(self: &Arc<Self>) -> Result<JoinHandle<()>, VaultError> {
         let node = Arc::clone(self);
-        let mut checkpointer = crate::store::Checkpointer::open(&self.files())?;
+        let mut checkpointer = crate::store::Checkpointer::open(&[self.dir.node_db_path()])?;
         std::thread::Builder::new()
             .name("wal-checkpoint".into())
             .spawn(move || {
@@ -1133,6 +1264,17 @@ impl Node {
     }
 }
 
+/// Returns the heap pages closed vaults freed to the kernel: their connections and caches are
+/// many small allocations, which glibc would otherwise keep (in the arena of whichever thread
+/// made them) and the process's RSS with them.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim has no preconditions; it only returns free heap pages to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Lowers the calling thread's scheduling priority (nice 10). A checkpoint copies the WAL into
 /// the database and fsyncs; on a 2-core node it otherwise competes for a core with the request
 /// workers and the audit writer, and the reads in flight wait.
@@ -1142,6 +1284,19 @@ fn background_priority() {
     if rc != 0 {
         tracing::debug!(error = %std::io::Error::last_os_error(), "cannot lower the checkpoint thread's priority");
     }
+}
+
+/// A registered vault's slot, closed, from a read-only scan of its file; and its token hashes
+/// (unchecked, for the index's hints). The stamp is taken before the read, so a write landing
+/// after it is seen by the watcher.
+fn scan(dir: &DataDir, id: &VaultId) -> Result<(Slot, Vec<String>), VaultError> {
+    let path = dir.vault_path(id);
+    if !path.exists() {
+        return Err(VaultError::Setup(format!("vault file {} is missing", path.display())));
+    }
+    let stamp = file_stamp(&path);
+    let (hashes, seq) = crate::store::scan_vault_file(&path)?;
+    Ok((Slot::closed(id.clone(), path, stamp, seq), hashes))
 }
 
 /// The check a vault file must pass before it is served: SQLite's `quick_check`.
@@ -1255,7 +1410,7 @@ mod tests {
         let dir = DataDir::new(tmp.path().join("data"), None);
         dir.init().unwrap();
         let node = Node::start(&dir, 1, AuditSync::Normal).unwrap();
-        let vault = node.vaults()[0].clone();
+        let vault = node.vault(dir.pick_vault(None).unwrap().as_str()).unwrap();
         let mut asker = (*agent(5, None).1).clone();
         asker.scopes = ScopeSet::parse("0005").unwrap();
         let event = AuditEvent::new(Actor::Agent(asker.id), Action::ProxyRequest, Outcome::Ok);
@@ -1275,7 +1430,7 @@ mod tests {
         let dir = DataDir::new(tmp.path().join("data"), None);
         dir.init().unwrap();
         let node = Node::start(&dir, 1, AuditSync::Normal).unwrap();
-        let vault = node.vaults()[0].clone();
+        let vault = node.vault(dir.pick_vault(None).unwrap().as_str()).unwrap();
         let event = AuditEvent::new(Actor::LocalOperator, Action::EntryCreate, Outcome::Ok);
         let add = |json: &str| {
             let input: EntryInput = serde_json::from_str(json).unwrap();

@@ -88,6 +88,7 @@ pub fn start(node_db: &Path) -> Result<(), String> {
 
 fn copier(node_db: &Path) {
     let mut last_full: Option<Instant> = None;
+    let mut stamps = Stamps::default();
     let mut failing = false;
     loop {
         let full = last_full.is_none_or(|t| t.elapsed() >= FULL_PASS);
@@ -103,7 +104,7 @@ fn copier(node_db: &Path) {
         let result = (|| -> Result<(), StoreError> {
             let mut db = NodeDb::open(node_db)?;
             if full {
-                copy_everything(&mut db, node_db)?;
+                copy_everything(&mut db, node_db, &mut stamps)?;
                 last_full = Some(Instant::now());
             } else {
                 for file in &files {
@@ -136,15 +137,52 @@ fn copier(node_db: &Path) {
     }
 }
 
-fn copy_everything(db: &mut NodeDb, node_db: &Path) -> Result<(), StoreError> {
+/// Every this many full passes, each file is read whatever its stamp (a write can leave a
+/// file's length and, within the file system's clock tick, its mtime as they were).
+const UNCONDITIONAL_EVERY: u32 = 10;
+
+/// What a full pass saw of each vault file: (mtime ns, length) of the file and its WAL, taken
+/// before the read. A hosted node has thousands of files, nearly all unchanged between passes;
+/// opening each one every minute would cost seconds of a core.
+#[derive(Default)]
+struct Stamps {
+    seen: std::collections::HashMap<PathBuf, [(i128, u64); 2]>,
+    passes: u32,
+}
+
+fn stamp(path: &Path) -> [(i128, u64); 2] {
+    let of = |p: &Path| {
+        std::fs::metadata(p)
+            .ok()
+            .and_then(|m| {
+                let t = m.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?;
+                Some((t.as_nanos() as i128, m.len()))
+            })
+            .unwrap_or((0, 0))
+    };
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    [of(path), of(Path::new(&wal))]
+}
+
+fn copy_everything(db: &mut NodeDb, node_db: &Path, stamps: &mut Stamps) -> Result<(), StoreError> {
     while db.feed_copy_node_rows(COPY_BATCH)? == COPY_BATCH as usize {}
     let dir = node_db.parent().unwrap_or(Path::new("."));
+    let every = stamps.passes.is_multiple_of(UNCONDITIONAL_EVERY);
+    stamps.passes = stamps.passes.wrapping_add(1);
+    let mut seen = std::collections::HashMap::new();
     for reg in db.vaults()? {
         let path = dir.join("vaults").join(&reg.file_name);
-        if path.exists() {
+        if !path.exists() {
+            continue;
+        }
+        let now = stamp(&path);
+        if every || stamps.seen.get(&path) != Some(&now) {
             copy_vault_now(db, &reg.vault_id, &path)?;
         }
+        seen.insert(path, now);
     }
+    stamps.seen = seen;
     Ok(())
 }
 

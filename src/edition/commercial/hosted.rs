@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use axum::Json;
-use axum::extract::{Path as UrlPath, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 
@@ -119,7 +120,7 @@ fn remove_due(node_db: &Path) -> Result<(), StoreError> {
 /// One vault as listed: never a title, URL, value, agent name or token.
 fn describe(dir: &Path, reg: &crate::store::node_db::VaultRegistration) -> Result<Value, StoreError> {
     let path = dir.join("vaults").join(&reg.file_name);
-    let (entries, agents, passkeys) = VaultDb::open(&path)?.usage_counts()?;
+    let (entries, agents, passkeys) = VaultDb::usage_counts_of(&path)?;
     let size: u64 = ["", "-wal"]
         .iter()
         .filter_map(|s| {
@@ -138,10 +139,66 @@ fn describe(dir: &Path, reg: &crate::store::node_db::VaultRegistration) -> Resul
     }))
 }
 
-fn list_vaults(node_db: &Path) -> Result<Vec<Value>, StoreError> {
+/// Default and largest page of `GET /api/mgmt/vaults` (each listed vault's file is read for
+/// its counts, so a page costs a file open per vault).
+const DEFAULT_PAGE: u32 = 100;
+const MAX_PAGE: u32 = 1000;
+
+/// The opaque cursor after a listed vault: its created time and id, base64url.
+fn cursor_after(reg: &crate::store::node_db::VaultRegistration) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{}.{}", reg.created_at, reg.vault_id))
+}
+
+/// (created_at, vault id) of a cursor this node issued; `None` for anything else.
+fn parse_cursor(cursor: &str) -> Option<(i64, String)> {
+    use base64::Engine;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cursor).ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    let (ts, id) = text.split_once('.')?;
+    let id = VaultId::parse(id).ok()?;
+    Some((ts.parse().ok()?, id.as_str().to_owned()))
+}
+
+/// One page of live vaults after `after`, and the cursor of the next page (`None`: this was
+/// the last).
+fn list_page(
+    node_db: &Path,
+    after: Option<&(i64, String)>,
+    limit: u32,
+) -> Result<(Vec<Value>, Option<String>), StoreError> {
     let db = NodeDb::open(node_db)?;
     let dir = node_db.parent().unwrap_or(Path::new("."));
-    db.vaults()?.iter().map(|reg| describe(dir, reg)).collect()
+    let regs = db.vaults_page(after.map(|(ts, id)| (*ts, id.as_str())), limit)?;
+    let next = if regs.len() == limit as usize { regs.last().map(cursor_after) } else { None };
+    let listed = regs.iter().map(|reg| describe(dir, reg)).collect::<Result<_, _>>()?;
+    Ok((listed, next))
+}
+
+/// Every live vault, page by page (the local CLI).
+fn list_vaults(node_db: &Path) -> Result<Vec<Value>, StoreError> {
+    let mut all = Vec::new();
+    let mut after = None;
+    loop {
+        let (page, next) = list_page(node_db, after.as_ref(), MAX_PAGE)?;
+        all.extend(page);
+        match next.as_deref().and_then(parse_cursor) {
+            Some(c) => after = Some(c),
+            None => return Ok(all),
+        }
+    }
+}
+
+/// `GET /api/mgmt/vaults` paging.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Vaults per page: 1 to 1000, default 100.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
+    limit: Option<String>,
+    /// The `next_cursor` of the previous page (opaque); absent for the first page.
+    cursor: Option<String>,
 }
 
 /// Retires a live vault: out of the registry's live set now, its file removed after the grace
@@ -213,18 +270,39 @@ pub async fn create(State(state): State<AppState>, headers: HeaderMap) -> Result
 #[utoipa::path(
     get,
     path = "/api/mgmt/vaults",
-    summary = "List hosted vaults: id, created, counts of agents, entries and passkeys, size (management token, scope vaults)",
+    summary = "List hosted vaults, a page at a time: id, created, counts of agents, entries and passkeys, size (management token, scope vaults)",
     security(("bearer" = [])),
+    params(ListQuery),
     responses(
-        (status = 200, description = "the live vaults (never titles, URLs or values)", body = Object),
-        (status = "4XX", description = "error: 401 no valid management token, 403 wrong scope", body = crate::api::openapi::schemas::ErrorBody),
+        (status = 200, description = "a page of live vaults in creation order (never titles, URLs or values): `vaults`, and `next_cursor` (null on the last page) to pass as `cursor` for the next", body = Object),
+        (status = "4XX", description = "error: 400 bad limit or cursor, 401 no valid management token, 403 wrong scope", body = crate::api::openapi::schemas::ErrorBody),
     )
 )]
-pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
     mgmt_caller(&headers, "vaults").await?;
+    let Query(q) = query.map_err(|_| ApiError::BadRequest("the query takes limit and cursor".into()))?;
+    let limit = match q.limit.as_deref() {
+        None => DEFAULT_PAGE,
+        Some(l) => l
+            .parse::<u32>()
+            .ok()
+            .filter(|l| (1..=MAX_PAGE).contains(l))
+            .ok_or_else(|| ApiError::BadRequest(format!("limit must be 1 to {MAX_PAGE}")))?,
+    };
+    let after = match q.cursor.as_deref() {
+        None | Some("") => None,
+        Some(c) => {
+            Some(parse_cursor(c).ok_or_else(|| ApiError::BadRequest("cursor is not one this node issued".into()))?)
+        }
+    };
     let node_db = state.node.data_dir().node_db_path();
-    let vaults = crate::api::blocking(move || list_vaults(&node_db).map_err(internal)).await?;
-    Ok(Json(json!({"vaults": vaults})))
+    let (vaults, next) =
+        crate::api::blocking(move || list_page(&node_db, after.as_ref(), limit).map_err(internal)).await?;
+    Ok(Json(json!({"vaults": vaults, "next_cursor": next})))
 }
 
 #[utoipa::path(

@@ -178,7 +178,6 @@ pub fn open(args: &LicenseArgs, node_db: &Path, serving: bool) -> Result<(), Edi
     });
     drop(guard);
     if serving {
-        warn_over_caps();
         start_jobs(Duration::from_secs(args.license_revalidate_after_secs.min(DAY_SECS)));
     }
     Ok(())
@@ -269,7 +268,7 @@ fn usage(node_db: &Path) -> Result<Vec<(Limit, u64)>, StoreError> {
     let (mut entries, mut agents, mut passkeys) = (0, 0, 0);
     for reg in &regs {
         let path = dir.join("vaults").join(&reg.file_name);
-        let (e, a, p) = VaultDb::open(&path)?.usage_counts()?;
+        let (e, a, p) = VaultDb::usage_counts_of(&path)?;
         entries = entries.max(e);
         agents = agents.max(a);
         passkeys = passkeys.max(p);
@@ -439,6 +438,9 @@ fn start_jobs(first: Duration) {
     let (tx, rx) = mpsc::channel::<()>();
     with_rt(|rt| rt.jobs = Some(tx));
     let spawned = std::thread::Builder::new().name("license-jobs".into()).spawn(move || {
+        // Here, not before serving: it reads every vault file's counts, which on a node with
+        // thousands of vaults takes seconds.
+        warn_over_caps();
         let day = Duration::from_secs(DAY_SECS);
         let mut next_revalidate = Instant::now() + first;
         let mut next_prune = Instant::now();
