@@ -339,7 +339,7 @@ fn expired_derived_agents_are_removed_with_an_audit_row_and_the_parent_stays() {
     let (parent, token) = v.add_agent("ci", &["--scopes", "00aa", "--ttl", "1h"]);
     let s = v.serve();
     let (child, _, _) = derived(&s, &token, &json!({"name": "blink", "ttl_secs": 1}));
-    let (kept, _, _) = derived(&s, &token, &json!({"name": "hour", "ttl_secs": 3600}));
+    let (kept, _, _) = derived(&s, &token, &json!({"name": "hour", "ttl_secs": 1800}));
     let ids = || -> Vec<i64> {
         let listed = v.cli_json(&["agent", "list", "--json"], None);
         listed.as_array().unwrap().iter().map(|a| a["id"].as_i64().unwrap()).collect()
