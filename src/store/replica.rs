@@ -313,17 +313,7 @@ impl VaultDb {
     pub fn backlog_for(&mut self, backup: &str) -> Result<Backlog, StoreError> {
         let path = self.path.clone();
         let tx = self.conn.transaction().ctx(&path)?;
-        let mark = |kind: MarkKind| -> Result<i64, StoreError> {
-            let v: Option<i64> = tx
-                .query_row(
-                    "SELECT seq FROM replication_marks WHERE backup_id = ?1 AND kind = ?2",
-                    params![backup, kind.as_str()],
-                    |r| r.get(0),
-                )
-                .optional()
-                .ctx(&path)?;
-            Ok(v.unwrap_or(0))
-        };
+        let mark = |kind: MarkKind| mark_of(&tx, &path, backup, kind);
         let (seq, id, auth, audit) =
             (mark(MarkKind::Entries)?, mark(MarkKind::EntryId)?, mark(MarkKind::Auth)?, mark(MarkKind::Audit)?);
         let count = |sql: &str, p: &[&dyn rusqlite::ToSql]| -> Result<u64, StoreError> {
@@ -352,16 +342,7 @@ impl VaultDb {
 
     /// The watermark this primary holds for `backup` and `kind` (0: nothing acknowledged).
     pub fn replication_mark(&self, backup: &str, kind: MarkKind) -> Result<i64, StoreError> {
-        let v: Option<i64> = self
-            .conn
-            .query_row(
-                "SELECT seq FROM replication_marks WHERE backup_id = ?1 AND kind = ?2",
-                params![backup, kind.as_str()],
-                |r| r.get(0),
-            )
-            .optional()
-            .ctx(&self.path)?;
-        Ok(v.unwrap_or(0))
+        mark_of(&self.conn, &self.path, backup, kind)
     }
 
     /// Records what `backup` acknowledged, in one transaction: the watermarks (one worker
@@ -534,17 +515,7 @@ impl VaultDb {
     ) -> Result<Option<Vec<(i64, String)>>, StoreError> {
         let path = self.path.clone();
         let tx = self.conn.transaction().ctx(&path)?;
-        let mark = |kind: MarkKind| -> Result<i64, StoreError> {
-            let v: Option<i64> = tx
-                .query_row(
-                    "SELECT seq FROM replication_marks WHERE backup_id = ?1 AND kind = ?2",
-                    params![backup, kind.as_str()],
-                    |r| r.get(0),
-                )
-                .optional()
-                .ctx(&path)?;
-            Ok(v.unwrap_or(0))
-        };
+        let mark = |kind: MarkKind| mark_of(&tx, &path, backup, kind);
         let (seq, id) = (mark(MarkKind::Entries)?, mark(MarkKind::EntryId)?);
         let waiting: bool = tx
             .query_row(
@@ -560,6 +531,25 @@ impl VaultDb {
 }
 
 /// See [`VaultDb::entry_digests`].
+/// The watermark held for `backup` and `kind` (0: nothing acknowledged), read on `conn` (a
+/// transaction derefs to one, so callers reading several things in one snapshot use this too).
+fn mark_of(
+    conn: &rusqlite::Connection,
+    path: &std::path::Path,
+    backup: &str,
+    kind: MarkKind,
+) -> Result<i64, StoreError> {
+    let v: Option<i64> = conn
+        .query_row(
+            "SELECT seq FROM replication_marks WHERE backup_id = ?1 AND kind = ?2",
+            params![backup, kind.as_str()],
+            |r| r.get(0),
+        )
+        .optional()
+        .ctx(path)?;
+    Ok(v.unwrap_or(0))
+}
+
 fn digests(conn: &rusqlite::Connection, path: &std::path::Path, width: i64) -> Result<Vec<(i64, String)>, StoreError> {
     use sha2::{Digest, Sha256};
     let width = width.max(1);
