@@ -488,3 +488,178 @@ fn the_node_binary_holds_no_signing_code_path() {
     assert!(signing.is_empty(), "signing code in the node binary: {signing:?}");
     assert!(symbols.contains("verify_strict"), "nm sees the validator's code");
 }
+
+/// The REST create paths a cap covers, for the table below.
+#[derive(Debug, Clone, Copy)]
+enum CreatePath {
+    Agent,
+    Passkey,
+    Entry,
+    Vault,
+}
+
+impl CreatePath {
+    const ALL: [CreatePath; 4] = [CreatePath::Agent, CreatePath::Passkey, CreatePath::Entry, CreatePath::Vault];
+
+    fn limit(self) -> Limit {
+        match self {
+            CreatePath::Agent => Limit::MaxAgentsPerVault,
+            CreatePath::Passkey => Limit::MaxPasskeysPerVault,
+            CreatePath::Entry => Limit::MaxEntriesPerVault,
+            CreatePath::Vault => Limit::MaxVaults,
+        }
+    }
+
+    /// The default tier's cap, as the issue states it (not read from the code under test).
+    fn default_cap(self) -> u64 {
+        match self {
+            CreatePath::Agent => 5,
+            CreatePath::Passkey => 2,
+            CreatePath::Entry => 100,
+            CreatePath::Vault => 1,
+        }
+    }
+
+    /// One create through the API: the owner's passkey-approved write, or the management token's
+    /// vault registration.
+    fn create(self, s: &Server, owner: &mut Admin, vaults: &str, n: usize) -> common::Resp {
+        match self {
+            CreatePath::Agent => owner.write(s, "POST", "/api/agents", &json!({"name": format!("agent-{n}")})),
+            CreatePath::Passkey => {
+                let mut other = SoftPasskey::new(true);
+                let r = post_json(s, "/api/passkeys/options", Some(&owner.token), &json!({}));
+                assert_eq!(r.status, 200, "{}", r.body);
+                let start = r.json();
+                let ccr: CreationChallengeResponse = serde_json::from_value(start["options"].clone()).unwrap();
+                let cred = other.do_registration(origin(), ccr).unwrap();
+                let body = json!({"registration_id": start["registration_id"], "name": format!("key-{n}"), "credential": cred});
+                owner.write(s, "POST", "/api/passkeys", &body)
+            }
+            CreatePath::Entry => {
+                owner.write(s, "POST", "/api/entries", &json!({"title": format!("e-{n}"), "fields": []}))
+            }
+            CreatePath::Vault => request(&s.url("/api/mgmt/vaults"), "POST", Some(vaults), None),
+        }
+    }
+}
+
+/// The reference's per-state 403 message (§4), written out here so the test checks the texts,
+/// not the code that renders them. GRACE and EXPIRED are for the tokens made below (expired 2 and
+/// 40 days ago, an hour of margin each way).
+fn expected_cap_message(state: &str, limit: &str, current: u64, cap: u64) -> String {
+    match state {
+        "ABSENT" => {
+            format!(
+                "No license installed: default tier applies (cap = {cap} for {limit}). Install a license to raise this."
+            )
+        }
+        "ACTIVE" => format!(
+            "License cap reached: {limit} = {cap}. Current usage is {current}. Contact your vendor to raise the cap."
+        ),
+        "GRACE" => format!(
+            "License expired 2 day(s) ago and is in its grace period (ends in 28 days). Cap unchanged at {cap}. Renew before grace ends."
+        ),
+        "EXPIRED" => format!(
+            "License expired 40 days ago: system reverted to default tier (cap = {cap} for {limit}). Current usage is {current}. Renew the license to lift the cap."
+        ),
+        "INVALID" => format!(
+            "License rejected (License signature verification failed): default tier applies (cap = {cap} for {limit}). Fix the license to raise this."
+        ),
+        other => panic!("no such state {other}"),
+    }
+}
+
+/// Every REST create path a cap covers, in every state: the 403 body carries the reference's
+/// fields and the state's message, each refusal leaves one `cap_exceeded` row naming limit,
+/// current and cap, and EXPIRED and INVALID fall back to the default tier (cap below usage).
+#[test]
+fn every_rest_cap_in_every_state_refuses_with_the_states_message_and_an_audit_row() {
+    let v = Vault::uninitialised_owner();
+    let k = keys(v.tmp.path(), "vendor");
+    // 100 entries (the default tier's cap) before the server starts: 100 API writes would be slow.
+    let lines: String = (0..100).map(|n| format!("{}\n", json!({"title": format!("seed{n}"), "fields": []}))).collect();
+    let out = v.cli_stdin(&["entry", "import", "--file", "-"], Some(&lines));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let s = start(&v, &k, &[]);
+    let license = mgmt_token(&v, "license");
+    let vaults = mgmt_token(&v, "vaults");
+    let mut owner = Admin::owner(&s, &v.setup_code); // agent 1, passkey 1, the node's vault 1
+    let mut n = 0;
+    // To the default tier's caps: 4 more agents, 1 more passkey (the entries and the vault are there).
+    for (p, count) in [(CreatePath::Agent, 4), (CreatePath::Passkey, 1)] {
+        for _ in 0..count {
+            n += 1;
+            let r = p.create(&s, &mut owner, &vaults, n);
+            assert_eq!(r.status, 201, "{p:?}: {}", r.body);
+        }
+    }
+
+    // The license's caps are one above the default tier's: ACTIVE allows one more of each, and
+    // from then on usage stands one above the default cap that EXPIRED and INVALID fall back to.
+    let caps: Vec<(Limit, u64)> = CreatePath::ALL.iter().map(|p| (p.limit(), p.default_cap() + 1)).collect();
+    let active_t = token(&k, "acme", now() + 365 * DAY, 30, &caps);
+    let grace_t = token(&k, "acme", now() - 2 * DAY - 3600, 30, &caps);
+    let expired_t = token(&k, "acme", now() - 40 * DAY - 3600, 5, &caps);
+    let forged = active(&keys(v.tmp.path(), "other"), &caps);
+    // (state, the token POSTed first, its install status)
+    let table: [(&str, Option<&str>, u16); 5] = [
+        ("ABSENT", None, 0),
+        ("ACTIVE", Some(&active_t), 200),
+        ("GRACE", Some(&grace_t), 200),
+        ("EXPIRED", Some(&expired_t), 200),
+        ("INVALID", Some(&forged), 422),
+    ];
+    let mut above = 0;
+    let mut expected_rows = Vec::new();
+    for (state, tok, status) in table {
+        if let Some(tok) = tok {
+            let r = install(&s, &license, tok);
+            assert_eq!(r.status, status, "{state}: {}", r.body);
+        }
+        assert_eq!(usage(&s, &license)["state"], state);
+        if state == "ACTIVE" {
+            // The license lifts every cap by one: one more of each is created.
+            for p in CreatePath::ALL {
+                n += 1;
+                let r = p.create(&s, &mut owner, &vaults, n);
+                assert_eq!(r.status, 201, "ACTIVE {p:?}: {}", r.body);
+            }
+            above = 1;
+        }
+        let license_caps = matches!(state, "ACTIVE" | "GRACE");
+        for p in CreatePath::ALL {
+            let current = p.default_cap() + above;
+            let cap = p.default_cap() + u64::from(license_caps);
+            let key = p.limit().key();
+            n += 1;
+            let r = p.create(&s, &mut owner, &vaults, n);
+            assert_eq!(r.status, 403, "{state} {p:?}: {}", r.body);
+            let expected = json!({
+                "error": "license cap reached",
+                "limit": key,
+                "current": current,
+                "cap": cap,
+                "state": state,
+                "message": expected_cap_message(state, key, current, cap),
+            });
+            assert_eq!(r.json(), expected, "{state} {p:?}");
+            expected_rows.push(format!("{key} current={current} cap={cap} state={state}"));
+        }
+    }
+
+    let rows: Vec<Value> = v.audit_rows(true).into_iter().filter(|r| r["action"] == "cap_exceeded").collect();
+    let mut rows: Vec<(i64, String, String)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_i64().unwrap(),
+                r["outcome"].as_str().unwrap().to_owned(),
+                r["detail"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    rows.sort();
+    assert!(rows.iter().all(|(_, outcome, _)| outcome == "failed"), "{rows:?}");
+    let details: Vec<String> = rows.into_iter().map(|(_, _, d)| d).collect();
+    assert_eq!(details, expected_rows, "one cap_exceeded row per refusal, naming limit, current and cap");
+}
