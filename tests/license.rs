@@ -65,7 +65,7 @@ fn token(k: &Keys, tenant: &str, exp: i64, grace: u32, limits: &[(Limit, u64)]) 
     let info = LicenseInfo {
         license_id: uuid::Uuid::new_v4(),
         tenant_id: tenant.into(),
-        label: Some("test".into()),
+        label: Some("ACME prod 2026".into()),
         iat: now(),
         exp,
         grace_period_days: grace,
@@ -131,13 +131,18 @@ fn install_via_env_file_and_post_and_restart_restores_from_the_db() {
     let k = keys(v.tmp.path(), "vendor");
     let mgmt = mgmt_token(&v, "license");
 
-    // Env.
-    let t1 = active(&k, &[(Limit::MaxAgentsPerVault, 7)]);
+    // Env. The expiry is an hour past a whole number of days, so the day count is exact.
+    let exp = now() + 365 * DAY + 3600;
+    let t1 = token(&k, "acme", exp, 21, &[(Limit::MaxAgentsPerVault, 7)]);
     let mut s = start(&v, &k, &[("CLAVITOR_LICENSE_TOKEN", &t1)]);
     let u = usage(&s, &mgmt);
     assert_eq!(u["state"], "ACTIVE");
     assert_eq!(u["tenantId"], "acme");
-    assert!(u["message"].as_str().unwrap().starts_with("License active. 36"), "{u}");
+    assert_eq!(u["expiresAt"], exp, "{u}");
+    assert_eq!(u["daysRemaining"], 365, "{u}");
+    assert_eq!(u["gracePeriodDays"], 21, "{u}");
+    assert_eq!(u["label"], "ACME prod 2026", "{u}");
+    assert_eq!(u["message"], "License active. 365 days remaining.");
     assert_eq!(cap_of(&u, "max_agents_per_vault"), (7, "license".into()));
     assert_eq!(cap_of(&u, "max_entries_per_vault"), (100, "default".into()));
     assert!(u["lastValidatedAt"].as_i64().is_some());
@@ -199,6 +204,9 @@ fn management_tokens_work_only_on_management_routes() {
     let u = usage(&s, &license);
     assert_eq!(u["state"], "ABSENT");
     assert_eq!(u["message"], "No license installed. Default tier applies.");
+    for field in ["expiresAt", "daysRemaining", "gracePeriodDays", "label", "licenseId", "lastValidatedAt"] {
+        assert!(u[field].is_null(), "{field} without a license: {u}");
+    }
 
     let list = v.cli_json(&["mgmt", "token", "list"], None);
     assert_eq!(list.as_array().unwrap().len(), 2);
@@ -662,4 +670,120 @@ fn every_rest_cap_in_every_state_refuses_with_the_states_message_and_an_audit_ro
     assert!(rows.iter().all(|(_, outcome, _)| outcome == "failed"), "{rows:?}");
     let details: Vec<String> = rows.into_iter().map(|(_, _, d)| d).collect();
     assert_eq!(details, expected_rows, "one cap_exceeded row per refusal, naming limit, current and cap");
+}
+
+/// The default tier's caps as the usage report lists them.
+fn assert_default_tier(u: &Value) {
+    for (key, cap) in [
+        ("max_vaults", 1),
+        ("max_agents_per_vault", 5),
+        ("max_passkeys_per_vault", 2),
+        ("max_entries_per_vault", 100),
+        ("max_audit_retention_days", 7),
+    ] {
+        assert_eq!(cap_of(u, key), (cap, "default".into()), "{key}: {u}");
+    }
+}
+
+#[test]
+fn a_token_without_a_public_key_is_invalid_and_the_default_tier_applies() {
+    let v = Vault::new();
+    let k = keys(v.tmp.path(), "vendor");
+    let mgmt = mgmt_token(&v, "license");
+    let vaults = mgmt_token(&v, "vaults");
+    let big: Vec<(Limit, u64)> = Limit::ALL.iter().map(|l| (*l, 50)).collect();
+    let good = active(&k, &big);
+    let no_key = ["--tenant-id", "acme"];
+    const MESSAGE: &str = "License rejected: no license public key is configured but a license token is present. \
+                           Default tier applies. Fix the license to recover.";
+
+    // A well-signed token in the environment, no --license-public-key.
+    let s = Server::start_env(&v.dir(), &no_key, &[("CLAVITOR_LICENSE_TOKEN", &good)]);
+    let u = usage(&s, &mgmt);
+    assert_eq!(u["state"], "INVALID", "{u}");
+    assert_eq!(u["message"], MESSAGE);
+    assert!(u["licenseId"].is_null() && u["expiresAt"].is_null(), "nothing of the unverified token is shown: {u}");
+    assert_default_tier(&u);
+    assert!(s.stderr().contains("OPERATOR ALERT [license]"), "{}", s.stderr());
+    // The default tier is enforced, not just reported: the node's one vault is the cap.
+    let r = request(&s.url("/api/mgmt/vaults"), "POST", Some(&vaults), None);
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!((r.json()["state"].clone(), r.json()["cap"].clone()), (json!("INVALID"), json!(1)));
+    // A runtime install cannot be verified either.
+    let r = install(&s, &mgmt, &good);
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(r.json()["message"].as_str().unwrap().contains("no license public key"), "{}", r.body);
+    assert_eq!(usage(&s, &mgmt)["state"], "INVALID");
+    drop(s);
+    let rejected: Vec<String> = v
+        .audit_rows(true)
+        .iter()
+        .filter(|r| r["action"] == "reject_license")
+        .map(|r| r["detail"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(rejected.len(), 2, "boot and POST each audited: {rejected:?}");
+    assert!(rejected.iter().all(|d| d.contains("no license public key")), "{rejected:?}");
+
+    // `clavitor license show` says the same, for a token in the environment...
+    let show = |env: &[(&str, &str)]| -> Value {
+        let mut args = no_key.to_vec();
+        args.extend(["license", "show"]);
+        let out = v.cli_env(&args, env);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let shown = show(&[("CLAVITOR_LICENSE_TOKEN", &good)]);
+    assert_eq!((shown["state"].as_str(), shown["message"].as_str()), (Some("INVALID"), Some(MESSAGE)));
+    assert_default_tier(&shown);
+    // ...and for one stored in node.db by an install that had the key.
+    let file = v.tmp.path().join("lic");
+    std::fs::write(&file, &good).unwrap();
+    let out = cli(&v, &k, &["license", "install", file.to_str().unwrap()], &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let shown = show(&[]);
+    assert_eq!(shown["state"], "INVALID", "{shown}");
+    assert_default_tier(&shown);
+    // The same node.db with the key configured: ACTIVE with the license's caps.
+    let out = cli(&v, &k, &["license", "show"], &[]);
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((shown["state"].as_str(), cap_of(&shown, "max_vaults")), (Some("ACTIVE"), (50, "license".into())));
+}
+
+#[test]
+fn a_valid_install_brings_an_invalid_node_back_to_active() {
+    let v = Vault::new();
+    let k = keys(v.tmp.path(), "vendor");
+    let mgmt = mgmt_token(&v, "license");
+    let vaults = mgmt_token(&v, "vaults");
+    let mut s = start(&v, &k, &[]);
+    assert_eq!(install(&s, &mgmt, &active(&k, &[(Limit::MaxAgentsPerVault, 7)])).status, 200);
+    // A bad runtime install: another vendor's signature.
+    let forged = active(&keys(v.tmp.path(), "other"), &[(Limit::MaxVaults, 9)]);
+    assert_eq!(install(&s, &mgmt, &forged).status, 422);
+    let u = usage(&s, &mgmt);
+    assert_eq!(u["state"], "INVALID");
+    assert_default_tier(&u);
+    let r = request(&s.url("/api/mgmt/vaults"), "POST", Some(&vaults), None);
+    assert_eq!((r.status, r.json()["state"].clone()), (403, json!("INVALID")), "{}", r.body);
+
+    // A valid license recovers the node at once, with its caps.
+    let good = active(&k, &[(Limit::MaxVaults, 2), (Limit::MaxAgentsPerVault, 8)]);
+    let r = install(&s, &mgmt, &good);
+    assert_eq!((r.status, r.json()["state"].clone()), (200, json!("ACTIVE")), "{}", r.body);
+    let u = usage(&s, &mgmt);
+    assert_eq!(u["state"], "ACTIVE");
+    assert!(u["message"].as_str().unwrap().starts_with("License active."), "{u}");
+    assert_eq!(cap_of(&u, "max_vaults"), (2, "license".into()));
+    assert_eq!(cap_of(&u, "max_agents_per_vault"), (8, "license".into()));
+    assert_eq!(cap_of(&u, "max_entries_per_vault"), (100, "default".into()), "a key the license omits");
+    let r = request(&s.url("/api/mgmt/vaults"), "POST", Some(&vaults), None);
+    assert_eq!(r.status, 201, "the license's max_vaults applies again: {}", r.body);
+    let r = request(&s.url("/api/mgmt/vaults"), "POST", Some(&vaults), None);
+    assert_eq!((r.status, r.json()["state"].clone(), r.json()["cap"].clone()), (403, json!("ACTIVE"), json!(2)));
+    s.terminate();
+    // And it is the stored one: a restart stays ACTIVE.
+    let mut s = start(&v, &k, &[]);
+    let restored = usage(&s, &mgmt);
+    assert_eq!((restored["state"].as_str(), restored["licenseId"].clone()), (Some("ACTIVE"), u["licenseId"].clone()));
+    s.terminate();
 }
