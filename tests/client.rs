@@ -331,6 +331,50 @@ fn run_never_writes_a_value_to_its_own_stderr() {
     assert!(err.contains("could not start /nonexistent/cmd") && !err.contains(PASSWORD), "{err}");
 }
 
+/// Issue 13: every `clavitor://` reference `run` resolves is an audited read on the server, one
+/// `entry.read` row per reference, with the agent as actor; a plain variable reads nothing.
+#[test]
+fn run_resolves_each_reference_with_an_audited_read() {
+    let t = setup();
+    let agent = i64::from_str_radix(&t.own, 16).expect("the agent's id");
+    let db = t.v.add_entry(&json!({
+        "title": "Db", "scopes": [&t.own],
+        "fields": [{"name": "api_key", "kind": "secret", "value": "db-key-2y"}]
+    }));
+    eventually("the new entry served", || t.run(&["ls"]).stdout.windows(2).any(|w| w == b"Db"));
+    let before = t.v.audit_rows(false).iter().filter_map(|r| r["id"].as_i64()).max().unwrap_or(0);
+
+    let script = r#"test "$A_PASS" = gh-pass-1x && test "$B_USER" = bot && test "$C_KEY" = db-key-2y && echo all-ok"#;
+    let out = run_child(
+        &t,
+        &[],
+        script,
+        &[
+            ("A_PASS", "clavitor://GitHub/password"),
+            ("B_USER", &format!("clavitor://{}/username", t.github)),
+            ("C_KEY", &format!("clavitor://{db}/api_key")),
+            ("PLAIN", "not-a-reference"),
+        ],
+    );
+    assert_eq!(ok(&out), "all-ok\n");
+
+    let rows: Vec<Value> =
+        t.v.audit_rows(false).into_iter().filter(|r| r["id"].as_i64().unwrap_or(0) > before).collect();
+    let reads: Vec<&Value> = rows.iter().filter(|r| r["action"] == "entry.read").collect();
+    for r in &reads {
+        assert_eq!(
+            (r["actor"].as_str(), r["agent_id"].as_i64(), r["outcome"].as_str()),
+            (Some("agent"), Some(agent), Some("ok")),
+            "{r}"
+        );
+    }
+    let mut read: Vec<i64> = reads.iter().filter_map(|r| r["entry_id"].as_i64()).collect();
+    read.sort_unstable();
+    let mut expected = vec![t.github, t.github, db];
+    expected.sort_unstable();
+    assert_eq!(read, expected, "one audited read per resolved reference (two name GitHub): {rows:?}");
+}
+
 #[test]
 fn run_forwards_sigterm_and_reports_signals() {
     let t = setup();
