@@ -567,10 +567,13 @@ struct Setup<'a> {
     poll: u64,
     proxy: bool,
     passkey_owner: bool,
+    /// Extra lines for the backup's replication file.
+    backup_extra: &'a str,
 }
 
 fn pair_setup(setup: Setup) -> Pair {
-    let Setup { first, ca, backup_env, primary_extra, licensed, rate, poll, proxy, passkey_owner } = setup;
+    let Setup { first, ca, backup_env, primary_extra, licensed, rate, poll, proxy, passkey_owner, backup_extra } =
+        setup;
     let pv = if passkey_owner { Vault::uninitialised_owner() } else { Vault::new() };
     let bv = Vault::new();
     let (pkey, bkey) = (openssl_key(pv.tmp.path()), openssl_key(bv.tmp.path()));
@@ -583,7 +586,7 @@ fn pair_setup(setup: Setup) -> Pair {
     std::fs::write(
         &bcfg,
         format!(
-            "pop_id = \"zurich-01\"\nrole = \"backup\"\nsigning_key_file = \"{}\"\nrate_limit_per_s = {rate}\ntransport_key_file = \"{}\"\n\n[[sources]]\nid = \"{SOURCE}\"\npublic_key = \"{}\"\n",
+            "pop_id = \"zurich-01\"\nrole = \"backup\"\nsigning_key_file = \"{}\"\nrate_limit_per_s = {rate}\ntransport_key_file = \"{}\"\n{backup_extra}\n\n[[sources]]\nid = \"{SOURCE}\"\npublic_key = \"{}\"\n",
             bkey.display(),
             transport.display(),
             openssl_pub(&pkey)
@@ -1231,6 +1234,74 @@ fn divergence_a_row_changed_behind_replication_is_reported_and_the_resend_repair
     common::eventually("repaired", || scopes().is_empty());
     common::eventually("in sync again", || status()["divergence"][&vault]["state"] == "in sync");
     converges(&p, &pv.owner, 2, "after the repair");
+}
+
+/// One column of `sql`'s rows, run by sqlite3 on `db`.
+fn sqlite_ids(db: &Path, sql: &str) -> Vec<i64> {
+    let out = Command::new("sqlite3").arg(db).arg(sql).output().expect("sqlite3");
+    assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.trim().parse().ok()).collect()
+}
+
+/// The `count=` of a `replication.send` row's detail.
+fn send_count(r: &Value) -> usize {
+    r["detail"]
+        .as_str()
+        .unwrap_or_default()
+        .split(' ')
+        .find_map(|f| f.strip_prefix("count="))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn audit_rows_fill_the_body_room_so_a_read_heavy_vault_catches_up_in_few_sends() {
+    // 10 entries a batch and a 16 KiB body on both sides, at the review's 1 request/s.
+    let mut p = pair_setup(Setup {
+        ca: true,
+        rate: 1,
+        poll: 1,
+        primary_extra: "batch_size = 10\nmax_body_bytes = 16384",
+        backup_extra: "max_body_bytes = 16384",
+        ..Setup::default()
+    });
+    let pv = &p.primary_vault;
+    let entry = pv.add_entry(&json!({"title": "read-me", "url": "https://r.example"}));
+    let (agent, token) = pv.add_agent("reader", &["--all-access"]);
+    converges(&p, &token, 1, "before the reads");
+    // ~300 agent reads (an audit row each) while the backup is down: a backlog of audit rows.
+    p.backup.kill9();
+    let mark = max_id(&sends(&p.primary_vault));
+    for _ in 0..300 {
+        assert_eq!(p.primary.get(&format!("/api/entries/{entry}"), Some(&token)).status, 200);
+    }
+    p.restart_backup();
+    let vault = p.primary_vault.vault_file();
+    let replica = p.backup_vault.dir().join("vaults").join(vault.file_name().unwrap());
+    let own = || sqlite_ids(&vault, "SELECT id FROM audit WHERE source_pop IS NULL ORDER BY id");
+    let held =
+        || sqlite_ids(&replica, "SELECT source_id FROM audit WHERE source_pop = 'calgary-01' ORDER BY source_id");
+    let reads = sqlite_ids(&vault, &format!("SELECT id FROM audit WHERE action = 'entry.read' AND agent_id = {agent}"));
+    assert!(reads.len() >= 300, "{}", reads.len());
+    within(
+        60,
+        "the backup holds every audit row of the primary's vault",
+        || held() == own(),
+        || format!("primary {} rows, backup {}; sends {:?}", own().len(), held().len(), sends(&p.primary_vault)),
+    );
+    // Far fewer sends than 300 rows at 10 a batch would take, and none refused for its size.
+    let shipped: Vec<Value> = sends(&p.primary_vault)
+        .into_iter()
+        .filter(|r| r["id"].as_i64() > Some(mark) && r["outcome"] == "ok" && send_count(r) > 0)
+        .collect();
+    let rows: usize = shipped.iter().map(send_count).sum();
+    assert!(rows >= 300, "{shipped:?}");
+    assert!(shipped.len() <= 10, "{} sends for {rows} rows: {shipped:?}", shipped.len());
+    let too_big: Vec<Value> = replication_audit(&p.backup_vault)
+        .into_iter()
+        .filter(|r| r["detail"].as_str().unwrap_or_default().contains("body_too_large"))
+        .collect();
+    assert!(too_big.is_empty(), "the fitting kept every body within 16 KiB: {too_big:?}");
 }
 
 /// Entries the backup serves `token` (0 while it refuses the token).

@@ -5,7 +5,8 @@
 //! Woken by every committed change (`vault::live::CHANGES`), with the poll interval (30 s by
 //! default) as a backstop: for each vault, ships what the backup has not acknowledged (entry
 //! rows after its watermark, the auth snapshot if it changed, audit rows) in batches of
-//! `batch_size`, paced to the backup's rate, and advances the watermarks and clears the dirty
+//! `batch_size` entries with as many audit rows as the body has room for, paced to the backup's
+//! rate, and advances the watermarks and clears the dirty
 //! marks only when the backup acknowledged the batch. Unacknowledged rows stay on disk (review
 //! item 13), nothing is held in memory between rounds. An idle round (the poll interval passed
 //! with no change) with nothing to ship sends a signed empty batch (a heartbeat that proves keys,
@@ -34,6 +35,11 @@ const BUSY_CHECK_EVERY: u32 = 10;
 
 /// Bytes of a batch body kept free for what `send_once` fills in (timestamp, nonce).
 const BODY_MARGIN: usize = 512;
+
+/// Audit rows one batch carries at most, besides its entries: they fill the body room the
+/// entries leave (a row is some 200 bytes, so the default 256 KiB body holds about 1,200), and
+/// this bounds the rows read and serialised per batch when `max_body_bytes` is large.
+pub const MAX_AUDIT_ROWS: u32 = 5_000;
 
 /// Seconds to wait after the 1st, 2nd, … failed attempt (review item 11: no float math).
 pub const BACKOFF_S: [u64; 5] = [1, 5, 25, 125, 625];
@@ -242,9 +248,17 @@ impl Shipper<'_> {
     }
 
     /// Ships one vault's unacknowledged rows to `backup` in batches; true if anything went.
+    ///
+    /// Entries go at most `batch_size` a batch (the "entries per batch"); audit rows are
+    /// small and one is written on every agent read, so they fill whatever body room the entries
+    /// (and the auth snapshot) leave, up to [`MAX_AUDIT_ROWS`]: a vault read thousands of times a
+    /// second still catches up at one request a second.
     fn ship_vault(&mut self, backup: &Peer, id: &VaultId) -> Result<bool, String> {
         let cfg = &self.rt.config;
         let mut limit = cfg.batch_size.max(1);
+        // The body room a batch is fitted to; halved when the backup answers 413 (its limit is
+        // smaller than this POP's file says).
+        let mut room = cfg.max_body_bytes.saturating_sub(BODY_MARGIN).max(1);
         let mut sent = false;
         loop {
             let pop_id = cfg.pop_id.clone();
@@ -259,12 +273,49 @@ impl Shipper<'_> {
             let entries = v.db.entries_after((w_entries, w_entry_id), limit).map_err(err)?;
             let auth =
                 if v.db.auth_seq().map_err(err)? > w_auth { Some(v.db.auth_snapshot().map_err(err)?) } else { None };
-            let audit = v.db.audit_after(w_audit, limit).map_err(err)?;
+            let mut audit = v.db.audit_after(w_audit, MAX_AUDIT_ROWS).map_err(err)?;
             if entries.is_empty() && auth.is_none() && audit.is_empty() {
                 return Ok(sent);
             }
             let data_key = seal_for(backup, v, id, &pop_id)?;
-            let full = entries.len() >= limit as usize || audit.len() >= limit as usize;
+            let mut batch = self.batch(
+                id.as_str(),
+                data_key,
+                entries.iter().map(WireEntry::from).collect(),
+                auth.as_ref().map(WireAuth::from),
+                Vec::new(),
+            );
+            // Fitted to the body limit here rather than by the backup's 413: a refused body is a
+            // round trip (and the listener closes that connection), and at a large `batch_size`
+            // every call would pay it again. Entries first: the limit shrinks in proportion,
+            // with a margin for the timestamp and nonce the send fills in.
+            let base = serde_json::to_vec(&batch).map_or(0, |b| b.len());
+            if base > room && limit > 1 {
+                let scaled = u64::from(limit).saturating_mul(room as u64) / (base as u64).max(1);
+                limit = u32::try_from(scaled).unwrap_or(1).clamp(1, limit - 1);
+                continue;
+            }
+            // Then audit rows, each as many bytes as it serialises to (plus its comma), while
+            // they fit: the body stays within `room` exactly.
+            let fetched = audit.len();
+            let mut left = room.saturating_sub(base);
+            let mut fit = 0;
+            let mut wire = Vec::with_capacity(fetched);
+            for row in &audit {
+                let w = WireAudit::from(row);
+                let len = serde_json::to_vec(&w).map_or(usize::MAX, |b| b.len()).saturating_add(usize::from(fit > 0));
+                if len > left {
+                    break;
+                }
+                left -= len;
+                fit += 1;
+                wire.push(w);
+            }
+            audit.truncate(fit);
+            batch.audit = wire;
+            // More may wait: a full entry batch, audit rows left behind for room, or as many as
+            // one batch takes.
+            let full = entries.len() >= limit as usize || fit < fetched || fetched >= MAX_AUDIT_ROWS as usize;
             let marks = [
                 (MarkKind::Entries, entries.last().map_or(w_entries, |r| r.change_seq)),
                 (MarkKind::EntryId, entries.last().map_or(w_entry_id, |r| r.id)),
@@ -273,29 +324,16 @@ impl Shipper<'_> {
             ];
             let acked: Vec<(i64, i64)> = entries.iter().map(|r| (r.id, r.change_seq)).collect();
             let count = entries.len() + audit.len() + usize::from(auth.is_some());
-            let batch = self.batch(
-                id.as_str(),
-                data_key,
-                entries.iter().map(WireEntry::from).collect(),
-                auth.as_ref().map(WireAuth::from),
-                audit.iter().map(WireAudit::from).collect(),
-            );
-            // Fitted to the body limit here rather than by the backup's 413: a refused body is a
-            // round trip (and the listener closes that connection), and at a large `batch_size`
-            // every call would pay it again. The limit shrinks in proportion, with a margin for
-            // the timestamp and nonce the send fills in.
-            let size = serde_json::to_vec(&batch).map_or(0, |b| b.len());
-            let room = cfg.max_body_bytes.saturating_sub(BODY_MARGIN).max(1);
-            if size > room && limit > 1 {
-                let scaled = u64::from(limit).saturating_mul(room as u64) / (size as u64).max(1);
-                limit = u32::try_from(scaled).unwrap_or(1).clamp(1, limit - 1);
-                continue;
+            if count == 0 {
+                // Not even one audit row fits beside nothing: the backup's limit is below one row.
+                return Err(format!("an audit row does not fit the body room of {room} bytes"));
             }
             match self.send(backup, &batch, count) {
                 Ok(_) => {}
                 // Too big for the backup's body limit: halve the batch and try again at once.
-                Err(reason) if reason.starts_with("status 413") && limit > 1 => {
-                    limit /= 2;
+                Err(reason) if reason.starts_with("status 413") && (limit > 1 || fit > 1) => {
+                    limit = (limit / 2).max(1);
+                    room = (room / 2).max(1);
                     continue;
                 }
                 Err(reason) => return Err(reason),
