@@ -24,6 +24,7 @@ use std::time::Instant;
 use super::Role;
 use super::apply::{H_NONCE, H_POP, H_SIG, H_TS, PATH, signed_message};
 use super::config::Peer;
+use super::staging::MAX_AUTH_PARTS;
 use super::wire::{Batch, DIGEST_RANGE, HEARTBEAT_VAULT, WireAudit, WireAuth, WireEntry};
 use crate::store::replica::MarkKind;
 use crate::vault::VaultId;
@@ -40,6 +41,10 @@ const BODY_MARGIN: usize = 512;
 /// entries leave (a row is some 200 bytes, so the default 256 KiB body holds about 1,200), and
 /// this bounds the rows read and serialised per batch when `max_body_bytes` is large.
 pub const MAX_AUDIT_ROWS: u32 = 5_000;
+
+/// Times one call of `ship_auth_parts` starts a split snapshot over (its seq moved, or the
+/// backup lost its staging) before it stops chasing a moving seq or fails the round.
+const MAX_RESTARTS: u32 = 3;
 
 /// Seconds to wait after the 1st, 2nd, … failed attempt (review item 11: no float math).
 pub const BACKOFF_S: [u64; 5] = [1, 5, 25, 125, 625];
@@ -278,6 +283,16 @@ impl Shipper<'_> {
                 return Ok(sent);
             }
             let data_key = seal_for(backup, v, id, &pop_id)?;
+            if let Some(a) = &auth {
+                // A snapshot too big for a body of its own (a few hundred agents) goes in parts.
+                let alone = self.batch(id.as_str(), data_key.clone(), Vec::new(), Some(WireAuth::from(a)), Vec::new());
+                if body_len(&alone) > room {
+                    self.ship_auth_parts(backup, id, data_key, room)?;
+                    sent = true;
+                    continue;
+                }
+            }
+            let mut entries = entries;
             let mut batch = self.batch(
                 id.as_str(),
                 data_key,
@@ -289,11 +304,18 @@ impl Shipper<'_> {
             // round trip (and the listener closes that connection), and at a large `batch_size`
             // every call would pay it again. Entries first: the limit shrinks in proportion,
             // with a margin for the timestamp and nonce the send fills in.
-            let base = serde_json::to_vec(&batch).map_or(0, |b| b.len());
+            let mut base = body_len(&batch);
             if base > room && limit > 1 {
                 let scaled = u64::from(limit).saturating_mul(room as u64) / (base as u64).max(1);
                 limit = u32::try_from(scaled).unwrap_or(1).clamp(1, limit - 1);
                 continue;
+            }
+            // The snapshot fits alone but not beside even one entry: it goes first, alone.
+            let held_back = base > room && auth.is_some() && !entries.is_empty();
+            if held_back {
+                entries.clear();
+                batch.entries.clear();
+                base = body_len(&batch);
             }
             // Then audit rows, each as many bytes as it serialises to (plus its comma), while
             // they fit: the body stays within `room` exactly.
@@ -315,7 +337,8 @@ impl Shipper<'_> {
             batch.audit = wire;
             // More may wait: a full entry batch, audit rows left behind for room, or as many as
             // one batch takes.
-            let full = entries.len() >= limit as usize || fit < fetched || fetched >= MAX_AUDIT_ROWS as usize;
+            let full =
+                held_back || entries.len() >= limit as usize || fit < fetched || fetched >= MAX_AUDIT_ROWS as usize;
             let marks = [
                 (MarkKind::Entries, entries.last().map_or(w_entries, |r| r.change_seq)),
                 (MarkKind::EntryId, entries.last().map_or(w_entry_id, |r| r.id)),
@@ -344,6 +367,62 @@ impl Shipper<'_> {
             if !full {
                 return Ok(sent);
             }
+        }
+    }
+
+    /// Sends `id`'s auth snapshot in parts that each fit `room` (the backup stages them and
+    /// applies the whole snapshot with the last), then advances the Auth watermark to the
+    /// snapshot's seq. Starts over with a fresh snapshot from part 0 when the vault's `auth_seq`
+    /// moved between parts (the backup would only stage an outdated set), or when the backup
+    /// lost its staging or holds another snapshot's parts; at most [`MAX_RESTARTS`] times per
+    /// call, after which a moved seq no longer restarts it (the snapshot in hand is whole and
+    /// consistent; the next round sends the newer one) and a lost staging fails the round.
+    fn ship_auth_parts(
+        &mut self,
+        backup: &Peer,
+        id: &VaultId,
+        data_key: Option<String>,
+        room: usize,
+    ) -> Result<(), String> {
+        let err = |e: crate::store::StoreError| e.to_string();
+        let mut restarts = 0u32;
+        'snapshot: loop {
+            let snap = self.vault(id)?.db.auth_snapshot().map_err(err)?;
+            let shell = self.batch(id.as_str(), data_key.clone(), Vec::new(), None, Vec::new());
+            // The shell's body plus `,"auth":` and the part.
+            let overhead = body_len(&shell).saturating_add(8);
+            let parts = WireAuth::from(&snap)
+                .split(room, |p| overhead.saturating_add(serde_json::to_vec(p).map_or(usize::MAX, |b| b.len())));
+            if parts.len() > MAX_AUTH_PARTS as usize {
+                return Err(format!(
+                    "the auth snapshot needs {} parts of {room} bytes, more than {MAX_AUTH_PARTS}",
+                    parts.len()
+                ));
+            }
+            for part in parts {
+                if part.part > 0 && restarts < MAX_RESTARTS && self.vault(id)?.db.auth_seq().map_err(err)? != snap.seq {
+                    restarts += 1;
+                    continue 'snapshot;
+                }
+                let batch = self.batch(id.as_str(), data_key.clone(), Vec::new(), Some(part), Vec::new());
+                match self.send(backup, &batch, 1) {
+                    Ok(_) => {}
+                    Err(r)
+                        if restarts < MAX_RESTARTS
+                            && (r.starts_with("status 409 auth_parts_missing")
+                                || r.starts_with("status 409 auth_part_mismatch")) =>
+                    {
+                        restarts += 1;
+                        continue 'snapshot;
+                    }
+                    Err(r) => return Err(r),
+                }
+            }
+            let v = self.vault(id)?;
+            return v
+                .db
+                .acknowledge(&backup.id, &[(MarkKind::Auth, snap.seq)], &[], crate::store::now_ms())
+                .map_err(err);
         }
     }
 
@@ -382,7 +461,7 @@ impl Shipper<'_> {
                         "replication.send",
                         &actor,
                         "ok",
-                        format!("count={count} vault={vault}{digest}{repair}"),
+                        format!("count={count} vault={vault}{digest}{repair}{}", part_of(batch)),
                     );
                     return Ok(answer);
                 }
@@ -394,7 +473,7 @@ impl Shipper<'_> {
                         "replication.send",
                         &actor,
                         "failed",
-                        format!("count={count} vault={vault} reason={reason}"),
+                        format!("count={count} vault={vault}{} reason={reason}", part_of(batch)),
                     );
                     return Err(reason);
                 }
@@ -403,6 +482,20 @@ impl Shipper<'_> {
         super::audit("replication.send", &actor, "failed", format!("count={count} reason=rate_limited"));
         Err("status 429 rate_limited".into())
     }
+}
+
+/// ` auth_part=K/N` (1-based) for a part of a split auth snapshot, for the audit detail.
+fn part_of(batch: &Batch) -> String {
+    match &batch.auth {
+        Some(a) if a.parts > 1 => format!(" auth_part={}/{}", a.part.saturating_add(1), a.parts),
+        _ => String::new(),
+    }
+}
+
+/// The size of `batch`'s body as fitted (the timestamp and nonce `send_once` fills in are
+/// [`BODY_MARGIN`]'s).
+fn body_len(batch: &Batch) -> usize {
+    serde_json::to_vec(batch).map_or(usize::MAX, |b| b.len())
 }
 
 fn send_once(
