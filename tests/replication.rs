@@ -1297,6 +1297,7 @@ fn audit_rows_fill_the_body_room_so_a_read_heavy_vault_catches_up_in_few_sends()
     let rows: usize = shipped.iter().map(send_count).sum();
     assert!(rows >= 300, "{shipped:?}");
     assert!(shipped.len() <= 10, "{} sends for {rows} rows: {shipped:?}", shipped.len());
+    println!("{rows} rows in {} sends", shipped.len());
     let too_big: Vec<Value> = replication_audit(&p.backup_vault)
         .into_iter()
         .filter(|r| r["detail"].as_str().unwrap_or_default().contains("body_too_large"))
@@ -1377,6 +1378,38 @@ fn a_large_auth_snapshot_travels_in_parts_applied_whole_and_survives_a_kill_9_be
         || replication_status(&p.primary_vault)["backlog"]["zurich-01"]["auth"] == false,
         || format!("{}", replication_status(&p.primary_vault)),
     );
+}
+
+#[test]
+fn auth_parts_shrink_when_the_backups_body_limit_is_below_the_primarys() {
+    // The primary's file says 64 KiB, the backup's 16 KiB: the backup's 413s halve the parts.
+    let p = pair_setup(Setup {
+        ca: true,
+        licensed: true,
+        rate: 5,
+        poll: 1,
+        passkey_owner: true,
+        primary_extra: "max_body_bytes = 65536",
+        backup_extra: "max_body_bytes = 16384",
+        ..Setup::default()
+    });
+    let mut owner = passkey::Admin::owner(&p.primary, &p.primary_vault.setup_code);
+    let agents: Vec<Value> = (0..200).map(|i| json!({"name": format!("bulk-{i}")})).collect();
+    let r = owner.write(&p.primary, "POST", "/api/mgmt/agents/bulk", &json!({ "agents": agents }));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let tokens: Vec<String> =
+        r.json()["agents"].as_array().unwrap().iter().map(|a| a["token"].as_str().unwrap().to_owned()).collect();
+    within(
+        60,
+        "every agent reads on the backup",
+        || tokens.iter().all(|t| p.backup.get("/api/entries", Some(t)).status == 200),
+        || format!("{:?}\nsends {:?}", replication_audit(&p.backup_vault), sends(&p.primary_vault)),
+    );
+    let refused = replication_audit(&p.backup_vault)
+        .into_iter()
+        .filter(|r| r["detail"].as_str().unwrap_or_default().contains("body_too_large"))
+        .count();
+    assert!(refused > 0, "the primary's first, larger bodies were refused");
 }
 
 #[test]

@@ -373,8 +373,9 @@ impl Shipper<'_> {
     /// Sends `id`'s auth snapshot in parts that each fit `room` (the backup stages them and
     /// applies the whole snapshot with the last), then advances the Auth watermark to the
     /// snapshot's seq. Starts over with a fresh snapshot from part 0 when the vault's `auth_seq`
-    /// moved between parts (the backup would only stage an outdated set), or when the backup
-    /// lost its staging or holds another snapshot's parts; at most [`MAX_RESTARTS`] times per
+    /// moved between parts (the backup would only stage an outdated set), when the backup
+    /// lost its staging or holds another snapshot's parts, or (in parts half the size) when it
+    /// refused a part as too large; at most [`MAX_RESTARTS`] times per
     /// call, after which a moved seq no longer restarts it (the snapshot in hand is whole and
     /// consistent; the next round sends the newer one) and a lost staging fails the round.
     fn ship_auth_parts(
@@ -382,7 +383,7 @@ impl Shipper<'_> {
         backup: &Peer,
         id: &VaultId,
         data_key: Option<String>,
-        room: usize,
+        mut room: usize,
     ) -> Result<(), String> {
         let err = |e: crate::store::StoreError| e.to_string();
         let mut restarts = 0u32;
@@ -413,6 +414,12 @@ impl Shipper<'_> {
                                 || r.starts_with("status 409 auth_part_mismatch")) =>
                     {
                         restarts += 1;
+                        continue 'snapshot;
+                    }
+                    // The backup's body limit is below this POP's: smaller parts.
+                    Err(r) if restarts < MAX_RESTARTS && r.starts_with("status 413") => {
+                        restarts += 1;
+                        room = (room / 2).max(1);
                         continue 'snapshot;
                     }
                     Err(r) => return Err(r),
