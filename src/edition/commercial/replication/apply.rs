@@ -6,7 +6,10 @@
 //! (`verify_strict`) over method, path, timestamp, nonce and the body's SHA-256, within the
 //! POP's rate (charged only after the signature verified, so a stranger spoofing a POP id
 //! cannot spend that POP's budget; strangers are held off by the per-address ban), nonce
-//! unseen, body agrees with the signed headers. Every attempt is one audit row;
+//! unseen, body agrees with the signed headers. A part of a split auth snapshot is checked
+//! field by field and staged (`staging`, memory only, filled only by authenticated sources)
+//! until its last part applies the whole snapshot in one transaction. Every attempt is one
+//! audit row;
 //! authentication failures also alert the operator. Never logs entry data; never answers a
 //! non-backup node (the route exists, but refuses).
 
