@@ -567,10 +567,13 @@ struct Setup<'a> {
     poll: u64,
     proxy: bool,
     passkey_owner: bool,
+    /// Extra lines for the backup's replication file.
+    backup_extra: &'a str,
 }
 
 fn pair_setup(setup: Setup) -> Pair {
-    let Setup { first, ca, backup_env, primary_extra, licensed, rate, poll, proxy, passkey_owner } = setup;
+    let Setup { first, ca, backup_env, primary_extra, licensed, rate, poll, proxy, passkey_owner, backup_extra } =
+        setup;
     let pv = if passkey_owner { Vault::uninitialised_owner() } else { Vault::new() };
     let bv = Vault::new();
     let (pkey, bkey) = (openssl_key(pv.tmp.path()), openssl_key(bv.tmp.path()));
@@ -583,7 +586,7 @@ fn pair_setup(setup: Setup) -> Pair {
     std::fs::write(
         &bcfg,
         format!(
-            "pop_id = \"zurich-01\"\nrole = \"backup\"\nsigning_key_file = \"{}\"\nrate_limit_per_s = {rate}\ntransport_key_file = \"{}\"\n\n[[sources]]\nid = \"{SOURCE}\"\npublic_key = \"{}\"\n",
+            "pop_id = \"zurich-01\"\nrole = \"backup\"\nsigning_key_file = \"{}\"\nrate_limit_per_s = {rate}\ntransport_key_file = \"{}\"\n{backup_extra}\n\n[[sources]]\nid = \"{SOURCE}\"\npublic_key = \"{}\"\n",
             bkey.display(),
             transport.display(),
             openssl_pub(&pkey)
@@ -1231,6 +1234,212 @@ fn divergence_a_row_changed_behind_replication_is_reported_and_the_resend_repair
     common::eventually("repaired", || scopes().is_empty());
     common::eventually("in sync again", || status()["divergence"][&vault]["state"] == "in sync");
     converges(&p, &pv.owner, 2, "after the repair");
+}
+
+/// One column of `sql`'s rows, run by sqlite3 on `db`.
+fn sqlite_ids(db: &Path, sql: &str) -> Vec<i64> {
+    let out = Command::new("sqlite3").arg(db).arg(sql).output().expect("sqlite3");
+    assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.trim().parse().ok()).collect()
+}
+
+/// The `count=` of a `replication.send` row's detail.
+fn send_count(r: &Value) -> usize {
+    r["detail"]
+        .as_str()
+        .unwrap_or_default()
+        .split(' ')
+        .find_map(|f| f.strip_prefix("count="))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn audit_rows_fill_the_body_room_so_a_read_heavy_vault_catches_up_in_few_sends() {
+    // 10 entries a batch and a 16 KiB body on both sides, at the review's 1 request/s.
+    let mut p = pair_setup(Setup {
+        ca: true,
+        rate: 1,
+        poll: 1,
+        primary_extra: "batch_size = 10\nmax_body_bytes = 16384",
+        backup_extra: "max_body_bytes = 16384",
+        ..Setup::default()
+    });
+    let pv = &p.primary_vault;
+    let entry = pv.add_entry(&json!({"title": "read-me", "url": "https://r.example"}));
+    let (agent, token) = pv.add_agent("reader", &["--all-access"]);
+    converges(&p, &token, 1, "before the reads");
+    // ~300 agent reads (an audit row each) while the backup is down: a backlog of audit rows.
+    p.backup.kill9();
+    let mark = max_id(&sends(&p.primary_vault));
+    for _ in 0..300 {
+        assert_eq!(p.primary.get(&format!("/api/entries/{entry}"), Some(&token)).status, 200);
+    }
+    p.restart_backup();
+    let vault = p.primary_vault.vault_file();
+    let replica = p.backup_vault.dir().join("vaults").join(vault.file_name().unwrap());
+    let own = || sqlite_ids(&vault, "SELECT id FROM audit WHERE source_pop IS NULL ORDER BY id");
+    let held =
+        || sqlite_ids(&replica, "SELECT source_id FROM audit WHERE source_pop = 'calgary-01' ORDER BY source_id");
+    let reads = sqlite_ids(&vault, &format!("SELECT id FROM audit WHERE action = 'entry.read' AND agent_id = {agent}"));
+    assert!(reads.len() >= 300, "{}", reads.len());
+    within(
+        60,
+        "the backup holds every audit row of the primary's vault",
+        || held() == own(),
+        || format!("primary {} rows, backup {}; sends {:?}", own().len(), held().len(), sends(&p.primary_vault)),
+    );
+    // Far fewer sends than 300 rows at 10 a batch would take, and none refused for its size.
+    let shipped: Vec<Value> = sends(&p.primary_vault)
+        .into_iter()
+        .filter(|r| r["id"].as_i64() > Some(mark) && r["outcome"] == "ok" && send_count(r) > 0)
+        .collect();
+    let rows: usize = shipped.iter().map(send_count).sum();
+    assert!(rows >= 300, "{shipped:?}");
+    assert!(shipped.len() <= 10, "{} sends for {rows} rows: {shipped:?}", shipped.len());
+    println!("{rows} rows in {} sends", shipped.len());
+    let too_big: Vec<Value> = replication_audit(&p.backup_vault)
+        .into_iter()
+        .filter(|r| r["detail"].as_str().unwrap_or_default().contains("body_too_large"))
+        .collect();
+    assert!(too_big.is_empty(), "the fitting kept every body within 16 KiB: {too_big:?}");
+}
+
+#[test]
+fn a_large_auth_snapshot_travels_in_parts_applied_whole_and_survives_a_kill_9_between_parts() {
+    // A 16 KiB body on both sides and 1 request/s: 200 agents (~60 kB of snapshot) need >= 3
+    // parts, a second apart.
+    let mut p = pair_setup(Setup {
+        ca: true,
+        licensed: true,
+        rate: 1,
+        poll: 1,
+        passkey_owner: true,
+        primary_extra: "max_body_bytes = 16384",
+        backup_extra: "max_body_bytes = 16384",
+        ..Setup::default()
+    });
+    let mut owner = passkey::Admin::owner(&p.primary, &p.primary_vault.setup_code);
+    let agents: Vec<Value> = (0..200).map(|i| json!({"name": format!("bulk-{i}")})).collect();
+    let r = owner.write(&p.primary, "POST", "/api/mgmt/agents/bulk", &json!({ "agents": agents }));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let tokens: Vec<String> =
+        r.json()["agents"].as_array().unwrap().iter().map(|a| a["token"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(tokens.len(), 200);
+    let parts = |v: &Vault, what: &str| -> Vec<(u32, u32)> {
+        replication_audit(v)
+            .iter()
+            .filter(|r| r["outcome"] == "ok")
+            .filter_map(|r| {
+                let d = r["detail"].as_str()?;
+                if !d.contains(what) {
+                    return None;
+                }
+                let (k, n) = d.split(' ').find_map(|f| f.strip_prefix("auth_part="))?.split_once('/')?;
+                Some((k.parse().ok()?, n.parse().ok()?))
+            })
+            .collect()
+    };
+    // The first part staged: none of the new agents is served yet (the set is applied whole,
+    // with the last part), and the backup is killed before the rest arrives.
+    within(
+        60,
+        "a first part staged",
+        || parts(&p.backup_vault, "staged").iter().any(|(k, _)| *k == 1),
+        || format!("{:?}", replication_audit(&p.backup_vault)),
+    );
+    let reads = |s: &Server, t: &str| s.get("/api/entries", Some(t)).status == 200;
+    assert!(!reads(&p.backup, &tokens[0]), "an agent of a half-arrived snapshot is served");
+    p.backup.kill9();
+    let (_, n) = parts(&p.backup_vault, "staged")[0];
+    assert!(n >= 3, "{n} parts");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    p.restart_backup();
+    // The restarted backup lost its staging: the primary starts over from part 0 and the whole
+    // set arrives.
+    within(
+        90,
+        "every agent reads on the backup",
+        || reads(&p.backup, &tokens[199]) && tokens.iter().all(|t| reads(&p.backup, t)),
+        || format!("{:?}\nsends {:?}", replication_audit(&p.backup_vault), sends(&p.primary_vault)),
+    );
+    let applied = parts(&p.backup_vault, "applied");
+    assert!(applied.iter().any(|(k, n)| k == n && *n >= 3), "{applied:?}");
+    // Every part was a body within the 16 KiB limit.
+    let too_big = replication_audit(&p.backup_vault)
+        .into_iter()
+        .filter(|r| r["detail"].as_str().unwrap_or_default().contains("body_too_large"))
+        .count();
+    assert_eq!(too_big, 0);
+    // The primary's watermark moved only with the last part: nothing of the auth snapshot waits.
+    within(
+        20,
+        "the primary's backlog drained",
+        || replication_status(&p.primary_vault)["backlog"]["zurich-01"]["auth"] == false,
+        || format!("{}", replication_status(&p.primary_vault)),
+    );
+}
+
+#[test]
+fn auth_parts_shrink_when_the_backups_body_limit_is_below_the_primarys() {
+    // The primary's file says 64 KiB, the backup's 16 KiB: the backup's 413s halve the parts.
+    let p = pair_setup(Setup {
+        ca: true,
+        licensed: true,
+        rate: 5,
+        poll: 1,
+        passkey_owner: true,
+        primary_extra: "max_body_bytes = 65536",
+        backup_extra: "max_body_bytes = 16384",
+        ..Setup::default()
+    });
+    let mut owner = passkey::Admin::owner(&p.primary, &p.primary_vault.setup_code);
+    let agents: Vec<Value> = (0..200).map(|i| json!({"name": format!("bulk-{i}")})).collect();
+    let r = owner.write(&p.primary, "POST", "/api/mgmt/agents/bulk", &json!({ "agents": agents }));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let tokens: Vec<String> =
+        r.json()["agents"].as_array().unwrap().iter().map(|a| a["token"].as_str().unwrap().to_owned()).collect();
+    within(
+        60,
+        "every agent reads on the backup",
+        || tokens.iter().all(|t| p.backup.get("/api/entries", Some(t)).status == 200),
+        || format!("{:?}\nsends {:?}", replication_audit(&p.backup_vault), sends(&p.primary_vault)),
+    );
+    let refused = replication_audit(&p.backup_vault)
+        .into_iter()
+        .filter(|r| r["detail"].as_str().unwrap_or_default().contains("body_too_large"))
+        .count();
+    assert!(refused > 0, "the primary's first, larger bodies were refused");
+}
+
+#[test]
+fn malformed_auth_parts_are_refused_field_by_field() {
+    let b = backup("rate_limit_per_s = 0");
+    let part = |part: u32, parts: u32, keyring: Option<&str>, entries: Value| {
+        let nonce = hex::encode(rand::random::<[u8; 16]>());
+        let ts = now();
+        let body = serde_json::to_vec(&json!({"source_pop": SOURCE, "vault": "0123456789abcdef0123456789abcdef",
+            "timestamp": ts, "nonce": nonce, "entries": entries,
+            "auth": {"seq": 5, "agents": [], "passkeys": [], "keyring": keyring, "part": part, "parts": parts}}))
+        .unwrap();
+        let msg = format!(
+            "clavitor-replication-v1\nPOST\n/api/replication/apply\n{ts}\n{nonce}\n{}",
+            hex::encode(Sha256::digest(&body))
+        );
+        let sig = hex::encode(b.source.sign(msg.as_bytes()).to_bytes());
+        Signed { pop: SOURCE.into(), ts, nonce, sig, body }
+    };
+    for (signed, says) in [
+        (part(0, 0, None, json!([])), "auth.parts must be 1 to 1024, not 0"),
+        (part(0, 1025, None, json!([])), "not 1025"),
+        (part(3, 3, None, json!([])), "auth.part must be below auth.parts (3), not 3"),
+        (part(1, 3, Some("{}"), json!([])), "only part 0"),
+        (part(0, 3, None, json!([wire_entry(1)])), "travels alone"),
+    ] {
+        refused_with(&b, &signed, 400, "bad_auth_part");
+        let last = replication_audit(&b.v).into_iter().max_by_key(|r| r["id"].as_i64()).unwrap();
+        assert!(last["detail"].as_str().unwrap().contains(says), "{says}: {last}");
+    }
 }
 
 /// Entries the backup serves `token` (0 while it refuses the token).

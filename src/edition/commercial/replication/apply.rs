@@ -6,7 +6,10 @@
 //! (`verify_strict`) over method, path, timestamp, nonce and the body's SHA-256, within the
 //! POP's rate (charged only after the signature verified, so a stranger spoofing a POP id
 //! cannot spend that POP's budget; strangers are held off by the per-address ban), nonce
-//! unseen, body agrees with the signed headers. Every attempt is one audit row;
+//! unseen, body agrees with the signed headers. A part of a split auth snapshot is checked
+//! field by field and staged (`staging`, memory only, filled only by authenticated sources)
+//! until its last part applies the whole snapshot in one transaction. Every attempt is one
+//! audit row;
 //! authentication failures also alert the operator. Never logs entry data; never answers a
 //! non-backup node (the route exists, but refuses).
 
@@ -22,6 +25,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::config::{Role, valid_pop_id};
+use super::staging::{MAX_AUTH_PARTS, Part, StageError, Staged};
 use super::wire::{Batch, DIGEST_RANGE};
 use crate::api::AppState;
 use crate::store::replica::Applied;
@@ -120,31 +124,36 @@ async fn attempt(state: AppState, req: Request) -> Response {
     let claimed = header(req.headers(), H_POP).filter(|p| valid_pop_id(p)).map(str::to_owned);
     let actor = format!("pop:{}", claimed.as_deref().unwrap_or("unknown"));
     let result = match check(rt, req, ip, claimed.as_deref()).await {
-        Ok(batch) => {
+        Ok((batch, bytes)) => {
             let node = state.node.clone();
-            tokio::task::spawn_blocking(move || store(rt, &node, batch))
+            tokio::task::spawn_blocking(move || store(rt, &node, batch, bytes))
                 .await
                 .unwrap_or_else(|_| Err(refuse(StatusCode::INTERNAL_SERVER_ERROR, "apply_failed", "the apply stopped")))
         }
         Err(r) => Err(r),
     };
     let (outcome, detail, resp) = match result {
-        Ok(Stored { applied: a, count, vault, digest }) => {
+        Ok(Stored { applied: a, count, vault, digest, part }) => {
             let (check, diverged) = match digest {
                 None => (String::new(), None),
                 Some(None) => (" digest=in_sync".to_owned(), None),
                 Some(Some((lo, hi))) => (format!(" digest=diverged ids={lo}..{hi}"), Some([lo, hi])),
             };
+            let staged = part.as_ref().map(|(k, n, what)| format!(" auth_part={}/{n} {what}", k + 1));
             (
                 "ok",
                 format!(
-                    "count={count} vault={vault} written={} skipped={} auth={} audit={}{check}",
-                    a.written, a.skipped, a.auth, a.audit
+                    "count={count} vault={vault} written={} skipped={} auth={} audit={}{check}{}",
+                    a.written,
+                    a.skipped,
+                    a.auth,
+                    a.audit,
+                    staged.unwrap_or_default()
                 ),
                 (
                     StatusCode::OK,
                     Json(json!({"applied": count, "written": a.written, "skipped": a.skipped, "auth": a.auth,
-                                "audit": a.audit, "diverged": diverged})),
+                                "audit": a.audit, "diverged": diverged, "auth_part": part.map(|p| p.2)})),
                 )
                     .into_response(),
             )
@@ -183,7 +192,7 @@ async fn check(
     req: Request,
     ip: Option<IpAddr>,
     claimed: Option<&str>,
-) -> Result<Batch, Refusal> {
+) -> Result<(Batch, usize), Refusal> {
     let cfg = &rt.config;
     let max = cfg.max_body_bytes;
     // Review item 15: a declared size over the limit is refused before any of the body is read.
@@ -277,7 +286,28 @@ async fn check(
     if !valid_pop_id(&parsed.vault) {
         return Err(refuse(StatusCode::BAD_REQUEST, "bad_body", "vault must be a vault id"));
     }
-    Ok(parsed)
+    Ok((parsed, body.len()))
+}
+
+/// Checks an auth snapshot's part fields, field by field: `parts` 1 to [`MAX_AUTH_PARTS`],
+/// `part` below it, the keyring only in part 0, and a part of a split snapshot alone in its
+/// batch (so staging it never holds back entries or audit rows).
+fn check_auth_part(batch: &Batch) -> Result<(), Refusal> {
+    let Some(a) = &batch.auth else { return Ok(()) };
+    let bad = |m: String| refuse(StatusCode::BAD_REQUEST, "bad_auth_part", m);
+    if a.parts == 0 || a.parts > MAX_AUTH_PARTS {
+        return Err(bad(format!("auth.parts must be 1 to {MAX_AUTH_PARTS}, not {}", a.parts)));
+    }
+    if a.part >= a.parts {
+        return Err(bad(format!("auth.part must be below auth.parts ({}), not {}", a.parts, a.part)));
+    }
+    if a.part > 0 && a.keyring.is_some() {
+        return Err(bad("only part 0 of an auth snapshot carries the keyring".into()));
+    }
+    if a.parts > 1 && (!batch.entries.is_empty() || !batch.audit.is_empty() || batch.digest.is_some() || batch.repair) {
+        return Err(bad("a part of a split auth snapshot travels alone: no entries, audit rows or digest".into()));
+    }
+    Ok(())
 }
 
 /// Serialises the creation of replica vaults (two batches for one new vault must not race).
@@ -289,23 +319,35 @@ static ADOPTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// replica of another source, is never written. Runs on a blocking thread.
 /// What an accepted batch did; `digest`: `None` if it asked for no divergence check, else the
 /// first range of entry ids that differs (`Some(None)`: in sync).
+/// `part`: for a part of a split auth snapshot, (index, count, what became of it: `staged`,
+/// `applied` with the last part, or `held` when this backup holds that snapshot or a newer one).
 struct Stored {
     applied: Applied,
     count: usize,
     vault: String,
     digest: Option<Option<(i64, i64)>>,
+    part: Option<(u32, u32, &'static str)>,
 }
 
-fn store(rt: &super::Runtime, node: &Node, batch: Batch) -> Result<Stored, Refusal> {
+/// What one part of a split auth snapshot did, inside the vault's write lock.
+enum PartOutcome {
+    Staged,
+    Held,
+    Applied(Applied),
+    Refused(StageError),
+}
+
+fn store(rt: &super::Runtime, node: &Node, batch: Batch, bytes: usize) -> Result<Stored, Refusal> {
     let count = batch.entries.len() + batch.audit.len() + usize::from(batch.auth.is_some());
+    check_auth_part(&batch)?;
     if batch.is_heartbeat() {
-        return Ok(Stored { applied: Applied::default(), count: 0, vault: batch.vault, digest: None });
+        return Ok(Stored { applied: Applied::default(), count: 0, vault: batch.vault, digest: None, part: None });
     }
     let bad = |m: String| refuse(StatusCode::BAD_REQUEST, "bad_body", m);
     let id = VaultId::parse(&batch.vault).map_err(|_| bad("vault must be a vault id".into()))?;
     let source = batch.source_pop.as_str();
     let entries = batch.entries.iter().map(|e| e.to_row()).collect::<Result<Vec<_>, _>>().map_err(bad)?;
-    let auth = batch.auth.as_ref().map(|a| a.to_snapshot()).transpose().map_err(bad)?;
+    let mut auth = batch.auth.as_ref().map(|a| a.to_snapshot()).transpose().map_err(bad)?;
     let audit: Vec<_> = batch.audit.iter().map(|a| a.to_row()).collect();
     let vault = match node.vault(id.as_str()) {
         Some(v) => v,
@@ -318,6 +360,59 @@ fn store(rt: &super::Runtime, node: &Node, batch: Batch) -> Result<Stored, Refus
         }
     };
     let now = crate::store::now_ms();
+    if let Some(a) = batch.auth.as_ref().filter(|a| a.parts > 1)
+        && let Some(rows) = auth.take()
+    {
+        let (index, parts) = (a.part, a.parts);
+        let outcome = vault.change(|db, _, _| {
+            let of = db.replica_of()?;
+            if of.as_deref() != Some(source) {
+                return Err(VaultError::Conflict("not_a_replica".into()));
+            }
+            // A snapshot this backup holds already (the last part's answer was lost, and the
+            // primary sends it again): nothing to stage.
+            let held = db.meta("replica_auth_seq")?.and_then(|v| v.parse::<i64>().ok()).unwrap_or(-1);
+            if rows.seq <= held {
+                return Ok(PartOutcome::Held);
+            }
+            let part = Part { seq: rows.seq, index, count: parts, rows, bytes };
+            match rt.staging.put(source, id.as_str(), part, crate::store::now_secs()) {
+                Ok(Staged::Waiting { have }) => {
+                    tracing::debug!(vault = %id, source = %source, have, parts, "auth snapshot part staged");
+                    Ok(PartOutcome::Staged)
+                }
+                // The last part: the whole snapshot in one transaction, as a whole one travels.
+                Ok(Staged::Complete(whole)) => db
+                    .apply_replicated_batch(source, &[], Some(&whole), &[], now, false)
+                    .map(PartOutcome::Applied)
+                    .map_err(VaultError::from_store),
+                Err(e) => Ok(PartOutcome::Refused(e)),
+            }
+        });
+        let done = |applied: Applied, what: &'static str| Stored {
+            applied,
+            count,
+            vault: batch.vault.clone(),
+            digest: None,
+            part: Some((index, parts, what)),
+        };
+        return match outcome {
+            Ok(PartOutcome::Staged) => Ok(done(Applied::default(), "staged")),
+            Ok(PartOutcome::Held) => Ok(done(Applied::default(), "held")),
+            Ok(PartOutcome::Applied(a)) => Ok(done(a, "applied")),
+            Ok(PartOutcome::Refused(e @ StageError::Full { .. })) => {
+                tracing::warn!(vault = %id, source = %source, "auth snapshot staging is full");
+                Err(refuse(StatusCode::SERVICE_UNAVAILABLE, "auth_staging_full", e.to_string()))
+            }
+            Ok(PartOutcome::Refused(e @ StageError::Missing { .. })) => {
+                Err(refuse(StatusCode::CONFLICT, "auth_parts_missing", e.to_string()))
+            }
+            Ok(PartOutcome::Refused(e @ StageError::Mismatch { .. })) => {
+                Err(refuse(StatusCode::CONFLICT, "auth_part_mismatch", e.to_string()))
+            }
+            Err(e) => Err(stored_error(&id, e)),
+        };
+    }
     let applied = vault.change(|db, _, _| {
         let of = db.replica_of()?;
         if of.as_deref() != Some(source) {
@@ -333,22 +428,27 @@ fn store(rt: &super::Runtime, node: &Node, batch: Batch) -> Result<Stored, Refus
         Ok((a, digest))
     });
     match applied {
-        Ok((applied, digest)) => Ok(Stored { applied, count, vault: batch.vault, digest }),
-        Err(VaultError::Conflict(m)) if m == "not_a_replica" => Err(refuse(
+        Ok((applied, digest)) => Ok(Stored { applied, count, vault: batch.vault, digest, part: None }),
+        Err(e) => Err(stored_error(&id, e)),
+    }
+}
+
+/// The refusal for a batch its vault did not take.
+fn stored_error(id: &VaultId, e: VaultError) -> Refusal {
+    match e {
+        VaultError::Conflict(m) if m == "not_a_replica" => refuse(
             StatusCode::CONFLICT,
             "not_a_replica",
             "this vault is not a replica of the source POP here; nothing was applied",
-        )),
-        Err(VaultError::Conflict(m)) => {
-            Err(refuse(StatusCode::CONFLICT, "rows_rejected", format!("{m}; nothing was applied")))
-        }
-        Err(e) => {
+        ),
+        VaultError::Conflict(m) => refuse(StatusCode::CONFLICT, "rows_rejected", format!("{m}; nothing was applied")),
+        e => {
             tracing::error!(vault = %id, error = %e, "a replicated batch could not be stored");
-            Err(refuse(
+            refuse(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "apply_failed",
                 "the batch could not be stored; nothing was applied",
-            ))
+            )
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod backup_mode;
 pub mod cli;
 pub mod config;
 mod gate;
+mod staging;
 pub mod wire;
 mod worker;
 
@@ -35,6 +36,8 @@ struct Runtime {
     config: Config,
     node_db: PathBuf,
     gate: gate::Gate,
+    /// A backup's auth snapshot parts waiting for their last part.
+    staging: staging::Staging,
 }
 
 static RUNTIME: OnceLock<Runtime> = OnceLock::new();
@@ -74,7 +77,8 @@ pub fn open(args: &ReplicationArgs, node_db: &Path, serving: bool) -> Result<(),
     // A second open in one process (tests) keeps the first. The worker starts once the
     // server's vaults are open (`node_started`); a local CLI run (`serving` false) has none.
     let _ = serving;
-    let _ = RUNTIME.set(Runtime { config, node_db: node_db.to_owned(), gate: gate::Gate::new() });
+    let staging = staging::Staging::new(staging::STAGING_CAP_BYTES, config.max_request_age_s);
+    let _ = RUNTIME.set(Runtime { config, node_db: node_db.to_owned(), gate: gate::Gate::new(), staging });
     Ok(())
 }
 

@@ -111,7 +111,7 @@ impl WireEntry {
     }
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WireAgent {
     pub id: i64,
@@ -128,7 +128,7 @@ pub struct WireAgent {
     pub mac: Option<String>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WirePasskey {
     pub id: String,
@@ -140,7 +140,10 @@ pub struct WirePasskey {
     pub mac: Option<String>,
 }
 
-#[derive(Serialize, Deserialize)]
+/// The auth snapshot, or one part of it: a snapshot too big for one body travels in `parts`
+/// requests, each with a slice of the agents and passkeys (part 0 also the keyring), which the
+/// backup stages and applies whole once the last arrives (see `staging`).
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WireAuth {
     /// The primary's `auth_seq` this snapshot was read at; a backup keeps the newest.
@@ -148,6 +151,65 @@ pub struct WireAuth {
     pub agents: Vec<WireAgent>,
     pub passkeys: Vec<WirePasskey>,
     pub keyring: Option<String>,
+    /// This part's index, 0-based (0 for a whole snapshot).
+    pub part: u32,
+    /// How many parts the snapshot travels in (1: whole).
+    pub parts: u32,
+}
+
+impl WireAuth {
+    /// Splits this (whole) snapshot into parts whose body, as `body_len` measures a batch that
+    /// carries one, stays within `room`, packing agents then passkeys in order; the keyring goes
+    /// with part 0. A single row larger than the room gets a part of its own (and the backup's
+    /// 413). `body_len` is called on the empty part once; rows are measured one by one.
+    pub fn split(self, room: usize, body_len: impl Fn(&WireAuth) -> usize) -> Vec<WireAuth> {
+        // The part numbers are measured at their widest.
+        let empty = |keyring: Option<String>| WireAuth {
+            seq: self.seq,
+            agents: Vec::new(),
+            passkeys: Vec::new(),
+            keyring,
+            part: u32::MAX,
+            parts: u32::MAX,
+        };
+        let bare = body_len(&empty(None));
+        let first = body_len(&empty(self.keyring.clone()));
+        let len = |v: serde_json::Result<Vec<u8>>| v.map_or(usize::MAX, |b| b.len());
+        let mut out = Vec::new();
+        let mut cur = empty(self.keyring.clone());
+        let mut used = first;
+        // One row more: its length, plus a comma unless it opens its list.
+        let fits = |used: usize, n: usize, list_empty: bool| {
+            used.saturating_add(n).saturating_add(usize::from(!list_empty)) <= room
+        };
+        for a in self.agents {
+            let n = len(serde_json::to_vec(&a));
+            let has_rows = !cur.agents.is_empty() || !cur.passkeys.is_empty();
+            if has_rows && !fits(used, n, cur.agents.is_empty()) {
+                out.push(std::mem::replace(&mut cur, empty(None)));
+                used = bare;
+            }
+            used = used.saturating_add(n).saturating_add(usize::from(!cur.agents.is_empty()));
+            cur.agents.push(a);
+        }
+        for p in self.passkeys {
+            let n = len(serde_json::to_vec(&p));
+            let has_rows = !cur.agents.is_empty() || !cur.passkeys.is_empty();
+            if has_rows && !fits(used, n, cur.passkeys.is_empty()) {
+                out.push(std::mem::replace(&mut cur, empty(None)));
+                used = bare;
+            }
+            used = used.saturating_add(n).saturating_add(usize::from(!cur.passkeys.is_empty()));
+            cur.passkeys.push(p);
+        }
+        out.push(cur);
+        let count = u32::try_from(out.len()).unwrap_or(u32::MAX);
+        for (i, p) in out.iter_mut().enumerate() {
+            p.part = u32::try_from(i).unwrap_or(u32::MAX);
+            p.parts = count;
+        }
+        out
+    }
 }
 
 impl From<&AuthSnapshot> for WireAuth {
@@ -186,6 +248,8 @@ impl From<&AuthSnapshot> for WireAuth {
                 })
                 .collect(),
             keyring: s.keyring.clone(),
+            part: 0,
+            parts: 1,
         }
     }
 }
@@ -271,5 +335,70 @@ impl WireAudit {
                 detail: self.detail.clone(),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agent(id: i64) -> WireAgent {
+        WireAgent {
+            id,
+            token_hash: format!("{id:064x}"),
+            name: format!("agent-{id}"),
+            scopes: String::new(),
+            all_access: false,
+            admin: false,
+            created_at: 0,
+            expires_at: None,
+            parent_id: None,
+            reveal_to_model: false,
+            proxy_only_listed: false,
+            mac: Some(b64(&[7; 32])),
+        }
+    }
+
+    fn passkey(id: i64) -> WirePasskey {
+        WirePasskey {
+            id: format!("cred-{id}"),
+            passkey: "{}".into(),
+            sign_count: 0,
+            name: "key".into(),
+            created_at: 0,
+            agent_id: Some(id),
+            mac: None,
+        }
+    }
+
+    #[test]
+    fn a_split_snapshot_keeps_every_row_once_in_order_each_part_within_the_room() {
+        let whole = WireAuth {
+            seq: 9,
+            agents: (1..=120).map(agent).collect(),
+            passkeys: (1..=30).map(passkey).collect(),
+            keyring: Some(format!("{{\"wraps\":[\"{}\"]}}", "k".repeat(500))),
+            part: 0,
+            parts: 1,
+        };
+        let overhead = 300;
+        let len = |p: &WireAuth| overhead + serde_json::to_vec(p).map_or(usize::MAX, |b| b.len());
+        let room = 4096;
+        let parts = whole.clone().split(room, len);
+        assert!(parts.len() >= 3, "{}", parts.len());
+        for (i, p) in parts.iter().enumerate() {
+            assert!(len(p) <= room, "part {i}: {} bytes", len(p));
+            assert_eq!((p.part as usize, p.parts as usize, p.seq), (i, parts.len(), 9));
+            assert_eq!(p.keyring.is_some(), i == 0, "the keyring goes with part 0 only");
+            assert!(!p.agents.is_empty() || !p.passkeys.is_empty(), "no empty part");
+        }
+        let agents: Vec<i64> = parts.iter().flat_map(|p| p.agents.iter().map(|a| a.id)).collect();
+        let passkeys: Vec<&str> = parts.iter().flat_map(|p| p.passkeys.iter().map(|k| k.id.as_str())).collect();
+        assert_eq!(agents, (1..=120).collect::<Vec<_>>());
+        assert_eq!(passkeys, whole.passkeys.iter().map(|k| k.id.as_str()).collect::<Vec<_>>());
+        // One that fits stays whole.
+        let small = WireAuth { agents: vec![agent(1)], passkeys: Vec::new(), ..whole.clone() };
+        let one = small.split(room, len);
+        assert_eq!((one.len(), one[0].part, one[0].parts), (1, 0, 1));
     }
 }

@@ -5,7 +5,8 @@
 //! Woken by every committed change (`vault::live::CHANGES`), with the poll interval (30 s by
 //! default) as a backstop: for each vault, ships what the backup has not acknowledged (entry
 //! rows after its watermark, the auth snapshot if it changed, audit rows) in batches of
-//! `batch_size`, paced to the backup's rate, and advances the watermarks and clears the dirty
+//! `batch_size` entries with as many audit rows as the body has room for, paced to the backup's
+//! rate, and advances the watermarks and clears the dirty
 //! marks only when the backup acknowledged the batch. Unacknowledged rows stay on disk (review
 //! item 13), nothing is held in memory between rounds. An idle round (the poll interval passed
 //! with no change) with nothing to ship sends a signed empty batch (a heartbeat that proves keys,
@@ -23,6 +24,7 @@ use std::time::Instant;
 use super::Role;
 use super::apply::{H_NONCE, H_POP, H_SIG, H_TS, PATH, signed_message};
 use super::config::Peer;
+use super::staging::MAX_AUTH_PARTS;
 use super::wire::{Batch, DIGEST_RANGE, HEARTBEAT_VAULT, WireAudit, WireAuth, WireEntry};
 use crate::store::replica::MarkKind;
 use crate::vault::VaultId;
@@ -34,6 +36,15 @@ const BUSY_CHECK_EVERY: u32 = 10;
 
 /// Bytes of a batch body kept free for what `send_once` fills in (timestamp, nonce).
 const BODY_MARGIN: usize = 512;
+
+/// Audit rows one batch carries at most, besides its entries: they fill the body room the
+/// entries leave (a row is some 200 bytes, so the default 256 KiB body holds about 1,200), and
+/// this bounds the rows read and serialised per batch when `max_body_bytes` is large.
+pub const MAX_AUDIT_ROWS: u32 = 5_000;
+
+/// Times one call of `ship_auth_parts` starts a split snapshot over (its seq moved, or the
+/// backup lost its staging) before it stops chasing a moving seq or fails the round.
+const MAX_RESTARTS: u32 = 3;
 
 /// Seconds to wait after the 1st, 2nd, … failed attempt (review item 11: no float math).
 pub const BACKOFF_S: [u64; 5] = [1, 5, 25, 125, 625];
@@ -242,9 +253,17 @@ impl Shipper<'_> {
     }
 
     /// Ships one vault's unacknowledged rows to `backup` in batches; true if anything went.
+    ///
+    /// Entries go at most `batch_size` a batch (the "entries per batch"); audit rows are
+    /// small and one is written on every agent read, so they fill whatever body room the entries
+    /// (and the auth snapshot) leave, up to [`MAX_AUDIT_ROWS`]: a vault read thousands of times a
+    /// second still catches up at one request a second.
     fn ship_vault(&mut self, backup: &Peer, id: &VaultId) -> Result<bool, String> {
         let cfg = &self.rt.config;
         let mut limit = cfg.batch_size.max(1);
+        // The body room a batch is fitted to; halved when the backup answers 413 (its limit is
+        // smaller than this POP's file says).
+        let mut room = cfg.max_body_bytes.saturating_sub(BODY_MARGIN).max(1);
         let mut sent = false;
         loop {
             let pop_id = cfg.pop_id.clone();
@@ -259,12 +278,67 @@ impl Shipper<'_> {
             let entries = v.db.entries_after((w_entries, w_entry_id), limit).map_err(err)?;
             let auth =
                 if v.db.auth_seq().map_err(err)? > w_auth { Some(v.db.auth_snapshot().map_err(err)?) } else { None };
-            let audit = v.db.audit_after(w_audit, limit).map_err(err)?;
+            let mut audit = v.db.audit_after(w_audit, MAX_AUDIT_ROWS).map_err(err)?;
             if entries.is_empty() && auth.is_none() && audit.is_empty() {
                 return Ok(sent);
             }
             let data_key = seal_for(backup, v, id, &pop_id)?;
-            let full = entries.len() >= limit as usize || audit.len() >= limit as usize;
+            if let Some(a) = &auth {
+                // A snapshot too big for a body of its own (a few hundred agents) goes in parts.
+                let alone = self.batch(id.as_str(), data_key.clone(), Vec::new(), Some(WireAuth::from(a)), Vec::new());
+                if body_len(&alone) > room {
+                    self.ship_auth_parts(backup, id, data_key, room)?;
+                    sent = true;
+                    continue;
+                }
+            }
+            let mut entries = entries;
+            let mut batch = self.batch(
+                id.as_str(),
+                data_key,
+                entries.iter().map(WireEntry::from).collect(),
+                auth.as_ref().map(WireAuth::from),
+                Vec::new(),
+            );
+            // Fitted to the body limit here rather than by the backup's 413: a refused body is a
+            // round trip (and the listener closes that connection), and at a large `batch_size`
+            // every call would pay it again. Entries first: the limit shrinks in proportion,
+            // with a margin for the timestamp and nonce the send fills in.
+            let mut base = body_len(&batch);
+            if base > room && limit > 1 {
+                let scaled = u64::from(limit).saturating_mul(room as u64) / (base as u64).max(1);
+                limit = u32::try_from(scaled).unwrap_or(1).clamp(1, limit - 1);
+                continue;
+            }
+            // The snapshot fits alone but not beside even one entry: it goes first, alone.
+            let held_back = base > room && auth.is_some() && !entries.is_empty();
+            if held_back {
+                entries.clear();
+                batch.entries.clear();
+                base = body_len(&batch);
+            }
+            // Then audit rows, each as many bytes as it serialises to (plus its comma), while
+            // they fit: the body stays within `room` exactly.
+            let fetched = audit.len();
+            let mut left = room.saturating_sub(base);
+            let mut fit = 0;
+            let mut wire = Vec::with_capacity(fetched);
+            for row in &audit {
+                let w = WireAudit::from(row);
+                let len = serde_json::to_vec(&w).map_or(usize::MAX, |b| b.len()).saturating_add(usize::from(fit > 0));
+                if len > left {
+                    break;
+                }
+                left -= len;
+                fit += 1;
+                wire.push(w);
+            }
+            audit.truncate(fit);
+            batch.audit = wire;
+            // More may wait: a full entry batch, audit rows left behind for room, or as many as
+            // one batch takes.
+            let full =
+                held_back || entries.len() >= limit as usize || fit < fetched || fetched >= MAX_AUDIT_ROWS as usize;
             let marks = [
                 (MarkKind::Entries, entries.last().map_or(w_entries, |r| r.change_seq)),
                 (MarkKind::EntryId, entries.last().map_or(w_entry_id, |r| r.id)),
@@ -273,29 +347,16 @@ impl Shipper<'_> {
             ];
             let acked: Vec<(i64, i64)> = entries.iter().map(|r| (r.id, r.change_seq)).collect();
             let count = entries.len() + audit.len() + usize::from(auth.is_some());
-            let batch = self.batch(
-                id.as_str(),
-                data_key,
-                entries.iter().map(WireEntry::from).collect(),
-                auth.as_ref().map(WireAuth::from),
-                audit.iter().map(WireAudit::from).collect(),
-            );
-            // Fitted to the body limit here rather than by the backup's 413: a refused body is a
-            // round trip (and the listener closes that connection), and at a large `batch_size`
-            // every call would pay it again. The limit shrinks in proportion, with a margin for
-            // the timestamp and nonce the send fills in.
-            let size = serde_json::to_vec(&batch).map_or(0, |b| b.len());
-            let room = cfg.max_body_bytes.saturating_sub(BODY_MARGIN).max(1);
-            if size > room && limit > 1 {
-                let scaled = u64::from(limit).saturating_mul(room as u64) / (size as u64).max(1);
-                limit = u32::try_from(scaled).unwrap_or(1).clamp(1, limit - 1);
-                continue;
+            if count == 0 {
+                // Not even one audit row fits beside nothing: the backup's limit is below one row.
+                return Err(format!("an audit row does not fit the body room of {room} bytes"));
             }
             match self.send(backup, &batch, count) {
                 Ok(_) => {}
                 // Too big for the backup's body limit: halve the batch and try again at once.
-                Err(reason) if reason.starts_with("status 413") && limit > 1 => {
-                    limit /= 2;
+                Err(reason) if reason.starts_with("status 413") && (limit > 1 || fit > 1) => {
+                    limit = (limit / 2).max(1);
+                    room = (room / 2).max(1);
                     continue;
                 }
                 Err(reason) => return Err(reason),
@@ -306,6 +367,69 @@ impl Shipper<'_> {
             if !full {
                 return Ok(sent);
             }
+        }
+    }
+
+    /// Sends `id`'s auth snapshot in parts that each fit `room` (the backup stages them and
+    /// applies the whole snapshot with the last), then advances the Auth watermark to the
+    /// snapshot's seq. Starts over with a fresh snapshot from part 0 when the vault's `auth_seq`
+    /// moved between parts (the backup would only stage an outdated set), when the backup
+    /// lost its staging or holds another snapshot's parts, or (in parts half the size) when it
+    /// refused a part as too large; at most [`MAX_RESTARTS`] times per
+    /// call, after which a moved seq no longer restarts it (the snapshot in hand is whole and
+    /// consistent; the next round sends the newer one) and a lost staging fails the round.
+    fn ship_auth_parts(
+        &mut self,
+        backup: &Peer,
+        id: &VaultId,
+        data_key: Option<String>,
+        mut room: usize,
+    ) -> Result<(), String> {
+        let err = |e: crate::store::StoreError| e.to_string();
+        let mut restarts = 0u32;
+        'snapshot: loop {
+            let snap = self.vault(id)?.db.auth_snapshot().map_err(err)?;
+            let shell = self.batch(id.as_str(), data_key.clone(), Vec::new(), None, Vec::new());
+            // The shell's body plus `,"auth":` and the part.
+            let overhead = body_len(&shell).saturating_add(8);
+            let parts = WireAuth::from(&snap)
+                .split(room, |p| overhead.saturating_add(serde_json::to_vec(p).map_or(usize::MAX, |b| b.len())));
+            if parts.len() > MAX_AUTH_PARTS as usize {
+                return Err(format!(
+                    "the auth snapshot needs {} parts of {room} bytes, more than {MAX_AUTH_PARTS}",
+                    parts.len()
+                ));
+            }
+            for part in parts {
+                if part.part > 0 && restarts < MAX_RESTARTS && self.vault(id)?.db.auth_seq().map_err(err)? != snap.seq {
+                    restarts += 1;
+                    continue 'snapshot;
+                }
+                let batch = self.batch(id.as_str(), data_key.clone(), Vec::new(), Some(part), Vec::new());
+                match self.send(backup, &batch, 1) {
+                    Ok(_) => {}
+                    Err(r)
+                        if restarts < MAX_RESTARTS
+                            && (r.starts_with("status 409 auth_parts_missing")
+                                || r.starts_with("status 409 auth_part_mismatch")) =>
+                    {
+                        restarts += 1;
+                        continue 'snapshot;
+                    }
+                    // The backup's body limit is below this POP's: smaller parts.
+                    Err(r) if restarts < MAX_RESTARTS && r.starts_with("status 413") => {
+                        restarts += 1;
+                        room = (room / 2).max(1);
+                        continue 'snapshot;
+                    }
+                    Err(r) => return Err(r),
+                }
+            }
+            let v = self.vault(id)?;
+            return v
+                .db
+                .acknowledge(&backup.id, &[(MarkKind::Auth, snap.seq)], &[], crate::store::now_ms())
+                .map_err(err);
         }
     }
 
@@ -344,7 +468,7 @@ impl Shipper<'_> {
                         "replication.send",
                         &actor,
                         "ok",
-                        format!("count={count} vault={vault}{digest}{repair}"),
+                        format!("count={count} vault={vault}{digest}{repair}{}", part_of(batch)),
                     );
                     return Ok(answer);
                 }
@@ -356,7 +480,7 @@ impl Shipper<'_> {
                         "replication.send",
                         &actor,
                         "failed",
-                        format!("count={count} vault={vault} reason={reason}"),
+                        format!("count={count} vault={vault}{} reason={reason}", part_of(batch)),
                     );
                     return Err(reason);
                 }
@@ -365,6 +489,20 @@ impl Shipper<'_> {
         super::audit("replication.send", &actor, "failed", format!("count={count} reason=rate_limited"));
         Err("status 429 rate_limited".into())
     }
+}
+
+/// ` auth_part=K/N` (1-based) for a part of a split auth snapshot, for the audit detail.
+fn part_of(batch: &Batch) -> String {
+    match &batch.auth {
+        Some(a) if a.parts > 1 => format!(" auth_part={}/{}", a.part.saturating_add(1), a.parts),
+        _ => String::new(),
+    }
+}
+
+/// The size of `batch`'s body as fitted (the timestamp and nonce `send_once` fills in are
+/// [`BODY_MARGIN`]'s).
+fn body_len(batch: &Batch) -> usize {
+    serde_json::to_vec(batch).map_or(usize::MAX, |b| b.len())
 }
 
 fn send_once(
