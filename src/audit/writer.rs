@@ -7,9 +7,13 @@
 //!
 //! Handing a row over costs a cross-thread wake, and on a shared 2-core machine every wake is a
 //! context switch that may wait for a scheduler slice. A runtime worker therefore does not wake
-//! the pool thread per row: it wakes it once, when it is about to go idle
-//! ([`before_worker_park`]), so the rows of every request it served meanwhile go in one batch.
-//! Must never: answer a caller before its row's transaction has committed, or drop a row.
+//! the pool thread per row. When it is about to go idle ([`before_worker_park`]) it commits the
+//! rows of every request it served meanwhile in one batch itself, if that cannot block (no other
+//! committer on the lane, the file's write lock free, no sync to disk), which saves the pool
+//! thread's wake and its context switches; otherwise it wakes the pool thread once. Either way
+//! a lane has one committer at a time, so its rows commit in queue order.
+//! Must never: answer a caller before its row's transaction has committed, drop a row, or make a
+//! runtime worker wait for SQLite (a lock another connection holds, or a sync to disk).
 
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
@@ -67,6 +71,9 @@ struct Lane {
     thread: Thread,
     /// This lane's bit in a worker's [`OWED`] mask.
     bit: u8,
+    /// Held by whoever drains and commits the lane's rows: its pool thread, or a runtime worker
+    /// about to go idle (which only ever tries it).
+    committing: Mutex<()>,
 }
 
 /// Handle to a file's audit writer (a connection served by one pool thread).
@@ -108,6 +115,7 @@ fn pool() -> &'static Result<Vec<&'static Lane>, String> {
                     room: Semaphore::new(QUEUE),
                     thread: handle.thread().clone(),
                     bit: 1 << i,
+                    committing: Mutex::new(()),
                 }));
                 tx.send(lane).map_err(|_| "audit writer thread exited".to_owned())?;
                 Ok(lane)
@@ -117,12 +125,11 @@ fn pool() -> &'static Result<Vec<&'static Lane>, String> {
 }
 
 /// The runtime's `on_thread_park` hook (`clavitor serve` installs it): a worker about to go idle
-/// wakes the pool threads it queued rows for.
+/// commits the rows it queued ([`commit_here`]), or wakes the pool threads that will.
 ///
-/// Requests on a busy worker thus hand their rows over in one wake per idle moment instead of
-/// one per request, and the pool thread finds them gathered into one batch: fewer futex wakes
-/// and context switches, larger commits. A lone request pays nothing extra: its worker goes idle
-/// as soon as the request awaits its row.
+/// Requests on a busy worker thus hand their rows over once per idle moment instead of once per
+/// request, gathered into one batch: fewer futex wakes and context switches, larger commits. A
+/// lone request pays nothing extra: its worker goes idle as soon as the request awaits its row.
 pub fn before_worker_park() {
     HOOKED.with(|h| h.set(true));
     let owed = OWED.with(|o| o.replace(0));
@@ -130,9 +137,63 @@ pub fn before_worker_park() {
         && let Ok(lanes) = pool()
     {
         for lane in lanes.iter().filter(|l| owed & l.bit != 0) {
-            lane.thread.unpark();
+            if !commit_here(lane) {
+                lane.thread.unpark();
+            }
         }
     }
+}
+
+/// Commits `lane`'s queued rows on the calling thread (a runtime worker about to go idle, which
+/// has nothing else to do) if that cannot block: the lane has no committer at the moment, and
+/// each file's write lock is free ([`AuditStore::try_append_batch`]). False if rows are left
+/// for the pool thread, back at the front of the queue in their order.
+fn commit_here(lane: &Lane) -> bool {
+    let Ok(_committing) = lane.committing.try_lock() else { return false };
+    let mut jobs: Vec<Job> = {
+        let mut queued = lane.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        let take = queued.len().min(MAX_BATCH);
+        queued.drain(..take).collect()
+    };
+    let taken = jobs.len();
+    let mut committed = 0;
+    while !jobs.is_empty() {
+        let mut mine = take_first_file(&mut jobs);
+        let rows = mine.len();
+        let result = {
+            let file = &mine[0].file;
+            let mut store = file.store.lock().unwrap_or_else(|p| p.into_inner());
+            store.try_append_batch(mine.iter().map(|j| &j.record))
+        };
+        match result {
+            Ok(Some(ids)) => answer(&mut mine, Ok(ids)),
+            Ok(None) => {
+                // Left in queue order: this file's rows, then the others' (each file's own
+                // order is what counts), ahead of anything queued meanwhile.
+                mine.append(&mut jobs);
+                let mut queued = lane.jobs.lock().unwrap_or_else(|p| p.into_inner());
+                queued.splice(0..0, mine);
+                lane.room.add_permits(committed);
+                return false;
+            }
+            Err(e) => answer(&mut mine, Err(e)),
+        }
+        committed += rows;
+    }
+    lane.room.add_permits(taken);
+    true
+}
+
+/// Takes the first job's file's jobs out of `jobs`, in order. One file is the common case, and
+/// needs no sorting out.
+fn take_first_file(jobs: &mut Vec<Job>) -> Vec<Job> {
+    let file = jobs[0].file.clone();
+    if jobs.iter().all(|j| Arc::ptr_eq(&j.file, &file)) {
+        return std::mem::take(jobs);
+    }
+    let (mine, rest): (Vec<Job>, Vec<Job>) = jobs.drain(..).partition(|j| Arc::ptr_eq(&j.file, &file));
+    *jobs = rest;
+    mine
 }
 
 /// Whether the caller may leave the wake to [`before_worker_park`]: only on a worker that runs
@@ -153,12 +214,14 @@ fn serve(lane: &'static Lane) {
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     let mut empty_rechecks = 0u32;
     loop {
+        let committing = lane.committing.lock().unwrap_or_else(|p| p.into_inner());
         {
             let mut queued = lane.jobs.lock().unwrap_or_else(|p| p.into_inner());
             let take = queued.len().min(MAX_BATCH);
             jobs.extend(queued.drain(..take));
         }
         if jobs.is_empty() {
+            drop(committing);
             // Woken by a caller, by a worker's park hook, or after the recheck interval.
             empty_rechecks = empty_rechecks.saturating_add(1);
             std::thread::park_timeout(if empty_rechecks > QUIET_RECHECKS { QUIET_SLEEP } else { IDLE_RECHECK });
@@ -167,27 +230,22 @@ fn serve(lane: &'static Lane) {
         empty_rechecks = 0;
         let taken = jobs.len();
         while !jobs.is_empty() {
-            // The first file's rows, in queue order; the others wait for the next round. One
-            // file is the common case, and needs no sorting out.
-            let file = jobs[0].file.clone();
-            if jobs.iter().all(|j| Arc::ptr_eq(&j.file, &file)) {
-                commit(&file, &mut jobs);
-            } else {
-                let (mut mine, rest): (Vec<Job>, Vec<Job>) = jobs.drain(..).partition(|j| Arc::ptr_eq(&j.file, &file));
-                jobs = rest;
-                commit(&file, &mut mine);
-            }
+            // The first file's rows, in queue order; the others' follow.
+            let mut mine = take_first_file(&mut jobs);
+            let result = {
+                let mut store = mine[0].file.store.lock().unwrap_or_else(|p| p.into_inner());
+                store.append_batch(mine.iter().map(|j| &j.record))
+            };
+            answer(&mut mine, result);
         }
+        drop(committing);
         lane.room.add_permits(taken);
     }
 }
 
-/// Commits `jobs` (all of one file) and answers each; leaves `jobs` empty.
-fn commit(file: &AuditFile, jobs: &mut Vec<Job>) {
-    let result = {
-        let mut store = file.store.lock().unwrap_or_else(|p| p.into_inner());
-        store.append_batch(jobs.iter().map(|j| &j.record))
-    };
+/// Answers `jobs` (all of one file, non-empty) with their batch's outcome; leaves `jobs` empty.
+fn answer(jobs: &mut Vec<Job>, result: Result<Vec<i64>, StoreError>) {
+    let Some(file) = jobs.first().map(|j| j.file.clone()) else { return };
     match result {
         Ok(ids) => {
             for (job, id) in jobs.drain(..).zip(ids) {
@@ -297,6 +355,62 @@ mod tests {
         })
         .join()
         .unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A worker going idle commits its own rows before it parks: the row is committed when the
+    /// hook returns, with no pool thread involved.
+    #[test]
+    fn an_idle_worker_commits_its_rows_itself() {
+        let (w, dir) = writer();
+        std::thread::spawn(move || {
+            before_worker_park();
+            let mut cx = Context::from_waker(Waker::noop());
+            let mut commit = Box::pin(w.commit(event()));
+            assert!(commit.as_mut().poll(&mut cx).is_pending());
+            before_worker_park();
+            match commit.as_mut().poll(&mut cx) {
+                Poll::Ready(Ok(id)) => assert!(id > 0),
+                other => panic!("not committed by the worker itself: {other:?}"),
+            }
+        })
+        .join()
+        .unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// While another connection holds the file's write lock, the idle worker does not wait for
+    /// it (its row is neither committed nor failed when the hook returns): the pool thread
+    /// commits the row once the lock is free.
+    #[test]
+    fn an_idle_worker_never_waits_for_a_locked_file() {
+        let (w, dir) = writer();
+        let holder = rusqlite::Connection::open(dir.join("v.db")).unwrap();
+        holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let worker = std::thread::spawn(move || {
+            before_worker_park();
+            let mut cx = Context::from_waker(Waker::noop());
+            let mut commit = Box::pin(w.commit(event()));
+            assert!(commit.as_mut().poll(&mut cx).is_pending());
+            before_worker_park();
+            locked_tx.send(commit.as_mut().poll(&mut cx).is_pending()).unwrap();
+            release_rx.recv().unwrap();
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            loop {
+                if let Poll::Ready(id) = commit.as_mut().poll(&mut cx) {
+                    assert!(id.unwrap() > 0);
+                    break;
+                }
+                assert!(std::time::Instant::now() < deadline, "the pool thread did not commit the row");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+        assert!(locked_rx.recv().unwrap(), "the row was settled while another connection held the lock");
+        holder.execute_batch("COMMIT").unwrap();
+        release_tx.send(()).unwrap();
+        worker.join().unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

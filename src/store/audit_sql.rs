@@ -178,23 +178,43 @@ pub enum AuditSync {
     Full,
 }
 
+/// How long one wait of [`wait_for_lock`] sleeps.
+const LOCK_POLL: std::time::Duration = std::time::Duration::from_micros(200);
+
+/// The audit connection's busy handler: waits for another connection's write lock in short
+/// steps, for as long as a busy timeout would ([`super::BUSY_TIMEOUT`]).
+///
+/// SQLite's own busy timeout sleeps 1, 2, 5, 10, 15, 20, 25… ms between tries, so a lock held
+/// for a moment (the checkpointer restarting the WAL) cost every read waiting on its audit row
+/// up to ~50 ms; in steps of 200 µs the wait ends about when the lock is released.
+fn wait_for_lock(tries: i32) -> bool {
+    let limit = super::BUSY_TIMEOUT.as_micros() / LOCK_POLL.as_micros();
+    if u128::try_from(tries).unwrap_or(u128::MAX) >= limit {
+        return false;
+    }
+    std::thread::sleep(LOCK_POLL);
+    true
+}
+
 /// A connection used only for appending audit rows in batches (the group-commit writer's).
 pub struct AuditStore {
     conn: Connection,
     path: PathBuf,
+    sync: AuditSync,
 }
 
 impl AuditStore {
     /// Opens an already-migrated node.db or vault file for audit appends.
     pub fn open(path: &Path, sync: AuditSync) -> Result<Self, StoreError> {
-        let conn = super::open_connection(path)?;
+        let mut conn = super::open_connection(path)?;
         if sync == AuditSync::Normal {
             conn.pragma_update(None, "synchronous", "NORMAL").ctx(path)?;
         }
         // Checkpoints would otherwise run inside whichever audit commit crosses the threshold,
         // stalling every request waiting on that batch; a [`Checkpointer`] runs them instead.
         conn.pragma_update(None, "wal_autocheckpoint", 0).ctx(path)?;
-        Ok(Self { conn, path: path.to_owned() })
+        conn.busy_handler(Some(wait_for_lock)).ctx(path)?;
+        Ok(Self { conn, path: path.to_owned(), sync })
     }
 
     /// Appends every record in one transaction; returns their ids in order.
@@ -206,13 +226,55 @@ impl AuditStore {
         records: impl ExactSizeIterator<Item = &'a AuditRecord>,
     ) -> Result<Vec<i64>, StoreError> {
         let records: Vec<&AuditRecord> = records.collect();
-        let tx = self.conn.transaction().ctx(&self.path)?;
+        // BEGIN and COMMIT from the statement cache: `Connection::transaction` parses both anew
+        // for every batch, which showed in profiles of a busy server.
+        self.conn.prepare_cached("BEGIN").and_then(|mut st| st.execute([])).ctx(&self.path)?;
+        let result = self.insert_all(&records).and_then(|ids| {
+            self.conn.prepare_cached("COMMIT").and_then(|mut st| st.execute([])).ctx(&self.path)?;
+            Ok(ids)
+        });
+        if result.is_err() && !self.conn.is_autocommit() {
+            // Nothing of a failed batch stays; its callers get the error.
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+        result
+    }
+
+    /// Like [`append_batch`](Self::append_batch), for a caller that must not block: never waits
+    /// for the file's write lock (another connection holding it gives `Ok(None)` and nothing is
+    /// written) and never syncs to disk (under [`AuditSync::Full`] it declines at once).
+    pub fn try_append_batch<'a>(
+        &mut self,
+        records: impl ExactSizeIterator<Item = &'a AuditRecord>,
+    ) -> Result<Option<Vec<i64>>, StoreError> {
+        if self.sync != AuditSync::Normal {
+            return Ok(None);
+        }
+        self.conn.busy_handler(None::<fn(i32) -> bool>).ctx(&self.path)?;
+        let result = self.append_batch(records);
+        self.conn.busy_handler(Some(wait_for_lock)).ctx(&self.path)?;
+        match result {
+            Err(StoreError::Sqlite { source, .. })
+                if matches!(
+                    source.sqlite_error_code(),
+                    Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+                ) =>
+            {
+                Ok(None)
+            }
+            other => other.map(Some),
+        }
+    }
+
+    /// The inserts of [`append_batch`](Self::append_batch), inside its transaction.
+    fn insert_all(&self, records: &[&AuditRecord]) -> Result<Vec<i64>, StoreError> {
+        let tx = &self.conn;
         let mut ids = Vec::with_capacity(records.len());
-        let mut rest = records.as_slice();
+        let mut rest = records;
         while !rest.is_empty() {
             let size = CHUNKS.iter().position(|c| *c <= rest.len()).unwrap_or(CHUNKS.len() - 1);
             let (chunk, tail) = rest.split_at(CHUNKS[size].min(rest.len()));
-            let last = insert_rows(&tx, &self.path, size, chunk)?;
+            let last = insert_rows(tx, &self.path, size, chunk)?;
             // Rows of one statement get consecutive rowids (max + 1 each: ids are never
             // reused and the table is only appended to). Checked, not assumed, across chunks.
             let first = last - (chunk.len() as i64 - 1);
@@ -222,7 +284,6 @@ impl AuditStore {
             ids.extend(first..=last);
             rest = tail;
         }
-        tx.commit().ctx(&self.path)?;
         Ok(ids)
     }
 
