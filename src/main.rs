@@ -39,8 +39,10 @@ fn main() -> std::process::ExitCode {
         }
         Command::Serve(args) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
-            // Audit rows are handed to their writer when a worker goes idle (one wake per batch).
+            // Audit rows are committed when a worker goes idle (one batch per idle moment) and
+            // the other workers are idle too (see `audit::before_worker_park`).
             .on_thread_park(clavitor::audit::before_worker_park)
+            .on_thread_unpark(clavitor::audit::after_worker_unpark)
             .build()
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(clavitor::cli::serve(&cli.global, args))),

@@ -39,6 +39,26 @@ impl Caller {
     }
 }
 
+/// `ip` as audit rows record it (`Display`'s text). IPv4, every request's case on a node, is
+/// written by hand: the formatting machinery took about 1 % of a read's CPU in profiles.
+fn ip_text(ip: std::net::IpAddr) -> String {
+    let std::net::IpAddr::V4(v4) = ip else { return ip.to_string() };
+    let mut out = String::with_capacity(15);
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        if octet >= 100 {
+            out.push(char::from(b'0' + octet / 100));
+        }
+        if octet >= 10 {
+            out.push(char::from(b'0' + octet / 10 % 10));
+        }
+        out.push(char::from(b'0' + octet % 10));
+    }
+    out
+}
+
 fn peer_of(parts: &Parts) -> Option<std::net::IpAddr> {
     parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())
 }
@@ -48,7 +68,7 @@ impl FromRequestParts<AppState> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let peer = peer_of(parts);
-        let client = peer.map(|ip| ip.to_string()).unwrap_or_default();
+        let client = peer.map(ip_text).unwrap_or_default();
         let presented = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
@@ -93,7 +113,7 @@ pub struct ClientIp(pub Option<std::net::IpAddr>);
 impl ClientIp {
     /// The address as audit rows record it.
     pub fn text(&self) -> String {
-        self.0.map(|ip| ip.to_string()).unwrap_or_default()
+        self.0.map(ip_text).unwrap_or_default()
     }
 }
 
@@ -102,5 +122,23 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         Ok(ClientIp(peer_of(parts)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ip_text;
+
+    #[test]
+    fn ip_text_is_displays_text() {
+        let samples = ["0.0.0.0", "127.0.0.1", "10.9.99.100", "255.255.255.255", "192.168.1.20", "::1", "fe80::1:2"];
+        for text in samples {
+            let ip: std::net::IpAddr = text.parse().unwrap();
+            assert_eq!(ip_text(ip), ip.to_string());
+        }
+        for n in 0..=255u8 {
+            let ip = std::net::IpAddr::V4(std::net::Ipv4Addr::new(n, 7, n, 250));
+            assert_eq!(ip_text(ip), ip.to_string());
+        }
     }
 }
