@@ -118,13 +118,11 @@ pub fn router(state: AppState) -> Router {
     let (api, _document) = documented_routes().split_for_parts();
     // The owner's pages are HTML and static assets, not API: they are left out of the document.
     let routes = api.merge(crate::web::routes());
-    // The edition's handler for everything unmatched (and wrong methods).
-    crate::edition::current()
-        .install_fallback(routes)
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
-        .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY))
-        .layer(finish::FinishLayer)
-        .with_state(state)
+    // The edition's handler for everything unmatched (and wrong methods). No body-limit layer:
+    // the listener (`serve::read_body`, the one way in for plain HTTP and TLS alike) hands the
+    // router whole bodies only, each within `MAX_BODY`, and refuses the rest with 413 before
+    // reading them; two more layers here cost every request their boxed futures (issue 12 §8).
+    crate::edition::current().install_fallback(routes).layer(finish::FinishLayer).with_state(state)
 }
 
 /// Liveness: 200 when every registered vault is served, 503 `degraded` when one could not be
