@@ -8,7 +8,7 @@
 
 mod writer;
 
-pub use writer::{AuditError, AuditWriter, after_worker_unpark, before_worker_park};
+pub use writer::{AuditError, AuditWriter, after_worker_unpark, before_worker_blocks, before_worker_park};
 
 use crate::auth::AgentId;
 use crate::store::AuditRecord;

@@ -175,6 +175,17 @@ pub fn before_worker_park() {
     }
 }
 
+/// For a worker about to call `tokio::task::block_in_place`, which hands its core to another
+/// thread: from here it no longer counts as running (a deferred batch must not wait for a thread
+/// that may never park as a worker again), and its owed rows go as at a park. Every
+/// `block_in_place` in the server goes through `vault::live::off_the_runtime`, which calls this.
+pub fn before_worker_blocks() {
+    // Only on a worker of a runtime with the park hook (elsewhere nothing was counted or owed).
+    if HOOKED.with(Cell::get) {
+        before_worker_park();
+    }
+}
+
 /// The runtime's `on_thread_unpark` hook (`clavitor serve` installs it): counts the worker as
 /// running until its next [`before_worker_park`].
 pub fn after_worker_unpark() {
@@ -374,6 +385,25 @@ mod tests {
     fn serial() -> std::sync::MutexGuard<'static, ()> {
         static SERIAL: Mutex<()> = Mutex::new(());
         SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A worker that leaves for `block_in_place` stops counting as running; otherwise every
+    /// deferred batch would wait for it (the pool thread's recheck) for the rest of the process.
+    #[test]
+    fn a_worker_that_blocks_in_place_no_longer_counts_as_running() {
+        let _serial = serial();
+        std::thread::spawn(|| {
+            before_worker_park();
+            after_worker_unpark();
+            assert_eq!(RUNNING_WORKERS.load(Ordering::SeqCst), 1);
+            before_worker_blocks();
+            assert_eq!(RUNNING_WORKERS.load(Ordering::SeqCst), 0);
+            // Back as a worker: counted from its next unpark only, once.
+            before_worker_park();
+            assert_eq!(RUNNING_WORKERS.load(Ordering::SeqCst), 0);
+        })
+        .join()
+        .unwrap();
     }
 
     /// While another worker runs, a worker going idle leaves its rows to it; the last running

@@ -780,10 +780,14 @@ impl Slot {
     }
 }
 
-/// Runs `f`, which touches SQLite, without stalling a tokio worker's other tasks.
+/// Runs `f`, which touches SQLite, without stalling a tokio worker's other tasks. The one
+/// `block_in_place` of the server: the audit's group commit is told the worker leaves first.
 fn off_the_runtime<T>(f: impl FnOnce() -> T) -> T {
     match tokio::runtime::Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            crate::audit::before_worker_blocks();
+            tokio::task::block_in_place(f)
+        }
         _ => f(),
     }
 }
