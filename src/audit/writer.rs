@@ -380,6 +380,24 @@ mod tests {
         AuditEvent::new(Actor::Node, Action::EntryRead, Outcome::Ok)
     }
 
+    /// Polls `commit` until its row is committed (its id), for at most `secs` seconds.
+    fn committed_within(
+        mut commit: std::pin::Pin<&mut impl Future<Output = Result<i64, AuditError>>>,
+        secs: u64,
+    ) -> i64 {
+        let mut cx = Context::from_waker(Waker::noop());
+        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Poll::Ready(id) = commit.as_mut().poll(&mut cx) {
+                return id.unwrap();
+            }
+            if std::time::Instant::now() >= deadline {
+                return 0;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     /// The park hooks share process-wide counts ([`RUNNING_WORKERS`], [`DEFERRED`]): tests that
     /// run them take turns.
     fn serial() -> std::sync::MutexGuard<'static, ()> {
@@ -432,15 +450,7 @@ mod tests {
             idle_tx.send(()).unwrap();
             other.join().unwrap();
             assert_eq!(DEFERRED.load(Ordering::SeqCst), 0, "taken by the last worker to go idle");
-            let deadline = std::time::Instant::now() + Duration::from_secs(10);
-            loop {
-                if let Poll::Ready(id) = commit.as_mut().poll(&mut cx) {
-                    assert!(id.unwrap() > 0);
-                    break;
-                }
-                assert!(std::time::Instant::now() < deadline, "the row was not committed");
-                std::thread::sleep(Duration::from_millis(1));
-            }
+            assert!(committed_within(commit.as_mut(), 10) > 0, "the row was not committed");
         })
         .join()
         .unwrap();
@@ -462,15 +472,7 @@ mod tests {
             assert_ne!(OWED.with(Cell::get) & w.lane.bit, 0, "the wake is left to the park hook");
             before_worker_park();
             assert_eq!(OWED.with(Cell::get), 0);
-            let deadline = std::time::Instant::now() + Duration::from_secs(10);
-            loop {
-                if let Poll::Ready(id) = commit.as_mut().poll(&mut cx) {
-                    assert!(id.unwrap() > 0);
-                    break;
-                }
-                assert!(std::time::Instant::now() < deadline, "the row was not committed");
-                std::thread::sleep(Duration::from_millis(1));
-            }
+            assert!(committed_within(commit.as_mut(), 10) > 0, "the row was not committed");
         })
         .join()
         .unwrap();
@@ -518,15 +520,7 @@ mod tests {
             before_worker_park();
             locked_tx.send(commit.as_mut().poll(&mut cx).is_pending()).unwrap();
             release_rx.recv().unwrap();
-            let deadline = std::time::Instant::now() + Duration::from_secs(20);
-            loop {
-                if let Poll::Ready(id) = commit.as_mut().poll(&mut cx) {
-                    assert!(id.unwrap() > 0);
-                    break;
-                }
-                assert!(std::time::Instant::now() < deadline, "the pool thread did not commit the row");
-                std::thread::sleep(Duration::from_millis(1));
-            }
+            assert!(committed_within(commit.as_mut(), 20) > 0, "the pool thread did not commit the row");
         });
         assert!(locked_rx.recv().unwrap(), "the row was settled while another connection held the lock");
         holder.execute_batch("COMMIT").unwrap();
