@@ -1305,6 +1305,14 @@ fn audit_rows_fill_the_body_room_so_a_read_heavy_vault_catches_up_in_few_sends()
     assert!(too_big.is_empty(), "the fitting kept every body within 16 KiB: {too_big:?}");
 }
 
+/// Creates `n` agents on `server` in one bulk call approved by `owner`'s passkey; their tokens.
+fn bulk_agent_tokens(owner: &mut passkey::Admin, server: &Server, n: usize) -> Vec<String> {
+    let agents: Vec<Value> = (0..n).map(|i| json!({"name": format!("bulk-{i}")})).collect();
+    let r = owner.write(server, "POST", "/api/mgmt/agents/bulk", &json!({ "agents": agents }));
+    assert_eq!(r.status, 201, "{}", r.body);
+    r.json()["agents"].as_array().unwrap().iter().map(|a| a["token"].as_str().unwrap().to_owned()).collect()
+}
+
 #[test]
 fn a_large_auth_snapshot_travels_in_parts_applied_whole_and_survives_a_kill_9_between_parts() {
     // A 16 KiB body on both sides and 1 request/s: 200 agents (~60 kB of snapshot) need >= 3
@@ -1320,11 +1328,7 @@ fn a_large_auth_snapshot_travels_in_parts_applied_whole_and_survives_a_kill_9_be
         ..Setup::default()
     });
     let mut owner = passkey::Admin::owner(&p.primary, &p.primary_vault.setup_code);
-    let agents: Vec<Value> = (0..200).map(|i| json!({"name": format!("bulk-{i}")})).collect();
-    let r = owner.write(&p.primary, "POST", "/api/mgmt/agents/bulk", &json!({ "agents": agents }));
-    assert_eq!(r.status, 201, "{}", r.body);
-    let tokens: Vec<String> =
-        r.json()["agents"].as_array().unwrap().iter().map(|a| a["token"].as_str().unwrap().to_owned()).collect();
+    let tokens = bulk_agent_tokens(&mut owner, &p.primary, 200);
     assert_eq!(tokens.len(), 200);
     let parts = |v: &Vault, what: &str| -> Vec<(u32, u32)> {
         replication_audit(v)
@@ -1394,11 +1398,7 @@ fn auth_parts_shrink_when_the_backups_body_limit_is_below_the_primarys() {
         ..Setup::default()
     });
     let mut owner = passkey::Admin::owner(&p.primary, &p.primary_vault.setup_code);
-    let agents: Vec<Value> = (0..200).map(|i| json!({"name": format!("bulk-{i}")})).collect();
-    let r = owner.write(&p.primary, "POST", "/api/mgmt/agents/bulk", &json!({ "agents": agents }));
-    assert_eq!(r.status, 201, "{}", r.body);
-    let tokens: Vec<String> =
-        r.json()["agents"].as_array().unwrap().iter().map(|a| a["token"].as_str().unwrap().to_owned()).collect();
+    let tokens = bulk_agent_tokens(&mut owner, &p.primary, 200);
     within(
         60,
         "every agent reads on the backup",

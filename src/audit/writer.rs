@@ -380,6 +380,18 @@ mod tests {
         AuditEvent::new(Actor::Node, Action::EntryRead, Outcome::Ok)
     }
 
+    /// Makes the calling thread a hooked worker and queues a row from it: the commit, still
+    /// pending (the wake or commit is left to the park hook), and a context to poll it with.
+    fn queued_on_a_hooked_worker(
+        w: &AuditWriter,
+    ) -> (std::pin::Pin<Box<impl Future<Output = Result<i64, AuditError>> + '_>>, Context<'static>) {
+        before_worker_park();
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut commit = Box::pin(w.commit(event()));
+        assert!(commit.as_mut().poll(&mut cx).is_pending());
+        (commit, cx)
+    }
+
     /// Polls `commit` until its row is committed (its id), for at most `secs` seconds.
     fn committed_within(
         mut commit: std::pin::Pin<&mut impl Future<Output = Result<i64, AuditError>>>,
@@ -441,10 +453,7 @@ mod tests {
         ready_rx.recv().unwrap();
         let bit = w.lane.bit;
         std::thread::spawn(move || {
-            before_worker_park();
-            let mut cx = Context::from_waker(Waker::noop());
-            let mut commit = Box::pin(w.commit(event()));
-            assert!(commit.as_mut().poll(&mut cx).is_pending());
+            let (mut commit, _) = queued_on_a_hooked_worker(&w);
             before_worker_park();
             assert_ne!(DEFERRED.load(Ordering::SeqCst) & bit, 0, "left for the running worker");
             idle_tx.send(()).unwrap();
@@ -465,10 +474,7 @@ mod tests {
         let _serial = serial();
         let (w, dir) = writer();
         std::thread::spawn(move || {
-            before_worker_park();
-            let mut cx = Context::from_waker(Waker::noop());
-            let mut commit = Box::pin(w.commit(event()));
-            assert!(commit.as_mut().poll(&mut cx).is_pending());
+            let (mut commit, _) = queued_on_a_hooked_worker(&w);
             assert_ne!(OWED.with(Cell::get) & w.lane.bit, 0, "the wake is left to the park hook");
             before_worker_park();
             assert_eq!(OWED.with(Cell::get), 0);
@@ -486,10 +492,7 @@ mod tests {
         let _serial = serial();
         let (w, dir) = writer();
         std::thread::spawn(move || {
-            before_worker_park();
-            let mut cx = Context::from_waker(Waker::noop());
-            let mut commit = Box::pin(w.commit(event()));
-            assert!(commit.as_mut().poll(&mut cx).is_pending());
+            let (mut commit, mut cx) = queued_on_a_hooked_worker(&w);
             before_worker_park();
             match commit.as_mut().poll(&mut cx) {
                 Poll::Ready(Ok(id)) => assert!(id > 0),
@@ -513,10 +516,7 @@ mod tests {
         let (locked_tx, locked_rx) = std::sync::mpsc::channel();
         let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
         let worker = std::thread::spawn(move || {
-            before_worker_park();
-            let mut cx = Context::from_waker(Waker::noop());
-            let mut commit = Box::pin(w.commit(event()));
-            assert!(commit.as_mut().poll(&mut cx).is_pending());
+            let (mut commit, mut cx) = queued_on_a_hooked_worker(&w);
             before_worker_park();
             locked_tx.send(commit.as_mut().poll(&mut cx).is_pending()).unwrap();
             release_rx.recv().unwrap();
