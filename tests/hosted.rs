@@ -632,3 +632,64 @@ fn a_vault_nobody_uses_is_closed_after_the_idle_time() {
     common::eventually("the idle vault closed", || open_vault_files(pid).is_empty());
     assert_eq!(s.get("/api/entries", Some(&v.owner)).status, 200, "and reopened by its next request");
 }
+
+/// A node with more vaults than `--max-open-vaults` checks each file at its first open, not at
+/// start (issue 12 §6). One that fails the check then is unavailable from that moment: its
+/// requests are 503, /healthz says `degraded`, the Kuma push names it and the operator is
+/// alerted once, as for a vault that failed at start. Once the file opens again (repaired), the
+/// node is healthy again without a restart.
+#[test]
+fn a_vault_that_fails_its_check_at_first_open_is_reported_until_it_opens() {
+    let v = Vault::new();
+    let (id, reader) = cli_vault(&v, "damaged");
+    // Damage a page the start-up scan does not read: the root page of an empty table.
+    let file = v.dir().join("vaults").join(format!("{id}.db"));
+    let page: i64 = rusqlite::Connection::open(&file)
+        .unwrap()
+        .query_row("select rootpage from sqlite_master where name = 'webauthn_challenges'", [], |r| r.get(0))
+        .unwrap();
+    let offset = (page as usize - 1) * 4096;
+    let original = std::fs::read(&file).unwrap();
+    let mut damaged = original.clone();
+    damaged[offset..offset + 64].fill(0xff);
+    std::fs::write(&file, &damaged).unwrap();
+    let (url, pushes) = common::kuma();
+    let s = serve(
+        &v,
+        &[],
+        &[
+            ("CLAVITOR_MAX_OPEN_VAULTS", "1"),
+            ("CLAVITOR_KUMA_PUSH_URL", &url),
+            ("CLAVITOR_KUMA_INTERVAL_SECS", "1"),
+            ("CLAVITOR_KUMA_DISK_DOWN_PCT", "100"),
+        ],
+    );
+    let health = || {
+        let h = s.get("/healthz", None);
+        (h.status, h.json()["status"].as_str().unwrap_or_default().to_owned(), h.json()["vaults_unavailable"].clone())
+    };
+    assert_eq!(health(), (200, "ok".to_owned(), json!(0)), "not checked yet");
+
+    let r = s.get("/api/entries", Some(&reader));
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(r.json()["error"], "vault_unavailable");
+    assert_eq!(health(), (503, "degraded".to_owned(), json!(1)));
+    let named = format!("vault {} unavailable: ", &id[..8]);
+    let push = (0..20).map(|_| common::a_down_push(&pushes)).find(|p| p.contains(&named));
+    let push = push.expect("a down push naming the vault");
+    assert!(push.contains("integrity check failed"), "{push}");
+    let alerts = || s.stderr().matches("OPERATOR ALERT [vault_unavailable]").count();
+    assert_eq!(alerts(), 1, "{}", s.stderr());
+    // Failing again is the same failure: still one vault counted, no second alert.
+    assert_eq!(s.get("/api/entries", Some(&reader)).status, 503);
+    assert_eq!(health(), (503, "degraded".to_owned(), json!(1)));
+    assert_eq!(alerts(), 1, "{}", s.stderr());
+    // The owner's vault is served all along.
+    assert_eq!(s.get("/api/entries", Some(&v.owner)).status, 200);
+
+    // Repaired: its next request opens it, and the node is healthy again.
+    std::fs::write(&file, &original).unwrap();
+    let r = s.get("/api/entries", Some(&reader));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(health(), (200, "ok".to_owned(), json!(0)));
+}

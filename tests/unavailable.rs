@@ -4,58 +4,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
-use std::sync::mpsc;
-use std::time::Duration;
-
-use common::{Server, Vault};
+use common::{Server, Vault, a_down_push, kuma};
 use serde_json::json;
-
-/// A loopback Kuma stand-in: answers `{"ok":true}` and reports each request line.
-fn kuma() -> (String, mpsc::Receiver<String>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/api/push/t0ken", listener.local_addr().unwrap());
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().take(100) {
-            let Ok(mut stream) = stream else { continue };
-            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut line = String::new();
-            let _ = reader.read_line(&mut line);
-            loop {
-                let mut h = String::new();
-                if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
-                    break;
-                }
-            }
-            let _ =
-                stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 11\r\nconnection: close\r\n\r\n{\"ok\":true}");
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    (url, rx)
-}
-
-fn percent_decoded(s: &str) -> String {
-    s.replace('+', " ").replace("%20", " ").replace("%3A", ":").replace("%3B", ";").replace("%7C", "|")
-}
 
 fn start(v: &Vault, kuma_url: &str) -> Server {
     Server::start(&v.dir(), &["--kuma-push-url", kuma_url, "--kuma-interval-secs", "1", "--kuma-disk-down-pct", "100"])
-}
-
-fn a_down_push(rx: &mpsc::Receiver<String>) -> String {
-    for _ in 0..20 {
-        let line = rx.recv_timeout(Duration::from_secs(30)).expect("a Kuma push");
-        if line.contains("status=down") {
-            return percent_decoded(&line);
-        }
-    }
-    panic!("no down push");
 }
 
 #[test]

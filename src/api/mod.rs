@@ -125,20 +125,21 @@ pub fn router(state: AppState) -> Router {
     crate::edition::current().install_fallback(routes).layer(finish::FinishLayer).with_state(state)
 }
 
-/// Liveness: 200 when every registered vault is served, 503 `degraded` when one could not be
-/// opened (so a deploy's health check stops and rolls back).
+/// Liveness: 200 when every registered vault is served, 503 `degraded` when one cannot be: it
+/// could not be opened at start, or its last open failed (so a deploy's health check stops and
+/// rolls back, and a vault found damaged at its first open is not a silent 503).
 #[utoipa::path(
     get,
     path = "/healthz",
     summary = "Liveness, edition and version",
     responses(
         (status = 200, description = "the node is up", body = openapi::schemas::Health),
-        (status = 503, description = "degraded: a vault could not be opened at start", body = openapi::schemas::Health),
+        (status = 503, description = "degraded: a vault cannot be served (it could not be opened at start, or its last open failed)", body = openapi::schemas::Health),
         (status = "4XX", description = "error", body = openapi::schemas::ErrorBody),
     )
 )]
 async fn health(State(state): State<AppState>) -> impl IntoResponse {
-    let unavailable = state.node.unavailable().len();
+    let unavailable = state.node.unavailable_count();
     let status =
         if unavailable == 0 { axum::http::StatusCode::OK } else { axum::http::StatusCode::SERVICE_UNAVAILABLE };
     let body = axum::Json(json!({

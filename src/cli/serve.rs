@@ -229,16 +229,21 @@ pub async fn serve(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<()> 
     let node = Node::start_with(dir, edition.max_vaults(), args.audit_sync.into(), args.max_open_vaults)
         .context("cannot open the vault")?;
     node.set_vault_idle(std::time::Duration::from_secs(args.vault_idle_secs));
-    // Kuma's message is short: the reason without the file's path (the id names it).
-    crate::node::set_unavailable_vaults(
-        node.unavailable()
-            .iter()
-            .map(|u| {
-                let reason = u.reason.replace(&dir.vault_path(&u.id).display().to_string(), "file");
-                format!("vault {} unavailable: {reason}", u.id.as_str().get(..8).unwrap_or(u.id.as_str()))
-            })
-            .collect(),
-    );
+    // Kuma's message is short: the reason without the file's path (the id names it). Asked at
+    // each push: a vault can become unavailable later (checked at its first open) or recover.
+    {
+        let node = node.clone();
+        let dir = dir.clone();
+        crate::node::set_unavailable_vaults(move || {
+            node.unavailable_now()
+                .into_iter()
+                .map(|(id, reason)| {
+                    let reason = reason.replace(&dir.vault_path(&id).display().to_string(), "file");
+                    format!("vault {} unavailable: {reason}", id.as_str().get(..8).unwrap_or(id.as_str()))
+                })
+                .collect()
+        });
+    }
     for u in node.unavailable() {
         tracing::error!(vault = %u.id, reason = %u.reason, "vault unavailable: its requests get 503");
     }

@@ -45,17 +45,19 @@ pub enum NodeError {
     System(String),
 }
 
-static UNAVAILABLE_VAULTS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+type UnavailableSource = Box<dyn Fn() -> Vec<String> + Send + Sync>;
+static UNAVAILABLE_VAULTS: std::sync::OnceLock<UnavailableSource> = std::sync::OnceLock::new();
 
-/// Records, once at start, the vaults `serve` could not open ("vault ID unavailable: why"):
-/// while any is listed the Kuma push reports the node down with that reason.
-pub fn set_unavailable_vaults(reasons: Vec<String>) {
-    let _ = UNAVAILABLE_VAULTS.set(reasons);
+/// Tells the node's reports, once at start, where to learn which vaults it cannot serve now
+/// ("vault ID unavailable: why"): a vault that could not be opened at start, or whose first
+/// open failed later. While any is listed the Kuma push reports the node down with that reason.
+pub fn set_unavailable_vaults(source: impl Fn() -> Vec<String> + Send + Sync + 'static) {
+    let _ = UNAVAILABLE_VAULTS.set(Box::new(source));
 }
 
-/// What [`set_unavailable_vaults`] recorded (nothing before it is called).
-pub fn unavailable_vaults() -> &'static [String] {
-    UNAVAILABLE_VAULTS.get().map_or(&[], Vec::as_slice)
+/// The vaults unavailable now, from [`set_unavailable_vaults`]'s source (none before it is set).
+pub fn unavailable_vaults() -> Vec<String> {
+    UNAVAILABLE_VAULTS.get().map_or_else(Vec::new, |source| source())
 }
 
 /// The node's validated settings for `clavitor serve`.

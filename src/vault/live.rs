@@ -741,8 +741,9 @@ struct Slot {
     /// The file passed `quick_check` (done at its first open, not at start: a node with
     /// thousands of vaults would read every file whole before serving).
     checked: AtomicBool,
-    /// Its first open failed and the operator was told (once).
-    reported: AtomicBool,
+    /// Why its last open failed, until an open succeeds: the vault is unavailable meanwhile
+    /// (/healthz and Kuma say so), and the operator was told when it began to fail.
+    failure: Mutex<Option<String>>,
 }
 
 impl Slot {
@@ -756,7 +757,7 @@ impl Slot {
             closed_stamp: Mutex::new(Some(stamp)),
             closed_seq: AtomicI64::new(seq),
             checked: AtomicBool::new(false),
-            reported: AtomicBool::new(false),
+            failure: Mutex::new(None),
         }
     }
 }
@@ -817,6 +818,9 @@ pub struct Node {
     /// Serialises [`Node::sync_registry`] (the watcher's and the API's).
     registry: Mutex<()>,
     unavailable: Vec<UnavailableVault>,
+    /// How many slots' last open failed (their `failure`): kept so that /healthz need not visit
+    /// every slot of a hosted node.
+    failing_opens: std::sync::atomic::AtomicUsize,
     without_agents_at_start: usize,
     tokens: Arc<TokenIndex>,
     node_audit: AuditWriter,
@@ -890,6 +894,7 @@ impl Node {
             vaults: RwLock::new(vaults),
             registry: Mutex::new(()),
             unavailable,
+            failing_opens: std::sync::atomic::AtomicUsize::new(0),
             without_agents_at_start: without_agents,
             tokens,
             node_audit,
@@ -924,16 +929,23 @@ impl Node {
         let vault = match opened {
             Ok(v) => Arc::new(v),
             Err(e) => {
-                if !s.reported.swap(true, Ordering::Relaxed) {
+                let mut failure = s.failure.lock().unwrap_or_else(|p| p.into_inner());
+                if failure.is_none() {
+                    self.failing_opens.fetch_add(1, Ordering::SeqCst);
                     crate::edition::alert(
                         "vault_unavailable",
                         "a vault cannot be opened; its requests are answered 503 until it is repaired",
                         &[("vault", s.id.to_string()), ("error", e.to_string())],
                     );
                 }
+                *failure = Some(e.to_string());
                 return Err(e);
             }
         };
+        if s.failure.lock().unwrap_or_else(|p| p.into_inner()).take().is_some() {
+            self.failing_opens.fetch_sub(1, Ordering::SeqCst);
+            tracing::warn!(vault = %s.id, "vault opens again: served");
+        }
         *live = Some(vault.clone());
         // Its agents are in the index now (a file without agents installs none: its hints
         // must go all the same).
@@ -1030,7 +1042,10 @@ impl Node {
         {
             let mut vaults = self.vaults.write().unwrap_or_else(|p| p.into_inner());
             for (slot, v) in vaults.iter_mut().enumerate() {
-                if v.as_ref().is_some_and(|v| !ids.contains(&v.id)) {
+                if let Some(retired) = v.as_ref().filter(|v| !ids.contains(&v.id)) {
+                    if retired.failure.lock().unwrap_or_else(|p| p.into_inner()).take().is_some() {
+                        self.failing_opens.fetch_sub(1, Ordering::SeqCst);
+                    }
                     *v = None;
                     self.tokens.replace(slot, i64::MAX, &[]);
                     dropped += 1;
@@ -1066,6 +1081,26 @@ impl Node {
     /// The vaults that could not be opened at start, with the reason.
     pub fn unavailable(&self) -> &[UnavailableVault] {
         &self.unavailable
+    }
+
+    /// How many vaults are unavailable now: those that could not be served from the start, and
+    /// those whose last open failed (checked at their first open, or damaged since).
+    pub fn unavailable_count(&self) -> usize {
+        self.unavailable.len() + self.failing_opens.load(Ordering::SeqCst)
+    }
+
+    /// The vaults unavailable now and why, as [`Node::unavailable_count`] counts them.
+    pub fn unavailable_now(&self) -> Vec<(VaultId, String)> {
+        let mut now: Vec<(VaultId, String)> =
+            self.unavailable.iter().map(|u| (u.id.clone(), u.reason.clone())).collect();
+        if self.failing_opens.load(Ordering::SeqCst) > 0 {
+            for (_, slot) in self.slots() {
+                if let Some(reason) = slot.failure.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+                    now.push((slot.id.clone(), reason));
+                }
+            }
+        }
+        now
     }
 
     /// The data dir this node serves.

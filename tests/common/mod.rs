@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
@@ -417,4 +417,47 @@ pub fn titles(s: &Server, token: &str) -> Vec<String> {
         r.json().as_array().expect("list").iter().map(|e| e["title"].as_str().unwrap_or_default().to_owned()).collect();
     t.sort();
     t
+}
+
+/// A loopback Kuma stand-in: answers `{"ok":true}` and reports each request line.
+pub fn kuma() -> (String, mpsc::Receiver<String>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/api/push/t0ken", listener.local_addr().unwrap());
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(100) {
+            let Ok(mut stream) = stream else { continue };
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+                    break;
+                }
+            }
+            let _ =
+                stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 11\r\nconnection: close\r\n\r\n{\"ok\":true}");
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (url, rx)
+}
+
+pub fn percent_decoded(s: &str) -> String {
+    s.replace('+', " ").replace("%20", " ").replace("%3A", ":").replace("%3B", ";").replace("%7C", "|")
+}
+
+/// The next push with `status=down` (of at most 20, each within 30 s), percent-decoded.
+pub fn a_down_push(rx: &mpsc::Receiver<String>) -> String {
+    for _ in 0..20 {
+        let line = rx.recv_timeout(Duration::from_secs(30)).expect("a Kuma push");
+        if line.contains("status=down") {
+            return percent_decoded(&line);
+        }
+    }
+    panic!("no down push");
 }
