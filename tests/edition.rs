@@ -318,6 +318,7 @@ mod commercial {
                 "cannot read",
             ),
             (vec![("CLAVITOR_TARPIT_MAX", "0")], "CLAVITOR_TARPIT_MAX"),
+            (vec![("CLAVITOR_TARPIT_HOLD_SECS", "301")], "CLAVITOR_TARPIT_HOLD_SECS must be 0 to 300"),
         ] {
             let v = Vault::new();
             let out = std::process::Command::new(common::BIN)
@@ -368,6 +369,22 @@ mod commercial {
         // Several separate arrivals spread over the hold, not one burst at the end.
         assert!(arrivals.len() >= 3, "{arrivals:?}");
         assert!(arrivals[arrivals.len() - 1] - arrivals[0] >= Duration::from_millis(1500), "{arrivals:?}");
+    }
+
+    /// A hold of 0 turns the tarpit off: the JSON 404 comes whole at once, no space dripped.
+    #[test]
+    fn a_tarpit_hold_of_0_answers_at_once() {
+        let v = Vault::new();
+        let s = start_with_env(&v, &[("CLAVITOR_TARPIT_HOLD_SECS", "0")]);
+        let mut conn = send_unknown(s.addr);
+        // The default hold (30 s) would outlast this: the read would fail.
+        conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut answer = Vec::new();
+        conn.read_to_end(&mut answer).expect("the whole answer within 10 s");
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.starts_with("HTTP/1.1 404"), "{text}");
+        assert!(text.contains(r#"{"error":"not_found""#), "{text}");
+        assert!(!text.contains("1\r\n \r\n"), "a space was dripped: {text:?}");
     }
 
     /// The plain listener hands a tarpitted socket over from hyper; that must work on a

@@ -34,22 +34,22 @@ struct Tarpit {
 static CONFIG: OnceLock<Tarpit> = OnceLock::new();
 static HELD: AtomicUsize = AtomicUsize::new(0);
 
-/// Reads `CLAVITOR_TARPIT_HOLD_SECS` (1–300, default 30) and `CLAVITOR_TARPIT_MAX`
-/// (1–100000, default 1000).
+/// Reads `CLAVITOR_TARPIT_HOLD_SECS` (0–300, default 30; 0: no hold, the 404 goes at once) and
+/// `CLAVITOR_TARPIT_MAX` (1–100000, default 1000).
 pub fn configure_from_env() -> Result<(), String> {
-    let read = |name: &str, default: u64, max: u64| -> Result<u64, String> {
+    let read = |name: &str, default: u64, range: std::ops::RangeInclusive<u64>| -> Result<u64, String> {
         match std::env::var(name) {
             Err(_) => Ok(default),
             Ok(v) => v
                 .trim()
                 .parse::<u64>()
                 .ok()
-                .filter(|n| (1..=max).contains(n))
-                .ok_or_else(|| format!("{name} must be 1 to {max}")),
+                .filter(|n| range.contains(n))
+                .ok_or_else(|| format!("{name} must be {} to {}", range.start(), range.end())),
         }
     };
-    let hold_secs = read("CLAVITOR_TARPIT_HOLD_SECS", 30, 300)?;
-    let max = read("CLAVITOR_TARPIT_MAX", 1000, 100_000)? as usize;
+    let hold_secs = read("CLAVITOR_TARPIT_HOLD_SECS", 30, 0..=300)?;
+    let max = read("CLAVITOR_TARPIT_MAX", 1000, 1..=100_000)? as usize;
     let _ = CONFIG.set(Tarpit { hold_secs, max });
     Ok(())
 }
