@@ -106,6 +106,15 @@ fn mgmt_token(v: &Vault, scope: &str) -> String {
     t
 }
 
+/// The audit name of the one management token with `scope` (`mgmt:ID`).
+fn mgmt_label(v: &Vault, scope: &str) -> String {
+    let list = v.cli_json(&["mgmt", "token", "list"], None);
+    let mut ids = list.as_array().unwrap().iter().filter(|t| t["scope"] == scope).map(|t| t["id"].as_i64().unwrap());
+    let id = ids.next().expect("a token with the scope");
+    assert!(ids.next().is_none(), "one token with scope {scope}");
+    format!("mgmt:{id}")
+}
+
 fn usage(s: &Server, mgmt: &str) -> Value {
     let r = s.get("/api/license/usage", Some(mgmt));
     assert_eq!(r.status, 200, "{}", r.body);
@@ -169,7 +178,9 @@ fn install_via_env_file_and_post_and_restart_restores_from_the_db() {
 
     // A token for another tenant is refused, never stored, and the node is INVALID.
     let r = install(&s, &mgmt, &token(&k, "beta", now() + DAY, 0, &[(Limit::MaxAgentsPerVault, 99)]));
-    assert_eq!(r.status, 422, "{}", r.body);
+    // The reference: 400 with the validator's message.
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.json()["message"].as_str().unwrap().starts_with("license refused: "), "{}", r.body);
     let u = usage(&s, &mgmt);
     assert_eq!(u["state"], "INVALID");
     assert!(u["message"].as_str().unwrap().contains("does not match server tenant 'acme'"), "{u}");
@@ -615,7 +626,7 @@ fn every_rest_cap_in_every_state_refuses_with_the_states_message_and_an_audit_ro
         ("ACTIVE", Some(&active_t), 200),
         ("GRACE", Some(&grace_t), 200),
         ("EXPIRED", Some(&expired_t), 200),
-        ("INVALID", Some(&forged), 422),
+        ("INVALID", Some(&forged), 400),
     ];
     let mut above = 0;
     let mut expected_rows = Vec::new();
@@ -651,7 +662,9 @@ fn every_rest_cap_in_every_state_refuses_with_the_states_message_and_an_audit_ro
                 "message": expected_cap_message(state, key, current, cap),
             });
             assert_eq!(r.json(), expected, "{state} {p:?}");
-            expected_rows.push(format!("{key} current={current} cap={cap} state={state}"));
+            // Who asked: the owner (agent 1), or for a vault the management token.
+            let by = if matches!(p, CreatePath::Vault) { mgmt_label(&v, "vaults") } else { "agent:1".to_owned() };
+            expected_rows.push(format!("{key} current={current} cap={cap} state={state} requested_by={by}"));
         }
     }
 
@@ -669,7 +682,7 @@ fn every_rest_cap_in_every_state_refuses_with_the_states_message_and_an_audit_ro
     rows.sort();
     assert!(rows.iter().all(|(_, outcome, _)| outcome == "failed"), "{rows:?}");
     let details: Vec<String> = rows.into_iter().map(|(_, _, d)| d).collect();
-    assert_eq!(details, expected_rows, "one cap_exceeded row per refusal, naming limit, current and cap");
+    assert_eq!(details, expected_rows, "one cap_exceeded row per refusal, naming limit, current, cap and requester");
 }
 
 /// The default tier's caps as the usage report lists them.
@@ -711,7 +724,7 @@ fn a_token_without_a_public_key_is_invalid_and_the_default_tier_applies() {
     assert_eq!((r.json()["state"].clone(), r.json()["cap"].clone()), (json!("INVALID"), json!(1)));
     // A runtime install cannot be verified either.
     let r = install(&s, &mgmt, &good);
-    assert_eq!(r.status, 422, "{}", r.body);
+    assert_eq!(r.status, 400, "{}", r.body);
     assert!(r.json()["message"].as_str().unwrap().contains("no license public key"), "{}", r.body);
     assert_eq!(usage(&s, &mgmt)["state"], "INVALID");
     drop(s);
@@ -759,7 +772,7 @@ fn a_valid_install_brings_an_invalid_node_back_to_active() {
     assert_eq!(install(&s, &mgmt, &active(&k, &[(Limit::MaxAgentsPerVault, 7)])).status, 200);
     // A bad runtime install: another vendor's signature.
     let forged = active(&keys(v.tmp.path(), "other"), &[(Limit::MaxVaults, 9)]);
-    assert_eq!(install(&s, &mgmt, &forged).status, 422);
+    assert_eq!(install(&s, &mgmt, &forged).status, 400);
     let u = usage(&s, &mgmt);
     assert_eq!(u["state"], "INVALID");
     assert_default_tier(&u);

@@ -82,6 +82,20 @@ pub enum Action {
     AutoscopeSuggest,
 }
 
+impl Actor {
+    /// Who this is in one word, as a refusal's detail names a requester: `agent:3`,
+    /// `local-operator`, `anonymous`, `node` or `idp`.
+    pub fn label(self) -> String {
+        match self {
+            Actor::Agent(id) => format!("agent:{}", id.0),
+            Actor::LocalOperator => "local-operator".to_owned(),
+            Actor::Anonymous => "anonymous".to_owned(),
+            Actor::Node => "node".to_owned(),
+            Actor::IdentityProvider => "idp".to_owned(),
+        }
+    }
+}
+
 impl Action {
     pub fn as_str(self) -> &'static str {
         match self {

@@ -80,7 +80,14 @@ pub trait Edition: Send + Sync {
         false
     }
     /// Refuses a create that would take `what` past the edition's cap (community: never).
-    fn assert_within_cap(&self, _what: Capped, _current: u64, _delta: u64) -> Result<(), CapExceeded> {
+    /// `requested_by` names who asked (an audit actor: `agent:3`, `local-operator`, `mgmt:2`).
+    fn assert_within_cap(
+        &self,
+        _what: Capped,
+        _current: u64,
+        _delta: u64,
+        _requested_by: &str,
+    ) -> Result<(), CapExceeded> {
         Ok(())
     }
     /// Why this node refuses every write (commercial: it is a replication backup), if it does.

@@ -99,7 +99,12 @@ impl DataDir {
                 // Vault registration is a create the edition may cap (with none registered yet,
                 // only a cap of zero could refuse; kept so a later multi-vault path inherits it).
                 crate::edition::current()
-                    .assert_within_cap(crate::edition::Capped::Vaults, regs.len() as u64, 1)
+                    .assert_within_cap(
+                        crate::edition::Capped::Vaults,
+                        regs.len() as u64,
+                        1,
+                        Actor::LocalOperator.label().as_str(),
+                    )
                     .map_err(|e| VaultError::CapExceeded(e.0))?;
                 let id = VaultId::generate();
                 let key = DataKey::generate();
@@ -161,7 +166,7 @@ impl DataDir {
             };
             node.register_vault_checked(&reg, &row, |live| {
                 crate::edition::current()
-                    .assert_within_cap(crate::edition::Capped::Vaults, live, 1)
+                    .assert_within_cap(crate::edition::Capped::Vaults, live, 1, actor)
                     .map_err(|e| VaultError::CapExceeded(e.0))
             })??;
             let mut open = self.open_vault(master, &id)?;

@@ -21,7 +21,7 @@ pub const MAX_AGENT_NAME: usize = 128;
 
 /// Refuses a create of `delta` rows of `what` past the edition's cap (community: never). Existing
 /// rows above a lowered cap stay and keep working; only new ones are refused.
-fn within_cap(db: &VaultDb, what: Capped, delta: u64) -> Result<(), VaultError> {
+fn within_cap(db: &VaultDb, what: Capped, delta: u64, event: &AuditEvent) -> Result<(), VaultError> {
     let edition = crate::edition::current();
     if !edition.enforces_caps() {
         return Ok(());
@@ -33,7 +33,7 @@ fn within_cap(db: &VaultDb, what: Capped, delta: u64) -> Result<(), VaultError> 
         Capped::PasskeysPerVault => passkeys,
         Capped::Vaults => 0,
     };
-    edition.assert_within_cap(what, current, delta).map_err(|e| VaultError::CapExceeded(e.0))
+    edition.assert_within_cap(what, current, delta, &event.actor.label()).map_err(|e| VaultError::CapExceeded(e.0))
 }
 
 fn now() -> i64 {
@@ -66,7 +66,7 @@ pub fn add_entry(
     let uuid = chosen.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let sealed = seal(vault, key, &uuid, &data)?;
     db.in_one_transaction(|db| {
-        within_cap(db, Capped::EntriesPerVault, 1)?;
+        within_cap(db, Capped::EntriesPerVault, 1, event)?;
         db.insert_entry(&uuid, &scopes.to_db(), &sealed, now(), &event.record()).map_err(VaultError::from_store)
     })
 }
@@ -88,7 +88,7 @@ pub fn import_entries(
         rows.push((uuid, scopes.to_db(), sealed));
     }
     db.in_one_transaction(|db| {
-        within_cap(db, Capped::EntriesPerVault, rows.len() as u64)?;
+        within_cap(db, Capped::EntriesPerVault, rows.len() as u64, event)?;
         db.insert_entries(&rows, now(), &event.record()).map_err(VaultError::from_store)
     })
 }
@@ -202,7 +202,7 @@ pub fn add_agent(
     let extra = ScopeSet::from_strs(extra_scopes.iter().map(String::as_str))?;
     let token = NewToken::generate();
     let row = db.in_one_transaction(|db| {
-        within_cap(db, Capped::AgentsPerVault, 1)?;
+        within_cap(db, Capped::AgentsPerVault, 1, event)?;
         db.insert_agent(
             &NewAgent {
                 name,
@@ -271,7 +271,7 @@ pub fn add_agents(
     check_agent_specs(specs)?;
     let record = event.record();
     db.all_or_nothing(|db| {
-        within_cap(db, Capped::AgentsPerVault, specs.len() as u64)?;
+        within_cap(db, Capped::AgentsPerVault, specs.len() as u64, event)?;
         let first = db.next_agent_id()?;
         let mut out = Vec::with_capacity(specs.len());
         for (n, s) in specs.iter().enumerate() {
@@ -507,7 +507,7 @@ pub fn add_passkey(
         mac: None,
     };
     db.in_one_transaction(|db| {
-        within_cap(db, Capped::PasskeysPerVault, 1)?;
+        within_cap(db, Capped::PasskeysPerVault, 1, event)?;
         db.insert_credential(&row, &event.record()).map_err(VaultError::from_store)
     })?;
     Ok(id)

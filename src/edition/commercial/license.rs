@@ -233,8 +233,9 @@ fn limit_of(what: Capped) -> Limit {
     }
 }
 
-/// `assert_within_cap(limit, current, delta)`: one check for every create path.
-pub fn assert_within_cap(what: Capped, current: u64, delta: u64) -> Result<(), CapExceeded> {
+/// `assert_within_cap(limit, current, delta)`: one check for every create path. A refusal's
+/// `cap_exceeded` row names who asked (`requested_by`), as the reference's payload does.
+pub fn assert_within_cap(what: Capped, current: u64, delta: u64, requested_by: &str) -> Result<(), CapExceeded> {
     let limit = limit_of(what);
     let now = now_secs();
     let (slot, node_db) =
@@ -247,7 +248,8 @@ pub fn assert_within_cap(what: Capped, current: u64, delta: u64) -> Result<(), C
     let message = slot.cap_message(limit, current, cap, now);
     tracing::warn!(limit = limit.key(), current, cap, state = state.as_str(), "license cap reached");
     if let Some(node_db) = node_db {
-        let detail = format!("{} current={current} cap={cap} state={}", limit.key(), state.as_str());
+        let detail =
+            format!("{} current={current} cap={cap} state={} requested_by={requested_by}", limit.key(), state.as_str());
         audit(&node_db, &record("cap_exceeded", "failed", "node", detail));
     }
     Err(CapExceeded(Box::new(json!({

@@ -61,7 +61,7 @@ pub struct InstallLicense {
     request_body(content = InstallLicense, content_type = "application/json"),
     responses(
         (status = 200, description = "installed; the new state", body = Object),
-        (status = "4XX", description = "error: 400 bad input, 401 no valid management token, 403 wrong scope, 415 body not JSON, 422 license refused (node is INVALID)", body = crate::api::openapi::schemas::ErrorBody),
+        (status = "4XX", description = "error: 400 bad input or license refused (the node is then INVALID), 401 no valid management token, 403 wrong scope, 415 body not JSON", body = crate::api::openapi::schemas::ErrorBody),
     )
 )]
 pub async fn install(headers: HeaderMap, JsonBytes(body): JsonBytes) -> Result<Json<Value>, ApiError> {
@@ -72,7 +72,8 @@ pub async fn install(headers: HeaderMap, JsonBytes(body): JsonBytes) -> Result<J
     let result = crate::api::blocking(move || Ok::<_, ApiError>(super::license::install(&req.token, &actor))).await?;
     match result {
         Ok(state) => Ok(Json(json!({"state": state.as_str()}))),
-        Err(e) => Err(ApiError::Unprocessable(format!("license refused: {e}"))),
+        // The reference: a refused license is a 400 carrying the validator's message.
+        Err(e) => Err(ApiError::BadRequest(format!("license refused: {e}"))),
     }
 }
 

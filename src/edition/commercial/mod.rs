@@ -88,8 +88,8 @@ impl super::Edition for Commercial {
         true
     }
 
-    fn assert_within_cap(&self, what: Capped, current: u64, delta: u64) -> Result<(), CapExceeded> {
-        license::assert_within_cap(what, current, delta)
+    fn assert_within_cap(&self, what: Capped, current: u64, delta: u64, requested_by: &str) -> Result<(), CapExceeded> {
+        license::assert_within_cap(what, current, delta, requested_by)
     }
 
     fn run_command(&self, cmd: &EditionCommand, args: &EditionArgs, node_db: &std::path::Path) -> anyhow::Result<()> {
