@@ -69,7 +69,7 @@ pub(super) async fn admin_only(caller: &Caller, action: Action) -> Result<(), Ap
     security(("bearer" = [])),
     responses(
         (status = 200, description = "the agents", body = super::openapi::schemas::AgentList),
-        (status = "4XX", description = "error: 400 bad input, 401 no valid token, 403 refused, 404 missing or not visible, 415 body not JSON, 422 invalid", body = super::openapi::schemas::ErrorBody),
+        (status = "4XX", description = super::openapi::API_ERRORS, body = super::openapi::schemas::ErrorBody),
     )
 )]
 pub async fn agents(caller: Caller) -> Result<Json<serde_json::Value>, ApiError> {
@@ -120,7 +120,7 @@ pub async fn agents(caller: Caller) -> Result<Json<serde_json::Value>, ApiError>
             (super::openapi::schemas::AuditPage = "application/json"),
             (String = "text/csv"),
         )),
-        (status = "4XX", description = "error: 400 bad input, 401 no valid token, 403 refused, 404 missing or not visible, 415 body not JSON, 422 invalid", body = super::openapi::schemas::ErrorBody),
+        (status = "4XX", description = super::openapi::API_ERRORS, body = super::openapi::schemas::ErrorBody),
     )
 )]
 pub async fn audit(

@@ -9,6 +9,7 @@ use axum::http::{HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
 use super::extract::PositiveId;
+use super::openapi::schemas::IdPath;
 use super::{ApiError, Caller};
 use crate::audit::{Action, Outcome};
 use crate::vault::live::Lookup;
@@ -47,7 +48,7 @@ async fn visible(caller: &Caller, id: i64, action: Action) -> Result<std::sync::
     security(("bearer" = [])),
     responses(
         (status = 200, description = "the visible entries (an array)", body = Vec<EntrySummary<'static>>, headers(("x-clavitor-audit-id" = i64, description = "the audit row that records this read"))),
-        (status = "4XX", description = "error: 400 bad input, 401 no valid token, 403 refused, 404 missing or not visible, 415 body not JSON, 422 invalid", body = super::openapi::schemas::ErrorBody),
+        (status = "4XX", description = super::openapi::API_ERRORS, body = super::openapi::schemas::ErrorBody),
     )
 )]
 pub async fn list(caller: Caller) -> Result<Response, ApiError> {
@@ -64,10 +65,10 @@ pub async fn list(caller: Caller) -> Result<Response, ApiError> {
     path = "/api/entries/{id}",
     summary = "One entry: L1 values (none for an inject-only entry), L2 ciphertexts, inject rules",
     security(("bearer" = [])),
-    params(("id" = i64, Path, minimum = 1, maximum = 9223372036854775807i64, description = "a positive integer id")),
+    params(IdPath),
     responses(
         (status = 200, description = "the entry", body = crate::vault::view::EntryView<'static>, headers(("x-clavitor-audit-id" = i64, description = "the audit row that records this read"))),
-        (status = "4XX", description = "error: 400 bad input, 401 no valid token, 403 refused, 404 missing or not visible, 415 body not JSON, 422 invalid", body = super::openapi::schemas::ErrorBody),
+        (status = "4XX", description = super::openapi::API_ERRORS, body = super::openapi::schemas::ErrorBody),
     )
 )]
 pub async fn get_one(caller: Caller, PositiveId(id): PositiveId) -> Result<Response, ApiError> {
@@ -94,7 +95,7 @@ pub async fn get_one(caller: Caller, PositiveId(id): PositiveId) -> Result<Respo
     ),
     responses(
         (status = 200, description = "the matching visible entries (an array)", body = Vec<EntrySummary<'static>>, headers(("x-clavitor-audit-id" = i64, description = "the audit row that records this read"))),
-        (status = "4XX", description = "error: 400 bad input, 401 no valid token, 403 refused, 404 missing or not visible, 415 body not JSON, 422 invalid", body = super::openapi::schemas::ErrorBody),
+        (status = "4XX", description = super::openapi::API_ERRORS, body = super::openapi::schemas::ErrorBody),
     )
 )]
 pub async fn search(caller: Caller, Query(params): Query<HashMap<String, String>>) -> Result<Response, ApiError> {
@@ -124,10 +125,10 @@ pub async fn search(caller: Caller, Query(params): Query<HashMap<String, String>
     path = "/api/ext/totp/{id}",
     summary = "The current TOTP code of an entry (422 if it has no L1 TOTP field, 403 if it is inject-only)",
     security(("bearer" = [])),
-    params(("id" = i64, Path, minimum = 1, maximum = 9223372036854775807i64, description = "a positive integer id")),
+    params(IdPath),
     responses(
         (status = 200, description = "the current code", body = crate::vault::totp::TotpCode, headers(("x-clavitor-audit-id" = i64, description = "the audit row that records this read"))),
-        (status = "4XX", description = "error: 400 bad input, 401 no valid token, 403 refused, 404 missing or not visible, 415 body not JSON, 422 invalid", body = super::openapi::schemas::ErrorBody),
+        (status = "4XX", description = super::openapi::API_ERRORS, body = super::openapi::schemas::ErrorBody),
     )
 )]
 pub async fn totp(caller: Caller, PositiveId(id): PositiveId) -> Result<Response, ApiError> {

@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::openapi::schemas::SignedHeaders;
 use super::write::{Signed, gated, parse_body};
 use super::{ApiError, AppState, Caller};
 use crate::audit::{Action, Outcome};
@@ -43,7 +44,7 @@ pub struct Imported {
     path = "/api/entries/import",
     summary = "Import many entries at once, owner-only (all or nothing)",
     security(("bearer" = [])),
-    params(("X-WebAuthn-Challenge" = String, Header, description = "id of a challenge from POST /api/webauthn/challenge bound to this exact request"), ("X-WebAuthn-Assertion" = String, Header, description = "the assertion (PublicKeyCredential JSON) over that challenge")),
+    params(SignedHeaders),
     request_body(content = ImportRequest, content_type = "application/json"),
     responses(
         (status = 201, description = "every entry was created", body = Imported),

@@ -16,6 +16,10 @@ use axum::response::{IntoResponse, Response};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{InfoBuilder, OpenApi};
 
+/// The 4XX description of every vault API operation: `(status = "4XX", description = API_ERRORS, ...)`.
+pub const API_ERRORS: &str =
+    "error: 400 bad input, 401 no valid token, 403 refused, 404 missing or not visible, 415 body not JSON, 422 invalid";
+
 /// Schemas of JSON bodies that handlers assemble with `json!` (documentation only: nothing
 /// serializes these types).
 #[allow(dead_code)]
@@ -23,6 +27,29 @@ pub mod schemas {
     use std::collections::HashMap;
 
     use utoipa::ToSchema;
+
+    /// The `id` of every `/{id}` route (`super::super::extract::PositiveId` enforces it):
+    /// `params(IdPath)`.
+    #[derive(utoipa::IntoParams)]
+    #[into_params(parameter_in = Path)]
+    pub struct IdPath {
+        /// a positive integer id
+        #[param(minimum = 1, maximum = 9223372036854775807i64)]
+        pub id: i64,
+    }
+
+    /// The two headers of a passkey-approved write (`super::super::extract::Signed`):
+    /// `params(SignedHeaders)`.
+    #[derive(utoipa::IntoParams)]
+    #[into_params(parameter_in = Header)]
+    pub struct SignedHeaders {
+        /// id of a challenge from POST /api/webauthn/challenge bound to this exact request
+        #[param(rename = "X-WebAuthn-Challenge")]
+        pub challenge: String,
+        /// the assertion (PublicKeyCredential JSON) over that challenge
+        #[param(rename = "X-WebAuthn-Assertion")]
+        pub assertion: String,
+    }
 
     /// Every error: a stable code and a message for people.
     #[derive(ToSchema)]
@@ -37,7 +64,7 @@ pub mod schemas {
 
     #[derive(ToSchema)]
     pub struct Health {
-        /// `ok`, or `degraded` (with 503) while a vault could not be opened at start.
+        /// `ok`, or `degraded` (503) while a vault cannot be opened (at start or at first open).
         #[schema(pattern = "^(ok|degraded)$")]
         pub status: String,
         /// `community` or `commercial`.

@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::openapi::schemas::SignedHeaders;
 use super::write::{Signed, gated, parse_body};
 use super::{ApiError, AppState, Caller};
 use crate::audit::{Action, Outcome};
@@ -55,7 +56,7 @@ pub struct SessionToken {
     path = "/api/sessions",
     summary = "Sign in the browser extension: a short-lived, read-only session token (passkey)",
     security(("bearer" = [])),
-    params(("X-WebAuthn-Challenge" = String, Header, description = "id of a challenge from POST /api/webauthn/challenge bound to this exact request"), ("X-WebAuthn-Assertion" = String, Header, description = "the assertion (PublicKeyCredential JSON) over that challenge")),
+    params(SignedHeaders),
     request_body(content = SessionRequest, content_type = "application/json"),
     responses(
         (status = 201, description = "the session; its token is shown only here", body = SessionToken),

@@ -75,7 +75,7 @@ fn throttle(state: &AppState, ip: &ClientIp) -> Result<String, ApiError> {
     request_body(content = StartRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "a registration in progress", body = super::openapi::schemas::Registration),
-        (status = "4XX", description = "error: 400 bad input, 401 no valid token, 403 refused, 404 missing or not visible, 415 body not JSON, 422 invalid", body = super::openapi::schemas::ErrorBody),
+        (status = "4XX", description = super::openapi::API_ERRORS, body = super::openapi::schemas::ErrorBody),
     )
 )]
 pub async fn start(
@@ -103,7 +103,7 @@ pub async fn start(
     request_body(content = FinishRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "the owner and its token", body = super::openapi::schemas::SetupDone),
-        (status = "4XX", description = "error: 400 bad input, 401 no valid token, 403 refused, 404 missing or not visible, 415 body not JSON, 422 invalid", body = super::openapi::schemas::ErrorBody),
+        (status = "4XX", description = super::openapi::API_ERRORS, body = super::openapi::schemas::ErrorBody),
     )
 )]
 pub async fn finish(
@@ -138,7 +138,7 @@ pub async fn finish(
     summary = "Relying party id and origin",
     responses(
         (status = 200, description = "the relying party", body = super::openapi::schemas::RelyingParty),
-        (status = "4XX", description = "error: 400 bad input, 401 no valid token, 403 refused, 404 missing or not visible, 415 body not JSON, 422 invalid", body = super::openapi::schemas::ErrorBody),
+        (status = "4XX", description = super::openapi::API_ERRORS, body = super::openapi::schemas::ErrorBody),
     )
 )]
 pub async fn info(State(state): State<AppState>) -> Json<Value> {

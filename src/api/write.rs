@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 
 use super::admin::{admin_only, agent_view};
 use super::extract::{JsonBytes, PositiveId};
+use super::openapi::schemas::{IdPath, SignedHeaders};
 use super::{ApiError, AppState, Caller};
 use crate::audit::{Action, AuditEvent, Outcome};
 use crate::auth::AgentId;
@@ -164,7 +165,7 @@ pub struct ChallengeRequest {
     request_body(content = ChallengeRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "the challenge and its WebAuthn request options", body = super::openapi::schemas::Challenge),
-        (status = "4XX", description = "error: 400 bad input, 401 no valid token, 403 refused, 404 missing or not visible, 415 body not JSON, 422 invalid", body = super::openapi::schemas::ErrorBody),
+        (status = "4XX", description = super::openapi::API_ERRORS, body = super::openapi::schemas::ErrorBody),
     )
 )]
 pub async fn challenge(
@@ -191,11 +192,11 @@ pub async fn challenge(
     path = "/api/entries",
     summary = "Create an entry",
     security(("bearer" = [])),
-    params(("X-WebAuthn-Challenge" = String, Header, description = "id of a challenge from POST /api/webauthn/challenge bound to this exact request"), ("X-WebAuthn-Assertion" = String, Header, description = "the assertion (PublicKeyCredential JSON) over that challenge")),
+    params(SignedHeaders),
     request_body(content = EntryInput, content_type = "application/json"),
     responses(
         (status = 201, description = "created", body = super::openapi::schemas::Created),
-        (status = "4XX", description = "error: 400 bad input, 401 no valid token, 403 refused, 404 missing or not visible, 415 body not JSON, 422 invalid", body = super::openapi::schemas::ErrorBody),
+        (status = "4XX", description = super::openapi::API_ERRORS, body = super::openapi::schemas::ErrorBody),
     )
 )]
 pub async fn create_entry(State(state): State<AppState>, caller: Caller, signed: Signed) -> Result<Response, ApiError> {
@@ -212,11 +213,11 @@ pub async fn create_entry(State(state): State<AppState>, caller: Caller, signed:
     path = "/api/entries/{id}",
     summary = "Replace an entry",
     security(("bearer" = [])),
-    params(("id" = i64, Path, minimum = 1, maximum = 9223372036854775807i64, description = "a positive integer id"), ("X-WebAuthn-Challenge" = String, Header, description = "id of a challenge from POST /api/webauthn/challenge bound to this exact request"), ("X-WebAuthn-Assertion" = String, Header, description = "the assertion (PublicKeyCredential JSON) over that challenge")),
+    params(IdPath, SignedHeaders),
     request_body(content = EntryInput, content_type = "application/json"),
     responses(
         (status = 200, description = "replaced", body = super::openapi::schemas::EntryVersion),
-        (status = "4XX", description = "error: 400 bad input, 401 no valid token, 403 refused, 404 missing or not visible, 415 body not JSON, 422 invalid", body = super::openapi::schemas::ErrorBody),
+        (status = "4XX", description = super::openapi::API_ERRORS, body = super::openapi::schemas::ErrorBody),
     )
 )]
 pub async fn update_entry(
@@ -246,11 +247,11 @@ pub struct ScopesRequest {
     path = "/api/entries/{id}/scopes",
     summary = "Change an entry's scopes",
     security(("bearer" = [])),
-    params(("id" = i64, Path, minimum = 1, maximum = 9223372036854775807i64, description = "a positive integer id"), ("X-WebAuthn-Challenge" = String, Header, description = "id of a challenge from POST /api/webauthn/challenge bound to this exact request"), ("X-WebAuthn-Assertion" = String, Header, description = "the assertion (PublicKeyCredential JSON) over that challenge")),
+    params(IdPath, SignedHeaders),
     request_body(content = ScopesRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "changed", body = super::openapi::schemas::EntryVersion),
-        (status = "4XX", description = "error: 400 bad input, 401 no valid token, 403 refused, 404 missing or not visible, 415 body not JSON, 422 invalid", body = super::openapi::schemas::ErrorBody),
+        (status = "4XX", description = super::openapi::API_ERRORS, body = super::openapi::schemas::ErrorBody),
     )
 )]
 pub async fn set_entry_scopes(
@@ -274,10 +275,10 @@ pub async fn set_entry_scopes(
     path = "/api/entries/{id}",
     summary = "Delete an entry (tombstone)",
     security(("bearer" = [])),
-    params(("id" = i64, Path, minimum = 1, maximum = 9223372036854775807i64, description = "a positive integer id"), ("X-WebAuthn-Challenge" = String, Header, description = "id of a challenge from POST /api/webauthn/challenge bound to this exact request"), ("X-WebAuthn-Assertion" = String, Header, description = "the assertion (PublicKeyCredential JSON) over that challenge")),
+    params(IdPath, SignedHeaders),
     responses(
         (status = 200, description = "deleted", body = super::openapi::schemas::Deleted),
-        (status = "4XX", description = "error: 400 bad input, 401 no valid token, 403 refused, 404 missing or not visible, 415 body not JSON, 422 invalid", body = super::openapi::schemas::ErrorBody),
+        (status = "4XX", description = super::openapi::API_ERRORS, body = super::openapi::schemas::ErrorBody),
     )
 )]
 pub async fn delete_entry(
@@ -318,11 +319,11 @@ pub struct NewAgentRequest {
     path = "/api/agents",
     summary = "Create an agent; its token is shown once",
     security(("bearer" = [])),
-    params(("X-WebAuthn-Challenge" = String, Header, description = "id of a challenge from POST /api/webauthn/challenge bound to this exact request"), ("X-WebAuthn-Assertion" = String, Header, description = "the assertion (PublicKeyCredential JSON) over that challenge")),
+    params(SignedHeaders),
     request_body(content = NewAgentRequest, content_type = "application/json"),
     responses(
         (status = 201, description = "created", body = super::openapi::schemas::AgentWithToken),
-        (status = "4XX", description = "error: 400 bad input, 401 no valid token, 403 refused, 404 missing or not visible, 415 body not JSON, 422 invalid", body = super::openapi::schemas::ErrorBody),
+        (status = "4XX", description = super::openapi::API_ERRORS, body = super::openapi::schemas::ErrorBody),
     )
 )]
 pub async fn create_agent(State(state): State<AppState>, caller: Caller, signed: Signed) -> Result<Response, ApiError> {
@@ -374,11 +375,11 @@ pub struct UpdateAgentRequest {
     path = "/api/agents/{id}",
     summary = "Change or rotate an agent",
     security(("bearer" = [])),
-    params(("id" = i64, Path, minimum = 1, maximum = 9223372036854775807i64, description = "a positive integer id"), ("X-WebAuthn-Challenge" = String, Header, description = "id of a challenge from POST /api/webauthn/challenge bound to this exact request"), ("X-WebAuthn-Assertion" = String, Header, description = "the assertion (PublicKeyCredential JSON) over that challenge")),
+    params(IdPath, SignedHeaders),
     request_body(content = UpdateAgentRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "changed", body = super::openapi::schemas::AgentUpdated),
-        (status = "4XX", description = "error: 400 bad input, 401 no valid token, 403 refused, 404 missing or not visible, 415 body not JSON, 422 invalid", body = super::openapi::schemas::ErrorBody),
+        (status = "4XX", description = super::openapi::API_ERRORS, body = super::openapi::schemas::ErrorBody),
     )
 )]
 pub async fn update_agent(
@@ -397,11 +398,11 @@ pub async fn update_agent(
     path = "/api/agents/{id}",
     summary = "Change or rotate an agent (same as PUT)",
     security(("bearer" = [])),
-    params(("id" = i64, Path, minimum = 1, maximum = 9223372036854775807i64, description = "a positive integer id"), ("X-WebAuthn-Challenge" = String, Header, description = "id of a challenge from POST /api/webauthn/challenge bound to this exact request"), ("X-WebAuthn-Assertion" = String, Header, description = "the assertion (PublicKeyCredential JSON) over that challenge")),
+    params(IdPath, SignedHeaders),
     request_body(content = UpdateAgentRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "changed", body = super::openapi::schemas::AgentUpdated),
-        (status = "4XX", description = "error: 400 bad input, 401 no valid token, 403 refused, 404 missing or not visible, 415 body not JSON, 422 invalid", body = super::openapi::schemas::ErrorBody),
+        (status = "4XX", description = super::openapi::API_ERRORS, body = super::openapi::schemas::ErrorBody),
     )
 )]
 pub async fn patch_agent(
@@ -447,10 +448,10 @@ async fn change_agent(state: AppState, caller: Caller, id: AgentId, signed: Sign
     path = "/api/agents/{id}",
     summary = "Revoke an agent",
     security(("bearer" = [])),
-    params(("id" = i64, Path, minimum = 1, maximum = 9223372036854775807i64, description = "a positive integer id"), ("X-WebAuthn-Challenge" = String, Header, description = "id of a challenge from POST /api/webauthn/challenge bound to this exact request"), ("X-WebAuthn-Assertion" = String, Header, description = "the assertion (PublicKeyCredential JSON) over that challenge")),
+    params(IdPath, SignedHeaders),
     responses(
         (status = 200, description = "revoked", body = super::openapi::schemas::Revoked),
-        (status = "4XX", description = "error: 400 bad input, 401 no valid token, 403 refused, 404 missing or not visible, 415 body not JSON, 422 invalid", body = super::openapi::schemas::ErrorBody),
+        (status = "4XX", description = super::openapi::API_ERRORS, body = super::openapi::schemas::ErrorBody),
     )
 )]
 pub async fn delete_agent(
@@ -478,7 +479,7 @@ pub async fn delete_agent(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "the passkeys", body = super::openapi::schemas::PasskeyList),
-        (status = "4XX", description = "error: 400 bad input, 401 no valid token, 403 refused, 404 missing or not visible, 415 body not JSON, 422 invalid", body = super::openapi::schemas::ErrorBody),
+        (status = "4XX", description = super::openapi::API_ERRORS, body = super::openapi::schemas::ErrorBody),
     )
 )]
 pub async fn passkeys(caller: Caller) -> Result<Response, ApiError> {
@@ -510,7 +511,7 @@ pub async fn passkeys(caller: Caller) -> Result<Response, ApiError> {
     security(("bearer" = [])),
     responses(
         (status = 200, description = "a registration in progress", body = super::openapi::schemas::Registration),
-        (status = "4XX", description = "error: 400 bad input, 401 no valid token, 403 refused, 404 missing or not visible, 415 body not JSON, 422 invalid", body = super::openapi::schemas::ErrorBody),
+        (status = "4XX", description = super::openapi::API_ERRORS, body = super::openapi::schemas::ErrorBody),
     )
 )]
 pub async fn passkey_options(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
@@ -547,11 +548,11 @@ pub struct AddPasskeyRequest {
     path = "/api/passkeys",
     summary = "Enroll a further passkey",
     security(("bearer" = [])),
-    params(("X-WebAuthn-Challenge" = String, Header, description = "id of a challenge from POST /api/webauthn/challenge bound to this exact request"), ("X-WebAuthn-Assertion" = String, Header, description = "the assertion (PublicKeyCredential JSON) over that challenge")),
+    params(SignedHeaders),
     request_body(content = AddPasskeyRequest, content_type = "application/json"),
     responses(
         (status = 201, description = "enrolled", body = super::openapi::schemas::PasskeyAdded),
-        (status = "4XX", description = "error: 400 bad input, 401 no valid token, 403 refused, 404 missing or not visible, 415 body not JSON, 422 invalid", body = super::openapi::schemas::ErrorBody),
+        (status = "4XX", description = super::openapi::API_ERRORS, body = super::openapi::schemas::ErrorBody),
     )
 )]
 pub async fn add_passkey(State(state): State<AppState>, caller: Caller, signed: Signed) -> Result<Response, ApiError> {
@@ -583,7 +584,7 @@ pub async fn add_passkey(State(state): State<AppState>, caller: Caller, signed: 
     params(("id" = String, Path, pattern = "^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048]|[A-Za-z0-9_-][AQgw])?$", min_length = 2, max_length = 1364, description = "the credential id: canonical base64url without padding, 1 to 1023 bytes"), ("X-WebAuthn-Challenge" = String, Header, description = "id of a challenge from POST /api/webauthn/challenge bound to this exact request"), ("X-WebAuthn-Assertion" = String, Header, description = "the assertion (PublicKeyCredential JSON) over that challenge")),
     responses(
         (status = 200, description = "removed", body = super::openapi::schemas::PasskeyRemoved),
-        (status = "4XX", description = "error: 400 bad input, 401 no valid token, 403 refused, 404 missing or not visible, 415 body not JSON, 422 invalid", body = super::openapi::schemas::ErrorBody),
+        (status = "4XX", description = super::openapi::API_ERRORS, body = super::openapi::schemas::ErrorBody),
     )
 )]
 pub async fn remove_passkey(
@@ -609,7 +610,7 @@ pub async fn remove_passkey(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "the keyring, or null", body = super::openapi::schemas::KeyringHolder),
-        (status = "4XX", description = "error: 400 bad input, 401 no valid token, 403 refused, 404 missing or not visible, 415 body not JSON, 422 invalid", body = super::openapi::schemas::ErrorBody),
+        (status = "4XX", description = super::openapi::API_ERRORS, body = super::openapi::schemas::ErrorBody),
     )
 )]
 pub async fn keyring(caller: Caller) -> Result<Response, ApiError> {
@@ -629,11 +630,11 @@ pub async fn keyring(caller: Caller) -> Result<Response, ApiError> {
     path = "/api/keyring",
     summary = "Replace the wrapped L2 keyring",
     security(("bearer" = [])),
-    params(("X-WebAuthn-Challenge" = String, Header, description = "id of a challenge from POST /api/webauthn/challenge bound to this exact request"), ("X-WebAuthn-Assertion" = String, Header, description = "the assertion (PublicKeyCredential JSON) over that challenge")),
+    params(SignedHeaders),
     request_body(content = super::openapi::schemas::Keyring, content_type = "application/json"),
     responses(
         (status = 200, description = "replaced", body = super::openapi::schemas::Ok),
-        (status = "4XX", description = "error: 400 bad input, 401 no valid token, 403 refused, 404 missing or not visible, 415 body not JSON, 422 invalid", body = super::openapi::schemas::ErrorBody),
+        (status = "4XX", description = super::openapi::API_ERRORS, body = super::openapi::schemas::ErrorBody),
     )
 )]
 pub async fn set_keyring(State(state): State<AppState>, caller: Caller, signed: Signed) -> Result<Response, ApiError> {
@@ -649,10 +650,10 @@ pub async fn set_keyring(State(state): State<AppState>, caller: Caller, signed: 
     path = "/api/proxy/requests/{id}",
     summary = "Dismiss an agent's access request (granting is writing an entry with a rule)",
     security(("bearer" = [])),
-    params(("id" = i64, Path, minimum = 1, maximum = 9223372036854775807i64, description = "a positive integer id"), ("X-WebAuthn-Challenge" = String, Header, description = "id of a challenge from POST /api/webauthn/challenge bound to this exact request"), ("X-WebAuthn-Assertion" = String, Header, description = "the assertion (PublicKeyCredential JSON) over that challenge")),
+    params(IdPath, SignedHeaders),
     responses(
         (status = 200, description = "dismissed", body = super::openapi::schemas::Dismissed),
-        (status = "4XX", description = "error: 400 bad input, 401 no valid token, 403 refused, 404 missing or not visible, 415 body not JSON, 422 invalid", body = super::openapi::schemas::ErrorBody),
+        (status = "4XX", description = super::openapi::API_ERRORS, body = super::openapi::schemas::ErrorBody),
     )
 )]
 pub async fn dismiss_access_request(

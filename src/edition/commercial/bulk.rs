@@ -17,6 +17,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::api::admin::agent_view;
+use crate::api::openapi::schemas::SignedHeaders;
 use crate::api::write::{Signed, gated, parse_body};
 use crate::api::{ApiError, AppState, Caller};
 use crate::audit::{Action, Outcome};
@@ -93,7 +94,7 @@ fn too_many(n: usize) -> ApiError {
     path = "/api/mgmt/agents/bulk",
     summary = "Create up to 500 agents in one passkey-approved write; their tokens are shown once",
     security(("bearer" = [])),
-    params(("X-WebAuthn-Challenge" = String, Header, description = "id of a challenge from POST /api/webauthn/challenge bound to this exact request"), ("X-WebAuthn-Assertion" = String, Header, description = "the assertion (PublicKeyCredential JSON) over that challenge")),
+    params(SignedHeaders),
     request_body(content = BulkCreate, content_type = "application/json"),
     responses(
         (status = 201, description = "all created, tokens shown once", body = BulkCreated),
@@ -143,7 +144,7 @@ pub async fn create(State(state): State<AppState>, caller: Caller, signed: Signe
     path = "/api/mgmt/agents/bulk",
     summary = "Revoke up to 500 agents in one passkey-approved write",
     security(("bearer" = [])),
-    params(("X-WebAuthn-Challenge" = String, Header, description = "id of a challenge from POST /api/webauthn/challenge bound to this exact request"), ("X-WebAuthn-Assertion" = String, Header, description = "the assertion (PublicKeyCredential JSON) over that challenge")),
+    params(SignedHeaders),
     request_body(content = BulkRevoke, content_type = "application/json"),
     responses(
         (status = 200, description = "all revoked", body = BulkRevoked),

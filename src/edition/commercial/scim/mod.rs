@@ -29,6 +29,7 @@ use serde_json::{Map, Value, json};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::api::openapi::schemas::{IdPath, SignedHeaders};
 use crate::api::{ApiError, AppState, Caller, Signed, gated, parse_body};
 use crate::audit::{Action, Actor, AuditEvent, Outcome};
 use crate::vault::authority::Intent;
@@ -594,7 +595,7 @@ pub struct NewProvisioningToken {
 
 #[utoipa::path(post, path = "/api/scim/tokens", summary = "Create a provisioning (SCIM) token; shown once (owner, passkey)",
     security(("bearer" = [])),
-    params(("X-WebAuthn-Challenge" = String, Header, description = "id of a challenge from POST /api/webauthn/challenge bound to this exact request"), ("X-WebAuthn-Assertion" = String, Header, description = "the assertion (PublicKeyCredential JSON) over that challenge")),
+    params(SignedHeaders),
     request_body(content = NewProvisioningToken, content_type = "application/json"),
     responses((status = 201, description = "the token, shown once", body = Object),
               (status = "4XX", description = "error: 400 bad input, 401 no valid token, 403 refused, 415 body not JSON", body = crate::api::openapi::schemas::ErrorBody)))]
@@ -621,7 +622,7 @@ pub async fn create_token(State(state): State<AppState>, caller: Caller, signed:
 
 #[utoipa::path(delete, path = "/api/scim/tokens/{id}", summary = "Revoke a provisioning (SCIM) token (owner, passkey)",
     security(("bearer" = [])),
-    params(("id" = i64, Path, minimum = 1, maximum = 9223372036854775807i64, description = "a positive integer id"), ("X-WebAuthn-Challenge" = String, Header, description = "id of a challenge from POST /api/webauthn/challenge bound to this exact request"), ("X-WebAuthn-Assertion" = String, Header, description = "the assertion (PublicKeyCredential JSON) over that challenge")),
+    params(IdPath, SignedHeaders),
     responses((status = 200, description = "revoked", body = Object),
               (status = "4XX", description = "error: 400 bad input, 401 no valid token, 403 refused, 404 no such token", body = crate::api::openapi::schemas::ErrorBody)))]
 pub async fn revoke_token(
@@ -669,7 +670,7 @@ pub struct ApproveGrants {
 
 #[utoipa::path(post, path = "/api/scim/grants", summary = "Approve pending group memberships: each agent gets the group's scope (owner, passkey)",
     security(("bearer" = [])),
-    params(("X-WebAuthn-Challenge" = String, Header, description = "id of a challenge from POST /api/webauthn/challenge bound to this exact request"), ("X-WebAuthn-Assertion" = String, Header, description = "the assertion (PublicKeyCredential JSON) over that challenge")),
+    params(SignedHeaders),
     request_body(content = ApproveGrants, content_type = "application/json"),
     responses((status = 200, description = "granted", body = Object),
               (status = "4XX", description = "error: 400 bad input, 401 no valid token, 403 refused, 415 body not JSON, 422 not pending", body = crate::api::openapi::schemas::ErrorBody)))]
