@@ -295,23 +295,28 @@ pub async fn delete_entry(
     Ok(Json(json!({"deleted": id})).into_response())
 }
 
+/// One agent to create: the body of `POST /api/agents`, and each item of a bulk create.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewAgentRequest {
-    name: String,
+    #[schema(min_length = 1, max_length = 128)]
+    pub(crate) name: String,
+    /// Scopes besides the agent's own; a scoped admin gives only scopes it holds.
     #[serde(default)]
-    scopes: Vec<String>,
+    pub(crate) scopes: Vec<String>,
+    /// Only the owner may set it.
     #[serde(default)]
-    all_access: bool,
+    pub(crate) all_access: bool,
+    /// Only the owner may set it.
     #[serde(default)]
-    admin: bool,
+    pub(crate) admin: bool,
     /// Unix seconds from which the token stops working; must be in the future. Default: never.
     #[serde(default)]
     #[schema(minimum = 1)]
-    expires_at: Option<i64>,
+    pub(crate) expires_at: Option<i64>,
     /// The proxy refuses this agent's requests to hosts no inject rule names. Default off.
     #[serde(default)]
-    proxy_only_listed: bool,
+    pub(crate) proxy_only_listed: bool,
 }
 
 #[utoipa::path(

@@ -18,42 +18,19 @@ use serde_json::json;
 
 use crate::api::admin::agent_view;
 use crate::api::openapi::schemas::SignedHeaders;
-use crate::api::write::{Signed, gated, parse_body};
+use crate::api::write::{NewAgentRequest, Signed, gated, parse_body};
 use crate::api::{ApiError, AppState, Caller};
 use crate::audit::{Action, Outcome};
 use crate::auth::AgentId;
 use crate::vault::authority::{AgentAsk, Intent};
 use crate::vault::ops::{self, MAX_BATCH_AGENTS, NewAgentSpec};
 
-/// One agent to create: the fields of `POST /api/agents`.
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct BulkAgent {
-    #[schema(min_length = 1, max_length = 128)]
-    name: String,
-    /// Scopes besides the agent's own; a scoped admin gives only scopes it holds.
-    #[serde(default)]
-    scopes: Vec<String>,
-    /// Only the owner may set it.
-    #[serde(default)]
-    all_access: bool,
-    /// Only the owner may set it.
-    #[serde(default)]
-    admin: bool,
-    /// Unix seconds from which the token stops working; must be in the future. Default: never.
-    #[serde(default)]
-    #[schema(minimum = 1)]
-    expires_at: Option<i64>,
-    #[serde(default)]
-    proxy_only_listed: bool,
-}
-
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BulkCreate {
     /// 1 to 500 agents, created together or not at all.
     #[schema(min_items = 1, max_items = 500)]
-    agents: Vec<BulkAgent>,
+    agents: Vec<NewAgentRequest>,
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
