@@ -11,7 +11,6 @@
 // shows the 401. Also the bundled public-suffix rules. Loopback only; every wait is bounded.
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync, createWriteStream } from 'node:fs';
-import { createServer as createNetServer } from 'node:net';
 import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
@@ -19,20 +18,10 @@ import { fileURLToPath } from 'node:url';
 import { randomBytes } from 'node:crypto';
 import vm from 'node:vm';
 import { chromium } from 'playwright-core';
+import { BIN, OUT, CHROMIUM, check, passed, sleep, freePort, addPasskeyAuthenticator } from './lib.mjs';
 
-const BIN = process.env.CLAVITOR_BIN;
-const OUT = process.env.OUT_DIR;
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
-if (!BIN || !OUT) throw new Error('CLAVITOR_BIN and OUT_DIR must be set');
 const EXT_SRC = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'extension');
 
-let passed = 0;
-function check(cond, what) {
-  if (!cond) throw new Error('check failed: ' + what);
-  passed += 1;
-  console.log('ok - ' + what);
-}
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 async function until(what, f, ms = 10000) {
   const end = Date.now() + ms;
   for (;;) {
@@ -75,11 +64,7 @@ const sitePort = site.address().port;
 const loginUrl = `http://login.example.test:${sitePort}/login`;
 
 // ---- 2. The vault. ----
-const port = await new Promise((resolve, reject) => {
-  const s = createNetServer();
-  s.once('error', reject);
-  s.listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => resolve(p)); });
-});
+const port = await freePort();
 const origin = `http://localhost:${port}`;
 const tmp = mkdtempSync(join(tmpdir(), 'clavitor-ext-'));
 const dataDir = join(tmp, 'data');
@@ -179,10 +164,7 @@ try {
     'one bridge content script, for the vault\'s /extension page only');
 
   // 5. The owner's passkey lives in this tab's virtual authenticator: setup here.
-  const cdp = await ctx.newCDPSession(vaultTab);
-  await cdp.send('WebAuthn.enable');
-  await cdp.send('WebAuthn.addVirtualAuthenticator', { options: { protocol: 'ctap2', ctap2Version: 'ctap2_1', transport: 'internal',
-    hasResidentKey: true, hasUserVerification: true, isUserVerified: true, automaticPresenceSimulation: true, hasPrf: true } });
+  await addPasskeyAuthenticator(ctx, vaultTab);
   await vaultTab.goto(link);
   await vaultTab.click('#enroll-button');
   await vaultTab.waitForSelector('#owner-token', { state: 'visible' });
@@ -346,4 +328,4 @@ if (failed) {
   console.error('FAILED: ' + (failed.stack || failed));
   process.exit(1);
 }
-console.log(`# extension: ${passed} checks passed`);
+console.log(`# extension: ${passed()} checks passed`);

@@ -10,32 +10,11 @@
 // is bounded.
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync, createWriteStream, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { deflateRawSync } from 'node:zlib';
-import { chromium } from 'playwright-core';
-
-const BIN = process.env.CLAVITOR_BIN;
-const OUT = process.env.OUT_DIR;
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
-if (!BIN || !OUT) throw new Error('CLAVITOR_BIN and OUT_DIR must be set');
-
-let passed = 0;
-function check(cond, what) {
-  if (!cond) throw new Error('check failed: ' + what);
-  passed += 1;
-  console.log('ok - ' + what);
-}
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
-  });
-}
+import { BIN, OUT, check, passed, sleep, freePort, launchBrowser, addPasskeyAuthenticator } from './lib.mjs';
 
 // ---- sample exports, in each tool's published shape (never a real vault's) ----
 const secret = (label) => label + '-' + randomBytes(8).toString('hex');
@@ -124,21 +103,10 @@ const api = (path, token) => fetch(`http://127.0.0.1:${port}${path}`, { headers:
 
 let context;
 try {
-  context = await chromium.launchPersistentContext(join(tmp, 'profile'), {
-    executablePath: CHROMIUM, headless: true, acceptDownloads: true,
-    args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update',
-      '--disable-sync', '--no-pings', '--disable-domain-reliability', '--disable-client-side-phishing-detection', '--no-default-browser-check'],
-    viewport: { width: 1280, height: 900 },
-  });
-  const page = context.pages()[0] || (await context.newPage());
-  page.setDefaultTimeout(20000);
-  const problems = [];
-  page.on('pageerror', (e) => problems.push('page error: ' + e.message));
-  page.on('console', (m) => { if (m.type() === 'error') problems.push('console: ' + m.text()); });
-  const cdp = await context.newCDPSession(page);
-  await cdp.send('WebAuthn.enable');
-  await cdp.send('WebAuthn.addVirtualAuthenticator', { options: { protocol: 'ctap2', ctap2Version: 'ctap2_1', transport: 'internal',
-    hasResidentKey: true, hasUserVerification: true, isUserVerified: true, automaticPresenceSimulation: true, hasPrf: true } });
+  const browser = await launchBrowser(join(tmp, 'profile'), { acceptDownloads: true, viewport: { width: 1280, height: 900 } });
+  context = browser.context;
+  const { page, problems } = browser;
+  await addPasskeyAuthenticator(context, page);
 
   await page.goto(link);
   await page.click('#enroll-button');
@@ -323,4 +291,4 @@ try {
   log.end();
 }
 rmSync(tmp, { recursive: true, force: true });
-console.log(`${passed} passed, 0 failed`);
+console.log(`${passed()} passed, 0 failed`);

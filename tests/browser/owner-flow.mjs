@@ -8,36 +8,10 @@
 // every wait is bounded.
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, writeFileSync, existsSync, createWriteStream, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes, webcrypto } from 'node:crypto';
-import { chromium } from 'playwright-core';
-
-const BIN = process.env.CLAVITOR_BIN;
-const OUT = process.env.OUT_DIR;
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
-if (!BIN || !OUT) throw new Error('CLAVITOR_BIN and OUT_DIR must be set');
-
-let passed = 0;
-function check(cond, what) {
-  if (!cond) throw new Error('check failed: ' + what);
-  passed += 1;
-  console.log('ok - ' + what);
-}
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+import { BIN, OUT, check, passed, sleep, freePort, launchBrowser, addPasskeyAuthenticator } from './lib.mjs';
 
 function scanForPlaintext(when) {
   const vaults = join(dataDir, 'vaults');
@@ -95,28 +69,11 @@ check(up, 'server answers /healthz');
 
 let context;
 try {
-  context = await chromium.launchPersistentContext(join(tmp, 'profile'), {
-    executablePath: CHROMIUM,
-    headless: true,
-    // Loopback only: no background, update, sync, safe-browsing or ping traffic.
-    args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update',
-      '--disable-sync', '--no-pings', '--disable-domain-reliability', '--disable-client-side-phishing-detection', '--no-default-browser-check'],
-    viewport: { width: 1200, height: 900 },
-  });
-  const page = context.pages()[0] || (await context.newPage());
-  page.setDefaultTimeout(20000);
-  const problems = [];
-  page.on('pageerror', (e) => problems.push('page error: ' + e.message));
-  page.on('console', (m) => { if (m.type() === 'error') problems.push('console: ' + m.text()); });
+  const browser = await launchBrowser(join(tmp, 'profile'));
+  context = browser.context;
+  const { page, problems } = browser;
 
-  const cdp = await context.newCDPSession(page);
-  await cdp.send('WebAuthn.enable');
-  await cdp.send('WebAuthn.addVirtualAuthenticator', {
-    options: {
-      protocol: 'ctap2', ctap2Version: 'ctap2_1', transport: 'internal', hasResidentKey: true,
-      hasUserVerification: true, isUserVerified: true, automaticPresenceSimulation: true, hasPrf: true,
-    },
-  });
+  await addPasskeyAuthenticator(context, page);
 
   // 3. Setup link -> enroll -> owner token shown once.
   const resp = await page.goto(link);
@@ -414,4 +371,4 @@ try {
 await sleep(200);
 scanForPlaintext('after shutdown');
 rmSync(tmp, { recursive: true, force: true });
-console.log(`${passed} passed, 0 failed`);
+console.log(`${passed()} passed, 0 failed`);
