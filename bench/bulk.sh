@@ -6,6 +6,7 @@
 #        PROFILE=dev bash bench/bulk.sh   uses the debug build (quicker to build, slower to run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 rounds=${1:-3}
 profile=${PROFILE:-ci-release}
 
@@ -31,13 +32,7 @@ CLAVITOR_LOG=warn CLAVITOR_LICENSE_TOKEN=$license "$bin" --data-dir "$data" \
   --tenant-id bench --license-public-key "$work/vendor.pub.pem" \
   serve --listen 127.0.0.1:0 >"$work/out" 2>"$work/err" &
 pid=$!
-addr=
-for _ in $(seq 1 200); do
-  addr=$(grep -o 'listening on http://[0-9.:]*' "$work/out" | sed 's|listening on http://||' || true)
-  [[ -n $addr ]] && break
-  sleep 0.05
-done
-[[ -n $addr ]] || { echo "server did not start: $(cat "$work/err")" >&2; exit 1; }
+addr=$(listening_addr "$work/out" "$work/err")
 
 echo "== bulk agents: 500 per request, $rounds rounds ($profile build)"
 "$bench" "http://$addr" "$code" "$rounds" | tee "$work/figures"

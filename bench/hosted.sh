@@ -15,6 +15,7 @@
 #          QUIET_WAIT (longest wait for the node's start-up jobs, default 300 s)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 n=${1:-10000}
 sampled=${2:-200}
 profile=${BENCH_PROFILE:-ci-release}
@@ -46,13 +47,8 @@ start() {
   CLAVITOR_VAULT_IDLE_SECS=${VAULT_IDLE:-10} CLAVITOR_LOG=warn CLAVITOR_MAX_OPEN_VAULTS=${MAX_OPEN:-64} "$bin" --data-dir "$data" serve --listen 127.0.0.1:0 \
     >"$work/out" 2>"$work/err" &
   pid=$!
-  addr=""
-  for _ in $(seq 1 12000); do
-    addr=$(grep -o 'listening on http://[0-9.:]*' "$work/out" | sed 's|listening on http://||' || true)
-    [[ -n $addr ]] && break
-    sleep 0.05
-  done
-  [[ -n $addr ]] || { echo "server did not start: $(cat "$work/err")" >&2; exit 1; }
+  # A start that scans thousands of vault files may take minutes: up to 10 min.
+  addr=$(listening_addr "$work/out" "$work/err" 12000)
 }
 stop() { kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""; }
 

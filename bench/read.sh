@@ -13,6 +13,7 @@
 # minutes less to build, the same code paths; the binary size line then is not the shipped one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 secs=${1:-4}
 profile=${BENCH_PROFILE:-release}
 
@@ -37,13 +38,7 @@ start() {
   "$@" >"$out" 2>"$out.err" &
   pid=$!
   pids+=("$pid")
-  for _ in $(seq 1 200); do
-    addr=$(grep -o 'listening on http://[0-9.:]*' "$out" | sed 's|listening on http://||' || true)
-    [[ -n $addr ]] && return 0
-    sleep 0.05
-  done
-  echo "server did not start: $(cat "$out.err")" >&2
-  exit 1
+  addr=$(listening_addr "$out" "$out.err")
 }
 # Process CPU time (user + system) in clock ticks.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }

@@ -13,6 +13,7 @@
 # Profile: BENCH_PROFILE=ci-release (default; release without LTO, see Cargo.toml) or release.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 check=0
 if [[ ${1:-} == --check ]]; then check=1; shift; fi
 secs=${1:-40}
@@ -35,13 +36,7 @@ token=$("$bin" --data-dir "$work/data" agent add --name reader --all-access --js
 [[ -n $token ]] || { echo "no agent token" >&2; exit 1; }
 CLAVITOR_LOG=warn "$bin" --data-dir "$work/data" serve --listen 127.0.0.1:0 >"$work/out" 2>&1 &
 pid=$!
-addr=""
-for _ in $(seq 1 200); do
-  addr=$(grep -o 'listening on http://[0-9.:]*' "$work/out" | sed 's|listening on http://||' || true)
-  [[ -n $addr ]] && break
-  sleep 0.05
-done
-[[ -n $addr ]] || { echo "server did not start: $(cat "$work/out")" >&2; exit 1; }
+addr=$(listening_addr "$work/out")
 sleep 1
 
 fig() { awk -v k="$1" '$1 == k {print $2}' "$work/figures"; }

@@ -3,6 +3,7 @@
 # Target: at most 16 MB above idle.   Usage: bash bench/tarpit.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 cargo build --release --quiet --features commercial --bin clavitor --example hold_connections
 target=${CARGO_TARGET_DIR:-target}
 bin=$target/release/clavitor
@@ -16,13 +17,7 @@ ulimit -n "$(ulimit -Hn)"
 "$bin" --data-dir "$work/data" init >/dev/null
 CLAVITOR_LOG=warn "$bin" --data-dir "$work/data" serve --listen 127.0.0.1:0 >"$work/out" 2>&1 &
 pid=$!
-addr=""
-for _ in $(seq 1 200); do
-  addr=$(grep -o 'listening on http://[0-9.:]*' "$work/out" | sed 's|listening on http://||' || true)
-  [[ -n $addr ]] && break
-  sleep 0.05
-done
-[[ -n $addr ]] || { echo "server did not start: $(cat "$work/out")" >&2; exit 1; }
+addr=$(listening_addr "$work/out")
 sleep 1
 rss() { awk '/^VmRSS/ {print $2}' "/proc/$pid/status"; }
 idle=$(rss)
