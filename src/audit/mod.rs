@@ -88,10 +88,18 @@ impl Actor {
     pub fn label(self) -> String {
         match self {
             Actor::Agent(id) => format!("agent:{}", id.0),
-            Actor::LocalOperator => "local-operator".to_owned(),
-            Actor::Anonymous => "anonymous".to_owned(),
-            Actor::Node => "node".to_owned(),
-            Actor::IdentityProvider => "idp".to_owned(),
+            other => other.kind().to_owned(),
+        }
+    }
+
+    /// The audit row's `actor` column (an agent's id goes in `agent_id`).
+    fn kind(self) -> &'static str {
+        match self {
+            Actor::Agent(_) => "agent",
+            Actor::LocalOperator => "local-operator",
+            Actor::Anonymous => "anonymous",
+            Actor::Node => "node",
+            Actor::IdentityProvider => "idp",
         }
     }
 }
@@ -198,16 +206,13 @@ impl AuditEvent {
 
     /// The row to store, without copying the event's strings.
     pub fn into_record(self) -> AuditRecord {
-        let (actor, agent_id) = match self.actor {
-            Actor::Agent(id) => ("agent", Some(id.0)),
-            Actor::LocalOperator => ("local-operator", None),
-            Actor::Anonymous => ("anonymous", None),
-            Actor::Node => ("node", None),
-            Actor::IdentityProvider => ("idp", None),
+        let agent_id = match self.actor {
+            Actor::Agent(id) => Some(id.0),
+            _ => None,
         };
         AuditRecord {
             ts: crate::store::now_ms(),
-            actor: actor.into(),
+            actor: self.actor.kind().into(),
             agent_id,
             action: self.action.as_str().into(),
             entry_id: self.entry,
