@@ -42,7 +42,8 @@ pub struct Finish<S> {
 struct Seen {
     method: Method,
     route: Option<MatchedPath>,
-    started: Instant,
+    /// Only when the request line is logged: a clock read per request is measurable.
+    started: Option<Instant>,
 }
 
 impl<S> tower::Service<Request> for Finish<S>
@@ -61,7 +62,7 @@ where
         let seen = Seen {
             method: req.method().clone(),
             route: req.extensions().get::<MatchedPath>().cloned(),
-            started: Instant::now(),
+            started: tracing::enabled!(tracing::Level::DEBUG).then(Instant::now),
         };
         FinishFuture { inner: self.inner.call(req), seen: Some(seen) }
     }
@@ -116,7 +117,7 @@ fn finish(mut resp: Response, seen: Option<Seen>) -> Response {
         let route = route.as_ref().map_or("(no route)", MatchedPath::as_str);
         if status == StatusCode::INTERNAL_SERVER_ERROR {
             tracing::warn!(%method, route, status = status.as_u16(), "request failed");
-        } else {
+        } else if let Some(started) = started {
             tracing::debug!(%method, route, status = status.as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request");
         }
     }

@@ -5,7 +5,8 @@
 //!   `max_connections_per_ip` from one IPv4 address or IPv6 /64. Past either, a new connection is
 //!   closed at once, before a byte is read (and before a TLS handshake); open ones keep working.
 //! - **Request heads**: at most [`MAX_HEAD`] bytes (hyper answers 431 and closes; `JsonErrors`
-//!   gives that answer the JSON error body), read within hyper's 30 s header timeout (slow-loris).
+//!   gives that answer the JSON error body), read within hyper's 30 s header timeout (slow-loris),
+//!   checked every [`HEAD_CHECK`] rather than timed per request ([`HeadTimer`]).
 //! - **Request bodies**: read here, before any handler, into one buffer: a declared length over
 //!   the limit is refused 413 before a byte of it is read; a chunked body is cut at the limit
 //!   (413); a body not complete within `body_timeout`, or arriving slower than `body_min_rate`
@@ -37,11 +38,10 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::ConnectInfo;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use hyper::body::{Body as _, Incoming};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
@@ -218,6 +218,15 @@ pub type TlsAccept = Arc<
 /// What a handler does with a socket it took over.
 pub type Takeover = Box<dyn FnOnce(Box<dyn Socket>) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
 
+/// What a request knows of its connection: the peer's address (audit rows, throttles) and the
+/// way to take its socket over. One extension rather than two: a request's extension map holds
+/// three entries without growing, and the router adds two (the matched route, path params).
+#[derive(Clone)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    pub handoff: Handoff,
+}
+
 /// Lets one handler on this connection take the raw socket (see the module docs). Cloned into
 /// every request of the connection; only the first [`Handoff::take`] wins.
 #[derive(Clone)]
@@ -350,8 +359,7 @@ impl Conn {
                 let (mut parts, body) = req.into_parts();
                 let mut resp = match read_body(body, &gate, remote.ip()).await {
                     Ok((bytes, _budget)) => {
-                        parts.extensions.insert(ConnectInfo(remote));
-                        parts.extensions.insert(handoff);
+                        parts.extensions.insert(Peer { addr: remote, handoff });
                         let req = hyper::Request::from_parts(parts, Body::from(bytes));
                         // `_budget` is held until the handler has answered: the body lives
                         // until then.
@@ -368,17 +376,20 @@ impl Conn {
                 Ok::<_, std::convert::Infallible>(resp)
             }
         });
-        // The timer gives hyper its default 30 s limit for reading a request head (slow-loris).
+        // The timer gives hyper its default 30 s limit for reading a request head (slow-loris);
+        // `head_check` wakes this task so that hyper looks at it (see [`HeadTimer`]).
         // Half-close: hyper otherwise reads the socket again while a request is in flight, to
         // notice a client that went away; that read needs a fresh 8 KB buffer every time (the
         // request still shares the old one) plus a syscall, and would cancel a handler between
         // its audit commit and its answer. A vanished client is noticed when the answer is written.
         let mut conn = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
+            .timer(HeadTimer)
             .half_close(true)
             .max_buf_size(MAX_HEAD)
             .serve_connection(TokioIo::new(JsonErrors::new(socket)), service);
         let mut handed_off = false;
+        let mut head_check = tokio::time::interval_at(Instant::now() + HEAD_CHECK, HEAD_CHECK);
+        head_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 result = &mut conn => {
@@ -402,6 +413,9 @@ impl Conn {
                     });
                     return;
                 }
+                // Nothing to do here: the next turn of the loop polls `conn`, which compares
+                // its head deadline (if it is waiting for a head) with the clock.
+                _ = head_check.tick() => {}
                 changed = stop.changed() => {
                     if changed.is_err() {
                         // `serve` has returned: the grace period is over.
@@ -410,6 +424,50 @@ impl Conn {
                     Pin::new(&mut conn).graceful_shutdown();
                 }
             }
+        }
+    }
+}
+
+/// How often a connection's task wakes to let hyper check its request-head deadline: a head
+/// that is not complete 30 s after hyper began to wait for it is cut off within this much more.
+const HEAD_CHECK: Duration = Duration::from_secs(5);
+
+/// hyper's timer, for its one use on these connections: the deadline for reading a request
+/// head. hyper asks for a new deadline before every request and drops it once the head is in;
+/// with tokio's timer each of those entered and left tokio's timer wheel (a lock each way, an
+/// allocation and two clock reads per request: about 2 % of a read's CPU in profiles). A
+/// [`HeadDeadline`] is only a point in time, compared with the clock when hyper polls it, and
+/// registers no wake-up of its own: the connection's task wakes every [`HEAD_CHECK`] and polls
+/// hyper, which then finds an expired deadline and closes the connection.
+/// Must never be given to a hyper connection whose task does not wake every [`HEAD_CHECK`].
+#[derive(Clone, Copy)]
+struct HeadTimer;
+
+struct HeadDeadline(std::time::Instant);
+
+impl Future for HeadDeadline {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, _cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if std::time::Instant::now() >= self.0 { std::task::Poll::Ready(()) } else { std::task::Poll::Pending }
+    }
+}
+
+impl hyper::rt::Sleep for HeadDeadline {}
+
+impl hyper::rt::Timer for HeadTimer {
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        self.sleep_until(std::time::Instant::now() + duration)
+    }
+
+    fn sleep_until(&self, deadline: std::time::Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        Box::pin(HeadDeadline(deadline))
+    }
+
+    fn reset(&self, sleep: &mut Pin<Box<dyn hyper::rt::Sleep>>, new_deadline: std::time::Instant) {
+        match sleep.as_mut().downcast_mut_pin::<HeadDeadline>() {
+            Some(deadline) => deadline.get_mut().0 = new_deadline,
+            None => *sleep = self.sleep_until(new_deadline),
         }
     }
 }

@@ -8,7 +8,9 @@
 
 mod writer;
 
-pub use writer::{AuditError, AuditWriter, after_worker_unpark, before_worker_blocks, before_worker_park};
+pub use writer::{AuditError, AuditWriter, Commit, after_worker_unpark, before_worker_blocks, before_worker_park};
+
+use std::net::IpAddr;
 
 use crate::auth::AgentId;
 use crate::store::AuditRecord;
@@ -172,13 +174,54 @@ impl Outcome {
     }
 }
 
+/// Who sent the request, as its row's `client` column records it. A peer's address is kept as
+/// an address and written out only when the row is made: a read then formats it once and
+/// allocates nothing for it before its row is queued.
+#[derive(Debug, Clone, Default)]
+pub enum Client {
+    #[default]
+    Unknown,
+    Ip(IpAddr),
+    Text(String),
+}
+
+impl Client {
+    fn into_text(self) -> String {
+        match self {
+            Client::Unknown => String::new(),
+            Client::Ip(ip) => ip_text(ip),
+            Client::Text(text) => text,
+        }
+    }
+}
+
+/// `ip` as audit rows record it (`Display`'s text). IPv4, every request's case on a node, is
+/// written by hand: the formatting machinery took about 1 % of a read's CPU in profiles.
+pub fn ip_text(ip: IpAddr) -> String {
+    let IpAddr::V4(v4) = ip else { return ip.to_string() };
+    let mut out = String::with_capacity(15);
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        if octet >= 100 {
+            out.push(char::from(b'0' + octet / 100));
+        }
+        if octet >= 10 {
+            out.push(char::from(b'0' + octet / 10 % 10));
+        }
+        out.push(char::from(b'0' + octet % 10));
+    }
+    out
+}
+
 /// One event to record.
 #[derive(Debug, Clone)]
 pub struct AuditEvent {
     pub actor: Actor,
     pub action: Action,
     pub entry: Option<i64>,
-    pub client: String,
+    pub client: Client,
     pub outcome: Outcome,
     /// A short code or count; never user-supplied text.
     pub detail: String,
@@ -186,7 +229,7 @@ pub struct AuditEvent {
 
 impl AuditEvent {
     pub fn new(actor: Actor, action: Action, outcome: Outcome) -> Self {
-        Self { actor, action, entry: None, client: String::new(), outcome, detail: String::new() }
+        Self { actor, action, entry: None, client: Client::Unknown, outcome, detail: String::new() }
     }
 
     pub fn entry(mut self, id: i64) -> Self {
@@ -195,7 +238,13 @@ impl AuditEvent {
     }
 
     pub fn client(mut self, client: impl Into<String>) -> Self {
-        self.client = client.into();
+        self.client = Client::Text(client.into());
+        self
+    }
+
+    /// The peer's address, if the request came over a socket.
+    pub fn peer(mut self, ip: Option<IpAddr>) -> Self {
+        self.client = ip.map_or(Client::Unknown, Client::Ip);
         self
     }
 
@@ -216,7 +265,7 @@ impl AuditEvent {
             agent_id,
             action: self.action.as_str().into(),
             entry_id: self.entry,
-            client: self.client,
+            client: self.client.into_text(),
             outcome: self.outcome.as_str().into(),
             detail: self.detail,
         }
@@ -224,5 +273,23 @@ impl AuditEvent {
 
     pub fn record(&self) -> AuditRecord {
         self.clone().into_record()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ip_text;
+
+    #[test]
+    fn ip_text_is_displays_text() {
+        let samples = ["0.0.0.0", "127.0.0.1", "10.9.99.100", "255.255.255.255", "192.168.1.20", "::1", "fe80::1:2"];
+        for text in samples {
+            let ip: std::net::IpAddr = text.parse().unwrap();
+            assert_eq!(ip_text(ip), ip.to_string());
+        }
+        for n in 0..=255u8 {
+            let ip = std::net::IpAddr::V4(std::net::Ipv4Addr::new(n, 7, n, 250));
+            assert_eq!(ip_text(ip), ip.to_string());
+        }
     }
 }

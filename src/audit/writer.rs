@@ -16,9 +16,12 @@
 //! runtime worker wait for SQLite (a lock another connection holds, or a sync to disk).
 
 use std::cell::Cell;
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll};
 use std::thread::Thread;
 use std::time::Duration;
 
@@ -327,22 +330,40 @@ impl AuditWriter {
         Ok(Self { file: Arc::new(AuditFile { store: Mutex::new(store), path: path.to_owned() }), lane })
     }
 
-    /// Queues the event and waits until it is committed; returns the row id.
-    pub async fn commit(&self, event: AuditEvent) -> Result<i64, AuditError> {
-        self.send(event).await
+    /// Queues the event and returns the wait for its commit, which resolves to the row id.
+    ///
+    /// The row is queued here, not at the first poll: the common case then needs no future of
+    /// its own but the commit's receiver, so a handler's future stays small (an `async fn`
+    /// around the queueing held the event twice over and took a kilobyte per read, past the
+    /// allocator's fast bins). Only when the lane's queue is full does the wait for room run as
+    /// a boxed future that queues once room is made.
+    pub fn commit(&self, event: AuditEvent) -> Commit {
+        match self.lane.room.try_acquire() {
+            Ok(permit) => {
+                // Returned by whoever commits the row's batch.
+                permit.forget();
+                Commit::Queued(self.queue(event))
+            }
+            Err(_) => {
+                let writer = self.clone();
+                Commit::WaitingForRoom(Box::pin(async move {
+                    writer.lane.room.acquire().await.map_err(|_| AuditError::Stopped)?.forget();
+                    wait_for(writer.queue(event)).await
+                }))
+            }
+        }
     }
 
     /// Like [`commit`](Self::commit), for a row no request waits on (the proxy's `proxy.result`,
     /// written after the answer has gone). The same path since batching no longer guesses at
     /// concurrency from what a batch carried; kept so such callers say what they are.
-    pub async fn commit_background(&self, event: AuditEvent) -> Result<i64, AuditError> {
-        self.send(event).await
+    pub fn commit_background(&self, event: AuditEvent) -> Commit {
+        self.commit(event)
     }
 
-    async fn send(&self, event: AuditEvent) -> Result<i64, AuditError> {
+    /// Queues a row whose room in the queue is taken; the receiver gets its batch's outcome.
+    fn queue(&self, event: AuditEvent) -> Receipt {
         let (done, wait) = oneshot::channel();
-        // Returned by the pool thread once the row's batch is committed.
-        self.lane.room.acquire().await.map_err(|_| AuditError::Stopped)?.forget();
         let job = Job { file: self.file.clone(), record: event.into_record(), done };
         let queued = {
             let mut jobs = self.lane.jobs.lock().unwrap_or_else(|p| p.into_inner());
@@ -352,18 +373,47 @@ impl AuditWriter {
         if !defer_wake(self.lane, queued) {
             self.lane.thread.unpark();
         }
-        match wait.await {
-            Ok(Ok(id)) => Ok(id),
-            Ok(Err(msg)) => Err(AuditError::Store(StoreError::Conflict(msg))),
-            Err(_) => Err(AuditError::Stopped),
+        wait
+    }
+}
+
+/// What a queued row's committer sends back: its id, or why its batch failed.
+type Receipt = oneshot::Receiver<Result<i64, String>>;
+
+fn outcome(received: Result<Result<i64, String>, oneshot::error::RecvError>) -> Result<i64, AuditError> {
+    match received {
+        Ok(Ok(id)) => Ok(id),
+        Ok(Err(msg)) => Err(AuditError::Store(StoreError::Conflict(msg))),
+        Err(_) => Err(AuditError::Stopped),
+    }
+}
+
+async fn wait_for(receipt: Receipt) -> Result<i64, AuditError> {
+    outcome(receipt.await)
+}
+
+/// The wait for one audit row's commit ([`AuditWriter::commit`]): resolves to the row id once
+/// the row's transaction has committed. Dropping it does not withdraw the row.
+#[must_use = "the row is committed only when this resolves; a caller must not answer before"]
+pub enum Commit {
+    Queued(Receipt),
+    WaitingForRoom(Pin<Box<dyn Future<Output = Result<i64, AuditError>> + Send>>),
+}
+
+impl Future for Commit {
+    type Output = Result<i64, AuditError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Commit::Queued(receipt) => Pin::new(receipt).poll(cx).map(outcome),
+            Commit::WaitingForRoom(wait) => wait.as_mut().poll(cx),
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::future::Future;
-    use std::task::{Context, Poll, Waker};
+    use std::task::Waker;
 
     use super::*;
     use crate::audit::{Action, Actor, Outcome};

@@ -245,7 +245,7 @@ impl Proxy {
         let Some(hash) = token_hash(req.headers()) else {
             if self.auth_throttle.allow_failure(Some(remote.ip())) {
                 let event = AuditEvent::new(Actor::Anonymous, Action::ProxyRefuse, Outcome::Unauthorized)
-                    .client(remote.ip().to_string())
+                    .peer(Some(remote.ip()))
                     .detail("no or malformed proxy credentials");
                 let _ = self.node.audit(event).await;
             }
@@ -288,7 +288,7 @@ impl Proxy {
             Err(AuthFailure::Unknown) => {
                 if self.auth_throttle.allow_failure(Some(remote.ip())) {
                     let event = AuditEvent::new(Actor::Anonymous, Action::ProxyRefuse, Outcome::Unauthorized)
-                        .client(remote.ip().to_string())
+                        .peer(Some(remote.ip()))
                         .detail("unknown, revoked or expired token");
                     let _ = self.node.audit(event).await;
                 }
@@ -321,7 +321,7 @@ impl Proxy {
 
     async fn refuse_audit(&self, p: &Principal, remote: SocketAddr, detail: &str) {
         let event = AuditEvent::new(Actor::Agent(p.agent.id), Action::ProxyRefuse, Outcome::Denied)
-            .client(remote.ip().to_string())
+            .peer(Some(remote.ip()))
             .detail(detail);
         if let Err(e) = p.vault.audit(event).await {
             tracing::warn!(error = %e, "cannot audit a proxy refusal");

@@ -253,7 +253,7 @@ impl Tunnel {
         for &entry in &entries {
             let event = AuditEvent::new(Actor::Agent(principal.agent.id), Action::ProxyInject, Outcome::Ok)
                 .entry(entry)
-                .client(self.remote.ip().to_string())
+                .peer(Some(self.remote.ip()))
                 .detail(detail.clone());
             if let Err(e) = principal.vault.audit(event).await {
                 tracing::error!(error = %e, "cannot commit the proxy's audit row; not forwarding");

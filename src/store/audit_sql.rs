@@ -57,8 +57,12 @@ fn insert_sql(size: usize) -> &'static str {
             .iter()
             .map(|n| {
                 let rows = vec!["(?, ?, ?, ?, ?, ?, ?, ?)"; *n].join(", ");
+                // OR FAIL, not the default ABORT: an ABORT statement that writes several rows
+                // keeps a statement journal so it can undo its own rows alone (a 64 KiB buffer
+                // and a copy of every page it touches, per batch). A failed batch is rolled back
+                // whole by `append_batch`, so that undo is never needed.
                 format!(
-                    "INSERT INTO audit (ts, actor, agent_id, action, entry_id, client, outcome, detail) VALUES {rows}"
+                    "INSERT OR FAIL INTO audit (ts, actor, agent_id, action, entry_id, client, outcome, detail) VALUES {rows}"
                 )
             })
             .collect()

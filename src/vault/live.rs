@@ -20,7 +20,7 @@ use super::data_dir::DataDir;
 use super::entry::{EntryData, FieldKind, Tier};
 use super::inject::{InjectRule, InjectionPlan};
 use super::{VaultError, VaultId, ops};
-use crate::audit::{Action, Actor, AuditError, AuditEvent, AuditWriter, Outcome};
+use crate::audit::{Action, Actor, AuditEvent, AuditWriter, Commit, Outcome};
 use crate::auth::{Agent, AgentId, ScopeSet, TokenHash};
 use crate::crypto::{DataKey, MemoryKey};
 use crate::store::vault_db::VaultDb;
@@ -511,14 +511,14 @@ impl LiveVault {
         self.read().agents.iter().map(|(_, a)| a.clone()).collect()
     }
 
-    /// Records an event and waits for it to be committed; returns the audit row id.
-    pub async fn audit(&self, event: AuditEvent) -> Result<i64, AuditError> {
-        self.audit.commit(event).await
+    /// Records an event: queued now, committed when the returned wait resolves to its row id.
+    pub fn audit(&self, event: AuditEvent) -> Commit {
+        self.audit.commit(event)
     }
 
     /// Commits a row no request waits on (see `AuditWriter::commit_background`).
-    pub async fn audit_background(&self, event: AuditEvent) -> Result<i64, AuditError> {
-        self.audit.commit_background(event).await
+    pub fn audit_background(&self, event: AuditEvent) -> Commit {
+        self.audit.commit_background(event)
     }
 
     /// The registered passkeys (rows as stored: id, name, counter, the public passkey JSON).
@@ -1213,8 +1213,8 @@ impl Node {
     }
 
     /// Records a node-level event (e.g. a failed authentication) and waits for the commit.
-    pub async fn audit(&self, event: AuditEvent) -> Result<i64, AuditError> {
-        self.node_audit.commit(event).await
+    pub fn audit(&self, event: AuditEvent) -> Commit {
+        self.node_audit.commit(event)
     }
 
     /// Starts the thread that picks up changes other processes make; stops with [`Node::stop`].

@@ -5,7 +5,7 @@
 //! The body is JSON: the dripped bytes are spaces (leading whitespace is valid JSON) and the
 //! final chunk is the usual `{"error":"not_found",…}`, so a slow client still gets a proper answer.
 //!
-//! A held connection is taken out of hyper ([`Handoff`]) and dripped by a small task that owns
+//! A held connection is taken out of hyper ([`Handoff`](crate::api::serve::Handoff)) and dripped by a small task that owns
 //! only the socket: a thousand held scanners then cost about a megabyte rather than hyper's
 //! ~19 KB each. A handed-off plain socket leaves the listener's connection caps, so held scanners
 //! never take places real clients need: this module's own `max` bounds them. A handed-off TLS
@@ -16,7 +16,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use crate::api::serve::{Handoff, Socket};
+use crate::api::serve::{Peer, Socket};
 use axum::Extension;
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderValue, Method, StatusCode, header};
@@ -84,13 +84,13 @@ fn json_404(body: Body) -> Response {
     resp
 }
 
-pub async fn hold(method: Method, handoff: Option<Extension<Handoff>>) -> Response {
+pub async fn hold(method: Method, peer: Option<Extension<Peer>>) -> Response {
     let cfg = config();
     let Some(held) = Held::acquire(cfg.max) else {
         return json_404(Body::from(FINAL));
     };
     // A HEAD response has no body to drip; hyper's streaming path below handles it.
-    if let Some(Extension(handoff)) = handoff.filter(|_| method != Method::HEAD) {
+    if let Some(Extension(Peer { handoff, .. })) = peer.filter(|_| method != Method::HEAD) {
         if handoff.take(Box::new(move |stream| Box::pin(drip(stream, held, cfg.hold_secs)))) {
             // The connection task drops this handler unfinished and runs `drip` instead.
             return std::future::pending().await;

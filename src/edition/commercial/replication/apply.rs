@@ -13,10 +13,10 @@
 //! authentication failures also alert the operator. Never logs entry data; never answers a
 //! non-backup node (the route exists, but refuses).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
 use axum::Json;
-use axum::extract::{ConnectInfo, Request};
+use axum::extract::Request;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use ed25519_dalek::Signature;
@@ -120,7 +120,7 @@ async fn attempt(state: AppState, req: Request) -> Response {
         )
             .into_response();
     };
-    let ip: Option<IpAddr> = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let ip: Option<IpAddr> = req.extensions().get::<crate::api::serve::Peer>().map(|p| p.addr.ip());
     let claimed = header(req.headers(), H_POP).filter(|p| valid_pop_id(p)).map(str::to_owned);
     let actor = format!("pop:{}", claimed.as_deref().unwrap_or("unknown"));
     let result = match check(rt, req, ip, claimed.as_deref()).await {

@@ -15,12 +15,11 @@ mod service;
 mod types;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -92,7 +91,7 @@ async fn method_not_allowed() -> ScimError {
 pub async fn fallback_or_tarpit(
     State(state): State<AppState>,
     method: axum::http::Method,
-    handoff: Option<axum::Extension<crate::api::serve::Handoff>>,
+    peer: Option<axum::Extension<crate::api::serve::Peer>>,
     uri: axum::http::Uri,
     headers: HeaderMap,
 ) -> Response {
@@ -100,7 +99,7 @@ pub async fn fallback_or_tarpit(
     if below_base && token_vault(&state, &headers).await.is_some() {
         return ScimError::not_found().into_response();
     }
-    super::tarpit::hold(method, handoff).await
+    super::tarpit::hold(method, peer).await
 }
 
 /// A request authenticated by a provisioning token: its vault, and the audit/location context.
@@ -130,7 +129,7 @@ impl FromRequestParts<AppState> for Provisioner {
     type Rejection = ScimError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+        let peer = parts.extensions.get::<crate::api::serve::Peer>().map(|p| p.addr.ip());
         let client = peer.map(|ip| ip.to_string()).unwrap_or_default();
         if let Some(vault) = token_vault(state, &parts.headers).await {
             let ctx = Ctx { base: format!("{}{BASE_PATH}", state.rp.origin()), client };
