@@ -19,7 +19,7 @@ use std::cell::Cell;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering, fence};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::thread::Thread;
@@ -77,6 +77,9 @@ struct Lane {
     /// Held by whoever drains and commits the lane's rows: its pool thread, or a runtime worker
     /// about to go idle (which only ever tries it).
     committing: Mutex<()>,
+    /// Set by a worker that found `committing` taken while its rows wait: whoever holds it looks
+    /// again once it lets go, so those rows need no wake of the pool thread (see [`commit_here`]).
+    wanted: AtomicBool,
 }
 
 /// Handle to a file's audit writer (a connection served by one pool thread).
@@ -127,6 +130,7 @@ fn pool() -> &'static Result<Vec<&'static Lane>, String> {
                     thread: handle.thread().clone(),
                     bit: 1 << i,
                     committing: Mutex::new(()),
+                    wanted: AtomicBool::new(false),
                 }));
                 tx.send(lane).map_err(|_| "audit writer thread exited".to_owned())?;
                 Ok(lane)
@@ -202,7 +206,35 @@ pub fn after_worker_unpark() {
 /// each file's write lock is free ([`AuditStore::try_append_batch`]). False if rows are left
 /// for the pool thread, back at the front of the queue in their order.
 fn commit_here(lane: &Lane) -> bool {
-    let Ok(_committing) = lane.committing.try_lock() else { return false };
+    for _ in 0..HANDOVER_ROUNDS {
+        // Announced before trying, so that a holder that lets go after our try sees it (the
+        // fences pair with the holder's: of the two, at least one sees the other's write).
+        lane.wanted.store(true, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        let Ok(committing) = lane.committing.try_lock() else {
+            // The lane's committer (a worker or the pool thread) is busy: it looks at the queue
+            // again when it lets go, and our rows were queued before we tried.
+            return true;
+        };
+        lane.wanted.store(false, Ordering::SeqCst);
+        if !commit_queued(lane) {
+            return false;
+        }
+        drop(committing);
+        fence(Ordering::SeqCst);
+        if !lane.wanted.load(Ordering::SeqCst) {
+            return true;
+        }
+    }
+    false
+}
+
+/// How many times one idle worker takes over rows that others left it ([`commit_here`]) before
+/// it hands the rest to the pool thread.
+const HANDOVER_ROUNDS: usize = 8;
+
+/// The body of [`commit_here`], with the lane's `committing` lock held.
+fn commit_queued(lane: &Lane) -> bool {
     let mut jobs: Vec<Job> = {
         let mut queued = lane.jobs.lock().unwrap_or_else(|p| p.into_inner());
         let take = queued.len().min(MAX_BATCH);
@@ -275,6 +307,11 @@ fn serve(lane: &'static Lane) {
         }
         if jobs.is_empty() {
             drop(committing);
+            fence(Ordering::SeqCst);
+            // A worker found the lane busy meanwhile and left its rows to us.
+            if lane.wanted.swap(false, Ordering::SeqCst) {
+                continue;
+            }
             // Woken by a caller, by a worker's park hook, or after the recheck interval.
             empty_rechecks = empty_rechecks.saturating_add(1);
             std::thread::park_timeout(if empty_rechecks > QUIET_RECHECKS { QUIET_SLEEP } else { IDLE_RECHECK });

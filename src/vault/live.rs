@@ -1159,10 +1159,12 @@ impl Node {
                     }
                 }
             };
-            s.last_used.store(crate::store::now_ms(), Ordering::Relaxed);
+            // One clock read for both (this runs for every request).
+            let now_ms = crate::store::now_ms();
+            s.last_used.store(now_ms, Ordering::Relaxed);
             // Judged by the clock at each request, not only when the sweep has run: an expired
             // token is answered exactly like an unknown one.
-            if agent.expired_at(crate::store::now_secs()) {
+            if agent.expired_at(now_ms.div_euclid(1000)) {
                 return Err(AuthFailure::Unknown);
             }
             return Ok(Principal { vault, agent });
