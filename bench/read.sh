@@ -116,7 +116,7 @@ line() { printf '  %-5s %2s conns: %9s req/s  p50 %6s  p99 %6s  p99.9 %6s  max %
 # rounds_lat CONNS KEY: each round's vault/bare for one latency key.
 rounds_lat() { for round in $(seq 1 $rounds); do awk -v a="$(lat "$work/vault.c$1.$round.wrk" "$2")" -v b="$(lat "$work/bare.c$1.$round.wrk" "$2")" 'BEGIN { printf "%.2f ", (b > 0 ? a / b : 0) }'; done; }
 search_p99=$(to_ms "$(p99_of "$work/search.wrk")") search_rps=$(rps_of "$work/search.wrk")
-bin_mb=$(awk -v s="$(stat -c %s "$bin")" 'BEGIN { printf "%.1f", s / 1048576 }')
+bin_mb=$(awk -v s="$(stat -c %s "$bin")" 'BEGIN { printf "%.2f", s / 1048576 }')
 errors=$(grep -h 'Non-2xx\|Socket errors' "$work"/*.wrk || true)
 
 cat <<REPORT

@@ -220,13 +220,19 @@ fn commit_here(lane: &Lane) -> bool {
         if !commit_queued(lane) {
             return false;
         }
-        drop(committing);
-        fence(Ordering::SeqCst);
-        if !lane.wanted.load(Ordering::SeqCst) {
+        if !let_go(lane, committing) {
             return true;
         }
     }
     false
+}
+
+/// Releases the lane's `committing` lock; true if a worker found it taken meanwhile and left
+/// its rows to the holder ([`Lane::wanted`], cleared here), which must then look again.
+fn let_go(lane: &Lane, committing: std::sync::MutexGuard<'_, ()>) -> bool {
+    drop(committing);
+    fence(Ordering::SeqCst);
+    lane.wanted.swap(false, Ordering::SeqCst)
 }
 
 /// How many times one idle worker takes over rows that others left it ([`commit_here`]) before
@@ -306,10 +312,8 @@ fn serve(lane: &'static Lane) {
             jobs.extend(queued.drain(..take));
         }
         if jobs.is_empty() {
-            drop(committing);
-            fence(Ordering::SeqCst);
             // A worker found the lane busy meanwhile and left its rows to us.
-            if lane.wanted.swap(false, Ordering::SeqCst) {
+            if let_go(lane, committing) {
                 continue;
             }
             // Woken by a caller, by a worker's park hook, or after the recheck interval.
@@ -612,6 +616,37 @@ mod tests {
         assert!(locked_rx.recv().unwrap(), "the row was settled while another connection held the lock");
         holder.execute_batch("COMMIT").unwrap();
         release_tx.send(()).unwrap();
+        worker.join().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A worker going idle while the lane's committer is busy leaves its rows to that committer
+    /// (no wake of the pool thread): the committer finds the lane wanted when it lets go, and
+    /// the rows are committed by its next look at the queue.
+    #[test]
+    fn a_busy_committer_is_told_to_look_again_when_it_lets_go() {
+        let _serial = serial();
+        let (w, dir) = writer();
+        let lane = w.lane;
+        // This thread is the busy committer.
+        let committing = lane.committing.lock().unwrap();
+        let (left_tx, left_rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let worker = std::thread::spawn(move || {
+            let (mut commit, mut cx) = queued_on_a_hooked_worker(&w);
+            before_worker_park();
+            left_tx.send(commit.as_mut().poll(&mut cx).is_pending()).unwrap();
+            done_rx.recv().unwrap();
+            assert!(committed_within(commit.as_mut(), 10) > 0, "the row left to the committer was not committed");
+        });
+        assert!(left_rx.recv().unwrap(), "the worker committed although the lane was busy");
+        assert!(let_go(lane, committing), "the committer was not told to look again");
+        assert!(!lane.wanted.load(Ordering::SeqCst), "the request was not cleared");
+        // The committer's next look (the pool thread may have taken it already).
+        if let Ok(_committing) = lane.committing.try_lock() {
+            assert!(commit_queued(lane));
+        }
+        done_tx.send(()).unwrap();
         worker.join().unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
     }
