@@ -501,6 +501,26 @@ mod tests {
         }
     }
 
+    /// A hooked worker thread that queues a row and goes idle. It sends whether the row was
+    /// still pending when the park hook returned, then, once told to go on, asserts that the row
+    /// commits within `secs` (`unsettled` says what failed otherwise).
+    fn idle_with_a_queued_row(
+        w: AuditWriter,
+        secs: u64,
+        unsettled: &'static str,
+    ) -> (std::thread::JoinHandle<()>, std::sync::mpsc::Receiver<bool>, std::sync::mpsc::Sender<()>) {
+        let (pending_tx, pending_rx) = std::sync::mpsc::channel();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let worker = std::thread::spawn(move || {
+            let (mut commit, mut cx) = queued_on_a_hooked_worker(&w);
+            before_worker_park();
+            pending_tx.send(commit.as_mut().poll(&mut cx).is_pending()).unwrap();
+            go_rx.recv().unwrap();
+            assert!(committed_within(commit.as_mut(), secs) > 0, "{unsettled}");
+        });
+        (worker, pending_rx, go_tx)
+    }
+
     /// The park hooks share process-wide counts ([`RUNNING_WORKERS`], [`DEFERRED`]): tests that
     /// run them take turns.
     fn serial() -> std::sync::MutexGuard<'static, ()> {
@@ -604,15 +624,7 @@ mod tests {
         let (w, dir) = writer();
         let holder = rusqlite::Connection::open(dir.join("v.db")).unwrap();
         holder.execute_batch("BEGIN IMMEDIATE").unwrap();
-        let (locked_tx, locked_rx) = std::sync::mpsc::channel();
-        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
-        let worker = std::thread::spawn(move || {
-            let (mut commit, mut cx) = queued_on_a_hooked_worker(&w);
-            before_worker_park();
-            locked_tx.send(commit.as_mut().poll(&mut cx).is_pending()).unwrap();
-            release_rx.recv().unwrap();
-            assert!(committed_within(commit.as_mut(), 20) > 0, "the pool thread did not commit the row");
-        });
+        let (worker, locked_rx, release_tx) = idle_with_a_queued_row(w, 20, "the pool thread did not commit the row");
         assert!(locked_rx.recv().unwrap(), "the row was settled while another connection held the lock");
         holder.execute_batch("COMMIT").unwrap();
         release_tx.send(()).unwrap();
@@ -630,15 +642,8 @@ mod tests {
         let lane = w.lane;
         // This thread is the busy committer.
         let committing = lane.committing.lock().unwrap();
-        let (left_tx, left_rx) = std::sync::mpsc::channel();
-        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
-        let worker = std::thread::spawn(move || {
-            let (mut commit, mut cx) = queued_on_a_hooked_worker(&w);
-            before_worker_park();
-            left_tx.send(commit.as_mut().poll(&mut cx).is_pending()).unwrap();
-            done_rx.recv().unwrap();
-            assert!(committed_within(commit.as_mut(), 10) > 0, "the row left to the committer was not committed");
-        });
+        let (worker, left_rx, done_tx) =
+            idle_with_a_queued_row(w, 10, "the row left to the committer was not committed");
         assert!(left_rx.recv().unwrap(), "the worker committed although the lane was busy");
         assert!(let_go(lane, committing), "the committer was not told to look again");
         assert!(!lane.wanted.load(Ordering::SeqCst), "the request was not cleared");
