@@ -52,15 +52,21 @@ impl FromRequestParts<AppState> for Caller {
             .headers
             .get(axum::http::header::AUTHORIZATION)
             .map(|v| v.to_str().ok().and_then(|s| s.strip_prefix("Bearer ")).map(str::trim));
+        // One clock read for the token's expiry, the vault's last use and telemetry.
+        let now_ms = crate::store::now_ms();
         let reason = match presented {
             None => "missing",
             Some(None) => "malformed",
             Some(Some(token)) => match TokenHash::of_presented(token) {
                 Err(_) => "malformed",
-                Ok(hash) => match state.node.authenticate(&hash) {
+                Ok(hash) => match state.node.authenticate_at(&hash, now_ms) {
                     Ok(principal) => {
                         // Node telemetry: this agent counts as an active session for 5 minutes.
-                        crate::node::metrics().record_agent(principal.vault.id().as_str(), principal.agent.id.0);
+                        crate::node::metrics().record_agent(
+                            principal.vault.id().as_str(),
+                            principal.agent.id.0,
+                            now_ms.div_euclid(1000).try_into().unwrap_or(0),
+                        );
                         return Ok(Caller { principal, token: hash, peer });
                     }
                     Err(AuthFailure::Unavailable(vault)) => return Err(ApiError::VaultUnavailable(vault.to_string())),

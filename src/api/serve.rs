@@ -392,6 +392,9 @@ impl Conn {
         head_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                // In order, no random start: every turn of a busy connection pays for the draw
+                // otherwise, and the other branches fire a few times in a connection's life.
+                biased;
                 result = &mut conn => {
                     if let Err(e) = result {
                         tracing::debug!(error = %e, %remote, "connection ended with an error");
