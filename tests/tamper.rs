@@ -24,10 +24,11 @@ fn sqlite(file: &std::path::Path, sql: &str) -> String {
 /// What a forger runs after a change so that a running server picks it up.
 const BUMP: &str = "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'change_seq';";
 
-/// Undoes the replication migration (issue 14; it adds columns, so it cannot replay as the
-/// `IF NOT EXISTS` migrations after 6 do): the first step of turning a file back into what an
-/// older build wrote.
-const UNDO_REPLICATION: &str = "DROP TRIGGER auth_seq_agents_i; DROP TRIGGER auth_seq_agents_u;
+/// Undoes the appended migrations that add columns, so cannot replay as the `IF NOT EXISTS`
+/// ones after 6 do: replication (issue 14) and setup-code MACs. The first step of turning a file
+/// back into what an older build wrote.
+const UNDO_APPENDED: &str =
+    "ALTER TABLE setup_codes DROP COLUMN mac; DROP TRIGGER auth_seq_agents_i; DROP TRIGGER auth_seq_agents_u;
      DROP TRIGGER auth_seq_agents_d; DROP TRIGGER auth_seq_passkeys_i; DROP TRIGGER auth_seq_passkeys_u;
      DROP TRIGGER auth_seq_passkeys_d; DROP TRIGGER auth_seq_keyring_i; DROP TRIGGER auth_seq_keyring_u;
      DROP TABLE replication_marks; DROP INDEX audit_source; ALTER TABLE audit DROP COLUMN source_pop;
@@ -142,7 +143,7 @@ fn a_vault_from_before_row_macs_is_upgraded_once() {
     sqlite(
         &file,
         &format!(
-            "{UNDO_REPLICATION} DROP INDEX agents_parent; ALTER TABLE agents DROP COLUMN expires_at;
+            "{UNDO_APPENDED} DROP INDEX agents_parent; ALTER TABLE agents DROP COLUMN expires_at;
              ALTER TABLE agents DROP COLUMN parent_id; ALTER TABLE agents DROP COLUMN reveal_to_model;
              ALTER TABLE agents DROP COLUMN proxy_only_listed; DROP TABLE proxy_requests;
              ALTER TABLE agents DROP COLUMN mac; ALTER TABLE entries DROP COLUMN mac;
@@ -169,6 +170,41 @@ fn a_vault_from_before_row_macs_is_upgraded_once() {
     assert_eq!(s.get("/api/entries", Some(&token)).status, 401, "a restart does not MAC a forged row");
     assert!(forged_alert(&s));
     assert_eq!(common::titles(&s, &v.owner), vec!["Owner only", "Shared"]);
+}
+
+/// A setup code sets up the owner: one inserted into the file by someone who picked the code
+/// (and so knows it) is refused with an operator alert, and the vault stays without an owner;
+/// the code the vault issued still works.
+#[test]
+fn a_setup_code_inserted_in_the_file_sets_up_nothing() {
+    let v = Vault::uninitialised_owner();
+    let forged = "0123456789abcdef0123456789abcdef";
+    let hash = clavitor::crypto::sha256_hex(forged.as_bytes());
+    sqlite(
+        &v.vault_file(),
+        &format!("INSERT INTO setup_codes (code_hash, created_at, expires_at) VALUES ('{hash}', 0, 9000000000000);"),
+    );
+    let s = v.serve();
+    let start = |code: &str| {
+        common::request(&s.url("/api/setup/start"), "POST", None, Some(json!({"code": code}).to_string().as_bytes()))
+    };
+    let r = start(forged);
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(r.json()["reason"], "code_not_authentic", "{}", r.body);
+    assert!(forged_alert(&s), "{}", s.stderr());
+    assert!(v.audit_rows(false).iter().any(|r| r["action"] == "setup" && r["detail"] == "code_not_authentic"));
+    assert_eq!(v.cli_json(&["agent", "list", "--json"], None).as_array().unwrap().len(), 0, "no owner was made");
+    // A MAC copied from the real code's row does not fit another hash either.
+    sqlite(
+        &v.vault_file(),
+        &format!(
+            "UPDATE setup_codes SET mac = (SELECT mac FROM setup_codes WHERE code_hash <> '{hash}') \
+             WHERE code_hash = '{hash}';"
+        ),
+    );
+    assert_eq!(start(forged).json()["reason"], "code_not_authentic");
+    let r = start(&v.setup_code);
+    assert_eq!(r.status, 200, "the issued code still works: {}", r.body);
 }
 
 /// A forged admin row cannot authenticate, so it must not count as "another admin" either:
@@ -233,7 +269,7 @@ fn the_columns_of_migration_5_are_under_the_agent_mac() {
     sqlite(
         &file,
         &format!(
-            "{UNDO_REPLICATION} DROP INDEX agents_parent; ALTER TABLE agents DROP COLUMN expires_at;
+            "{UNDO_APPENDED} DROP INDEX agents_parent; ALTER TABLE agents DROP COLUMN expires_at;
              ALTER TABLE agents DROP COLUMN parent_id; ALTER TABLE agents DROP COLUMN reveal_to_model;
              ALTER TABLE agents DROP COLUMN proxy_only_listed; DROP TABLE proxy_requests;
              PRAGMA user_version = 4;"
@@ -289,7 +325,7 @@ fn proxy_only_listed_is_under_the_agent_mac() {
     sqlite(
         &file,
         &format!(
-            "{UNDO_REPLICATION} ALTER TABLE agents RENAME COLUMN proxy_only_listed TO kept;
+            "{UNDO_APPENDED} ALTER TABLE agents RENAME COLUMN proxy_only_listed TO kept;
              DROP TABLE proxy_requests; PRAGMA user_version = 5;"
         ),
     );

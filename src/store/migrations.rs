@@ -304,6 +304,11 @@ const VAULT: &[&str] = &[
      );
      CREATE TRIGGER IF NOT EXISTS extension_sessions_gone AFTER DELETE ON agents BEGIN
          DELETE FROM extension_sessions WHERE agent_id = OLD.id; END;",
+    // (issue 12 §4) A setup code enrolls the owner's passkey (and, in a vault without agents,
+    // creates the owner): its row carries a MAC of its hash too, so a code inserted into the
+    // file without the master key sets up nothing. Codes from before this migration have none
+    // and are refused; `clavitor init` issues a fresh one.
+    "ALTER TABLE setup_codes ADD COLUMN mac BLOB;",
 ];
 
 /// Brings the file up to this build's schema, or refuses a file from a newer build.

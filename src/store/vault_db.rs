@@ -64,6 +64,16 @@ impl RowAuth {
         self.key.mac("passkey", &self.vault_id, &[id, &agent, passkey, &sign_count.to_string()])
     }
 
+    /// A setup code row: its hash only. Its expiry and use mark are checked as before; changing
+    /// them takes the code itself, which only the operator was shown.
+    pub(super) fn setup_code_mac(&self, code_hash: &str) -> Vec<u8> {
+        self.key.mac("setup_code", &self.vault_id, &[code_hash])
+    }
+
+    pub(super) fn setup_code_ok(&self, code_hash: &str, mac: Option<&[u8]>) -> bool {
+        self.key.verify("setup_code", &self.vault_id, &[code_hash], mac)
+    }
+
     fn entry_mac(&self, id: i64, uuid: &str, scopes: &str, deleted: bool) -> Vec<u8> {
         self.key.mac("entry", &self.vault_id, &[&id.to_string(), uuid, scopes, bool_str(deleted)])
     }

@@ -51,6 +51,9 @@ pub struct SetupCodeRow {
     pub created_at: i64,
     pub expires_at: i64,
     pub used_at: Option<i64>,
+    /// The row's MAC verifies under the vault's key (false when the vault was opened without
+    /// it): the code was issued by a holder of the master key, not inserted into the file.
+    pub authentic: bool,
 }
 
 const CHALLENGE_COLS: &str =
@@ -249,11 +252,12 @@ impl VaultDb {
         audit: &AuditRecord,
     ) -> Result<(), StoreError> {
         let path = self.path.clone();
+        let mac = self.row_auth()?.setup_code_mac(code_hash);
         let tx = self.write_tx()?;
         tx.execute("DELETE FROM setup_codes WHERE used_at IS NULL", []).ctx(&path)?;
         tx.execute(
-            "INSERT INTO setup_codes (code_hash, created_at, expires_at) VALUES (?1, ?2, ?3)",
-            params![code_hash, now, expires_at],
+            "INSERT INTO setup_codes (code_hash, created_at, expires_at, mac) VALUES (?1, ?2, ?3, ?4)",
+            params![code_hash, now, expires_at, mac],
         )
         .ctx(&path)?;
         audit_sql::insert(&tx, &path, audit)?;
@@ -261,14 +265,30 @@ impl VaultDb {
     }
 
     pub fn setup_code(&self, code_hash: &str) -> Result<Option<SetupCodeRow>, StoreError> {
-        self.conn
+        let row = self
+            .conn
             .query_row(
-                "SELECT created_at, expires_at, used_at FROM setup_codes WHERE code_hash = ?1",
+                "SELECT created_at, expires_at, used_at, mac FROM setup_codes WHERE code_hash = ?1",
                 [code_hash],
-                |r| Ok(SetupCodeRow { created_at: r.get(0)?, expires_at: r.get(1)?, used_at: r.get(2)? }),
+                |r| {
+                    let mac: Option<Vec<u8>> = r.get(3)?;
+                    Ok((
+                        SetupCodeRow {
+                            created_at: r.get(0)?,
+                            expires_at: r.get(1)?,
+                            used_at: r.get(2)?,
+                            authentic: false,
+                        },
+                        mac,
+                    ))
+                },
             )
             .optional()
-            .ctx(&self.path)
+            .ctx(&self.path)?;
+        Ok(row.map(|(mut code, mac)| {
+            code.authentic = self.row_auth().is_ok_and(|a| a.setup_code_ok(code_hash, mac.as_deref()));
+            code
+        }))
     }
 
     /// Marks an unused code used; `NotFound` if it was used (or removed) meanwhile.

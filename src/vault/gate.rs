@@ -104,6 +104,8 @@ pub struct Presented<'a> {
 pub enum SetupRefusal {
     MalformedCode,
     UnknownCode,
+    /// The code's row carries no valid MAC: not issued by a holder of the master key.
+    ForgedCode,
     UsedCode,
     ExpiredCode,
     AlreadySetUp,
@@ -118,6 +120,7 @@ impl SetupRefusal {
         match self {
             SetupRefusal::MalformedCode => "malformed_code",
             SetupRefusal::UnknownCode => "unknown_code",
+            SetupRefusal::ForgedCode => "code_not_authentic",
             SetupRefusal::UsedCode => "code_already_used",
             SetupRefusal::ExpiredCode => "code_expired",
             SetupRefusal::AlreadySetUp => "already_set_up",
@@ -175,6 +178,15 @@ pub fn issue_setup_code(db: &mut VaultDb) -> Result<SetupCode, VaultError> {
 fn check_code(db: &VaultDb, hash: &str, t: i64) -> Result<Result<(), SetupRefusal>, VaultError> {
     Ok(match db.setup_code(hash)? {
         None => Err(SetupRefusal::UnknownCode),
+        Some(c) if !c.authentic => {
+            crate::edition::alert(
+                "vault_rows_forged",
+                "a setup code row fails its integrity check (written without the master key, or from \
+                 before setup codes carried a MAC) and sets up nothing; `clavitor init` issues a fresh code",
+                &[("rows", "setup code".to_owned())],
+            );
+            Err(SetupRefusal::ForgedCode)
+        }
         Some(c) if c.used_at.is_some() => Err(SetupRefusal::UsedCode),
         Some(c) if c.expires_at <= t => Err(SetupRefusal::ExpiredCode),
         // Set up means a passkey exists. A vault whose owner was made with the break-glass
