@@ -303,13 +303,13 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     // By hand into a String of the right size: `hex::encode` grows its String a char at a time,
     // which showed in profiles of the read path (every request hashes its token).
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut text = vec![0u8; 64];
+    let mut text = [0u8; 64];
     for (pair, byte) in text.chunks_exact_mut(2).zip(sha2::Sha256::digest(bytes)) {
         pair[0] = DIGITS[usize::from(byte >> 4)];
         pair[1] = DIGITS[usize::from(byte & 0x0f)];
     }
     // Always ASCII; the check is one pass over 64 bytes, where pushing chars checked each one.
-    String::from_utf8(text).unwrap_or_default()
+    std::str::from_utf8(&text).map(str::to_owned).unwrap_or_default()
 }
 
 /// Random bytes from the OS generator.
