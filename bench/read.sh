@@ -6,7 +6,8 @@
 #   - idle RSS, RSS under that load with a 10,000-entry vault
 #   - search latency over 10,000 entries (p99)
 #   - the server CPU time per request (process CPU ticks / requests: far steadier than req/s on a
-#     shared machine) and the machine's load average when the runs started and ended
+#     shared machine), the machine's idle time per request (all cores, /proc/stat), and the
+#     machine's load average when the runs started and ended
 #   - the stripped release binary size
 # Usage: bash bench/read.sh [seconds-per-run]   (default 4; the issue's figures use 10)
 # Profile: BENCH_PROFILE=release (default; full LTO, the shipped build) or ci-release (no LTO:
@@ -71,14 +72,20 @@ bare_addr=$addr bare_pid=$pid
 rounds=5
 lua=bench/latency.lua
 hz=$(getconf CLK_TCK)
-# wrk_run NAME CONNS ROUND PID wrk-args...: one run; appends "CPU_US_PER_REQ x" to its output.
+# The machine's idle time (idle + iowait, all cores) in clock ticks. At 64 connections a server
+# that makes its requests wait (for an audit commit, say) leaves cores idle that the bare handler
+# keeps busy: together with the CPU per request this says where a throughput gap comes from.
+idle_ticks() { awk '/^cpu / {print $5 + $6}' /proc/stat; }
+# wrk_run NAME CONNS ROUND PID wrk-args...: one run; appends "CPU_US_PER_REQ x" and
+# "IDLE_US_PER_REQ x" to its output.
 wrk_run() {
-  local out="$work/$1.c$2.$3.wrk" pid=$4 before after
+  local out="$work/$1.c$2.$3.wrk" pid=$4 before after idle_before idle_after
   shift 4
-  before=$(cpu_ticks "$pid")
+  before=$(cpu_ticks "$pid") idle_before=$(idle_ticks)
   wrk "$@" >"$out"
-  after=$(cpu_ticks "$pid")
-  awk -v d=$((after - before)) -v hz="$hz" '/requests in/ { n = $1 } END { if (n > 0) printf "CPU_US_PER_REQ %.2f\n", d * 1e6 / hz / n }' "$out" >>"$out"
+  after=$(cpu_ticks "$pid") idle_after=$(idle_ticks)
+  awk -v d=$((after - before)) -v i=$((idle_after - idle_before)) -v hz="$hz" '/requests in/ { n = $1 }
+    END { if (n > 0) printf "CPU_US_PER_REQ %.2f\nIDLE_US_PER_REQ %.2f\n", d * 1e6 / hz / n, i * 1e6 / hz / n }' "$out" >>"$out"
 }
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 for round in $(seq 1 $rounds); do
@@ -96,10 +103,16 @@ median() { sort -g | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
 # lat FILE KEY: one LATENCY_US figure of a run, in ms.
 lat() { awk -v k="$2" '/^LATENCY_US/ { for (i = 2; i <= NF; i++) { split($i, kv, "="); if (kv[1] == k) printf "%.3f\n", kv[2] / 1000 } }' "$1"; }
 cpu_of() { awk '/^CPU_US_PER_REQ/ {print $2}' "$1"; }
-# fig KIND CONNS KEY: the median over rounds (KEY rps, cpu, or a LATENCY_US key).
+idle_of() { awk '/^IDLE_US_PER_REQ/ {print $2}' "$1"; }
+# fig KIND CONNS KEY: the median over rounds (KEY rps, cpu, idle, or a LATENCY_US key).
 fig() {
   for f in "$work/$1.c$2".*.wrk; do
-    if [[ $3 == rps ]]; then rps_of "$f"; elif [[ $3 == cpu ]]; then cpu_of "$f"; else lat "$f" "$3"; fi
+    case $3 in
+      rps) rps_of "$f" ;;
+      cpu) cpu_of "$f" ;;
+      idle) idle_of "$f" ;;
+      *) lat "$f" "$3" ;;
+    esac
   done | median
 }
 # ratio CONNS KEY: the median over rounds of vault/bare.
@@ -112,7 +125,7 @@ ratio() {
   done | median
 }
 rounds_of() { for round in $(seq 1 $rounds); do awk -v a="$(rps_of "$work/vault.c$1.$round.wrk")" -v b="$(rps_of "$work/bare.c$1.$round.wrk")" 'BEGIN { printf "%.2f ", a / b }'; done; }
-line() { printf '  %-5s %2s conns: %9s req/s  p50 %6s  p99 %6s  p99.9 %6s  max %7s ms  cpu %6s us/req\n' "$1" "$2" "$(fig "$1" "$2" rps)" "$(fig "$1" "$2" p50)" "$(fig "$1" "$2" p99)" "$(fig "$1" "$2" p999)" "$(fig "$1" "$2" max)" "$(fig "$1" "$2" cpu)"; }
+line() { printf '  %-5s %2s conns: %9s req/s  p50 %6s  p99 %6s  p99.9 %6s  max %7s ms  cpu %6s  idle %6s us/req\n' "$1" "$2" "$(fig "$1" "$2" rps)" "$(fig "$1" "$2" p50)" "$(fig "$1" "$2" p99)" "$(fig "$1" "$2" p999)" "$(fig "$1" "$2" max)" "$(fig "$1" "$2" cpu)" "$(fig "$1" "$2" idle)"; }
 # rounds_lat CONNS KEY: each round's vault/bare for one latency key.
 rounds_lat() { for round in $(seq 1 $rounds); do awk -v a="$(lat "$work/vault.c$1.$round.wrk" "$2")" -v b="$(lat "$work/bare.c$1.$round.wrk" "$2")" 'BEGIN { printf "%.2f ", (b > 0 ? a / b : 0) }'; done; }
 search_p99=$(to_ms "$(p99_of "$work/search.wrk")") search_rps=$(rps_of "$work/search.wrk")
