@@ -454,8 +454,8 @@ async fn wait_for(receipt: Receipt) -> Result<i64, AuditError> {
 /// tasks). Then, still inside its task, it commits every row queued on the lane meanwhile
 /// ([`commit_here`]). Committing in a task rather than in the park hook means the answered
 /// requests go onto this worker's own run queue, where the park hook's wakes went through the
-/// shared queue and woke the other worker, and the worker does not go idle in between: under
-/// load that left a core idle about a tenth of the time.
+/// shared queue and woke the other worker, and the worker does not park and unpark in between:
+/// at 64 connections the machine's idle time per request fell from about 2.6 to 1.7 µs.
 #[must_use = "the row is committed only when this resolves; a caller must not answer before"]
 pub struct Commit(Wait);
 
