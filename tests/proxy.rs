@@ -128,6 +128,10 @@ async fn answer(req: hyper::Request<hyper::body::Incoming>, record: &Mutex<Vec<S
         body: String::from_utf8_lossy(&body).into_owned(),
     };
     record.lock().unwrap().push(seen.clone());
+    // `/…/slow`: answers 2 s after the request was recorded (a request in flight at shutdown).
+    if parts.uri.path().ends_with("/slow") {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
     if parts.uri.path().starts_with("/redirect") {
         let auth = seen.header("authorization").first().copied().unwrap_or("").replace(' ', "+");
         return hyper::Response::builder()
@@ -413,6 +417,11 @@ impl Tunnel {
     /// Sends a raw request and reads the answer.
     fn send(&mut self, request: &str) -> Option<(u16, String)> {
         self.tls.write_all(request.as_bytes()).ok()?;
+        self.answer()
+    }
+
+    /// Reads the answer to a request sent before.
+    fn answer(&mut self) -> Option<(u16, String)> {
         let mut reader = BufReader::new(&mut self.tls);
         let mut status_line = String::new();
         reader.read_line(&mut status_line).ok()?;
@@ -468,6 +477,42 @@ fn revoking_the_agent_stops_its_open_tunnel_at_the_next_request() {
     let before = s.up.take().len();
     assert!(Tunnel::open(&s, "api.example.test", &token).is_err_and(|h| h.starts_with("HTTP/1.1 407")));
     assert_eq!(s.up.take().len(), 0, "{before} requests went out before the revocation took");
+}
+
+/// SIGTERM drains the proxy as it drains the API: a request in flight inside a tunnel is
+/// forwarded, answered and audited before the node exits; the tunnel then closes, and no new
+/// tunnel is accepted.
+#[test]
+fn a_request_in_flight_in_a_tunnel_is_answered_before_the_node_stops() {
+    let mut s = setup();
+    let token = s.agent.1.clone();
+    let host = format!("api.example.test:{}", s.up.port);
+    let mut tunnel = Tunnel::open(&s, "api.example.test", &token).expect("tunnel");
+    tunnel.tls.write_all(format!("GET /v1/slow HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes()).unwrap();
+    // Bounded: the upstream records the request as soon as it arrives, then takes 2 s to answer.
+    for _ in 0..200 {
+        if !s.up.seen.lock().unwrap().is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    assert_eq!(s.up.take().len(), 1, "the request did not reach the upstream");
+    s.server.sigterm();
+    let (status, body) = tunnel.answer().expect("the request in flight was answered");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("/v1/slow") && !body.contains(KEY), "{body}");
+    assert!(tunnel.get(&host, "/v1/a").is_none(), "the tunnel stayed open after the shutdown began");
+    let status = s.server.exit_within(Duration::from_secs(15)).expect("the node exits after draining");
+    assert!(status.success(), "{status:?}");
+    assert!(TcpStream::connect(&s.proxy).is_err(), "the proxy still accepts connections");
+    // Its inject row was committed before it left, and its result row before the node exited.
+    let rows = s.v.audit_rows(false);
+    let slow = |action: &str| {
+        rows.iter()
+            .filter(|r| r["action"] == action && r["detail"].as_str().is_some_and(|d| d.contains("/v1/slow")))
+            .count()
+    };
+    assert_eq!((slow("proxy.inject"), slow("proxy.result")), (1, 1), "{rows:?}");
 }
 
 /// Python `requests`, pinned, in a venv under the target dir (created on first use).

@@ -532,6 +532,14 @@ mod tests {
         (AuditWriter::start(&path, AuditSync::Normal).unwrap(), dir)
     }
 
+    /// Runs `test` on a thread of its own (the thread-local hook state starts fresh) with a new
+    /// file's writer, then removes the file.
+    fn on_a_thread(test: impl FnOnce(AuditWriter) + Send + 'static) {
+        let (w, dir) = writer();
+        std::thread::spawn(move || test(w)).join().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     fn event() -> AuditEvent {
         AuditEvent::new(Actor::Node, Action::EntryRead, Outcome::Ok)
     }
@@ -659,17 +667,13 @@ mod tests {
     #[test]
     fn a_hooked_worker_wakes_the_writer_when_it_goes_idle() {
         let _serial = serial();
-        let (w, dir) = writer();
-        std::thread::spawn(move || {
+        on_a_thread(|w| {
             let (mut commit, _) = queued_on_a_hooked_worker(&w);
             assert_ne!(OWED.with(Cell::get) & w.lane.bit, 0, "the wake is left to the park hook");
             before_worker_park();
             assert_eq!(OWED.with(Cell::get), 0);
             assert!(committed_within(commit.as_mut(), 10) > 0, "the row was not committed");
-        })
-        .join()
-        .unwrap();
-        std::fs::remove_dir_all(&dir).unwrap();
+        });
     }
 
     /// A worker going idle commits its own rows before it parks: the row is committed when the
@@ -677,18 +681,14 @@ mod tests {
     #[test]
     fn an_idle_worker_commits_its_rows_itself() {
         let _serial = serial();
-        let (w, dir) = writer();
-        std::thread::spawn(move || {
+        on_a_thread(|w| {
             let (mut commit, mut cx) = queued_on_a_hooked_worker(&w);
             before_worker_park();
             match commit.as_mut().poll(&mut cx) {
                 Poll::Ready(Ok(id)) => assert!(id > 0),
                 other => panic!("not committed by the worker itself: {other:?}"),
             }
-        })
-        .join()
-        .unwrap();
-        std::fs::remove_dir_all(&dir).unwrap();
+        });
     }
 
     /// While another connection holds the file's write lock, the idle worker does not wait for
@@ -735,8 +735,7 @@ mod tests {
     /// Anywhere else (no park hook ran on this thread) the caller wakes the writer itself.
     #[test]
     fn other_threads_wake_the_writer_at_once() {
-        let (w, dir) = writer();
-        std::thread::spawn(move || {
+        on_a_thread(|w| {
             let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
             let ids: Vec<i64> = rt.block_on(async {
                 let mut ids = Vec::new();
@@ -747,10 +746,7 @@ mod tests {
             });
             assert_eq!(OWED.with(Cell::get), 0);
             assert!(ids.windows(2).all(|p| p[1] == p[0] + 1), "{ids:?}");
-        })
-        .join()
-        .unwrap();
-        std::fs::remove_dir_all(&dir).unwrap();
+        });
     }
 
     /// A hooked worker that blocks instead of going idle (the hook never runs) still gets its
@@ -758,8 +754,7 @@ mod tests {
     #[test]
     fn rows_of_a_worker_that_never_parks_still_commit() {
         let _serial = serial();
-        let (w, dir) = writer();
-        std::thread::spawn(move || {
+        on_a_thread(|w| {
             before_worker_park();
             let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
             let ids = with_a_committer_elsewhere(&w, || {
@@ -781,10 +776,7 @@ mod tests {
                 })
             });
             assert_eq!(ids.expect("rows committed without the hook").len(), EAGER + 3);
-        })
-        .join()
-        .unwrap();
-        std::fs::remove_dir_all(&dir).unwrap();
+        });
     }
 
     /// On a worker, the first row queued on a lane makes its request the committer: it steps
@@ -793,8 +785,7 @@ mod tests {
     #[test]
     fn the_first_request_on_a_worker_commits_the_rows_queued_after_it() {
         let _serial = serial();
-        let (w, dir) = writer();
-        std::thread::spawn(move || {
+        on_a_thread(|w| {
             before_worker_park();
             let mut cx = Context::from_waker(Waker::noop());
             let mut first = Box::pin(w.commit(event()));
@@ -815,10 +806,7 @@ mod tests {
                     other => panic!("row {i} was not committed with the committer's: {other:?}"),
                 }
             }
-        })
-        .join()
-        .unwrap();
-        std::fs::remove_dir_all(&dir).unwrap();
+        });
     }
 
     /// A committer whose request is dropped before its turn disarms the lane and leaves the
@@ -826,8 +814,7 @@ mod tests {
     #[test]
     fn a_dropped_committer_leaves_its_rows_to_the_pool_thread() {
         let _serial = serial();
-        let (w, dir) = writer();
-        std::thread::spawn(move || {
+        on_a_thread(|w| {
             before_worker_park();
             let mut cx = Context::from_waker(Waker::noop());
             let mut first = Box::pin(w.commit(event()));
@@ -841,9 +828,6 @@ mod tests {
             let mut third = Box::pin(w.commit(event()));
             assert!(matches!(third.0, Wait::Committer { .. }), "no new committer was armed");
             assert!(committed_within(third.as_mut(), 10) > 0, "the new committer did not commit");
-        })
-        .join()
-        .unwrap();
-        std::fs::remove_dir_all(&dir).unwrap();
+        });
     }
 }

@@ -310,8 +310,13 @@ pub async fn serve(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<()> 
         tracing::info!(%addr, kind, "serving");
     }
     crate::node::start_reporting(node_settings, dir).context("cannot start node reporting")?;
-    crate::api::serve::serve(listener, None, gate, app, shutdown_signal(signals)).await;
-    let _ = stop_proxy.send(());
+    // The proxy begins to drain at the same signal as the API, so the two grace periods run
+    // side by side rather than one after the other.
+    let shutdown = async move {
+        shutdown_signal(signals).await;
+        let _ = stop_proxy.send(());
+    };
+    crate::api::serve::serve(listener, None, gate, app, shutdown).await;
     if let Some(task) = proxy_task {
         let _ = task.await;
     }

@@ -182,26 +182,50 @@ impl Proxy {
         }))
     }
 
-    /// Accepts until `shutdown` resolves. Open tunnels are then closed (dropped) with the
-    /// runtime; each request inside one has had its audit row committed before it was forwarded.
+    /// Accepts until `shutdown` resolves, then drains like the API listener: every connection
+    /// (a CONNECT in progress or an open tunnel) finishes the request it is serving, is closed
+    /// once idle, and is dropped if still busy after [`GRACE`](crate::api::serve::GRACE). Each
+    /// request inside a tunnel has had its audit row committed before it was forwarded.
     pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: impl std::future::Future<Output = ()>) {
         let sweeper = tokio::spawn(self.upstreams.clone().sweep());
+        // As in `api::serve::serve`: connections watch `stop`, and each holds a clone of `open`
+        // until it ends, so `closed()` on its sender tells when all are gone.
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let (open_tx, open_rx) = tokio::sync::watch::channel(());
         crate::api::serve::accept_until(&listener, &self.gate, shutdown, |stream, remote, slot| {
             let _ = stream.set_nodelay(true);
             let proxy = self.clone();
+            let stop = stop_rx.clone();
+            let open = open_rx.clone();
             tokio::spawn(async move {
                 let lifetime = proxy.settings.lifetime;
-                let _ = tokio::time::timeout(lifetime, proxy.connection(stream, remote)).await;
+                let _ = tokio::time::timeout(lifetime, proxy.connection(stream, remote, stop, open.clone())).await;
                 drop(slot);
+                drop(open);
             });
         })
         .await;
+        drop(listener);
+        stop_tx.send_replace(true);
+        drop(open_rx);
+        if tokio::time::timeout(crate::api::serve::GRACE, open_tx.closed()).await.is_err() {
+            tracing::warn!(open = open_tx.receiver_count(), "dropping proxy tunnels still busy after the grace period");
+        }
         sweeper.abort();
+        // Returning drops `stop_tx`, which ends every tunnel still running.
     }
 
     /// One client connection: CONNECT requests (or refusals) until one opens a tunnel, which
-    /// then runs in this same task (so it keeps the connection's slot).
-    async fn connection(self: Arc<Self>, stream: tokio::net::TcpStream, remote: SocketAddr) {
+    /// then runs in this same task (so it keeps the connection's slot). `stop` turns true when
+    /// the node shuts down: the connection then finishes what it is serving and closes. `open`
+    /// is a drain guard: the shutdown waits until every clone is dropped.
+    async fn connection(
+        self: Arc<Self>,
+        stream: tokio::net::TcpStream,
+        remote: SocketAddr,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+        open: tokio::sync::watch::Receiver<()>,
+    ) {
         let opened: Arc<Mutex<Option<tunnel::Start>>> = Arc::default();
         let service = {
             let proxy = self.clone();
@@ -217,12 +241,16 @@ impl Proxy {
             .max_buf_size(MAX_HEAD)
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
-        if let Err(e) = conn.await {
-            tracing::debug!(error = %e, %remote, "proxy connection ended with an error");
+        if !until_stopped(conn, &mut stop, |c| c.graceful_shutdown(), remote, "proxy connection").await {
+            return;
         }
         let start = opened.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(start) = start {
-            tunnel::run(self, start, remote).await;
+        // A tunnel answered just as the node began to stop is not started: the agent sees the
+        // connection close before its first request, and retries elsewhere or later.
+        if let Some(start) = start
+            && !*stop.borrow()
+        {
+            tunnel::run(self, start, remote, stop, open).await;
         }
     }
 
@@ -397,6 +425,42 @@ pub(crate) fn refusal(status: StatusCode, code: &'static str, message: impl Into
 
 fn auth_required(message: &str) -> Refusal {
     refusal(StatusCode::PROXY_AUTHENTICATION_REQUIRED, "unauthorized", message)
+}
+
+/// Drives a hyper connection; when `stop` turns true, asks it (`graceful`) to finish the request
+/// in flight and close. `what` names it in the debug log. True if it ended on its own or after
+/// that; false if `stop`'s sender went away first (the grace period is over) and the connection
+/// was dropped.
+pub(crate) async fn until_stopped<C, E>(
+    conn: C,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+    graceful: impl Fn(std::pin::Pin<&mut C>),
+    remote: SocketAddr,
+    what: &str,
+) -> bool
+where
+    C: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let mut conn = std::pin::pin!(conn);
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, %remote, "{what} ended with an error");
+                }
+                return true;
+            }
+            changed = stop.changed() => {
+                if changed.is_err() {
+                    return false;
+                }
+                if *stop.borrow_and_update() {
+                    graceful(conn.as_mut());
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

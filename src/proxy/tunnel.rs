@@ -133,9 +133,21 @@ struct Tunnel {
     token: TokenHash,
     remote: SocketAddr,
     activity: Arc<Activity>,
+    /// The drain guard (see [`run`]).
+    open: tokio::sync::watch::Receiver<()>,
 }
 
-pub async fn run(proxy: Arc<Proxy>, start: Start, remote: SocketAddr) {
+/// Serves the tunnel's requests until it closes, goes idle, or the node stops (`stop`: the
+/// request in flight is finished and answered first, see [`super::until_stopped`]).
+/// `open` is the connection's drain guard: each result row's task holds a clone until the row is
+/// committed, so a shutdown waits for those rows too.
+pub async fn run(
+    proxy: Arc<Proxy>,
+    start: Start,
+    remote: SocketAddr,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    open: tokio::sync::watch::Receiver<()>,
+) {
     let Ok(upgraded) = start.upgrade.await else { return };
     let config = match proxy.ca.server_config(&start.host) {
         Ok(c) => c,
@@ -163,6 +175,7 @@ pub async fn run(proxy: Arc<Proxy>, start: Start, remote: SocketAddr) {
         token: start.token,
         remote,
         activity: activity.clone(),
+        open,
     });
     let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
         let tunnel = tunnel.clone();
@@ -174,11 +187,7 @@ pub async fn run(proxy: Arc<Proxy>, start: Start, remote: SocketAddr) {
         .max_buf_size(MAX_HEAD)
         .serve_connection(TokioIo::new(io), service);
     tokio::select! {
-        result = conn => {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, %remote, "proxy tunnel ended with an error");
-            }
-        }
+        _ = super::until_stopped(conn, &mut stop, |c| c.graceful_shutdown(), remote, "proxy tunnel") => {}
         () = idle_watch(&activity, idle) => tracing::debug!(%remote, "proxy tunnel closed: idle"),
     }
 }
@@ -274,6 +283,8 @@ impl Tunnel {
             let vault = principal.vault.clone();
             let agent = principal.agent.id;
             let client = self.remote.ip().to_string();
+            // Written after the answer has gone: the guard makes a shutdown wait for the row.
+            let open = self.open.clone();
             move |outcome: String| {
                 if entries.is_empty() {
                     return;
@@ -287,6 +298,7 @@ impl Tunnel {
                             .detail(format!("{detail} -> {status}, {outcome}"));
                         let _ = vault.audit_background(event).await;
                     }
+                    drop(open);
                 });
             }
         };
