@@ -199,9 +199,8 @@ mod community {
 
 #[cfg(feature = "commercial")]
 mod commercial {
-    use std::io::{BufRead, BufReader, Read, Write};
-    use std::net::{TcpListener, TcpStream};
-    use std::sync::mpsc;
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
     use std::time::Instant;
 
     use serde_json::Value;
@@ -209,55 +208,9 @@ mod commercial {
     use super::*;
     use common::{read_head, read_response};
 
-    /// What the receiver saw: request line, headers (lowercased names), body.
-    type Received = (String, Vec<(String, String)>, String);
-
-    /// A one-connection-at-a-time HTTP receiver on loopback that hands each request to the test.
-    fn receiver(hang: bool) -> (String, mpsc::Receiver<Received>) {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for stream in listener.incoming().take(50) {
-                let Ok(mut stream) = stream else { continue };
-                if hang {
-                    // Hold the connection without answering: the sender must time out on its own.
-                    std::thread::spawn(move || {
-                        std::thread::sleep(Duration::from_secs(30));
-                        drop(stream);
-                    });
-                    continue;
-                }
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut request_line = String::new();
-                reader.read_line(&mut request_line).unwrap();
-                let mut headers = Vec::new();
-                loop {
-                    let mut line = String::new();
-                    reader.read_line(&mut line).unwrap();
-                    let line = line.trim_end();
-                    if line.is_empty() {
-                        break;
-                    }
-                    let (k, v) = line.split_once(':').unwrap();
-                    headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
-                }
-                let len: usize =
-                    headers.iter().find(|(k, _)| k == "content-length").map(|(_, v)| v.parse().unwrap()).unwrap_or(0);
-                let mut body = vec![0; len];
-                reader.read_exact(&mut body).unwrap();
-                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}");
-                if tx.send((request_line.trim().to_owned(), headers, String::from_utf8(body).unwrap())).is_err() {
-                    break;
-                }
-            }
-        });
-        (url, rx)
-    }
-
     #[test]
     fn alerts_are_posted_to_hq_with_the_reference_payload() {
-        let (url, rx) = receiver(false);
+        let (url, rx) = common::receiver(50, |_| Some(common::response(200, "", "{}")));
         let v = vault_with_entry();
         let s = start_with_env(
             &v,
@@ -265,15 +218,14 @@ mod commercial {
         );
         corrupt_entry_one(&v);
         // Node telemetry (POST /v1/telemetry, tests/node.rs) shares the receiver: skip it.
-        let (line, headers, body) = std::iter::from_fn(|| rx.recv_timeout(Duration::from_secs(30)).ok())
+        let alert = std::iter::from_fn(|| rx.recv_timeout(Duration::from_secs(30)).ok())
             .take(10)
-            .find(|(line, _, _)| !line.starts_with("POST /v1/telemetry "))
+            .find(|r| r.target != "/v1/telemetry")
             .expect("alert POST");
-        assert_eq!(line, "POST /v1/alerts HTTP/1.1");
-        let header = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
-        assert_eq!(header("authorization"), Some("Bearer hq-secret-token"));
-        assert_eq!(header("content-type"), Some("application/json"));
-        let p: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(alert.line(), "POST /v1/alerts");
+        assert_eq!(alert.header("authorization"), Some("Bearer hq-secret-token"));
+        assert_eq!(alert.header("content-type"), Some("application/json"));
+        let p: Value = serde_json::from_str(&alert.body).unwrap();
         assert_eq!(p["edition"], "commercial");
         assert_eq!(p["type"], "vault_rows_damaged");
         assert!(p["message"].as_str().unwrap().contains("withheld"));
@@ -290,7 +242,7 @@ mod commercial {
 
     #[test]
     fn a_dead_or_hanging_hq_does_not_slow_requests() {
-        let (url, _rx) = receiver(true);
+        let (url, _rx) = common::receiver(50, |_| None);
         let v = vault_with_entry();
         let s = start_with_env(&v, &[("TELEMETRY_HOST", &url), ("TELEMETRY_TOKEN", "t")]);
         corrupt_entry_one(&v);

@@ -5,7 +5,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -79,47 +79,15 @@ struct Seen {
     body: String,
 }
 
-/// A loopback HTTP receiver answering every request with `status` and `body`.
+/// A loopback HTTP receiver answering every request with `status` and a JSON `body`
+/// (`common::receiver`), its requests parsed into [`Seen`].
 fn receiver(status: u16, body: &'static str) -> (String, mpsc::Receiver<Seen>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (url, raw) =
+        common::receiver(200, move |_| Some(common::response(status, "content-type: application/json\r\n", body)));
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
-        for stream in listener.incoming().take(200) {
-            let Ok(mut stream) = stream else { continue };
-            let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut line = String::new();
-            if reader.read_line(&mut line).is_err() {
-                continue;
-            }
-            let mut headers = HashMap::new();
-            loop {
-                let mut h = String::new();
-                if reader.read_line(&mut h).is_err() {
-                    break;
-                }
-                let h = h.trim_end();
-                if h.is_empty() {
-                    break;
-                }
-                if let Some((k, v)) = h.split_once(':') {
-                    headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
-                }
-            }
-            let len: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
-            let mut buf = vec![0; len];
-            let _ = reader.read_exact(&mut buf);
-            let reason = if status == 200 { "OK" } else { "Not Found" };
-            let _ = write!(
-                stream,
-                "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let mut parts = line.split_whitespace();
-            let method = parts.next().unwrap_or("").to_owned();
-            let target = parts.next().unwrap_or("").to_owned();
-            let (path, q) = target.split_once('?').unwrap_or((&target, ""));
+        for r in raw {
+            let (path, q) = r.target.split_once('?').unwrap_or((&r.target, ""));
             let query = q
                 .split('&')
                 .filter(|p| !p.is_empty())
@@ -129,12 +97,12 @@ fn receiver(status: u16, body: &'static str) -> (String, mpsc::Receiver<Seen>) {
                 })
                 .collect();
             let seen = Seen {
-                at: Instant::now(),
-                method,
+                at: r.at,
+                method: r.method.clone(),
                 path: path.to_owned(),
                 query,
-                headers,
-                body: String::from_utf8_lossy(&buf).into_owned(),
+                headers: r.headers.iter().cloned().collect(),
+                body: r.body.clone(),
             };
             if tx.send(seen).is_err() {
                 break;

@@ -461,3 +461,105 @@ pub fn a_down_push(rx: &mpsc::Receiver<String>) -> String {
     }
     panic!("no down push");
 }
+
+/// One request a [`receiver`] read.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub at: std::time::Instant,
+    pub method: String,
+    /// The request target as sent: path and query.
+    pub target: String,
+    /// Names lowercased, in the order sent.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Received {
+    /// The request line as sent (without the version).
+    pub fn line(&self) -> String {
+        format!("{} {}", self.method, self.target)
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// A loopback HTTP/1.1 receiver for what a node sends out (Kuma pushes, alerts, telemetry):
+/// serves up to `max` connections one at a time, reads each request whole (10 s at most),
+/// answers it with `answer`'s full response (`None`: holds the connection unanswered for 30 s,
+/// so the sender must time out on its own) and hands the request to the test.
+pub fn receiver(
+    max: usize,
+    answer: impl Fn(&Received) -> Option<String> + Send + 'static,
+) -> (String, mpsc::Receiver<Received>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(max) {
+            let Ok(mut stream) = stream else { continue };
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+            let Some(request) = read_request(&stream) else { continue };
+            match answer(&request) {
+                Some(response) => {
+                    let _ = stream.write_all(response.as_bytes());
+                }
+                None => {
+                    std::thread::spawn(move || {
+                        std::thread::sleep(Duration::from_secs(30));
+                        drop(stream);
+                    });
+                }
+            }
+            if tx.send(request).is_err() {
+                break;
+            }
+        }
+    });
+    (url, rx)
+}
+
+/// A response for [`receiver`]: `status` with `body` (and any `extra` header lines, each ending
+/// in CRLF), closing the connection.
+pub fn response(status: u16, extra: &str, body: &str) -> String {
+    let reason = match status {
+        200 => "OK",
+        307 => "Temporary Redirect",
+        404 => "Not Found",
+        _ => "Status",
+    };
+    format!("HTTP/1.1 {status} {reason}\r\n{extra}content-length: {}\r\nconnection: close\r\n\r\n{body}", body.len())
+}
+
+/// One request from a raw connection: head, then a Content-Length body; `None` if it breaks off.
+fn read_request(stream: &TcpStream) -> Option<Received> {
+    let mut reader = BufReader::new(stream.try_clone().ok()?);
+    let mut line = String::new();
+    reader.read_line(&mut line).ok()?;
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h).ok()? == 0 {
+            return None;
+        }
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
+        }
+    }
+    let len: usize = headers.iter().find(|(k, _)| k == "content-length").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
+    let mut body = vec![0; len];
+    reader.read_exact(&mut body).ok()?;
+    let mut parts = line.split_whitespace();
+    Some(Received {
+        at: std::time::Instant::now(),
+        method: parts.next().unwrap_or("").to_owned(),
+        target: parts.next().unwrap_or("").to_owned(),
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}
