@@ -34,6 +34,22 @@ let
     }
   );
 
+  commercial = cfg.commercial;
+  # The commercial binary's own flags (modules/lib/clavitor-args.nix, `commercialFlags`).
+  commercialArgs = clavitorArgs.toCommercialArgs {
+    inherit (commercial)
+      tenantId
+      licenseRevalidateAfterSecs
+      auditRetentionDays
+      vaultRetireGraceSecs
+      ;
+    licensePublicKey = if commercial.licensePublicKeyFile != null then "%d/license-public-key" else null;
+    autoscopeLlmUrl = commercial.autoscope.llmUrl;
+    autoscopeLlmKeyFile = if commercial.autoscope.llmKeyFile != null then "%d/autoscope-llm-key" else null;
+    autoscopeLlmModel = commercial.autoscope.llmModel;
+    autoscopeLlmTimeoutSecs = commercial.autoscope.llmTimeoutSecs;
+  };
+
   # Files handed to the service with LoadCredential= (readable by root only on the host; the
   # dynamic user reads its private copy under %d = $CREDENTIALS_DIRECTORY).
   credentials =
@@ -42,6 +58,12 @@ let
     // lib.optionalAttrs (cfg.kumaPushUrlFile != null) { kuma-push-url = cfg.kumaPushUrlFile; }
     // lib.optionalAttrs (cfg.telemetry.tokenFile != null) { telemetry-token = cfg.telemetry.tokenFile; }
     // lib.optionalAttrs (cfg.proxy.upstreamCaFile != null) { proxy-upstream-ca = cfg.proxy.upstreamCaFile; }
+    // lib.optionalAttrs (commercial.licensePublicKeyFile != null) {
+      license-public-key = commercial.licensePublicKeyFile;
+    }
+    // lib.optionalAttrs (commercial.autoscope.llmKeyFile != null) {
+      autoscope-llm-key = commercial.autoscope.llmKeyFile;
+    }
     // lib.optionalAttrs (cfg.replication.enable && cfg.replication.signingKeyFile != null) {
       replication-key = cfg.replication.signingKeyFile;
     }
@@ -78,8 +100,12 @@ let
     proxyMaxTunnelsPerIp = cfg.proxy.maxTunnelsPerIp;
     proxyUpstreamCa = if cfg.proxy.upstreamCaFile != null then "%d/proxy-upstream-ca" else null;
     proxyAllowPrivateUpstreams = cfg.proxy.allowPrivateUpstreams;
+    inherit (cfg) maxOpenVaults vaultIdleSecs;
     # Commercial only, so not in the shared flag table (checked against either edition's help).
-    extraArgs = lib.optional cfg.replication.enable "--replication-config=${replicationFile}" ++ cfg.extraArgs;
+    extraArgs =
+      lib.optionals (cfg.edition == "commercial") commercialArgs
+      ++ lib.optional cfg.replication.enable "--replication-config=${replicationFile}"
+      ++ cfg.extraArgs;
   };
 
   # Reading a kernel WireGuard interface (netlink) needs CAP_NET_ADMIN; granted only when the
@@ -376,6 +402,83 @@ in
       };
     };
 
+    maxOpenVaults = mkOption {
+      type = types.nullOr types.ints.positive;
+      default = null;
+      example = 256;
+      description = "Most vaults open at once (`--max-open-vaults`; null: the binary's default, 256); the least recently used beyond it are closed and reopened by their next request.";
+    };
+
+    vaultIdleSecs = mkOption {
+      type = types.nullOr types.ints.unsigned;
+      default = null;
+      example = 300;
+      description = "A vault nobody used for this long is closed (`--vault-idle-secs`; 0: only `maxOpenVaults` closes vaults; null: the binary's default, 300).";
+    };
+
+    commercial = {
+      tenantId = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "acme-prod";
+        description = ''
+          The tenant the vendor minted this node's license for (`--tenant-id`); a license for any
+          other tenant is INVALID. Commercial edition only, like every `commercial.*` option.
+        '';
+      };
+      licensePublicKeyFile = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "/etc/clavitor/vendor-license.pub.pem";
+        description = ''
+          The vendor's Ed25519 public key (PEM) that license signatures are checked against
+          (`--license-public-key`), loaded with LoadCredential= as `license-public-key`. Public,
+          so it may be a Nix store path. Without it every license is INVALID.
+        '';
+      };
+      licenseRevalidateAfterSecs = mkOption {
+        type = types.nullOr types.ints.positive;
+        default = null;
+        description = "How often the installed license is checked again (`--license-revalidate-after-secs`; null: the binary's default).";
+      };
+      auditRetentionDays = mkOption {
+        type = types.nullOr types.ints.positive;
+        default = null;
+        example = 365;
+        description = "Audit rows older than this many days are deleted (`--audit-retention-days`; null: kept for ever).";
+      };
+      vaultRetireGraceSecs = mkOption {
+        type = types.nullOr types.ints.unsigned;
+        default = null;
+        example = 604800;
+        description = "How long a retired vault's file is kept (`--vault-retire-grace-secs`; null: the binary's default, 7 days).";
+      };
+      autoscope = {
+        llmUrl = mkOption {
+          type = types.nullOr types.str;
+          default = null;
+          example = "https://llm.internal.example/v1/chat/completions";
+          description = "The OpenAI-compatible chat-completions endpoint that suggests scopes and tiers (`--autoscope-llm-url`; null: autoscope off). It only suggests: the owner confirms with a passkey.";
+        };
+        llmKeyFile = mkOption {
+          type = types.nullOr types.str;
+          default = null;
+          example = "/run/agenix/clavitor-autoscope-llm-key";
+          description = "The endpoint's API key, e.g. an agenix secret (`--autoscope-llm-key-file`), loaded with LoadCredential= as `autoscope-llm-key`. Never in the Nix store.";
+        };
+        llmModel = mkOption {
+          type = types.nullOr types.str;
+          default = null;
+          description = "The model name sent to the endpoint (`--autoscope-llm-model`; null: the binary's default).";
+        };
+        llmTimeoutSecs = mkOption {
+          type = types.nullOr types.ints.positive;
+          default = null;
+          description = "How long a suggestion may take (`--autoscope-llm-timeout-secs`; null: the binary's default).";
+        };
+      };
+    };
+
     replication = {
       enable = mkEnableOption "replication between POPs (commercial edition; see docs/operations.md, Replication)";
       settings = mkOption {
@@ -446,12 +549,20 @@ in
   config = mkIf cfg.enable {
     assertions = [
       {
+        assertion =
+          cfg.edition == "commercial" || commercialArgs == [ ];
+        message = "services.clavitor.commercial.* needs edition = \"commercial\" (the community binary has none of those flags).";
+      }
+      {
         assertion = cfg.masterKeyFile == null || !(lib.hasPrefix builtins.storeDir cfg.masterKeyFile);
         message = "services.clavitor.masterKeyFile must not be in the Nix store (world-readable); use an agenix secret.";
       }
       {
-        assertion = builtins.all (p: !(lib.hasPrefix builtins.storeDir p)) (lib.attrValues credentials);
-        message = "services.clavitor.credentials, kumaPushUrlFile, telemetry.tokenFile and proxy.upstreamCaFile must not point into the Nix store.";
+        # The vendor's public key is public: it alone may come from the store.
+        assertion = builtins.all (p: !(lib.hasPrefix builtins.storeDir p)) (
+          lib.attrValues (removeAttrs credentials [ "license-public-key" ])
+        );
+        message = "services.clavitor.credentials, kumaPushUrlFile, telemetry.tokenFile, proxy.upstreamCaFile and commercial.autoscope.llmKeyFile must not point into the Nix store.";
       }
       {
         assertion = (cfg.telemetry.host == null) == (cfg.telemetry.tokenFile == null);

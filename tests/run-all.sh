@@ -75,7 +75,11 @@ bash bench/proxy.sh
 # --- end proxy branch ---
 
 step "nix: parse, evaluate, secrets, deploy orchestration"
-cargo build --quiet
-CLAVITOR_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/clavitor" bash tests/nix/run.sh
+# Both editions' binaries: the option -> flag check holds the commercial flags against each.
+editions="$(mktemp -d)"
+cargo build --quiet && cp "${CARGO_TARGET_DIR:-$PWD/target}/debug/clavitor" "$editions/community"
+cargo build --quiet --features commercial && cp "${CARGO_TARGET_DIR:-$PWD/target}/debug/clavitor" "$editions/commercial"
+CLAVITOR_BINS="$editions/community $editions/commercial" bash tests/nix/run.sh
+rm -rf "$editions"
 
 step "all tests passed"

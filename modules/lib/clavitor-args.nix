@@ -40,6 +40,24 @@ let
     proxyMaxTunnelsPerIp = "--proxy-max-tunnels-per-ip"; # CLAVITOR_PROXY_MAX_TUNNELS_PER_IP
     proxyUpstreamCa = "--proxy-upstream-ca"; # CLAVITOR_PROXY_UPSTREAM_CA
     proxyAllowPrivateUpstreams = "--proxy-allow-private-upstreams"; # CLAVITOR_PROXY_ALLOW_PRIVATE_UPSTREAMS (bool)
+    # Open vaults: how many at once, and when an idle one is closed.
+    maxOpenVaults = "--max-open-vaults"; # CLAVITOR_MAX_OPEN_VAULTS
+    vaultIdleSecs = "--vault-idle-secs"; # CLAVITOR_VAULT_IDLE_SECS
+  };
+
+  # Flags only the commercial binary has (services.clavitor.commercial.*): emitted only for
+  # edition = "commercial"; tests/nix/args-test.nix checks they are in the commercial binary's
+  # help and in none of the community binary's.
+  commercialFlags = {
+    tenantId = "--tenant-id"; # CLAVITOR_TENANT_ID
+    licensePublicKey = "--license-public-key"; # CLAVITOR_LICENSE_PUBLIC_KEY (a file)
+    licenseRevalidateAfterSecs = "--license-revalidate-after-secs"; # CLAVITOR_LICENSE_REVALIDATE_AFTER_SECS
+    auditRetentionDays = "--audit-retention-days"; # CLAVITOR_AUDIT_RETENTION_DAYS
+    vaultRetireGraceSecs = "--vault-retire-grace-secs"; # CLAVITOR_VAULT_RETIRE_GRACE_SECS
+    autoscopeLlmUrl = "--autoscope-llm-url"; # CLAVITOR_AUTOSCOPE_LLM_URL
+    autoscopeLlmKeyFile = "--autoscope-llm-key-file"; # CLAVITOR_AUTOSCOPE_LLM_KEY_FILE
+    autoscopeLlmModel = "--autoscope-llm-model"; # CLAVITOR_AUTOSCOPE_LLM_MODEL
+    autoscopeLlmTimeoutSecs = "--autoscope-llm-timeout-secs"; # CLAVITOR_AUTOSCOPE_LLM_TIMEOUT_SECS
   };
 
   render =
@@ -53,19 +71,21 @@ let
     else
       [ "${flag}=${toString value}" ];
 
-  # opts: an attrset whose names are keys of `flags`, plus optional `extraArgs` (list of strings).
-  toArgs =
-    opts:
+  # opts: an attrset whose names are keys of `table`, plus optional `extraArgs` (list of strings).
+  argsOf =
+    table: opts:
     let
-      unknown = builtins.filter (n: !(flags ? ${n}) && n != "extraArgs") (builtins.attrNames opts);
+      unknown = builtins.filter (n: !(table ? ${n}) && n != "extraArgs") (builtins.attrNames opts);
     in
     if unknown != [ ] then
       throw "clavitor-args: no flag mapping for option(s): ${builtins.concatStringsSep ", " unknown}"
     else
-      builtins.concatMap (n: if opts ? ${n} then render flags.${n} opts.${n} else [ ]) (
-        builtins.attrNames flags
+      builtins.concatMap (n: if opts ? ${n} then render table.${n} opts.${n} else [ ]) (
+        builtins.attrNames table
       )
       ++ (opts.extraArgs or [ ]);
+  toArgs = argsOf flags;
+  toCommercialArgs = argsOf commercialFlags;
 
   # Quote one argument for a systemd Exec*= line (like nixpkgs' utils.escapeSystemdExecArg), except
   # that "%d/" is kept: it is systemd's credentials directory, so "--master-key-file=%d/master-key"
@@ -79,8 +99,10 @@ in
 {
   inherit
     flags
+    commercialFlags
     render
     toArgs
+    toCommercialArgs
     escapeExecArg
     toExecStart
     ;

@@ -37,10 +37,18 @@ let
     proxyMaxTunnelsPerIp = 100;
     proxyUpstreamCa = "%d/proxy-upstream-ca";
     proxyAllowPrivateUpstreams = true;
+    maxOpenVaults = 256;
+    vaultIdleSecs = 300;
   }.${n} or "x") a.flags;
   args = a.toArgs full;
   emitted = map flagOf args;
   missing = builtins.filter (f: !(builtins.elem f helpFlags)) emitted;
+
+  # The commercial table: in the commercial binary's help, in none of the community binary's.
+  commercialHelp = builtins.elem "--tenant-id" helpFlags;
+  commercialArgs = a.toCommercialArgs (builtins.mapAttrs (n: _: 1) a.commercialFlags);
+  commercialEmitted = map flagOf commercialArgs;
+  commercialWrong = builtins.filter (f: builtins.elem f helpFlags != commercialHelp) commercialEmitted;
 in
 [
   (check "args: the help text lists flags" (builtins.length helpFlags > 0) "no --flags in serve --help")
@@ -54,15 +62,22 @@ in
       "--allow-plain-http" "--body-timeout-secs=20" "--data-dir=/var/lib/clavitor" "--http-redirect-listen=0.0.0.0:80"
       "--kuma-allow-plain-http" "--kuma-interval-secs=30" "--kuma-push-url-file=%d/kuma-push-url" "--listen=127.0.0.1:8080"
       "--log-format=json" "--master-key-file=%d/master-key"
-      "--max-connections=4096" "--max-connections-per-ip=64" "--origin=https://tokyo.clavitor.com"
+      "--max-connections=4096" "--max-connections-per-ip=64" "--max-open-vaults=256" "--origin=https://tokyo.clavitor.com"
       "--pop-region=ap-northeast"
       "--proxy-allow-private-upstreams" "--proxy-listen=127.0.0.1:8443" "--proxy-max-tunnels=2000"
       "--proxy-max-tunnels-per-ip=100" "--proxy-upstream-ca=%d/proxy-upstream-ca"
       "--rp-id=tokyo.clavitor.com"
       "--telemetry-freq=300" "--telemetry-host=https://hq.clavitor.com" "--telemetry-token-file=%d/telemetry-token"
-      "--tls-listen=0.0.0.0:443" "--wg-interface=wg0"
+      "--tls-listen=0.0.0.0:443" "--vault-idle-secs=300" "--wg-interface=wg0"
     ])
     (builtins.toJSON args))
+  (check "args: the commercial table emits one flag per option, none shared with the common table"
+    (builtins.length commercialArgs == builtins.length (builtins.attrNames a.commercialFlags)
+      && builtins.all (f: !(builtins.elem f (builtins.attrValues a.flags))) commercialEmitted)
+    (builtins.toJSON commercialArgs))
+  (check (if commercialHelp then "args: every commercial flag exists in the commercial binary's `serve --help`"
+          else "args: no commercial flag exists in the community binary's `serve --help`")
+    (commercialWrong == [ ]) "wrong: ${builtins.concatStringsSep " " commercialWrong}")
   (check "args: null options emit nothing, extraArgs go last"
     (a.toArgs { listen = "127.0.0.1:8080"; masterKeyFile = null; extraArgs = [ "--x" ]; } == [ "--listen=127.0.0.1:8080" "--x" ]) "")
   (check "args: bools render as a bare flag (or nothing), lists repeat the flag, ints as text"
