@@ -94,7 +94,14 @@ let
     popRegion = cfg.telemetry.popRegion;
     rpId = cfg.webauthn.rpId;
     origin = cfg.webauthn.origin;
-    inherit (cfg.limits) maxConnections maxConnectionsPerIp bodyTimeoutSecs;
+    inherit (cfg.limits)
+      maxConnections
+      maxConnectionsPerIp
+      bodyTimeoutSecs
+      bodyMinRate
+      ;
+    inherit (cfg) kumaDiskDownPct auditSync;
+    challengeTtlSecs = cfg.webauthn.challengeTtlSecs;
     proxyListen = cfg.proxy.listen;
     proxyMaxTunnels = cfg.proxy.maxTunnels;
     proxyMaxTunnelsPerIp = cfg.proxy.maxTunnelsPerIp;
@@ -278,6 +285,27 @@ in
       description = "Seconds between Kuma pushes (`--kuma-interval-secs`); null: the binary's 30.";
     };
 
+    kumaDiskDownPct = mkOption {
+      type = types.nullOr (types.ints.between 50 100);
+      default = null;
+      description = "Disk usage (percent of the data directory's filesystem) above which the Kuma push reports down (`--kuma-disk-down-pct`); null: the binary's 90.";
+    };
+
+    auditSync = mkOption {
+      type = types.nullOr (
+        types.enum [
+          "normal"
+          "full"
+        ]
+      );
+      default = null;
+      description = ''
+        Audit durability (`--audit-sync`): `normal` (the binary's default) keeps a committed audit
+        row through the process dying, even by SIGKILL, with no fsync per batch; `full` also
+        through a power cut, at the cost of an fsync per batch of reads.
+      '';
+    };
+
     telemetry = {
       host = mkOption {
         type = types.nullOr types.str;
@@ -324,6 +352,11 @@ in
           null: the binary's default, `http://localhost:8080`.
         '';
       };
+      challengeTtlSecs = mkOption {
+        type = types.nullOr (types.ints.between 1 300);
+        default = null;
+        description = "How long an operation-bound WebAuthn challenge stays valid (`--challenge-ttl-secs`); null: the binary's 60.";
+      };
     };
 
     wireguardInterface = mkOption {
@@ -357,6 +390,11 @@ in
         type = types.nullOr types.ints.positive;
         default = null;
         description = "Seconds a request body may take to arrive before the answer is 408 (`--body-timeout-secs`); `null` keeps 30.";
+      };
+      bodyMinRate = mkOption {
+        type = types.nullOr types.ints.unsigned;
+        default = null;
+        description = "Bytes per second a request body must average after its first 5 s, else 408 (`--body-min-rate`; 0: no floor); `null` keeps 1024.";
       };
     };
 

@@ -34,6 +34,10 @@ let
     maxConnections = "--max-connections"; # CLAVITOR_MAX_CONNECTIONS
     maxConnectionsPerIp = "--max-connections-per-ip"; # CLAVITOR_MAX_CONNECTIONS_PER_IP
     bodyTimeoutSecs = "--body-timeout-secs"; # CLAVITOR_BODY_TIMEOUT_SECS
+    bodyMinRate = "--body-min-rate"; # CLAVITOR_BODY_MIN_RATE
+    kumaDiskDownPct = "--kuma-disk-down-pct"; # CLAVITOR_KUMA_DISK_DOWN_PCT
+    auditSync = "--audit-sync"; # CLAVITOR_AUDIT_SYNC (normal | full)
+    challengeTtlSecs = "--challenge-ttl-secs"; # CLAVITOR_CHALLENGE_TTL_SECS
     # The credential proxy (issue 18), off unless proxyListen is set.
     proxyListen = "--proxy-listen"; # CLAVITOR_PROXY_LISTEN
     proxyMaxTunnels = "--proxy-max-tunnels"; # CLAVITOR_PROXY_MAX_TUNNELS

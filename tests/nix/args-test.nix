@@ -39,6 +39,10 @@ let
     proxyAllowPrivateUpstreams = true;
     maxOpenVaults = 256;
     vaultIdleSecs = 300;
+    bodyMinRate = 512;
+    kumaDiskDownPct = 85;
+    auditSync = "full";
+    challengeTtlSecs = 120;
   }.${n} or "x") a.flags;
   args = a.toArgs full;
   emitted = map flagOf args;
@@ -59,8 +63,8 @@ in
   (check "args: exact rendering of the full set"
     (args == [
       "--acme-contact=soc@clavitor.com" "--acme-directory=production" "--acme-domain=tokyo.clavitor.com"
-      "--allow-plain-http" "--body-timeout-secs=20" "--data-dir=/var/lib/clavitor" "--http-redirect-listen=0.0.0.0:80"
-      "--kuma-allow-plain-http" "--kuma-interval-secs=30" "--kuma-push-url-file=%d/kuma-push-url" "--listen=127.0.0.1:8080"
+      "--allow-plain-http" "--audit-sync=full" "--body-min-rate=512" "--body-timeout-secs=20" "--challenge-ttl-secs=120" "--data-dir=/var/lib/clavitor" "--http-redirect-listen=0.0.0.0:80"
+      "--kuma-allow-plain-http" "--kuma-disk-down-pct=85" "--kuma-interval-secs=30" "--kuma-push-url-file=%d/kuma-push-url" "--listen=127.0.0.1:8080"
       "--log-format=json" "--master-key-file=%d/master-key"
       "--max-connections=4096" "--max-connections-per-ip=64" "--max-open-vaults=256" "--origin=https://tokyo.clavitor.com"
       "--pop-region=ap-northeast"

@@ -82,6 +82,9 @@ let
     edition = "commercial";
     maxOpenVaults = 512;
     vaultIdleSecs = 0;
+    auditSync = "full";
+    limits.bodyMinRate = 0;
+    webauthn.challengeTtlSecs = 120;
     commercial = {
       tenantId = "acme-prod";
       licensePublicKeyFile = "/nix/store/vendor-license.pub.pem";
@@ -97,11 +100,11 @@ in
   (check "module: the configurations below use only declared options, with values of their types"
     (commercial.bad ++ community.bad ++ plain.bad == [ ]) (builtins.toJSON (commercial.bad ++ community.bad ++ plain.bad)))
   (check "module: a refused value is caught (the type check can fail)"
-    ((eval { enable = true; maxOpenVaults = 0; }).bad != [ ]) "")
+    ((eval { enable = true; maxOpenVaults = 0; }).bad != [ ] && (eval { enable = true; auditSync = "sometimes"; }).bad != [ ]) "")
   (check "module: commercial options become the commercial binary's flags, files by credential"
     (builtins.all (has commercial.execStart) [
       "\"--tenant-id=acme-prod\"" "\"--license-public-key=%d/license-public-key\"" "\"--max-open-vaults=512\""
-      "\"--vault-idle-secs=0\"" "\"--audit-retention-days=365\"" "\"--autoscope-llm-url=https://llm.internal.example/v1/chat/completions\""
+      "\"--vault-idle-secs=0\"" "\"--audit-retention-days=365\"" "\"--audit-sync=full\"" "\"--body-min-rate=0\"" "\"--challenge-ttl-secs=120\"" "\"--autoscope-llm-url=https://llm.internal.example/v1/chat/completions\""
       "\"--autoscope-llm-key-file=%d/autoscope-llm-key\""
     ] && builtins.match ".*stub-commercial/bin/clavitor\" \"serve\".*" commercial.execStart != null)
     commercial.execStart)
