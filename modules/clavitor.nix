@@ -477,13 +477,13 @@ in
       licenseRevalidateAfterSecs = mkOption {
         type = types.nullOr types.ints.positive;
         default = null;
-        description = "How often the installed license is checked again (`--license-revalidate-after-secs`; null: the binary's default).";
+        description = "Seconds after start before the installed license is first validated again, then daily (`--license-revalidate-after-secs`; null: the binary's 60).";
       };
       auditRetentionDays = mkOption {
         type = types.nullOr types.ints.positive;
         default = null;
         example = 365;
-        description = "Audit rows older than this many days are deleted (`--audit-retention-days`; null: kept for ever).";
+        description = "Audit rows older than this many days are deleted (`--audit-retention-days`, capped by the license's `max_audit_retention_days`; null: that cap).";
       };
       vaultRetireGraceSecs = mkOption {
         type = types.nullOr types.ints.unsigned;
@@ -507,12 +507,12 @@ in
         llmModel = mkOption {
           type = types.nullOr types.str;
           default = null;
-          description = "The model name sent to the endpoint (`--autoscope-llm-model`; null: the binary's default).";
+          description = "The model name sent to the endpoint (`--autoscope-llm-model`; null: the binary's `gpt-4o-mini`).";
         };
         llmTimeoutSecs = mkOption {
-          type = types.nullOr types.ints.positive;
+          type = types.nullOr (types.ints.between 1 120);
           default = null;
-          description = "How long a suggestion may take (`--autoscope-llm-timeout-secs`; null: the binary's default).";
+          description = "How long a suggestion may take (`--autoscope-llm-timeout-secs`, 1 to 120; the rules answer instead after it; null: the binary's 10).";
         };
       };
     };

@@ -100,7 +100,8 @@ in
   (check "module: the configurations below use only declared options, with values of their types"
     (commercial.bad ++ community.bad ++ plain.bad == [ ]) (builtins.toJSON (commercial.bad ++ community.bad ++ plain.bad)))
   (check "module: a refused value is caught (the type check can fail)"
-    ((eval { enable = true; maxOpenVaults = 0; }).bad != [ ] && (eval { enable = true; auditSync = "sometimes"; }).bad != [ ]) "")
+    ((eval { enable = true; maxOpenVaults = 0; }).bad != [ ] && (eval { enable = true; auditSync = "sometimes"; }).bad != [ ]
+      && (eval { enable = true; edition = "commercial"; commercial.autoscope.llmTimeoutSecs = 121; }).bad != [ ]) "")
   (check "module: commercial options become the commercial binary's flags, files by credential"
     (builtins.all (has commercial.execStart) [
       "\"--tenant-id=acme-prod\"" "\"--license-public-key=%d/license-public-key\"" "\"--max-open-vaults=512\""
