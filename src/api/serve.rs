@@ -257,23 +257,55 @@ pub async fn serve(
     app: Router,
     shutdown: impl Future<Output = ()>,
 ) {
-    // Connections watch `stop` to begin their graceful shutdown, and each holds a clone of
-    // `open` until it closes, so `closed()` on its sender tells when all are gone.
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let (open_tx, open_rx) = watch::channel(());
+    let drain = Drain::new();
     accept_until(&listener, &gate, shutdown, |stream, remote, slot| {
-        let conn =
-            Conn { remote, slot, gate: gate.clone(), app: app.clone(), stop: stop_rx.clone(), open: open_rx.clone() };
+        let conn = Conn { remote, slot, gate: gate.clone(), app: app.clone(), stop: drain.stop(), open: drain.guard() };
         tokio::spawn(conn.run(stream, tls.clone()));
     })
     .await;
     drop(listener);
-    stop_tx.send_replace(true);
-    drop(open_rx);
-    if tokio::time::timeout(GRACE, open_tx.closed()).await.is_err() {
-        tracing::warn!(open = open_tx.receiver_count(), "dropping connections still busy after the grace period");
+    drain.finish("connections").await;
+}
+
+/// The graceful shutdown of one listener's connections (the API's here, the proxy's).
+/// Each connection watches [`stop`](Self::stop) to begin its graceful shutdown and holds a
+/// [`guard`](Self::guard) until it is done; [`finish`](Self::finish) turns `stop` true and
+/// waits for every guard to go, at most [`GRACE`].
+pub(crate) struct Drain {
+    stop_tx: watch::Sender<bool>,
+    stop_rx: watch::Receiver<bool>,
+    open_tx: watch::Sender<()>,
+    open_rx: watch::Receiver<()>,
+}
+
+impl Drain {
+    pub(crate) fn new() -> Self {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (open_tx, open_rx) = watch::channel(());
+        Self { stop_tx, stop_rx, open_tx, open_rx }
     }
-    // Returning drops `stop_tx`, which ends every connection task still running.
+
+    /// Turns true when the shutdown begins; errs once the grace period is over.
+    pub(crate) fn stop(&self) -> watch::Receiver<bool> {
+        self.stop_rx.clone()
+    }
+
+    /// Held by a connection (or work it leaves behind) until it is done.
+    pub(crate) fn guard(&self) -> watch::Receiver<()> {
+        self.open_rx.clone()
+    }
+
+    /// Begins the shutdown and waits for every guard, at most [`GRACE`]; `what` names the
+    /// connections in the warning about those still busy. Returning drops the `stop` sender,
+    /// which ends every connection task still running.
+    pub(crate) async fn finish(self, what: &str) {
+        let Drain { stop_tx, stop_rx, open_tx, open_rx } = self;
+        stop_tx.send_replace(true);
+        drop((stop_rx, open_rx));
+        if tokio::time::timeout(GRACE, open_tx.closed()).await.is_err() {
+            tracing::warn!(open = open_tx.receiver_count(), "dropping {what} still busy after the grace period");
+        }
+    }
 }
 
 /// Accepts connections until `shutdown` resolves, admitting each through `gate` (one refused

@@ -188,15 +188,12 @@ impl Proxy {
     /// request inside a tunnel has had its audit row committed before it was forwarded.
     pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: impl std::future::Future<Output = ()>) {
         let sweeper = tokio::spawn(self.upstreams.clone().sweep());
-        // As in `api::serve::serve`: connections watch `stop`, and each holds a clone of `open`
-        // until it ends, so `closed()` on its sender tells when all are gone.
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let (open_tx, open_rx) = tokio::sync::watch::channel(());
+        let drain = crate::api::serve::Drain::new();
         crate::api::serve::accept_until(&listener, &self.gate, shutdown, |stream, remote, slot| {
             let _ = stream.set_nodelay(true);
             let proxy = self.clone();
-            let stop = stop_rx.clone();
-            let open = open_rx.clone();
+            let stop = drain.stop();
+            let open = drain.guard();
             tokio::spawn(async move {
                 let lifetime = proxy.settings.lifetime;
                 let _ = tokio::time::timeout(lifetime, proxy.connection(stream, remote, stop, open.clone())).await;
@@ -206,13 +203,8 @@ impl Proxy {
         })
         .await;
         drop(listener);
-        stop_tx.send_replace(true);
-        drop(open_rx);
-        if tokio::time::timeout(crate::api::serve::GRACE, open_tx.closed()).await.is_err() {
-            tracing::warn!(open = open_tx.receiver_count(), "dropping proxy tunnels still busy after the grace period");
-        }
+        drain.finish("proxy tunnels").await;
         sweeper.abort();
-        // Returning drops `stop_tx`, which ends every tunnel still running.
     }
 
     /// One client connection: CONNECT requests (or refusals) until one opens a tunnel, which
@@ -431,7 +423,7 @@ fn auth_required(message: &str) -> Refusal {
 /// in flight and close. `what` names it in the debug log. True if it ended on its own or after
 /// that; false if `stop`'s sender went away first (the grace period is over) and the connection
 /// was dropped.
-pub(crate) async fn until_stopped<C, E>(
+async fn until_stopped<C, E>(
     conn: C,
     stop: &mut tokio::sync::watch::Receiver<bool>,
     graceful: impl Fn(std::pin::Pin<&mut C>),
