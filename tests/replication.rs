@@ -1213,7 +1213,10 @@ fn divergence_a_row_changed_behind_replication_is_reported_and_the_resend_repair
     // Someone changes a row in the backup's file with sqlite3, behind replication's back.
     let replica = p.backup_vault.dir().join("vaults").join(format!("{vault}.db"));
     let sql = format!("UPDATE entries SET scopes = 'ffff' WHERE id = {first};");
-    let out = Command::new("sqlite3").arg(&replica).arg(&sql).output().expect("sqlite3");
+    // A busy timeout: the running backup takes the write lock every few milliseconds (audit rows
+    // moved from its spool).
+    let out =
+        Command::new("sqlite3").args(["-cmd", ".timeout 5000"]).arg(&replica).arg(&sql).output().expect("sqlite3");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let diverged = |v: &Vault| {
         v.audit_rows(true)

@@ -16,7 +16,14 @@ use common::{Server, Vault, eventually};
 use serde_json::{Value, json};
 
 fn sqlite(file: &std::path::Path, sql: &str) -> String {
-    let out = Command::new("sqlite3").arg(file).arg(sql).output().expect("sqlite3 (Debian package) is installed");
+    // With a busy timeout, as any forger would: the running node takes the write lock briefly
+    // every few milliseconds (audit rows moved from its spool).
+    let out = Command::new("sqlite3")
+        .args(["-cmd", ".timeout 5000"])
+        .arg(file)
+        .arg(sql)
+        .output()
+        .expect("sqlite3 (Debian package) is installed");
     assert!(out.status.success(), "sqlite3 {sql}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }

@@ -188,7 +188,8 @@ pub async fn audit(
         Some(_) => return Err(ApiError::BadRequest("format must be json or csv".into())),
     };
     let vault = &caller.principal.vault;
-    vault.audit(caller.event(Action::AuditRead, Outcome::Ok)).await?;
+    // Settled: the page shows every row acknowledged before this read, spooled ones included.
+    vault.audit_settled(caller.event(Action::AuditRead, Outcome::Ok)).await?;
     let (rows, (gone_agents, gone_entries)) = {
         let (vault, me) = (vault.clone(), caller.principal.agent.clone());
         super::blocking(move || {

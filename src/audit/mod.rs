@@ -1,14 +1,20 @@
 //! The audit trail: what happened, who did it, from where, and how it ended.
 //!
-//! Owns the vocabulary of audit rows ([`Action`], [`Outcome`], [`Actor`]) and the group-commit
-//! writer. A request that hands out a secret waits for its row to be committed first, so a crash
-//! (even `kill -9`) can never leave a secret read without its evidence. Concurrent requests share
-//! one transaction per batch, so waiting costs one commit per batch rather than one per request.
-//! Audit rows never contain token material, secret values, or search text.
+//! Owns the vocabulary of audit rows ([`Action`], [`Outcome`], [`Actor`]), the spool and the
+//! writer. A request that hands out a secret has its row made durable first, so a crash (even
+//! `kill -9`) can never leave a secret read without its evidence: under `--audit-sync normal` the
+//! row is copied into the file's memory-mapped spool (no syscall, no wait) and a pool thread
+//! moves spooled rows into SQLite in batches (`spool`); under `full` the request waits for its
+//! batch's transaction (group commit, `writer`). Audit rows never contain token material,
+//! secret values, or search text.
 
+mod spool;
 mod writer;
 
-pub use writer::{AuditError, AuditWriter, Commit, after_worker_unpark, before_worker_blocks, before_worker_park};
+pub use spool::move_left_rows;
+pub use writer::{
+    AuditError, AuditWriter, Commit, after_worker_unpark, before_worker_blocks, before_worker_park, settle_all,
+};
 
 use std::net::IpAddr;
 

@@ -321,6 +321,10 @@ pub async fn serve(global: &GlobalArgs, args: &ServeArgs) -> anyhow::Result<()> 
         let _ = task.await;
     }
     tls.wait().await;
+    // Every request is answered: the spooled audit rows go into the files now, so that the CLI
+    // sees them all once the node has stopped (a node that is killed instead moves them at its
+    // next start).
+    let _ = tokio::task::spawn_blocking(crate::audit::settle_all).await;
     node.stop();
     let _ = watcher.join();
     let _ = checkpointer.join();

@@ -28,11 +28,38 @@ pub struct AuditRow {
     pub record: AuditRecord,
 }
 
+/// The id a row written outside the audit spool takes: above every row, and above the ids a
+/// running server has reserved for its spool (`meta.audit_reserved_upto`), so the two never meet.
+/// A SQL expression (a scalar subquery), for every `INSERT INTO audit` that is not the spool's.
+macro_rules! next_free_audit_id {
+    () => {
+        "(SELECT max(coalesce((SELECT max(id) FROM audit), 0), \
+          coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'audit_reserved_upto'), 0)) + 1)"
+    };
+}
+
+/// Below this id, a file's audit rows are final: no row will ever be written with a lower id.
+/// Rows at or above it may still gain neighbours below them (the spool's rows, which a running
+/// server assigns ids ahead of moving them into the file), so whoever copies rows out in id
+/// order (the audit feed, replication) copies only below it. No server: no bound.
+macro_rules! audit_settled_below {
+    () => {
+        "coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'audit_settled'), 9223372036854775807)"
+    };
+}
+
+pub(crate) use audit_settled_below;
+// Used outside this file only by replication (commercial).
+#[cfg_attr(not(feature = "commercial"), allow(unused_imports))]
+pub(crate) use next_free_audit_id;
+
 pub(crate) fn insert(conn: &Connection, path: &Path, r: &AuditRecord) -> Result<i64, StoreError> {
-    conn.prepare_cached(
-        "INSERT INTO audit (ts, actor, agent_id, action, entry_id, client, outcome, detail)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    )
+    conn.prepare_cached(concat!(
+        "INSERT INTO audit (id, ts, actor, agent_id, action, entry_id, client, outcome, detail)
+         VALUES (",
+        next_free_audit_id!(),
+        ", ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+    ))
     .and_then(|mut st| {
         st.execute(params![r.ts, r.actor, r.agent_id, r.action, r.entry_id, r.client, r.outcome, r.detail])
     })
@@ -49,43 +76,79 @@ pub(crate) fn prune(conn: &Connection, path: &Path, before_ms: i64) -> Result<us
 /// Rows per multi-row INSERT, largest first; a batch is split into these so that only this
 /// many statements are ever prepared (the statement cache holds them all).
 const CHUNKS: [usize; 4] = [64, 16, 4, 1];
-const COLUMNS: usize = 8;
+const COLUMNS: usize = 9;
 
-fn insert_sql(size: usize) -> &'static str {
-    static SQL: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
-        CHUNKS
-            .iter()
-            .map(|n| {
-                let rows = vec!["(?, ?, ?, ?, ?, ?, ?, ?)"; *n].join(", ");
-                // OR FAIL, not the default ABORT: an ABORT statement that writes several rows
-                // keeps a statement journal so it can undo its own rows alone (a 64 KiB buffer
-                // and a copy of every page it touches, per batch). A failed batch is rolled back
-                // whole by `append_batch`, so that undo is never needed.
-                format!(
-                    "INSERT OR FAIL INTO audit (ts, actor, agent_id, action, entry_id, client, outcome, detail) VALUES {rows}"
-                )
-            })
-            .collect()
-    });
-    SQL.get(size).map_or("", String::as_str)
+/// What a row whose id is already taken does: fails the batch (a new row: ids are reserved, so
+/// this means the file was changed behind the writer's back), or is skipped (a spool replayed
+/// after a crash, whose rows may already have been moved).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum OnTaken {
+    Fail,
+    Skip,
 }
 
-/// Inserts `rows` (exactly `CHUNKS[size]` of them) with one statement; returns the last rowid.
-fn insert_rows(conn: &Connection, path: &Path, size: usize, rows: &[&AuditRecord]) -> Result<i64, StoreError> {
-    let mut st = conn.prepare_cached(insert_sql(size)).ctx(path)?;
-    for (i, r) in rows.iter().enumerate() {
+fn insert_sql(size: usize, on_taken: OnTaken) -> &'static str {
+    static SQL: std::sync::LazyLock<[Vec<String>; 2]> = std::sync::LazyLock::new(|| {
+        ["OR FAIL", "OR IGNORE"].map(|conflict| {
+            CHUNKS
+                .iter()
+                .map(|n| {
+                    let rows = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?)"; *n].join(", ");
+                    // OR FAIL, not the default ABORT: an ABORT statement that writes several
+                    // rows keeps a statement journal so it can undo its own rows alone (a 64 KiB
+                    // buffer and a copy of every page it touches, per batch). A failed batch is
+                    // rolled back whole by its caller, so that undo is never needed.
+                    format!(
+                        "INSERT {conflict} INTO audit (id, ts, actor, agent_id, action, entry_id, client, outcome, detail) VALUES {rows}"
+                    )
+                })
+                .collect()
+        })
+    });
+    SQL[usize::from(on_taken == OnTaken::Skip)].get(size).map_or("", String::as_str)
+}
+
+/// Inserts `rows` (exactly `CHUNKS[size]` of them, each with its id) with one statement;
+/// returns how many were written.
+fn insert_rows(
+    conn: &Connection,
+    path: &Path,
+    size: usize,
+    rows: &[(i64, &AuditRecord)],
+    on_taken: OnTaken,
+) -> Result<usize, StoreError> {
+    let mut st = conn.prepare_cached(insert_sql(size, on_taken)).ctx(path)?;
+    for (i, (id, r)) in rows.iter().enumerate() {
         let at = i * COLUMNS;
-        st.raw_bind_parameter(at + 1, r.ts).ctx(path)?;
-        st.raw_bind_parameter(at + 2, r.actor.as_ref()).ctx(path)?;
-        st.raw_bind_parameter(at + 3, r.agent_id).ctx(path)?;
-        st.raw_bind_parameter(at + 4, r.action.as_ref()).ctx(path)?;
-        st.raw_bind_parameter(at + 5, r.entry_id).ctx(path)?;
-        st.raw_bind_parameter(at + 6, r.client.as_str()).ctx(path)?;
-        st.raw_bind_parameter(at + 7, r.outcome.as_ref()).ctx(path)?;
-        st.raw_bind_parameter(at + 8, r.detail.as_str()).ctx(path)?;
+        st.raw_bind_parameter(at + 1, *id).ctx(path)?;
+        st.raw_bind_parameter(at + 2, r.ts).ctx(path)?;
+        st.raw_bind_parameter(at + 3, r.actor.as_ref()).ctx(path)?;
+        st.raw_bind_parameter(at + 4, r.agent_id).ctx(path)?;
+        st.raw_bind_parameter(at + 5, r.action.as_ref()).ctx(path)?;
+        st.raw_bind_parameter(at + 6, r.entry_id).ctx(path)?;
+        st.raw_bind_parameter(at + 7, r.client.as_str()).ctx(path)?;
+        st.raw_bind_parameter(at + 8, r.outcome.as_ref()).ctx(path)?;
+        st.raw_bind_parameter(at + 9, r.detail.as_str()).ctx(path)?;
     }
-    st.raw_execute().ctx(path)?;
-    Ok(conn.last_insert_rowid())
+    st.raw_execute().ctx(path)
+}
+
+/// Inserts every row of `rows` in [`CHUNKS`]-sized statements; returns how many were written.
+fn insert_all(
+    conn: &Connection,
+    path: &Path,
+    rows: &[(i64, &AuditRecord)],
+    on_taken: OnTaken,
+) -> Result<usize, StoreError> {
+    let mut rest = rows;
+    let mut written = 0;
+    while !rest.is_empty() {
+        let size = CHUNKS.iter().position(|c| *c <= rest.len()).unwrap_or(CHUNKS.len() - 1);
+        let (chunk, tail) = rest.split_at(CHUNKS[size].min(rest.len()));
+        written += insert_rows(conn, path, size, chunk, on_taken)?;
+        rest = tail;
+    }
+    Ok(written)
 }
 
 /// Which rows a reader asks for (issue 17's audit view); `None` matches every row. Times are
@@ -200,11 +263,35 @@ fn wait_for_lock(tries: i32) -> bool {
     true
 }
 
+/// How many ids a spool reserves at a time. Rows written outside the spool meanwhile take ids
+/// above the reservation, so this is also the largest jump in ids such a row makes.
+pub const RESERVE: i64 = 8192;
+
+/// The ids an audit spool may hand out: `next` up to `upto`, inclusive (`meta.audit_reserved_upto`
+/// holds `upto`, so that no one else takes them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reservation {
+    pub next: i64,
+    pub upto: i64,
+}
+
+fn set_meta(conn: &Connection, path: &Path, key: &str, value: i64) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+    )
+    .and_then(|mut st| st.execute(params![key, value]))
+    .ctx(path)?;
+    Ok(())
+}
+
 /// A connection used only for appending audit rows in batches (the group-commit writer's).
 pub struct AuditStore {
     conn: Connection,
     path: PathBuf,
     sync: AuditSync,
+    /// The `meta.audit_settled` this connection last wrote: a move that would write the same
+    /// again, with no rows and no change to the reservation, takes no write lock at all.
+    settled_written: Option<i64>,
 }
 
 impl AuditStore {
@@ -218,27 +305,45 @@ impl AuditStore {
         // stalling every request waiting on that batch; a [`Checkpointer`] runs them instead.
         conn.pragma_update(None, "wal_autocheckpoint", 0).ctx(path)?;
         conn.busy_handler(Some(wait_for_lock)).ctx(path)?;
-        Ok(Self { conn, path: path.to_owned(), sync })
+        Ok(Self { conn, path: path.to_owned(), sync, settled_written: None })
     }
 
-    /// Appends every record in one transaction; returns their ids in order.
+    /// Appends every record in one transaction; returns their ids in order (consecutive, from
+    /// the next free id: see [`next_free_audit_id`]).
     ///
     /// Rows go in through multi-row INSERTs of [`CHUNKS`] sizes, which costs SQLite far less
-    /// per row than one statement each; this runs for every read a busy server answers.
+    /// per row than one statement each.
     pub fn append_batch<'a>(
         &mut self,
         records: impl ExactSizeIterator<Item = &'a AuditRecord>,
     ) -> Result<Vec<i64>, StoreError> {
         let records: Vec<&AuditRecord> = records.collect();
+        self.in_transaction(|conn, path| {
+            let first: i64 = conn
+                .prepare_cached(concat!("SELECT ", next_free_audit_id!()))
+                .and_then(|mut st| st.query_row([], |r| r.get(0)))
+                .ctx(path)?;
+            let rows: Vec<(i64, &AuditRecord)> = (first..).zip(records.iter().copied()).collect();
+            insert_all(conn, path, &rows, OnTaken::Fail)?;
+            Ok(rows.into_iter().map(|(id, _)| id).collect())
+        })
+    }
+
+    /// Runs `f` in one transaction; nothing of it stays if it fails.
+    fn in_transaction<T>(
+        &mut self,
+        f: impl FnOnce(&Connection, &Path) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         // BEGIN and COMMIT from the statement cache: `Connection::transaction` parses both anew
-        // for every batch, which showed in profiles of a busy server.
-        self.conn.prepare_cached("BEGIN").and_then(|mut st| st.execute([])).ctx(&self.path)?;
-        let result = self.insert_all(&records).and_then(|ids| {
+        // for every batch, which showed in profiles of a busy server. IMMEDIATE: the write lock
+        // is taken (or waited for) first; a transaction that read first (the next free id) and
+        // then found another connection had written meanwhile could not write at all.
+        self.conn.prepare_cached("BEGIN IMMEDIATE").and_then(|mut st| st.execute([])).ctx(&self.path)?;
+        let result = f(&self.conn, &self.path).and_then(|out| {
             self.conn.prepare_cached("COMMIT").and_then(|mut st| st.execute([])).ctx(&self.path)?;
-            Ok(ids)
+            Ok(out)
         });
         if result.is_err() && !self.conn.is_autocommit() {
-            // Nothing of a failed batch stays; its callers get the error.
             let _ = self.conn.execute_batch("ROLLBACK");
         }
         result
@@ -270,25 +375,91 @@ impl AuditStore {
         }
     }
 
-    /// The inserts of [`append_batch`](Self::append_batch), inside its transaction.
-    fn insert_all(&self, records: &[&AuditRecord]) -> Result<Vec<i64>, StoreError> {
-        let tx = &self.conn;
-        let mut ids = Vec::with_capacity(records.len());
-        let mut rest = records;
-        while !rest.is_empty() {
-            let size = CHUNKS.iter().position(|c| *c <= rest.len()).unwrap_or(CHUNKS.len() - 1);
-            let (chunk, tail) = rest.split_at(CHUNKS[size].min(rest.len()));
-            let last = insert_rows(tx, &self.path, size, chunk)?;
-            // Rows of one statement get consecutive rowids (max + 1 each: ids are never
-            // reused and the table is only appended to). Checked, not assumed, across chunks.
-            let first = last - (chunk.len() as i64 - 1);
-            if ids.last().is_some_and(|prev| *prev + 1 != first) {
-                return Err(StoreError::Conflict("audit ids are not consecutive".into()));
+    /// Writes rows found in an audit spool after a restart, with the ids they were given; a row
+    /// whose id is already there was moved before the restart and is skipped. Returns how many
+    /// were written.
+    pub fn replay_spooled(&mut self, rows: &[(i64, AuditRecord)]) -> Result<usize, StoreError> {
+        let rows: Vec<(i64, &AuditRecord)> = rows.iter().map(|(id, r)| (*id, r)).collect();
+        self.in_transaction(|conn, path| insert_all(conn, path, &rows, OnTaken::Skip))
+    }
+
+    /// Reserves ids for a spool that starts now (its rows of an earlier run already replayed):
+    /// from just above the last row, [`RESERVE`] of them. Rows below are final.
+    pub fn reserve_fresh(&mut self) -> Result<Reservation, StoreError> {
+        let reservation = self.in_transaction(|conn, path| {
+            let max: i64 = conn.query_row("SELECT coalesce(max(id), 0) FROM audit", [], |r| r.get(0)).ctx(path)?;
+            let reservation = Reservation { next: max + 1, upto: max + RESERVE };
+            set_meta(conn, path, "audit_reserved_upto", reservation.upto)?;
+            set_meta(conn, path, "audit_settled", reservation.next)?;
+            Ok(reservation)
+        })?;
+        self.settled_written = Some(reservation.next);
+        Ok(reservation)
+    }
+
+    /// Moves rows from the spool into the file, with the ids they were given, in one
+    /// transaction that also records that every id below `settled_below` is final and keeps the
+    /// reservation ahead of the spool: `held` is the spool's reservation when the rows were
+    /// taken. A row written meanwhile by someone else (the CLI, a passkey-approved write) took
+    /// an id above the reservation; the spool's next ids then jump above that row, so that the
+    /// file's order stays the order rows were written in, give or take one move.
+    pub fn move_spooled(
+        &mut self,
+        rows: &[(i64, AuditRecord)],
+        settled_below: i64,
+        held: Reservation,
+    ) -> Result<Reservation, StoreError> {
+        let rows: Vec<(i64, &AuditRecord)> = rows.iter().map(|(id, r)| (*id, r)).collect();
+        if rows.is_empty() && self.settled_written == Some(settled_below) && held.upto - held.next >= RESERVE / 4 {
+            // Nothing to write unless a row outside the spool calls for a jump: a read first.
+            let max: i64 = self
+                .conn
+                .prepare_cached("SELECT coalesce(max(id), 0) FROM audit")
+                .and_then(|mut st| st.query_row([], |r| r.get(0)))
+                .ctx(&self.path)?;
+            if max <= held.upto {
+                return Ok(held);
             }
-            ids.extend(first..=last);
-            rest = tail;
         }
-        Ok(ids)
+        let written = self.in_transaction(|conn, path| {
+            insert_all(conn, path, &rows, OnTaken::Fail)?;
+            let max: i64 = conn
+                .prepare_cached("SELECT coalesce(max(id), 0) FROM audit")
+                .and_then(|mut st| st.query_row([], |r| r.get(0)))
+                .ctx(path)?;
+            let next = if max > held.upto { max + 1 } else { held.next };
+            let reservation = if next != held.next || held.upto - held.next < RESERVE / 4 {
+                let r = Reservation { next, upto: next + RESERVE - 1 };
+                set_meta(conn, path, "audit_reserved_upto", r.upto)?;
+                r
+            } else {
+                held
+            };
+            set_meta(conn, path, "audit_settled", settled_below)?;
+            Ok(reservation)
+        })?;
+        self.settled_written = Some(settled_below);
+        Ok(written)
+    }
+
+    /// Gives back the ids a spool reserved but did not use (a clean stop): rows written after
+    /// it follow on from `next`, and every row is final.
+    pub fn release(&mut self, next: i64) -> Result<(), StoreError> {
+        self.in_transaction(|conn, path| {
+            let max: i64 = conn.query_row("SELECT coalesce(max(id), 0) FROM audit", [], |r| r.get(0)).ctx(path)?;
+            if max < next {
+                set_meta(conn, path, "audit_reserved_upto", next - 1)?;
+            }
+            conn.execute("DELETE FROM meta WHERE key = 'audit_settled'", []).ctx(path)?;
+            Ok(())
+        })?;
+        self.settled_written = None;
+        Ok(())
+    }
+
+    /// SQLite's `data_version`: changes when another connection commits to the file.
+    pub fn data_version(&self) -> Result<i64, StoreError> {
+        self.conn.query_row("PRAGMA data_version", [], |r| r.get(0)).ctx(&self.path)
     }
 
     pub fn get(&self, id: i64) -> Result<Option<AuditRow>, StoreError> {

@@ -6,6 +6,7 @@
 //! no row lost or copied twice. Never copies the `detail` column (it may name a host or path),
 //! and never reads anything but the audit table of a source.
 
+use super::audit_sql::audit_settled_below;
 use std::path::Path;
 
 use rusqlite::{OptionalExtension, params};
@@ -53,12 +54,16 @@ fn source_row(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<SourceRow> {
 
 const SOURCE_COLUMNS: &str = "id, ts, actor, agent_id, action, entry_id, client, outcome";
 
-/// Audit rows of a vault file with an id above `after`, in id order (each file's commit order:
-/// ids are assigned inside the writing transaction, which holds the file's write lock).
+/// Audit rows of a vault file with an id above `after`, in id order, up to the rows that are
+/// final ([`audit_settled_below`]): no row is ever written below what this has returned.
 pub fn read_vault_rows(path: &Path, after: i64, limit: u32) -> Result<Vec<SourceRow>, StoreError> {
     let conn = super::open_connection(path)?;
-    let mut st =
-        conn.prepare(&format!("SELECT {SOURCE_COLUMNS} FROM audit WHERE id > ?1 ORDER BY id LIMIT ?2")).ctx(path)?;
+    let mut st = conn
+        .prepare(&format!(
+            "SELECT {SOURCE_COLUMNS} FROM audit WHERE id > ?1 AND id < {} ORDER BY id LIMIT ?2",
+            audit_settled_below!()
+        ))
+        .ctx(path)?;
     let rows = st.query_map(params![after, limit], |r| source_row(r, 0)).ctx(path)?;
     rows.collect::<Result<_, _>>().ctx(path)
 }
@@ -121,7 +126,11 @@ impl NodeDb {
             .unwrap_or(0);
         let last: Option<i64> = tx
             .query_row(
-                "SELECT max(id) FROM (SELECT id FROM audit WHERE id > ?1 ORDER BY id LIMIT ?2)",
+                concat!(
+                    "SELECT max(id) FROM (SELECT id FROM audit WHERE id > ?1 AND id < ",
+                    audit_settled_below!(),
+                    " ORDER BY id LIMIT ?2)"
+                ),
                 params![upto, limit],
                 |r| r.get(0),
             )

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
-pub use audit_sql::{AuditRecord, AuditRow, AuditStore, AuditSync};
+pub use audit_sql::{AuditRecord, AuditRow, AuditStore, AuditSync, RESERVE, Reservation};
 pub use migrations::Schema;
 
 #[derive(Debug, thiserror::Error)]

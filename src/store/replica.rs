@@ -14,6 +14,7 @@
 //! row applied advances the backup's own `change_seq`, so the running server's change watcher
 //! picks it up. Applied rows are never dirty: a backup never replicates onward. Never decrypts.
 
+use super::audit_sql::{audit_settled_below, next_free_audit_id};
 use rusqlite::{OptionalExtension, params};
 
 use super::audit_sql::{AuditRecord, AuditRow};
@@ -283,10 +284,12 @@ impl VaultDb {
     pub fn audit_after(&self, after: i64, limit: u32) -> Result<Vec<AuditRow>, StoreError> {
         let mut st = self
             .conn
-            .prepare_cached(
+            .prepare_cached(concat!(
                 "SELECT id, ts, actor, agent_id, action, entry_id, client, outcome, detail FROM audit
-                 WHERE id > ?1 AND source_pop IS NULL ORDER BY id LIMIT ?2",
-            )
+                     WHERE id > ?1 AND source_pop IS NULL AND id < ",
+                audit_settled_below!(),
+                " ORDER BY id LIMIT ?2"
+            ))
             .ctx(&self.path)?;
         let rows = st
             .query_map(params![after, limit], |r| {
@@ -322,7 +325,13 @@ impl VaultDb {
         };
         let entries =
             count("SELECT count(*) FROM entries WHERE change_seq > ?1 OR (change_seq = ?1 AND id > ?2)", &[&seq, &id])?;
-        let audit = count("SELECT count(*) FROM audit WHERE id > ?1 AND source_pop IS NULL", &[&audit])?;
+        let audit = count(
+            concat!(
+                "SELECT count(*) FROM audit WHERE id > ?1 AND source_pop IS NULL AND id < ",
+                audit_settled_below!()
+            ),
+            &[&audit],
+        )?;
         let auth_seq: Option<String> =
             tx.query_row("SELECT value FROM meta WHERE key = 'auth_seq'", [], |r| r.get(0)).optional().ctx(&path)?;
         let auth = auth_seq.and_then(|v| v.parse::<i64>().ok()).unwrap_or(0) > auth;
@@ -471,8 +480,12 @@ impl VaultDb {
             }
             let mut insert_audit = tx
                 .prepare_cached(
-                    "INSERT OR IGNORE INTO audit (ts, actor, agent_id, action, entry_id, client, outcome, detail,
-                         source_pop, source_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                    concat!(
+                        "INSERT OR IGNORE INTO audit (id, ts, actor, agent_id, action, entry_id, client, outcome, detail,
+                             source_pop, source_id) VALUES (",
+                        next_free_audit_id!(),
+                        ", ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+                    ),
                 )
                 .ctx(&path)?;
             for r in audit {

@@ -274,7 +274,7 @@ impl DataDir {
         if !ours(&VaultDb::open(&path)?) {
             return Ok(false);
         }
-        for suffix in ["", "-wal", "-shm"] {
+        for suffix in ["", "-wal", "-shm", "-spool"] {
             let mut name = path.clone().into_os_string();
             name.push(suffix);
             match std::fs::remove_file(&name) {
@@ -329,10 +329,11 @@ impl DataDir {
     }
 }
 
-/// Removes a vault's file and its WAL and shared-memory companions (missing ones are fine).
+/// Removes a vault's file and its WAL, shared-memory and audit-spool companions (missing ones
+/// are fine).
 pub fn remove_vault_files(path: &Path) -> bool {
     let mut ok = true;
-    for suffix in ["", "-wal", "-shm"] {
+    for suffix in ["", "-wal", "-shm", "-spool"] {
         let mut p = path.as_os_str().to_owned();
         p.push(suffix);
         match fs::remove_file(&p) {

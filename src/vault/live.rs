@@ -516,6 +516,12 @@ impl LiveVault {
         self.audit.commit(event)
     }
 
+    /// Records an event and waits until its row, and every row acknowledged before it, is where
+    /// the audit view reads (see `AuditWriter::commit_settled`).
+    pub async fn audit_settled(&self, event: AuditEvent) -> Result<i64, crate::audit::AuditError> {
+        self.audit.commit_settled(event).await
+    }
+
     /// Commits a row no request waits on (see `AuditWriter::commit_background`).
     pub fn audit_background(&self, event: AuditEvent) -> Commit {
         self.audit.commit_background(event)
