@@ -83,7 +83,7 @@ struct AuditFile {
     mover: Mutex<Mover>,
     /// The file is on its lane's `dirty` list: rows wait in its spool.
     dirty: AtomicBool,
-    /// Every spooled id below this is in SQLite ([`AuditWriter::settled`] waits on it).
+    /// Every spooled id below this is in SQLite ([`AuditWriter::commit_settled`] waits on it).
     moved_below: AtomicI64,
     /// Told after every move, and when a move failed.
     moved: Notify,
