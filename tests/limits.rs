@@ -58,14 +58,19 @@ impl Target {
 
 /// A TCP connection to `to` from the loopback address `source` (127.0.0.0/8 is all ours).
 fn connect_from(source: &str, to: SocketAddr) -> TcpStream {
+    try_connect_from(source, to).expect("connect")
+}
+
+/// [`connect_from`], or `None` if the connection is refused.
+fn try_connect_from(source: &str, to: SocketAddr) -> Option<TcpStream> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_io().build().unwrap();
     rt.block_on(async {
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
         socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
-        let stream = socket.connect(to).await.unwrap();
+        let stream = socket.connect(to).await.ok()?;
         let std = stream.into_std().unwrap();
         std.set_nonblocking(false).unwrap();
-        std
+        Some(std)
     })
 }
 
@@ -160,7 +165,16 @@ fn start(v: &Vault, extra: &[&str], tls: bool) -> (Server, Target) {
     ]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let s = Server::start(&v.dir(), &args);
-    common::eventually("the TLS listener accepts", || TcpStream::connect(listen).is_ok());
+    // The probe comes from an address no test uses, and waits until the server has closed it
+    // (its TLS handshake read the end of the stream), so that it does not still hold a place
+    // under the connection caps when a test's first connections arrive.
+    common::eventually("the TLS listener accepts", || {
+        let Some(mut probe) = try_connect_from("127.0.0.9", listen) else { return false };
+        probe.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = probe.shutdown(std::net::Shutdown::Write);
+        let _ = probe.read(&mut [0u8; 64]);
+        true
+    });
     let mut roots = rustls::RootCertStore::empty();
     let pem = std::fs::read(&cert).unwrap();
     for c in rustls_pemfile_certs(&pem) {
