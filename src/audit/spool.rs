@@ -214,12 +214,13 @@ impl Spool {
     }
 
     /// The rows waiting to be moved, and the switch to the other half for rows that come after
-    /// them. `None` if nothing waits (unless `always`: then the reservation alone is looked after)
-    /// or the other half is still busy (its rows are being moved).
+    /// them. `None` if nothing waits (unless `always` and the spool is open: then the reservation
+    /// alone is looked after) or the other half is still busy (its rows are being moved).
     pub fn take(&self, always: bool) -> Option<Taken> {
         let mut st = self.lock();
         if st.pending.is_empty() {
-            if !always {
+            // A closed spool has nothing more to look after: its reservation was given back.
+            if !always || st.closed {
                 return None;
             }
             return Some(Taken {
