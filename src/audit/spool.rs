@@ -412,14 +412,6 @@ mod tests {
         }
     }
 
-    fn vault() -> (PathBuf, PathBuf) {
-        let dir = std::env::temp_dir().join(format!("clavitor-sp-{}", hex::encode(crate::crypto::random_bytes::<8>())));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("v.db");
-        drop(crate::store::vault_db::VaultDb::open(&path).unwrap());
-        (dir, path)
-    }
-
     fn stored(path: &Path) -> Vec<(i64, AuditRecord)> {
         let db = crate::store::vault_db::VaultDb::open(path).unwrap();
         let mut rows: Vec<_> = db.audit(None, 100_000).unwrap().into_iter().map(|r| (r.id, r.record)).collect();
@@ -462,7 +454,7 @@ mod tests {
 
     #[test]
     fn rows_left_in_the_spool_are_moved_at_the_next_open_and_only_once() {
-        let (dir, path) = vault();
+        let (dir, path) = crate::audit::temp_vault_file();
         let mut store = AuditStore::open(&path, AuditSync::Normal).unwrap();
         let spool = Spool::open(&path, &mut store).unwrap().unwrap();
         // A second opener (another process, or a vault reopened while this one lives) is refused.
@@ -503,7 +495,7 @@ mod tests {
 
     #[test]
     fn a_row_written_outside_the_spool_goes_above_its_range_and_the_spool_jumps_past_it() {
-        let (dir, path) = vault();
+        let (dir, path) = crate::audit::temp_vault_file();
         let mut store = AuditStore::open(&path, AuditSync::Normal).unwrap();
         let spool = Spool::open(&path, &mut store).unwrap().unwrap();
         let Appended::Spooled(a) = spool.append(record(1)) else { panic!("spooled") };

@@ -834,18 +834,10 @@ mod tests {
     use super::*;
     use crate::audit::{Action, Actor, Outcome};
 
-    fn new_file() -> (PathBuf, PathBuf) {
-        let dir = std::env::temp_dir().join(format!("clavitor-aw-{}", hex::encode(crate::crypto::random_bytes::<8>())));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("v.db");
-        drop(crate::store::vault_db::VaultDb::open(&path).unwrap());
-        (dir, path)
-    }
-
     /// A writer on the group commit: the file's spool is held elsewhere (as by another process),
     /// for the life of the test process.
     fn writer() -> (AuditWriter, PathBuf) {
-        let (dir, path) = new_file();
+        let (dir, path) = crate::audit::temp_vault_file();
         let holder = Spool::open(&path, &mut AuditStore::open(&path, AuditSync::Normal).unwrap()).unwrap().unwrap();
         std::mem::forget(holder);
         let w = AuditWriter::start(&path, AuditSync::Normal).unwrap();
@@ -855,7 +847,7 @@ mod tests {
 
     #[test]
     fn a_spooled_row_is_answered_at_once_and_moved_soon_after() {
-        let (dir, path) = new_file();
+        let (dir, path) = crate::audit::temp_vault_file();
         let w = AuditWriter::start(&path, AuditSync::Normal).unwrap();
         assert!(w.file.spool.is_some());
         let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();

@@ -3,7 +3,7 @@
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 
 use super::{Ctx, StoreError};
 
@@ -275,6 +275,13 @@ pub struct Reservation {
     pub upto: i64,
 }
 
+/// The highest audit id in the file (0: none).
+fn last_id(conn: &Connection, path: &Path) -> Result<i64, StoreError> {
+    conn.prepare_cached("SELECT coalesce(max(id), 0) FROM audit")
+        .and_then(|mut st| st.query_row([], |r| r.get(0)))
+        .ctx(path)
+}
+
 fn set_meta(conn: &Connection, path: &Path, key: &str, value: i64) -> Result<(), StoreError> {
     conn.prepare_cached(
         "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
@@ -387,7 +394,7 @@ impl AuditStore {
     /// from just above the last row, [`RESERVE`] of them. Rows below are final.
     pub fn reserve_fresh(&mut self) -> Result<Reservation, StoreError> {
         let reservation = self.in_transaction(|conn, path| {
-            let max: i64 = conn.query_row("SELECT coalesce(max(id), 0) FROM audit", [], |r| r.get(0)).ctx(path)?;
+            let max = last_id(conn, path)?;
             let reservation = Reservation { next: max + 1, upto: max + RESERVE };
             set_meta(conn, path, "audit_reserved_upto", reservation.upto)?;
             set_meta(conn, path, "audit_settled", reservation.next)?;
@@ -412,21 +419,14 @@ impl AuditStore {
         let rows: Vec<(i64, &AuditRecord)> = rows.iter().map(|(id, r)| (*id, r)).collect();
         if rows.is_empty() && self.settled_written == Some(settled_below) && held.upto - held.next >= RESERVE / 4 {
             // Nothing to write unless a row outside the spool calls for a jump: a read first.
-            let max: i64 = self
-                .conn
-                .prepare_cached("SELECT coalesce(max(id), 0) FROM audit")
-                .and_then(|mut st| st.query_row([], |r| r.get(0)))
-                .ctx(&self.path)?;
+            let max = last_id(&self.conn, &self.path)?;
             if max <= held.upto {
                 return Ok(held);
             }
         }
         let written = self.in_transaction(|conn, path| {
             insert_all(conn, path, &rows, OnTaken::Fail)?;
-            let max: i64 = conn
-                .prepare_cached("SELECT coalesce(max(id), 0) FROM audit")
-                .and_then(|mut st| st.query_row([], |r| r.get(0)))
-                .ctx(path)?;
+            let max = last_id(conn, path)?;
             let next = if max > held.upto { max + 1 } else { held.next };
             let reservation = if next != held.next || held.upto - held.next < RESERVE / 4 {
                 let r = Reservation { next, upto: next + RESERVE - 1 };
@@ -446,7 +446,7 @@ impl AuditStore {
     /// it follow on from `next`, and every row is final.
     pub fn release(&mut self, next: i64) -> Result<(), StoreError> {
         self.in_transaction(|conn, path| {
-            let max: i64 = conn.query_row("SELECT coalesce(max(id), 0) FROM audit", [], |r| r.get(0)).ctx(path)?;
+            let max = last_id(conn, path)?;
             if max < next {
                 set_meta(conn, path, "audit_reserved_upto", next - 1)?;
             }
@@ -464,14 +464,6 @@ impl AuditStore {
 
     pub fn get(&self, id: i64) -> Result<Option<AuditRow>, StoreError> {
         Ok(list(&self.conn, &self.path, Some(id + 1), 1, None)?.into_iter().find(|r| r.id == id))
-    }
-
-    pub fn max_id(&self) -> Result<Option<i64>, StoreError> {
-        self.conn
-            .query_row("SELECT max(id) FROM audit", [], |r| r.get(0))
-            .optional()
-            .ctx(&self.path)
-            .map(Option::flatten)
     }
 }
 
