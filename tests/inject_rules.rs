@@ -244,18 +244,20 @@ fn proxy_only_listed_is_set_by_cli_and_passkey_shown_and_inherited() {
     assert!(cli.as_array().unwrap().iter().any(|a| a["id"] == strict && a["proxy_only_listed"] == true), "{cli}");
 
     // A derived token of a restricted agent is restricted, at any depth.
-    let derive = |t: &str| {
-        let r = post_json(&s, "/api/tokens/derive", Some(t), &json!({"name": "sub", "ttl_secs": 600}));
+    // Each level asks for less time than its parent has left: a child may not outlive its parent,
+    // and a second can pass between two derivations.
+    let derive = |t: &str, ttl_secs: u64| {
+        let r = post_json(&s, "/api/tokens/derive", Some(t), &json!({"name": "sub", "ttl_secs": ttl_secs}));
         assert_eq!(r.status, 201, "{}", r.body);
         (r.json()["token"].as_str().unwrap().to_owned(), r.json())
     };
-    let (child, body) = derive(&strict_token);
+    let (child, body) = derive(&strict_token, 600);
     assert_eq!(body["proxy_only_listed"], true, "{body}");
-    let (grandchild, _) = derive(&child);
+    let (grandchild, _) = derive(&child, 300);
     assert_eq!(whoami(&s, &grandchild)["proxy_only_listed"], true);
 
     // Set later on a parent: its existing children are restricted from then on.
-    let (free_child, body) = derive(&plain_token);
+    let (free_child, body) = derive(&plain_token, 600);
     assert_eq!(body["proxy_only_listed"], false);
     let r = request(
         &s.url(&format!("/api/agents/{plain}")),
