@@ -58,6 +58,9 @@ let
     // lib.optionalAttrs (cfg.kumaPushUrlFile != null) { kuma-push-url = cfg.kumaPushUrlFile; }
     // lib.optionalAttrs (cfg.telemetry.tokenFile != null) { telemetry-token = cfg.telemetry.tokenFile; }
     // lib.optionalAttrs (cfg.proxy.upstreamCaFile != null) { proxy-upstream-ca = cfg.proxy.upstreamCaFile; }
+    // lib.optionalAttrs (cfg.acme.caFile != null) { acme-ca = cfg.acme.caFile; }
+    // lib.optionalAttrs (cfg.tls.certFile != null) { tls-cert = cfg.tls.certFile; }
+    // lib.optionalAttrs (cfg.tls.keyFile != null) { tls-key = cfg.tls.keyFile; }
     // lib.optionalAttrs (commercial.licensePublicKeyFile != null) {
       license-public-key = commercial.licensePublicKeyFile;
     }
@@ -85,6 +88,9 @@ let
     acmeDomains = cfg.acme.domains;
     acmeContact = cfg.acme.contact;
     acmeDirectory = cfg.acme.directory;
+    acmeCaFile = if cfg.acme.caFile != null then "%d/acme-ca" else null;
+    tlsCert = if cfg.tls.certFile != null then "%d/tls-cert" else null;
+    tlsKey = if cfg.tls.keyFile != null then "%d/tls-key" else null;
     tlsListen = cfg.acme.tlsListen;
     httpRedirectListen = cfg.acme.httpRedirectListen;
     kumaPushUrlFile = if cfg.kumaPushUrlFile != null then "%d/kuma-push-url" else null;
@@ -107,6 +113,15 @@ let
     proxyMaxTunnelsPerIp = cfg.proxy.maxTunnelsPerIp;
     proxyUpstreamCa = if cfg.proxy.upstreamCaFile != null then "%d/proxy-upstream-ca" else null;
     proxyAllowPrivateUpstreams = cfg.proxy.allowPrivateUpstreams;
+    proxyRate = cfg.proxy.rate;
+    proxyBurst = cfg.proxy.burst;
+    proxyIdleSecs = cfg.proxy.idleSecs;
+    proxyLifetimeSecs = cfg.proxy.lifetimeSecs;
+    proxyUpstreamIdleSecs = cfg.proxy.upstreamIdleSecs;
+    proxyMaxRequestBytes = cfg.proxy.maxRequestBytes;
+    proxyMaxResponseBytes = cfg.proxy.maxResponseBytes;
+    proxyResolve = cfg.proxy.resolve;
+    inherit (cfg) extensionSessionTtlSecs;
     inherit (cfg) maxOpenVaults vaultIdleSecs;
     # Commercial only, so not in the shared flag table (checked against either edition's help).
     extraArgs =
@@ -240,11 +255,24 @@ in
           when null), `staging`, or an https:// URL.
         '';
       };
+      caFile = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "/etc/ssl/internal-acme-ca.pem";
+        description = ''
+          Extra root certificate(s) (PEM) to trust when talking to the ACME server
+          (`--acme-ca-file`, loaded with LoadCredential=): a private ACME CA such as step-ca.
+          Needs `domains`. Public, so it may be a store path.
+        '';
+      };
       tlsListen = mkOption {
         type = types.nullOr types.str;
         default = null;
         example = "0.0.0.0:443";
-        description = "Where HTTPS is served (`--tls-listen`); null: the binary's 0.0.0.0:443.";
+        description = ''
+          Where HTTPS is served (`--tls-listen`), with ACME certificates or with `tls.certFile`;
+          null: the binary's 0.0.0.0:443.
+        '';
       };
       httpRedirectListen = mkOption {
         type = types.nullOr types.str;
@@ -253,6 +281,30 @@ in
         description = ''
           Plain HTTP listener that redirects to https (`--http-redirect-listen`); null: the
           binary's 0.0.0.0:80; "off" disables it.
+        '';
+      };
+    };
+
+    tls = {
+      certFile = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = literalExpression ''"''${config.security.acme.certs."tokyo.clavitor.com".directory}/fullchain.pem"'';
+        description = ''
+          Certificate chain (PEM) to serve HTTPS with instead of ACME (`--tls-cert`, loaded with
+          LoadCredential=; needs `keyFile`, excludes `acme.domains`). HTTPS is served on
+          `acme.tlsListen`; the redirect listener stays off unless `acme.httpRedirectListen` is
+          set. The files are read when the service starts: whatever renews them must restart
+          it (with nixpkgs' ACME: `security.acme.certs.<name>.reloadServices = [ "clavitor" ]`).
+        '';
+      };
+      keyFile = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = literalExpression ''"''${config.security.acme.certs."tokyo.clavitor.com".directory}/key.pem"'';
+        description = ''
+          Private key (PEM) of `certFile` (`--tls-key`, loaded with LoadCredential=, so it stays
+          root-only on disk). Must not be in the Nix store.
         '';
       };
     };
@@ -429,6 +481,50 @@ in
           loaded with LoadCredential=); the web PKI roots always count.
         '';
       };
+      rate = mkOption {
+        type = types.nullOr types.ints.positive;
+        default = null;
+        description = "Proxied requests (CONNECTs included) per second per agent, sustained (`--proxy-rate`); null: the binary's 50.";
+      };
+      burst = mkOption {
+        type = types.nullOr types.ints.positive;
+        default = null;
+        description = "Proxied requests per agent allowed in a burst above `rate` (`--proxy-burst`); null: the binary's 200.";
+      };
+      idleSecs = mkOption {
+        type = types.nullOr types.ints.positive;
+        default = null;
+        description = "Seconds a tunnel may sit with nothing in flight before it is closed (`--proxy-idle-secs`); null: the binary's 90.";
+      };
+      lifetimeSecs = mkOption {
+        type = types.nullOr types.ints.positive;
+        default = null;
+        description = "Seconds a tunnel may live at most (`--proxy-lifetime-secs`); null: the binary's 3600.";
+      };
+      upstreamIdleSecs = mkOption {
+        type = types.nullOr types.ints.positive;
+        default = null;
+        description = "Seconds an unused upstream connection is kept for the next request (`--proxy-upstream-idle-secs`); null: the binary's 30.";
+      };
+      maxRequestBytes = mkOption {
+        type = types.nullOr types.ints.unsigned;
+        default = null;
+        description = "Largest request body forwarded, in bytes (`--proxy-max-request-bytes`); null: the binary's 16 MiB.";
+      };
+      maxResponseBytes = mkOption {
+        type = types.nullOr types.ints.positive;
+        default = null;
+        description = "Largest upstream response passed back, in bytes (`--proxy-max-response-bytes`); null: the binary's 256 MiB.";
+      };
+      resolve = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+        example = [ "api.internal.example=10.0.0.7" ];
+        description = ''
+          `NAME=IP` pairs (`--proxy-resolve`): connect to IP for upstream NAME instead of asking
+          DNS. The upstream must still prove over TLS that it is NAME.
+        '';
+      };
       allowPrivateUpstreams = mkOption {
         type = types.bool;
         default = false;
@@ -438,6 +534,12 @@ in
           reach the node's own network.
         '';
       };
+    };
+
+    extensionSessionTtlSecs = mkOption {
+      type = types.nullOr (types.ints.between 60 86400);
+      default = null;
+      description = "Life of a browser-extension session token in seconds (`--extension-session-ttl-secs`); null: the binary's 12 hours.";
     };
 
     maxOpenVaults = mkOption {
@@ -596,11 +698,29 @@ in
         message = "services.clavitor.masterKeyFile must not be in the Nix store (world-readable); use an agenix secret.";
       }
       {
-        # The vendor's public key is public: it alone may come from the store.
+        # Public material (the vendor's public key, certificates) alone may come from the store.
         assertion = builtins.all (p: !(lib.hasPrefix builtins.storeDir p)) (
-          lib.attrValues (removeAttrs credentials [ "license-public-key" ])
+          lib.attrValues (removeAttrs credentials [ "license-public-key" "tls-cert" "acme-ca" ])
         );
-        message = "services.clavitor.credentials, kumaPushUrlFile, telemetry.tokenFile, proxy.upstreamCaFile and commercial.autoscope.llmKeyFile must not point into the Nix store.";
+        message = "services.clavitor.credentials, kumaPushUrlFile, telemetry.tokenFile, tls.keyFile, proxy.upstreamCaFile and commercial.autoscope.llmKeyFile must not point into the Nix store.";
+      }
+      {
+        assertion = (cfg.tls.certFile == null) == (cfg.tls.keyFile == null);
+        message = "services.clavitor.tls.certFile and tls.keyFile go together.";
+      }
+      {
+        assertion = cfg.tls.certFile == null || cfg.acme.domains == [ ];
+        message = "services.clavitor: choose ACME (acme.domains) or static files (tls.certFile/keyFile), not both.";
+      }
+      {
+        assertion = cfg.acme.domains != [ ] || (cfg.acme.contact == [ ] && cfg.acme.directory == null && cfg.acme.caFile == null);
+        message = "services.clavitor.acme.contact, acme.directory and acme.caFile need acme.domains.";
+      }
+      {
+        assertion =
+          cfg.acme.domains != [ ] || cfg.tls.certFile != null
+          || (cfg.acme.tlsListen == null && cfg.acme.httpRedirectListen == null);
+        message = "services.clavitor.acme.tlsListen and acme.httpRedirectListen need TLS: acme.domains, or tls.certFile with tls.keyFile.";
       }
       {
         assertion = (cfg.telemetry.host == null) == (cfg.telemetry.tokenFile == null);

@@ -597,6 +597,27 @@ fn the_ca_command_prints_the_served_certificate() {
     assert_eq!(plain.get("/api/proxy/ca.pem", None).status, 404);
 }
 
+/// A zero rate, burst, timeout or response cap would make the proxy refuse everything (or, for a
+/// rate, silently mean 1): `serve` refuses to start with the flag's name instead.
+#[test]
+fn zero_proxy_rates_timeouts_and_caps_are_refused_at_start() {
+    let v = Vault::new();
+    for flag in [
+        "--proxy-rate",
+        "--proxy-burst",
+        "--proxy-idle-secs",
+        "--proxy-lifetime-secs",
+        "--proxy-upstream-idle-secs",
+        "--proxy-max-response-bytes",
+    ] {
+        let arg = format!("{flag}=0");
+        let out = v.cli(&["serve", "--listen", "127.0.0.1:0", "--proxy-listen", "127.0.0.1:0", &arg]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{arg}: {stderr}");
+        assert!(stderr.contains(flag) && stderr.contains("0 is not in 1.."), "{arg}: {stderr}");
+    }
+}
+
 /// The rules side through the proxy: an inject-only entry is injected while no read route
 /// returns its value; a `proxy_only_listed` agent (and a token derived from it) may tunnel only
 /// to hosts a rule names; an access request alone opens and injects nothing.

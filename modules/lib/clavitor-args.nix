@@ -17,6 +17,9 @@ let
     acmeDomains = "--acme-domain"; # CLAVITOR_ACME_DOMAIN (list: the flag once per domain)
     acmeContact = "--acme-contact"; # CLAVITOR_ACME_CONTACT (list)
     acmeDirectory = "--acme-directory"; # CLAVITOR_ACME_DIRECTORY
+    acmeCaFile = "--acme-ca-file"; # CLAVITOR_ACME_CA_FILE
+    tlsCert = "--tls-cert"; # CLAVITOR_TLS_CERT (static TLS instead of ACME)
+    tlsKey = "--tls-key"; # CLAVITOR_TLS_KEY
     tlsListen = "--tls-listen"; # CLAVITOR_TLS_LISTEN
     httpRedirectListen = "--http-redirect-listen"; # CLAVITOR_HTTP_REDIRECT_LISTEN
     kumaPushUrlFile = "--kuma-push-url-file"; # CLAVITOR_KUMA_PUSH_URL_FILE
@@ -44,6 +47,16 @@ let
     proxyMaxTunnelsPerIp = "--proxy-max-tunnels-per-ip"; # CLAVITOR_PROXY_MAX_TUNNELS_PER_IP
     proxyUpstreamCa = "--proxy-upstream-ca"; # CLAVITOR_PROXY_UPSTREAM_CA
     proxyAllowPrivateUpstreams = "--proxy-allow-private-upstreams"; # CLAVITOR_PROXY_ALLOW_PRIVATE_UPSTREAMS (bool)
+    proxyRate = "--proxy-rate"; # CLAVITOR_PROXY_RATE
+    proxyBurst = "--proxy-burst"; # CLAVITOR_PROXY_BURST
+    proxyIdleSecs = "--proxy-idle-secs"; # CLAVITOR_PROXY_IDLE_SECS
+    proxyLifetimeSecs = "--proxy-lifetime-secs"; # CLAVITOR_PROXY_LIFETIME_SECS
+    proxyUpstreamIdleSecs = "--proxy-upstream-idle-secs"; # CLAVITOR_PROXY_UPSTREAM_IDLE_SECS
+    proxyMaxRequestBytes = "--proxy-max-request-bytes"; # CLAVITOR_PROXY_MAX_REQUEST_BYTES
+    proxyMaxResponseBytes = "--proxy-max-response-bytes"; # CLAVITOR_PROXY_MAX_RESPONSE_BYTES
+    proxyResolve = "--proxy-resolve"; # CLAVITOR_PROXY_RESOLVE (list: the flag once per NAME=IP)
+    # The browser extension's sessions.
+    extensionSessionTtlSecs = "--extension-session-ttl-secs"; # CLAVITOR_EXTENSION_SESSION_TTL_SECS
     # Open vaults: how many at once, and when an idle one is closed.
     maxOpenVaults = "--max-open-vaults"; # CLAVITOR_MAX_OPEN_VAULTS
     vaultIdleSecs = "--vault-idle-secs"; # CLAVITOR_VAULT_IDLE_SECS

@@ -124,26 +124,26 @@ pub struct ProxyArgs {
     #[arg(long, env = "CLAVITOR_PROXY_MAX_TUNNELS_PER_IP", default_value_t = proxy::DEFAULT_MAX_TUNNELS_PER_IP)]
     pub proxy_max_tunnels_per_ip: usize,
     /// Seconds a tunnel may sit with no request in flight and no bytes moving before it is closed.
-    #[arg(long, env = "CLAVITOR_PROXY_IDLE_SECS", default_value_t = proxy::DEFAULT_IDLE_SECS)]
+    #[arg(long, env = "CLAVITOR_PROXY_IDLE_SECS", value_parser = clap::value_parser!(u64).range(1..), default_value_t = proxy::DEFAULT_IDLE_SECS)]
     pub proxy_idle_secs: u64,
     /// Seconds a tunnel may live at most, whatever it does.
-    #[arg(long, env = "CLAVITOR_PROXY_LIFETIME_SECS", default_value_t = proxy::DEFAULT_LIFETIME_SECS)]
+    #[arg(long, env = "CLAVITOR_PROXY_LIFETIME_SECS", value_parser = clap::value_parser!(u64).range(1..), default_value_t = proxy::DEFAULT_LIFETIME_SECS)]
     pub proxy_lifetime_secs: u64,
     /// Seconds an upstream connection is kept unused between requests (one agent's tunnels to
     /// one host share kept connections; the next request after that opens a new one).
-    #[arg(long, env = "CLAVITOR_PROXY_UPSTREAM_IDLE_SECS", default_value_t = proxy::DEFAULT_UPSTREAM_IDLE_SECS)]
+    #[arg(long, env = "CLAVITOR_PROXY_UPSTREAM_IDLE_SECS", value_parser = clap::value_parser!(u64).range(1..), default_value_t = proxy::DEFAULT_UPSTREAM_IDLE_SECS)]
     pub proxy_upstream_idle_secs: u64,
     /// Largest request body forwarded (bytes); a larger one is refused 413 or cut.
     #[arg(long, env = "CLAVITOR_PROXY_MAX_REQUEST_BYTES", default_value_t = proxy::DEFAULT_MAX_REQUEST_BYTES)]
     pub proxy_max_request_bytes: u64,
     /// Largest upstream response passed back (bytes); a larger one is refused 502 or cut.
-    #[arg(long, env = "CLAVITOR_PROXY_MAX_RESPONSE_BYTES", default_value_t = proxy::DEFAULT_MAX_RESPONSE_BYTES)]
+    #[arg(long, env = "CLAVITOR_PROXY_MAX_RESPONSE_BYTES", value_parser = clap::value_parser!(u64).range(1..), default_value_t = proxy::DEFAULT_MAX_RESPONSE_BYTES)]
     pub proxy_max_response_bytes: u64,
     /// Proxied requests (CONNECTs included) per second per agent, sustained.
-    #[arg(long, env = "CLAVITOR_PROXY_RATE", default_value_t = proxy::DEFAULT_RATE_PER_AGENT)]
+    #[arg(long, env = "CLAVITOR_PROXY_RATE", value_parser = clap::value_parser!(u32).range(1..), default_value_t = proxy::DEFAULT_RATE_PER_AGENT)]
     pub proxy_rate: u32,
     /// Proxied requests per agent allowed in a burst above the sustained rate.
-    #[arg(long, env = "CLAVITOR_PROXY_BURST", default_value_t = proxy::DEFAULT_RATE_BURST)]
+    #[arg(long, env = "CLAVITOR_PROXY_BURST", value_parser = clap::value_parser!(u32).range(1..), default_value_t = proxy::DEFAULT_RATE_BURST)]
     pub proxy_burst: u32,
     /// PEM file of extra root certificates upstreams may chain to (private CAs, tests); the web
     /// PKI roots are always trusted.
@@ -169,10 +169,6 @@ impl ProxyArgs {
             resolve.insert(name.trim().trim_end_matches('.').to_ascii_lowercase(), ip);
         }
         anyhow::ensure!(self.proxy_max_tunnels > 0 && self.proxy_max_tunnels_per_ip > 0, "tunnel caps must be > 0");
-        anyhow::ensure!(
-            self.proxy_idle_secs > 0 && self.proxy_lifetime_secs > 0 && self.proxy_upstream_idle_secs > 0,
-            "proxy timeouts must be > 0"
-        );
         Ok(proxy::Settings {
             max_tunnels: self.proxy_max_tunnels,
             max_tunnels_per_ip: self.proxy_max_tunnels_per_ip,

@@ -95,6 +95,29 @@ let
   community = eval { enable = true; commercial.tenantId = "acme-prod"; };
   plain = eval { enable = true; };
   storeSecret = eval { enable = true; edition = "commercial"; commercial.autoscope.llmKeyFile = "/nix/store/llm-key"; };
+  # Static TLS from files some other service renews, a tuned proxy, shorter extension sessions.
+  staticTls = eval {
+    enable = true;
+    tls = { certFile = "/nix/store/fullchain.pem"; keyFile = "/var/lib/acme/tokyo/key.pem"; };
+    acme.tlsListen = "0.0.0.0:8443";
+    extensionSessionTtlSecs = 3600;
+    proxy = {
+      listen = "127.0.0.1:8444";
+      rate = 20;
+      burst = 40;
+      idleSecs = 60;
+      lifetimeSecs = 600;
+      upstreamIdleSecs = 15;
+      maxRequestBytes = 0;
+      maxResponseBytes = 8388608;
+      resolve = [ "api.internal.example=10.0.0.7" "billing.internal.example=10.0.0.8" ];
+    };
+  };
+  privateAcme = eval {
+    enable = true;
+    acme = { domains = [ "tokyo.clavitor.com" ]; directory = "https://ca.internal.example/acme/directory"; caFile = "/nix/store/internal-ca.pem"; };
+  };
+  refusedBy = user: needle: builtins.any (m: has m needle) (eval user).failed;
 in
 [
   (check "module: the configurations below use only declared options, with values of their types"
@@ -123,6 +146,32 @@ in
     (builtins.toJSON community.failed))
   (check "module: a secret in the Nix store is refused"
     (builtins.any (m: has m "must not point into the Nix store") storeSecret.failed) (builtins.toJSON storeSecret.failed))
+  (check "module: static TLS files are loaded with LoadCredential= and passed as %d/ paths (the certificate may be a store path)"
+    (builtins.all (has staticTls.execStart) [ "\"--tls-cert=%d/tls-cert\"" "\"--tls-key=%d/tls-key\"" "\"--tls-listen=0.0.0.0:8443\"" ]
+      && builtins.sort builtins.lessThan staticTls.credentials == [ "tls-cert:/nix/store/fullchain.pem" "tls-key:/var/lib/acme/tokyo/key.pem" ]
+      && staticTls.failed == [ ] && staticTls.bad == [ ])
+    (builtins.toJSON staticTls))
+  (check "module: proxy tuning and the extension session life become flags, one --proxy-resolve per pair"
+    (builtins.all (has staticTls.execStart) [
+      "\"--proxy-rate=20\"" "\"--proxy-burst=40\"" "\"--proxy-idle-secs=60\"" "\"--proxy-lifetime-secs=600\""
+      "\"--proxy-upstream-idle-secs=15\"" "\"--proxy-max-request-bytes=0\"" "\"--proxy-max-response-bytes=8388608\""
+      "\"--proxy-resolve=api.internal.example=10.0.0.7\" \"--proxy-resolve=billing.internal.example=10.0.0.8\""
+      "\"--extension-session-ttl-secs=3600\""
+    ]) staticTls.execStart)
+  (check "module: a private ACME CA is passed as a credential"
+    (has privateAcme.execStart "\"--acme-ca-file=%d/acme-ca\"" && privateAcme.credentials == [ "acme-ca:/nix/store/internal-ca.pem" ]
+      && privateAcme.failed == [ ]) (builtins.toJSON privateAcme))
+  (check "module: TLS settings the binary would refuse at start are refused at evaluation"
+    (refusedBy { enable = true; tls.certFile = "/etc/c.pem"; } "go together"
+      && refusedBy { enable = true; tls.keyFile = "/etc/k.pem"; } "go together"
+      && refusedBy { enable = true; acme.domains = [ "a.example.com" ]; tls = { certFile = "/etc/c.pem"; keyFile = "/etc/k.pem"; }; } "not both"
+      && refusedBy { enable = true; acme.caFile = "/etc/ca.pem"; } "need acme.domains"
+      && refusedBy { enable = true; acme.tlsListen = "0.0.0.0:443"; } "need TLS"
+      && refusedBy { enable = true; tls = { certFile = "/etc/c.pem"; keyFile = "/nix/store/k.pem"; }; } "must not point into the Nix store")
+    "")
+  (check "module: out-of-range values of the new options are refused by their types"
+    ((eval { enable = true; extensionSessionTtlSecs = 59; }).bad != [ ] && (eval { enable = true; proxy.rate = 0; }).bad != [ ]
+      && (eval { enable = true; proxy.resolve = "a=1.2.3.4"; }).bad != [ ]) "")
   (check "module: the defaults run `clavitor serve` on loopback with no commercial flag and no credential"
     (has plain.execStart "\"--listen=127.0.0.1:8080\"" && plain.credentials == [ ] && plain.failed == [ ]
       && builtins.all (f: !(has plain.execStart f)) (builtins.attrValues args.commercialFlags))
