@@ -34,10 +34,15 @@ use memmap2::MmapMut;
 
 use crate::store::{AuditRecord, AuditStore, Reservation, StoreError};
 
-/// Bytes per half: about 1,700 rows of a read (150 bytes each), 15 ms of a busy node's reads;
-/// the pool thread moves them every 5 ms, and a row that finds the half full waits for it. The
-/// file (two halves) exists while its vault is open: a hosted node has one per open vault.
+/// Bytes per half: 1,700 to 3,300 rows of a read (80 to 150 bytes each), 20 to 40 ms of a busy
+/// node's reads. The pool thread moves them every 5 ms, or 20 ms when busy, at once when a half
+/// is half full (see [`Appended::Spooled`]'s `wake`); a row that finds the half full waits for
+/// it. The file (two halves) exists while its vault is open: a hosted node has one per open vault.
 const HALF: usize = 256 * 1024;
+/// The fill of the active half, and the ids left in the reservation, at which the row that
+/// reaches them asks for the pool thread at once rather than at its next round.
+const WAKE_AT_BYTES: usize = HALF / 2;
+const WAKE_AT_IDS_LEFT: i64 = 1024;
 const MAGIC: u64 = u64::from_le_bytes(*b"CVTSPOOL");
 /// Magic and generation.
 const HALF_HEADER: usize = 16;
@@ -58,8 +63,12 @@ pub enum Refusal {
 
 /// What [`Spool::append`] did with a row.
 pub enum Appended {
-    /// Durable, with this id.
-    Spooled(i64),
+    /// Durable, with this id. `wake`: this row filled the half or used the ids past the point
+    /// where the pool thread should move rows now, not at its next round.
+    Spooled {
+        id: i64,
+        wake: bool,
+    },
     Refused(AuditRecord, Refusal),
 }
 
@@ -207,10 +216,12 @@ impl Spool {
         let start = st.active * HALF + st.offset;
         let generation = st.generation[st.active];
         encode(&mut st.map[start..start + size], generation, id, &record);
+        let filled = st.offset < WAKE_AT_BYTES && st.offset + size >= WAKE_AT_BYTES;
         st.offset += size;
         st.reservation.next += 1;
         st.pending.push((id, record));
-        Appended::Spooled(id)
+        let wake = filled || st.reservation.upto - id == WAKE_AT_IDS_LEFT;
+        Appended::Spooled { id, wake }
     }
 
     /// The rows waiting to be moved, and the switch to the other half for rows that come after
@@ -461,7 +472,7 @@ mod tests {
         assert!(Spool::open(&path, &mut AuditStore::open(&path, AuditSync::Normal).unwrap()).unwrap().is_none());
         let mut want = Vec::new();
         for i in 0..10 {
-            let Appended::Spooled(id) = spool.append(record(i)) else { panic!("spooled") };
+            let Appended::Spooled { id, .. } = spool.append(record(i)) else { panic!("spooled") };
             want.push((id, record(i)));
         }
         // Five moved, five more appended into the other half, then the process "dies".
@@ -469,14 +480,14 @@ mod tests {
         let now = store.move_spooled(&taken.rows, taken.settled_below, taken.held).unwrap();
         spool.moved(&taken, now);
         for i in 10..15 {
-            let Appended::Spooled(id) = spool.append(record(i)) else { panic!("spooled") };
+            let Appended::Spooled { id, .. } = spool.append(record(i)) else { panic!("spooled") };
             want.push((id, record(i)));
         }
         let taken = spool.take(false).unwrap();
         // Moved into SQLite, but the half not yet marked (a crash right after the commit).
         store.move_spooled(&taken.rows, taken.settled_below, taken.held).unwrap();
         for i in 15..18 {
-            let Appended::Spooled(id) = spool.append(record(i)) else { panic!("spooled") };
+            let Appended::Spooled { id, .. } = spool.append(record(i)) else { panic!("spooled") };
             want.push((id, record(i)));
         }
         drop(spool);
@@ -498,12 +509,12 @@ mod tests {
         let (dir, path) = crate::audit::temp_vault_file();
         let mut store = AuditStore::open(&path, AuditSync::Normal).unwrap();
         let spool = Spool::open(&path, &mut store).unwrap().unwrap();
-        let Appended::Spooled(a) = spool.append(record(1)) else { panic!("spooled") };
+        let Appended::Spooled { id: a, .. } = spool.append(record(1)) else { panic!("spooled") };
         // The CLI (another connection) writes a row meanwhile.
         let db = crate::store::vault_db::VaultDb::open(&path).unwrap();
         let cli = db.append_audit(&record(2)).unwrap();
         assert!(cli > a + RESERVE / 2, "a row outside the spool takes an id above the reservation: {cli} vs {a}");
-        let Appended::Spooled(b) = spool.append(record(3)) else { panic!("spooled") };
+        let Appended::Spooled { id: b, .. } = spool.append(record(3)) else { panic!("spooled") };
         assert_eq!(b, a + 1, "the spool keeps its range until it learns of the row");
         let settled =
             |db: &crate::store::vault_db::VaultDb| db.meta("audit_settled").unwrap().unwrap().parse::<i64>().unwrap();
@@ -511,7 +522,7 @@ mod tests {
         let now = store.move_spooled(&taken.rows, taken.settled_below, taken.held).unwrap();
         spool.moved(&taken, now);
         assert!(settled(&db) <= cli, "the outside row is not final yet: a copier must wait for it");
-        let Appended::Spooled(c) = spool.append(record(4)) else { panic!("spooled") };
+        let Appended::Spooled { id: c, .. } = spool.append(record(4)) else { panic!("spooled") };
         assert_eq!(c, cli + 1, "after the move the spool's ids go on above the outside row");
         let taken = spool.take(false).unwrap();
         let now = store.move_spooled(&taken.rows, taken.settled_below, taken.held).unwrap();
