@@ -532,4 +532,55 @@ mod tests {
         assert_eq!(ids, vec![a, b, cli, c]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
+    #[test]
+    fn the_row_that_fills_half_a_half_or_nears_the_end_of_the_ids_asks_for_a_move() {
+        let (dir, path) = crate::audit::temp_vault_file();
+        let mut store = AuditStore::open(&path, AuditSync::Normal).unwrap();
+        let spool = Spool::open(&path, &mut store).unwrap().unwrap();
+        let (mut wakes, mut n) = (Vec::new(), 0);
+        // Until the half is full: exactly one wake, from the row that crossed its middle.
+        loop {
+            let before = spool.lock().offset;
+            match spool.append(record(n)) {
+                Appended::Spooled { wake, .. } => wakes.extend(wake.then_some((before, spool.lock().offset))),
+                Appended::Refused(_, refusal) => {
+                    assert_eq!(refusal, Refusal::Full);
+                    break;
+                }
+            }
+            n += 1;
+        }
+        assert_eq!(wakes.len(), 1, "{wakes:?}");
+        assert!(wakes[0].0 < WAKE_AT_BYTES && wakes[0].1 >= WAKE_AT_BYTES, "woke at {wakes:?}");
+        // Moved, and both halves appended to (a half at a time) until 1,024 ids are left: the row
+        // that leaves exactly that many asks again, whatever the fill.
+        let mut asked_at_ids_left = Vec::new();
+        loop {
+            let taken = spool.take(false).unwrap();
+            let now = store.move_spooled(&taken.rows, taken.settled_below, taken.held).unwrap();
+            spool.moved(&taken, Reservation { upto: taken.held.upto, ..now });
+            let mut full = false;
+            while !full {
+                match spool.append(record(n)) {
+                    Appended::Spooled { id, wake } => {
+                        let left = spool.lock().reservation.upto - id;
+                        if wake && left == WAKE_AT_IDS_LEFT {
+                            asked_at_ids_left.push(id);
+                        }
+                    }
+                    Appended::Refused(..) => full = true,
+                }
+                n += 1;
+            }
+            let reservation = spool.lock().reservation;
+            if reservation.next > reservation.upto {
+                break;
+            }
+            assert!(n < 4 * RESERVE, "the reservation never ran out");
+        }
+        assert_eq!(asked_at_ids_left.len(), 1, "{asked_at_ids_left:?}");
+        drop(spool);
+        drop(store);
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
