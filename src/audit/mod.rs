@@ -284,7 +284,7 @@ impl AuditEvent {
 
 /// A new, migrated vault file in a directory of its own, for tests: (directory, file).
 #[cfg(test)]
-fn temp_vault_file() -> (std::path::PathBuf, std::path::PathBuf) {
+pub(crate) fn temp_vault_file() -> (std::path::PathBuf, std::path::PathBuf) {
     let dir = std::env::temp_dir().join(format!("clavitor-audit-{}", hex::encode(crate::crypto::random_bytes::<8>())));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("v.db");

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, params};
 
+use super::audit_insert::Inserts;
 use super::{Ctx, StoreError};
 
 /// One audit row as stored. Text columns hold short codes, never secrets or token material.
@@ -76,7 +77,6 @@ pub(crate) fn prune(conn: &Connection, path: &Path, before_ms: i64) -> Result<us
 /// Rows per multi-row INSERT, largest first; a batch is split into these so that only this
 /// many statements are ever prepared (the statement cache holds them all).
 const CHUNKS: [usize; 4] = [64, 16, 4, 1];
-const COLUMNS: usize = 9;
 
 /// What a row whose id is already taken does: fails the batch (a new row: ids are reserved, so
 /// this means the file was changed behind the writer's back), or is skipped (a spool replayed
@@ -108,34 +108,11 @@ fn insert_sql(size: usize, on_taken: OnTaken) -> &'static str {
     SQL[usize::from(on_taken == OnTaken::Skip)].get(size).map_or("", String::as_str)
 }
 
-/// Inserts `rows` (exactly `CHUNKS[size]` of them, each with its id) with one statement;
-/// returns how many were written.
-fn insert_rows(
-    conn: &Connection,
-    path: &Path,
-    size: usize,
-    rows: &[(i64, &AuditRecord)],
-    on_taken: OnTaken,
-) -> Result<usize, StoreError> {
-    let mut st = conn.prepare_cached(insert_sql(size, on_taken)).ctx(path)?;
-    for (i, (id, r)) in rows.iter().enumerate() {
-        let at = i * COLUMNS;
-        st.raw_bind_parameter(at + 1, *id).ctx(path)?;
-        st.raw_bind_parameter(at + 2, r.ts).ctx(path)?;
-        st.raw_bind_parameter(at + 3, r.actor.as_ref()).ctx(path)?;
-        st.raw_bind_parameter(at + 4, r.agent_id).ctx(path)?;
-        st.raw_bind_parameter(at + 5, r.action.as_ref()).ctx(path)?;
-        st.raw_bind_parameter(at + 6, r.entry_id).ctx(path)?;
-        st.raw_bind_parameter(at + 7, r.client.as_str()).ctx(path)?;
-        st.raw_bind_parameter(at + 8, r.outcome.as_ref()).ctx(path)?;
-        st.raw_bind_parameter(at + 9, r.detail.as_str()).ctx(path)?;
-    }
-    st.raw_execute().ctx(path)
-}
-
-/// Inserts every row of `rows` in [`CHUNKS`]-sized statements; returns how many were written.
+/// Inserts every row of `rows` in [`CHUNKS`]-sized statements (prepared once per connection,
+/// in `inserts`); returns how many were written.
 fn insert_all(
     conn: &Connection,
+    inserts: &mut Inserts,
     path: &Path,
     rows: &[(i64, &AuditRecord)],
     on_taken: OnTaken,
@@ -145,7 +122,7 @@ fn insert_all(
     while !rest.is_empty() {
         let size = CHUNKS.iter().position(|c| *c <= rest.len()).unwrap_or(CHUNKS.len() - 1);
         let (chunk, tail) = rest.split_at(CHUNKS[size].min(rest.len()));
-        written += insert_rows(conn, path, size, chunk, on_taken)?;
+        written += inserts.run(conn, insert_sql(size, on_taken), chunk).ctx(path)?;
         rest = tail;
     }
     Ok(written)
@@ -293,12 +270,23 @@ fn set_meta(conn: &Connection, path: &Path, key: &str, value: i64) -> Result<(),
 
 /// A connection used only for appending audit rows in batches (the group-commit writer's).
 pub struct AuditStore {
+    /// Statements of `conn`: dropped before it (see `Drop`).
+    inserts: Inserts,
     conn: Connection,
     path: PathBuf,
     sync: AuditSync,
     /// The `meta.audit_settled` this connection last wrote: a move that would write the same
     /// again, with no rows and no change to the reservation, takes no write lock at all.
     settled_written: Option<i64>,
+}
+
+impl Drop for AuditStore {
+    /// The prepared statements go before their connection closes, whatever order the fields are
+    /// declared in: SQLite refuses to close a connection with statements left (`SQLITE_BUSY`),
+    /// and rusqlite would then leak it, file handle and all.
+    fn drop(&mut self) {
+        self.inserts.clear();
+    }
 }
 
 impl AuditStore {
@@ -312,7 +300,7 @@ impl AuditStore {
         // stalling every request waiting on that batch; a [`Checkpointer`] runs them instead.
         conn.pragma_update(None, "wal_autocheckpoint", 0).ctx(path)?;
         conn.busy_handler(Some(wait_for_lock)).ctx(path)?;
-        Ok(Self { conn, path: path.to_owned(), sync, settled_written: None })
+        Ok(Self { inserts: Inserts::default(), conn, path: path.to_owned(), sync, settled_written: None })
     }
 
     /// Appends every record in one transaction; returns their ids in order (consecutive, from
@@ -325,13 +313,13 @@ impl AuditStore {
         records: impl ExactSizeIterator<Item = &'a AuditRecord>,
     ) -> Result<Vec<i64>, StoreError> {
         let records: Vec<&AuditRecord> = records.collect();
-        self.in_transaction(|conn, path| {
+        self.in_transaction(|conn, inserts, path| {
             let first: i64 = conn
                 .prepare_cached(concat!("SELECT ", next_free_audit_id!()))
                 .and_then(|mut st| st.query_row([], |r| r.get(0)))
                 .ctx(path)?;
             let rows: Vec<(i64, &AuditRecord)> = (first..).zip(records.iter().copied()).collect();
-            insert_all(conn, path, &rows, OnTaken::Fail)?;
+            insert_all(conn, inserts, path, &rows, OnTaken::Fail)?;
             Ok(rows.into_iter().map(|(id, _)| id).collect())
         })
     }
@@ -339,14 +327,14 @@ impl AuditStore {
     /// Runs `f` in one transaction; nothing of it stays if it fails.
     fn in_transaction<T>(
         &mut self,
-        f: impl FnOnce(&Connection, &Path) -> Result<T, StoreError>,
+        f: impl FnOnce(&Connection, &mut Inserts, &Path) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         // BEGIN and COMMIT from the statement cache: `Connection::transaction` parses both anew
         // for every batch, which showed in profiles of a busy server. IMMEDIATE: the write lock
         // is taken (or waited for) first; a transaction that read first (the next free id) and
         // then found another connection had written meanwhile could not write at all.
         self.conn.prepare_cached("BEGIN IMMEDIATE").and_then(|mut st| st.execute([])).ctx(&self.path)?;
-        let result = f(&self.conn, &self.path).and_then(|out| {
+        let result = f(&self.conn, &mut self.inserts, &self.path).and_then(|out| {
             self.conn.prepare_cached("COMMIT").and_then(|mut st| st.execute([])).ctx(&self.path)?;
             Ok(out)
         });
@@ -387,13 +375,13 @@ impl AuditStore {
     /// were written.
     pub fn replay_spooled(&mut self, rows: &[(i64, AuditRecord)]) -> Result<usize, StoreError> {
         let rows: Vec<(i64, &AuditRecord)> = rows.iter().map(|(id, r)| (*id, r)).collect();
-        self.in_transaction(|conn, path| insert_all(conn, path, &rows, OnTaken::Skip))
+        self.in_transaction(|conn, inserts, path| insert_all(conn, inserts, path, &rows, OnTaken::Skip))
     }
 
     /// Reserves ids for a spool that starts now (its rows of an earlier run already replayed):
     /// from just above the last row, [`RESERVE`] of them. Rows below are final.
     pub fn reserve_fresh(&mut self) -> Result<Reservation, StoreError> {
-        let reservation = self.in_transaction(|conn, path| {
+        let reservation = self.in_transaction(|conn, _, path| {
             let max = last_id(conn, path)?;
             let reservation = Reservation { next: max + 1, upto: max + RESERVE };
             set_meta(conn, path, "audit_reserved_upto", reservation.upto)?;
@@ -424,8 +412,8 @@ impl AuditStore {
                 return Ok(held);
             }
         }
-        let written = self.in_transaction(|conn, path| {
-            insert_all(conn, path, &rows, OnTaken::Fail)?;
+        let written = self.in_transaction(|conn, inserts, path| {
+            insert_all(conn, inserts, path, &rows, OnTaken::Fail)?;
             let max = last_id(conn, path)?;
             let next = if max > held.upto { max + 1 } else { held.next };
             let reservation = if next != held.next || held.upto - held.next < RESERVE / 4 {
@@ -445,7 +433,7 @@ impl AuditStore {
     /// Gives back the ids a spool reserved but did not use (a clean stop): rows written after
     /// it follow on from `next`, and every row is final.
     pub fn release(&mut self, next: i64) -> Result<(), StoreError> {
-        self.in_transaction(|conn, path| {
+        self.in_transaction(|conn, _, path| {
             let max = last_id(conn, path)?;
             if max < next {
                 set_meta(conn, path, "audit_reserved_upto", next - 1)?;

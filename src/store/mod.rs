@@ -4,6 +4,7 @@
 //! every query. It never decrypts anything and never sees a plaintext secret: entry payloads
 //! arrive and leave as sealed bytes. Callers get plain Rust rows back.
 
+mod audit_insert;
 pub mod audit_sql;
 pub mod feed_db;
 pub mod gone_names_db;
