@@ -532,6 +532,7 @@ mod tests {
         assert_eq!(ids, vec![a, b, cli, c]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
     #[test]
     fn the_row_that_fills_half_a_half_or_nears_the_end_of_the_ids_asks_for_a_move() {
         let (dir, path) = crate::audit::temp_vault_file();

@@ -75,7 +75,7 @@ pub(crate) fn prune(conn: &Connection, path: &Path, before_ms: i64) -> Result<us
 }
 
 /// Rows per multi-row INSERT, largest first; a batch is split into these so that only this
-/// many statements are ever prepared (the statement cache holds them all).
+/// many statements are ever prepared (an `AuditStore`'s `Inserts` holds them all).
 const CHUNKS: [usize; 4] = [64, 16, 4, 1];
 
 /// What a row whose id is already taken does: fails the batch (a new row: ids are reserved, so
