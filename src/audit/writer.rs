@@ -632,13 +632,7 @@ impl AuditWriter {
         let record = match &self.file.spool {
             None => record,
             Some(spool) => match spool.append(record) {
-                Appended::Spooled { id, wake } => {
-                    mark_dirty(self.lane, &self.file);
-                    if wake {
-                        self.lane.thread.unpark();
-                    }
-                    return Commit(Wait::Ready(id));
-                }
+                Appended::Spooled { id, wake } => return Commit(Wait::Ready(self.spooled(id, wake))),
                 Appended::Refused(record, Refusal::Full) => {
                     let writer = self.clone();
                     return Commit(Wait::ForRoom(Box::pin(async move { writer.spool_when_room(record).await })));
@@ -682,24 +676,42 @@ impl AuditWriter {
             tokio::pin!(notified);
             notified.as_mut().enable();
             match spool.append(record) {
-                Appended::Spooled { id, wake } => {
-                    mark_dirty(self.lane, &self.file);
-                    if wake {
-                        self.lane.thread.unpark();
-                    }
-                    return Ok(id);
-                }
+                Appended::Spooled { id, wake } => return Ok(self.spooled(id, wake)),
                 Appended::Refused(r, Refusal::TooBig) => return self.commit_record(r).await,
                 Appended::Refused(r, Refusal::Full) => record = r,
             }
-            mark_dirty(self.lane, &self.file);
-            self.lane.thread.unpark();
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return Err(AuditError::Store(StoreError::Conflict(
-                    "the audit spool is full and its rows cannot be written to the vault file".into(),
-                )));
-            }
+            self.await_move(
+                notified,
+                deadline,
+                "the audit spool is full and its rows cannot be written to the vault file",
+            )
+            .await?;
         }
+    }
+
+    /// A row the spool took: its file goes on the mover's list, and the mover wakes now if the
+    /// row asked for it (see [`Appended::Spooled`]).
+    fn spooled(&self, id: i64, wake: bool) -> i64 {
+        mark_dirty(self.lane, &self.file);
+        if wake {
+            self.lane.thread.unpark();
+        }
+        id
+    }
+
+    /// Asks the pool thread for a move of this file's spool and waits for one (`notified`, armed
+    /// by the caller before it looked) until `deadline`; past it, fails with `why`.
+    async fn await_move(
+        &self,
+        notified: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
+        deadline: tokio::time::Instant,
+        why: &str,
+    ) -> Result<(), AuditError> {
+        mark_dirty(self.lane, &self.file);
+        self.lane.thread.unpark();
+        tokio::time::timeout_at(deadline, notified)
+            .await
+            .map_err(|_| AuditError::Store(StoreError::Conflict(why.into())))
     }
 
     /// Commits `event` and waits until its row (and every row acknowledged before it) is in the
@@ -717,13 +729,7 @@ impl AuditWriter {
             if self.file.moved_below.load(Ordering::SeqCst) > id {
                 return Ok(id);
             }
-            mark_dirty(self.lane, &self.file);
-            self.lane.thread.unpark();
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return Err(AuditError::Store(StoreError::Conflict(
-                    "audit rows cannot be written to the vault file yet".into(),
-                )));
-            }
+            self.await_move(notified, deadline, "audit rows cannot be written to the vault file yet").await?;
         }
     }
 
