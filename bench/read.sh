@@ -19,6 +19,11 @@ cd "$(dirname "$0")/.."
 source bench/lib.sh
 secs=${1:-4}
 profile=${BENCH_PROFILE:-release}
+rounds64=${BENCH_ROUNDS_64:-12}
+secs64=${BENCH_SECS_64:-2}
+for setting in "seconds-per-run=$secs" "BENCH_ROUNDS_64=$rounds64" "BENCH_SECS_64=$secs64"; do
+  [[ ${setting#*=} =~ ^[1-9][0-9]*$ ]] || { echo "bench/read.sh: ${setting%%=*} must be a positive whole number, not '${setting#*=}'" >&2; exit 2; }
+done
 
 bash scripts/install-test-deps.sh >/dev/null
 cargo build --profile "$profile" --quiet --bin clavitor --example bare_axum
@@ -103,8 +108,6 @@ done
 # median drop the ones it hit only once. The order within a pair alternates, so that neither
 # server always runs second (after the other's load, with what it left in the caches and the
 # host's scheduler) and a drift over the minute favours neither.
-rounds64=${BENCH_ROUNDS_64:-12}
-secs64=${BENCH_SECS_64:-2}
 for round in $(seq 1 "$rounds64"); do
   if ((round % 2)); then
     vault_run 64 "$round" 2 "${secs64}s"
@@ -143,7 +146,7 @@ ratio() {
     if [[ $2 == rps ]]; then a=$(rps_of "$work/vault.c$1.$round.wrk") b=$(rps_of "$work/bare.c$1.$round.wrk")
     else a=$(lat "$work/vault.c$1.$round.wrk" "$2") b=$(lat "$work/bare.c$1.$round.wrk" "$2"); fi
     awk -v a="$a" -v b="$b" 'BEGIN { printf "%.3f\n", (b > 0 ? a / b : 0) }'
-  done | median
+  done | median | awk '{ printf "%.3f", $1 }'
 }
 # pooled CONNS: vault/bare of the req/s summed over all rounds (runs of equal length): a second
 # view of the same runs, which a few bad rounds move more than they move the median.
