@@ -1,4 +1,5 @@
-//! The `audit` table's multi-row INSERTs, prepared once per connection, with text bound in place.
+//! The `audit` table's multi-row INSERTs (their text, batch sizes and binds in one place),
+//! prepared once per connection, with text bound in place.
 //!
 //! rusqlite binds every string `SQLITE_TRANSIENT`: SQLite allocates and copies it before the
 //! statement runs. An audit row has four strings and a busy node writes a row per read, so those
@@ -18,8 +19,44 @@ use rusqlite::{Connection, ffi};
 
 use super::audit_sql::AuditRecord;
 
-/// Columns bound per row, in the order of the INSERT's column list.
-pub(crate) const COLUMNS: usize = 9;
+/// Columns bound per row, in the order of [`insert_sql`]'s column list (and of `bind_all`).
+const COLUMNS: usize = 9;
+
+/// Rows per multi-row INSERT, largest first; a batch is split into these so that only this
+/// many statements are ever prepared (an `AuditStore`'s `Inserts` holds them all).
+const CHUNKS: [usize; 4] = [64, 16, 4, 1];
+
+/// What a row whose id is already taken does: fails the batch (a new row: ids are reserved, so
+/// this means the file was changed behind the writer's back), or is skipped (a spool replayed
+/// after a crash, whose rows may already have been moved).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OnTaken {
+    Fail,
+    Skip,
+}
+
+/// The INSERT of `CHUNKS[size]` rows, [`COLUMNS`] parameters each.
+fn insert_sql(size: usize, on_taken: OnTaken) -> &'static str {
+    static SQL: std::sync::LazyLock<[Vec<String>; 2]> = std::sync::LazyLock::new(|| {
+        let row = format!("({})", ["?"; COLUMNS].join(", "));
+        ["OR FAIL", "OR IGNORE"].map(|conflict| {
+            CHUNKS
+                .iter()
+                .map(|n| {
+                    let rows = vec![row.as_str(); *n].join(", ");
+                    // OR FAIL, not the default ABORT: an ABORT statement that writes several
+                    // rows keeps a statement journal so it can undo its own rows alone (a 64 KiB
+                    // buffer and a copy of every page it touches, per batch). A failed batch is
+                    // rolled back whole by its caller, so that undo is never needed.
+                    format!(
+                        "INSERT {conflict} INTO audit (id, ts, actor, agent_id, action, entry_id, client, outcome, detail) VALUES {rows}"
+                    )
+                })
+                .collect()
+        })
+    });
+    SQL[usize::from(on_taken == OnTaken::Skip)].get(size).map_or("", String::as_str)
+}
 
 /// One prepared INSERT of exactly `rows` rows.
 struct Insert {
@@ -159,12 +196,7 @@ pub(crate) struct Inserts {
 impl Inserts {
     /// Runs `sql` (an INSERT of `rows.len()` rows, [`COLUMNS`] parameters each) over `rows` on
     /// `conn`, preparing it on first use. `conn` must be the connection every earlier call used.
-    pub(crate) fn run(
-        &mut self,
-        conn: &Connection,
-        sql: &'static str,
-        rows: &[(i64, &AuditRecord)],
-    ) -> rusqlite::Result<usize> {
+    fn run(&mut self, conn: &Connection, sql: &'static str, rows: &[(i64, &AuditRecord)]) -> rusqlite::Result<usize> {
         // The texts are statics: the same text is the same pointer, no need to compare 2 KiB.
         let at = match self.prepared.iter().position(|(s, _)| std::ptr::eq(*s, sql)) {
             Some(at) => at,
@@ -174,6 +206,25 @@ impl Inserts {
             }
         };
         self.prepared[at].1.run(conn, rows)
+    }
+
+    /// Inserts every row of `rows` in [`CHUNKS`]-sized statements on `conn` (the connection
+    /// every earlier call used); returns how many were written.
+    pub(crate) fn insert_all(
+        &mut self,
+        conn: &Connection,
+        rows: &[(i64, &AuditRecord)],
+        on_taken: OnTaken,
+    ) -> rusqlite::Result<usize> {
+        let mut rest = rows;
+        let mut written = 0;
+        while !rest.is_empty() {
+            let size = CHUNKS.iter().position(|c| *c <= rest.len()).unwrap_or(CHUNKS.len() - 1);
+            let (chunk, tail) = rest.split_at(CHUNKS[size].min(rest.len()));
+            written += self.run(conn, insert_sql(size, on_taken), chunk)?;
+            rest = tail;
+        }
+        Ok(written)
     }
 
     /// Finalizes every statement; for the owner's `Drop`, before the connection closes.

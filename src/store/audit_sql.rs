@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, params};
 
-use super::audit_insert::Inserts;
+use super::audit_insert::{Inserts, OnTaken};
 use super::{Ctx, StoreError};
 
 /// One audit row as stored. Text columns hold short codes, never secrets or token material.
@@ -72,60 +72,6 @@ pub(crate) fn insert(conn: &Connection, path: &Path, r: &AuditRecord) -> Result<
 /// Deletes rows older than `before_ms` (audit retention); returns how many.
 pub(crate) fn prune(conn: &Connection, path: &Path, before_ms: i64) -> Result<usize, StoreError> {
     conn.execute("DELETE FROM audit WHERE ts < ?1", params![before_ms]).ctx(path)
-}
-
-/// Rows per multi-row INSERT, largest first; a batch is split into these so that only this
-/// many statements are ever prepared (an `AuditStore`'s `Inserts` holds them all).
-const CHUNKS: [usize; 4] = [64, 16, 4, 1];
-
-/// What a row whose id is already taken does: fails the batch (a new row: ids are reserved, so
-/// this means the file was changed behind the writer's back), or is skipped (a spool replayed
-/// after a crash, whose rows may already have been moved).
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum OnTaken {
-    Fail,
-    Skip,
-}
-
-fn insert_sql(size: usize, on_taken: OnTaken) -> &'static str {
-    static SQL: std::sync::LazyLock<[Vec<String>; 2]> = std::sync::LazyLock::new(|| {
-        ["OR FAIL", "OR IGNORE"].map(|conflict| {
-            CHUNKS
-                .iter()
-                .map(|n| {
-                    let rows = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?)"; *n].join(", ");
-                    // OR FAIL, not the default ABORT: an ABORT statement that writes several
-                    // rows keeps a statement journal so it can undo its own rows alone (a 64 KiB
-                    // buffer and a copy of every page it touches, per batch). A failed batch is
-                    // rolled back whole by its caller, so that undo is never needed.
-                    format!(
-                        "INSERT {conflict} INTO audit (id, ts, actor, agent_id, action, entry_id, client, outcome, detail) VALUES {rows}"
-                    )
-                })
-                .collect()
-        })
-    });
-    SQL[usize::from(on_taken == OnTaken::Skip)].get(size).map_or("", String::as_str)
-}
-
-/// Inserts every row of `rows` in [`CHUNKS`]-sized statements (prepared once per connection,
-/// in `inserts`); returns how many were written.
-fn insert_all(
-    conn: &Connection,
-    inserts: &mut Inserts,
-    path: &Path,
-    rows: &[(i64, &AuditRecord)],
-    on_taken: OnTaken,
-) -> Result<usize, StoreError> {
-    let mut rest = rows;
-    let mut written = 0;
-    while !rest.is_empty() {
-        let size = CHUNKS.iter().position(|c| *c <= rest.len()).unwrap_or(CHUNKS.len() - 1);
-        let (chunk, tail) = rest.split_at(CHUNKS[size].min(rest.len()));
-        written += inserts.run(conn, insert_sql(size, on_taken), chunk).ctx(path)?;
-        rest = tail;
-    }
-    Ok(written)
 }
 
 /// Which rows a reader asks for (issue 17's audit view); `None` matches every row. Times are
@@ -306,7 +252,7 @@ impl AuditStore {
     /// Appends every record in one transaction; returns their ids in order (consecutive, from
     /// the next free id: see [`next_free_audit_id`]).
     ///
-    /// Rows go in through multi-row INSERTs of [`CHUNKS`] sizes, which costs SQLite far less
+    /// Rows go in through multi-row INSERTs (`audit_insert`), which costs SQLite far less
     /// per row than one statement each.
     pub fn append_batch<'a>(
         &mut self,
@@ -319,7 +265,7 @@ impl AuditStore {
                 .and_then(|mut st| st.query_row([], |r| r.get(0)))
                 .ctx(path)?;
             let rows: Vec<(i64, &AuditRecord)> = (first..).zip(records.iter().copied()).collect();
-            insert_all(conn, inserts, path, &rows, OnTaken::Fail)?;
+            inserts.insert_all(conn, &rows, OnTaken::Fail).ctx(path)?;
             Ok(rows.into_iter().map(|(id, _)| id).collect())
         })
     }
@@ -375,7 +321,7 @@ impl AuditStore {
     /// were written.
     pub fn replay_spooled(&mut self, rows: &[(i64, AuditRecord)]) -> Result<usize, StoreError> {
         let rows: Vec<(i64, &AuditRecord)> = rows.iter().map(|(id, r)| (*id, r)).collect();
-        self.in_transaction(|conn, inserts, path| insert_all(conn, inserts, path, &rows, OnTaken::Skip))
+        self.in_transaction(|conn, inserts, path| inserts.insert_all(conn, &rows, OnTaken::Skip).ctx(path))
     }
 
     /// Reserves ids for a spool that starts now (its rows of an earlier run already replayed):
@@ -413,7 +359,7 @@ impl AuditStore {
             }
         }
         let written = self.in_transaction(|conn, inserts, path| {
-            insert_all(conn, inserts, path, &rows, OnTaken::Fail)?;
+            inserts.insert_all(conn, &rows, OnTaken::Fail).ctx(path)?;
             let max = last_id(conn, path)?;
             let next = if max > held.upto { max + 1 } else { held.next };
             let reservation = if next != held.next || held.upto - held.next < RESERVE / 4 {
