@@ -151,6 +151,13 @@ thread_local! {
     static COUNTED: Cell<bool> = const { Cell::new(false) };
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Rows [`commit_queued`] committed on this thread: how a test tells a worker's own commit
+    /// from the pool thread's.
+    static COMMITTED_HERE: Cell<usize> = const { Cell::new(0) };
+}
+
 /// Runtime workers between tokio's unpark and park hooks: serving requests, so about to queue
 /// more rows.
 static RUNNING_WORKERS: AtomicUsize = AtomicUsize::new(0);
@@ -313,7 +320,11 @@ fn commit_queued(lane: &Lane) -> bool {
             store.try_append_batch(mine.iter().map(|j| &j.record))
         };
         match result {
-            Ok(Some(ids)) => answer(&mut mine, Ok(ids)),
+            Ok(Some(ids)) => {
+                #[cfg(test)]
+                COMMITTED_HERE.with(|c| c.set(c.get() + rows));
+                answer(&mut mine, Ok(ids));
+            }
             Ok(None) => {
                 // Left in queue order: this file's rows, then the others' (each file's own
                 // order is what counts), ahead of anything queued meanwhile.
@@ -919,17 +930,19 @@ mod tests {
     }
 
     /// Makes the calling thread a hooked worker and queues a row from it while another request
-    /// is the lane's committer: the commit, still pending (the wake or commit is left to the
-    /// park hook), and a context to poll it with.
+    /// is the lane's committer: the commit (the wake or commit is left to the park hook), and a
+    /// context to poll it with.
+    ///
+    /// The row is not asserted pending here: the shared pool thread's recheck may take and
+    /// commit it should this thread be preempted right after queueing it. Each test checks
+    /// what its point needs.
     fn queued_on_a_hooked_worker(
         w: &AuditWriter,
     ) -> (std::pin::Pin<Box<impl Future<Output = Result<i64, AuditError>> + '_>>, Context<'static>) {
         before_worker_park();
-        let mut cx = Context::from_waker(Waker::noop());
-        let mut commit = Box::pin(with_a_committer_elsewhere(w, || w.commit(event())));
+        let commit = Box::pin(with_a_committer_elsewhere(w, || w.commit(event())));
         assert!(matches!(commit.0, Wait::Queued(_)));
-        assert!(commit.as_mut().poll(&mut cx).is_pending());
-        (commit, cx)
+        (commit, Context::from_waker(Waker::noop()))
     }
 
     /// Runs `f` while the lane counts as having a committer armed (some other request), so that
@@ -1056,13 +1069,40 @@ mod tests {
     fn an_idle_worker_commits_its_rows_itself() {
         let _serial = serial();
         on_a_thread(|w| {
-            let (mut commit, mut cx) = queued_on_a_hooked_worker(&w);
-            before_worker_park();
-            match commit.as_mut().poll(&mut cx) {
-                Poll::Ready(Ok(id)) => assert!(id > 0),
-                other => panic!("not committed by the worker itself: {other:?}"),
-            }
+            in_some_attempt("the idle worker did not commit its row itself", || {
+                let (mut commit, mut cx) = queued_on_a_hooked_worker(&w);
+                let before = COMMITTED_HERE.with(Cell::get);
+                before_worker_park();
+                let here = COMMITTED_HERE.with(Cell::get) > before;
+                match commit.as_mut().poll(&mut cx) {
+                    Poll::Ready(result) => here && result.expect("the row failed") > 0,
+                    Poll::Pending => {
+                        // Left to the lane's busy committer: it must still commit the row.
+                        assert!(committed_within(commit.as_mut(), 10) > 0, "the row left to the pool was lost");
+                        false
+                    }
+                }
+            });
         });
+    }
+
+    /// Runs `attempt` until it returns true, at most [`ATTEMPTS`] times; panics with `never` if
+    /// it never does.
+    ///
+    /// For tests of what a worker commits itself ([`COMMITTED_HERE`] tells). The lane's pool
+    /// thread is shared with every other test in this process and takes the lane's `committing`
+    /// lock for a moment at each of its rechecks (every few milliseconds while other tests'
+    /// spools are moved), and may take queued rows then; a worker that finds the lock taken
+    /// rightly leaves its rows to that holder. Such an attempt returns false (after checking
+    /// that its rows still commit) and the next one is made.
+    fn in_some_attempt(never: &str, mut attempt: impl FnMut() -> bool) {
+        const ATTEMPTS: usize = 50;
+        for _ in 0..ATTEMPTS {
+            if attempt() {
+                return;
+            }
+        }
+        panic!("{never} in any of {ATTEMPTS} attempts");
     }
 
     /// While another connection holds the file's write lock, the idle worker does not wait for
@@ -1161,25 +1201,44 @@ mod tests {
         let _serial = serial();
         on_a_thread(|w| {
             before_worker_park();
-            let mut cx = Context::from_waker(Waker::noop());
-            let mut first = Box::pin(w.commit(event()));
-            assert!(matches!(first.0, Wait::Committer { .. }), "the first row did not arm a committer");
-            assert!(first.as_mut().poll(&mut cx).is_pending(), "the committer did not step aside");
-            let mut later: Vec<_> = (0..3).map(|_| Box::pin(w.commit(event()))).collect();
-            for c in &mut later {
-                assert!(matches!(c.0, Wait::Queued(_)), "a second committer was armed");
-                assert!(c.as_mut().poll(&mut cx).is_pending());
-            }
-            let Poll::Ready(Ok(id)) = first.as_mut().poll(&mut cx) else {
-                panic!("the committer did not commit on its second poll");
-            };
-            assert!(!w.lane.armed.load(Ordering::SeqCst), "the lane stayed armed");
-            for (i, c) in later.iter_mut().enumerate() {
-                match c.as_mut().poll(&mut cx) {
-                    Poll::Ready(Ok(next)) => assert_eq!(next, id + 1 + i as i64),
-                    other => panic!("row {i} was not committed with the committer's: {other:?}"),
+            in_some_attempt("the committer did not commit the rows itself on its second poll", || {
+                let mut cx = Context::from_waker(Waker::noop());
+                let mut first = Box::pin(w.commit(event()));
+                assert!(matches!(first.0, Wait::Committer { .. }), "the first row did not arm a committer");
+                assert!(first.as_mut().poll(&mut cx).is_pending(), "the committer did not step aside");
+                let mut later: Vec<_> = (0..3).map(|_| Box::pin(w.commit(event()))).collect();
+                assert!(later.iter().all(|c| matches!(c.0, Wait::Queued(_))), "a second committer was armed");
+                let before = COMMITTED_HERE.with(Cell::get);
+                let second_poll = first.as_mut().poll(&mut cx);
+                let here = COMMITTED_HERE.with(Cell::get) - before;
+                assert!(!w.lane.armed.load(Ordering::SeqCst), "the lane stayed armed");
+                let id = match second_poll {
+                    Poll::Ready(result) => result.expect("the committer's row failed"),
+                    Poll::Pending => {
+                        // Left to the lane's busy committer: every row must still commit.
+                        assert!(committed_within(first.as_mut(), 10) > 0, "the committer's row was lost");
+                        0
+                    }
+                };
+                // Whoever committed them, the rows follow the committer's in queue order.
+                let mut at_once = true;
+                let ids: Vec<i64> = later
+                    .iter_mut()
+                    .map(|c| match c.as_mut().poll(&mut cx) {
+                        Poll::Ready(result) => result.expect("a later row failed"),
+                        Poll::Pending => {
+                            at_once = false;
+                            committed_within(c.as_mut(), 10)
+                        }
+                    })
+                    .collect();
+                if id > 0 {
+                    assert_eq!(ids, [id + 1, id + 2, id + 3], "the later rows were not committed in order");
                 }
-            }
+                // Done here only if the committer committed the rows (the pool thread may have
+                // taken some at a recheck) and all were answered when its poll returned.
+                id > 0 && at_once && here >= 4
+            });
         });
     }
 
