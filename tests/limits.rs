@@ -271,13 +271,14 @@ fn chunked_body_is_cut_at_the_limit(t: &Target) {
 
 fn slow_body_gets_408_and_the_connection_closes(t: &Target) {
     let mut c = t.connect();
+    // Taken before the write: the server's clock starts once it has the head, never earlier.
+    let started = Instant::now();
     c.write_all(
         b"POST /api/setup/start HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
           Content-Length: 100\r\n\r\n{\"code\"",
     )
     .unwrap();
     c.flush().unwrap();
-    let started = Instant::now();
     let (status, head, body) = response(&mut *c).expect("an answer to a late body");
     // --body-timeout-secs 2
     assert!(started.elapsed() >= Duration::from_millis(1500), "too early: {:?}", started.elapsed());
@@ -386,8 +387,9 @@ fn a_body_below_the_floor_rate_gets_408() {
     let s = Server::start(&v.dir(), &["--body-timeout-secs", "60", "--body-min-rate", "1000"]);
     let mut c = connect_from("127.0.0.1", s.addr);
     c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    c.write_all(b"POST /api/setup/start HTTP/1.1\r\nHost: localhost\r\nContent-Length: 60000\r\n\r\n").unwrap();
+    // Taken before the write: the server's clock starts once it has the head, never earlier.
     let started = Instant::now();
+    c.write_all(b"POST /api/setup/start HTTP/1.1\r\nHost: localhost\r\nContent-Length: 60000\r\n\r\n").unwrap();
     // 10 bytes every 200 ms (50 B/s) until the server closes; at most 20 s.
     let mut writer = c.try_clone().unwrap();
     let trickle = std::thread::spawn(move || {
@@ -463,8 +465,9 @@ fn one_address_cannot_hold_more_than_its_share_of_the_body_budget() {
         c.flush().unwrap();
         holding.push(c);
     }
-    // Let the server book the eight shares.
-    std::thread::sleep(Duration::from_millis(500));
+    // Let the server book the eight shares (a head each to parse; generous for a loaded
+    // machine, since the ninth must find them booked).
+    std::thread::sleep(Duration::from_secs(2));
     let mut ninth = t.connect_from("127.0.0.2").expect("connection");
     ninth.write_all(post(256 * 1024).as_bytes()).unwrap();
     ninth.flush().unwrap();

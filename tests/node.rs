@@ -220,7 +220,11 @@ fn kuma_push_reports_up_with_the_figures_at_the_interval() {
         assert!(p.query["msg"].starts_with("OK db="), "{:?}", p.query["msg"]);
         assert!(p.query["msg"].len() < 200);
         pushes.push(p.clone());
-        if p.query["msg"].contains(" sess=1") || pushes.len() >= 15 {
+        // A push samples its figures on its own schedule: one taken while the three requests
+        // above were under way, or before the start-up check ended, shows part of them.
+        let msg = &p.query["msg"];
+        let complete = msg.contains(" sess=1") && msg.contains(" err1h=1 ") && msg.contains("db=ok");
+        if complete || pushes.len() >= 15 {
             break p;
         }
     };
@@ -231,14 +235,19 @@ fn kuma_push_reports_up_with_the_figures_at_the_interval() {
     assert!(req >= 3, "{msg}");
     assert!(msg.contains("db=ok"), "the start-up quick check has run: {msg}");
 
-    // The interval: three more pushes, each about a second after the previous one.
-    let mut last = pushes.last().unwrap().at;
+    // The interval: three more pushes, a second apart. The pusher keeps a fixed schedule, so a
+    // push the loaded machine held back is followed by one that comes early: each gap is only
+    // bounded loosely, the span of the three holds the interval.
+    let first = pushes.last().unwrap().at;
+    let mut last = first;
     for _ in 0..3 {
         let p = next(&rx, "Kuma push");
         let gap = p.at.duration_since(last);
-        assert!(gap >= Duration::from_millis(600) && gap <= Duration::from_millis(2500), "gap {gap:?}");
+        assert!(gap <= Duration::from_secs(5), "gap {gap:?}");
         last = p.at;
     }
+    let span = last.duration_since(first);
+    assert!(span >= Duration::from_millis(1800) && span <= Duration::from_secs(8), "three intervals took {span:?}");
     assert!(!s.stderr().contains("s3cret-kuma-token"), "the push URL's token is in the logs");
 }
 
@@ -322,8 +331,10 @@ fn kuma_push_goes_down_when_a_database_fails_its_integrity_check() {
     );
     let down = std::iter::from_fn(|| rx.recv_timeout(Duration::from_secs(30)).ok())
         .take(10)
-        .find(|p| p.query["status"] == "down")
-        .expect("a down push");
+        // The vault is refused as it opens; the node's own check of every file may end a push
+        // or two later, and the push that follows names both.
+        .find(|p| p.query["status"] == "down" && p.query["msg"].contains("db=failed"))
+        .expect("a down push after the integrity check");
     let msg = &down.query["msg"];
     // The damaged vault is also not served (issue 12 §6): it is named as unavailable.
     assert!(msg.starts_with("DOWN: db integrity check failed; vault "), "{msg}");

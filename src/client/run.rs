@@ -392,8 +392,9 @@ mod tests {
         assert!(c.truncated && c.stdout.len() == 1000);
         let mut cmd = Command::new("sh");
         cmd.args(["-c", "echo started; sleep 30"]);
-        let c = run_captured(cmd, &secrets, CaptureLimits { max_output: 1000, timeout: Duration::from_millis(300) })
-            .unwrap();
+        // Two seconds: `sh` must have started and echoed before the limit, also on a loaded machine.
+        let c =
+            run_captured(cmd, &secrets, CaptureLimits { max_output: 1000, timeout: Duration::from_secs(2) }).unwrap();
         assert!(c.timed_out && c.exit_code == 137 && c.stdout == "started\n", "{c:?}");
     }
 }

@@ -117,6 +117,25 @@ impl Vault {
         self.cli_json(&args, None).as_array().expect("rows").clone()
     }
 
+    /// [`audit_rows`](Self::audit_rows) once `holds` is true of them, for at most 20 s; panics
+    /// naming `what` otherwise. A read's row reaches the file a few milliseconds after its answer
+    /// (the node's audit spool), and `audit list` run while a node holds the spool reads only
+    /// what is in the file: a check of a row the server just wrote waits for it here.
+    pub fn audit_rows_when(&self, node: bool, what: &str, holds: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let rows = self.audit_rows(node);
+            if holds(&rows) {
+                return rows;
+            }
+            if std::time::Instant::now() >= deadline {
+                let newest: Vec<&Value> = rows.iter().take(20).collect();
+                panic!("the audit log never showed {what}; {} rows, the newest: {newest:?}", rows.len());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn serve(&self) -> Server {
         Server::start(&self.dir(), &[])
     }
@@ -244,6 +263,23 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // The test failed: whether the server was still running, and what it said last.
+            let state = match self.child.try_wait() {
+                Ok(Some(status)) => format!("had exited: {status}"),
+                Ok(None) => "still running".to_owned(),
+                Err(e) => format!("unknown: {e}"),
+            };
+            let stderr = self.stderr();
+            let lines: Vec<&str> = stderr.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(40)..];
+            eprintln!(
+                "--- server on {} {state}; the last {} lines of its stderr:\n{}",
+                self.addr,
+                tail.len(),
+                tail.join("\n")
+            );
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.stderr_file);
@@ -293,7 +329,7 @@ pub fn request_with(
     headers: &[(&str, &str)],
     body: Option<&[u8]>,
 ) -> Resp {
-    try_request(url, method, token, headers, body).expect("HTTP request")
+    run_request(url, method, token, headers, body).unwrap_or_else(|e| panic!("HTTP request {method} {url}: {e}"))
 }
 
 /// Like [`request_with`], but a connection the server closed early (e.g. a 405 sent before a
@@ -305,6 +341,16 @@ pub fn try_request(
     headers: &[(&str, &str)],
     body: Option<&[u8]>,
 ) -> Option<Resp> {
+    run_request(url, method, token, headers, body).ok()
+}
+
+fn run_request(
+    url: &str,
+    method: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Result<Resp, ureq::Error> {
     let agent = client();
     let mut builder = ureq::http::Request::builder().method(method).uri(url);
     if let Some(t) = token {
@@ -319,7 +365,7 @@ pub fn try_request(
         builder = builder.header("Content-Type", "application/json");
     }
     let req = builder.body(body.map(<[u8]>::to_vec).unwrap_or_default()).expect("request");
-    let mut resp = agent.run(req).ok()?;
+    let mut resp = agent.run(req)?;
     let status = resp.status().as_u16();
     let headers = resp
         .headers()
@@ -327,18 +373,23 @@ pub fn try_request(
         .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or_default().to_owned()))
         .collect();
     let body = resp.body_mut().read_to_string().unwrap_or_default();
-    Some(Resp { status, headers, body })
+    Ok(Resp { status, headers, body })
 }
 
-/// Waits (bounded) until `f` holds; the server picks up CLI changes within a fraction of a second.
+/// Waits until `f` holds, for at most 20 s. The server picks up CLI changes within a fraction of
+/// a second; the margin is for a loaded CI machine (tests that hold the server to a time bound
+/// measure it themselves).
 pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    for _ in 0..100 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
         if f() {
             return;
         }
+        if std::time::Instant::now() >= deadline {
+            panic!("timed out waiting for: {what}");
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
-    panic!("timed out waiting for: {what}");
 }
 
 /// Reads from a raw connection until the end of an HTTP response head (20 s at most).
