@@ -499,13 +499,11 @@ fn https_is_verified_and_ca_file_names_the_trusted_root() {
     let (_, token) = v.add_agent("ci", &[]);
     let (cert, key) = self_signed(v.tmp.path(), "server");
     let (other, _) = self_signed(v.tmp.path(), "other");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let listen = format!("127.0.0.1:{port}");
-    let _s = Server::start(
+    let mut s = Server::start(
         &v.dir(),
-        &["--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap(), "--tls-listen", &listen],
+        &["--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap(), "--tls-listen", "127.0.0.1:0"],
     );
-    eventually("the TLS listener accepts", || std::net::TcpStream::connect(&listen).is_ok());
+    let listen = s.listening_on("https").to_string();
     let url = format!("https://{listen}");
     let ls = |extra: &[&str]| {
         let mut cmd = Command::new(BIN);

@@ -141,10 +141,6 @@ fn self_signed(dir: &Path) -> (PathBuf, PathBuf) {
     (cert, key)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// The server with `extra` flags, and the targets to test: plain, and TLS when `tls`.
 fn start(v: &Vault, extra: &[&str], tls: bool) -> (Server, Target) {
     let mut args: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
@@ -154,17 +150,17 @@ fn start(v: &Vault, extra: &[&str], tls: bool) -> (Server, Target) {
         return (s, t);
     }
     let (cert, key) = self_signed(v.tmp.path());
-    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     args.extend([
         "--tls-cert".into(),
         cert.to_str().unwrap().into(),
         "--tls-key".into(),
         key.to_str().unwrap().into(),
         "--tls-listen".into(),
-        listen.to_string(),
+        "127.0.0.1:0".into(),
     ]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let s = Server::start(&v.dir(), &args);
+    let mut s = Server::start(&v.dir(), &args);
+    let listen = s.listening_on("https");
     // The probe comes from an address no test uses, and waits until the server has closed it
     // (its TLS handshake read the end of the stream), so that it does not still hold a place
     // under the connection caps when a test's first connections arrive.

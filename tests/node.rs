@@ -25,10 +25,6 @@ impl Drop for Proc {
     }
 }
 
-fn free_port() -> u16 {
-    free_ports::<1>()[0]
-}
-
 /// `N` distinct free loopback ports. Every listener is held until all are picked: ports taken
 /// one after another can repeat (the kernel hands a just-closed port out again), and two
 /// servers of one test told the same port fail to start.
@@ -144,13 +140,12 @@ fn self_signed(dir: &Path, days: u32) -> (PathBuf, PathBuf) {
 fn a_tls_request_head_that_never_finishes_is_cut_off() {
     let v = Vault::new();
     let (cert, key) = self_signed(v.tmp.path(), 30);
-    let tls_listen = format!("127.0.0.1:{}", free_port());
-    let s = Server::start(
+    let mut s = Server::start(
         &v.dir(),
-        &["--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap(), "--tls-listen", &tls_listen],
+        &["--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap(), "--tls-listen", "127.0.0.1:0"],
     );
     // The TLS listener comes up just after the plain one the harness waited for.
-    common::eventually("the TLS listener accepts", || std::net::TcpStream::connect(&tls_listen).is_ok());
+    let tls_listen = s.listening_on("https").to_string();
     // openssl s_client: the TLS client that keeps its connection open while stdin does.
     let mut client = Proc(
         Command::new("openssl")
@@ -258,10 +253,8 @@ fn kuma_push_goes_down_when_the_certificate_is_near_expiry_and_logs_failures_onc
     let (url, rx) = receiver(404, r#"{"ok":false,"msg":"Monitor not found or not active."}"#);
     let v = Vault::new();
     let (cert, key) = self_signed(v.tmp.path(), 5);
-    let tls_port = free_port();
-    let tls_listen = format!("127.0.0.1:{tls_port}");
     let push = format!("{url}/api/push/other-secret");
-    let s = Server::start(
+    let mut s = Server::start(
         &v.dir(),
         &[
             "--tls-cert",
@@ -269,7 +262,7 @@ fn kuma_push_goes_down_when_the_certificate_is_near_expiry_and_logs_failures_onc
             "--tls-key",
             key.to_str().unwrap(),
             "--tls-listen",
-            &tls_listen,
+            "127.0.0.1:0",
             "--kuma-push-url",
             &push,
             "--kuma-interval-secs",
@@ -278,6 +271,7 @@ fn kuma_push_goes_down_when_the_certificate_is_near_expiry_and_logs_failures_onc
             "100",
         ],
     );
+    let tls_port = s.listening_on("https").port();
     for _ in 0..3 {
         let p = next(&rx, "Kuma push");
         assert_eq!(p.query["status"], "down");

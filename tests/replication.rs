@@ -507,7 +507,8 @@ impl Pair {
         let args: Vec<&str> = self.backup_args.iter().map(String::as_str).collect();
         self.backup = Server::start(&self.backup_vault.dir(), &args);
         let listen = self.backup_args.last().expect("tls listen").clone();
-        common::eventually("the backup's TLS listener", || std::net::TcpStream::connect(&listen).is_ok());
+        // Its own line, not a connect: a connect would also succeed on someone else's listener.
+        assert_eq!(self.backup.listening_on("https").to_string(), listen, "the backup's TLS listener");
     }
 
     /// The local CLI on the primary's data dir with its flags and environment (its license).
@@ -578,7 +579,6 @@ fn pair_setup(setup: Setup) -> Pair {
     let bv = Vault::new();
     let (pkey, bkey) = (openssl_key(pv.tmp.path()), openssl_key(bv.tmp.path()));
     let (ca_pem, cert, tls_key) = tls_cert(bv.tmp.path());
-    let tls_port = free_port();
     let bcfg = bv.tmp.path().join("replication.toml");
     let transport = bv.tmp.path().join("transport.key");
     std::fs::write(&transport, format!("{}\n", hex::encode(rand::random::<[u8; 32]>()))).unwrap();
@@ -595,7 +595,7 @@ fn pair_setup(setup: Setup) -> Pair {
     .unwrap();
     let status = bv.cli_json(&["--replication-config", bcfg.to_str().unwrap(), "replication", "status"], None);
     let transport_pub = status["transport_key"].as_str().expect("transport key").to_owned();
-    let backup_args: Vec<String> = vec![
+    let mut backup_args: Vec<String> = vec![
         "--replication-config".into(),
         bcfg.display().to_string(),
         "--tls-cert".into(),
@@ -603,12 +603,14 @@ fn pair_setup(setup: Setup) -> Pair {
         "--tls-key".into(),
         tls_key.display().to_string(),
         "--tls-listen".into(),
-        format!("127.0.0.1:{tls_port}"),
+        "127.0.0.1:0".into(),
     ];
-    let tls_listen = format!("127.0.0.1:{tls_port}");
     let args: Vec<&str> = backup_args.iter().map(String::as_str).collect();
-    let backup = Server::start_env(&bv.dir(), &args, backup_env);
-    common::eventually("the backup's TLS listener", || std::net::TcpStream::connect(&tls_listen).is_ok());
+    let mut backup = Server::start_env(&bv.dir(), &args, backup_env);
+    // The port the backup bound (a port picked free beforehand could be another test's server
+    // by the time the backup tried it); restarts bind it again.
+    let tls_listen = backup.listening_on("https").to_string();
+    *backup_args.last_mut().expect("tls listen") = tls_listen.clone();
     let mut backups = String::new();
     if let Some(url) = first {
         let other = SigningKey::from_bytes(&[3; 32]);

@@ -157,6 +157,8 @@ pub struct Server {
     pub child: Child,
     pub addr: SocketAddr,
     pub stdout: Vec<String>,
+    /// The server's stdout lines after the API's address line (see [`Server::listening_on`]).
+    later: std::sync::Mutex<mpsc::Receiver<String>>,
     stderr_file: PathBuf,
 }
 
@@ -207,7 +209,27 @@ impl Server {
                 }
             }
         };
-        Server { child, addr, stdout: lines, stderr_file }
+        Server { child, addr, stdout: lines, later: std::sync::Mutex::new(rx), stderr_file }
+    }
+
+    /// The address of the server's `kind` listener (`https`, `http-redirect`), from the line
+    /// it prints once that listener is bound (after the API's line). Tests pass `:0` and read
+    /// the port here: a port picked free beforehand can be taken by another test's server in
+    /// between, and a connect to it then reaches that server instead.
+    pub fn listening_on(&mut self, kind: &str) -> SocketAddr {
+        let prefix = format!("clavitor {kind} listening on ");
+        loop {
+            let later = self.later.get_mut().unwrap_or_else(|p| p.into_inner());
+            match later.recv_timeout(Duration::from_secs(60)) {
+                Ok(line) => {
+                    if let Some(addr) = line.strip_prefix(&prefix) {
+                        return addr.trim().parse().expect("address");
+                    }
+                    self.stdout.push(line);
+                }
+                Err(_) => panic!("no {kind} listener: {}", self.stderr()),
+            }
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
