@@ -122,18 +122,12 @@ impl Vault {
     /// (the node's audit spool), and `audit list` run while a node holds the spool reads only
     /// what is in the file: a check of a row the server just wrote waits for it here.
     pub fn audit_rows_when(&self, node: bool, what: &str, holds: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let rows = self.audit_rows(node);
-            if holds(&rows) {
-                return rows;
-            }
-            if std::time::Instant::now() >= deadline {
-                let newest: Vec<&Value> = rows.iter().take(20).collect();
-                panic!("the audit log never showed {what}; {} rows, the newest: {newest:?}", rows.len());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let mut rows = Vec::new();
+        eventually(&format!("the audit log to show {what}"), || {
+            rows = self.audit_rows(node);
+            holds(&rows)
+        });
+        rows
     }
 
     pub fn serve(&self) -> Server {
@@ -401,8 +395,13 @@ fn run_request(
 /// Waits until `f` holds, for at most 20 s. The server picks up CLI changes within a fraction of
 /// a second; the margin is for a loaded CI machine (tests that hold the server to a time bound
 /// measure it themselves).
-pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+pub fn eventually(what: &str, f: impl FnMut() -> bool) {
+    eventually_within(Duration::from_secs(20), what, f);
+}
+
+/// [`eventually`] with another bound, for what the server does only after a wait of its own.
+pub fn eventually_within(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
     loop {
         if f() {
             return;
